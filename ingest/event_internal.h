@@ -1,0 +1,34 @@
+/* Internal to the event codec: the identifier character classes and rules shared by the
+ * decoder (event_decode.c) and the checker/encoder (event_encode.c). */
+#ifndef GM_EVENT_INTERNAL_H
+#define GM_EVENT_INTERNAL_H
+
+#include "gm_ingest.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Bits of event__class[c]. */
+enum {
+    EVENT__C_NAME = 1,  /* in GM_EVENT_CHARSET_NAME */
+    EVENT__C_ID = 2,    /* in GM_EVENT_CHARSET_ID */
+    EVENT__C_ALNUM = 4, /* A-Z a-z 0-9 */
+    EVENT__C_ATTR = 8,  /* a-z 0-9: CloudEvents attribute names */
+    EVENT__C_PLAIN = 16 /* may appear in a JSON string as is: >= 0x20, not '"' or '\\' */
+};
+extern const unsigned char event__class[256];
+
+/* Which character set an identifier field uses. */
+typedef enum { EVENT__CS_NAME = EVENT__C_NAME, EVENT__CS_ID = EVENT__C_ID } event__charset;
+
+/* Checks an identifier of `len` bytes: not empty (unless `optional`), at most `max` bytes,
+ * only characters of `cs` (and for EVENT__CS_NAME a letter or digit first). Returns 0, or
+ * GM_EINVAL with the rule (without the field name) in rule. */
+int event__ident_check(const char *s, size_t len, size_t max, event__charset cs, bool optional,
+                       char *rule, size_t rule_len);
+
+/* Latest instant that RFC 3339 text with a four-digit year can name:
+ * 9999-12-31T23:59:59.999999Z. */
+#define EVENT__TIME_MAX_US (INT64_C(253402300799999999))
+
+#endif

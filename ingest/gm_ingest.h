@@ -1,0 +1,111 @@
+/* The usage event contract (DESIGN.md section 2): the event struct, a strict single-pass
+ * decoder for gridmeter.usage.v1 and gridmeter.gpu.v1 CloudEvents, and the canonical encoder.
+ *
+ * The decoder allocates nothing: strings are copied into the fixed arrays of gm_event, and
+ * quantities are parsed from the number text. docs/events.md is the contract for operators;
+ * every rule it states is enforced here and pinned by a fixture in tests/fixtures/events/.
+ */
+#ifndef GM_INGEST_H
+#define GM_INGEST_H
+
+#include "gm_common.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { GM_EVENT_USAGE = 1, GM_EVENT_GPU = 2 } gm_event_type;
+
+/* A message over 8 KiB is refused before it is parsed. */
+#define GM_EVENT_MAX_BYTES 8192
+/* Every quantity (tokens, microseconds, counts, seq) is a JSON integer 0..2^53-1. */
+#define GM_EVENT_MAX_QUANTITY ((INT64_C(1) << 53) - 1)
+
+/* Maximum lengths in bytes of the identifier fields (the arrays hold one more for the NUL).
+ * Identifiers are never empty (request_id excepted: it is optional) and use one of two
+ * ASCII character sets, so that they go into SQL, CSV, logfmt, URLs and file names without
+ * escaping:
+ *   GM_EVENT_CHARSET_NAME  A-Z a-z 0-9 . _ -, first character a letter or digit:
+ *                          subject (tenant), data.site, data.policy
+ *   GM_EVENT_CHARSET_ID    A-Z a-z 0-9 . _ - : / @ + = ~ :
+ *                          source, id, data.model, data.request_id, data.device */
+#define GM_EVENT_SOURCE_MAX     128
+#define GM_EVENT_ID_MAX         128
+#define GM_EVENT_TENANT_MAX     64
+#define GM_EVENT_SITE_MAX       64
+#define GM_EVENT_MODEL_MAX      128
+#define GM_EVENT_REQUEST_ID_MAX 128
+#define GM_EVENT_DEVICE_MAX     64
+#define GM_EVENT_POLICY_MAX     32
+#define GM_EVENT_CHARSET_NAME   "A-Z a-z 0-9 . _ - (first a letter or digit)"
+#define GM_EVENT_CHARSET_ID     "A-Z a-z 0-9 . _ - : / @ + = ~"
+
+/* One decoded event. Fields that the event's type does not carry are "" or 0. All strings
+ * are NUL-terminated and already checked against their character set and length. */
+typedef struct gm_event {
+    gm_event_type type;
+    char source[GM_EVENT_SOURCE_MAX + 1]; /* CloudEvents source: one emitting node */
+    char id[GM_EVENT_ID_MAX + 1];         /* (source, id) is the idempotency key */
+    char tenant[GM_EVENT_TENANT_MAX + 1]; /* CloudEvents subject */
+    int64_t time_us;                      /* CloudEvents time, microseconds since epoch */
+    uint64_t seq;                         /* data.seq: 1, 2, 3, … per source */
+    char site[GM_EVENT_SITE_MAX + 1];
+    /* gridmeter.usage.v1 */
+    char model[GM_EVENT_MODEL_MAX + 1];
+    char request_id[GM_EVENT_REQUEST_ID_MAX + 1]; /* optional: "" when absent */
+    int64_t input_tokens;                         /* uncached prompt tokens */
+    int64_t cached_tokens;                        /* prompt tokens served from the cache */
+    int64_t output_tokens;                        /* generated tokens */
+    int64_t gpu_us;                               /* both types: GPU kernel time */
+    /* gridmeter.gpu.v1 */
+    char device[GM_EVENT_DEVICE_MAX + 1];
+    int64_t window_start_us; /* data.window_start */
+    int64_t window_end_us;   /* data.window_end, > window_start_us */
+    char policy[GM_EVENT_POLICY_MAX + 1];
+    int64_t kernels;
+    int64_t unattributed_us;
+} gm_event;
+
+/* Why a message was refused, in parts: `field` is the JSON path ("data.output_tokens",
+ * "time") or "message" for the message as a whole (size, UTF-8, JSON syntax); `rule` says
+ * which rule broke and what was found ("must be an integer between 0 and 2^53-1, got 1.5").
+ * `source` and `id` are the event's, when they could be read (else ""). All text is
+ * printable ASCII, whatever the message held, so it can be stored and logged as is. */
+typedef struct gm_event_error {
+    char field[64];
+    char rule[224];
+    size_t offset; /* byte offset in the message where the problem was found */
+    char source[GM_EVENT_SOURCE_MAX + 1];
+    char id[GM_EVENT_ID_MAX + 1];
+} gm_event_error;
+
+/* Decodes one message (not NUL-terminated; `len` bytes) into *out. Returns 0, or GM_EINVAL
+ * with the reason in err (may be NULL), formatted
+ *   "event edge/fra1/n17#991: data.output_tokens: must be an integer between 0 and 2^53-1,
+ *    got 1.5"
+ * or without the "event source#id: " part when those could not be read. On failure *out is
+ * unspecified. Thread-safe; allocates nothing. */
+int gm_event_decode(const char *msg, size_t len, gm_event *out, char *err,
+                    size_t err_len) GM_MUSTCHECK;
+/* The same, with the reason in parts (`e` may be NULL). */
+int gm_event_decode_ex(const char *msg, size_t len, gm_event *out, gm_event_error *e) GM_MUSTCHECK;
+/* Formats e as gm_event_decode does; returns the length it wanted (like snprintf). */
+size_t gm_event_error_format(const gm_event_error *e, char *buf, size_t buf_len);
+
+/* Checks an event built in memory (by the node client, or a test) against the same rules as
+ * the decoder: 0 or GM_EINVAL naming the field and rule. */
+int gm_event_check(const gm_event *ev, char *err, size_t err_len) GM_MUSTCHECK;
+
+/* Writes the canonical JSON of an event into buf (NUL-terminated when it fits): fixed key
+ * order, no whitespace, time with 6 fraction digits, datacontenttype included, request_id
+ * left out when "". Returns the length without the NUL, or 0 when the event breaks a rule
+ * (see gm_event_check) or it does not fit. gm_event_decode() of the output gives back an
+ * equal event. GM_EVENT_MAX_BYTES + 1 always suffices. */
+size_t gm_event_encode(const gm_event *ev, char *buf, size_t buf_len);
+
+/* Field-by-field equality (strings compared as strings, unused fields included). */
+bool gm_event_equal(const gm_event *a, const gm_event *b);
+
+/* "gridmeter.usage.v1", "gridmeter.gpu.v1", or "unknown". */
+const char *gm_event_type_name(gm_event_type type);
+
+#endif /* GM_INGEST_H */
