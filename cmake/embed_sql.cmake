@@ -1,0 +1,21 @@
+# Generates a C file that embeds the migrations of sql/ (NNNN_name.sql, in order) so that
+# `gridmeter migrate` needs no files at run time. Run by ledger/CMakeLists.txt at build time.
+# Inputs: SQL_DIR, OUT.
+file(GLOB files "${SQL_DIR}/[0-9][0-9][0-9][0-9]_*.sql")
+list(SORT files)
+set(body "/* Generated from the sql/ migrations by cmake/embed_sql.cmake: do not edit. */\n#include \"gm_ledger.h\"\n\n")
+set(table "const gm_migration gm_ledger_migrations[] = {\n")
+set(i 0)
+foreach(f ${files})
+    get_filename_component(name ${f} NAME_WE)
+    string(SUBSTRING ${name} 0 4 ver)
+    math(EXPR ver_num "1${ver} - 10000")
+    file(READ ${f} hex HEX)
+    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," arr "${hex}")
+    string(APPEND body "static const char sql_${i}[] = {${arr}0x00};\n")
+    string(APPEND table "    {${ver_num}, \"${name}\", sql_${i}},\n")
+    math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND table "};\nconst size_t gm_ledger_migrations_count = ${i};\n")
+file(WRITE ${OUT}.tmp "${body}\n${table}")
+file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)
