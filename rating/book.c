@@ -1,0 +1,370 @@
+/* The rating book (card versions grouped by card id, each with a validity timeline; tenant
+ * contracts) and per-event pricing, the hot path: three hash lookups, a binary search over
+ * the card's timeline, no allocation. */
+#include "rating_int.h"
+
+#include <stdlib.h>
+
+gm_rating_book *gm_rating_book_new(void)
+{
+    gm_rating_book *b = gm_xcalloc(1, sizeof *b);
+    b->default_fam = -1;
+    return b;
+}
+
+void gm_rating_book_free(gm_rating_book *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n_fam; i++) {
+        rating__family *f = b->fam[i];
+        for (size_t k = 0; k < f->n_cards; k++)
+            gm_rating_card_free(f->cards[k]);
+        free(f->cards);
+        free(f->seg_start);
+        free(f->seg_card);
+        free(f->card_id);
+        free(f);
+    }
+    free(b->fam);
+    rating__map_free(&b->fam_map);
+    for (size_t i = 0; i < b->n_con; i++)
+        gm_rating_contract_free(b->con[i]);
+    free(b->con);
+    free(b->con_fam);
+    rating__map_free(&b->con_map);
+    free(b);
+}
+
+/* The family of card_id, created empty when missing. */
+static int32_t family_get(gm_rating_book *b, const char *card_id)
+{
+    int32_t i = rating__map_get(&b->fam_map, card_id);
+    if (i >= 0)
+        return i;
+    if (b->n_fam == b->cap_fam) {
+        b->cap_fam = b->cap_fam ? 2 * b->cap_fam : 4;
+        b->fam = gm_xrealloc(b->fam, b->cap_fam * sizeof *b->fam);
+    }
+    rating__family *f = gm_xcalloc(1, sizeof *f);
+    f->card_id = gm_xstrdup(card_id);
+    b->fam[b->n_fam] = f;
+    rating__map_put(&b->fam_map, f->card_id, strlen(f->card_id), (int32_t)b->n_fam);
+    return (int32_t)b->n_fam++;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Rebuilds the timeline: at each boundary, the highest version whose validity holds it. */
+static void family_timeline(rating__family *f)
+{
+    size_t nb = 0;
+    int64_t *bounds = gm_xcalloc(2 * f->n_cards + 1, sizeof *bounds);
+    for (size_t k = 0; k < f->n_cards; k++) {
+        bounds[nb++] = f->cards[k]->valid_from_us;
+        if (f->cards[k]->valid_until_us != GM_RATING_NO_END)
+            bounds[nb++] = f->cards[k]->valid_until_us;
+    }
+    qsort(bounds, nb, sizeof *bounds, cmp_i64);
+    free(f->seg_start);
+    free(f->seg_card);
+    f->seg_start = gm_xcalloc(nb + 1, sizeof *f->seg_start);
+    f->seg_card = gm_xcalloc(nb + 1, sizeof *f->seg_card);
+    f->n_seg = 0;
+    for (size_t i = 0; i < nb; i++) {
+        if (i > 0 && bounds[i] == bounds[i - 1])
+            continue;
+        const gm_rating_card *best = NULL;
+        for (size_t k = 0; k < f->n_cards; k++) {
+            const gm_rating_card *c = f->cards[k];
+            if (c->valid_from_us <= bounds[i] && bounds[i] < c->valid_until_us &&
+                (!best || c->version > best->version))
+                best = c;
+        }
+        if (f->n_seg > 0 && f->seg_card[f->n_seg - 1] == best)
+            continue;
+        f->seg_start[f->n_seg] = bounds[i];
+        f->seg_card[f->n_seg++] = best;
+    }
+    free(bounds);
+}
+
+const gm_rating_card *rating__family_at(const rating__family *f, int64_t t)
+{
+    size_t lo = 0, hi = f->n_seg; /* find the last seg_start <= t */
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (f->seg_start[mid] <= t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo ? f->seg_card[lo - 1] : NULL;
+}
+
+static const rating__family *default_family(const gm_rating_book *b)
+{
+    if (b->default_fam >= 0)
+        return b->fam[b->default_fam];
+    /* Without a card marked "default_card", a book with one card id uses it. */
+    size_t with_cards = 0;
+    const rating__family *only = NULL;
+    for (size_t i = 0; i < b->n_fam; i++)
+        if (b->fam[i]->n_cards) {
+            with_cards++;
+            only = b->fam[i];
+        }
+    return with_cards == 1 ? only : NULL;
+}
+
+int gm_rating_book_add_parsed_card(gm_rating_book *b, gm_rating_card *c, char *err, size_t err_len)
+{
+    int32_t fi = rating__map_get(&b->fam_map, c->card_id);
+    rating__family *f = fi >= 0 ? b->fam[fi] : NULL;
+    if (f && f->n_cards && memcmp(f->currency, c->currency, 4))
+        return gm_fail(err, err_len, GM_ECONFLICT,
+                       "card %s v%lld: currency %s differs from the card's other versions (%s)",
+                       c->card_id, (long long)c->version, c->currency, f->currency);
+    for (size_t k = 0; f && k < f->n_cards; k++)
+        if (f->cards[k]->version == c->version)
+            return gm_fail(err, err_len, GM_ECONFLICT,
+                           "card %s v%lld: this version is already in the book (a new version "
+                           "never rewrites an old one)",
+                           c->card_id, (long long)c->version);
+    if (c->is_default && b->default_fam >= 0 && (!f || b->default_fam != fi))
+        return gm_fail(err, err_len, GM_ECONFLICT,
+                       "card %s: default_card, but card %s is already the default card", c->card_id,
+                       b->fam[b->default_fam]->card_id);
+    for (size_t i = 0; i < b->n_con; i++) {
+        const gm_rating_contract *k = b->con[i];
+        bool names_it = k->card_id ? !strcmp(k->card_id, c->card_id) : false;
+        if (names_it && (memcmp(k->currency, c->currency, 4) || k->minor_units != c->minor_units))
+            return gm_fail(err, err_len, GM_ECONFLICT,
+                           "card %s v%lld: currency %s, but the contract of tenant %s that names "
+                           "it is in %s",
+                           c->card_id, (long long)c->version, c->currency, k->tenant, k->currency);
+    }
+    fi = family_get(b, c->card_id);
+    f = b->fam[fi];
+    f->cards = gm_xrealloc(f->cards, (f->n_cards + 1) * sizeof *f->cards);
+    f->cards[f->n_cards++] = c;
+    memcpy(f->currency, c->currency, 4);
+    if (c->is_default)
+        b->default_fam = fi;
+    family_timeline(f);
+    return 0;
+}
+
+int gm_rating_book_add_card(gm_rating_book *b, const char *json, size_t len, char *err,
+                            size_t err_len)
+{
+    gm_rating_card *c;
+    int rc = gm_rating_card_parse(json, len, &c, err, err_len);
+    if (rc)
+        return rc;
+    rc = gm_rating_book_add_parsed_card(b, c, err, err_len);
+    if (rc)
+        gm_rating_card_free(c);
+    return rc;
+}
+
+int gm_rating_book_add_parsed_contract(gm_rating_book *b, gm_rating_contract *k, char *err,
+                                       size_t err_len)
+{
+    if (rating__map_get(&b->con_map, k->tenant) >= 0)
+        return gm_fail(err, err_len, GM_ECONFLICT,
+                       "contract of tenant %s: the book already has one (one contract per "
+                       "tenant)",
+                       k->tenant);
+    if (k->card_id) {
+        int32_t fi = rating__map_get(&b->fam_map, k->card_id);
+        const rating__family *f = fi >= 0 ? b->fam[fi] : NULL;
+        if (f && f->n_cards && memcmp(f->currency, k->currency, 4))
+            return gm_fail(err, err_len, GM_ECONFLICT,
+                           "contract of tenant %s: currency %s, but card %s is in %s", k->tenant,
+                           k->currency, k->card_id, f->currency);
+    }
+    if (b->n_con == b->cap_con) {
+        b->cap_con = b->cap_con ? 2 * b->cap_con : 16;
+        b->con = gm_xrealloc(b->con, b->cap_con * sizeof *b->con);
+        b->con_fam = gm_xrealloc(b->con_fam, b->cap_con * sizeof *b->con_fam);
+    }
+    b->con[b->n_con] = k;
+    b->con_fam[b->n_con] = k->card_id ? family_get(b, k->card_id) : -1;
+    rating__map_put(&b->con_map, k->tenant, strlen(k->tenant), (int32_t)b->n_con);
+    b->n_con++;
+    return 0;
+}
+
+int gm_rating_book_add_contract(gm_rating_book *b, const char *json, size_t len, char *err,
+                                size_t err_len)
+{
+    gm_rating_contract *k;
+    int rc = gm_rating_contract_parse(json, len, &k, err, err_len);
+    if (rc)
+        return rc;
+    rc = gm_rating_book_add_parsed_contract(b, k, err, err_len);
+    if (rc)
+        gm_rating_contract_free(k);
+    return rc;
+}
+
+const gm_rating_card *gm_rating_book_card_at(const gm_rating_book *b, const char *card_id,
+                                             int64_t time_us)
+{
+    const rating__family *f;
+    if (card_id) {
+        int32_t fi = rating__map_get(&b->fam_map, card_id);
+        f = fi >= 0 ? b->fam[fi] : NULL;
+    } else {
+        f = default_family(b);
+    }
+    return f ? rating__family_at(f, time_us) : NULL;
+}
+
+const gm_rating_contract *gm_rating_book_contract(const gm_rating_book *b, const char *tenant)
+{
+    int32_t i = rating__map_get(&b->con_map, tenant);
+    return i >= 0 ? b->con[i] : NULL;
+}
+
+int rating__resolve(const gm_rating_book *b, const char *tenant, const char *model,
+                    const char *site, int64_t time_us, rating__resolved *out, char *err,
+                    size_t err_len)
+{
+    if (!tenant || !model || !site)
+        return gm_fail(err, err_len, GM_EINVAL, "usage: tenant, model and site are required");
+    unsigned flags = 0;
+    int32_t ci = rating__map_get(&b->con_map, tenant);
+    const gm_rating_contract *k = NULL;
+    const rating__family *f;
+    if (ci >= 0) {
+        k = b->con[ci];
+        f = b->con_fam[ci] >= 0 ? b->fam[b->con_fam[ci]] : default_family(b);
+    } else {
+        flags |= GM_PRICE_F_UNKNOWN_TENANT;
+        f = default_family(b);
+    }
+    if (!f)
+        return gm_fail(err, err_len, GM_ENOTFOUND,
+                       "tenant %s: no default card (mark one card \"default_card\": true)", tenant);
+    const gm_rating_card *c = rating__family_at(f, time_us);
+    if (!c) {
+        char ts[40];
+        gm_time_format(time_us, ts, sizeof ts);
+        return gm_fail(err, err_len, GM_ENOTFOUND,
+                       "tenant %s: no version of card %s in force at %s", tenant, f->card_id, ts);
+    }
+    if (k && (memcmp(k->currency, c->currency, 4) || k->minor_units != c->minor_units))
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "tenant %s: the contract is in %s but card %s v%lld is in %s", tenant,
+                       k->currency, c->card_id, (long long)c->version, c->currency);
+    size_t ml = strlen(model);
+    uint64_t mh = rating__hash(model, ml);
+    const rating__override *o = NULL;
+    if (k && k->n_over) {
+        int32_t oi = rating__map_get_h(&k->over_map, model, ml, mh);
+        if (oi >= 0)
+            o = &k->over[oi];
+    }
+    int32_t mi = rating__map_get_h(&c->model_map, model, ml, mh);
+    size_t sl = strlen(site);
+    int32_t si = rating__map_get_h(&c->site_map, site, sl, rating__hash(site, sl));
+    int32_t tier = si >= 0 ? c->site_tier[si] : c->default_tier;
+    if (si < 0)
+        flags |= GM_PRICE_F_DEFAULT_SITE;
+    if (mi < 0 || mi == c->default_model) {
+        if (o && o->mask == (1u << GM_DIM_COUNT) - 1) {
+            /* The contract prices every dimension of a model the card does not list. */
+            memcpy(out->price_p, o->price_p, sizeof out->price_p);
+            out->card = c;
+            out->contract = k;
+            out->tier = tier;
+            out->flags = flags | GM_PRICE_F_CONTRACT_PRICE;
+            return 0;
+        }
+        if (c->default_model < 0)
+            return gm_fail(err, err_len, GM_ENOTFOUND,
+                           "model %s: not on card %s v%lld, which rejects unknown models", model,
+                           c->card_id, (long long)c->version);
+        mi = c->default_model;
+        flags |= GM_PRICE_F_DEFAULT_MODEL;
+    }
+    const int64_t *p = c->price + ((size_t)mi * c->n_tiers + (size_t)tier) * GM_DIM_COUNT;
+    memcpy(out->price_p, p, sizeof out->price_p);
+    if (o) {
+        for (int d = 0; d < GM_DIM_COUNT; d++)
+            if (o->mask & (1u << d))
+                out->price_p[d] = o->price_p[d];
+        flags |= GM_PRICE_F_CONTRACT_PRICE;
+    }
+    out->card = c;
+    out->contract = k;
+    out->tier = tier;
+    out->flags = flags;
+    return 0;
+}
+
+#define TOKEN_AMOUNT_MAX (GM_I128_MAX / 1000000)
+
+int rating__price_fill(const gm_usage *u, const rating__resolved *r, gm_event_price *out, char *err,
+                       size_t err_len)
+{
+    for (int d = 0; d < GM_DIM_COUNT; d++) {
+        /* qty < 2^53 and price_p < 2^63: the product fits in int128 without a check. */
+        gm_i128 a = (gm_i128)u->qty[d] * r->price_p[d];
+        if (d != GM_DIM_GPU) {
+            if (a > TOKEN_AMOUNT_MAX)
+                return gm_fail(err, err_len, GM_ERANGE,
+                               "usage %s: %s amount exceeds 1.7e20 currency units", u->tenant,
+                               gm_dim_name((gm_dim)d));
+            a *= 1000000;
+        }
+        out->amount_e18[d] = a;
+        out->unit_price_p[d] = r->price_p[d];
+    }
+    out->card_version = r->card->version;
+    out->card_id = r->card->card_id;
+    memcpy(out->currency, r->card->currency, 4);
+    out->minor_units = r->card->minor_units;
+    out->site_tier = r->card->tier_names[r->tier];
+    out->flags = r->flags;
+    return 0;
+}
+
+int rating__qty_check(const gm_usage *u, char *err, size_t err_len)
+{
+    for (int d = 0; d < GM_DIM_COUNT; d++)
+        if ((uint64_t)u->qty[d] > (uint64_t)GM_RATING_QTY_MAX)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "usage %s: %s quantity must be an integer from 0 to 2^53-1, got %lld",
+                           u->tenant ? u->tenant : "?", gm_dim_name((gm_dim)d),
+                           (long long)u->qty[d]);
+    return 0;
+}
+
+int gm_rating_price_event(const gm_rating_book *b, const gm_usage *u, gm_event_price *out,
+                          char *err, size_t err_len)
+{
+    int rc = rating__qty_check(u, err, err_len);
+    if (rc)
+        return rc;
+    rating__resolved r;
+    if ((rc = rating__resolve(b, u->tenant, u->model, u->site, u->time_us, &r, err, err_len)))
+        return rc;
+    return rating__price_fill(u, &r, out, err, err_len);
+}
+
+int gm_event_price_total(const gm_event_price *p, gm_i128 *total)
+{
+    gm_i128 t = 0;
+    for (int d = 0; d < GM_DIM_COUNT; d++)
+        if (gm_i128_add(t, p->amount_e18[d], &t))
+            return GM_ERANGE;
+    *total = t;
+    return 0;
+}

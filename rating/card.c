@@ -1,0 +1,856 @@
+/* Rate card and tenant contract documents: JSON parsing and validation. Every error names
+ * the field path and the rule it breaks. Format: docs/rating.md. */
+#include "rating_int.h"
+
+#include <stdlib.h>
+
+static const char *dim_keys[GM_DIM_COUNT] = {"input", "cached", "output", "gpu"};
+
+static int dim_from_name(const char *s)
+{
+    for (int d = 0; d < GM_DIM_COUNT; d++)
+        if (!strcmp(s, dim_keys[d]))
+            return d;
+    return -1;
+}
+
+/* Checks that every member of object `o` is one of `allowed` (NULL-terminated). */
+static int check_keys(const cJSON *o, const char *path, const char *const *allowed, char *err,
+                      size_t err_len)
+{
+    for (const cJSON *c = o->child; c; c = c->next) {
+        size_t k = 0;
+        while (allowed[k] && strcmp(allowed[k], c->string))
+            k++;
+        if (!allowed[k]) {
+            char list[256] = "";
+            for (k = 0; allowed[k]; k++) {
+                strncat(list, k ? ", " : "", sizeof list - strlen(list) - 1);
+                strncat(list, allowed[k], sizeof list - strlen(list) - 1);
+            }
+            return gm_fail(err, err_len, GM_EINVAL, "%s%s%s: unknown field (allowed: %s)", path,
+                           *path ? "." : "", c->string, list);
+        }
+        for (const cJSON *d = o->child; d != c; d = d->next)
+            if (!strcmp(d->string, c->string))
+                return gm_fail(err, err_len, GM_EINVAL, "%s%s%s: field appears twice", path,
+                               *path ? "." : "", c->string);
+    }
+    return 0;
+}
+
+static int need_object(const rating__json *j, const cJSON *v, const char *path, char *err,
+                       size_t err_len)
+{
+    if (cJSON_IsObject(v))
+        return 0;
+    char got[96];
+    rating__json_describe(j, v, got, sizeof got);
+    return gm_fail(err, err_len, GM_EINVAL, "%s: must be an object, got %s", path, got);
+}
+
+static int need_string(const rating__json *j, const cJSON *v, const char *path, char *err,
+                       size_t err_len)
+{
+    if (cJSON_IsString(v) && v->valuestring[0])
+        return 0;
+    char got[96];
+    rating__json_describe(j, v, got, sizeof got);
+    return gm_fail(err, err_len, GM_EINVAL, "%s: must be a non-empty string, got %s", path, got);
+}
+
+/* A decimal that must be a JSON string: refuses numbers with the reason. */
+static int need_decimal_text(const rating__json *j, const cJSON *v, const char *path,
+                             const char *example, char *err, size_t err_len)
+{
+    if (cJSON_IsString(v))
+        return 0;
+    char got[96];
+    rating__json_describe(j, v, got, sizeof got);
+    if (cJSON_IsNumber(v)) {
+        size_t n;
+        const char *t = rating__json_num_text(j, v, &n);
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: must be a decimal string like \"%s\", not %s: prices and amounts are "
+                       "exact decimals, and JSON numbers are binary floats to most readers "
+                       "(write \"%.*s\")",
+                       path, example, got, (int)(n > 40 ? 40 : n), t);
+    }
+    return gm_fail(err, err_len, GM_EINVAL, "%s: must be a decimal string like \"%s\", got %s",
+                   path, example, got);
+}
+
+/* Parses {"per_1m_tokens": "0.60"} (exactly one unit key) for dimension d. */
+static int parse_price(const rating__json *j, const cJSON *v, gm_dim d, const char *path,
+                       int64_t *price_p, char *err, size_t err_len)
+{
+    int rc = need_object(j, v, path, err, err_len);
+    if (rc)
+        return rc;
+    const char *tok_units[] = {"per_token", "per_1m_tokens", NULL};
+    const char *gpu_units[] = {"per_gpu_second", "per_gpu_hour", NULL};
+    const char *const *units = d == GM_DIM_GPU ? gpu_units : tok_units;
+    if (!v->child || v->child->next)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: must have exactly one of \"%s\" or \"%s\" (e.g. {\"%s\": \"0.60\"})",
+                       path, units[0], units[1], units[1]);
+    const cJSON *u = v->child;
+    if (strcmp(u->string, units[0]) && strcmp(u->string, units[1]))
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s.%s: unknown price unit for %s (allowed: %s, %s)", path, u->string,
+                       d == GM_DIM_GPU ? "GPU time" : "tokens", units[0], units[1]);
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s.%s", path, u->string);
+    if ((rc = need_decimal_text(j, u, sub, "0.60", err, err_len)))
+        return rc;
+    char why[400];
+    rc = gm_rating_price_convert(u->string, u->valuestring, strlen(u->valuestring), price_p, why,
+                                 sizeof why);
+    if (rc)
+        return gm_fail(err, err_len, rc, "%s: %s", sub, why);
+    return 0;
+}
+
+static int parse_time(const rating__json *j, const cJSON *v, const char *path, int64_t *us,
+                      char *err, size_t err_len)
+{
+    int rc = need_string(j, v, path, err, err_len);
+    if (rc)
+        return rc;
+    char why[160];
+    if (gm_time_parse(v->valuestring, strlen(v->valuestring), us, why, sizeof why))
+        return gm_fail(err, err_len, GM_EINVAL, "%s: must be an RFC 3339 time, got \"%s\": %s",
+                       path, v->valuestring, why);
+    if (*us % GM_US_PER_HOUR)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: must be a whole UTC hour (hourly usage sums are priced by one card "
+                       "version), got \"%s\"",
+                       path, v->valuestring);
+    return 0;
+}
+
+static int parse_currency(const rating__json *j, const cJSON *doc, char code[4], int *mu, char *err,
+                          size_t err_len)
+{
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(doc, "currency");
+    int rc = need_string(j, c, "currency", err, err_len);
+    if (rc)
+        return rc;
+    const char *s = c->valuestring;
+    if (strlen(s) != 3 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z' || s[2] < 'A' ||
+        s[2] > 'Z')
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "currency: must be an ISO 4217 code of three capital letters, got \"%s\"",
+                       s);
+    memcpy(code, s, 4);
+    int known = gm_rating_currency_minor_units(s);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "minor_units");
+    if (m) {
+        int64_t v;
+        if (rating__json_int(j, m, 4, &v)) {
+            char got[96];
+            rating__json_describe(j, m, got, sizeof got);
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "minor_units: must be an integer from 0 to 4, got %s", got);
+        }
+        if (known >= 0 && v != known)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "minor_units: %s has %d minor digits (ISO 4217), got %d", s, known,
+                           (int)v);
+        *mu = (int)v;
+    } else if (known < 0) {
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "currency: \"%s\" is not in the built-in ISO 4217 table; state its "
+                       "\"minor_units\" (0 to 4)",
+                       s);
+    } else {
+        *mu = known;
+    }
+    return 0;
+}
+
+/* ---- Cards ----------------------------------------------------------------------------- */
+
+void gm_rating_card_free(gm_rating_card *c)
+{
+    if (!c)
+        return;
+    free(c->card_id);
+    size_t nm = c->n_models + (c->default_model >= 0);
+    for (size_t i = 0; i < nm; i++)
+        free(c->model_names ? c->model_names[i] : NULL);
+    free(c->model_names);
+    for (size_t i = 0; i < c->n_tiers; i++)
+        free(c->tier_names[i]);
+    free(c->tier_names);
+    for (size_t i = 0; i < c->n_sites; i++)
+        free(c->site_names[i]);
+    free(c->site_names);
+    free(c->site_tier);
+    free(c->price);
+    free(c->rows);
+    free(c->site_rows);
+    rating__map_free(&c->model_map);
+    rating__map_free(&c->site_map);
+    rating__map_free(&c->tier_map);
+    free(c);
+}
+
+/* Parses prices.<model> (all four dimensions) into price[4]. */
+static int parse_model_prices(const rating__json *j, const cJSON *m, const char *path,
+                              bool all_dims, int64_t price[GM_DIM_COUNT], unsigned *mask, char *err,
+                              size_t err_len)
+{
+    int rc = need_object(j, m, path, err, err_len);
+    if (rc)
+        return rc;
+    static const char *const allowed[] = {"input", "cached", "output", "gpu", NULL};
+    if ((rc = check_keys(m, path, allowed, err, err_len)))
+        return rc;
+    *mask = 0;
+    for (int d = 0; d < GM_DIM_COUNT; d++) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(m, dim_keys[d]);
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s.%s", path, dim_keys[d]);
+        if (!p) {
+            if (all_dims)
+                return gm_fail(err, err_len, GM_EINVAL,
+                               "%s: missing: every model states all four dimensions (input, "
+                               "cached, output, gpu); write \"0\" for a free one",
+                               sub);
+            continue;
+        }
+        if ((rc = parse_price(j, p, (gm_dim)d, sub, &price[d], err, err_len)))
+            return rc;
+        *mask |= 1u << d;
+    }
+    return 0;
+}
+
+static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, size_t err_len)
+{
+    const cJSON *doc = j->root;
+    int rc = need_object(j, doc, "card", err, err_len);
+    if (rc)
+        return rc;
+    static const char *const allowed[] = {
+        "card_id",  "version",     "valid_from",        "valid_until",
+        "currency", "minor_units", "default_card",      "unknown_models",
+        "prices",   "site_tiers",  "default_site_tier", "description",
+        NULL};
+    if ((rc = check_keys(doc, "", allowed, err, err_len)))
+        return rc;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "card_id");
+    if ((rc = need_string(j, v, "card_id", err, err_len)))
+        return rc;
+    c->card_id = gm_xstrdup(v->valuestring);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "version");
+    if (rating__json_int(j, v, GM_RATING_QTY_MAX, &c->version) || c->version < 1) {
+        char got[96];
+        rating__json_describe(j, v, got, sizeof got);
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "version: must be a JSON integer from 1 to 2^53-1, got %s", got);
+    }
+    if ((rc = parse_time(j, cJSON_GetObjectItemCaseSensitive(doc, "valid_from"), "valid_from",
+                         &c->valid_from_us, err, err_len)))
+        return rc;
+    c->valid_until_us = GM_RATING_NO_END;
+    v = cJSON_GetObjectItemCaseSensitive(doc, "valid_until");
+    if (v && !cJSON_IsNull(v)) {
+        if ((rc = parse_time(j, v, "valid_until", &c->valid_until_us, err, err_len)))
+            return rc;
+        if (c->valid_until_us <= c->valid_from_us)
+            return gm_fail(err, err_len, GM_EINVAL, "valid_until: must be after valid_from");
+    }
+    if ((rc = parse_currency(j, doc, c->currency, &c->minor_units, err, err_len)))
+        return rc;
+    v = cJSON_GetObjectItemCaseSensitive(doc, "default_card");
+    if (v && !cJSON_IsBool(v))
+        return gm_fail(err, err_len, GM_EINVAL, "default_card: must be true or false");
+    c->is_default = v && cJSON_IsTrue(v);
+
+    const cJSON *prices = cJSON_GetObjectItemCaseSensitive(doc, "prices");
+    if ((rc = need_object(j, prices, "prices", err, err_len)))
+        return rc;
+    const cJSON *def = cJSON_GetObjectItemCaseSensitive(prices, "default");
+    v = cJSON_GetObjectItemCaseSensitive(doc, "unknown_models");
+    if (v) {
+        if (!cJSON_IsString(v) ||
+            (strcmp(v->valuestring, "default") && strcmp(v->valuestring, "reject")))
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "unknown_models: must be \"default\" (price them with "
+                           "prices.default) or \"reject\"");
+        c->reject_unknown = !strcmp(v->valuestring, "reject");
+    }
+    if (c->reject_unknown && def)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "prices.default: a card with \"unknown_models\": \"reject\" has no "
+                       "default entry");
+    if (!c->reject_unknown && !def)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "prices: must have a \"default\" entry for models the card does not "
+                       "list, or set \"unknown_models\": \"reject\"");
+
+    /* Models: named ones first (document order), then "default". */
+    size_t n_named = 0;
+    for (const cJSON *m = prices->child; m; m = m->next)
+        if (strcmp(m->string, "default"))
+            n_named++;
+    if (n_named == 0 && !def)
+        return gm_fail(err, err_len, GM_EINVAL, "prices: must list at least one model");
+    c->n_models = n_named;
+    c->default_model = def ? (int32_t)n_named : -1;
+    size_t nm = n_named + (def != NULL);
+    c->model_names = gm_xcalloc(nm, sizeof *c->model_names);
+    int64_t *base = gm_xcalloc(nm * GM_DIM_COUNT, sizeof *base);
+    rc = 0;
+    size_t k = 0;
+    for (const cJSON *m = prices->child; m && !rc; m = m->next) {
+        bool is_def = !strcmp(m->string, "default");
+        size_t idx = is_def ? n_named : k++;
+        char path[300];
+        snprintf(path, sizeof path, "prices.%s", m->string);
+        if (!m->string[0]) {
+            rc = gm_fail(err, err_len, GM_EINVAL, "prices: a model name must not be empty");
+            break;
+        }
+        c->model_names[idx] = gm_xstrdup(m->string);
+        if (rating__map_put(&c->model_map, c->model_names[idx], strlen(m->string), (int32_t)idx) >=
+            0) {
+            rc = gm_fail(err, err_len, GM_EINVAL, "%s: model appears twice", path);
+            break;
+        }
+        unsigned mask;
+        rc = parse_model_prices(j, m, path, true, &base[idx * GM_DIM_COUNT], &mask, err, err_len);
+    }
+    if (rc) {
+        free(base);
+        return rc;
+    }
+
+    /* Site tiers. */
+    const cJSON *tiers = cJSON_GetObjectItemCaseSensitive(doc, "site_tiers");
+    const cJSON *dflt = cJSON_GetObjectItemCaseSensitive(doc, "default_site_tier");
+    size_t nt = 0;
+    if (tiers) {
+        if ((rc = need_object(j, tiers, "site_tiers", err, err_len)) || !tiers->child) {
+            free(base);
+            return rc ? rc
+                      : gm_fail(err, err_len, GM_EINVAL, "site_tiers: must name at least one tier");
+        }
+        for (const cJSON *t = tiers->child; t; t = t->next)
+            nt++;
+    } else {
+        nt = 1;
+    }
+    c->n_tiers = nt;
+    c->tier_names = gm_xcalloc(nt, sizeof *c->tier_names);
+    c->price = gm_xcalloc(nm * nt * GM_DIM_COUNT, sizeof *c->price);
+    if (!tiers) {
+        c->tier_names[0] = gm_xstrdup("standard");
+        rating__map_put(&c->tier_map, c->tier_names[0], 8, 0);
+        c->default_tier = 0;
+        memcpy(c->price, base, nm * GM_DIM_COUNT * sizeof *base);
+        if (dflt && !(cJSON_IsString(dflt) && !strcmp(dflt->valuestring, "standard"))) {
+            free(base);
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "default_site_tier: names a tier but the card has no site_tiers");
+        }
+    } else {
+        size_t cap_sites = 16;
+        c->site_names = gm_xcalloc(cap_sites, sizeof *c->site_names);
+        c->site_tier = gm_xcalloc(cap_sites, sizeof *c->site_tier);
+        size_t ti = 0;
+        for (const cJSON *t = tiers->child; t && !rc; t = t->next, ti++) {
+            char path[300];
+            snprintf(path, sizeof path, "site_tiers.%s", t->string);
+            c->tier_names[ti] = gm_xstrdup(t->string);
+            if (rating__map_put(&c->tier_map, c->tier_names[ti], strlen(t->string), (int32_t)ti) >=
+                0) {
+                rc = gm_fail(err, err_len, GM_EINVAL, "%s: tier appears twice", path);
+                break;
+            }
+            if ((rc = need_object(j, t, path, err, err_len)))
+                break;
+            static const char *const tallowed[] = {"multiplier", "prices", "sites", "description",
+                                                   NULL};
+            if ((rc = check_keys(t, path, tallowed, err, err_len)))
+                break;
+            gm_i128 mult = gm_pow10_i128(RATING_MULT_SCALE);
+            const cJSON *mv = cJSON_GetObjectItemCaseSensitive(t, "multiplier");
+            char mpath[320];
+            snprintf(mpath, sizeof mpath, "%s.multiplier", path);
+            if (mv) {
+                if ((rc = need_decimal_text(j, mv, mpath, "1.25", err, err_len)))
+                    break;
+                char why[160];
+                int prc = gm_dec_parse(mv->valuestring, strlen(mv->valuestring), RATING_MULT_SCALE,
+                                       &mult, why, sizeof why);
+                if (prc || mult < 0 || mult > gm_pow10_i128(RATING_MULT_SCALE + 6)) {
+                    rc = gm_fail(err, err_len, GM_EINVAL,
+                                 "%s: must be a decimal string from 0 to 1000000 with at most %d "
+                                 "fraction digits, got \"%s\"",
+                                 mpath, RATING_MULT_SCALE, mv->valuestring);
+                    break;
+                }
+            }
+            /* Effective prices: base * multiplier, exact, unless the tier states its own. */
+            for (size_t mi = 0; mi < nm && !rc; mi++)
+                for (int d = 0; d < GM_DIM_COUNT; d++) {
+                    gm_i128 p = (gm_i128)base[mi * GM_DIM_COUNT + d] * mult;
+                    gm_i128 one = gm_pow10_i128(RATING_MULT_SCALE);
+                    if (p % one != 0 || p / one > INT64_MAX) {
+                        char bp[64], ep[64];
+                        gm_dec_format(base[mi * GM_DIM_COUNT + d], 12, bp, sizeof bp);
+                        gm_dec_format(p, 12 + RATING_MULT_SCALE, ep, sizeof ep);
+                        rc = gm_fail(err, err_len, GM_ERANGE,
+                                     "%s: %s x prices.%s.%s (%s per %s) = %s is not exact in 12 "
+                                     "fraction digits; give the tier its own price for it "
+                                     "(%s.prices.%s.%s) or pick a multiplier that keeps it exact",
+                                     mpath, mv ? mv->valuestring : "1", c->model_names[mi],
+                                     dim_keys[d], bp, d == GM_DIM_GPU ? "GPU-second" : "token", ep,
+                                     path, c->model_names[mi], dim_keys[d]);
+                        break;
+                    }
+                    c->price[(mi * nt + ti) * GM_DIM_COUNT + d] = (int64_t)(p / one);
+                }
+            if (rc)
+                break;
+            const cJSON *tp = cJSON_GetObjectItemCaseSensitive(t, "prices");
+            if (tp) {
+                char ppath[320];
+                snprintf(ppath, sizeof ppath, "%s.prices", path);
+                if ((rc = need_object(j, tp, ppath, err, err_len)))
+                    break;
+                for (const cJSON *m = tp->child; m && !rc; m = m->next) {
+                    char mp[400];
+                    snprintf(mp, sizeof mp, "%s.%s", ppath, m->string);
+                    int32_t mi = rating__map_get(&c->model_map, m->string);
+                    if (mi < 0) {
+                        rc = gm_fail(err, err_len, GM_EINVAL,
+                                     "%s: model is not in prices (a tier can only re-price "
+                                     "models of the card)",
+                                     mp);
+                        break;
+                    }
+                    int64_t own[GM_DIM_COUNT];
+                    unsigned mask;
+                    if ((rc = parse_model_prices(j, m, mp, false, own, &mask, err, err_len)))
+                        break;
+                    for (int d = 0; d < GM_DIM_COUNT; d++)
+                        if (mask & (1u << d))
+                            c->price[((size_t)mi * nt + ti) * GM_DIM_COUNT + d] = own[d];
+                }
+                if (rc)
+                    break;
+            }
+            const cJSON *sites = cJSON_GetObjectItemCaseSensitive(t, "sites");
+            if (sites) {
+                char spath[320];
+                snprintf(spath, sizeof spath, "%s.sites", path);
+                if (!cJSON_IsArray(sites)) {
+                    rc = gm_fail(err, err_len, GM_EINVAL, "%s: must be an array of site names",
+                                 spath);
+                    break;
+                }
+                int si = 0;
+                for (const cJSON *s = sites->child; s; s = s->next, si++) {
+                    char sp[400];
+                    snprintf(sp, sizeof sp, "%s[%d]", spath, si);
+                    if ((rc = need_string(j, s, sp, err, err_len)))
+                        break;
+                    if (c->n_sites == cap_sites) {
+                        cap_sites *= 2;
+                        c->site_names =
+                            gm_xrealloc(c->site_names, cap_sites * sizeof *c->site_names);
+                        c->site_tier = gm_xrealloc(c->site_tier, cap_sites * sizeof *c->site_tier);
+                    }
+                    c->site_names[c->n_sites] = gm_xstrdup(s->valuestring);
+                    c->site_tier[c->n_sites] = (int32_t)ti;
+                    int32_t prev = rating__map_put(&c->site_map, c->site_names[c->n_sites],
+                                                   strlen(s->valuestring), (int32_t)c->n_sites);
+                    c->n_sites++;
+                    if (prev >= 0) {
+                        rc = gm_fail(err, err_len, GM_EINVAL,
+                                     "%s: site \"%s\" is already in tier \"%s\" (a site belongs "
+                                     "to one tier)",
+                                     sp, s->valuestring, c->tier_names[c->site_tier[prev]]);
+                        break;
+                    }
+                }
+            }
+        }
+        if (!rc) {
+            if (!cJSON_IsString(dflt))
+                rc = gm_fail(err, err_len, GM_EINVAL,
+                             "default_site_tier: must name the tier of sites the card does not "
+                             "list (one of site_tiers)");
+            else if ((c->default_tier = rating__map_get(&c->tier_map, dflt->valuestring)) < 0)
+                rc = gm_fail(err, err_len, GM_EINVAL,
+                             "default_site_tier: \"%s\" is not one of site_tiers",
+                             dflt->valuestring);
+        }
+    }
+    free(base);
+    if (rc)
+        return rc;
+    /* Introspection rows. */
+    c->rows = gm_xcalloc(nm * nt * GM_DIM_COUNT, sizeof *c->rows);
+    size_t r = 0;
+    for (size_t mi = 0; mi < nm; mi++)
+        for (size_t ti = 0; ti < nt; ti++)
+            for (int d = 0; d < GM_DIM_COUNT; d++, r++) {
+                c->rows[r].model = c->model_names[mi];
+                c->rows[r].site_tier = c->tier_names[ti];
+                c->rows[r].dim = (gm_dim)d;
+                c->rows[r].price_p = c->price[r];
+            }
+    c->site_rows = gm_xcalloc(c->n_sites ? c->n_sites : 1, sizeof *c->site_rows);
+    for (size_t s = 0; s < c->n_sites; s++) {
+        c->site_rows[s].site = c->site_names[s];
+        c->site_rows[s].site_tier = c->tier_names[c->site_tier[s]];
+    }
+    return 0;
+}
+
+int gm_rating_card_parse(const char *json, size_t len, gm_rating_card **out, char *err,
+                         size_t err_len)
+{
+    *out = NULL;
+    rating__json j;
+    int rc = rating__json_parse(json, len, &j, err, err_len);
+    if (rc)
+        return rc;
+    gm_rating_card *c = gm_xcalloc(1, sizeof *c);
+    c->default_model = -1;
+    rc = card_from_json(&j, c, err, err_len);
+    rating__json_free(&j);
+    if (rc) {
+        gm_rating_card_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void gm_rating_card_get_info(const gm_rating_card *c, gm_rating_card_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->card_id = c->card_id;
+    out->version = c->version;
+    out->valid_from_us = c->valid_from_us;
+    out->valid_until_us = c->valid_until_us;
+    memcpy(out->currency, c->currency, 4);
+    out->minor_units = c->minor_units;
+    out->reject_unknown_models = c->reject_unknown;
+    out->is_default_card = c->is_default;
+    out->n_models = c->n_models;
+    out->n_site_tiers = c->n_tiers;
+    out->n_sites = c->n_sites;
+    out->default_site_tier = c->tier_names[c->default_tier];
+}
+
+size_t gm_rating_card_prices(const gm_rating_card *c, const gm_rating_price_row **rows)
+{
+    *rows = c->rows;
+    return (c->n_models + (c->default_model >= 0)) * c->n_tiers * GM_DIM_COUNT;
+}
+
+size_t gm_rating_card_sites(const gm_rating_card *c, const gm_rating_site_row **rows)
+{
+    *rows = c->site_rows;
+    return c->n_sites;
+}
+
+/* ---- Contracts ------------------------------------------------------------------------- */
+
+void gm_rating_contract_free(gm_rating_contract *k)
+{
+    if (!k)
+        return;
+    free(k->tenant);
+    free(k->card_id);
+    for (size_t i = 0; i < k->n_over; i++)
+        free(k->over[i].model);
+    free(k->over);
+    rating__map_free(&k->over_map);
+    for (size_t i = 0; i < k->n_rules; i++) {
+        rating__tier_rule *r = &k->rules[i];
+        for (size_t m = 0; m < r->n_models; m++)
+            free(r->models[m]);
+        free(r->models);
+        free(r->models_label);
+        free(r->up_to);
+        free(r->price_p);
+    }
+    free(k->rules);
+    free(k);
+}
+
+static int parse_money(const rating__json *j, const cJSON *v, const char *path, int mu,
+                       const char *currency, gm_i128 *out, char *err, size_t err_len)
+{
+    int rc = need_decimal_text(j, v, path, mu ? "100.00" : "100", err, err_len);
+    if (rc)
+        return rc;
+    char why[160];
+    const char *s = v->valuestring;
+    rc = gm_dec_parse(s, strlen(s), mu, out, why, sizeof why);
+    if (rc == GM_ERANGE && strstr(why, "fraction digits"))
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: %s amounts have at most %d fraction digits (its minor unit), got "
+                       "\"%s\"",
+                       path, currency, mu, s);
+    if (rc || *out < 0 || *out > gm_pow10_i128(30))
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: must be a non-negative decimal string like \"100.00\", got \"%s\"%s%s",
+                       path, s, rc ? ": " : "", rc ? why : "");
+    return 0;
+}
+
+static int parse_rule(const rating__json *j, const cJSON *t, const char *path, rating__tier_rule *r,
+                      char *err, size_t err_len)
+{
+    int rc = need_object(j, t, path, err, err_len);
+    if (rc)
+        return rc;
+    static const char *const allowed[] = {"dimension", "models",      "mode",
+                                          "bands",     "description", NULL};
+    if ((rc = check_keys(t, path, allowed, err, err_len)))
+        return rc;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, "dimension");
+    int d = cJSON_IsString(v) ? dim_from_name(v->valuestring) : -1;
+    if (d < 0)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s.dimension: must be one of \"input\", \"cached\", \"output\", \"gpu\"",
+                       path);
+    r->dim = (gm_dim)d;
+    v = cJSON_GetObjectItemCaseSensitive(t, "mode");
+    if (!cJSON_IsString(v) ||
+        (strcmp(v->valuestring, "graduated") && strcmp(v->valuestring, "volume")))
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s.mode: must be \"graduated\" (each band prices the units in it) or "
+                       "\"volume\" (the band of the month's total prices every unit)",
+                       path);
+    r->mode = !strcmp(v->valuestring, "volume") ? GM_TIER_VOLUME : GM_TIER_GRADUATED;
+    v = cJSON_GetObjectItemCaseSensitive(t, "models");
+    size_t label_len = 2;
+    if (v) {
+        if (!cJSON_IsArray(v) || !v->child)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "%s.models: must be a non-empty array of model names (leave it out "
+                           "for every model)",
+                           path);
+        for (const cJSON *m = v->child; m; m = m->next)
+            r->n_models++;
+        r->models = gm_xcalloc(r->n_models, sizeof *r->models);
+        size_t i = 0;
+        for (const cJSON *m = v->child; m; m = m->next, i++) {
+            char mp[400];
+            snprintf(mp, sizeof mp, "%s.models[%zu]", path, i);
+            if ((rc = need_string(j, m, mp, err, err_len))) {
+                r->n_models = i;
+                return rc;
+            }
+            r->models[i] = gm_xstrdup(m->valuestring);
+            label_len += strlen(m->valuestring) + 1;
+        }
+    }
+    r->models_label = gm_xcalloc(1, label_len);
+    if (!r->n_models)
+        strcpy(r->models_label, "*");
+    for (size_t i = 0; i < r->n_models; i++) {
+        if (i)
+            strcat(r->models_label, ",");
+        strcat(r->models_label, r->models[i]);
+    }
+    const cJSON *bands = cJSON_GetObjectItemCaseSensitive(t, "bands");
+    if (!cJSON_IsArray(bands) || !bands->child)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s.bands: must be a non-empty array of {\"up_to\": \"1000000\", "
+                       "\"price\": {...}}, the last with \"up_to\": null",
+                       path);
+    for (const cJSON *b = bands->child; b; b = b->next)
+        r->n_bands++;
+    r->up_to = gm_xcalloc(r->n_bands, sizeof *r->up_to);
+    r->price_p = gm_xcalloc(r->n_bands, sizeof *r->price_p);
+    size_t i = 0;
+    for (const cJSON *b = bands->child; b; b = b->next, i++) {
+        char bp[400];
+        snprintf(bp, sizeof bp, "%s.bands[%zu]", path, i);
+        if ((rc = need_object(j, b, bp, err, err_len)))
+            return rc;
+        static const char *const ballowed[] = {"up_to", "price", NULL};
+        if ((rc = check_keys(b, bp, ballowed, err, err_len)))
+            return rc;
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(b, "up_to");
+        bool last = b->next == NULL;
+        if (!u || cJSON_IsNull(u)) {
+            if (!last)
+                return gm_fail(err, err_len, GM_EINVAL,
+                               "%s.up_to: only the last band is unbounded (null)", bp);
+            r->up_to[i] = -1;
+        } else {
+            if (last)
+                return gm_fail(err, err_len, GM_EINVAL,
+                               "%s.up_to: the last band must be unbounded (\"up_to\": null) so "
+                               "that every quantity has a price",
+                               bp);
+            if (!cJSON_IsString(u) ||
+                gm_dec_parse(u->valuestring, strlen(u->valuestring), 0, &r->up_to[i], NULL, 0) ||
+                r->up_to[i] <= 0 || r->up_to[i] > gm_pow10_i128(36)) {
+                char got[96];
+                rating__json_describe(j, u, got, sizeof got);
+                return gm_fail(err, err_len, GM_EINVAL,
+                               "%s.up_to: must be a positive integer string in %s (the band's "
+                               "inclusive upper bound), got %s",
+                               bp, r->dim == GM_DIM_GPU ? "GPU-microseconds" : "tokens", got);
+            }
+            if (i > 0 && r->up_to[i] <= r->up_to[i - 1])
+                return gm_fail(err, err_len, GM_EINVAL,
+                               "%s.up_to: must be greater than the previous band's", bp);
+        }
+        char pp[420];
+        snprintf(pp, sizeof pp, "%s.price", bp);
+        if ((rc = parse_price(j, cJSON_GetObjectItemCaseSensitive(b, "price"), r->dim, pp,
+                              &r->price_p[i], err, err_len)))
+            return rc;
+    }
+    return 0;
+}
+
+static bool rules_overlap(const rating__tier_rule *a, const rating__tier_rule *b)
+{
+    if (a->dim != b->dim)
+        return false;
+    if (!a->n_models || !b->n_models)
+        return true;
+    for (size_t i = 0; i < a->n_models; i++)
+        for (size_t k = 0; k < b->n_models; k++)
+            if (!strcmp(a->models[i], b->models[k]))
+                return true;
+    return false;
+}
+
+static int contract_from_json(const rating__json *j, gm_rating_contract *k, char *err,
+                              size_t err_len)
+{
+    const cJSON *doc = j->root;
+    int rc = need_object(j, doc, "contract", err, err_len);
+    if (rc)
+        return rc;
+    static const char *const allowed[] = {
+        "tenant", "card_id",          "currency",           "minor_units",     "prices",
+        "tiers",  "discount_percent", "minimum_commitment", "prepaid_credits", "description",
+        NULL};
+    if ((rc = check_keys(doc, "", allowed, err, err_len)))
+        return rc;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
+    if ((rc = need_string(j, v, "tenant", err, err_len)))
+        return rc;
+    k->tenant = gm_xstrdup(v->valuestring);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "card_id");
+    if (v) {
+        if ((rc = need_string(j, v, "card_id", err, err_len)))
+            return rc;
+        k->card_id = gm_xstrdup(v->valuestring);
+    }
+    if ((rc = parse_currency(j, doc, k->currency, &k->minor_units, err, err_len)))
+        return rc;
+    const cJSON *prices = cJSON_GetObjectItemCaseSensitive(doc, "prices");
+    if (prices) {
+        if ((rc = need_object(j, prices, "prices", err, err_len)))
+            return rc;
+        for (const cJSON *m = prices->child; m; m = m->next)
+            k->n_over++;
+        k->over = gm_xcalloc(k->n_over ? k->n_over : 1, sizeof *k->over);
+        size_t i = 0;
+        for (const cJSON *m = prices->child; m; m = m->next, i++) {
+            char path[300];
+            snprintf(path, sizeof path, "prices.%s", m->string);
+            k->over[i].model = gm_xstrdup(m->string);
+            if (rating__map_put(&k->over_map, k->over[i].model, strlen(m->string), (int32_t)i) >= 0)
+                return gm_fail(err, err_len, GM_EINVAL, "%s: model appears twice", path);
+            if ((rc = parse_model_prices(j, m, path, false, k->over[i].price_p, &k->over[i].mask,
+                                         err, err_len)))
+                return rc;
+            if (!k->over[i].mask)
+                return gm_fail(err, err_len, GM_EINVAL, "%s: must override at least one dimension",
+                               path);
+        }
+    }
+    const cJSON *tiers = cJSON_GetObjectItemCaseSensitive(doc, "tiers");
+    if (tiers) {
+        if (!cJSON_IsArray(tiers))
+            return gm_fail(err, err_len, GM_EINVAL, "tiers: must be an array of tier rules");
+        for (const cJSON *t = tiers->child; t; t = t->next)
+            k->n_rules++;
+        k->rules = gm_xcalloc(k->n_rules ? k->n_rules : 1, sizeof *k->rules);
+        size_t i = 0;
+        for (const cJSON *t = tiers->child; t; t = t->next, i++) {
+            char path[64];
+            snprintf(path, sizeof path, "tiers[%zu]", i);
+            if ((rc = parse_rule(j, t, path, &k->rules[i], err, err_len)))
+                return rc;
+            for (size_t p = 0; p < i; p++)
+                if (rules_overlap(&k->rules[p], &k->rules[i]))
+                    return gm_fail(err, err_len, GM_EINVAL,
+                                   "%s: covers %s usage of a model that tiers[%zu] already "
+                                   "covers (one tier rule per model and dimension)",
+                                   path, gm_dim_name(k->rules[i].dim), p);
+        }
+    }
+    v = cJSON_GetObjectItemCaseSensitive(doc, "discount_percent");
+    if (v) {
+        if ((rc = need_decimal_text(j, v, "discount_percent", "7.5", err, err_len)))
+            return rc;
+        if (gm_dec_parse(v->valuestring, strlen(v->valuestring), 4, &k->discount_e4, NULL, 0) ||
+            k->discount_e4 < 0 || k->discount_e4 > 1000000)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "discount_percent: must be a decimal string from 0 to 100 with at most "
+                           "4 fraction digits, got \"%s\"",
+                           v->valuestring);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(doc, "minimum_commitment");
+    if (v && (rc = parse_money(j, v, "minimum_commitment", k->minor_units, k->currency,
+                               &k->commitment_minor, err, err_len)))
+        return rc;
+    v = cJSON_GetObjectItemCaseSensitive(doc, "prepaid_credits");
+    if (v && (rc = parse_money(j, v, "prepaid_credits", k->minor_units, k->currency,
+                               &k->credits_minor, err, err_len)))
+        return rc;
+    return 0;
+}
+
+int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **out, char *err,
+                             size_t err_len)
+{
+    *out = NULL;
+    rating__json j;
+    int rc = rating__json_parse(json, len, &j, err, err_len);
+    if (rc)
+        return rc;
+    gm_rating_contract *k = gm_xcalloc(1, sizeof *k);
+    rc = contract_from_json(&j, k, err, err_len);
+    rating__json_free(&j);
+    if (rc) {
+        gm_rating_contract_free(k);
+        return rc;
+    }
+    *out = k;
+    return 0;
+}
+
+void gm_rating_contract_get_info(const gm_rating_contract *k, gm_rating_contract_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->tenant = k->tenant;
+    out->card_id = k->card_id;
+    memcpy(out->currency, k->currency, 4);
+    out->minor_units = k->minor_units;
+    out->n_price_overrides = k->n_over;
+    out->n_tier_rules = k->n_rules;
+    out->discount_percent_e4 = k->discount_e4;
+    out->minimum_commitment_minor = k->commitment_minor;
+    out->prepaid_credits_minor = k->credits_minor;
+}

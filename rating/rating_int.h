@@ -1,0 +1,175 @@
+/* Internals of the rating module shared by its files (and its tests): string hash maps,
+ * the JSON reader with exact number literals, and the card, contract and book structures. */
+#ifndef GM_RATING_INT_H
+#define GM_RATING_INT_H
+
+#include "gm_rating.h"
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+/* ---- String -> int32 map, open addressing, keys borrowed from the owner ------------------ */
+typedef struct {
+    uint32_t mask; /* capacity - 1; capacity is a power of two, load <= 1/2 */
+    uint32_t count;
+    uint64_t *hash; /* 0 = empty slot (real hashes are forced non-zero) */
+    const char **key;
+    uint32_t *key_len;
+    int32_t *value;
+} rating__map;
+
+uint64_t rating__hash(const char *s, size_t len);
+void rating__map_init(rating__map *m);
+void rating__map_free(rating__map *m);
+/* Inserts key (borrowed: must outlive the map) -> value; returns the existing value if the
+ * key is present (and leaves it), or -1 when inserted. */
+int32_t rating__map_put(rating__map *m, const char *key, size_t len, int32_t value);
+
+static inline int32_t rating__map_get_h(const rating__map *m, const char *key, size_t len,
+                                        uint64_t h)
+{
+    if (!m->count)
+        return -1;
+    for (uint32_t i = (uint32_t)h & m->mask;; i = (i + 1) & m->mask) {
+        uint64_t hh = m->hash[i];
+        if (hh == 0)
+            return -1;
+        if (hh == h && m->key_len[i] == len && !memcmp(m->key[i], key, len))
+            return m->value[i];
+    }
+}
+
+static inline int32_t rating__map_get(const rating__map *m, const char *key)
+{
+    size_t len = strlen(key);
+    return rating__map_get_h(m, key, len, rating__hash(key, len));
+}
+
+/* ---- JSON with exact number literals ---------------------------------------------------
+ * cJSON turns numbers into doubles. We scan the text for number literals first and store,
+ * in each number node's valueint, the index of its literal, so that integers are parsed
+ * from their text (gm_parse_i64) and no double is ever read. */
+typedef struct {
+    cJSON *root;
+    const char *text;
+    size_t n_nums;
+    size_t *num_off, *num_len;
+} rating__json;
+
+int rating__json_parse(const char *text, size_t len, rating__json *out, char *err,
+                       size_t err_len) GM_MUSTCHECK;
+void rating__json_free(rating__json *j);
+/* The literal text of a number node. */
+const char *rating__json_num_text(const rating__json *j, const cJSON *num, size_t *len);
+/* A JSON value's kind for messages: "a string", "a number 1.5", "an object", ... */
+void rating__json_describe(const rating__json *j, const cJSON *v, char *buf, size_t len);
+/* Non-negative JSON integer (plain digits) <= max. */
+int rating__json_int(const rating__json *j, const cJSON *v, int64_t max, int64_t *out);
+
+/* ---- Cards ----------------------------------------------------------------------------- */
+#define RATING_MULT_SCALE 6 /* site-tier multipliers: up to 6 fraction digits */
+
+struct gm_rating_card {
+    char *card_id;
+    int64_t version;
+    int64_t valid_from_us, valid_until_us;
+    char currency[4];
+    int minor_units;
+    bool reject_unknown;
+    bool is_default;
+    /* models[0..n_models) named; default_model = index of the "default" entry or -1 */
+    size_t n_models;
+    char **model_names;
+    int32_t default_model;
+    size_t n_tiers;
+    char **tier_names;
+    int32_t default_tier;
+    size_t n_sites;
+    char **site_names;
+    int32_t *site_tier;
+    /* price_p[(model * n_tiers + tier) * GM_DIM_COUNT + dim], final effective price */
+    int64_t *price;
+    rating__map model_map, site_map, tier_map;
+    gm_rating_price_row *rows;
+    gm_rating_site_row *site_rows;
+};
+
+/* ---- Contracts ------------------------------------------------------------------------- */
+typedef struct {
+    char *model;
+    unsigned mask; /* bit d: dimension d overridden */
+    int64_t price_p[GM_DIM_COUNT];
+} rating__override;
+
+typedef struct {
+    gm_dim dim;
+    gm_tier_mode mode;
+    size_t n_models; /* 0: every model */
+    char **models;
+    char *models_label; /* "*" or "a,b" for line descriptions */
+    size_t n_bands;
+    gm_i128 *up_to; /* inclusive upper bound of each band; -1 = unbounded (last only) */
+    int64_t *price_p;
+} rating__tier_rule;
+
+struct gm_rating_contract {
+    char *tenant;
+    char *card_id; /* NULL: default card */
+    char currency[4];
+    int minor_units;
+    size_t n_over;
+    rating__override *over;
+    rating__map over_map;
+    size_t n_rules;
+    rating__tier_rule *rules;
+    gm_i128 discount_e4; /* percent * 10^4 */
+    gm_i128 commitment_minor;
+    gm_i128 credits_minor;
+};
+
+/* ---- Book ------------------------------------------------------------------------------ */
+typedef struct {
+    char *card_id;
+    char currency[4];
+    size_t n_cards;
+    gm_rating_card **cards;
+    /* timeline: seg_start ascending; seg_card[i] in force on [seg_start[i], seg_start[i+1]) */
+    size_t n_seg;
+    int64_t *seg_start;
+    const gm_rating_card **seg_card;
+} rating__family;
+
+struct gm_rating_book {
+    size_t n_fam, cap_fam;
+    rating__family **fam;
+    rating__map fam_map;
+    int32_t default_fam; /* -1: none */
+    size_t n_con, cap_con;
+    gm_rating_contract **con;
+    int32_t *con_fam; /* family index of each contract; -1: the default card */
+    rating__map con_map;
+};
+
+/* What prices a (tenant, model, site, time): the card version, the contract (NULL for an
+ * unknown tenant), the site tier and the unit price of each dimension. */
+typedef struct {
+    const gm_rating_card *card;
+    const gm_rating_contract *contract;
+    int32_t tier;
+    int64_t price_p[GM_DIM_COUNT];
+    unsigned flags;
+} rating__resolved;
+
+int rating__resolve(const gm_rating_book *book, const char *tenant, const char *model,
+                    const char *site, int64_t time_us, rating__resolved *out, char *err,
+                    size_t err_len) GM_MUSTCHECK;
+/* Quantities in 0..2^53-1, and the event's price from a resolution. */
+int rating__qty_check(const gm_usage *u, char *err, size_t err_len) GM_MUSTCHECK;
+int rating__price_fill(const gm_usage *u, const rating__resolved *r, gm_event_price *out, char *err,
+                       size_t err_len) GM_MUSTCHECK;
+const gm_rating_card *rating__family_at(const rating__family *f, int64_t time_us);
+
+/* Amount of a graduated or volume rule for the month's quantity q (exact, e18). */
+int rating__tier_amount(const rating__tier_rule *r, gm_i128 q, gm_i128 *amount_e18);
+
+#endif /* GM_RATING_INT_H */
