@@ -1,0 +1,5 @@
+# Node client library (ingest/gm_node.h): spool unit tests, integration tests against the real
+# broker (and a private one that the broker-outage test stops and starts), and the chaos test.
+gm_add_test(NAME test_spool SOURCES test_spool.c LIBS gm_node LABELS unit TIMEOUT 60)
+gm_add_test(NAME test_node SOURCES test_node.c test_node_util.c LIBS gm_node
+            LABELS integration TIMEOUT 300)
