@@ -234,7 +234,8 @@ static void add_parsed(gm_gpu_collector *c, const gpu__parsed *p)
         c->cap_recs = (c->n_recs + p->n_recs) * 2;
         c->recs = gm_xrealloc(c->recs, c->cap_recs * sizeof *c->recs);
     }
-    memcpy(c->recs + c->n_recs, p->recs, p->n_recs * sizeof *p->recs);
+    if (p->n_recs)
+        memcpy(c->recs + c->n_recs, p->recs, p->n_recs * sizeof *p->recs);
     c->n_recs += p->n_recs;
     if (c->n_tags + p->n_tags > c->cap_tags) {
         c->cap_tags = (c->n_tags + p->n_tags) * 2;
@@ -337,7 +338,7 @@ static int close_upto(gm_gpu_collector *c, uint64_t limit, int final, char *err,
     size_t kt = 0;
     for (size_t i = 0; i < c->n_tags; i++) {
         kept_tag t = c->tags[i];
-        if (!final && (t.gen + 2 > c->gen + 1 || gpu__map_get(&needed, t.t.correlation_id))) {
+        if (!final && (t.gen >= c->gen || gpu__map_get(&needed, t.t.correlation_id))) {
             c->tags[kt++] = t;
             if (t.t.kind == GM_GPU_TAG_STEP)
                 gpu__map_put(&steps_needed, t.t.value, NULL);
@@ -347,7 +348,7 @@ static int close_upto(gm_gpu_collector *c, uint64_t limit, int final, char *err,
     size_t ks = 0;
     for (size_t i = 0; i < c->n_steps; i++) {
         kept_step s = c->steps[i];
-        if (!final && (s.gen + 2 > c->gen + 1 || gpu__map_get(&steps_needed, s.id)))
+        if (!final && (s.gen >= c->gen || gpu__map_get(&steps_needed, s.id)))
             c->steps[ks++] = s;
         else
             free_step(&s);
@@ -660,6 +661,12 @@ int gm_gpu_step_manifest(gm_gpu_collector *c, uint64_t step_id, const gm_gpu_ste
             reqs[i].decode_tokens > (INT64_C(1) << 53))
             return gm_fail(err, err_len, GM_EINVAL,
                            "step %llu: request %zu: token counts must be 0..2^53",
+                           (unsigned long long)step_id, i);
+        if ((gm_i128)c->conf.prefill_weight * reqs[i].prefill_tokens +
+                (gm_i128)c->conf.decode_weight * reqs[i].decode_tokens >=
+            ((gm_i128)1 << 62))
+            return gm_fail(err, err_len, GM_ERANGE,
+                           "step %llu: request %zu: weight must be below 2^62",
                            (unsigned long long)step_id, i);
     }
     kept_step s = {.id = step_id, .n = n, .reqs = gm_xmalloc(n * sizeof *s.reqs)};
