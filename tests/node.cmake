@@ -3,3 +3,7 @@
 gm_add_test(NAME test_spool SOURCES test_spool.c LIBS gm_node LABELS unit TIMEOUT 60)
 gm_add_test(NAME test_node SOURCES test_node.c test_node_util.c LIBS gm_node
             LABELS integration TIMEOUT 300)
+gm_add_test(NAME test_node_chaos SOURCES test_node_chaos.c test_node_util.c LIBS gm_node
+            LABELS integration TIMEOUT 240)
+gm_add_test(NAME test_node_outage SOURCES test_node_outage.c test_node_util.c LIBS gm_node
+            LABELS integration TIMEOUT 300)
