@@ -158,7 +158,7 @@ static int syntax(dec *d, const char *at, const char *what)
 {
     if (at >= d->end)
         return fail(d, at, "message", "invalid JSON: %s, got the end of the message", what);
-    char b[8];
+    char b[16];
     render(at, 1, 1, b, sizeof b);
     return fail(d, at, "message", "invalid JSON at byte %zu: %s, got '%s'", (size_t)(at - d->msg),
                 what, b);
@@ -195,6 +195,8 @@ static void field_path(char *out, size_t out_len, const char *prefix, const char
 {
     char shown[48];
     render(k, n, 32, shown, sizeof shown);
+    if (n == 0)
+        snprintf(shown, sizeof shown, "\"\""); /* the empty key */
     snprintf(out, out_len, "%s%s", prefix, shown);
 }
 
@@ -424,8 +426,9 @@ static int parse_quantity(dec *d, const char *field, int min, int64_t *out)
             while (p < end && *p >= '0' && *p <= '9' && p - s < 17)
                 v = v * 10 + (uint64_t)(*p++ - '0');
         }
-        bool more = p < end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' ||
-                                *p == '-' || *p == '+');
+        /* The number must end here: "01", "1.5", "1e3", "0x80" are all refused as a whole. */
+        bool more = p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n' &&
+                    *p != '\r' && *p != '\t';
         if (!more && v <= (uint64_t)GM_EVENT_MAX_QUANTITY && v >= (uint64_t)min) {
             *out = (int64_t)v;
             d->p = p;

@@ -24,7 +24,7 @@ const unsigned char event__class[256] = {
 /* Renders one byte for a rule text: 'x' when printable ASCII, else 0xNN. */
 static void show_byte(unsigned char c, char *buf, size_t buf_len)
 {
-    if (c > 0x20 && c < 0x7f && c != '\'')
+    if (c > 0x20 && c < 0x7f && c != '\'' && c != '"' && c != '\\')
         snprintf(buf, buf_len, "'%c'", c);
     else
         snprintf(buf, buf_len, "0x%02X", c);

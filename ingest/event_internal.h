@@ -27,8 +27,6 @@ typedef enum { EVENT__CS_NAME = EVENT__C_NAME, EVENT__CS_ID = EVENT__C_ID } even
 int event__ident_check(const char *s, size_t len, size_t max, event__charset cs, bool optional,
                        char *rule, size_t rule_len);
 
-/* Latest instant that RFC 3339 text with a four-digit year can name:
- * 9999-12-31T23:59:59.999999Z. */
-#define EVENT__TIME_MAX_US (INT64_C(253402300799999999))
+#define EVENT__TIME_MAX_US GM_EVENT_TIME_MAX_US
 
 #endif

@@ -20,6 +20,10 @@ typedef enum { GM_EVENT_USAGE = 1, GM_EVENT_GPU = 2 } gm_event_type;
 /* Every quantity (tokens, microseconds, counts, seq) is a JSON integer 0..2^53-1. */
 #define GM_EVENT_MAX_QUANTITY ((INT64_C(1) << 53) - 1)
 
+/* Latest instant RFC 3339 with a four-digit year can name: 9999-12-31T23:59:59.999999Z.
+ * Times are 0 (1970-01-01T00:00:00Z) .. GM_EVENT_TIME_MAX_US. */
+#define GM_EVENT_TIME_MAX_US INT64_C(253402300799999999)
+
 /* Maximum lengths in bytes of the identifier fields (the arrays hold one more for the NUL).
  * Identifiers are never empty (request_id excepted: it is optional) and use one of two
  * ASCII character sets, so that they go into SQL, CSV, logfmt, URLs and file names without
