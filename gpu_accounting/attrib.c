@@ -244,12 +244,14 @@ struct gm_gpu_attr {
     gm_gpu_record *recs;
     size_t n_recs, cap_recs;
     gm_gpu_counts add_counts; /* what is known when records and tags are added */
-    gpu__map tag_tenant;      /* correlation id -> tenant tag (smallest seen) */
-    gpu__map tag_step;        /* correlation id -> step id (smallest seen) */
-    gpu__map tenant_of_tag;   /* tenant tag -> names index */
-    gpu__strtab names;        /* tenant names */
-    gpu__strtab rids;         /* request ids */
-    gpu__map step_of_id;      /* step id -> steps index */
+    uint32_t *tag_corr;       /* the tags as added; indexed at run (tag_index) */
+    uint8_t *tag_kind;
+    uint64_t *tag_val;
+    size_t n_tags, cap_tags;
+    gpu__map tenant_of_tag; /* tenant tag -> names index */
+    gpu__strtab names;      /* tenant names */
+    gpu__strtab rids;       /* request ids */
+    gpu__map step_of_id;    /* step id -> steps index */
     step *steps;
     size_t n_steps, cap_steps;
     step_req *reqs;
@@ -280,8 +282,9 @@ void gm_gpu_attr_free(gm_gpu_attr *a)
     if (!a)
         return;
     free(a->recs);
-    gpu__map_free(&a->tag_tenant);
-    gpu__map_free(&a->tag_step);
+    free(a->tag_corr);
+    free(a->tag_kind);
+    free(a->tag_val);
     gpu__map_free(&a->tenant_of_tag);
     gpu__strtab_free(&a->names);
     gpu__strtab_free(&a->rids);
@@ -338,16 +341,15 @@ void gm_gpu_attr_add_records(gm_gpu_attr *a, const gm_gpu_record *recs, size_t n
 void gm_gpu_attr_add_tag(gm_gpu_attr *a, uint32_t correlation_id, gm_gpu_tag_kind kind,
                          uint64_t value)
 {
-    gpu__map *m = kind == GM_GPU_TAG_STEP ? &a->tag_step : &a->tag_tenant;
-    bool fresh;
-    uint64_t *v = gpu__map_put(m, correlation_id, &fresh);
-    if (fresh) {
-        *v = value;
-    } else if (*v != value) {
-        a->add_counts.tag_conflicts++;
-        if (value < *v)
-            *v = value;
+    if (a->n_tags == a->cap_tags) {
+        a->cap_tags = a->cap_tags ? a->cap_tags * 2 : 1024;
+        a->tag_corr = gm_xrealloc(a->tag_corr, a->cap_tags * sizeof *a->tag_corr);
+        a->tag_kind = gm_xrealloc(a->tag_kind, a->cap_tags * sizeof *a->tag_kind);
+        a->tag_val = gm_xrealloc(a->tag_val, a->cap_tags * sizeof *a->tag_val);
     }
+    a->tag_corr[a->n_tags] = correlation_id;
+    a->tag_kind[a->n_tags] = kind == GM_GPU_TAG_STEP ? GM_GPU_TAG_STEP : GM_GPU_TAG_TENANT;
+    a->tag_val[a->n_tags++] = value;
 }
 
 int gm_gpu_attr_add_step(gm_gpu_attr *a, uint64_t step_id, const gm_gpu_step_request *reqs,
@@ -415,6 +417,80 @@ int gm_gpu_attr_add_step(gm_gpu_attr *a, uint64_t step_id, const gm_gpu_step_req
 
 /* ---- run ----------------------------------------------------------------------------- */
 
+/* Correlation id -> tag value for one kind, built at run: a direct table when the ids are
+ * dense (CUPTI hands them out in increasing order), a hash map otherwise. Of two values for
+ * one id the smallest wins, whatever the order they came in. */
+typedef struct tag_index {
+    int dense;
+    uint32_t lo;
+    size_t span;
+    uint64_t *vals;
+    uint8_t *present;
+    gpu__map map;
+} tag_index;
+
+static void tag_index_build(tag_index *ix, const gm_gpu_attr *a, uint8_t kind, int64_t *conflicts)
+{
+    memset(ix, 0, sizeof *ix);
+    uint32_t lo = UINT32_MAX, hi = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < a->n_tags; i++) {
+        if (a->tag_kind[i] != kind)
+            continue;
+        n++;
+        if (a->tag_corr[i] < lo)
+            lo = a->tag_corr[i];
+        if (a->tag_corr[i] > hi)
+            hi = a->tag_corr[i];
+    }
+    if (n == 0)
+        return;
+    ix->lo = lo;
+    ix->span = (size_t)(hi - lo) + 1;
+    ix->dense = ix->span <= 4 * n + 4096;
+    if (ix->dense) {
+        ix->vals = gm_xmalloc(ix->span * sizeof *ix->vals);
+        ix->present = gm_xcalloc(ix->span, 1);
+    }
+    for (size_t i = 0; i < a->n_tags; i++) {
+        if (a->tag_kind[i] != kind)
+            continue;
+        uint64_t v = a->tag_val[i], *slot;
+        bool fresh;
+        if (ix->dense) {
+            size_t k = a->tag_corr[i] - lo;
+            fresh = !ix->present[k];
+            ix->present[k] = 1;
+            slot = &ix->vals[k];
+        } else {
+            slot = gpu__map_put(&ix->map, a->tag_corr[i], &fresh);
+        }
+        if (fresh) {
+            *slot = v;
+        } else if (*slot != v) {
+            (*conflicts)++;
+            if (v < *slot)
+                *slot = v;
+        }
+    }
+}
+
+static const uint64_t *tag_index_get(const tag_index *ix, uint32_t corr)
+{
+    if (!ix->dense)
+        return gpu__map_get(&ix->map, corr);
+    if (corr < ix->lo || corr - ix->lo >= ix->span || !ix->present[corr - ix->lo])
+        return NULL;
+    return &ix->vals[corr - ix->lo];
+}
+
+static void tag_index_free(tag_index *ix)
+{
+    free(ix->vals);
+    free(ix->present);
+    gpu__map_free(&ix->map);
+}
+
 typedef struct run_ctx {
     gm_gpu_attr *a;
     uint32_t n_t;        /* tenants (names), owners [0, n_t) in name order */
@@ -422,6 +498,9 @@ typedef struct run_ctx {
     uint32_t *rank_name; /* rank -> names index */
     size_t *step_by_rank;
     uint32_t n_owners, unattr;
+    tag_index by_tenant, by_step; /* correlation id -> tag value */
+    gpu__map tenant_owner;        /* tenant tag -> owner */
+    gpu__map step_owner;          /* step id -> owner */
     /* per window scratch, indexed by tenant rank */
     int64_t *t_ns, *t_k;
     uint32_t *t_touched;
@@ -454,30 +533,18 @@ static int cmp_step_idx(const void *x, const void *y, void *arg)
 
 static uint32_t owner_of(run_ctx *R, uint32_t corr)
 {
-    gm_gpu_attr *a = R->a;
-    uint64_t *v = gpu__map_get(&a->tag_step, corr);
+    const uint64_t *v = tag_index_get(&R->by_step, corr);
     if (v) {
-        uint64_t *s = gpu__map_get(&a->step_of_id, *v);
-        if (s) {
-            /* steps are ranked after the tenants; rank found by binary search below */
-            size_t lo = 0, hi = a->n_steps;
-            uint64_t id = *v;
-            while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (a->steps[R->step_by_rank[mid]].id < id)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            return R->n_t + (uint32_t)lo;
-        }
+        const uint64_t *o = gpu__map_get(&R->step_owner, *v);
+        if (o)
+            return (uint32_t)*o;
         R->counts.missing_manifest++;
     }
-    v = gpu__map_get(&a->tag_tenant, corr);
+    v = tag_index_get(&R->by_tenant, corr);
     if (v) {
-        uint64_t *n = gpu__map_get(&a->tenant_of_tag, *v);
-        if (n)
-            return R->name_rank[*n];
+        const uint64_t *o = gpu__map_get(&R->tenant_owner, *v);
+        if (o)
+            return (uint32_t)*o;
         R->counts.unknown_tenant++;
         return R->unattr;
     }
@@ -636,6 +703,15 @@ int gm_gpu_attr_run(gm_gpu_attr *a, gm_gpu_result *out, char *err, size_t err_le
     qsort_r(R.step_by_rank, a->n_steps, sizeof *R.step_by_rank, cmp_step_idx, a->steps);
     R.n_owners = R.n_t + (uint32_t)a->n_steps + 1;
     R.unattr = R.n_owners - 1;
+    tag_index_build(&R.by_tenant, a, GM_GPU_TAG_TENANT, &R.counts.tag_conflicts);
+    tag_index_build(&R.by_step, a, GM_GPU_TAG_STEP, &R.counts.tag_conflicts);
+    for (size_t i = 0; i < a->tenant_of_tag.cap; i++) {
+        if (a->tenant_of_tag.used[i])
+            *gpu__map_put(&R.tenant_owner, a->tenant_of_tag.keys[i], NULL) =
+                R.name_rank[a->tenant_of_tag.vals[i]];
+    }
+    for (size_t r = 0; r < a->n_steps; r++)
+        *gpu__map_put(&R.step_owner, a->steps[R.step_by_rank[r]].id, NULL) = R.n_t + r;
     R.t_ns = gm_xcalloc(R.n_t + 1, sizeof *R.t_ns);
     R.t_k = gm_xcalloc(R.n_t + 1, sizeof *R.t_k);
     R.t_touched = gm_xmalloc((R.n_t + 1) * sizeof *R.t_touched);
@@ -794,6 +870,10 @@ int gm_gpu_attr_run(gm_gpu_attr *a, gm_gpu_result *out, char *err, size_t err_le
     free(R.t_stamp);
     free(R.req_ns);
     free(R.req_seen);
+    tag_index_free(&R.by_tenant);
+    tag_index_free(&R.by_step);
+    gpu__map_free(&R.tenant_owner);
+    gpu__map_free(&R.step_owner);
     return rc;
 }
 
