@@ -45,8 +45,17 @@ static const char *const site_codes[] = {"fra", "ams", "lon", "par", "mad", "waw
 static const char *const tenant_names[] = {"acme",  "globex", "initech", "umbrella",
                                            "hooli", "stark",  "wayne",   "wonka"};
 
+/* Totals per (tenant, model, site, month): the finest cut, in a hash table. */
+typedef struct cell {
+    int tenant, model, site;
+    int64_t month_us; /* 0: free slot */
+    totals t;
+} cell;
+
 struct gm_loadgen {
     gm_loadgen_config cfg;
+    cell *cells;
+    size_t cells_cap, cells_n;
     uint64_t rng[4];
     uint64_t items;
     int n_sources;
@@ -225,6 +234,7 @@ void gm_loadgen_free(gm_loadgen *lg)
     free(lg->by_site);
     free(lg->history);
     free(lg->raw);
+    free(lg->cells);
     free(lg);
 }
 
@@ -420,6 +430,58 @@ static int index_of(const char *name, const void *arr, size_t stride, int n)
     return -1;
 }
 
+static cell *cell_get(gm_loadgen *lg, int t, int m, int s, int64_t month)
+{
+    if ((lg->cells_n + 1) * 2 > lg->cells_cap) {
+        size_t ncap = lg->cells_cap ? lg->cells_cap * 2 : 1024;
+        cell *nc = gm_xcalloc(ncap, sizeof *nc);
+        for (size_t i = 0; i < lg->cells_cap; i++) {
+            cell *c = &lg->cells[i];
+            if (!c->month_us)
+                continue;
+            uint64_t h = ((uint64_t)c->tenant * 1000003u + (uint64_t)c->model * 7919u +
+                          (uint64_t)c->site * 104729u + (uint64_t)c->month_us) *
+                         0x9E3779B97F4A7C15ull;
+            size_t j = (size_t)(h >> 20) & (ncap - 1);
+            while (nc[j].month_us)
+                j = (j + 1) & (ncap - 1);
+            nc[j] = *c;
+        }
+        free(lg->cells);
+        lg->cells = nc;
+        lg->cells_cap = ncap;
+    }
+    uint64_t h =
+        ((uint64_t)t * 1000003u + (uint64_t)m * 7919u + (uint64_t)s * 104729u + (uint64_t)month) *
+        0x9E3779B97F4A7C15ull;
+    size_t j = (size_t)(h >> 20) & (lg->cells_cap - 1);
+    while (lg->cells[j].month_us) {
+        cell *c = &lg->cells[j];
+        if (c->tenant == t && c->model == m && c->site == s && c->month_us == month)
+            return c;
+        j = (j + 1) & (lg->cells_cap - 1);
+    }
+    cell *c = &lg->cells[j];
+    c->tenant = t;
+    c->model = m;
+    c->site = s;
+    c->month_us = month;
+    lg->cells_n++;
+    return c;
+}
+
+static int cmp_cell(const void *a, const void *b)
+{
+    const cell *x = a, *y = b;
+    if (x->month_us != y->month_us)
+        return x->month_us < y->month_us ? -1 : 1;
+    if (x->tenant != y->tenant)
+        return x->tenant - y->tenant;
+    if (x->model != y->model)
+        return x->model - y->model;
+    return x->site - y->site;
+}
+
 void gm_loadgen_recorded(gm_loadgen *lg, const gm_event *ev)
 {
     add(&lg->all, ev);
@@ -432,6 +494,13 @@ void gm_loadgen_recorded(gm_loadgen *lg, const gm_event *ev)
     int s = index_of(ev->site, lg->sites, sizeof *lg->sites, lg->cfg.sites);
     if (s >= 0)
         add(&lg->by_site[s], ev);
+    int m_i = -1;
+    for (int m = 0; m < lg->cfg.models && m_i < 0; m++)
+        if (!strcmp(ev->model, models_all[m].name))
+            m_i = m;
+    /* month_us of 1970-01 is 0, the free-slot mark: shift every month by one microsecond */
+    if (t >= 0 && m_i >= 0 && s >= 0)
+        add(&cell_get(lg, t, m_i, s, gm_month_start(ev->time_us) + 1)->t, ev);
     for (int i = s >= 0 ? s * lg->cfg.nodes_per_site : 0; i < lg->n_sources; i++) {
         lg_source *so = &lg->sources[i];
         if (strcmp(so->name, ev->source))
@@ -515,7 +584,27 @@ int gm_loadgen_manifest_write(const gm_loadgen *lg, FILE *f, const char *extra_j
         fprintf(f, "%s\n    \"%s\": ", n++ ? "," : "", lg->sites[i]);
         put_totals(f, &lg->by_site[i]);
     }
-    fprintf(f, "\n  },\n  \"sources\": {");
+    fprintf(f, "\n  },\n  \"by_month_tenant_model_site\": [");
+    cell *cs = gm_xcalloc(lg->cells_n + 1, sizeof *cs);
+    size_t nc = 0;
+    for (size_t i = 0; i < lg->cells_cap; i++)
+        if (lg->cells[i].month_us)
+            cs[nc++] = lg->cells[i];
+    qsort(cs, nc, sizeof *cs, cmp_cell);
+    for (size_t i = 0; i < nc; i++) {
+        char month[40];
+        gm_time_format(cs[i].month_us - 1, month, sizeof month);
+        month[7] = '\0';
+        fprintf(f,
+                "%s\n    {\"month\": \"%s\", \"tenant\": \"%s\", \"model\": \"%s\", \"site\": "
+                "\"%s\", \"totals\": ",
+                i ? "," : "", month, lg->tenants[cs[i].tenant], models_all[cs[i].model].name,
+                lg->sites[cs[i].site]);
+        put_totals(f, &cs[i].t);
+        fprintf(f, "}");
+    }
+    free(cs);
+    fprintf(f, "\n  ],\n  \"sources\": {");
     for (int i = 0, n = 0; i < lg->n_sources; i++) {
         const lg_source *so = &lg->sources[i];
         if (!so->events)

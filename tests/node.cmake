@@ -7,3 +7,5 @@ gm_add_test(NAME test_node_chaos SOURCES test_node_chaos.c test_node_util.c LIBS
             LABELS integration TIMEOUT 240)
 gm_add_test(NAME test_node_outage SOURCES test_node_outage.c test_node_util.c LIBS gm_node
             LABELS integration TIMEOUT 300)
+gm_add_test(NAME test_node_loadgen SOURCES test_node_loadgen.c LIBS gm_node PkgConfig::CJSON
+            LABELS unit TIMEOUT 120)
