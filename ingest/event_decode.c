@@ -54,21 +54,22 @@ static const struct {
     unsigned char len;
     unsigned char types;
     bool optional;
+    const char *path; /* "data.<name>", for reasons */
 } dfields[F_COUNT] = {
-    [F_SEQ] = {"seq", 3, T_USAGE | T_GPU, false},
-    [F_SITE] = {"site", 4, T_USAGE | T_GPU, false},
-    [F_MODEL] = {"model", 5, T_USAGE, false},
-    [F_REQUEST_ID] = {"request_id", 10, T_USAGE, true},
-    [F_INPUT_TOKENS] = {"input_tokens", 12, T_USAGE, false},
-    [F_CACHED_TOKENS] = {"cached_tokens", 13, T_USAGE, false},
-    [F_OUTPUT_TOKENS] = {"output_tokens", 13, T_USAGE, false},
-    [F_GPU_US] = {"gpu_us", 6, T_USAGE | T_GPU, false},
-    [F_DEVICE] = {"device", 6, T_GPU, false},
-    [F_WINDOW_START] = {"window_start", 12, T_GPU, false},
-    [F_WINDOW_END] = {"window_end", 10, T_GPU, false},
-    [F_POLICY] = {"policy", 6, T_GPU, false},
-    [F_KERNELS] = {"kernels", 7, T_GPU, false},
-    [F_UNATTRIBUTED_US] = {"unattributed_us", 15, T_GPU, false},
+    [F_SEQ] = {"seq", 3, T_USAGE | T_GPU, false, "data.seq"},
+    [F_SITE] = {"site", 4, T_USAGE | T_GPU, false, "data.site"},
+    [F_MODEL] = {"model", 5, T_USAGE, false, "data.model"},
+    [F_REQUEST_ID] = {"request_id", 10, T_USAGE, true, "data.request_id"},
+    [F_INPUT_TOKENS] = {"input_tokens", 12, T_USAGE, false, "data.input_tokens"},
+    [F_CACHED_TOKENS] = {"cached_tokens", 13, T_USAGE, false, "data.cached_tokens"},
+    [F_OUTPUT_TOKENS] = {"output_tokens", 13, T_USAGE, false, "data.output_tokens"},
+    [F_GPU_US] = {"gpu_us", 6, T_USAGE | T_GPU, false, "data.gpu_us"},
+    [F_DEVICE] = {"device", 6, T_GPU, false, "data.device"},
+    [F_WINDOW_START] = {"window_start", 12, T_GPU, false, "data.window_start"},
+    [F_WINDOW_END] = {"window_end", 10, T_GPU, false, "data.window_end"},
+    [F_POLICY] = {"policy", 6, T_GPU, false, "data.policy"},
+    [F_KERNELS] = {"kernels", 7, T_GPU, false, "data.kernels"},
+    [F_UNATTRIBUTED_US] = {"unattributed_us", 15, T_GPU, false, "data.unattributed_us"},
 };
 
 /* Top-level members. */
@@ -286,6 +287,19 @@ static inline void emit(char *dst, size_t cap, size_t *n, const char *s, size_t 
     *n += k;
 }
 
+#define ONES  UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+/* Non-zero when some byte of w is 0 (may also flag bytes above a true hit; never misses). */
+static inline uint64_t swar_zero(uint64_t w)
+{
+    return (w - ONES) & ~w & HIGHS;
+}
+/* Non-zero when some byte of w is < n (n <= 128). */
+static inline uint64_t swar_less(uint64_t w, unsigned n)
+{
+    return (w - ONES * n) & ~w & HIGHS;
+}
+
 /* Reads the JSON string at d->p (which is '"'), decoding escapes. Writes at most `cap`
  * bytes to dst (not terminated) and the full decoded length to *len. */
 static int scan_string(dec *d, char *dst, size_t cap, size_t *len)
@@ -294,6 +308,21 @@ static int scan_string(dec *d, char *dst, size_t cap, size_t *len)
     size_t n = 0;
     for (;;) {
         const char *q = s;
+        /* 8 bytes at a time while none is '"', '\\' or a control character (SWAR: a
+         * byte-wise "has zero" / "has less than 0x20" test), then byte by byte. */
+        while (end - q >= 8) {
+            uint64_t w;
+            memcpy(&w, q, 8);
+            uint64_t m =
+                swar_zero(w ^ ONES * '"') | swar_zero(w ^ ONES * '\\') | swar_less(w, 0x20);
+            if (m) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                q += __builtin_ctzll(m) >> 3; /* the lowest flagged byte is a true hit */
+#endif
+                break;
+            }
+            q += 8;
+        }
         while (q < end && (event__class[(unsigned char)*q] & EVENT__C_PLAIN))
             q++;
         emit(dst, cap, &n, s, (size_t)(q - s));
@@ -460,7 +489,7 @@ static int parse_ident(dec *d, const char *field, char *dst, size_t max, event__
                        bool optional)
 {
     const char *at = d->p;
-    size_t n;
+    size_t n = 0;
     int rc = parse_string_into(d, field, dst, max, &n);
     if (rc)
         return rc;
@@ -474,7 +503,7 @@ static int parse_time(dec *d, const char *field, int64_t *out)
 {
     const char *at = d->p;
     char buf[48];
-    size_t n;
+    size_t n = 0;
     int rc = parse_string_into(d, field, buf, sizeof buf - 1, &n);
     if (rc)
         return rc;
@@ -497,7 +526,7 @@ static int parse_const(dec *d, const char *field, const char *a, const char *b, 
 {
     const char *at = d->p;
     char buf[32];
-    size_t n;
+    size_t n = 0;
     int rc = parse_string_into(d, field, buf, sizeof buf - 1, &n);
     if (rc)
         return rc;
@@ -620,7 +649,7 @@ static int parse_data(dec *d)
     }
     for (;;) {
         char key[KEY_CAP + 1], field[64];
-        size_t kn;
+        size_t kn = 0;
         const char *at = d->p;
         int rc = parse_key(d, key, &kn);
         if (rc)
@@ -638,11 +667,10 @@ static int parse_data(dec *d)
                         "is not a field of gridmeter.usage.v1 or "
                         "gridmeter.gpu.v1 data (unknown fields are refused)");
         }
-        snprintf(field, sizeof field, "data.%s", dfields[f].name);
         if (d->dseen & (1u << f))
-            return fail(d, at, field, "duplicate key");
+            return fail(d, at, dfields[f].path, "duplicate key");
         d->dseen |= 1u << f;
-        if ((rc = parse_data_value(d, f, field)))
+        if ((rc = parse_data_value(d, f, dfields[f].path)))
             return rc;
         if ((rc = member_end(d)) < 0)
             return rc;
@@ -693,7 +721,7 @@ static int parse_extension(dec *d, const char *at, const char *key, size_t kn)
     if (d->n_ext == EXT_MAX)
         return fail(d, at, field, "more than %d extension attributes", EXT_MAX);
     memcpy(d->ext[d->n_ext++], key, kn + 1); /* kn <= EXT_NAME_MAX, key is NUL-free here */
-    size_t n;
+    size_t n = 0;
     switch (d->p < d->end ? *d->p : 0) {
     case '"':
         return scan_string(d, NULL, 0, &n);
@@ -742,7 +770,7 @@ static int parse_event(dec *d)
     }
     for (;;) {
         char key[KEY_CAP + 1];
-        size_t kn;
+        size_t kn = 0;
         const char *at = d->p;
         if ((rc = parse_key(d, key, &kn)))
             return rc;
@@ -777,7 +805,7 @@ static int parse_event(dec *d)
             rc = parse_const(d, "datacontenttype", "application/json", NULL, &which);
             break;
         case K_DATASCHEMA: {
-            size_t n;
+            size_t n = 0;
             const char *vat = d->p;
             char one[1];
             rc = parse_string_into(d, "dataschema", one, 0, &n);
@@ -821,8 +849,7 @@ done:
     }
     unsigned tbit = 1u << ev->type;
     for (int f = 0; f < F_COUNT; f++) {
-        char field[64];
-        snprintf(field, sizeof field, "data.%s", dfields[f].name);
+        const char *field = dfields[f].path;
         bool carried = dfields[f].types & tbit, seen = d->dseen & (1u << f);
         if (seen && !carried)
             return fail(d, d->end, field, "is not a field of %s data (unknown fields are refused)",
@@ -842,7 +869,7 @@ static void recover_ids(const char *msg, size_t len, gm_event_error *e)
     gm_event_error scratch;
     dec r = {.msg = msg, .p = msg, .end = msg + len, .e = &scratch};
     char key[KEY_CAP + 1], val[GM_EVENT_SOURCE_MAX + 1];
-    size_t kn, vn;
+    size_t kn = 0, vn = 0;
     skip_ws(&r);
     if (r.p >= r.end || *r.p != '{')
         return;
