@@ -81,3 +81,14 @@ if(GM_HAVE_LIBFUZZER)
     math(EXPR fuzz_timeout "${GM_FUZZ_SECONDS} * 3 + 60")
     set_tests_properties(fuzz_event_decode PROPERTIES LABELS fuzz TIMEOUT ${fuzz_timeout})
 endif()
+
+# docs/event.schema.json against the same fixtures (skipped without Python's jsonschema).
+find_package(Python3 COMPONENTS Interpreter QUIET)
+if(Python3_Interpreter_FOUND)
+    add_test(NAME test_event_schema
+             COMMAND ${Python3_EXECUTABLE}
+                     ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/events/check_schema.py
+                     ${PROJECT_SOURCE_DIR})
+    set_tests_properties(test_event_schema PROPERTIES LABELS unit TIMEOUT 60
+                         SKIP_RETURN_CODE 77)
+endif()
