@@ -196,6 +196,8 @@ size_t gm_spool_take(gm_spool *sp, gm_spool_rec *out, size_t max);
 void gm_spool_untake(gm_spool *sp, uint64_t lsn);
 /* Delivery report: ok marks it acknowledged; !ok hands it out again. */
 void gm_spool_ack(gm_spool *sp, uint64_t lsn, bool ok);
+/* Successful delivery reports for many records under one lock. */
+void gm_spool_ack_many(gm_spool *sp, const uint64_t *lsns, size_t n);
 /* Every record in flight is handed out again (after the producer was rebuilt). */
 void gm_spool_reset_inflight(gm_spool *sp);
 /* Persists acked_lsn and deletes segments whose records are all acknowledged. */

@@ -32,6 +32,7 @@
 #define RECLAIM_EVERY_US (100 * 1000)
 #define ERROR_BACKOFF_US (100 * 1000)
 #define LOG_EVERY_US     (5 * GM_US_PER_SEC)
+#define ACK_BATCH        4096
 
 struct gm_node {
     gm_node_config cfg;
@@ -56,7 +57,27 @@ struct gm_node {
     uint64_t dr_errors_since_log;
 
     _Atomic uint64_t recorded, acked, delivery_errors, produced, queue_full, rebuilds;
+    /* successful delivery reports, applied to the spool under one lock per poll (they are
+     * only touched by the thread that polls: the pump, or close after the pump ended) */
+    uint64_t acks[ACK_BATCH];
+    size_t n_acks;
 };
+
+static void acks_flush(gm_node *n)
+{
+    if (!n->n_acks)
+        return;
+    atomic_fetch_add_explicit(&n->acked, n->n_acks, memory_order_relaxed);
+    gm_spool_ack_many(n->sp, n->acks, n->n_acks);
+    n->n_acks = 0;
+}
+
+/* rd_kafka_poll, then the acknowledgements it collected go to the spool. */
+static void poll_acks(gm_node *n, int timeout_ms)
+{
+    rd_kafka_poll(n->rk, timeout_ms);
+    acks_flush(n);
+}
 
 void gm_node_config_init(gm_node_config *c)
 {
@@ -77,7 +98,29 @@ void gm_node_event_id(const char *source, uint64_t seq, char *buf, size_t buf_le
     size_t len = strlen(name);
     if (len > GM_EVENT_ID_MAX - 22) /* keep "-<20 digits>" inside the id bound */
         name += len - (GM_EVENT_ID_MAX - 22);
-    snprintf(buf, buf_len, "%s-%012" PRIu64, *name ? name : "node", seq);
+    if (!*name)
+        name = "node", len = 4;
+    else
+        len = strlen(name);
+    /* "<name>-<seq, at least 12 digits>" without printf: it is on every record's path */
+    char digits[24];
+    int nd = 0;
+    do {
+        digits[nd++] = (char)('0' + seq % 10);
+        seq /= 10;
+    } while (seq);
+    while (nd < 12)
+        digits[nd++] = '0';
+    if (len + 1 + (size_t)nd + 1 > buf_len) {
+        if (buf_len)
+            buf[0] = '\0';
+        return;
+    }
+    memcpy(buf, name, len);
+    buf[len] = '-';
+    for (int i = 0; i < nd; i++)
+        buf[len + 1 + (size_t)i] = digits[nd - 1 - i];
+    buf[len + 1 + (size_t)nd] = '\0';
 }
 
 static void wake(gm_node *n)
@@ -94,8 +137,9 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     gm_node *n = opaque;
     uint64_t lsn = (uint64_t)(uintptr_t)m->_private;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        gm_spool_ack(n->sp, lsn, true);
-        atomic_fetch_add_explicit(&n->acked, 1, memory_order_relaxed);
+        n->acks[n->n_acks++] = lsn;
+        if (n->n_acks == ACK_BATCH)
+            acks_flush(n);
         return;
     }
     gm_spool_ack(n->sp, lsn, false);
@@ -235,7 +279,7 @@ static void rebuild(gm_node *n)
              "Kafka did not acknowledge\" error=%s reason=\"%s\"",
              rd_kafka_err2name(e), reason);
     rd_kafka_purge(n->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_poll(n->rk, 0);
+    poll_acks(n, 0);
     producer_destroy(n);
     gm_spool_reset_inflight(n->sp);
     atomic_store(&n->fatal, false);
@@ -290,7 +334,7 @@ static size_t produce_some(gm_node *n, bool *qfull)
             atomic_fetch_add_explicit(&n->produced, total, memory_order_relaxed);
             return total;
         }
-        rd_kafka_poll(n->rk, 0);
+        poll_acks(n, 0);
     }
     atomic_fetch_add_explicit(&n->produced, total, memory_order_relaxed);
     return total;
@@ -334,14 +378,14 @@ static void *pump_main(void *arg)
         bool qfull = false;
         if (now >= atomic_load(&n->backoff_until_us))
             produced = produce_some(n, &qfull);
-        rd_kafka_poll(n->rk, 0);
+        poll_acks(n, 0);
         if (now - last_reclaim >= RECLAIM_EVERY_US) {
             if (gm_spool_reclaim(n->sp, err, sizeof err))
                 gm_error(COMP, "msg=\"spool reclaim failed\" reason=\"%s\"", err);
             last_reclaim = now;
         }
         if (qfull) {
-            rd_kafka_poll(n->rk, 10); /* delivery reports make room */
+            poll_acks(n, 10); /* delivery reports make room */
             continue;
         }
         if (produced)
@@ -456,8 +500,10 @@ void gm_node_close(gm_node *n)
         atomic_store(&n->stop, true);
         wake(n);
         pthread_join(n->pump, NULL);
-        if (n->rk)
+        if (n->rk) {
             rd_kafka_flush(n->rk, 1000); /* serves the last delivery reports */
+            acks_flush(n);
+        }
     }
     producer_destroy(n);
     gm_spool_close(n->sp);

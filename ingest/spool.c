@@ -803,7 +803,7 @@ static int append_locked(gm_spool *sp, const char *key, size_t key_len, bool ass
                          uint64_t *seq_out, uint64_t *lsn_out, char *err, size_t err_len)
 {
     size_t max_payload = fn ? GM_EVENT_MAX_BYTES + 1 : raw_len;
-    seg *s;
+    seg *s = NULL;
     int rc = reserve(sp, rec_size(key_len, max_payload), &s, err, err_len);
     if (rc)
         return rc;
@@ -1021,6 +1021,30 @@ void gm_spool_ack(gm_spool *sp, uint64_t lsn, bool ok)
         if (!sp->resend_cnt)
             sp->resend_min = UINT64_MAX;
     }
+    pthread_mutex_unlock(&sp->mu);
+}
+
+void gm_spool_ack_many(gm_spool *sp, const uint64_t *lsns, size_t n)
+{
+    pthread_mutex_lock(&sp->mu);
+    bool advance = false;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t lsn = lsns[i];
+        if (lsn <= sp->acked_lsn || lsn >= sp->fresh_lsn)
+            continue;
+        size_t k = win_idx(sp, lsn);
+        if (sp->st[k] == ST_ACKED)
+            continue;
+        if (sp->st[k] == ST_PENDING)
+            sp->resend_cnt--;
+        sp->st[k] = ST_ACKED;
+        sp->win_acked++;
+        advance |= lsn == sp->acked_lsn + 1;
+    }
+    if (advance)
+        win_advance(sp);
+    if (!sp->resend_cnt)
+        sp->resend_min = UINT64_MAX;
     pthread_mutex_unlock(&sp->mu);
 }
 
