@@ -920,6 +920,8 @@ int gm_event_decode_ex(const char *msg, size_t len, gm_event *out, gm_event_erro
 {
     gm_event_error scratch;
     dec d;
+    if (!msg) /* no message at all: refused as empty, without arithmetic on NULL */
+        msg = "", len = 0;
     d.msg = d.p = msg;
     d.end = msg + len;
     d.ev = out;

@@ -426,6 +426,22 @@ START_TEST(test_encode_refuses_a_buffer_too_small_and_an_invalid_event)
 }
 END_TEST
 
+START_TEST(test_empty_and_null_messages_are_refused)
+{
+    gm_event ev;
+    gm_event_error e;
+    ck_assert_int_eq(gm_event_decode_ex(NULL, 0, &ev, &e), GM_EINVAL);
+    ck_assert_str_eq(e.field, "message");
+    ck_assert_str_eq(e.rule, "is empty");
+    ck_assert_int_eq(gm_event_decode_ex("{}", 2, &ev, &e), GM_EINVAL);
+    ck_assert_str_eq(e.field, "specversion");
+    ck_assert_str_eq(e.rule, "is required");
+    /* The reason buffers are optional. */
+    ck_assert_int_eq(gm_event_decode("x", 1, &ev, NULL, 0), GM_EINVAL);
+    ck_assert_int_eq(gm_event_decode_ex("x", 1, &ev, NULL), GM_EINVAL);
+}
+END_TEST
+
 /* ---- Properties -----------------------------------------------------------------------*/
 
 static uint64_t rng_state;
@@ -590,6 +606,7 @@ int main(void)
     tcase_add_test(tc, test_every_truncation_of_an_event_is_refused);
     tcase_add_test(tc, test_invalid_utf8_is_refused_with_its_byte_offset);
     tcase_add_test(tc, test_encode_refuses_a_buffer_too_small_and_an_invalid_event);
+    tcase_add_test(tc, test_empty_and_null_messages_are_refused);
     suite_add_tcase(s, tc);
     TCase *prop = tcase_create("properties");
     tcase_add_test(prop, test_random_valid_events_round_trip_through_the_canonical_form);
