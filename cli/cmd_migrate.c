@@ -14,8 +14,8 @@ int gm_cmd_migrate(int argc, char **argv)
         {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
          "libpq conninfo; empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
         {"status", NULL, NULL, NULL, GM_OPT_FLAG, "list applied and pending migrations", 0, 0},
-        {"dry-run", NULL, NULL, NULL, GM_OPT_FLAG, "show what would be applied, change nothing",
-         0, 0},
+        {"dry-run", NULL, NULL, NULL, GM_OPT_FLAG, "show what would be applied, change nothing", 0,
+         0},
         {0}};
     char err[1024];
     int npos = 0;
@@ -34,8 +34,8 @@ int gm_cmd_migrate(int argc, char **argv)
     gm_migrate_mode mode = gm_opt_flag(opts, "status")    ? GM_MIGRATE_STATUS
                            : gm_opt_flag(opts, "dry-run") ? GM_MIGRATE_DRY_RUN
                                                           : GM_MIGRATE_APPLY;
-    rc = gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count, mode, stdout,
-                           err, sizeof err);
+    rc = gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count, mode, stdout, err,
+                           sizeof err);
     PQfinish(c);
     if (rc) {
         fprintf(stderr, "gridmeter migrate: %s\n", err);

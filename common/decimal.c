@@ -61,8 +61,8 @@ size_t gm_i128_format(gm_i128 value, char *buf, size_t buf_len)
 {
     char tmp[48];
     size_t n = 0;
-    unsigned __int128 u = value < 0 ? (unsigned __int128)0 - (unsigned __int128)value
-                                    : (unsigned __int128)value;
+    unsigned __int128 u =
+        value < 0 ? (unsigned __int128)0 - (unsigned __int128)value : (unsigned __int128)value;
     do {
         tmp[n++] = (char)('0' + (int)(u % 10));
         u /= 10;
@@ -80,8 +80,8 @@ size_t gm_i128_format(gm_i128 value, char *buf, size_t buf_len)
 size_t gm_dec_format(gm_i128 value, int scale, char *buf, size_t buf_len)
 {
     char digits_buf[48];
-    unsigned __int128 u = value < 0 ? (unsigned __int128)0 - (unsigned __int128)value
-                                    : (unsigned __int128)value;
+    unsigned __int128 u =
+        value < 0 ? (unsigned __int128)0 - (unsigned __int128)value : (unsigned __int128)value;
     size_t n = 0;
     do {
         digits_buf[n++] = (char)('0' + (int)(u % 10));

@@ -9,8 +9,8 @@ const char *gm_strerror(int code)
     switch (code) {
     case GM_OK:
         return "ok";
-#define XX(c, text)                                                                        \
-    case GM_##c:                                                                           \
+#define XX(c, text)                                                                                \
+    case GM_##c:                                                                                   \
         return text;
         GM_ERRNO_MAP(XX)
 #undef XX
@@ -24,8 +24,8 @@ const char *gm_errname(int code)
     switch (code) {
     case GM_OK:
         return "GM_OK";
-#define XX(c, _)                                                                           \
-    case GM_##c:                                                                           \
+#define XX(c, _)                                                                                   \
+    case GM_##c:                                                                                   \
         return "GM_" #c;
         GM_ERRNO_MAP(XX)
 #undef XX

@@ -13,26 +13,26 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define GM_MUSTCHECK __attribute__((warn_unused_result))
+#define GM_MUSTCHECK    __attribute__((warn_unused_result))
 #define GM_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
 /* ---- Errors ---------------------------------------------------------------------------
  * Functions return 0 or a negative GM_E… code, and write the human reason (object and
  * rule) into a caller's buffer when they take one. Codes and names come from one list. */
-#define GM_ERRNO_MAP(XX)                                                                   \
-    XX(EINVAL, "invalid input")                                                            \
-    XX(ERANGE, "value out of range or arithmetic overflow")                                \
-    XX(ENOMEM, "out of memory")                                                            \
-    XX(EIO, "I/O error")                                                                   \
-    XX(ENOTFOUND, "not found")                                                             \
-    XX(EFULL, "full: back-pressure")                                                       \
-    XX(ECONFIG, "configuration error")                                                     \
-    XX(EDB, "database error")                                                              \
-    XX(EKAFKA, "Kafka error")                                                              \
-    XX(ECONFLICT, "conflict")                                                              \
-    XX(EFENCED, "fenced: another owner took over")                                         \
-    XX(EUNKNOWN, "outcome unknown")                                                        \
-    XX(EUNAVAIL, "unavailable")                                                            \
+#define GM_ERRNO_MAP(XX)                                                                           \
+    XX(EINVAL, "invalid input")                                                                    \
+    XX(ERANGE, "value out of range or arithmetic overflow")                                        \
+    XX(ENOMEM, "out of memory")                                                                    \
+    XX(EIO, "I/O error")                                                                           \
+    XX(ENOTFOUND, "not found")                                                                     \
+    XX(EFULL, "full: back-pressure")                                                               \
+    XX(ECONFIG, "configuration error")                                                             \
+    XX(EDB, "database error")                                                                      \
+    XX(EKAFKA, "Kafka error")                                                                      \
+    XX(ECONFLICT, "conflict")                                                                      \
+    XX(EFENCED, "fenced: another owner took over")                                                 \
+    XX(EUNKNOWN, "outcome unknown")                                                                \
+    XX(EUNAVAIL, "unavailable")                                                                    \
     XX(ECORRUPT, "corrupt data")
 
 typedef enum {
@@ -62,8 +62,8 @@ gm_log_level gm_log_get_level(void);
 /* `kv` is an optional preformatted tail of `key=value` pairs (may be NULL). */
 void gm_log(gm_log_level level, const char *comp, const char *fmt, ...) GM_PRINTF(3, 4);
 #define gm_debug(comp, ...) gm_log(GM_LOG_DEBUG, comp, __VA_ARGS__)
-#define gm_info(comp, ...) gm_log(GM_LOG_INFO, comp, __VA_ARGS__)
-#define gm_warn(comp, ...) gm_log(GM_LOG_WARN, comp, __VA_ARGS__)
+#define gm_info(comp, ...)  gm_log(GM_LOG_INFO, comp, __VA_ARGS__)
+#define gm_warn(comp, ...)  gm_log(GM_LOG_WARN, comp, __VA_ARGS__)
 #define gm_error(comp, ...) gm_log(GM_LOG_ERROR, comp, __VA_ARGS__)
 
 /* ---- Options and config ----------------------------------------------------------------
@@ -75,10 +75,10 @@ void gm_log(gm_log_level level, const char *comp, const char *fmt, ...) GM_PRINT
 typedef enum { GM_OPT_STR = 0, GM_OPT_INT, GM_OPT_FLAG } gm_opt_type;
 
 typedef struct gm_opt {
-    const char *name;  /* command-line name without dashes: "brokers" */
-    const char *key;   /* config-file key "section.key", or NULL */
-    const char *env;   /* environment variable, or NULL */
-    const char *def;   /* default text, or NULL for none */
+    const char *name; /* command-line name without dashes: "brokers" */
+    const char *key;  /* config-file key "section.key", or NULL */
+    const char *env;  /* environment variable, or NULL */
+    const char *def;  /* default text, or NULL for none */
     gm_opt_type type;
     const char *help;  /* one line */
     const char *value; /* out: resolved text (points into argv, environ, the file or def) */
@@ -111,9 +111,9 @@ int gm_parse_i64(const char *s, size_t len, int64_t *out) GM_MUSTCHECK;
 
 /* ---- Time ------------------------------------------------------------------------------
  * Instants are int64 microseconds since 1970-01-01T00:00:00Z ("_us"). */
-#define GM_US_PER_SEC INT64_C(1000000)
+#define GM_US_PER_SEC  INT64_C(1000000)
 #define GM_US_PER_HOUR (INT64_C(3600) * GM_US_PER_SEC)
-#define GM_US_PER_DAY (INT64_C(86400) * GM_US_PER_SEC)
+#define GM_US_PER_DAY  (INT64_C(86400) * GM_US_PER_SEC)
 
 /* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM), 't'/'z' accepted, year
  * 1970..9999, fraction up to 9 digits (truncated to microseconds only when the extra digits
@@ -138,8 +138,8 @@ int64_t gm_mono_us(void);
  * unit of `price_p` is 10^-12 of the currency's major unit per priced unit. */
 typedef __int128 gm_i128;
 #define GM_PRICE_SCALE 12
-#define GM_I128_MAX ((gm_i128)(((unsigned __int128)1 << 127) - 1))
-#define GM_I128_MIN (-GM_I128_MAX - 1)
+#define GM_I128_MAX    ((gm_i128)(((unsigned __int128)1 << 127) - 1))
+#define GM_I128_MIN    (-GM_I128_MAX - 1)
 
 /* Parses "-12.345" with at most `scale` fraction digits into value*10^scale. No exponent,
  * no '+', no spaces; "1." and ".5" are refused. GM_EINVAL names the rule in err, GM_ERANGE

@@ -46,8 +46,7 @@ static int load_config(const char *path, char *err, size_t err_len)
             if (!e || e[1] != '\0' || e - s - 1 >= (long)sizeof section || e == s + 1) {
                 fclose(f);
                 return gm_fail(err, err_len, GM_ECONFIG,
-                               "config file %s:%d: a section header must be [name]", path,
-                               lineno);
+                               "config file %s:%d: a section header must be [name]", path, lineno);
             }
             *e = '\0';
             snprintf(section, sizeof section, "%s", trim(s + 1));
@@ -56,15 +55,14 @@ static int load_config(const char *path, char *err, size_t err_len)
         char *eq = strchr(s, '=');
         if (!eq) {
             fclose(f);
-            return gm_fail(err, err_len, GM_ECONFIG,
-                           "config file %s:%d: expected `key = value`", path, lineno);
+            return gm_fail(err, err_len, GM_ECONFIG, "config file %s:%d: expected `key = value`",
+                           path, lineno);
         }
         *eq = '\0';
         char *k = trim(s), *v = trim(eq + 1);
         if (*k == '\0') {
             fclose(f);
-            return gm_fail(err, err_len, GM_ECONFIG, "config file %s:%d: empty key", path,
-                           lineno);
+            return gm_fail(err, err_len, GM_ECONFIG, "config file %s:%d: empty key", path, lineno);
         }
         size_t vlen = strlen(v);
         if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
@@ -166,8 +164,8 @@ int gm_opts_parse(const gm_cmd_info *cmd, gm_opt *opts, int argc, char **argv, i
         }
         if (!o)
             return gm_fail(err, err_len, GM_EINVAL,
-                           "unknown option --%.*s for `gridmeter %s` (see --help)",
-                           (int)name_len, name, cmd->name);
+                           "unknown option --%.*s for `gridmeter %s` (see --help)", (int)name_len,
+                           name, cmd->name);
         if (eq)
             o->value = eq + 1;
         else if (o->type == GM_OPT_FLAG)
@@ -231,7 +229,7 @@ void gm_opts_print_help(const gm_cmd_info *cmd, const gm_opt *opts, FILE *out)
         }
     }
     fprintf(out, "  %-26s %s\n", "--config FILE",
-               "config file (env GRIDMETER_CONFIG); see docs/configuration.md");
+            "config file (env GRIDMETER_CONFIG); see docs/configuration.md");
     fprintf(out, "  %-26s %s\n", "--help", "show this help");
 }
 

@@ -43,4 +43,115 @@ typedef enum { GM_MIGRATE_APPLY = 0, GM_MIGRATE_STATUS, GM_MIGRATE_DRY_RUN } gm_
 int gm_ledger_migrate(PGconn *c, const gm_migration *list, size_t n, gm_migrate_mode mode,
                       FILE *out, char *err, size_t err_len) GM_MUSTCHECK;
 
+/* ---- Rate cards and contracts -------------------------------------------------------------*/
+struct gm_rating_book;
+/* Imports one rate card version or tenant contract (JSON; a document with a top-level
+ * "tenant" is a contract). Validated by the rating engine and against what is stored; a
+ * card version is never rewritten (the same version with other content is GM_ECONFLICT);
+ * a changed contract becomes the tenant's next contract version. `msg` says what happened. */
+int gm_ledger_import(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
+                     size_t err_len) GM_MUSTCHECK;
+/* Loads every card version and each tenant's latest contract into a new book. */
+int gm_ledger_load_book(PGconn *c, struct gm_rating_book **out, char *err,
+                        size_t err_len) GM_MUSTCHECK;
+
+/* ---- The exactly-once batch writer ---------------------------------------------------------
+ * One call, one PostgreSQL transaction: the ledger rows (duplicates removed by each source's
+ * accepted seq ranges), the hourly charges derived from the rows actually inserted, the
+ * sources' seq ranges (compare-and-set), the rejected messages, and the consumer offsets
+ * (compare-and-set: fences a stale consumer). Invariants (checked by tests):
+ *   L1 a ledger row exists for an accepted (source, seq) exactly once;
+ *   L2 sum of charges == sum of ledger amounts, per tenant, hour, site, model, dimension;
+ *   L3 a partition's stored next_offset moves only forward, and only together with the
+ *      rows of the messages below it;
+ *   L4 every message below next_offset is in the ledger, counted as a duplicate, or in
+ *      gm.rejected_events. */
+#define GM_LEDGER_DIMS 4 /* input, cached, output, gpu: the order of gm_dim in rating */
+
+#define GM_LEDGER_F_UNKNOWN_TENANT 1u
+#define GM_LEDGER_F_DEFAULT_MODEL  2u
+
+typedef struct gm_ledger_row {
+    const struct gm_event *ev; /* decoded usage event (borrowed) */
+    int32_t partition;
+    int64_t offset;
+    const char *card_id;
+    int64_t card_version;
+    char currency[4];
+    const char *site_tier;                /* may be NULL */
+    int64_t unit_price_p[GM_LEDGER_DIMS]; /* 10^-12 per token / per GPU-second */
+    gm_i128 amount_e18[GM_LEDGER_DIMS];   /* exact, 10^-18 currency units */
+    unsigned flags;                       /* GM_LEDGER_F_… */
+} gm_ledger_row;
+
+typedef struct gm_ledger_reject {
+    int32_t partition;
+    int64_t offset;
+    const void *key;
+    size_t key_len;
+    const void *payload;
+    size_t payload_len;
+    const char *reason;
+} gm_ledger_reject;
+
+/* Where a partition stands: `expected` is the next_offset stored in PostgreSQL as this
+ * consumer last read or wrote it (-1: no row yet); `next` is the new value. */
+typedef struct gm_ledger_pos {
+    int32_t partition;
+    int64_t expected;
+    int64_t next;
+} gm_ledger_pos;
+
+typedef struct gm_ledger_batch {
+    const char *group_id;
+    const char *topic;
+    const char *rater_id;
+    gm_ledger_row *rows; /* in Kafka order per partition */
+    size_t n_rows;
+    gm_ledger_reject *rejects;
+    size_t n_rejects;
+    gm_ledger_pos *pos;
+    size_t n_pos;
+} gm_ledger_batch;
+
+typedef struct gm_ledger_result {
+    size_t accepted;
+    size_t duplicates;
+    size_t rejected;
+    size_t charge_rows;
+    bool slow_path; /* the unique key caught a duplicate that seq ranges did not */
+} gm_ledger_result;
+
+typedef struct gm_ledger_writer gm_ledger_writer;
+
+/* The writer borrows `c` (the caller closes it after gm_ledger_writer_free). */
+gm_ledger_writer *gm_ledger_writer_new(PGconn *c);
+void gm_ledger_writer_free(gm_ledger_writer *w);
+/* Commits one batch. Returns 0; GM_EFENCED when a partition's offset moved under us
+ * (another consumer owns it now); GM_ECONFLICT when a source's seq ranges moved under us;
+ * GM_EDB on a database error (rolled back); GM_EUNKNOWN when the connection broke and the
+ * outcome is unknown. After any error the caller re-reads the offsets and seeks there. */
+int gm_ledger_writer_commit(gm_ledger_writer *w, const gm_ledger_batch *b, gm_ledger_result *res,
+                            char *err, size_t err_len) GM_MUSTCHECK;
+/* Forgets cached source state (after a rebalance or an error). */
+void gm_ledger_writer_reset(gm_ledger_writer *w);
+
+/* Reads the stored next offsets of `n` partitions (-1 where there is no row). */
+int gm_ledger_read_offsets(PGconn *c, const char *group_id, const char *topic,
+                           const int32_t *partitions, size_t n, int64_t *next_out, char *err,
+                           size_t err_len) GM_MUSTCHECK;
+
+/* ---- Seq ranges (exposed for tests) ------------------------------------------------------*/
+typedef struct gm_seqset {
+    int64_t (*r)[2]; /* sorted, disjoint, non-adjacent inclusive ranges [lo, hi] */
+    size_t n, cap;
+} gm_seqset;
+bool gm_seqset_contains(const gm_seqset *s, int64_t seq);
+/* Adds seq; returns false when it was already there. */
+bool gm_seqset_add(gm_seqset *s, int64_t seq);
+/* PostgreSQL int8multirange text "{[1,5),[7,8)}" <-> set. */
+int gm_seqset_parse(gm_seqset *s, const char *text) GM_MUSTCHECK;
+size_t gm_seqset_format(const gm_seqset *s, char **buf, size_t *cap);
+void gm_seqset_clear(gm_seqset *s);
+
 #endif /* GM_LEDGER_H */

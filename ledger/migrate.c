@@ -27,8 +27,8 @@ static int line_of(const char *sql, long pos)
 static int checksum(PGconn *c, const char *sql, char out[65], char *err, size_t err_len)
 {
     const char *params[1] = {sql};
-    PGresult *r = PQexecParams(c, "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", 1,
-                               NULL, params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(c, "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", 1, NULL,
+                               params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         int rc = gm_pg_fail(c, r, "migrate: checksum", err, err_len);
         PQclear(r);

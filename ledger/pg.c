@@ -6,8 +6,8 @@
 PGconn *gm_pg_connect(const char *conninfo, const char *app_name, char *err, size_t err_len)
 {
     const char *keys[] = {"dbname", "application_name", "options", NULL};
-    const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, app_name, "-c TimeZone=UTC -c client_min_messages=warning",
-                          NULL};
+    const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, app_name,
+                          "-c TimeZone=UTC -c client_min_messages=warning", NULL};
     /* expand_dbname=1: a conninfo string in dbname is expanded; NULL values fall back to
      * libpq's environment (PGHOST, PGPORT, …). */
     PGconn *c = PQconnectdbParams(keys, vals, 1);
@@ -20,8 +20,8 @@ PGconn *gm_pg_connect(const char *conninfo, const char *app_name, char *err, siz
         snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
         msg[strcspn(msg, "\n")] = '\0';
         gm_fail(err, err_len, GM_EDB, "PostgreSQL: cannot connect (host %s port %s db %s): %s",
-                PQhost(c) ? PQhost(c) : "?", PQport(c) ? PQport(c) : "?",
-                PQdb(c) ? PQdb(c) : "?", msg);
+                PQhost(c) ? PQhost(c) : "?", PQport(c) ? PQport(c) : "?", PQdb(c) ? PQdb(c) : "?",
+                msg);
         PQfinish(c);
         return NULL;
     }

@@ -10,22 +10,31 @@
 --   gm_api      the REST API: reads the ledger, writes invoices (later migrations).
 --   gm_auditor  read-only (default_transaction_read_only), sees schema audit only.
 
+-- Roles are shared by every database of the cluster, and two databases may be migrated at
+-- once (tests do): each step tolerates the other migrator having done it first.
 DO $$
+DECLARE
+    r text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gm_owner') THEN
-        CREATE ROLE gm_owner NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gm_rater') THEN
-        CREATE ROLE gm_rater LOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gm_api') THEN
-        CREATE ROLE gm_api LOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gm_auditor') THEN
-        CREATE ROLE gm_auditor LOGIN;
+    FOREACH r IN ARRAY ARRAY['gm_owner', 'gm_rater', 'gm_api', 'gm_auditor'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I %s', r, CASE WHEN r = 'gm_owner' THEN 'NOLOGIN' ELSE 'LOGIN' END);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL; -- created meanwhile by a concurrent migration
+            END;
+        END IF;
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_roles ro ON ro.oid = s.setrole
+                   WHERE ro.rolname = 'gm_auditor' AND s.setdatabase = 0
+                     AND 'default_transaction_read_only=on' = ANY (s.setconfig)) THEN
+        BEGIN
+            ALTER ROLE gm_auditor SET default_transaction_read_only = on;
+        EXCEPTION WHEN OTHERS THEN
+            NULL; -- "tuple concurrently updated": a concurrent migration set it
+        END;
     END IF;
 END $$;
-ALTER ROLE gm_auditor SET default_transaction_read_only = on;
 -- The migrating user creates objects as gm_owner.
 GRANT gm_owner TO CURRENT_USER;
 
@@ -108,7 +117,7 @@ CREATE TABLE gm.ledger (
     ingested_at      timestamptz NOT NULL DEFAULT now()
 ) PARTITION BY RANGE (event_time);
 COMMENT ON TABLE gm.ledger IS 'One row per accepted usage event (append-only), partitioned by month';
-COMMENT ON COLUMN gm.ledger.flags IS 'bit 1: tenant unknown to billing, priced by the default card; bit 2: model priced by the card''s default entry';
+COMMENT ON COLUMN gm.ledger.flags IS 'bit 1: tenant unknown to billing, priced by the default card; 2: model priced by the card''s default entry; 4: site priced at the default site tier; 8: a contract price applied';
 CREATE TABLE gm.ledger_default PARTITION OF gm.ledger DEFAULT;
 CREATE UNIQUE INDEX ledger_idempotency ON gm.ledger (source, event_id, event_time);
 CREATE INDEX ledger_tenant_time ON gm.ledger (tenant, event_time);
@@ -150,9 +159,12 @@ CREATE TABLE gm.charges (
     quantity      numeric(40,0)  NOT NULL,
     amount        numeric(38,18) NOT NULL,
     events        bigint      NOT NULL,
-    PRIMARY KEY (tenant, hour, site, model, dimension, card_id, card_version)
+    PRIMARY KEY (tenant, hour, site, model, dimension, card_id, card_version, unit_price)
 );
-COMMENT ON TABLE gm.charges IS 'Exact charges derived from the ledger rows actually inserted, per hour';
+COMMENT ON TABLE gm.charges IS 'Exact charges derived from the ledger rows actually inserted, per hour and price';
+COMMENT ON COLUMN gm.charges.quantity IS 'Tokens, or GPU-microseconds for dimension gpu';
+COMMENT ON COLUMN gm.charges.unit_price IS 'Price per token, or per GPU-second for dimension gpu (12 decimals)';
+COMMENT ON COLUMN gm.charges.events IS 'Events with a non-zero quantity in this dimension';
 
 -- Per-source sequence state: every accepted seq as a multirange; holes are gaps.
 CREATE TABLE gm.sources (

@@ -94,7 +94,7 @@ WITH ledger AS (
     FROM gm.ledger GROUP BY 1, 2, 3
 ), charged AS (
     SELECT tenant, date_trunc('month', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS period_start,
-           currency, sum(events) AS events, sum(amount) AS charged_amount
+           currency, sum(amount) AS charged_amount
     FROM gm.charges GROUP BY 1, 2, 3
 )
 SELECT coalesce(l.tenant, c.tenant)               AS tenant,
@@ -104,8 +104,7 @@ SELECT coalesce(l.tenant, c.tenant)               AS tenant,
        coalesce(l.ledger_amount, 0)               AS ledger_amount,
        coalesce(c.charged_amount, 0)              AS charged_amount,
        NULL::numeric                              AS invoiced_amount,
-       coalesce(l.ledger_amount, 0) - coalesce(c.charged_amount, 0) AS difference,
-       coalesce(c.events, 0)                      AS charged_events
+       coalesce(l.ledger_amount, 0) - coalesce(c.charged_amount, 0) AS difference
 FROM ledger l FULL JOIN charged c USING (tenant, period_start, currency);
 COMMENT ON VIEW audit.reconciliation IS
     'Per tenant and month: ledger events and exact amount against the hourly charges (and invoices, when they exist). difference must be 0.';

@@ -45,8 +45,8 @@ void gm_test_pg_exec(PGconn *conn, const char *sql)
 char *gm_test_pg_value(PGconn *conn, const char *sql)
 {
     PGresult *r = PQexec(conn, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "SQL failed: %s\n%s",
-                  PQerrorMessage(conn), sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "SQL failed: %s\n%s", PQerrorMessage(conn),
+                  sql);
     char *v = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? gm_xstrdup(PQgetvalue(r, 0, 0)) : NULL;
     PQclear(r);
     return v;
@@ -92,8 +92,8 @@ static rd_kafka_t *admin_client(void)
 {
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", gm_test_brokers(), err,
-                                sizeof err) == RD_KAFKA_CONF_OK);
+    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", gm_test_brokers(), err, sizeof err) ==
+              RD_KAFKA_CONF_OK);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     ck_assert_msg(rk != NULL, "rd_kafka_new: %s", err);
     return rk;

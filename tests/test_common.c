@@ -43,8 +43,7 @@ START_TEST(test_time_parses_rfc3339_exactly)
     char err[128];
     ck_assert_int_eq(gm_time_parse(S("2026-11-27T22:00:00.123456Z"), &us, err, sizeof err), 0);
     ck_assert(us == INT64_C(1795816800123456));
-    ck_assert_int_eq(gm_time_parse(S("2026-11-27T23:00:00.123456+01:00"), &us, err, sizeof err),
-                     0);
+    ck_assert_int_eq(gm_time_parse(S("2026-11-27T23:00:00.123456+01:00"), &us, err, sizeof err), 0);
     ck_assert(us == INT64_C(1795816800123456));
     ck_assert_int_eq(gm_time_parse(S("2026-11-27t22:00:00.123456000z"), &us, err, sizeof err), 0);
     ck_assert(us == INT64_C(1795816800123456));
@@ -67,8 +66,7 @@ START_TEST(test_time_refuses_what_it_cannot_keep_exactly)
     ck_assert_int_eq(gm_time_parse(S("2026-11-27T22:00:60Z"), &us, err, sizeof err), GM_EINVAL);
     ck_assert_int_eq(gm_time_parse(S("2026-11-27T22:00:00"), &us, err, sizeof err), GM_EINVAL);
     ck_assert_int_eq(gm_time_parse(S("2026-11-27 22:00:00Z"), &us, err, sizeof err), GM_EINVAL);
-    ck_assert_int_eq(gm_time_parse(S("2026-11-27T22:00:00Zjunk"), &us, err, sizeof err),
-                     GM_EINVAL);
+    ck_assert_int_eq(gm_time_parse(S("2026-11-27T22:00:00Zjunk"), &us, err, sizeof err), GM_EINVAL);
 }
 END_TEST
 
@@ -121,8 +119,8 @@ START_TEST(test_decimal_parse_and_format_are_exact)
     ck_assert_int_eq(gm_dec_parse(S(".5"), 12, &v, err, sizeof err), GM_EINVAL);
     ck_assert_int_eq(gm_dec_parse(S("1."), 12, &v, err, sizeof err), GM_EINVAL);
     ck_assert_int_eq(gm_dec_parse(S("00.5"), 12, &v, err, sizeof err), GM_EINVAL);
-    ck_assert_int_eq(
-        gm_dec_parse(S("999999999999999999999999999999"), 12, &v, err, sizeof err), GM_ERANGE);
+    ck_assert_int_eq(gm_dec_parse(S("999999999999999999999999999999"), 12, &v, err, sizeof err),
+                     GM_ERANGE);
 }
 END_TEST
 

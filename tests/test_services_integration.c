@@ -108,8 +108,8 @@ START_TEST(test_postgres_round_trips_exact_numeric_row)
     PGconn *c = gm_test_pg_connect(conninfo);
     gm_test_pg_exec(c, "CREATE TABLE t (id bigint PRIMARY KEY, amount numeric(38,12) NOT NULL)");
     const char *params[2] = {"9007199254740991", "123456789012.000000000375"};
-    PGresult *r = PQexecParams(c, "INSERT INTO t VALUES ($1::bigint, $2::numeric)", 2, NULL,
-                               params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(c, "INSERT INTO t VALUES ($1::bigint, $2::numeric)", 2, NULL, params,
+                               NULL, NULL, 0);
     ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
     PQclear(r);
     char *v = gm_test_pg_value(c, "SELECT id::text || ' ' || amount::text FROM t");

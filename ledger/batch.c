@@ -1,0 +1,919 @@
+/* The exactly-once batch writer: one PostgreSQL transaction per rater batch.
+ *
+ * DESIGN. Duplicates are found in C, by each source's accepted seq ranges (gm.sources,
+ * loaded once per source and cached while this writer owns it), so that the accepted rows
+ * can be COPYed straight into the ledger. The ledger's unique index (source, event_id,
+ * event_time) stays as the safety net: when it fires, the whole batch is rolled back and
+ * written again down the slow path (INSERT … ON CONFLICT DO NOTHING RETURNING), and only
+ * the rows actually inserted are charged. Charges are summed per batch in memory and
+ * upserted in key order (so that two raters never deadlock on them). The sources' ranges
+ * and the partitions' offsets are written with a compare-and-set: if another rater moved
+ * either, this batch rolls back whole and the caller resumes from PostgreSQL's offsets.
+ *
+ * Order inside the transaction:
+ *   1 load uncached sources   2 dedupe by seq   3 ledger rows   4 charges
+ *   5 sources (CAS)           6 rejected        7 offsets (CAS) 8 batch record   9 COMMIT
+ */
+#include "gm_ingest.h"
+#include "gm_ledger.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const dim_names[GM_LEDGER_DIMS] = {"input", "cached", "output", "gpu"};
+
+/* ---- A growable text buffer for COPY data ------------------------------------------------*/
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+} sbuf;
+
+static void sb_reserve(sbuf *b, size_t extra)
+{
+    if (b->n + extra + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->n + extra + 1)
+            cap *= 2;
+        b->p = gm_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+}
+
+static void sb_put(sbuf *b, const char *s, size_t len)
+{
+    sb_reserve(b, len);
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    b->p[b->n] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+static void sb_ch(sbuf *b, char c)
+{
+    sb_put(b, &c, 1);
+}
+
+static void sb_i64(sbuf *b, int64_t v)
+{
+    char t[24];
+    int n = snprintf(t, sizeof t, "%lld", (long long)v);
+    sb_put(b, t, (size_t)n);
+}
+
+static void sb_dec(sbuf *b, gm_i128 v, int scale)
+{
+    char t[64];
+    size_t n = gm_dec_format(v, scale, t, sizeof t);
+    sb_put(b, t, n);
+}
+
+/* COPY text format: escape backslash, tab, newline, carriage return. */
+static void sb_text(sbuf *b, const char *s, size_t len)
+{
+    sb_reserve(b, len * 2);
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        switch (c) {
+        case '\\':
+            b->p[b->n++] = '\\';
+            b->p[b->n++] = '\\';
+            break;
+        case '\t':
+            b->p[b->n++] = '\\';
+            b->p[b->n++] = 't';
+            break;
+        case '\n':
+            b->p[b->n++] = '\\';
+            b->p[b->n++] = 'n';
+            break;
+        case '\r':
+            b->p[b->n++] = '\\';
+            b->p[b->n++] = 'r';
+            break;
+        default:
+            b->p[b->n++] = c;
+        }
+    }
+    b->p[b->n] = '\0';
+}
+
+/* bytea in COPY text format: \\x followed by hex. */
+static void sb_bytea(sbuf *b, const void *data, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    sb_reserve(b, 3 + len * 2);
+    b->p[b->n++] = '\\';
+    b->p[b->n++] = '\\';
+    b->p[b->n++] = 'x';
+    const unsigned char *d = data;
+    for (size_t i = 0; i < len; i++) {
+        b->p[b->n++] = hex[d[i] >> 4];
+        b->p[b->n++] = hex[d[i] & 15];
+    }
+    b->p[b->n] = '\0';
+}
+
+/* ---- Hash maps ----------------------------------------------------------------------------*/
+static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+#define FNV_SEED 14695981039346656037ULL
+
+typedef struct source_state {
+    char *source; /* NULL: empty slot */
+    char tenant[GM_EVENT_TENANT_MAX + 1];
+    gm_seqset seqs;
+    char *db_text;   /* gm.sources.seqs as PostgreSQL holds it; NULL: no row */
+    int64_t n_added; /* events accepted in the current batch */
+    bool touched;    /* part of the current batch */
+    bool loaded;     /* looked up in PostgreSQL */
+} source_state;
+
+typedef struct charge {
+    bool used;
+    uint64_t hash;
+    const gm_ledger_row *row; /* a row with this key (for the strings) */
+    int dim;
+    int64_t hour_us;
+    int64_t unit_price_p;
+    gm_i128 quantity;
+    gm_i128 amount_e18;
+    int64_t events;
+} charge;
+
+struct gm_ledger_writer {
+    PGconn *conn;
+    bool temp_ready;
+    source_state *src; /* open addressing, power of two */
+    size_t src_cap, src_n;
+    source_state **touched; /* this batch's sources, in first-seen order */
+    size_t n_touched, touched_cap;
+    charge *ch;
+    size_t ch_cap, ch_n;
+    unsigned char *dup; /* per row: 1 when a duplicate (by seq or by the unique key) */
+    size_t dup_cap;
+    sbuf buf;
+    char *fmt;
+    size_t fmt_cap;
+};
+
+gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
+{
+    gm_ledger_writer *w = gm_xcalloc(1, sizeof *w);
+    w->conn = c;
+    w->src_cap = 1024;
+    w->src = gm_xcalloc(w->src_cap, sizeof *w->src);
+    return w;
+}
+
+static void free_sources(gm_ledger_writer *w)
+{
+    for (size_t i = 0; i < w->src_cap; i++) {
+        if (w->src[i].source) {
+            free(w->src[i].source);
+            free(w->src[i].db_text);
+            gm_seqset_clear(&w->src[i].seqs);
+        }
+    }
+    memset(w->src, 0, w->src_cap * sizeof *w->src);
+    w->src_n = 0;
+    w->n_touched = 0;
+}
+
+void gm_ledger_writer_reset(gm_ledger_writer *w)
+{
+    if (w)
+        free_sources(w);
+}
+
+void gm_ledger_writer_free(gm_ledger_writer *w)
+{
+    if (!w)
+        return;
+    free_sources(w);
+    free(w->src);
+    free(w->touched);
+    free(w->ch);
+    free(w->dup);
+    free(w->buf.p);
+    free(w->fmt);
+    free(w);
+}
+
+static source_state *source_get(gm_ledger_writer *w, const char *source)
+{
+    if ((w->src_n + 1) * 2 > w->src_cap) { /* grow at half full */
+        size_t old_cap = w->src_cap;
+        source_state *old = w->src;
+        w->src_cap *= 2;
+        w->src = gm_xcalloc(w->src_cap, sizeof *w->src);
+        for (size_t i = 0; i < old_cap; i++) {
+            if (!old[i].source)
+                continue;
+            size_t j = fnv1a(old[i].source, strlen(old[i].source), FNV_SEED) & (w->src_cap - 1);
+            while (w->src[j].source)
+                j = (j + 1) & (w->src_cap - 1);
+            w->src[j] = old[i];
+        }
+        free(old);
+        /* touched pointers are rebuilt by the caller: growth happens only before dedupe */
+    }
+    size_t len = strlen(source);
+    size_t j = fnv1a(source, len, FNV_SEED) & (w->src_cap - 1);
+    while (w->src[j].source) {
+        if (!strcmp(w->src[j].source, source))
+            return &w->src[j];
+        j = (j + 1) & (w->src_cap - 1);
+    }
+    w->src[j].source = gm_xstrdup(source);
+    w->src_n++;
+    return &w->src[j];
+}
+
+static source_state *source_find(gm_ledger_writer *w, const char *source)
+{
+    size_t j = fnv1a(source, strlen(source), FNV_SEED) & (w->src_cap - 1);
+    while (w->src[j].source) {
+        if (!strcmp(w->src[j].source, source))
+            return &w->src[j];
+        j = (j + 1) & (w->src_cap - 1);
+    }
+    return NULL;
+}
+
+/* ---- Steps --------------------------------------------------------------------------------*/
+static int ensure_temp_tables(gm_ledger_writer *w, char *err, size_t err_len)
+{
+    if (w->temp_ready)
+        return 0;
+    int rc = gm_pg_exec(
+        w->conn,
+        "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_charges (LIKE gm.charges) ON COMMIT DELETE ROWS;"
+        "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_sources (source text, tenant text,"
+        " old_seqs int8multirange, new_seqs int8multirange, n bigint, is_new boolean)"
+        " ON COMMIT DELETE ROWS;"
+        "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_ledger (LIKE gm.ledger INCLUDING DEFAULTS)"
+        " ON COMMIT DELETE ROWS",
+        err, err_len);
+    if (rc == 0)
+        w->temp_ready = true;
+    return rc;
+}
+
+static int copy_in(gm_ledger_writer *w, const char *sql, const char *what, char *err,
+                   size_t err_len)
+{
+    PGresult *r = PQexec(w->conn, sql);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        int rc = gm_pg_fail(w->conn, r, what, err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    PQclear(r);
+    if (PQputCopyData(w->conn, w->buf.p, (int)w->buf.n) != 1 || PQputCopyEnd(w->conn, NULL) != 1)
+        return gm_pg_fail(w->conn, NULL, what, err, err_len);
+    int rc = 0;
+    while ((r = PQgetResult(w->conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
+            rc = gm_pg_fail(w->conn, r, what, err, err_len);
+        PQclear(r);
+    }
+    return rc;
+}
+
+/* Runs a command and returns its affected-row count in *n. */
+static int exec_count(gm_ledger_writer *w, const char *sql, int nparams, const char *const *params,
+                      long *n, const char *what, char *err, size_t err_len)
+{
+    PGresult *r = PQexecParams(w->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        int rc = gm_pg_fail(w->conn, r, what, err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    if (n)
+        *n = atol(PQcmdTuples(r));
+    PQclear(r);
+    return 0;
+}
+
+/* Step 1: load the seq ranges of this batch's sources that are not cached yet. */
+static int load_sources(gm_ledger_writer *w, const gm_ledger_batch *b, char *err, size_t err_len)
+{
+    sbuf *q = &w->buf;
+    q->n = 0;
+    sb_str(q, "{");
+    size_t n_missing = 0;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        source_state *s = source_get(w, b->rows[i].ev->source);
+        if (s->loaded || s->touched)
+            continue;
+        s->touched = true; /* marks "queued" for this lookup */
+        if (n_missing++)
+            sb_ch(q, ',');
+        sb_ch(q, '"');
+        sb_str(q, s->source); /* source charset has no quotes or backslashes */
+        sb_ch(q, '"');
+    }
+    sb_str(q, "}");
+    if (n_missing == 0)
+        return 0;
+    const char *params[1] = {q->p};
+    PGresult *r = PQexecParams(
+        w->conn, "SELECT source, seqs::text FROM gm.sources WHERE source = ANY($1::text[])", 1,
+        NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = gm_pg_fail(w->conn, r, "loading gm.sources", err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        source_state *s = source_find(w, PQgetvalue(r, i, 0));
+        if (!s)
+            continue;
+        if (gm_seqset_parse(&s->seqs, PQgetvalue(r, i, 1)) != 0) {
+            int rc = gm_fail(err, err_len, GM_ECORRUPT, "gm.sources %s: unreadable seqs %s",
+                             s->source, PQgetvalue(r, i, 1));
+            PQclear(r);
+            return rc;
+        }
+        s->db_text = gm_xstrdup(PQgetvalue(r, i, 1));
+    }
+    PQclear(r);
+    for (size_t i = 0; i < w->src_cap; i++)
+        if (w->src[i].source && w->src[i].touched && !w->src[i].loaded) {
+            w->src[i].loaded = true;
+            w->src[i].touched = false;
+        }
+    return 0;
+}
+
+/* Step 2: mark duplicates by seq, add accepted seqs, and list this batch's sources. */
+static size_t dedupe(gm_ledger_writer *w, const gm_ledger_batch *b)
+{
+    size_t dups = 0;
+    w->n_touched = 0;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        const gm_event *ev = b->rows[i].ev;
+        source_state *s = source_find(w, ev->source);
+        if (!s->touched) {
+            s->touched = true;
+            s->n_added = 0;
+            if (w->n_touched == w->touched_cap) {
+                w->touched_cap = w->touched_cap ? w->touched_cap * 2 : 64;
+                w->touched = gm_xrealloc(w->touched, w->touched_cap * sizeof *w->touched);
+            }
+            w->touched[w->n_touched++] = s;
+            snprintf(s->tenant, sizeof s->tenant, "%s", ev->tenant);
+        }
+        if (gm_seqset_add(&s->seqs, (int64_t)ev->seq)) {
+            w->dup[i] = 0;
+            s->n_added++;
+        } else {
+            w->dup[i] = 1;
+            dups++;
+        }
+    }
+    return dups;
+}
+
+static void ledger_copy_row(sbuf *q, const char *topic, const gm_ledger_row *row)
+{
+    const gm_event *ev = row->ev;
+    char ts[40];
+    gm_time_format(ev->time_us, ts, sizeof ts);
+    sb_str(q, ev->tenant);
+    sb_ch(q, '\t');
+    sb_str(q, ts);
+    sb_ch(q, '\t');
+    sb_str(q, ev->source);
+    sb_ch(q, '\t');
+    sb_str(q, ev->id);
+    sb_ch(q, '\t');
+    sb_i64(q, (int64_t)ev->seq);
+    sb_ch(q, '\t');
+    sb_str(q, ev->site);
+    sb_ch(q, '\t');
+    sb_str(q, ev->model);
+    sb_ch(q, '\t');
+    if (ev->request_id[0])
+        sb_str(q, ev->request_id);
+    else
+        sb_str(q, "\\N");
+    sb_ch(q, '\t');
+    sb_i64(q, ev->input_tokens);
+    sb_ch(q, '\t');
+    sb_i64(q, ev->cached_tokens);
+    sb_ch(q, '\t');
+    sb_i64(q, ev->output_tokens);
+    sb_ch(q, '\t');
+    sb_i64(q, ev->gpu_us);
+    sb_ch(q, '\t');
+    if (row->site_tier)
+        sb_text(q, row->site_tier, strlen(row->site_tier));
+    else
+        sb_str(q, "\\N");
+    sb_ch(q, '\t');
+    sb_text(q, row->card_id, strlen(row->card_id));
+    sb_ch(q, '\t');
+    sb_i64(q, row->card_version);
+    sb_ch(q, '\t');
+    sb_str(q, row->currency);
+    for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+        sb_ch(q, '\t');
+        sb_dec(q, row->amount_e18[d], 18);
+    }
+    sb_ch(q, '\t');
+    sb_i64(q, (int64_t)row->flags);
+    sb_ch(q, '\t');
+    sb_text(q, topic, strlen(topic));
+    sb_ch(q, '\t');
+    sb_i64(q, row->partition);
+    sb_ch(q, '\t');
+    sb_i64(q, row->offset);
+    sb_ch(q, '\n');
+}
+
+#define LEDGER_COLUMNS                                                                             \
+    "tenant, event_time, source, event_id, seq, site, model, request_id, input_tokens,"            \
+    " cached_tokens, output_tokens, gpu_us, site_tier, card_id, card_version, currency,"           \
+    " amount_input, amount_cached, amount_output, amount_gpu, flags, kafka_topic,"                 \
+    " kafka_partition, kafka_offset"
+
+/* Step 3: the ledger rows. Fast: COPY straight in. Slow: COPY into a temp table, then
+ * INSERT … ON CONFLICT DO NOTHING RETURNING, and mark the rows it skipped as duplicates. */
+static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow, size_t *dups,
+                        char *err, size_t err_len)
+{
+    sbuf *q = &w->buf;
+    q->n = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < b->n_rows; i++)
+        if (!w->dup[i]) {
+            ledger_copy_row(q, b->topic, &b->rows[i]);
+            n++;
+        }
+    if (n == 0)
+        return 0;
+    if (!slow)
+        return copy_in(w, "COPY gm.ledger (" LEDGER_COLUMNS ") FROM STDIN", "COPY into gm.ledger",
+                       err, err_len);
+    int rc = copy_in(w, "COPY gm_tmp_ledger (" LEDGER_COLUMNS ") FROM STDIN",
+                     "COPY into the ledger staging table", err, err_len);
+    if (rc)
+        return rc;
+    PGresult *r =
+        PQexec(w->conn, "INSERT INTO gm.ledger (" LEDGER_COLUMNS ") SELECT " LEDGER_COLUMNS
+                        " FROM gm_tmp_ledger ON CONFLICT DO NOTHING"
+                        " RETURNING kafka_partition, kafka_offset");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = gm_pg_fail(w->conn, r, "INSERT into gm.ledger (slow path)", err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    /* Rows not returned were duplicates by the unique key. Kafka coordinates identify rows. */
+    unsigned char *inserted = gm_xcalloc(b->n_rows, 1);
+    for (int k = 0; k < PQntuples(r); k++) {
+        int32_t part = (int32_t)atol(PQgetvalue(r, k, 0));
+        int64_t off = atoll(PQgetvalue(r, k, 1));
+        for (size_t i = 0; i < b->n_rows; i++)
+            if (b->rows[i].partition == part && b->rows[i].offset == off) {
+                inserted[i] = 1;
+                break;
+            }
+    }
+    PQclear(r);
+    for (size_t i = 0; i < b->n_rows; i++)
+        if (!w->dup[i] && !inserted[i]) {
+            w->dup[i] = 1;
+            (*dups)++;
+        }
+    free(inserted);
+    return 0;
+}
+
+static uint64_t charge_hash(const gm_ledger_row *row, int dim, int64_t hour_us, int64_t price)
+{
+    const gm_event *ev = row->ev;
+    uint64_t h = FNV_SEED;
+    h = fnv1a(ev->tenant, strlen(ev->tenant) + 1, h);
+    h = fnv1a(ev->site, strlen(ev->site) + 1, h);
+    h = fnv1a(ev->model, strlen(ev->model) + 1, h);
+    h = fnv1a(row->card_id, strlen(row->card_id) + 1, h);
+    h = fnv1a(&row->card_version, sizeof row->card_version, h);
+    h = fnv1a(&dim, sizeof dim, h);
+    h = fnv1a(&hour_us, sizeof hour_us, h);
+    h = fnv1a(&price, sizeof price, h);
+    return h;
+}
+
+static bool charge_same(const charge *c, const gm_ledger_row *row, int dim, int64_t hour_us,
+                        int64_t price)
+{
+    const gm_event *a = c->row->ev, *e = row->ev;
+    return c->dim == dim && c->hour_us == hour_us && c->unit_price_p == price &&
+           c->row->card_version == row->card_version && !strcmp(a->tenant, e->tenant) &&
+           !strcmp(a->site, e->site) && !strcmp(a->model, e->model) &&
+           !strcmp(c->row->card_id, row->card_id);
+}
+
+static int charge_cmp(const void *pa, const void *pb)
+{
+    const charge *a = pa, *b = pb;
+    const gm_event *x = a->row->ev, *y = b->row->ev;
+    int c;
+    if ((c = strcmp(x->tenant, y->tenant)))
+        return c;
+    if (a->hour_us != b->hour_us)
+        return a->hour_us < b->hour_us ? -1 : 1;
+    if ((c = strcmp(x->site, y->site)))
+        return c;
+    if ((c = strcmp(x->model, y->model)))
+        return c;
+    if ((c = strcmp(dim_names[a->dim], dim_names[b->dim])))
+        return c;
+    if ((c = strcmp(a->row->card_id, b->row->card_id)))
+        return c;
+    if (a->row->card_version != b->row->card_version)
+        return a->row->card_version < b->row->card_version ? -1 : 1;
+    if (a->unit_price_p != b->unit_price_p)
+        return a->unit_price_p < b->unit_price_p ? -1 : 1;
+    return 0;
+}
+
+/* Step 4: charges, summed in memory from the inserted rows and upserted in key order. */
+static int write_charges(gm_ledger_writer *w, const gm_ledger_batch *b, size_t *n_out, char *err,
+                         size_t err_len)
+{
+    size_t need = 64;
+    while (need < b->n_rows * GM_LEDGER_DIMS * 2)
+        need *= 2;
+    if (w->ch_cap < need) {
+        free(w->ch);
+        w->ch = gm_xcalloc(need, sizeof *w->ch);
+        w->ch_cap = need;
+    } else {
+        memset(w->ch, 0, w->ch_cap * sizeof *w->ch);
+    }
+    w->ch_n = 0;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        if (w->dup[i])
+            continue;
+        const gm_ledger_row *row = &b->rows[i];
+        const gm_event *ev = row->ev;
+        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
+                                       ev->gpu_us};
+        int64_t hour_us = ev->time_us - ev->time_us % GM_US_PER_HOUR;
+        for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+            if (qty[d] == 0 && row->amount_e18[d] == 0)
+                continue;
+            int64_t price = row->unit_price_p[d];
+            uint64_t h = charge_hash(row, d, hour_us, price);
+            size_t j = h & (w->ch_cap - 1);
+            while (w->ch[j].used &&
+                   !(w->ch[j].hash == h && charge_same(&w->ch[j], row, d, hour_us, price)))
+                j = (j + 1) & (w->ch_cap - 1);
+            charge *c = &w->ch[j];
+            if (!c->used) {
+                c->used = true;
+                c->hash = h;
+                c->row = row;
+                c->dim = d;
+                c->hour_us = hour_us;
+                c->unit_price_p = price;
+                w->ch_n++;
+            }
+            if (gm_i128_add(c->quantity, qty[d], &c->quantity) ||
+                gm_i128_add(c->amount_e18, row->amount_e18[d], &c->amount_e18))
+                return gm_fail(err, err_len, GM_ERANGE,
+                               "charges: sum overflows for tenant %s model %s", ev->tenant,
+                               ev->model);
+            c->events++;
+        }
+    }
+    *n_out = w->ch_n;
+    if (w->ch_n == 0)
+        return 0;
+    /* Compact and sort by key: every rater takes row locks in the same order. */
+    size_t k = 0;
+    for (size_t j = 0; j < w->ch_cap; j++)
+        if (w->ch[j].used)
+            w->ch[k++] = w->ch[j];
+    qsort(w->ch, k, sizeof *w->ch, charge_cmp);
+    sbuf *q = &w->buf;
+    q->n = 0;
+    for (size_t j = 0; j < k; j++) {
+        const charge *c = &w->ch[j];
+        const gm_event *ev = c->row->ev;
+        char ts[40];
+        gm_time_format(c->hour_us, ts, sizeof ts);
+        sb_str(q, ev->tenant);
+        sb_ch(q, '\t');
+        sb_str(q, ts);
+        sb_ch(q, '\t');
+        sb_str(q, ev->site);
+        sb_ch(q, '\t');
+        sb_str(q, ev->model);
+        sb_ch(q, '\t');
+        sb_str(q, dim_names[c->dim]);
+        sb_ch(q, '\t');
+        sb_text(q, c->row->card_id, strlen(c->row->card_id));
+        sb_ch(q, '\t');
+        sb_i64(q, c->row->card_version);
+        sb_ch(q, '\t');
+        if (c->row->site_tier)
+            sb_text(q, c->row->site_tier, strlen(c->row->site_tier));
+        else
+            sb_str(q, "\\N");
+        sb_ch(q, '\t');
+        sb_str(q, c->row->currency);
+        sb_ch(q, '\t');
+        sb_dec(q, c->unit_price_p, 12);
+        sb_ch(q, '\t');
+        sb_dec(q, c->quantity, 0);
+        sb_ch(q, '\t');
+        sb_dec(q, c->amount_e18, 18);
+        sb_ch(q, '\t');
+        sb_i64(q, c->events);
+        sb_ch(q, '\n');
+    }
+    int rc = copy_in(w,
+                     "COPY gm_tmp_charges (tenant, hour, site, model, dimension, card_id,"
+                     " card_version, site_tier, currency, unit_price, quantity, amount, events)"
+                     " FROM STDIN",
+                     "COPY into the charges staging table", err, err_len);
+    if (rc)
+        return rc;
+    return exec_count(
+        w,
+        "INSERT INTO gm.charges SELECT * FROM gm_tmp_charges"
+        " ORDER BY tenant, hour, site, model, dimension, card_id, card_version,"
+        " unit_price"
+        " ON CONFLICT (tenant, hour, site, model, dimension, card_id, card_version,"
+        " unit_price) DO UPDATE SET quantity = gm.charges.quantity + EXCLUDED.quantity,"
+        " amount = gm.charges.amount + EXCLUDED.amount,"
+        " events = gm.charges.events + EXCLUDED.events",
+        0, NULL, NULL, "upserting gm.charges", err, err_len);
+}
+
+/* Step 5: the sources' seq ranges, compare-and-set against what this writer last saw. */
+static int write_sources(gm_ledger_writer *w, char *err, size_t err_len)
+{
+    if (w->n_touched == 0)
+        return 0;
+    sbuf *q = &w->buf;
+    q->n = 0;
+    long n_new = 0, n_old = 0;
+    for (size_t i = 0; i < w->n_touched; i++) {
+        source_state *s = w->touched[i];
+        sb_str(q, s->source);
+        sb_ch(q, '\t');
+        sb_str(q, s->tenant);
+        sb_ch(q, '\t');
+        sb_str(q, s->db_text ? s->db_text : "\\N");
+        sb_ch(q, '\t');
+        gm_seqset_format(&s->seqs, &w->fmt, &w->fmt_cap);
+        sb_str(q, w->fmt);
+        sb_ch(q, '\t');
+        sb_i64(q, s->n_added);
+        sb_str(q, s->db_text ? "\tf\n" : "\tt\n");
+        if (s->db_text)
+            n_old++;
+        else
+            n_new++;
+    }
+    int rc = copy_in(w, "COPY gm_tmp_sources FROM STDIN", "COPY into the sources staging table",
+                     err, err_len);
+    if (rc)
+        return rc;
+    long n = 0;
+    if (n_old) {
+        rc = exec_count(w,
+                        "UPDATE gm.sources s SET seqs = t.new_seqs, events = s.events + t.n,"
+                        " last_seen = now() FROM gm_tmp_sources t"
+                        " WHERE NOT t.is_new AND s.source = t.source AND s.seqs = t.old_seqs",
+                        0, NULL, &n, "updating gm.sources", err, err_len);
+        if (rc)
+            return rc;
+        if (n != n_old)
+            return gm_fail(err, err_len, GM_ECONFLICT,
+                           "gm.sources: %ld of %ld sources changed under this rater (another "
+                           "rater wrote them): batch rolled back",
+                           n_old - n, n_old);
+    }
+    if (n_new) {
+        rc = exec_count(w,
+                        "INSERT INTO gm.sources (source, tenant, seqs, events)"
+                        " SELECT source, tenant, new_seqs, n FROM gm_tmp_sources WHERE is_new"
+                        " ON CONFLICT (source) DO NOTHING",
+                        0, NULL, &n, "inserting gm.sources", err, err_len);
+        if (rc)
+            return rc;
+        if (n != n_new)
+            return gm_fail(err, err_len, GM_ECONFLICT,
+                           "gm.sources: %ld new sources were created meanwhile by another "
+                           "rater: batch rolled back",
+                           n_new - n);
+    }
+    return 0;
+}
+
+/* Step 6: rejected messages, with their coordinates and reason. */
+static int write_rejects(gm_ledger_writer *w, const gm_ledger_batch *b, char *err, size_t err_len)
+{
+    if (b->n_rejects == 0)
+        return 0;
+    sbuf *q = &w->buf;
+    q->n = 0;
+    for (size_t i = 0; i < b->n_rejects; i++) {
+        const gm_ledger_reject *r = &b->rejects[i];
+        sb_text(q, b->topic, strlen(b->topic));
+        sb_ch(q, '\t');
+        sb_i64(q, r->partition);
+        sb_ch(q, '\t');
+        sb_i64(q, r->offset);
+        sb_ch(q, '\t');
+        if (r->key)
+            sb_bytea(q, r->key, r->key_len);
+        else
+            sb_str(q, "\\N");
+        sb_ch(q, '\t');
+        sb_bytea(q, r->payload ? r->payload : "", r->payload_len);
+        sb_ch(q, '\t');
+        sb_text(q, r->reason, strlen(r->reason));
+        sb_ch(q, '\n');
+    }
+    return copy_in(w,
+                   "COPY gm.rejected_events (kafka_topic, kafka_partition, kafka_offset,"
+                   " kafka_key, payload, reason) FROM STDIN",
+                   "COPY into gm.rejected_events", err, err_len);
+}
+
+/* Step 7: offsets, compare-and-set per partition. */
+static int write_offsets(gm_ledger_writer *w, const gm_ledger_batch *b, char *err, size_t err_len)
+{
+    for (size_t i = 0; i < b->n_pos; i++) {
+        const gm_ledger_pos *p = &b->pos[i];
+        char part[16], next[24], expected[24];
+        snprintf(part, sizeof part, "%d", p->partition);
+        snprintf(next, sizeof next, "%lld", (long long)p->next);
+        snprintf(expected, sizeof expected, "%lld", (long long)p->expected);
+        const char *params[5] = {b->group_id, b->topic, part, next, expected};
+        long n = 0;
+        int rc;
+        if (p->expected < 0)
+            rc = exec_count(w,
+                            "INSERT INTO gm.consumer_offsets (group_id, topic, partition,"
+                            " next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                            4, params, &n, "inserting gm.consumer_offsets", err, err_len);
+        else
+            rc = exec_count(w,
+                            "UPDATE gm.consumer_offsets SET next_offset = $4, updated_at = now()"
+                            " WHERE group_id = $1 AND topic = $2 AND partition = $3"
+                            " AND next_offset = $5",
+                            5, params, &n, "updating gm.consumer_offsets", err, err_len);
+        if (rc)
+            return rc;
+        if (n != 1)
+            return gm_fail(err, err_len, GM_EFENCED,
+                           "partition %s/%d: stored offset is no longer %lld (another consumer "
+                           "committed): this rater is fenced, batch rolled back",
+                           b->topic, p->partition, (long long)p->expected);
+    }
+    return 0;
+}
+
+static int write_batch_record(gm_ledger_writer *w, const gm_ledger_batch *b,
+                              const gm_ledger_result *res, char *err, size_t err_len)
+{
+    char msgs[24], acc[24], dup[24], rej[24];
+    snprintf(msgs, sizeof msgs, "%zu", b->n_rows + b->n_rejects);
+    snprintf(acc, sizeof acc, "%zu", res->accepted);
+    snprintf(dup, sizeof dup, "%zu", res->duplicates);
+    snprintf(rej, sizeof rej, "%zu", res->rejected);
+    const char *params[6] = {b->group_id, b->rater_id ? b->rater_id : "", msgs, acc, dup, rej};
+    return exec_count(w,
+                      "INSERT INTO gm.batches (group_id, rater, messages, accepted, duplicates,"
+                      " rejected) VALUES ($1, $2, $3, $4, $5, $6)",
+                      6, params, NULL, "recording the batch", err, err_len);
+}
+
+static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
+                       gm_ledger_result *res, char *err, size_t err_len)
+{
+    memset(res, 0, sizeof *res);
+    res->slow_path = slow;
+    int rc = ensure_temp_tables(w, err, err_len);
+    if (rc)
+        return rc;
+    if ((rc = gm_pg_exec(w->conn, "BEGIN", err, err_len)))
+        return rc;
+    if (w->dup_cap < b->n_rows) {
+        free(w->dup);
+        w->dup_cap = b->n_rows;
+        w->dup = gm_xmalloc(w->dup_cap);
+    }
+    for (size_t i = 0; i < w->src_cap; i++)
+        w->src[i].touched = false;
+    size_t dups = 0;
+    size_t charge_rows = 0;
+    if ((rc = load_sources(w, b, err, err_len)))
+        goto fail;
+    dups = dedupe(w, b);
+    if ((rc = write_ledger(w, b, slow, &dups, err, err_len)))
+        goto fail;
+    if ((rc = write_charges(w, b, &charge_rows, err, err_len)))
+        goto fail;
+    if ((rc = write_sources(w, err, err_len)))
+        goto fail;
+    if ((rc = write_rejects(w, b, err, err_len)))
+        goto fail;
+    if ((rc = write_offsets(w, b, err, err_len)))
+        goto fail;
+    res->accepted = b->n_rows - dups;
+    res->duplicates = dups;
+    res->rejected = b->n_rejects;
+    res->charge_rows = charge_rows;
+    if ((rc = write_batch_record(w, b, res, err, err_len)))
+        goto fail;
+    {
+        PGresult *r = PQexec(w->conn, "COMMIT");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            /* A COMMIT that fails on a live connection rolled back; one whose connection
+             * broke may or may not have committed: GM_EUNKNOWN. */
+            rc = gm_pg_fail(w->conn, r, "COMMIT", err, err_len);
+            PQclear(r);
+            gm_ledger_writer_reset(w);
+            return rc;
+        }
+        PQclear(r);
+    }
+    /* Committed: the cache now mirrors PostgreSQL. */
+    for (size_t i = 0; i < w->n_touched; i++) {
+        source_state *s = w->touched[i];
+        gm_seqset_format(&s->seqs, &w->fmt, &w->fmt_cap);
+        free(s->db_text);
+        s->db_text = gm_xstrdup(w->fmt);
+        s->touched = false;
+    }
+    return 0;
+fail:
+    if (PQstatus(w->conn) == CONNECTION_OK)
+        PQclear(PQexec(w->conn, "ROLLBACK"));
+    /* Seq ranges were changed in memory: forget them, they reload from PostgreSQL. */
+    gm_ledger_writer_reset(w);
+    return rc;
+}
+
+int gm_ledger_writer_commit(gm_ledger_writer *w, const gm_ledger_batch *b, gm_ledger_result *res,
+                            char *err, size_t err_len)
+{
+    int rc = commit_once(w, b, false, res, err, err_len);
+    if (rc == GM_EDB && strstr(err, "SQLSTATE 23505") && strstr(err, "ledger")) {
+        /* The unique key caught what seq ranges did not (an id reused with another seq, or
+         * lost source state): write the batch again, skipping rows already in the ledger. */
+        gm_warn("ledger",
+                "msg=\"unique key caught a duplicate, batch goes the slow path\" "
+                "detail=\"%s\"",
+                err);
+        rc = commit_once(w, b, true, res, err, err_len);
+    }
+    return rc;
+}
+
+int gm_ledger_read_offsets(PGconn *c, const char *group_id, const char *topic,
+                           const int32_t *partitions, size_t n, int64_t *next_out, char *err,
+                           size_t err_len)
+{
+    for (size_t i = 0; i < n; i++)
+        next_out[i] = -1;
+    const char *params[2] = {group_id, topic};
+    PGresult *r = PQexecParams(c,
+                               "SELECT partition, next_offset FROM gm.consumer_offsets"
+                               " WHERE group_id = $1 AND topic = $2",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = gm_pg_fail(c, r, "reading gm.consumer_offsets", err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    for (int k = 0; k < PQntuples(r); k++) {
+        int32_t part = (int32_t)atol(PQgetvalue(r, k, 0));
+        for (size_t i = 0; i < n; i++)
+            if (partitions[i] == part)
+                next_out[i] = atoll(PQgetvalue(r, k, 1));
+    }
+    PQclear(r);
+    return 0;
+}

@@ -1,0 +1,211 @@
+/* Rate cards and contracts in PostgreSQL: import (validated, never rewriting a version) and
+ * loading every card and the latest contract of each tenant into a rating book. */
+#include "gm_ledger.h"
+#include "gm_rating.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int load_into(PGconn *c, gm_rating_book *book, char *err, size_t err_len)
+{
+    PGresult *r = PQexec(c, "SELECT card_id, version, document::text FROM gm.rate_cards"
+                            " ORDER BY card_id, version");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = gm_pg_fail(c, r, "loading gm.rate_cards", err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        char why[512];
+        const char *doc = PQgetvalue(r, i, 2);
+        int rc = gm_rating_book_add_card(book, doc, strlen(doc), why, sizeof why);
+        if (rc) {
+            gm_fail(err, err_len, rc, "gm.rate_cards %s version %s: %s", PQgetvalue(r, i, 0),
+                    PQgetvalue(r, i, 1), why);
+            PQclear(r);
+            return rc;
+        }
+    }
+    PQclear(r);
+    r = PQexec(c, "SELECT DISTINCT ON (tenant) tenant, version, document::text FROM gm.contracts"
+                  " ORDER BY tenant, version DESC");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = gm_pg_fail(c, r, "loading gm.contracts", err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        char why[512];
+        const char *doc = PQgetvalue(r, i, 2);
+        int rc = gm_rating_book_add_contract(book, doc, strlen(doc), why, sizeof why);
+        if (rc) {
+            gm_fail(err, err_len, rc, "gm.contracts %s version %s: %s", PQgetvalue(r, i, 0),
+                    PQgetvalue(r, i, 1), why);
+            PQclear(r);
+            return rc;
+        }
+    }
+    PQclear(r);
+    return 0;
+}
+
+int gm_ledger_load_book(PGconn *c, gm_rating_book **out, char *err, size_t err_len)
+{
+    gm_rating_book *book = gm_rating_book_new();
+    int rc = load_into(c, book, err, err_len);
+    if (rc) {
+        gm_rating_book_free(book);
+        return rc;
+    }
+    *out = book;
+    return 0;
+}
+
+static int import_card(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len,
+                       char *err, size_t err_len)
+{
+    gm_rating_card *card = NULL;
+    char why[512];
+    int rc = gm_rating_card_parse(json, len, &card, why, sizeof why);
+    if (rc)
+        return gm_fail(err, err_len, rc, "rate card: %s", why);
+    gm_rating_card_info info;
+    gm_rating_card_get_info(card, &info);
+    char version[24], from[40], until[40];
+    snprintf(version, sizeof version, "%lld", (long long)info.version);
+    gm_time_format(info.valid_from_us, from, sizeof from);
+    if (info.valid_until_us != GM_RATING_NO_END)
+        gm_time_format(info.valid_until_us, until, sizeof until);
+    /* The document must also fit the cards and contracts already there (one currency per
+     * card id, one default card). */
+    gm_rating_book *book = gm_rating_book_new();
+    rc = load_into(c, book, err, err_len);
+    if (rc == 0) {
+        rc = gm_rating_book_add_card(book, json, len, why, sizeof why);
+        if (rc == GM_ECONFLICT) {
+            /* Same id and version: fine when the stored document is the same. */
+            const char *params[3] = {info.card_id, version, json};
+            PGresult *r = PQexecParams(c,
+                                       "SELECT document = $3::jsonb FROM gm.rate_cards"
+                                       " WHERE card_id = $1 AND version = $2",
+                                       3, NULL, params, NULL, NULL, 0);
+            if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+                bool same = PQgetvalue(r, 0, 0)[0] == 't';
+                PQclear(r);
+                gm_rating_book_free(book);
+                gm_rating_card_free(card);
+                if (same) {
+                    snprintf(msg, msg_len, "rate card %s version %s: already imported, unchanged",
+                             info.card_id, version);
+                    return 0;
+                }
+                return gm_fail(err, err_len, GM_ECONFLICT,
+                               "rate card %s version %s: already imported with other content; "
+                               "a version is never rewritten: import it as version %lld",
+                               info.card_id, version, (long long)info.version + 1);
+            }
+            PQclear(r);
+        }
+        if (rc && rc != GM_ECONFLICT)
+            gm_fail(err, err_len, rc, "rate card %s version %s: %s", info.card_id, version, why);
+        else if (rc)
+            gm_fail(err, err_len, rc, "rate card %s version %s: %s", info.card_id, version, why);
+    }
+    gm_rating_book_free(book);
+    if (rc == 0) {
+        const char *params[6] = {
+            info.card_id,  version, from, info.valid_until_us != GM_RATING_NO_END ? until : NULL,
+            info.currency, json};
+        PGresult *r = PQexecParams(c,
+                                   "INSERT INTO gm.rate_cards (card_id, version, valid_from,"
+                                   " valid_until, currency, document)"
+                                   " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+                                   6, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = gm_pg_fail(c, r, "inserting into gm.rate_cards", err, err_len);
+        else
+            snprintf(msg, msg_len, "rate card %s version %s (%s, valid from %s): imported",
+                     info.card_id, version, info.currency, from);
+        PQclear(r);
+    }
+    gm_rating_card_free(card);
+    return rc;
+}
+
+static int import_contract(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len,
+                           char *err, size_t err_len)
+{
+    gm_rating_contract *ct = NULL;
+    char why[512];
+    int rc = gm_rating_contract_parse(json, len, &ct, why, sizeof why);
+    if (rc)
+        return gm_fail(err, err_len, rc, "contract: %s", why);
+    gm_rating_contract_info info;
+    gm_rating_contract_get_info(ct, &info);
+    char tenant[128];
+    snprintf(tenant, sizeof tenant, "%s", info.tenant);
+    /* Check it against the cards (currency of the card it names), without the tenant's
+     * older contract versions, which it replaces. */
+    gm_rating_book *book = gm_rating_book_new();
+    PGresult *r = PQexec(c, "SELECT document::text FROM gm.rate_cards ORDER BY card_id, version");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = gm_pg_fail(c, r, "loading gm.rate_cards", err, err_len);
+    } else {
+        for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+            const char *doc = PQgetvalue(r, i, 0);
+            rc = gm_rating_book_add_card(book, doc, strlen(doc), why, sizeof why);
+            if (rc)
+                gm_fail(err, err_len, rc, "gm.rate_cards: %s", why);
+        }
+    }
+    PQclear(r);
+    if (rc == 0 && (rc = gm_rating_book_add_contract(book, json, len, why, sizeof why)))
+        gm_fail(err, err_len, rc, "contract %s: %s", tenant, why);
+    gm_rating_book_free(book);
+    gm_rating_contract_free(ct);
+    if (rc)
+        return rc;
+    const char *params[3] = {tenant, json, info.currency};
+    r = PQexecParams(c,
+                     "WITH latest AS (SELECT version, document FROM gm.contracts WHERE tenant = $1"
+                     " ORDER BY version DESC LIMIT 1)"
+                     " INSERT INTO gm.contracts (tenant, version, currency, document)"
+                     " SELECT $1, coalesce((SELECT version FROM latest), 0) + 1, $3, $2::jsonb"
+                     " WHERE NOT EXISTS (SELECT 1 FROM latest WHERE document = $2::jsonb)"
+                     " RETURNING version",
+                     3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = gm_pg_fail(c, r, "inserting into gm.contracts", err, err_len);
+    } else if (PQntuples(r) == 0) {
+        snprintf(msg, msg_len, "contract %s: already imported, unchanged", tenant);
+    } else {
+        snprintf(msg, msg_len, "contract %s version %s (%s): imported", tenant, PQgetvalue(r, 0, 0),
+                 params[2]);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int gm_ledger_import(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
+                     size_t err_len)
+{
+    cJSON *doc = cJSON_ParseWithLength(json, len);
+    if (!doc || !cJSON_IsObject(doc)) {
+        cJSON_Delete(doc);
+        return gm_fail(err, err_len, GM_EINVAL, "not a JSON object");
+    }
+    bool is_contract = cJSON_GetObjectItemCaseSensitive(doc, "tenant") != NULL;
+    cJSON_Delete(doc);
+    /* Serialize importers: a version check and its insert are one decision. */
+    int rc = gm_pg_exec(c, "BEGIN; SELECT pg_advisory_xact_lock(29113321406034433)", err, err_len);
+    if (rc)
+        return rc;
+    rc = is_contract ? import_contract(c, json, len, msg, msg_len, err, err_len)
+                     : import_card(c, json, len, msg, msg_len, err, err_len);
+    if (rc) {
+        PQclear(PQexec(c, "ROLLBACK"));
+        return rc;
+    }
+    return gm_pg_exec(c, "COMMIT", err, err_len);
+}

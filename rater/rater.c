@@ -1,0 +1,548 @@
+/* The rater's main loop: poll a batch, decode, price, commit it exactly once, repeat.
+ *
+ * DESIGN. PostgreSQL, not Kafka, holds the truth about how far each partition has been
+ * rated: on assignment the consumer seeks to gm.consumer_offsets; after every commit the
+ * stored offsets move forward in the same transaction as the rows (compare-and-set). Any
+ * failure (database error, outcome unknown, fenced by another rater) rolls back or is
+ * treated as unknown, and the rater re-reads PostgreSQL's offsets and seeks there: what
+ * was committed is skipped, what was not is done again. Nothing is retried blindly.
+ * Kafka's committed offsets are written afterwards, for lag tools only.
+ */
+#include "gm_rater.h"
+#include "gm_ingest.h"
+#include "gm_ledger.h"
+#include "gm_rating.h"
+#include "rater_int.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_PARTITIONS 4096
+
+void gm_rater_config_init(gm_rater_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->brokers = "127.0.0.1:59092";
+    cfg->topic = "gridmeter.usage.v1";
+    cfg->group_id = "gridmeter-rater";
+    cfg->db_conninfo = "";
+    cfg->batch_max = 5000;
+    cfg->batch_ms = 200;
+    cfg->session_timeout_ms = 10000;
+    cfg->book_reload_s = 30;
+}
+
+typedef struct rater {
+    const gm_rater_config *cfg;
+    char rater_id[128];
+    rd_kafka_t *rk;
+    PGconn *pg;
+    gm_ledger_writer *writer;
+    gm_rating_book *book;
+    int64_t book_loaded_us;
+    /* Partitions we own and the next offset PostgreSQL holds for each (-1: no row). */
+    bool owned[MAX_PARTITIONS];
+    int64_t stored[MAX_PARTITIONS];
+    int64_t gap_checked[MAX_PARTITIONS]; /* stored offset a seek-back was tried from */
+    volatile bool rebalanced;            /* set by the rebalance callback during a poll */
+    size_t drop_upto;                    /* messages polled before the last rebalance: stale */
+    volatile sig_atomic_t *stop;
+    /* batch buffers */
+    rd_kafka_message_t **msgs;
+    gm_event *events;
+    gm_ledger_row *rows;
+    gm_ledger_reject *rejects;
+    char (*reasons)[768];
+    gm_ledger_pos *pos;
+    size_t n_msgs;
+} rater;
+
+static int pg_reconnect(rater *r, char *err, size_t err_len)
+{
+    if (r->pg && PQstatus(r->pg) == CONNECTION_OK)
+        return 0;
+    gm_ledger_writer_free(r->writer);
+    r->writer = NULL;
+    PQfinish(r->pg);
+    r->pg = NULL;
+    int64_t backoff_ms = 100;
+    while (!*r->stop) {
+        r->pg = gm_pg_connect(r->cfg->db_conninfo, "gridmeter-rater", err, err_len);
+        if (r->pg)
+            break;
+        gm_warn("rater", "msg=\"PostgreSQL unavailable, retrying\" retry_ms=%lld error=\"%s\"",
+                (long long)backoff_ms, err);
+        usleep((useconds_t)backoff_ms * 1000);
+        if (backoff_ms < 5000)
+            backoff_ms *= 2;
+    }
+    if (!r->pg)
+        return GM_EUNAVAIL;
+    r->writer = gm_ledger_writer_new(r->pg);
+    gm_rater_metrics.pg_reconnects++;
+    return 0;
+}
+
+/* Reads PostgreSQL's offsets for the given partitions into r->stored (retrying through
+ * outages until stop). */
+static int read_stored(rater *r, const rd_kafka_topic_partition_list_t *parts)
+{
+    int32_t ids[MAX_PARTITIONS];
+    int64_t next[MAX_PARTITIONS];
+    size_t n = 0;
+    for (int i = 0; i < parts->cnt && n < MAX_PARTITIONS; i++)
+        ids[n++] = parts->elems[i].partition;
+    char err[1024];
+    while (!*r->stop) {
+        if (pg_reconnect(r, err, sizeof err))
+            return GM_EUNAVAIL;
+        if (gm_ledger_read_offsets(r->pg, r->cfg->group_id, r->cfg->topic, ids, n, next, err,
+                                   sizeof err) == 0) {
+            for (size_t i = 0; i < n; i++)
+                r->stored[ids[i]] = next[i];
+            return 0;
+        }
+        gm_warn("rater", "msg=\"cannot read stored offsets, retrying\" error=\"%s\"", err);
+        usleep(500000);
+    }
+    return GM_EUNAVAIL;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    rater *r = opaque;
+    r->rebalanced = true;
+    r->drop_upto = r->n_msgs;
+    gm_ledger_writer_reset(r->writer);
+    if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (read_stored(r, parts) != 0) {
+            rd_kafka_assign(rk, NULL);
+            return;
+        }
+        char list[512] = "";
+        size_t w = 0;
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t p = parts->elems[i].partition;
+            if (p < 0 || p >= MAX_PARTITIONS)
+                continue;
+            r->owned[p] = true;
+            parts->elems[i].offset = r->stored[p] >= 0 ? r->stored[p] : RD_KAFKA_OFFSET_BEGINNING;
+            if (w < sizeof list - 32)
+                w += (size_t)snprintf(list + w, sizeof list - w, "%s%d@%lld", i ? "," : "", p,
+                                      (long long)r->stored[p]);
+        }
+        gm_info("rater",
+                "msg=\"partitions assigned, seeking to PostgreSQL offsets\" "
+                "partitions=%s",
+                list);
+        rd_kafka_assign(rk, parts);
+    } else {
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t p = parts->elems[i].partition;
+            if (p >= 0 && p < MAX_PARTITIONS)
+                r->owned[p] = false;
+        }
+        gm_info("rater", "msg=\"partitions revoked\" count=%d", parts->cnt);
+        rd_kafka_assign(rk, NULL);
+    }
+    gm_rater_metrics.rebalances++;
+}
+
+/* After a failed batch: back to PostgreSQL's offsets for every partition we own. */
+static void rewind_to_stored(rater *r)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
+    for (int p = 0; p < MAX_PARTITIONS; p++)
+        if (r->owned[p])
+            rd_kafka_topic_partition_list_add(parts, r->cfg->topic, p);
+    if (parts->cnt && read_stored(r, parts) == 0) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t p = parts->elems[i].partition;
+            parts->elems[i].offset = r->stored[p] >= 0 ? r->stored[p] : RD_KAFKA_OFFSET_BEGINNING;
+        }
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, parts, 10000);
+        if (e) {
+            gm_warn("rater", "msg=\"seek failed\" error=\"%s\"", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].err)
+                gm_warn("rater", "msg=\"seek failed\" partition=%d error=\"%s\"",
+                        parts->elems[i].partition, rd_kafka_err2str(parts->elems[i].err));
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static int load_book(rater *r, char *err, size_t err_len)
+{
+    gm_rating_book *book = NULL;
+    int rc = gm_ledger_load_book(r->pg, &book, err, err_len);
+    if (rc)
+        return rc;
+    gm_rating_book_free(r->book);
+    r->book = book;
+    r->book_loaded_us = gm_mono_us();
+    return 0;
+}
+
+static rd_kafka_t *make_consumer(rater *r, char *err, size_t err_len)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", r->cfg->session_timeout_ms);
+    const char *kv[][2] = {
+        {"bootstrap.servers", r->cfg->brokers},
+        {"group.id", r->cfg->group_id},
+        {"client.id", r->rater_id},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"}, /* explicit: the default skips to the end */
+        {"session.timeout.ms", timeout},
+        {"heartbeat.interval.ms", "1000"},
+        {"partition.assignment.strategy", "range"},
+        {"fetch.wait.max.ms", "100"},
+        {"queued.max.messages.kbytes", "262144"},
+    };
+    for (size_t i = 0; i < GM_ARRAY_LEN(kv); i++)
+        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], err, err_len) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, r);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, err_len);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    conf = NULL; /* now owned by rk */
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, r->cfg->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        gm_fail(err, err_len, GM_EKAFKA, "subscribe %s: %s", r->cfg->topic, rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+static void free_msgs(rater *r)
+{
+    for (size_t i = 0; i < r->n_msgs; i++)
+        rd_kafka_message_destroy(r->msgs[i]);
+    r->n_msgs = 0;
+}
+
+/* Decodes and prices the polled messages into rows and rejects, then commits them. */
+static int process_batch(rater *r, size_t *committed)
+{
+    size_t n_rows = 0, n_rej = 0;
+    gm_ledger_pos *pos = r->pos; /* n_pos <= n_msgs: room for all */
+    size_t n_pos = 0;
+    /* Contiguity: a partition's first message must sit at PostgreSQL's offset. A later one
+     * means messages were fetched and not rated (a stale prefetch after a rebalance, say):
+     * seek back and rate nothing of that partition now. Only when the broker answers the
+     * seek with a later message again is the gap real (retention deleted unread messages,
+     * or control records): then it is rated from there, logged and counted. */
+    bool skip[MAX_PARTITIONS / 8 + 1];
+    memset(skip, 0, sizeof skip);
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        rd_kafka_message_t *m = r->msgs[i];
+        int32_t p = m->partition;
+        if (p < 0 || p >= MAX_PARTITIONS || !r->owned[p] || r->stored[p] < 0 ||
+            m->offset < r->stored[p] || (skip[p / 8] & (1 << (p % 8))))
+            continue;
+        bool first = true;
+        for (size_t j = 0; j < i && first; j++)
+            first = !(r->msgs[j]->partition == p && r->msgs[j]->offset >= r->stored[p]);
+        if (!first || m->offset == r->stored[p])
+            continue;
+        if (r->gap_checked[p] == r->stored[p]) {
+            gm_warn("rater",
+                    "msg=\"offset gap confirmed by the broker: messages below this "
+                    "offset are gone\" partition=%d stored=%lld first=%lld",
+                    p, (long long)r->stored[p], (long long)m->offset);
+            gm_rater_metrics.offset_gaps++;
+            continue;
+        }
+        gm_info("rater",
+                "msg=\"first message past the stored offset, seeking back\" "
+                "partition=%d stored=%lld first=%lld",
+                p, (long long)r->stored[p], (long long)m->offset);
+        r->gap_checked[p] = r->stored[p];
+        skip[p / 8] |= (unsigned char)(1 << (p % 8));
+        rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(one, r->cfg->topic, p)->offset = r->stored[p];
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, one, 10000);
+        if (e)
+            rd_kafka_error_destroy(e);
+        rd_kafka_topic_partition_list_destroy(one);
+    }
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        rd_kafka_message_t *m = r->msgs[i];
+        int32_t p = m->partition;
+        if (p < 0 || p >= MAX_PARTITIONS || !r->owned[p] || (skip[p / 8] & (1 << (p % 8))))
+            continue;
+        if (r->stored[p] >= 0 && m->offset < r->stored[p])
+            continue; /* below PostgreSQL's offset: already rated */
+        size_t k;
+        for (k = 0; k < n_pos && pos[k].partition != p; k++)
+            ;
+        if (k == n_pos) {
+            pos[n_pos].partition = p;
+            pos[n_pos].expected = r->stored[p];
+            n_pos++;
+        }
+        pos[k].next = m->offset + 1;
+
+        char *reason = r->reasons[n_rej];
+        gm_event *ev = &r->events[n_rows];
+        bool ok = false;
+        if (gm_event_decode(m->payload, m->len, ev, reason, sizeof r->reasons[0]) != 0) {
+            /* reason says which field broke which rule */
+        } else if (ev->type != GM_EVENT_USAGE) {
+            snprintf(reason, sizeof r->reasons[0],
+                     "event %s#%s: type: %s is not accepted on topic %s (only gridmeter.usage.v1)",
+                     ev->source, ev->id, gm_event_type_name(ev->type), r->cfg->topic);
+        } else {
+            gm_usage u = {ev->tenant,
+                          ev->model,
+                          ev->site,
+                          ev->time_us,
+                          {ev->input_tokens, ev->cached_tokens, ev->output_tokens, ev->gpu_us}};
+            gm_event_price price;
+            char why[400];
+            if (gm_rating_price_event(r->book, &u, &price, why, sizeof why) != 0) {
+                snprintf(reason, sizeof r->reasons[0], "event %s#%s: rating: %s", ev->source,
+                         ev->id, why);
+            } else {
+                gm_ledger_row *row = &r->rows[n_rows];
+                row->ev = ev;
+                row->partition = p;
+                row->offset = m->offset;
+                row->card_id = price.card_id;
+                row->card_version = price.card_version;
+                memcpy(row->currency, price.currency, sizeof row->currency);
+                row->site_tier = price.site_tier;
+                for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+                    row->unit_price_p[d] = price.unit_price_p[d];
+                    row->amount_e18[d] = price.amount_e18[d];
+                }
+                row->flags = price.flags;
+                n_rows++;
+                ok = true;
+            }
+        }
+        if (!ok) {
+            gm_ledger_reject *rj = &r->rejects[n_rej++];
+            rj->partition = p;
+            rj->offset = m->offset;
+            rj->key = m->key;
+            rj->key_len = m->key_len;
+            rj->payload = m->payload;
+            rj->payload_len = m->len;
+            rj->reason = reason;
+        }
+    }
+    if (n_pos == 0)
+        return 0;
+    gm_ledger_batch b = {r->cfg->group_id, r->cfg->topic, r->rater_id, r->rows, n_rows,
+                         r->rejects,       n_rej,         pos,         n_pos};
+    gm_ledger_result res;
+    char err[1024];
+    int64_t t0 = gm_mono_us();
+    int rc = gm_ledger_writer_commit(r->writer, &b, &res, err, sizeof err);
+    int64_t took_us = gm_mono_us() - t0;
+    if (rc) {
+        gm_rater_metrics.batch_failures++;
+        gm_warn("rater",
+                "msg=\"batch not committed, resuming from PostgreSQL offsets\" code=%s "
+                "error=\"%s\"",
+                gm_errname(rc), err);
+        return rc;
+    }
+    for (size_t k = 0; k < n_pos; k++)
+        r->stored[pos[k].partition] = pos[k].next;
+    gm_rater_metrics_batch(&res, n_rows + n_rej, took_us);
+    *committed += n_rows + n_rej;
+    gm_debug("rater",
+             "msg=\"batch committed\" messages=%zu accepted=%zu duplicates=%zu "
+             "rejected=%zu charge_rows=%zu commit_ms=%lld",
+             n_rows + n_rej, res.accepted, res.duplicates, res.rejected, res.charge_rows,
+             (long long)(took_us / 1000));
+    /* Advisory only: lag tools read Kafka's committed offsets. */
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new((int)n_pos);
+    for (size_t k = 0; k < n_pos; k++)
+        rd_kafka_topic_partition_list_add(offs, r->cfg->topic, pos[k].partition)->offset =
+            pos[k].next;
+    rd_kafka_commit(r->rk, offs, 1);
+    rd_kafka_topic_partition_list_destroy(offs);
+    return 0;
+}
+
+int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *err, size_t err_len)
+{
+    rater *r = gm_xcalloc(1, sizeof *r);
+    r->cfg = cfg;
+    r->stop = stop;
+    for (int p = 0; p < MAX_PARTITIONS; p++)
+        r->stored[p] = r->gap_checked[p] = -1;
+    if (cfg->rater_id && *cfg->rater_id) {
+        snprintf(r->rater_id, sizeof r->rater_id, "%s", cfg->rater_id);
+    } else {
+        char host[64] = "host";
+        gethostname(host, sizeof host - 1);
+        snprintf(r->rater_id, sizeof r->rater_id, "%s:%d", host, (int)getpid());
+    }
+    size_t cap = (size_t)(cfg->batch_max > 0 ? cfg->batch_max : 5000);
+    r->msgs = gm_xcalloc(cap, sizeof *r->msgs);
+    r->events = gm_xcalloc(cap, sizeof *r->events);
+    r->rows = gm_xcalloc(cap, sizeof *r->rows);
+    r->rejects = gm_xcalloc(cap, sizeof *r->rejects);
+    r->reasons = gm_xcalloc(cap, sizeof *r->reasons);
+    r->pos = gm_xcalloc(cap, sizeof *r->pos);
+    int rc = 0;
+    gm_rater_metrics_set_rk(NULL, cfg->topic, r->stored, r->owned, MAX_PARTITIONS);
+
+    r->pg = gm_pg_connect(cfg->db_conninfo, "gridmeter-rater", err, err_len);
+    if (!r->pg) {
+        rc = GM_EDB;
+        goto out;
+    }
+    r->writer = gm_ledger_writer_new(r->pg);
+    if ((rc = load_book(r, err, err_len)))
+        goto out;
+    {
+        PGresult *res = PQexec(r->pg, "SELECT count(*) FROM gm.rate_cards");
+        bool none = PQresultStatus(res) == PGRES_TUPLES_OK && atol(PQgetvalue(res, 0, 0)) == 0;
+        PQclear(res);
+        if (none) {
+            rc = gm_fail(err, err_len, GM_ECONFIG,
+                         "no rate card in gm.rate_cards: import one first "
+                         "(gridmeter ratecard import FILE)");
+            goto out;
+        }
+    }
+    PQclear(PQexec(r->pg, "SELECT gm.ensure_ledger_partitions(now() - interval '1 month', 4)"));
+    if (!(r->rk = make_consumer(r, err, err_len))) {
+        rc = GM_EKAFKA;
+        goto out;
+    }
+    gm_rater_metrics_set_rk(r->rk, cfg->topic, r->stored, r->owned, MAX_PARTITIONS);
+    if (cfg->metrics_addr && *cfg->metrics_addr &&
+        (rc = gm_rater_metrics_start(cfg->metrics_addr, err, err_len)))
+        goto out;
+    gm_info("rater",
+            "msg=\"rater started\" rater=%s group=%s topic=%s brokers=%s batch_max=%d "
+            "batch_ms=%d",
+            r->rater_id, cfg->group_id, cfg->topic, cfg->brokers, cfg->batch_max, cfg->batch_ms);
+
+    size_t committed = 0;
+    int64_t last_activity = gm_mono_us(), last_partitions = gm_mono_us();
+    while (!*stop) {
+        /* Fill a batch: up to batch_max messages or batch_ms. */
+        int64_t deadline = gm_mono_us() + (int64_t)cfg->batch_ms * 1000;
+        r->rebalanced = false;
+        while (r->n_msgs < cap && !*stop) {
+            int64_t left_ms = (deadline - gm_mono_us()) / 1000;
+            if (left_ms <= 0)
+                break;
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, (int)left_ms);
+            if (!m)
+                continue;
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    gm_warn("rater", "msg=\"consumer error\" error=\"%s\"",
+                            rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            r->msgs[r->n_msgs++] = m;
+        }
+        if (r->rebalanced) {
+            /* Ownership changed while the batch filled: what was polled before the change
+             * may belong to another rater now; drop it (positions came from PostgreSQL at
+             * the assignment). What was polled after it was fetched from those positions
+             * and is kept. */
+            for (size_t i = 0; i < r->drop_upto; i++)
+                rd_kafka_message_destroy(r->msgs[i]);
+            memmove(r->msgs, r->msgs + r->drop_upto, (r->n_msgs - r->drop_upto) * sizeof *r->msgs);
+            r->n_msgs -= r->drop_upto;
+            r->drop_upto = 0;
+            last_activity = gm_mono_us();
+        }
+        bool owns_any = false;
+        for (int p = 0; p < MAX_PARTITIONS && !owns_any; p++)
+            owns_any = r->owned[p];
+        if (!owns_any)
+            last_activity = gm_mono_us(); /* waiting for an assignment is not idle */
+        if (r->n_msgs == 0) {
+            if (cfg->exit_idle_ms > 0 && gm_mono_us() - last_activity > cfg->exit_idle_ms * 1000) {
+                gm_info("rater", "msg=\"idle, exiting\" committed=%zu", committed);
+                break;
+            }
+        } else {
+            last_activity = gm_mono_us();
+            if (pg_reconnect(r, err, err_len) != 0)
+                break;
+            int brc = process_batch(r, &committed);
+            free_msgs(r);
+            if (brc) {
+                gm_ledger_writer_reset(r->writer);
+                if (brc == GM_EUNKNOWN || PQstatus(r->pg) != CONNECTION_OK) {
+                    PQfinish(r->pg);
+                    r->pg = NULL;
+                    if (pg_reconnect(r, err, err_len) != 0)
+                        break;
+                }
+                rewind_to_stored(r);
+                usleep(100000);
+            }
+            if (cfg->max_messages > 0 && (int64_t)committed >= cfg->max_messages)
+                break;
+        }
+        int64_t now = gm_mono_us();
+        if (cfg->book_reload_s > 0 &&
+            now - r->book_loaded_us > cfg->book_reload_s * GM_US_PER_SEC && r->pg &&
+            PQstatus(r->pg) == CONNECTION_OK) {
+            char why[512];
+            if (load_book(r, why, sizeof why) != 0)
+                gm_warn("rater",
+                        "msg=\"rate cards not reloaded, keeping the loaded ones\" "
+                        "error=\"%s\"",
+                        why);
+        }
+        if (now - last_partitions > 3600 * GM_US_PER_SEC && r->pg &&
+            PQstatus(r->pg) == CONNECTION_OK) {
+            PQclear(PQexec(r->pg, "SELECT gm.ensure_ledger_partitions(now(), 3)"));
+            last_partitions = now;
+        }
+    }
+    gm_info("rater", "msg=\"rater stopping\" committed=%zu", committed);
+    rc = 0;
+out:
+    free_msgs(r);
+    gm_rater_metrics_stop();
+    gm_rater_metrics_set_rk(NULL, cfg->topic, NULL, NULL, 0);
+    if (r->rk) {
+        rd_kafka_consumer_close(r->rk);
+        rd_kafka_destroy(r->rk);
+    }
+    gm_ledger_writer_free(r->writer);
+    PQfinish(r->pg);
+    gm_rating_book_free(r->book);
+    free(r->msgs);
+    free(r->events);
+    free(r->rows);
+    free(r->rejects);
+    free(r->reasons);
+    free(r->pos);
+    free(r);
+    return rc;
+}

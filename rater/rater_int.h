@@ -1,0 +1,38 @@
+/* Internal to rater/: the metrics the loop updates and the /metrics endpoint serves. */
+#ifndef GM_RATER_INT_H
+#define GM_RATER_INT_H
+
+#include "gm_ledger.h"
+
+#include <librdkafka/rdkafka.h>
+
+/* Counters are written by the rater thread only and read by the HTTP thread: plain 64-bit
+ * loads and stores (atomic on the targets we build for), relaxed reads are fine. */
+typedef struct gm_rater_metrics_t {
+    uint64_t batches;
+    uint64_t batch_failures;
+    uint64_t accepted;
+    uint64_t duplicates;
+    uint64_t rejected;
+    uint64_t slow_path_batches;
+    uint64_t rebalances;
+    uint64_t pg_reconnects;
+    uint64_t offset_gaps;
+    uint64_t last_batch_messages;
+    uint64_t commit_us_sum;
+    uint64_t commit_buckets[12]; /* cumulative counts per le bucket, see metrics.c */
+    int64_t started_us;
+} gm_rater_metrics_t;
+
+extern gm_rater_metrics_t gm_rater_metrics;
+
+void gm_rater_metrics_batch(const gm_ledger_result *res, size_t messages, int64_t commit_us);
+/* What /metrics reads for consumer lag: the handle (for cached high watermarks) and the
+ * positions stored in PostgreSQL. NULLs detach. */
+void gm_rater_metrics_set_rk(rd_kafka_t *rk, const char *topic, const int64_t *stored,
+                             const bool *owned, int n_partitions);
+/* Serves GET /metrics (Prometheus text) and /healthz on addr ("host:port"). */
+int gm_rater_metrics_start(const char *addr, char *err, size_t err_len) GM_MUSTCHECK;
+void gm_rater_metrics_stop(void);
+
+#endif

@@ -1,0 +1,8 @@
+# Rater and ledger suites (ledger/, rater/, sql/).
+add_library(gm_rater_harness STATIC ${CMAKE_CURRENT_LIST_DIR}/rater_harness.c)
+target_link_libraries(gm_rater_harness PUBLIC gm_testsupport gm_ledger gm_ingest)
+gm_add_test(NAME test_ledger SOURCES test_ledger.c LIBS gm_ledger LABELS unit)
+gm_add_test(NAME test_rater_integration SOURCES test_rater_integration.c LIBS gm_rater_harness
+            LABELS integration TIMEOUT 1500)
+# The rater tests run the gridmeter binary.
+add_dependencies(test_rater_integration gridmeter)

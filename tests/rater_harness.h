@@ -1,0 +1,67 @@
+/* Harness for the rater's integration tests: a migrated throw-away database with the
+ * sample rate cards, generated usage traffic with exactly known totals, rater processes
+ * to start, kill and stop, and the checks every run must pass. */
+#ifndef GM_RATER_HARNESS_H
+#define GM_RATER_HARNESS_H
+
+#include "gm_ingest.h"
+#include "support.h"
+
+#include <sys/types.h>
+
+#define H_TENANTS 5
+#define H_MODELS  4
+#define H_SITES   6
+
+/* Exact expected totals of the valid, distinct events sent. */
+typedef struct h_expect {
+    int64_t qty[H_TENANTS][H_MODELS][H_SITES][4];
+    int64_t events;     /* valid, distinct */
+    int64_t duplicates; /* re-sends of valid events */
+    int64_t malformed;  /* messages that break the contract */
+} h_expect;
+
+typedef struct h_env {
+    char conninfo[256];
+    char topic[128];
+    char group[160];
+    const char *brokers;
+    int partitions;
+} h_env;
+
+extern const char *const h_tenants[H_TENANTS];
+extern const char *const h_models[H_MODELS];
+extern const char *const h_sites[H_SITES];
+
+/* Database (migrated, sample cards imported) and topic for one test. */
+void h_env_open(h_env *e, const char *tag, int partitions);
+void h_env_close(h_env *e);
+
+typedef struct h_traffic {
+    int sources;      /* emitting nodes */
+    int64_t events;   /* distinct valid events */
+    int dup_permille; /* re-sends per 1000 events */
+    int malformed_permille;
+    uint64_t seed;
+    int64_t start_us; /* event time of the first event; later ones step by step_us */
+    int64_t step_us;
+    int skip_seq_every; /* > 0: source 0 skips every Nth seq (gaps) */
+} h_traffic;
+
+/* Produces the traffic to e->topic (keyed by source) and adds it to *x. */
+void h_produce(const h_env *e, const h_traffic *t, h_expect *x);
+
+/* Starts `gridmeter rater` on the env; extra args (NULL-terminated) are appended. */
+pid_t h_rater_start(const h_env *e, const char *id, const char *const *extra);
+/* Waits for a rater to exit and returns its exit status (-1 if killed by a signal). */
+int h_rater_wait(pid_t pid);
+/* Polls the database until the ledger has `messages` messages accounted for (accepted +
+ * duplicates + rejected in gm.batches) or timeout_s passes; returns that count. */
+int64_t h_wait_accounted(const h_env *e, int64_t messages, int timeout_s);
+
+/* The checks of every run: ledger == expected per tenant, model, site, dimension; no
+ * duplicate (source, seq); charges == ledger; reconciliation difference 0; rejected ==
+ * malformed; every partition's stored offset == the high watermark. */
+void h_verify(const h_env *e, const h_expect *x);
+
+#endif

@@ -1,0 +1,223 @@
+/* Integration: the rater against the real Kafka broker and the real PostgreSQL server.
+ * Each test ends with h_verify(): the ledger equals what was sent, exactly once. */
+#include "rater_harness.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *const exit_when_idle[] = {"--exit-idle-ms", "4000", NULL};
+
+START_TEST(test_every_event_rated_once_with_duplicates_and_malformed)
+{
+    h_env e;
+    h_env_open(&e, "rate", 4);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    h_traffic t = {
+        .sources = 40, .events = 200000, .dup_permille = 100, .malformed_permille = 10, .seed = 42};
+    h_produce(&e, &t, &x);
+    ck_assert_int_gt(x.duplicates, 15000);
+    ck_assert_int_gt(x.malformed, 1500);
+    pid_t pid = h_rater_start(&e, "r1", exit_when_idle);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    h_verify(&e, &x);
+
+    /* Every kind of malformed message names its field and rule. */
+    PGconn *c = gm_test_pg_connect(e.conninfo);
+    char *v = gm_test_pg_value(c, "SELECT count(*) FROM audit.rejected_events WHERE reason LIKE"
+                                  " '%data.input_tokens: must be an integer%'");
+    ck_assert_int_gt(atoi(v), 0);
+    free(v);
+    /* Unknown tenants are priced by the default card and flagged, never rejected. */
+    v = gm_test_pg_value(c, "SELECT count(*) FROM audit.usage_events WHERE tenant = 'globex'"
+                            " AND NOT tenant_unknown");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    v = gm_test_pg_value(c, "SELECT count(*) FROM audit.usage_events WHERE tenant = 'acme'"
+                            " AND tenant_unknown");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    PQfinish(c);
+
+    /* Running again changes nothing: offsets in PostgreSQL say everything is rated. */
+    pid = h_rater_start(&e, "r1-again", exit_when_idle);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    h_verify(&e, &x);
+    h_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_kill9_twenty_times_loses_and_doubles_nothing)
+{
+    h_env e;
+    h_env_open(&e, "kill", 4);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    h_traffic t = {
+        .sources = 40, .events = 200000, .dup_permille = 50, .malformed_permille = 5, .seed = 7};
+    h_produce(&e, &t, &x);
+    int64_t total = x.events + x.duplicates + x.malformed;
+    uint64_t s = 12345;
+    for (int k = 0; k < 20; k++) {
+        pid_t pid = h_rater_start(&e, "victim", NULL);
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        useconds_t wait_us = (useconds_t)(300000 + (s >> 33) % 1200000);
+        usleep(wait_us); /* somewhere in start-up, a batch, a commit, or idle */
+        kill(pid, SIGKILL);
+        ck_assert_int_eq(h_rater_wait(pid), -1);
+    }
+    pid_t pid = h_rater_start(&e, "survivor", exit_when_idle);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    ck_assert_int_eq(h_wait_accounted(&e, total, 5), total);
+    h_verify(&e, &x);
+    h_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_two_raters_share_partitions_through_kill_and_stop)
+{
+    h_env e;
+    h_env_open(&e, "pair", 6);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    h_traffic t = {.sources = 60, .events = 100000, .dup_permille = 50, .seed = 99};
+    h_produce(&e, &t, &x);
+    static const char *const slow[] = {"--batch-size", "500", NULL};
+    pid_t a = h_rater_start(&e, "a", slow);
+    pid_t b = h_rater_start(&e, "b", slow);
+    usleep(2500000);
+    kill(a, SIGKILL); /* a dies holding partitions: the group moves them to b */
+    ck_assert_int_eq(h_rater_wait(a), -1);
+    pid_t c = h_rater_start(&e, "c", slow);
+    usleep(2000000);
+    /* b freezes past the session timeout (6 s): its partitions move to c; when b wakes up,
+     * any batch it still commits is fenced by the offsets' compare-and-set. */
+    kill(b, SIGSTOP);
+    usleep(9000000);
+    kill(b, SIGCONT);
+    usleep(2000000);
+    kill(b, SIGTERM);
+    ck_assert_int_eq(h_rater_wait(b), 0);
+    kill(c, SIGTERM);
+    ck_assert_int_eq(h_rater_wait(c), 0);
+    pid_t d = h_rater_start(&e, "d", exit_when_idle);
+    ck_assert_int_eq(h_rater_wait(d), 0);
+    h_verify(&e, &x);
+    h_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_seq_holes_show_up_in_source_gaps)
+{
+    h_env e;
+    h_env_open(&e, "gaps", 2);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    h_traffic t = {.sources = 3, .events = 3000, .seed = 5, .skip_seq_every = 100};
+    h_produce(&e, &t, &x);
+    pid_t pid = h_rater_start(&e, "g", exit_when_idle);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    h_verify(&e, &x);
+    PGconn *c = gm_test_pg_connect(e.conninfo);
+    /* Source 0 skipped every 100th seq: each hole is one row, one seq wide. */
+    char *v = gm_test_pg_value(c, "SELECT count(*) FROM audit.source_gaps");
+    char *holes =
+        gm_test_pg_value(c, "SELECT count(*) FROM audit.source_gaps"
+                            " WHERE source LIKE '%node-000' AND first_missing = last_missing"
+                            " AND first_missing % 100 = 0");
+    ck_assert_int_gt(atoi(v), 5);
+    ck_assert_str_eq(v, holes);
+    free(v);
+    free(holes);
+    v = gm_test_pg_value(
+        c, "SELECT count(*) FROM audit.source_gaps WHERE source NOT LIKE '%node-000'");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    PQfinish(c);
+    h_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write)
+{
+    h_env e;
+    h_env_open(&e, "roles", 1);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    h_traffic t = {.sources = 2, .events = 100, .seed = 3};
+    h_produce(&e, &t, &x);
+    pid_t pid = h_rater_start(&e, "roles", exit_when_idle);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    h_verify(&e, &x);
+
+    char ci[400];
+    snprintf(ci, sizeof ci, "%s user=gm_rater", e.conninfo);
+    PGconn *c = gm_test_pg_connect(ci);
+    const char *refused[] = {"UPDATE gm.ledger SET input_tokens = 0", "DELETE FROM gm.ledger",
+                             "TRUNCATE gm.ledger", "UPDATE gm.rejected_events SET reason = ''",
+                             "DROP TABLE gm.charges"};
+    for (size_t i = 0; i < GM_ARRAY_LEN(refused); i++) {
+        PGresult *r = PQexec(c, refused[i]);
+        ck_assert_msg(PQresultStatus(r) == PGRES_FATAL_ERROR, "gm_rater could run: %s", refused[i]);
+        ck_assert_str_eq(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42501");
+        PQclear(r);
+    }
+    PGresult *r = PQexec(c, "SELECT count(*) FROM gm.ledger");
+    ck_assert(PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    PQfinish(c);
+
+    snprintf(ci, sizeof ci, "%s user=gm_auditor", e.conninfo);
+    c = gm_test_pg_connect(ci);
+    char *v = gm_test_pg_value(c, "SHOW default_transaction_read_only");
+    ck_assert_str_eq(v, "on");
+    free(v);
+    v = gm_test_pg_value(c, "SELECT count(*) FROM audit.usage_events");
+    ck_assert_str_eq(v, "100");
+    free(v);
+    const char *refused_auditor[] = {
+        "SELECT count(*) FROM gm.ledger", /* internal tables: views only */
+        "CREATE TABLE audit.x (a int)", "CREATE TEMP TABLE x (a int)",
+        "BEGIN READ WRITE; INSERT INTO gm.sources VALUES ('x', 'x', '{}'); COMMIT"};
+    for (size_t i = 0; i < GM_ARRAY_LEN(refused_auditor); i++) {
+        r = PQexec(c, refused_auditor[i]);
+        ck_assert_msg(PQresultStatus(r) == PGRES_FATAL_ERROR, "gm_auditor could run: %s",
+                      refused_auditor[i]);
+        PQclear(r);
+        PQclear(PQexec(c, "ROLLBACK"));
+    }
+    /* Every audit view carries its documentation. */
+    PQfinish(c);
+    c = gm_test_pg_connect(e.conninfo);
+    v = gm_test_pg_value(c,
+                         "SELECT count(*) FROM pg_views v WHERE schemaname = 'audit'"
+                         " AND obj_description(format('%I.%I', v.schemaname, v.viewname)::regclass)"
+                         " IS NULL");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    PQfinish(c);
+    h_env_close(&e);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("rater");
+    TCase *tc = tcase_create("integration");
+    tcase_set_timeout(tc, 600);
+    /* GM_TEST_ONLY=substring runs the matching tests only (for debugging). */
+    const char *only = getenv("GM_TEST_ONLY");
+#define ADD(t)                                                                                     \
+    if (!only || strstr(#t, only))                                                                 \
+    tcase_add_test(tc, t)
+    ADD(test_every_event_rated_once_with_duplicates_and_malformed);
+    ADD(test_kill9_twenty_times_loses_and_doubles_nothing);
+    ADD(test_two_raters_share_partitions_through_kill_and_stop);
+    ADD(test_seq_holes_show_up_in_source_gaps);
+    ADD(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write);
+    suite_add_tcase(s, tc);
+    return gm_test_run(s);
+}
