@@ -3,4 +3,8 @@
  * lives in cli/cmd_<name>.c; it returns the process exit status. Keep the list in the order
  * an operator meets the commands. */
 GM_CMD(migrate, gm_cmd_migrate, "apply the PostgreSQL schema migrations (idempotent)")
+GM_CMD(validate, gm_cmd_validate, "check usage events (JSON lines on stdin) against the contract")
+GM_CMD(emit, gm_cmd_emit, "send usage events (JSON lines on stdin) to Kafka through the node client spool")
+GM_CMD(loadgen, gm_cmd_loadgen, "simulate edge sites and nodes sending usage events; write the expected-totals manifest")
+GM_CMD(rater, gm_cmd_rater, "consume usage events from Kafka and write the priced ledger, exactly once")
 GM_CMD(version, gm_cmd_version, "print the version and the libraries it was built with")
