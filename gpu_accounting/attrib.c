@@ -774,13 +774,14 @@ int gm_gpu_attr_run(gm_gpu_attr *a, gm_gpu_result *out, char *err, size_t err_le
         free(fill);
     }
     int rc = 0;
+    gpu__sweep_ws ws = {0};
     for (size_t gi = 0; gi < n_groups && rc == 0; gi++) {
         uint32_t g = gorder[gi];
         gm_gpu_sweep sw;
         rc = a->conf.use_cuda ? gm_gpu_sweep_cuda(spans + goff[g], gcount[g], a->conf.window_ns,
                                                   R.n_owners, &sw, err, err_len)
-                              : gm_gpu_sweep_cpu(spans + goff[g], gcount[g], a->conf.window_ns,
-                                                 R.n_owners, &sw, err, err_len);
+                              : gpu__sweep_cpu_ws(spans + goff[g], gcount[g], a->conf.window_ns,
+                                                  R.n_owners, &ws, &sw, err, err_len);
         if (rc)
             break;
         size_t c = 0;
@@ -795,6 +796,7 @@ int gm_gpu_attr_run(gm_gpu_attr *a, gm_gpu_result *out, char *err, size_t err_le
         }
         gm_gpu_sweep_free(&sw);
     }
+    gpu__sweep_ws_free(&ws);
     free(spans);
     free(gorder);
     free(gcount);

@@ -7,11 +7,24 @@
 #include <stdbool.h>
 
 /* sweep.c */
+/* LSD radix sort of keys (and vals, when not NULL) by key bits [lo_bit, lo_bit + bits). */
 void gpu__radix_sort(uint64_t *keys, uint32_t *vals, uint64_t *tk, uint32_t *tv, size_t n,
-                     unsigned bits);
+                     unsigned lo_bit, unsigned bits);
 int gpu__spans_check(const gm_gpu_span *spans, size_t n, uint64_t window_ns, uint32_t n_owners,
                      char *err, size_t err_len);
 size_t gpu__piece_count(const gm_gpu_span *spans, size_t n, uint64_t window_ns);
+/* Scratch memory of the C sweep, reused over calls (one device after another). */
+typedef struct gpu__sweep_ws {
+    uint64_t *keys, *tk;
+    uint32_t *vals, *tv;
+    size_t cap_events;
+    int64_t *base, *pieces;
+    uint32_t *touched;
+    uint32_t cap_owners;
+} gpu__sweep_ws;
+int gpu__sweep_cpu_ws(const gm_gpu_span *spans, size_t n, uint64_t window_ns, uint32_t n_owners,
+                      gpu__sweep_ws *ws, gm_gpu_sweep *out, char *err, size_t err_len);
+void gpu__sweep_ws_free(gpu__sweep_ws *ws);
 /* Invariants S1-S3 of a sweep output (sweep.c). */
 int gpu__sweep_check(const gm_gpu_sweep *s, uint64_t window_ns, char *err, size_t err_len);
 

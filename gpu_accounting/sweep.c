@@ -34,7 +34,7 @@ void gm_gpu_sweep_free(gm_gpu_sweep *s)
 
 /* LSD radix sort of (keys, vals) by keys over bits [0, bits). tmp arrays of the same size. */
 void gpu__radix_sort(uint64_t *keys, uint32_t *vals, uint64_t *tk, uint32_t *tv, size_t n,
-                     unsigned bits)
+                     unsigned lo_bit, unsigned bits)
 {
     enum { D = 11, R = 1 << D };
     unsigned passes = (bits + D - 1) / D;
@@ -42,12 +42,12 @@ void gpu__radix_sort(uint64_t *keys, uint32_t *vals, uint64_t *tk, uint32_t *tv,
         return;
     size_t(*hist)[R] = gm_xcalloc(passes, sizeof *hist);
     for (size_t i = 0; i < n; i++) {
-        uint64_t k = keys[i];
+        uint64_t k = keys[i] >> lo_bit;
         for (unsigned p = 0; p < passes; p++)
             hist[p][(k >> (p * D)) & (R - 1)]++;
     }
     uint64_t *sk = keys, *dk = tk;
-    uint32_t *sv = vals, *dv = tv;
+    uint32_t *sv = vals, *dv = vals ? tv : NULL;
     for (unsigned p = 0; p < passes; p++) {
         size_t *h = hist[p];
         int trivial = 0;
@@ -63,11 +63,16 @@ void gpu__radix_sort(uint64_t *keys, uint32_t *vals, uint64_t *tk, uint32_t *tv,
             h[d] = sum;
             sum += c;
         }
-        unsigned shift = p * D;
-        for (size_t i = 0; i < n; i++) {
-            size_t pos = h[(sk[i] >> shift) & (R - 1)]++;
-            dk[pos] = sk[i];
-            dv[pos] = sv[i];
+        unsigned shift = lo_bit + p * D;
+        if (sv) {
+            for (size_t i = 0; i < n; i++) {
+                size_t pos = h[(sk[i] >> shift) & (R - 1)]++;
+                dk[pos] = sk[i];
+                dv[pos] = sv[i];
+            }
+        } else {
+            for (size_t i = 0; i < n; i++)
+                dk[h[(sk[i] >> shift) & (R - 1)]++] = sk[i];
         }
         uint64_t *t64 = sk;
         sk = dk;
@@ -78,7 +83,8 @@ void gpu__radix_sort(uint64_t *keys, uint32_t *vals, uint64_t *tk, uint32_t *tv,
     }
     if (sk != keys) {
         memcpy(keys, sk, n * sizeof *keys);
-        memcpy(vals, sv, n * sizeof *vals);
+        if (sv)
+            memcpy(vals, sv, n * sizeof *vals);
     }
     free(hist);
 }
@@ -153,8 +159,53 @@ static void acc_flush(sweep_acc *A, int64_t window, int64_t busy, int64_t pool)
     }
 }
 
+void gpu__sweep_ws_free(gpu__sweep_ws *ws)
+{
+    free(ws->keys);
+    free(ws->vals);
+    free(ws->tk);
+    free(ws->tv);
+    free(ws->base);
+    free(ws->pieces);
+    free(ws->touched);
+    memset(ws, 0, sizeof *ws);
+}
+
+static void ws_reserve(gpu__sweep_ws *ws, size_t ne, uint32_t n_owners)
+{
+    if (ne > ws->cap_events) {
+        free(ws->keys);
+        free(ws->vals);
+        free(ws->tk);
+        free(ws->tv);
+        ws->cap_events = ne;
+        ws->keys = gm_xmalloc(ne * sizeof *ws->keys);
+        ws->vals = gm_xmalloc(ne * sizeof *ws->vals);
+        ws->tk = gm_xmalloc(ne * sizeof *ws->tk);
+        ws->tv = gm_xmalloc(ne * sizeof *ws->tv);
+    }
+    if (n_owners > ws->cap_owners) {
+        free(ws->base);
+        free(ws->pieces);
+        free(ws->touched);
+        ws->cap_owners = n_owners;
+        ws->base = gm_xcalloc(n_owners, sizeof *ws->base);
+        ws->pieces = gm_xcalloc(n_owners, sizeof *ws->pieces);
+        ws->touched = gm_xmalloc(n_owners * sizeof *ws->touched);
+    }
+}
+
 int gm_gpu_sweep_cpu(const gm_gpu_span *spans, size_t n, uint64_t window_ns, uint32_t n_owners,
                      gm_gpu_sweep *out, char *err, size_t err_len)
+{
+    gpu__sweep_ws ws = {0};
+    int rc = gpu__sweep_cpu_ws(spans, n, window_ns, n_owners, &ws, out, err, err_len);
+    gpu__sweep_ws_free(&ws);
+    return rc;
+}
+
+int gpu__sweep_cpu_ws(const gm_gpu_span *spans, size_t n, uint64_t window_ns, uint32_t n_owners,
+                      gpu__sweep_ws *ws, gm_gpu_sweep *out, char *err, size_t err_len)
 {
     memset(out, 0, sizeof *out);
     int rc = gpu__spans_check(spans, n, window_ns, n_owners, err, err_len);
@@ -172,8 +223,16 @@ int gm_gpu_sweep_cpu(const gm_gpu_span *spans, size_t n, uint64_t window_ns, uin
     const int64_t w_origin = (int64_t)(tmin / W);
     size_t np = gpu__piece_count(spans, n, W);
     size_t ne = 2 * np;
-    uint64_t *keys = gm_xmalloc(ne * sizeof *keys);
-    uint32_t *vals = gm_xmalloc(ne * sizeof *vals);
+    ws_reserve(ws, ne, n_owners);
+    uint64_t *keys = ws->keys;
+    uint32_t *vals = ws->vals;
+    /* When time, type and owner fit in 64 bits the owner rides in the low bits of the key
+     * (one array to sort, sorted only over the time and type bits); else a separate array. */
+    const unsigned tbits = 64 - (unsigned)__builtin_clzll(((tmax - origin) << 1) | 1);
+    const unsigned obits = n_owners > 1 ? 64 - (unsigned)__builtin_clzll(n_owners - 1) : 1;
+    const int packed = tbits + obits <= 64;
+    const unsigned osh = packed ? obits : 0;
+    const uint64_t omask = packed ? (UINT64_C(1) << obits) - 1 : 0;
     size_t e = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t s = spans[i].start_ns - origin, end = spans[i].end_ns - origin;
@@ -181,34 +240,33 @@ int gm_gpu_sweep_cpu(const gm_gpu_span *spans, size_t n, uint64_t window_ns, uin
         while (s < end) {
             uint64_t b = (s / W + 1) * W;
             uint64_t pe = end < b ? end : b;
-            keys[e] = (s << 1) | 1;
-            vals[e++] = o;
-            keys[e] = pe << 1;
-            vals[e++] = o;
+            if (packed) {
+                keys[e++] = (((s << 1) | 1) << osh) | o;
+                keys[e++] = ((pe << 1) << osh) | o;
+            } else {
+                keys[e] = (s << 1) | 1;
+                vals[e++] = o;
+                keys[e] = pe << 1;
+                vals[e++] = o;
+            }
             s = pe;
         }
     }
-    unsigned bits = 64 - (unsigned)__builtin_clzll(((tmax - origin) << 1) | 1);
-    {
-        uint64_t *tk = gm_xmalloc(ne * sizeof *tk);
-        uint32_t *tv = gm_xmalloc(ne * sizeof *tv);
-        gpu__radix_sort(keys, vals, tk, tv, ne, bits);
-        free(tk);
-        free(tv);
-    }
+    gpu__radix_sort(keys, packed ? NULL : vals, ws->tk, ws->tv, ne, osh, tbits);
 
     sweep_acc A = {0};
-    A.base = gm_xcalloc(n_owners, sizeof *A.base);
-    A.pieces = gm_xcalloc(n_owners, sizeof *A.pieces);
-    A.touched = gm_xmalloc(n_owners * sizeof *A.touched);
+    A.base = ws->base; /* all zero between calls: acc_flush clears what it used */
+    A.pieces = ws->pieces;
+    A.touched = ws->touched;
     int64_t k = 0, B = 0, busy = 0, pool = 0;
     uint64_t prev_t = 0;
     int64_t cur_w = -1;              /* relative window of the current events */
     uint64_t cur_lo = 0, cur_hi = 0; /* its bounds, relative */
     for (size_t i = 0; i < ne; i++) {
-        uint64_t t = keys[i] >> 1;
-        int is_start = (int)(keys[i] & 1);
-        uint32_t o = vals[i];
+        uint64_t key = keys[i] >> osh;
+        uint64_t t = key >> 1;
+        int is_start = (int)(key & 1);
+        uint32_t o = packed ? (uint32_t)(keys[i] & omask) : vals[i];
         if (k > 0) {
             uint64_t len = t - prev_t;
             if (len) {
@@ -240,11 +298,6 @@ int gm_gpu_sweep_cpu(const gm_gpu_span *spans, size_t n, uint64_t window_ns, uin
         }
     }
     acc_flush(&A, w_origin + cur_w, busy, pool);
-    free(keys);
-    free(vals);
-    free(A.base);
-    free(A.pieces);
-    free(A.touched);
     out->cells = A.cells;
     out->n_cells = A.n_cells;
     out->wins = A.wins;
