@@ -9,3 +9,9 @@ gm_add_test(NAME test_node_outage SOURCES test_node_outage.c test_node_util.c LI
             LABELS integration TIMEOUT 300)
 gm_add_test(NAME test_node_loadgen SOURCES test_node_loadgen.c LIBS gm_node PkgConfig::CJSON
             LABELS unit TIMEOUT 120)
+if(TARGET gridmeter)
+    gm_add_test(NAME test_node_cli SOURCES test_node_cli.c test_node_util.c
+                LIBS gm_node PkgConfig::CJSON LABELS integration TIMEOUT 240)
+    target_compile_definitions(test_node_cli PRIVATE GM_GRIDMETER="$<TARGET_FILE:gridmeter>")
+    add_dependencies(test_node_cli gridmeter)
+endif()
