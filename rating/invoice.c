@@ -24,7 +24,7 @@
 /* ---- Periods --------------------------------------------------------------------------- */
 
 typedef struct {
-    char *key; /* "version\x1fmodel\x1ftier": the map key */
+    uint64_t hash;
     const gm_rating_card *card;
     char *model;
     const char *tier; /* owned by the book */
@@ -39,7 +39,8 @@ struct gm_rating_period {
     int64_t start_us, end_us;
     size_t n, cap;
     period_entry *e;
-    rating__map map;
+    uint32_t *slots; /* open addressing over e[]: index + 1, 0 = empty */
+    size_t slots_mask;
 };
 
 gm_rating_period *gm_rating_period_new(const gm_rating_book *book, const char *tenant,
@@ -59,12 +60,10 @@ void gm_rating_period_free(gm_rating_period *p)
 {
     if (!p)
         return;
-    for (size_t i = 0; i < p->n; i++) {
-        free(p->e[i].key);
+    for (size_t i = 0; i < p->n; i++)
         free(p->e[i].model);
-    }
     free(p->e);
-    rating__map_free(&p->map);
+    free(p->slots);
     free(p->tenant);
     free(p);
 }
@@ -94,39 +93,65 @@ static int period_check(const gm_rating_period *p, const char *tenant, int64_t t
     return 0;
 }
 
-/* The entry of (card version, model, tier), created with its prices when new. */
+/* The entry of (card version, model, tier), created with its prices when new. The table
+ * holds entry indexes + 1 (0 = empty), probed by a hash of the key's parts; no key string is
+ * built per event. */
+static uint64_t entry_hash(const gm_rating_card *card, const char *model, size_t model_len,
+                           const char *tier)
+{
+    uint64_t h = rating__hash(model, model_len);
+    h ^= (uint64_t)(uintptr_t)card * 0x9E3779B97F4A7C15ull;
+    h ^= (uint64_t)(uintptr_t)tier * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 29;
+    return h;
+}
+
+static void period_grow(gm_rating_period *p)
+{
+    size_t cap = p->slots_mask ? (p->slots_mask + 1) * 2 : 64;
+    uint32_t *slots = gm_xcalloc(cap, sizeof *slots);
+    for (size_t i = 0; i < p->n; i++) {
+        size_t k = p->e[i].hash & (cap - 1);
+        while (slots[k])
+            k = (k + 1) & (cap - 1);
+        slots[k] = (uint32_t)i + 1;
+    }
+    free(p->slots);
+    p->slots = slots;
+    p->slots_mask = cap - 1;
+}
+
 static period_entry *period_entry_get(gm_rating_period *p, const gm_rating_card *card,
                                       const char *model, const char *tier,
                                       const int64_t price_p[GM_DIM_COUNT], unsigned flags)
 {
-    char buf[512];
-    int n = snprintf(buf, sizeof buf, "%lld\x1f%s\x1f%s", (long long)card->version, model, tier);
-    char *key = n < (int)sizeof buf ? buf : NULL;
-    if (!key) {
-        key = gm_xmalloc((size_t)n + 1);
-        snprintf(key, (size_t)n + 1, "%lld\x1f%s\x1f%s", (long long)card->version, model, tier);
+    size_t ml = strlen(model);
+    uint64_t h = entry_hash(card, model, ml, tier);
+    if (p->slots) {
+        for (size_t k = h & p->slots_mask; p->slots[k]; k = (k + 1) & p->slots_mask) {
+            period_entry *e = &p->e[p->slots[k] - 1];
+            if (e->hash == h && e->card == card && e->tier == tier && !strcmp(e->model, model))
+                return e;
+        }
     }
-    int32_t i = rating__map_get(&p->map, key);
-    if (i >= 0) {
-        if (key != buf)
-            free(key);
-        return &p->e[i];
-    }
+    if ((p->n + 1) * 2 > (p->slots ? p->slots_mask + 1 : 0))
+        period_grow(p);
     if (p->n == p->cap) {
-        /* Entries move on growth; the map's keys are separate allocations and stay put. */
         p->cap = p->cap ? 2 * p->cap : 16;
         p->e = gm_xrealloc(p->e, p->cap * sizeof *p->e);
     }
     period_entry *e = &p->e[p->n];
     memset(e, 0, sizeof *e);
-    e->key = key == buf ? gm_xstrdup(buf) : key;
+    e->hash = h;
     e->card = card;
     e->model = gm_xstrdup(model);
     e->tier = tier;
     memcpy(e->price_p, price_p, sizeof e->price_p);
     e->flags = flags;
-    rating__map_put(&p->map, e->key, strlen(e->key), (int32_t)p->n);
-    p->n++;
+    size_t k = h & p->slots_mask;
+    while (p->slots[k])
+        k = (k + 1) & p->slots_mask;
+    p->slots[k] = (uint32_t)++p->n;
     return e;
 }
 
@@ -162,6 +187,7 @@ int gm_rating_period_add_event(gm_rating_period *p, const gm_usage *u, gm_event_
         q[d] = u->qty[d];
     if ((rc = entry_add(e, q, err, err_len)))
         return rc;
+    e->flags |= ep.flags; /* the key's flags are the union over its usage: order-independent */
     if (out)
         *out = ep;
     return 0;
@@ -181,7 +207,10 @@ int gm_rating_period_add_sum(gm_rating_period *p, const gm_usage_sum *s, char *e
         return rc;
     period_entry *e =
         period_entry_get(p, r.card, s->model, r.card->tier_names[r.tier], r.price_p, r.flags);
-    return entry_add(e, s->qty, err, err_len);
+    if ((rc = entry_add(e, s->qty, err, err_len)))
+        return rc;
+    e->flags |= r.flags;
+    return 0;
 }
 
 /* ---- Tier rules ------------------------------------------------------------------------ */

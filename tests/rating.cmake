@@ -1,3 +1,5 @@
 # rating: unit suites (hand-computed cases; properties over >= 10^6 random cases) and the
 # differential test against PostgreSQL NUMERIC (integration).
 gm_add_test(NAME test_rating SOURCES test_rating.c LIBS gm_rating LABELS unit TIMEOUT 60)
+gm_add_test(NAME test_rating_props SOURCES test_rating_props.c LIBS gm_rating LABELS unit
+            TIMEOUT 300)
