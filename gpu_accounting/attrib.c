@@ -657,6 +657,7 @@ static void finish_window(run_ctx *R, uint32_t device, uint8_t resource, const g
                                            .busy_us = busy_us,
                                            .unattributed_ns = unattr_ns,
                                            .unattributed_us = us[m],
+                                           .pool_ns = w->pool_ns,
                                            .records = pieces,
                                            .unattributed_records = unattr_k};
     free(uw);

@@ -91,6 +91,7 @@ typedef struct gm_gpu_window {
     int64_t busy_us;         /* = sum(rows.gpu_us) + unattributed_us */
     int64_t unattributed_ns; /* time of records with no usable tag */
     int64_t unattributed_us;
+    int64_t pool_ns;              /* rule 1 leftovers, split by rule 3 (for auditors) */
     int64_t records;              /* record pieces in this window */
     int64_t unattributed_records; /* of which without a usable tag */
 } gm_gpu_window;
