@@ -6,3 +6,6 @@ gm_add_test(NAME test_rater_integration SOURCES test_rater_integration.c LIBS gm
             LABELS integration TIMEOUT 1500)
 # The rater tests run the gridmeter binary.
 add_dependencies(test_rater_integration gridmeter)
+gm_add_test(NAME test_rater_restarts SOURCES test_rater_restarts.c LIBS gm_rater_harness
+            LABELS integration TIMEOUT 900)
+add_dependencies(test_rater_restarts gridmeter)

@@ -173,14 +173,15 @@ void h_produce(const h_env *e, const h_traffic *t, h_expect *x)
     int64_t step = t->step_us ? t->step_us : 1000;
     for (int64_t i = 0; i < t->events; i++) {
         int k = (int)(rnd(&s) % (uint64_t)t->sources);
-        snprintf(source, sizeof source, "edge/%s/node-%03d", h_sites[src_site[k]], k);
+        snprintf(source, sizeof source, "edge/%s/node-%03d", h_sites[src_site[k]],
+                 k + t->source_base);
         uint64_t seq = ++next_seq[k];
         if (t->skip_seq_every > 0 && k == 0 && seq % (uint64_t)t->skip_seq_every == 0)
             seq = ++next_seq[k]; /* a hole: this seq is never sent */
         memset(&ev, 0, sizeof ev);
         ev.type = GM_EVENT_USAGE;
         snprintf(ev.source, sizeof ev.source, "%s", source);
-        snprintf(ev.id, sizeof ev.id, "n%03d-%012llu", k, (unsigned long long)seq);
+        snprintf(ev.id, sizeof ev.id, "n%03d-%012llu", k + t->source_base, (unsigned long long)seq);
         snprintf(ev.tenant, sizeof ev.tenant, "%s", h_tenants[src_tenant[k]]);
         ev.time_us = time_us;
         time_us += step;

@@ -46,6 +46,7 @@ typedef struct h_traffic {
     int64_t start_us; /* event time of the first event; later ones step by step_us */
     int64_t step_us;
     int skip_seq_every; /* > 0: source 0 skips every Nth seq (gaps) */
+    int source_base;    /* first node number: traffic of separate calls comes from other nodes */
 } h_traffic;
 
 /* Produces the traffic to e->topic (keyed by source) and adds it to *x. */
