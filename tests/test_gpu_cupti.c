@@ -632,7 +632,7 @@ START_TEST(test_collector_flush_thread_closes_windows_on_its_own)
     deliver(&b);
     F.now_ns = 5000;
     gm_gpu_collector_stats st = {0};
-    for (int i = 0; i < 500 && st.windows_closed == 0; i++) {
+    for (int i = 0; i < 5000 && st.windows_closed == 0; i++) { /* up to 10 s */
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
         gm_gpu_collector_stats_get(c, &st);
