@@ -270,6 +270,13 @@ static const char *inv_str(invoice_priv *v, const char *s)
     return v->strs[v->n_strs++] = gm_xstrdup(s);
 }
 
+static const char *dim_label(gm_dim d)
+{
+    static const char *labels[] = {"input tokens", "cached tokens", "output tokens",
+                                   "GPU time (us)"};
+    return (unsigned)d < GM_DIM_COUNT ? labels[d] : "?";
+}
+
 /* Line descriptions are informative and may be cut at 127 bytes. */
 GM_PRINTF(2, 3) static void describe(gm_invoice_line *l, const char *fmt, ...)
 {
@@ -442,9 +449,8 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
         l->qty = it->qty;
         l->unit_price_p = it->price_p;
         l->flags = it->flags;
-        describe(l, "%s %s, %s, site tier %s, card %s v%lld", gm_dim_name(it->dim),
-                 it->dim == GM_DIM_GPU ? "GPU time" : "tokens", it->model, it->tier, inv->card_id,
-                 (long long)it->version);
+        describe(l, "%s, %s, site tier %s, card %s v%lld", dim_label(it->dim), it->model, it->tier,
+                 inv->card_id, (long long)it->version);
         rc = line_amounts(l, mu, err, err_len);
     }
     for (size_t r = 0; r < n_rules && !rc; r++) {
@@ -476,10 +482,9 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
                     snprintf(hi, sizeof hi, "and up");
                 else
                     gm_i128_format(upper, hi, sizeof hi);
-                describe(l, "%s %s, models %s, %s band %d (%s..%s)", gm_dim_name(rule->dim),
-                         rule->dim == GM_DIM_GPU ? "GPU time" : "tokens", rule->models_label,
-                         rule->mode == GM_TIER_VOLUME ? "volume" : "graduated", l->band, lo,
-                         upper < 0 ? "" : hi);
+                describe(l, "%s, models %s, %s band %d (%s..%s)", dim_label(rule->dim),
+                         rule->models_label, rule->mode == GM_TIER_VOLUME ? "volume" : "graduated",
+                         l->band, lo, upper < 0 ? "" : hi);
                 rc = line_amounts(l, mu, err, err_len);
             }
             lower = upper;
