@@ -256,7 +256,7 @@ static void segs_push(gm_spool *sp, seg *s)
 static int seg_create(gm_spool *sp, char *err, size_t err_len)
 {
     seg *s = seg_alloc(sp->dir, sp->next_lsn);
-    s->fd = open(s->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    s->fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (s->fd < 0) {
         int e = errno;
         seg_free(s);
@@ -561,6 +561,18 @@ static int recover(gm_spool *sp, char *err, size_t err_len)
         if (rc) {
             seg_free(s);
             break;
+        }
+        if (!s->used) {
+            /* Nothing whole in it (created just before a crash): delete it now, or a new
+             * segment starting at the same lsn would get its name. */
+            if (unlink(s->path) && errno != ENOENT) {
+                rc = gm_fail(err, err_len, GM_EIO, "spool segment %s: cannot delete: %s", s->path,
+                             strerror(errno));
+                seg_free(s);
+                break;
+            }
+            seg_free(s);
+            continue;
         }
         segs_push(sp, s);
     }

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char topic[128], spool[256];
 
@@ -258,9 +259,14 @@ START_TEST(test_delivery_errors_are_produced_again_from_the_spool)
     rd_kafka_mock_broker_set_down(mc, 1);
     for (uint64_t i = 201; i <= 400; i++)
         tn_record(n, i, NULL);
-    ck_assert_int_eq(gm_node_flush(n, 2500, err, sizeof err), GM_EUNAVAIL);
+    ck_assert_int_eq(gm_node_flush(n, 1500, err, sizeof err), GM_EUNAVAIL);
+    /* the 1 s message timeout is checked about once a second: wait for the failures */
     gm_node_stats st;
-    gm_node_stats_get(n, &st);
+    int64_t until = gm_mono_us() + 20 * GM_US_PER_SEC;
+    do {
+        usleep(100 * 1000);
+        gm_node_stats_get(n, &st);
+    } while (st.delivery_errors == 0 && gm_mono_us() < until);
     ck_assert_uint_gt(st.delivery_errors, 0);
     rd_kafka_mock_broker_set_up(mc, 1);
     flush_ok(n);

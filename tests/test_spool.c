@@ -374,6 +374,33 @@ START_TEST(test_full_spool_refuses_with_efull_and_keeps_every_record)
 }
 END_TEST
 
+START_TEST(test_empty_segment_left_by_a_crash_is_removed_and_new_records_survive)
+{
+    gm_spool *sp = open_spool(1 << 20, 64 << 10);
+    append_n(sp, 3, 0);
+    gm_spool_close(sp);
+    /* a crash right after creating the next segment (lsn 4) left it empty */
+    char path[400];
+    snprintf(path, sizeof path, "%s/seg-%020d.spool", dir, 4);
+    int fd = open(path, O_CREAT | O_WRONLY, 0644);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    sp = open_spool(1 << 20, 64 << 10);
+    append_n(sp, 2, 3); /* lsn 4 and 5: a new segment named seg-...4 */
+    check(sp);
+    gm_spool_close(sp);
+    sp = open_spool(1 << 20, 64 << 10);
+    gm_spool_stats st;
+    gm_spool_stats_get(sp, &st);
+    ck_assert_uint_eq(st.recovered, 5);
+    gm_spool_rec recs[8];
+    ck_assert_uint_eq(gm_spool_take(sp, recs, 8), 5);
+    ck_assert(memcmp(recs[4].payload, "message 4", 9) == 0);
+    check(sp);
+    gm_spool_close(sp);
+}
+END_TEST
+
 START_TEST(test_second_process_cannot_open_the_same_spool)
 {
     gm_spool *sp = open_spool(1 << 20, 64 << 10);
@@ -427,6 +454,7 @@ int main(void)
     tcase_add_test(tc, test_a_record_cut_short_is_dropped_with_what_follows);
     tcase_add_test(tc, test_crc_mismatch_is_detected_and_cut);
     tcase_add_test(tc, test_full_spool_refuses_with_efull_and_keeps_every_record);
+    tcase_add_test(tc, test_empty_segment_left_by_a_crash_is_removed_and_new_records_survive);
     tcase_add_test(tc, test_second_process_cannot_open_the_same_spool);
     tcase_add_test(tc, test_corrupt_state_file_refuses_to_open);
     suite_add_tcase(s, tc);
