@@ -26,7 +26,7 @@ static uint64_t rnd(void)
     return z ^ (z >> 31);
 }
 
-static char tenants[N_TENANTS][32], models[N_MODELS][40], sites[N_SITES][16];
+static char tenants[N_TENANTS][32], models[N_MODELS][48], sites[N_SITES][24];
 
 static void add_or_die(int rc, const char *what, const char *err)
 {

@@ -5,3 +5,7 @@ gm_add_test(NAME test_rating_props SOURCES test_rating_props.c LIBS gm_rating LA
             TIMEOUT 300)
 gm_add_test(NAME test_rating_pg SOURCES test_rating_pg.c LIBS gm_rating LABELS integration
             TIMEOUT 120)
+gm_add_test(NAME test_rating_cli SOURCES test_rating_cli.c LABELS unit TIMEOUT 60)
+if(TARGET gridmeter)
+    add_dependencies(test_rating_cli gridmeter)
+endif()

@@ -1,0 +1,105 @@
+/* Tests of `gridmeter quote` and `gridmeter ratecard`: the commands run on the example cards
+ * and contracts, and their output carries the hand-computed amounts. */
+#include "support.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define EX  GM_SOURCE_DIR "/examples/ratecards/"
+#define BIN GM_BINARY_DIR "/cli/gridmeter"
+
+/* Runs a shell command; returns its exit status and its stdout (malloc'd). */
+static int run(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    ck_assert_msg(p != NULL, "cannot run %s", cmd);
+    size_t cap = 1 << 16, n = 0, k;
+    char *buf = malloc(cap);
+    while ((k = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += k;
+        if (n + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = '\0';
+    int st = pclose(p);
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(test_quote_prints_event_amounts_and_invoice_totals)
+{
+    char *out;
+    int rc =
+        run(BIN " quote --rate-card " EX "list-usd-v1.json," EX "list-usd-v2.json --contract " EX
+                "contract-acme.json < " EX "usage-sample.jsonl",
+            &out);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+    /* acme, 512 input tokens of llama-3.1-70b at 0.60/1M = 0.0003072 (hand-computed). */
+    ck_assert_msg(strstr(out, "\"amounts\":{\"input\":\"0.000307200000000000\""), "%s", out);
+    /* acme's contract output price 0.70/1M: 128 tokens = 0.0000896. */
+    ck_assert_msg(strstr(out, "\"output\":\"0.000089600000000000\""), "%s", out);
+    /* The unknown tenant is priced by the default card and flagged. */
+    ck_assert_msg(strstr(out, "\"flags\":[\"unknown_tenant\",\"default_model\"]"), "%s", out);
+    /* acme's month: usage rounds to 0.00, commitment 100.00, 50.00 of credit: total 50.00. */
+    ck_assert_msg(
+        strstr(out, "\"commitment\":\"100.00\",\"credit\":\"-50.00\",\"total\":\"50.00\""), "%s",
+        out);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_quote_lists_invalid_events_and_exits_1)
+{
+    char *out;
+    int rc = run("printf '{\"specversion\":\"1.0\"}\\n' | " BIN " quote --rate-card " EX
+                 "list-usd-v1.json",
+                 &out);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(out, "\"rejected\":[\n  {\"line\":1,\"error\":"), "%s", out);
+    free(out);
+    rc = run(BIN " quote < /dev/null 2>&1", &out);
+    ck_assert_int_eq(rc, 2);
+    ck_assert_msg(strstr(out, "--rate-card FILE is required"), "%s", out);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_ratecard_validate_reports_each_file)
+{
+    char *out;
+    int rc = run(BIN " ratecard validate " EX "list-usd-v1.json " EX "list-jpy-v1.json " EX
+                     "contract-kaiju.json",
+                 &out);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+    ck_assert_msg(strstr(out, "list-usd-v1.json: ok: card list-usd v1 (default card): USD"), "%s",
+                  out);
+    ck_assert_msg(strstr(out, "contract-kaiju.json: ok: contract of tenant kaiju: JPY"), "%s", out);
+    free(out);
+    FILE *f = fopen("bad-card.json", "w");
+    fputs("{\"card_id\":\"x\",\"version\":1,\"valid_from\":\"2026-01-01T00:00:00Z\","
+          "\"currency\":\"USD\",\"unknown_models\":\"reject\",\"prices\":{\"m\":{"
+          "\"input\":{\"per_token\":\"0\"},\"cached\":{\"per_token\":\"0\"},"
+          "\"output\":{\"per_token\":\"0\"},\"gpu\":{\"per_gpu_hour\":\"2.50\"}}}}",
+          f);
+    fclose(f);
+    rc = run(BIN " ratecard validate bad-card.json", &out);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(out, "bad-card.json: error: prices.m.gpu.per_gpu_hour: 2.50 per GPU-hour "
+                              "is 0.000694444444444444... per GPU-second, not exact"),
+                  "%s", out);
+    free(out);
+    remove("bad-card.json");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("rating cli");
+    TCase *tc = tcase_create("cli");
+    tcase_add_test(tc, test_quote_prints_event_amounts_and_invoice_totals);
+    tcase_add_test(tc, test_quote_lists_invalid_events_and_exits_1);
+    tcase_add_test(tc, test_ratecard_validate_reports_each_file);
+    suite_add_tcase(s, tc);
+    return gm_test_run(s);
+}
