@@ -293,6 +293,12 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
                            c->card_id, (long long)c->version);
         mi = c->default_model;
         flags |= GM_PRICE_F_DEFAULT_MODEL;
+        /* A contract may re-price the card's default entry for this tenant. */
+        if (!o && k && k->n_over) {
+            int32_t oi = rating__map_get(&k->over_map, "default");
+            if (oi >= 0)
+                o = &k->over[oi];
+        }
     }
     const int64_t *p = c->price + ((size_t)mi * c->n_tiers + (size_t)tier) * GM_DIM_COUNT;
     memcpy(out->price_p, p, sizeof out->price_p);

@@ -493,6 +493,16 @@ START_TEST(test_unknown_tenant_model_and_site_are_priced_and_flagged)
     ck_assert_uint_eq(p.flags, GM_PRICE_F_CONTRACT_PRICE);
     ck_assert_int_eq(p.unit_price_p[GM_DIM_OUTPUT], 700000);
     ck_assert_int_eq(p.unit_price_p[GM_DIM_INPUT], 50000);
+    gm_rating_book_free(b);
+    /* A contract can re-price the card's default entry for its tenant. */
+    b = book_with(card_basic, "{\"tenant\":\"acme\",\"currency\":\"USD\","
+                              "\"prices\":{\"default\":{\"input\":{\"per_1m_tokens\":\"0.5\"}}}}");
+    u = usage("acme", "brand-new", "fra1", NOV1, 1000, 0, 1000, 0);
+    ck_assert_int_eq(gm_rating_price_event(b, &u, &p, err, sizeof err), 0);
+    ck_assert_uint_eq(p.flags, GM_PRICE_F_DEFAULT_MODEL | GM_PRICE_F_CONTRACT_PRICE);
+    ck_assert_int_eq(p.unit_price_p[GM_DIM_INPUT], 500000);
+    ck_assert_int_eq(p.unit_price_p[GM_DIM_OUTPUT], 2000000);
+    u = usage("acme", "m5", "fra1", NOV1, 0, 0, 1000000, 0);
     /* Quantities outside 0..2^53-1 are refused, not clamped. */
     u.qty[GM_DIM_OUTPUT] = GM_RATING_QTY_MAX + 1;
     ck_assert_int_eq(gm_rating_price_event(b, &u, &p, err, sizeof err), GM_EINVAL);
