@@ -284,6 +284,7 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
             out->card = c;
             out->contract = k;
             out->tier = tier;
+            out->model = -1;
             out->flags = flags | GM_PRICE_F_CONTRACT_PRICE;
             return 0;
         }
@@ -311,6 +312,7 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
     out->card = c;
     out->contract = k;
     out->tier = tier;
+    out->model = flags & GM_PRICE_F_DEFAULT_MODEL ? -1 : mi;
     out->flags = flags;
     return 0;
 }

@@ -25,6 +25,7 @@
 
 typedef struct {
     uint64_t hash;
+    int32_t model_idx; /* the model's index on the card, or -1 (keyed by name) */
     const gm_rating_card *card;
     char *model;
     const char *tier; /* owned by the book */
@@ -96,13 +97,17 @@ static int period_check(const gm_rating_period *p, const char *tenant, int64_t t
 /* The entry of (card version, model, tier), created with its prices when new. The table
  * holds entry indexes + 1 (0 = empty), probed by a hash of the key's parts; no key string is
  * built per event. */
-static uint64_t entry_hash(const gm_rating_card *card, const char *model, size_t model_len,
+static uint64_t entry_hash(const gm_rating_card *card, int32_t model_idx, const char *model,
                            const char *tier)
 {
-    uint64_t h = rating__hash(model, model_len);
+    /* A model listed on the card is keyed by its index, others by their name. */
+    uint64_t h = model_idx >= 0 ? (uint64_t)model_idx * 0xD6E8FEB86659FD93ull
+                                : rating__hash(model, strlen(model));
     h ^= (uint64_t)(uintptr_t)card * 0x9E3779B97F4A7C15ull;
     h ^= (uint64_t)(uintptr_t)tier * 0xC2B2AE3D27D4EB4Full;
     h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 32;
     return h;
 }
 
@@ -122,15 +127,15 @@ static void period_grow(gm_rating_period *p)
 }
 
 static period_entry *period_entry_get(gm_rating_period *p, const gm_rating_card *card,
-                                      const char *model, const char *tier,
+                                      int32_t model_idx, const char *model, const char *tier,
                                       const int64_t price_p[GM_DIM_COUNT], unsigned flags)
 {
-    size_t ml = strlen(model);
-    uint64_t h = entry_hash(card, model, ml, tier);
+    uint64_t h = entry_hash(card, model_idx, model, tier);
     if (p->slots) {
         for (size_t k = h & p->slots_mask; p->slots[k]; k = (k + 1) & p->slots_mask) {
             period_entry *e = &p->e[p->slots[k] - 1];
-            if (e->hash == h && e->card == card && e->tier == tier && !strcmp(e->model, model))
+            if (e->hash == h && e->card == card && e->tier == tier && e->model_idx == model_idx &&
+                (model_idx >= 0 || !strcmp(e->model, model)))
                 return e;
         }
     }
@@ -143,6 +148,7 @@ static period_entry *period_entry_get(gm_rating_period *p, const gm_rating_card 
     period_entry *e = &p->e[p->n];
     memset(e, 0, sizeof *e);
     e->hash = h;
+    e->model_idx = model_idx;
     e->card = card;
     e->model = gm_xstrdup(model);
     e->tier = tier;
@@ -181,7 +187,7 @@ int gm_rating_period_add_event(gm_rating_period *p, const gm_usage *u, gm_event_
         (rc = rating__price_fill(u, &r, &ep, err, err_len)))
         return rc;
     period_entry *e =
-        period_entry_get(p, r.card, u->model, ep.site_tier, ep.unit_price_p, ep.flags);
+        period_entry_get(p, r.card, r.model, u->model, ep.site_tier, ep.unit_price_p, ep.flags);
     gm_i128 q[GM_DIM_COUNT];
     for (int d = 0; d < GM_DIM_COUNT; d++)
         q[d] = u->qty[d];
@@ -205,8 +211,8 @@ int gm_rating_period_add_sum(gm_rating_period *p, const gm_usage_sum *s, char *e
     rating__resolved r;
     if ((rc = rating__resolve(p->book, p->tenant, s->model, s->site, s->time_us, &r, err, err_len)))
         return rc;
-    period_entry *e =
-        period_entry_get(p, r.card, s->model, r.card->tier_names[r.tier], r.price_p, r.flags);
+    period_entry *e = period_entry_get(p, r.card, r.model, s->model, r.card->tier_names[r.tier],
+                                       r.price_p, r.flags);
     if ((rc = entry_add(e, s->qty, err, err_len)))
         return rc;
     e->flags |= r.flags;

@@ -156,6 +156,7 @@ typedef struct {
     const gm_rating_card *card;
     const gm_rating_contract *contract;
     int32_t tier;
+    int32_t model; /* index of the event's model on the card; -1 when not listed there */
     int64_t price_p[GM_DIM_COUNT];
     unsigned flags;
 } rating__resolved;
