@@ -1,12 +1,6 @@
 /* `gridmeter gpu attribute`: re-processes an archive of GPU kernel records into per-tenant
  * totals per window (C reference or the CUDA bulk path), as CSV or gridmeter.gpu.v1 events.
- *
- * Archive format (text, one item per line, blank lines and '#' comments ignored):
- *   tenant <tag> <tenant-id>                        tenant behind a tenant tag value
- *   kernel <device> <start_ns> <end_ns> <corr>      a kernel record
- *   copy   <device> <start_ns> <end_ns> <corr>      a memcpy/memset record
- *   tag tenant|step <corr> <value>                  external correlation (any order)
- *   step <step_id> <tenant>:<request_id|->:<prefill>:<decode> ...   a step manifest
+ * The archive format is described in gpu_accounting/archive.c and docs/gpu-accounting.md.
  */
 #include "cli.h"
 #include "gm_common.h"
@@ -16,81 +10,7 @@
 #endif
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
-
-static int num(const char *s, uint64_t *out)
-{
-    return s ? gm_parse_u64(s, strlen(s), UINT64_MAX, out) : GM_EINVAL;
-}
-
-/* Parses one archive line into the engine; 0 or GM_EINVAL with the reason. */
-static int load_line(gm_gpu_attr *a, char *line, char *err, size_t err_len)
-{
-    char *save = NULL, *f[64];
-    int n = 0;
-    for (char *t = strtok_r(line, " \t\r\n", &save); t && n < 64;
-         t = strtok_r(NULL, " \t\r\n", &save))
-        f[n++] = t;
-    if (n == 0 || f[0][0] == '#')
-        return 0;
-    uint64_t v[4];
-    if (strcmp(f[0], "tenant") == 0) {
-        if (n != 3 || num(f[1], &v[0]))
-            return gm_fail(err, err_len, GM_EINVAL, "tenant: expected `tenant <tag> <id>`");
-        return gm_gpu_attr_define_tenant(a, v[0], f[2], err, err_len);
-    }
-    if (strcmp(f[0], "kernel") == 0 || strcmp(f[0], "copy") == 0) {
-        if (n != 5 || num(f[1], &v[0]) || num(f[2], &v[1]) || num(f[3], &v[2]) ||
-            num(f[4], &v[3]) || v[0] > UINT32_MAX || v[3] > UINT32_MAX)
-            return gm_fail(err, err_len, GM_EINVAL,
-                           "%s: expected `%s <device> <start_ns> <end_ns> <correlation_id>` "
-                           "(integers)",
-                           f[0], f[0]);
-        gm_gpu_record r = {.start_ns = v[1],
-                           .end_ns = v[2],
-                           .device = (uint32_t)v[0],
-                           .correlation_id = (uint32_t)v[3],
-                           .resource = f[0][0] == 'c' ? GM_GPU_RES_COPY : GM_GPU_RES_KERNEL};
-        gm_gpu_attr_add_records(a, &r, 1);
-        return 0;
-    }
-    if (strcmp(f[0], "tag") == 0) {
-        int step = n == 4 && strcmp(f[1], "step") == 0;
-        if (n != 4 || (!step && strcmp(f[1], "tenant") != 0) || num(f[2], &v[0]) ||
-            num(f[3], &v[1]) || v[0] > UINT32_MAX)
-            return gm_fail(err, err_len, GM_EINVAL,
-                           "tag: expected `tag tenant|step <correlation_id> <value>`");
-        gm_gpu_attr_add_tag(a, (uint32_t)v[0], step ? GM_GPU_TAG_STEP : GM_GPU_TAG_TENANT, v[1]);
-        return 0;
-    }
-    if (strcmp(f[0], "step") == 0) {
-        if (n < 3 || num(f[1], &v[0]))
-            return gm_fail(err, err_len, GM_EINVAL,
-                           "step: expected `step <id> <tenant>:<request_id|->:<prefill>:<decode> "
-                           "...`");
-        gm_gpu_step_request q[62];
-        for (int i = 2; i < n; i++) {
-            char *p[4], *s2 = NULL;
-            int m = 0;
-            for (char *t = strtok_r(f[i], ":", &s2); t && m < 4; t = strtok_r(NULL, ":", &s2))
-                p[m++] = t;
-            uint64_t pre, dec;
-            if (m != 4 || num(p[2], &pre) || num(p[3], &dec) || pre > INT64_MAX || dec > INT64_MAX)
-                return gm_fail(err, err_len, GM_EINVAL,
-                               "step %llu: request %d: expected "
-                               "<tenant>:<request_id|->:<prefill>:<decode>",
-                               (unsigned long long)v[0], i - 2);
-            q[i - 2] = (gm_gpu_step_request){.tenant = p[0],
-                                             .request_id = strcmp(p[1], "-") ? p[1] : NULL,
-                                             .prefill_tokens = (int64_t)pre,
-                                             .decode_tokens = (int64_t)dec};
-        }
-        return gm_gpu_attr_add_step(a, v[0], q, (size_t)(n - 2), err, err_len);
-    }
-    return gm_fail(err, err_len, GM_EINVAL,
-                   "unknown item \"%s\": expected tenant, kernel, copy, tag or step", f[0]);
-}
 
 static const char *res_name(uint8_t r)
 {
@@ -219,21 +139,15 @@ int gm_cmd_gpu(int argc, char **argv)
     gm_gpu_attr *a = NULL;
     if (gm_gpu_attr_new(&conf, &a, err, sizeof err)) {
         fprintf(stderr, "gridmeter gpu attribute: %s\n", err);
+        if (in != stdin)
+            fclose(in);
         return 2;
     }
-    char *line = NULL;
-    size_t cap = 0;
-    long lineno = 0;
     rc = 0;
-    while (getline(&line, &cap, in) > 0) {
-        lineno++;
-        if (load_line(a, line, err, sizeof err)) {
-            fprintf(stderr, "gridmeter gpu attribute: %s:%ld: %s\n", path, lineno, err);
-            rc = 1;
-            break;
-        }
+    if (gm_gpu_archive_load(a, in, path, err, sizeof err)) {
+        fprintf(stderr, "gridmeter gpu attribute: %s\n", err);
+        rc = 1;
     }
-    free(line);
     if (in != stdin)
         fclose(in);
     gm_gpu_result res = {0};

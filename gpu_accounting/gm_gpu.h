@@ -163,6 +163,15 @@ int gm_gpu_attr_add_step(gm_gpu_attr *a, uint64_t step_id, const gm_gpu_step_req
 /* Attributes everything added so far. The engine may be run again after adding more. */
 int gm_gpu_attr_run(gm_gpu_attr *a, gm_gpu_result *out, char *err, size_t err_len) GM_MUSTCHECK;
 
+/* Archives: the text format of `gridmeter gpu attribute` (gpu_accounting/archive.c):
+ *   tenant <tag> <tenant-id> | kernel|copy <device> <start_ns> <end_ns> <correlation_id> |
+ *   tag tenant|step <correlation_id> <value> |
+ *   step <step_id> <tenant>:<request_id|->:<prefill>:<decode> ...
+ * One line (modified in place) or a whole stream; the reason names file, line and rule. */
+int gm_gpu_archive_line(gm_gpu_attr *a, char *line, char *err, size_t err_len) GM_MUSTCHECK;
+int gm_gpu_archive_load(gm_gpu_attr *a, FILE *in, const char *name, char *err,
+                        size_t err_len) GM_MUSTCHECK;
+
 /* ---- Bulk sweep (rule 1 and 2 only), C and CUDA ----------------------------------------
  * The core that both paths share: spans of one device and resource with dense owner ids.
  * Output cells (window, owner) with base ns and piece counts, and per window busy and pool

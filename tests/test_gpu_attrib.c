@@ -205,6 +205,57 @@ START_TEST(test_tags_and_manifests_arriving_after_their_records_still_join)
 }
 END_TEST
 
+START_TEST(test_archive_of_the_worked_example_gives_the_doc_numbers)
+{
+    gm_gpu_attr *a = new_attr(1000);
+    char err[512];
+    FILE *f = fopen(GM_SOURCE_DIR "/gpu_accounting/example-archive.txt", "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_msg(gm_gpu_archive_load(a, f, "example-archive.txt", err, sizeof err) == 0, "%s",
+                  err);
+    fclose(f);
+    gm_gpu_result r;
+    run(a, &r);
+    check_worked_example(&r);
+    gm_gpu_result_free(&r);
+    gm_gpu_attr_free(a);
+}
+END_TEST
+
+START_TEST(test_archive_errors_name_the_line_and_the_rule)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"kernel 0 10 20\n", ":1: kernel: expected"},
+        {"# c\n\nkernel 0 10 x 1\n", ":3: kernel"},
+        {"kernel 4294967296 1 2 3\n", "kernel"},
+        {"tag owner 1 2\n", "tag: expected"},
+        {"tenant 1 -bad\n", "tenant: must start"},
+        {"step 1 acme:r1:5\n", "step 1: request 0"},
+        {"step 1\n", "step: expected"},
+        {"frobnicate 1\n", "unknown item \"frobnicate\""},
+    };
+    for (size_t i = 0; i < GM_ARRAY_LEN(cases); i++) {
+        gm_gpu_attr *a = new_attr(1000);
+        FILE *f = fmemopen((void *)cases[i].text, strlen(cases[i].text), "r");
+        char err[512] = "";
+        ck_assert_int_eq(gm_gpu_archive_load(a, f, "t.txt", err, sizeof err), GM_EINVAL);
+        ck_assert_msg(strstr(err, cases[i].want) != NULL, "case %zu: %s", i, err);
+        fclose(f);
+        gm_gpu_attr_free(a);
+    }
+    /* a step line with 63 requests is refused, not cut short */
+    char line[4096] = "step 9";
+    for (int i = 0; i < 63; i++)
+        strcat(line, " a:-:1:1");
+    gm_gpu_attr *a = new_attr(1000);
+    char err[512];
+    ck_assert_int_eq(gm_gpu_archive_line(a, line, err, sizeof err), GM_EINVAL);
+    gm_gpu_attr_free(a);
+}
+END_TEST
+
 START_TEST(test_idle_time_is_charged_to_nobody)
 {
     gm_gpu_attr *a = new_attr(1000);
@@ -760,6 +811,8 @@ static Suite *suite(void)
     tcase_add_test(t, test_interval_remainder_goes_to_the_pool_and_the_pool_by_largest_remainder);
     tcase_add_test(t, test_worked_example_of_the_doc);
     tcase_add_test(t, test_tags_and_manifests_arriving_after_their_records_still_join);
+    tcase_add_test(t, test_archive_of_the_worked_example_gives_the_doc_numbers);
+    tcase_add_test(t, test_archive_errors_name_the_line_and_the_rule);
     tcase_add_test(t, test_idle_time_is_charged_to_nobody);
     tcase_add_test(t, test_kernel_spanning_a_window_boundary_is_split_at_it);
     tcase_add_test(t, test_copy_engine_time_is_a_separate_resource);
