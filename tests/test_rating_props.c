@@ -344,6 +344,90 @@ START_TEST(test_invoice_depends_neither_on_event_order_nor_on_batching)
 }
 END_TEST
 
+/* Number literals are read from their text: the scan must pair each cJSON number node with
+ * its literal, also around strings with escaped quotes and digits, nesting, exponents. */
+START_TEST(test_number_literals_pair_with_their_nodes)
+{
+    const char *doc = "{\"a\":\"x\\\"1,2\\\\\",\"b\":[1,-2.5e3,{\"c\":30,\"d\":\"9\"}],"
+                      "\"e\":true,\"version\":7,\"f\":[[0],[12345678901234567890]]}";
+    rating__json j;
+    char err[256];
+    ck_assert_msg(rating__json_parse(doc, strlen(doc), &j, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(j.n_nums, 6);
+    size_t n;
+    const char *t = rating__json_num_text(&j, cJSON_GetObjectItem(j.root, "version"), &n);
+    ck_assert_int_eq((int)n, 1);
+    ck_assert(t[0] == '7');
+    t = rating__json_num_text(&j, cJSON_GetArrayItem(cJSON_GetObjectItem(j.root, "b"), 1), &n);
+    ck_assert_int_eq(strncmp(t, "-2.5e3", n), 0);
+    const cJSON *big =
+        cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j.root, "f"), 1), 0);
+    t = rating__json_num_text(&j, big, &n);
+    ck_assert_int_eq(strncmp(t, "12345678901234567890", n), 0);
+    int64_t v;
+    ck_assert_int_eq(rating__json_int(&j, big, INT64_MAX, &v), GM_ERANGE);
+    rating__json_free(&j);
+}
+END_TEST
+
+/* Mutated cards and contracts are refused or accepted, never crash or leak (ASan). */
+START_TEST(test_mutated_documents_never_crash)
+{
+    uint64_t s = seed ^ 5;
+    char path[1024];
+    const char *files[] = {"list-usd-v1.json", "contract-acme.json"};
+    for (size_t fi = 0; fi < 2; fi++) {
+        snprintf(path, sizeof path, "%s/examples/ratecards/%s", GM_SOURCE_DIR, files[fi]);
+        FILE *f = fopen(path, "rb");
+        ck_assert_msg(f != NULL, "%s", path);
+        static char orig[65536], buf[65536];
+        size_t len = fread(orig, 1, sizeof orig, f);
+        fclose(f);
+        static const char junk[] = "0123456789.-e\"{}[],: \\ux";
+        long accepted = 0;
+        for (int i = 0; i < 3000; i++) {
+            memcpy(buf, orig, len);
+            size_t n = len;
+            for (int m = 1 + (int)below(&s, 4); m > 0; m--) {
+                size_t at = below(&s, n);
+                switch (below(&s, 3)) {
+                case 0: /* overwrite */
+                    buf[at] = junk[below(&s, sizeof junk - 1)];
+                    break;
+                case 1: /* delete */
+                    memmove(buf + at, buf + at + 1, n - at - 1);
+                    n--;
+                    break;
+                default: /* truncate */
+                    n = at + 1;
+                }
+            }
+            char err[1024];
+            if (fi == 0) {
+                gm_rating_card *c;
+                if (gm_rating_card_parse(buf, n, &c, err, sizeof err) == 0) {
+                    accepted++;
+                    gm_rating_card_free(c);
+                } else {
+                    CHECK(err[0] != '\0', "seed %llu: an error without a reason",
+                          (unsigned long long)seed);
+                }
+            } else {
+                gm_rating_contract *k;
+                if (gm_rating_contract_parse(buf, n, &k, err, sizeof err) == 0) {
+                    accepted++;
+                    gm_rating_contract_free(k);
+                } else {
+                    CHECK(err[0] != '\0', "seed %llu: an error without a reason",
+                          (unsigned long long)seed);
+                }
+            }
+        }
+        fprintf(stderr, "mutations of %s: %ld of 3000 still valid\n", files[fi], accepted);
+    }
+}
+END_TEST
+
 int main(void)
 {
     init_seed();
@@ -354,6 +438,8 @@ int main(void)
     tcase_add_test(tc, test_allocations_add_up_exactly);
     tcase_add_test(tc, test_graduated_tier_never_charges_more_for_less);
     tcase_add_test(tc, test_invoice_depends_neither_on_event_order_nor_on_batching);
+    tcase_add_test(tc, test_number_literals_pair_with_their_nodes);
+    tcase_add_test(tc, test_mutated_documents_never_crash);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
