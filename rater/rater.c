@@ -242,6 +242,7 @@ static void free_msgs(rater *r)
 /* Decodes and prices the polled messages into rows and rejects, then commits them. */
 static int process_batch(rater *r, size_t *committed)
 {
+    int64_t t_prep = gm_mono_us();
     size_t n_rows = 0, n_rej = 0;
     gm_ledger_pos *pos = r->pos; /* n_pos <= n_msgs: room for all */
     size_t n_pos = 0;
@@ -352,6 +353,8 @@ static int process_batch(rater *r, size_t *committed)
     }
     if (n_pos == 0)
         return 0;
+    gm_debug("rater", "msg=\"batch decoded and priced\" messages=%zu prepare_us=%lld", r->n_msgs,
+             (long long)(gm_mono_us() - t_prep));
     gm_ledger_batch b = {r->cfg->group_id, r->cfg->topic, r->rater_id, r->rows, n_rows,
                          r->rejects,       n_rej,         pos,         n_pos};
     gm_ledger_result res;

@@ -207,7 +207,7 @@ CREATE TABLE gm.batches (
     batch_id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     group_id     text        NOT NULL,
     rater        text        NOT NULL,
-    committed_at timestamptz NOT NULL DEFAULT now(),
+    committed_at timestamptz NOT NULL DEFAULT clock_timestamp(), -- written last, just before COMMIT
     messages     integer     NOT NULL,
     accepted     integer     NOT NULL,
     duplicates   integer     NOT NULL,

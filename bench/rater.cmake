@@ -1,0 +1,4 @@
+# Rater benchmark: Kafka -> ledger events/s and latency against the binary-COPY ceiling.
+add_executable(bench_rater ${CMAKE_CURRENT_LIST_DIR}/bench_rater.c)
+target_link_libraries(bench_rater PRIVATE gm_rater gm_ledger gm_ingest Threads::Threads)
+target_compile_definitions(bench_rater PRIVATE GM_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
