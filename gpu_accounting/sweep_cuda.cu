@@ -10,7 +10,9 @@
  * non-decreasing in event order). Per (window, owner) cell: sum of +B_i (end) and -B_i
  * (start), and the count of starts, by sorting the events by cell key and reducing by key.
  * Integer sums are associative and exact, so the result equals the C sweep bit for bit.
- * Limits: fewer than 2^31 events (2^30 record pieces) per call; split larger archives by time.
+ * The host only copies the spans in and the sums out: checks, time range and piece counts are
+ * computed on the GPU. Limits: fewer than 2^30 spans and 2^30 pieces per call (2^31 events);
+ * split larger archives by time.
  */
 extern "C" {
 #include "gpu_internal.h"
@@ -29,6 +31,22 @@ struct Pair {
     unsigned long long a, b;
 };
 
+struct MinOp {
+    __host__ __device__ unsigned long long operator()(unsigned long long a,
+                                                      unsigned long long b) const
+    {
+        return a < b ? a : b;
+    }
+};
+
+struct MaxOp {
+    __host__ __device__ unsigned long long operator()(unsigned long long a,
+                                                      unsigned long long b) const
+    {
+        return a > b ? a : b;
+    }
+};
+
 struct PairSum {
     __host__ __device__ Pair operator()(const Pair &x, const Pair &y) const
     {
@@ -36,12 +54,32 @@ struct PairSum {
     }
 };
 
-__global__ void count_pieces(const gm_gpu_span *s, int n, unsigned long long W,
-                             unsigned long long *cnt)
+/* Pieces per span, and in one pass the checks and the time range: stats[0] = min start,
+ * stats[1] = max end, stats[2] = 1 when a span is invalid (the host then finds which). */
+__global__ void scan_spans(const gm_gpu_span *s, int n, unsigned long long W, unsigned int n_owners,
+                           unsigned long long *cnt, unsigned long long *stats)
 {
+    typedef cub::BlockReduce<unsigned long long, 256> Reduce;
+    __shared__ typename Reduce::TempStorage tmin_s, tmax_s;
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n)
-        cnt[i] = (s[i].end_ns - 1) / W - s[i].start_ns / W + 1;
+    unsigned long long lo = ~0ull, hi = 0;
+    if (i < n) {
+        gm_gpu_span x = s[i];
+        if (!(x.start_ns < x.end_ns && x.end_ns < GM_GPU_MAX_NS && x.owner < n_owners)) {
+            atomicOr(&stats[2], 1ull);
+            cnt[i] = 0;
+        } else {
+            cnt[i] = (x.end_ns - 1) / W - x.start_ns / W + 1;
+            lo = x.start_ns;
+            hi = x.end_ns;
+        }
+    }
+    unsigned long long bmin = Reduce(tmin_s).Reduce(lo, MinOp());
+    unsigned long long bmax = Reduce(tmax_s).Reduce(hi, MaxOp());
+    if (threadIdx.x == 0) {
+        atomicMin(&stats[0], bmin);
+        atomicMax(&stats[1], bmax);
+    }
 }
 
 __global__ void emit_events(const gm_gpu_span *s, int n, unsigned long long W,
@@ -167,32 +205,23 @@ extern "C" int gm_gpu_cuda_available(char *why, size_t why_len)
 static int sweep_cuda(const gm_gpu_span *spans, size_t n_spans, uint64_t W, uint32_t n_owners,
                       gm_gpu_sweep *out, char *err, size_t err_len)
 {
-    uint64_t tmin = UINT64_MAX, tmax = 0;
-    for (size_t i = 0; i < n_spans; i++) {
-        if (spans[i].start_ns < tmin)
-            tmin = spans[i].start_ns;
-        if (spans[i].end_ns > tmax)
-            tmax = spans[i].end_ns;
-    }
-    const uint64_t origin = tmin / W * W;
-    const int64_t w_origin = (int64_t)(tmin / W);
-    size_t pieces = gpu__piece_count(spans, n_spans, W);
-    if (n_spans >= (1u << 30) || pieces >= (1u << 30))
+    if (n_spans >= (1u << 30))
         return gm_fail(err, err_len, GM_ERANGE,
-                       "CUDA sweep: %zu spans in %zu pieces: at most 2^30 per call; split the "
-                       "archive by time",
-                       n_spans, pieces);
+                       "CUDA sweep: %zu spans: at most 2^30 per call; split the archive by time",
+                       n_spans);
     const int n = (int)n_spans;
-    const long long ne = 2 * (long long)pieces;
     const int TB = 256;
     Dev d;
     gm_gpu_span *d_spans;
-    unsigned long long *d_cnt, *d_off;
+    unsigned long long *d_cnt, *d_off, *d_stats;
     CK(d.alloc(&d_spans, n_spans));
     CK(cudaMemcpy(d_spans, spans, n_spans * sizeof *spans, cudaMemcpyHostToDevice));
     CK(d.alloc(&d_cnt, n_spans));
     CK(d.alloc(&d_off, n_spans));
-    count_pieces<<<(n + TB - 1) / TB, TB>>>(d_spans, n, W, d_cnt);
+    CK(d.alloc(&d_stats, 3));
+    const unsigned long long init[3] = {~0ull, 0ull, 0ull};
+    CK(cudaMemcpy(d_stats, init, sizeof init, cudaMemcpyHostToDevice));
+    scan_spans<<<(n + TB - 1) / TB, TB>>>(d_spans, n, W, n_owners, d_cnt, d_stats);
     CK(cudaGetLastError());
     void *tmp = NULL;
     size_t tmp_bytes = 0, need = 0;
@@ -213,6 +242,22 @@ static int sweep_cuda(const gm_gpu_span *spans, size_t n_spans, uint64_t W, uint
     CK(cub::DeviceScan::ExclusiveSum(NULL, need, d_cnt, d_off, n));
     CK(ensure_tmp(need));
     CK(cub::DeviceScan::ExclusiveSum(tmp, need, d_cnt, d_off, n));
+    unsigned long long h_stats[3], h_last[2];
+    CK(cudaMemcpy(h_stats, d_stats, sizeof h_stats, cudaMemcpyDeviceToHost));
+    if (h_stats[2]) /* an invalid span: the host check names it */
+        return gpu__spans_check(spans, n_spans, W, n_owners, err, err_len);
+    CK(cudaMemcpy(&h_last[0], d_off + (n - 1), sizeof h_last[0], cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(&h_last[1], d_cnt + (n - 1), sizeof h_last[1], cudaMemcpyDeviceToHost));
+    const uint64_t tmin = h_stats[0], tmax = h_stats[1];
+    const size_t pieces = (size_t)(h_last[0] + h_last[1]);
+    if (pieces >= (1u << 30))
+        return gm_fail(err, err_len, GM_ERANGE,
+                       "CUDA sweep: %zu spans in %zu pieces: at most 2^30 per call; split the "
+                       "archive by time",
+                       n_spans, pieces);
+    const uint64_t origin = tmin / W * W;
+    const int64_t w_origin = (int64_t)(tmin / W);
+    const long long ne = 2 * (long long)pieces;
     unsigned long long *keys, *keys2;
     unsigned int *vals, *vals2;
     CK(d.alloc(&keys, (size_t)ne));
@@ -392,7 +437,8 @@ extern "C" int gm_gpu_sweep_cuda(const gm_gpu_span *spans, size_t n, uint64_t wi
                                  uint32_t n_owners, gm_gpu_sweep *out, char *err, size_t err_len)
 {
     memset(out, 0, sizeof *out);
-    int rc = gpu__spans_check(spans, n, window_ns, n_owners, err, err_len);
+    /* the spans themselves are checked on the GPU (scan_spans), not here: O(1) host work */
+    int rc = gpu__spans_check(NULL, 0, window_ns, n_owners, err, err_len);
     if (rc)
         return rc;
     char why[160];

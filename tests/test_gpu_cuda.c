@@ -99,6 +99,26 @@ START_TEST(test_cuda_attribution_equals_the_c_attribution)
 }
 END_TEST
 
+START_TEST(test_cuda_sweep_refuses_invalid_spans_like_the_c_sweep)
+{
+    gm_gpu_span sp[] = {{10, 20, 0}, {30, 30, 0}, {40, 50, 1}};
+    gm_gpu_sweep s;
+    char e1[256] = "", e2[256] = "";
+    ck_assert_int_eq(gm_gpu_sweep_cpu(sp, 3, 100, 2, &s, e1, sizeof e1), GM_EINVAL);
+    ck_assert_int_eq(gm_gpu_sweep_cuda(sp, 3, 100, 2, &s, e2, sizeof e2), GM_EINVAL);
+    ck_assert_str_eq(e1, e2);
+    sp[1].end_ns = 35;
+    ck_assert_int_eq(gm_gpu_sweep_cuda(sp, 3, 100, 1, &s, e2, sizeof e2), GM_EINVAL); /* owner */
+    ck_assert_int_eq(gm_gpu_sweep_cuda(sp, 3, 0, 2, &s, e2, sizeof e2), GM_EINVAL);   /* window */
+    ck_assert_int_eq(gm_gpu_sweep_cuda(sp, 0, 100, 2, &s, e2, sizeof e2), 0);
+    ck_assert_uint_eq(s.n_cells, 0);
+    ck_assert_int_eq(gm_gpu_sweep_cuda(sp, 3, 100, 2, &s, e2, sizeof e2), 0);
+    ck_assert_uint_eq(s.n_wins, 1);
+    ck_assert_int_eq(s.wins[0].busy_ns, 25);
+    gm_gpu_sweep_free(&s);
+}
+END_TEST
+
 int main(void)
 {
     char why[256];
@@ -111,6 +131,7 @@ int main(void)
     tcase_set_timeout(t, 600);
     tcase_add_loop_test(t, test_cuda_sweep_is_bit_identical_to_the_c_reference, 0, 6);
     tcase_add_test(t, test_cuda_attribution_equals_the_c_attribution);
+    tcase_add_test(t, test_cuda_sweep_refuses_invalid_spans_like_the_c_sweep);
     suite_add_tcase(s, t);
     return gm_test_run(s);
 }
