@@ -314,12 +314,12 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
             rc = gm_fail(err, err_len, GM_EINVAL, "prices: a model name must not be empty");
             break;
         }
-        c->model_names[idx] = gm_xstrdup(m->string);
-        if (rating__map_put(&c->model_map, c->model_names[idx], strlen(m->string), (int32_t)idx) >=
-            0) {
+        if (rating__map_get(&c->model_map, m->string) >= 0) {
             rc = gm_fail(err, err_len, GM_EINVAL, "%s: model appears twice", path);
             break;
         }
+        c->model_names[idx] = gm_xstrdup(m->string);
+        rating__map_put(&c->model_map, c->model_names[idx], strlen(m->string), (int32_t)idx);
         unsigned mask;
         rc = parse_model_prices(j, m, path, true, &base[idx * GM_DIM_COUNT], &mask, err, err_len);
     }

@@ -185,6 +185,11 @@ START_TEST(test_price_with_too_many_digits_is_refused_naming_the_field)
 }
 END_TEST
 
+/* A model entry with every dimension free. */
+#define FREE                                                                                       \
+    "{\"input\":{\"per_token\":\"0\"},\"cached\":{\"per_token\":\"0\"},\"output\":{\"per_"         \
+    "token\":\"0\"},\"gpu\":{\"per_gpu_second\":\"0\"}}"
+
 START_TEST(test_validator_names_field_and_rule)
 {
     char err[512];
@@ -213,6 +218,9 @@ START_TEST(test_validator_names_field_and_rule)
          "\"input\":{\"per_gpu_hour\":\"0\"}}}}",
          "prices.m.input.per_gpu_hour: unknown price unit for tokens"},
         {"{\"card_id\":\"x\",\"versoin\":1}", "versoin: unknown field"},
+        {"{\"card_id\":\"x\",\"version\":1,\"valid_from\":\"2026-01-01T00:00:00Z\","
+         "\"currency\":\"USD\",\"prices\":{\"default\":" FREE ",\"default\":" FREE "}}",
+         "prices.default: model appears twice"},
         {"{\"card_id\":\"x\",", "not valid JSON (line 1, column"},
     };
     for (size_t i = 0; i < GM_ARRAY_LEN(cases); i++) {
