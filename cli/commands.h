@@ -3,8 +3,11 @@
  * lives in cli/cmd_<name>.c; it returns the process exit status. Keep the list in the order
  * an operator meets the commands. */
 GM_CMD(migrate, gm_cmd_migrate, "apply the PostgreSQL schema migrations (idempotent)")
+GM_CMD(ratecard, gm_cmd_ratecard, "validate rate cards and contracts, show a card's prices, import them into PostgreSQL")
+GM_CMD(quote, gm_cmd_quote, "price usage events (JSON lines on stdin): each event's amount, invoice lines and totals")
 GM_CMD(validate, gm_cmd_validate, "check usage events (JSON lines on stdin) against the contract")
 GM_CMD(emit, gm_cmd_emit, "send usage events (JSON lines on stdin) to Kafka through the node client spool")
 GM_CMD(loadgen, gm_cmd_loadgen, "simulate edge sites and nodes sending usage events; write the expected-totals manifest")
 GM_CMD(rater, gm_cmd_rater, "consume usage events from Kafka and write the priced ledger, exactly once")
+GM_CMD(gpu, gm_cmd_gpu, "GPU accounting: attribute an archive of kernel records to tenants per window (CPU or CUDA)")
 GM_CMD(version, gm_cmd_version, "print the version and the libraries it was built with")
