@@ -139,13 +139,21 @@ int gm_rating_book_add_parsed_card(gm_rating_book *b, gm_rating_card *c, char *e
         return gm_fail(err, err_len, GM_ECONFLICT,
                        "card %s: default_card, but card %s is already the default card", c->card_id,
                        b->fam[b->default_fam]->card_id);
+    /* Will this card id price contracts that name no card (the default card)? */
+    bool will_default = c->is_default;
+    if (!will_default && b->default_fam < 0) {
+        const rating__family *d = default_family(b);
+        will_default = !d || !strcmp(d->card_id, c->card_id);
+    } else if (!will_default) {
+        will_default = !strcmp(b->fam[b->default_fam]->card_id, c->card_id);
+    }
     for (size_t i = 0; i < b->n_con; i++) {
         const gm_rating_contract *k = b->con[i];
-        bool names_it = k->card_id ? !strcmp(k->card_id, c->card_id) : false;
+        bool names_it = k->card_id ? !strcmp(k->card_id, c->card_id) : will_default;
         if (names_it && (memcmp(k->currency, c->currency, 4) || k->minor_units != c->minor_units))
             return gm_fail(err, err_len, GM_ECONFLICT,
-                           "card %s v%lld: currency %s, but the contract of tenant %s that names "
-                           "it is in %s",
+                           "card %s v%lld: currency %s, but the contract of tenant %s, which it "
+                           "prices, is in %s",
                            c->card_id, (long long)c->version, c->currency, k->tenant, k->currency);
     }
     fi = family_get(b, c->card_id);
@@ -180,14 +188,12 @@ int gm_rating_book_add_parsed_contract(gm_rating_book *b, gm_rating_contract *k,
                        "contract of tenant %s: the book already has one (one contract per "
                        "tenant)",
                        k->tenant);
-    if (k->card_id) {
-        int32_t fi = rating__map_get(&b->fam_map, k->card_id);
-        const rating__family *f = fi >= 0 ? b->fam[fi] : NULL;
-        if (f && f->n_cards && memcmp(f->currency, k->currency, 4))
-            return gm_fail(err, err_len, GM_ECONFLICT,
-                           "contract of tenant %s: currency %s, but card %s is in %s", k->tenant,
-                           k->currency, k->card_id, f->currency);
-    }
+    int32_t fi = k->card_id ? rating__map_get(&b->fam_map, k->card_id) : -1;
+    const rating__family *f = k->card_id ? (fi >= 0 ? b->fam[fi] : NULL) : default_family(b);
+    if (f && f->n_cards && memcmp(f->currency, k->currency, 4))
+        return gm_fail(err, err_len, GM_ECONFLICT,
+                       "contract of tenant %s: currency %s, but %s card %s is in %s", k->tenant,
+                       k->currency, k->card_id ? "its" : "the default", f->card_id, f->currency);
     if (b->n_con == b->cap_con) {
         b->cap_con = b->cap_con ? 2 * b->cap_con : 16;
         b->con = gm_xrealloc(b->con, b->cap_con * sizeof *b->con);

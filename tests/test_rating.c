@@ -375,7 +375,21 @@ START_TEST(test_currencies_with_0_2_and_3_minor_digits)
         gm_rating_book_add_contract(
             b, S("{\"tenant\":\"e\",\"card_id\":\"list\",\"currency\":\"EUR\"}"), err, sizeof err),
         GM_ECONFLICT);
-    ck_assert_str_eq(err, "contract of tenant e: currency EUR, but card list is in USD");
+    ck_assert_str_eq(err, "contract of tenant e: currency EUR, but its card list is in USD");
+    ck_assert_int_eq(gm_rating_book_add_contract(b, S("{\"tenant\":\"e\",\"currency\":\"EUR\"}"),
+                                                 err, sizeof err),
+                     GM_ECONFLICT);
+    ck_assert_str_eq(err,
+                     "contract of tenant e: currency EUR, but the default card list is in USD");
+    gm_rating_book_free(b);
+    /* The same, contract first: the card that would price it is refused. */
+    b = gm_rating_book_new();
+    ck_assert_int_eq(gm_rating_book_add_contract(b, S("{\"tenant\":\"e\",\"currency\":\"EUR\"}"),
+                                                 err, sizeof err),
+                     0);
+    ck_assert_int_eq(gm_rating_book_add_card(b, S(card_basic), err, sizeof err), GM_ECONFLICT);
+    ck_assert_str_eq(err, "card list v1: currency USD, but the contract of tenant e, which it "
+                          "prices, is in EUR");
     gm_rating_book_free(b);
 }
 END_TEST
