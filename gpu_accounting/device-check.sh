@@ -56,7 +56,18 @@ if [ -z "$NVCC" ]; then
     exit 77
 fi
 "$NVCC" --version | tail -2 | tee -a "$LOG"
-CUDA_HOME=${CUDA_HOME:-$(cd "$(dirname "$(readlink -f "$NVCC")")/.." && pwd)}
+# the toolkit: $CUDA_HOME, else the one whose include/ has cuda_runtime.h next to nvcc or in
+# /usr/local/cuda (nvcc may be a wrapper script elsewhere)
+if [ -z "${CUDA_HOME:-}" ]; then
+    for d in "$(dirname "$(readlink -f "$NVCC")")/.." /usr/local/cuda /usr/local/cuda-*; do
+        if [ -f "$d/include/cuda_runtime.h" ]; then
+            CUDA_HOME=$(cd "$d" && pwd)
+            break
+        fi
+    done
+fi
+CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+say "CUDA toolkit: $CUDA_HOME"
 if [ -z "${GRIDMETER_CUPTI_PATH:-}" ]; then
     GRIDMETER_CUPTI_PATH=$(find "$CUDA_HOME" /usr/local/cuda* /usr/lib/x86_64-linux-gnu \
         -name 'libcupti.so*' 2>/dev/null | sort | head -1)
@@ -86,19 +97,29 @@ if [ -z "$BIN" ]; then
     say "CMake build not possible here (see log); direct build of gm_common + gm_gpu"
     D=$BUILD/direct
     mkdir -p "$D"
-    ARCH="-arch=native"
-    "$NVCC" $ARCH -x cu -c /dev/null -o "$D/probe.o" >/dev/null 2>&1 || ARCH="-arch=sm_90"
+    ARCH="-arch=native" # the GPU here; sm_90 (H100/H200) when nvcc cannot see one
+    if ! "$NVCC" $ARCH -x cu -c /dev/null -o "$D/probe.o" >"$D/probe.txt" 2>&1 ||
+        grep -q "Cannot find valid GPU" "$D/probe.txt"; then
+        ARCH="-arch=sm_90"
+    fi
     CFL="-O2 -std=gnu11 -D_GNU_SOURCE -I$ROOT/common -I$ROOT/gpu_accounting"
     OK=1
     for f in common/error.c common/log.c common/opts.c common/parse.c common/decimal.c \
-        gpu_accounting/attrib.c gpu_accounting/sweep.c; do
+        gpu_accounting/attrib.c gpu_accounting/sweep.c gpu_accounting/archive.c; do
         cc $CFL -c "$ROOT/$f" -o "$D/$(basename "$f" .c).o" >>"$LOG" 2>&1 || OK=0
     done
-    cc $CFL -I"$CUDA_HOME/include" -I"$CUDA_HOME/extras/CUPTI/include" -DGM_GPU_HAVE_CUPTI=1 \
-        -c "$ROOT/gpu_accounting/cupti_collector.c" -o "$D/cupti_collector.o" >>"$LOG" 2>&1 || OK=0
+    if [ -f "$CUDA_HOME/include/cupti.h" ] || [ -f "$CUDA_HOME/extras/CUPTI/include/cupti.h" ]; then
+        cc $CFL -I"$CUDA_HOME/include" -I"$CUDA_HOME/extras/CUPTI/include" \
+            -c "$ROOT/gpu_accounting/cupti_collector.c" -o "$D/cupti_collector.o" >>"$LOG" 2>&1 ||
+            OK=0
+    else
+        say "no CUPTI headers under $CUDA_HOME: the collector checks will SKIP"
+        cc $CFL -c "$ROOT/gpu_accounting/collector_none.c" -o "$D/collector_none.o" >>"$LOG" 2>&1 ||
+            OK=0
+    fi
     "$NVCC" -O3 $ARCH -std=c++17 -D_GNU_SOURCE -I"$ROOT/common" -I"$ROOT/gpu_accounting" \
         -c "$ROOT/gpu_accounting/sweep_cuda.cu" -o "$D/sweep_cuda.o" >>"$LOG" 2>&1 || OK=0
-    rm -f "$D/libgm_gpu.a" "$D/probe.o"
+    rm -f "$D/libgm_gpu.a" "$D/probe.o" "$D"/*.main.o
     ar rcs "$D/libgm_gpu.a" "$D"/*.o 2>>"$LOG" || OK=0
     for b in bench_gpu bench_gpu_bulk; do
         cc $CFL -c "$ROOT/bench/$b.c" -o "$D/$b.main.o" >>"$LOG" 2>&1 || OK=0
