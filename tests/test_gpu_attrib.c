@@ -796,6 +796,11 @@ START_TEST(test_rows_become_gpu_v1_events)
     ck_assert_msg(gm_event_check(&ev, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(gm_gpu_row_to_event(&r, 5, "s", "i", 1, "fra1", &ev, err, sizeof err),
                      GM_EINVAL);
+    /* for gm_node_record_event: source, id, seq and site left for the node client */
+    ck_assert_int_eq(gm_gpu_row_to_event(&r, 0, NULL, NULL, 0, NULL, &ev, err, sizeof err), 0);
+    ck_assert_str_eq(ev.source, "");
+    ck_assert_str_eq(ev.site, "");
+    ck_assert_str_eq(ev.tenant, "acme");
     gm_gpu_result_free(&r);
     gm_gpu_attr_free(a);
 }
