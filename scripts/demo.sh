@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The main job, end to end on one machine: set-up, a Release build, the local PostgreSQL and
+# Kafka, the schema, the sample rate cards, `gridmeter rater` in the background, and
+# `gridmeter loadgen` simulating edge sites for a while; then per-tenant usage and charges
+# from PostgreSQL, checked against the load generator's manifest.
+#
+#   bash scripts/demo.sh [--duration 20s] [--rate 4000] [--sites 12] [--tenants 6]
+#   bash scripts/demo.sh stop        # stop the demo's rater and the local services
+#
+# The rater and the servers keep running afterwards, so that /metrics, the audit views and
+# the logs can be looked at. Running it again adds another round of traffic.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/lib.sh"
+cd "$GM_REPO"
+
+duration=20s rate=4000 sites=12 tenants=6
+demo=$GM_VAR/demo
+rater_pid_file=$demo/rater.pid
+metrics_addr=127.0.0.1:${GRIDMETER_DEMO_METRICS_PORT:-9464}
+
+stop_rater() {
+    if [ -f "$rater_pid_file" ] && kill -0 "$(cat "$rater_pid_file")" 2>/dev/null; then
+        kill -TERM "$(cat "$rater_pid_file")"
+        for _ in $(seq 1 50); do kill -0 "$(cat "$rater_pid_file")" 2>/dev/null || break; sleep 0.2; done
+        gm_say "rater stopped"
+    fi
+    rm -f "$rater_pid_file"
+}
+
+while (($#)); do
+    case "$1" in
+    stop)
+        stop_rater
+        bash scripts/services.sh stop
+        exit 0
+        ;;
+    --duration) duration=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --sites) sites=$2; shift 2 ;;
+    --tenants) tenants=$2; shift 2 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) gm_die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+
+gm_say "1/7 set-up (packages, Kafka broker)"
+bash scripts/setup.sh
+
+gm_say "2/7 build (Release)"
+build=$GM_REPO/build/release
+mkdir -p "$build"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >"$build/cmake.log" 2>&1 || { cat "$build/cmake.log"; gm_die "cmake failed"; }
+cmake --build "$build" -j"$(nproc)" --target gridmeter >"$build/build.log" 2>&1 || { tail -n 40 "$build/build.log"; gm_die "build failed (log: $build/build.log)"; }
+gm=$build/cli/gridmeter
+
+gm_say "3/7 services"
+bash scripts/services.sh start
+eval "$(bash scripts/services.sh env)"
+
+gm_say "4/7 schema and rate cards"
+"$gm" migrate
+"$gm" ratecard import examples/ratecards/list-usd-v1.json examples/ratecards/list-usd-v2.json \
+    examples/ratecards/contract-acme.json
+
+gm_say "5/7 rater (background; log $GM_LOG_DIR/rater.log, metrics http://$metrics_addr/metrics)"
+mkdir -p "$demo" "$GM_LOG_DIR"
+stop_rater
+nohup "$gm" rater --metrics "$metrics_addr" >>"$GM_LOG_DIR/rater.log" 2>&1 </dev/null &
+echo $! >"$rater_pid_file"
+sleep 1
+kill -0 "$(cat "$rater_pid_file")" 2>/dev/null || { tail -n 20 "$GM_LOG_DIR/rater.log"; gm_die "the rater exited (log: $GM_LOG_DIR/rater.log)"; }
+
+gm_say "6/7 loadgen: $sites sites x 3 nodes, $tenants tenants, $rate events/s for $duration"
+run_start=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+# One spool for every demo run: the nodes' seq numbers continue from it.
+"$gm" loadgen --sites "$sites" --nodes-per-site 3 --tenants "$tenants" --models 6 \
+    --rate "$rate" --duration "$duration" --duplicates 0.02 --malformed 0.005 \
+    --spool-dir "$demo/spool" --manifest "$demo/manifest.json" --seed "$(date +%s)"
+
+expected=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["valid_distinct"])' "$demo/manifest.json")
+gm_say "waiting for the rater to commit the run's $expected events"
+psql_q() { psql -X -qtA -v ON_ERROR_STOP=1 -c "$1"; }
+t0=$SECONDS
+while :; do
+    got=$(psql_q "SELECT count(*) FROM audit.usage_events WHERE time >= '$run_start'")
+    [ "$got" -ge "$expected" ] && break
+    ((SECONDS - t0 < 120)) || gm_die "the rater committed $got of $expected events in 120 s (log: $GM_LOG_DIR/rater.log)"
+    printf '\r  %s / %s events committed' "$got" "$expected" >&2
+    sleep 1
+done
+printf '\r' >&2
+
+gm_say "7/7 report"
+echo
+echo "Usage and exact charges of this run, per tenant (from audit.usage_hourly / audit.usage_events):"
+psql -X -P pager=off -v ON_ERROR_STOP=1 -c "
+SELECT tenant,
+       count(*)                                  AS events,
+       sum(input_tokens)                         AS input_tokens,
+       sum(cached_tokens)                        AS cached_tokens,
+       sum(output_tokens)                        AS output_tokens,
+       round(sum(gpu_us) / 1e6, 3)               AS gpu_seconds,
+       currency,
+       round(sum(amount), 6)                     AS amount_6dp,
+       bool_or(tenant_unknown)                   AS default_card
+FROM audit.usage_events WHERE time >= '$run_start'
+GROUP BY tenant, currency ORDER BY tenant"
+
+# The ledger against the manifest, tenant by tenant.
+psql_q "SELECT tenant, count(*), sum(input_tokens), sum(cached_tokens), sum(output_tokens), sum(gpu_us)
+        FROM audit.usage_events WHERE time >= '$run_start' GROUP BY tenant ORDER BY tenant" >"$demo/ledger.txt"
+python3 - "$demo/manifest.json" "$demo/ledger.txt" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+ledger = {}
+for line in open(sys.argv[2]):
+    if line.strip():
+        t, n, i, c, o, g = line.strip().split("|")
+        ledger[t] = {"events": int(n), "input_tokens": int(i), "cached_tokens": int(c),
+                     "output_tokens": int(o), "gpu_us": int(g)}
+bad = 0
+for tenant, tot in m["by_tenant"].items():
+    got = ledger.get(tenant, {})
+    for k in ("events", "input_tokens", "cached_tokens", "output_tokens", "gpu_us"):
+        if got.get(k, 0) != tot[k]:
+            bad += 1
+            print(f"  MISMATCH {tenant} {k}: ledger {got.get(k, 0)}, manifest {tot[k]}")
+extra = set(ledger) - set(m["by_tenant"])
+for t in extra:
+    bad += 1
+    print(f"  MISMATCH tenant {t} in the ledger, not in the manifest")
+print(f"Ledger vs loadgen manifest: {'exact match' if bad == 0 else f'{bad} differences'} "
+      f"({m['valid_distinct']} valid distinct events, {m['duplicates_sent']} duplicate re-sends "
+      f"dropped, {m['malformed_sent']} malformed messages kept with their reason)")
+sys.exit(1 if bad else 0)
+PY
+echo
+echo "Reconciliation (audit.reconciliation, difference must be 0):"
+psql -X -P pager=off -c "SELECT tenant, period_start::date, currency, events, round(ledger_amount, 6) AS ledger_amount, round(charged_amount, 6) AS charged_amount, difference FROM audit.reconciliation ORDER BY 1, 2"
+echo "Rejected messages so far: $(psql_q 'SELECT count(*) FROM audit.rejected_events'); the latest reasons:"
+psql -X -P pager=off -c "SELECT kafka_partition AS p, kafka_offset AS offset, left(reason, 100) AS reason FROM audit.rejected_events ORDER BY received_at DESC LIMIT 5"
+
+cat <<NEXT
+Where to look next:
+  metrics        curl -s http://$metrics_addr/metrics | grep gridmeter_
+  auditors       psql "host=127.0.0.1 port=$GM_PG_PORT dbname=$GM_PG_DB user=gm_auditor"   (docs/auditors.md)
+                 e.g. SELECT * FROM audit.usage_hourly ORDER BY hour DESC LIMIT 10;
+                      SELECT * FROM audit.source_gaps;
+  logs           $GM_LOG_DIR/rater.log, $GM_LOG_DIR/postgres.log, $GM_LOG_DIR/kafka.log
+  manifest       $demo/manifest.json
+  a quote        $gm quote --rate-card examples/ratecards/list-usd-v1.json < examples/ratecards/usage-sample.jsonl
+  stop it all    bash scripts/demo.sh stop
+NEXT
