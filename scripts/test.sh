@@ -17,8 +17,9 @@ t_setup=$SECONDS
 build=${GM_BUILD_DIR:-$GM_REPO/build/test}
 werror=OFF
 [ "${CI:-}" = true ] && werror=ON
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Asan -DGM_WERROR=$werror >"$build.cmake.log" 2>&1 \
-    || { mkdir -p "$(dirname "$build")"; cat "$build.cmake.log" >&2; gm_die "cmake configure failed"; }
+mkdir -p "$build"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Asan -DGM_WERROR=$werror >"$build/cmake.log" 2>&1 \
+    || { cat "$build/cmake.log" >&2; gm_die "cmake configure failed (log: $build/cmake.log)"; }
 cmake --build "$build" -j"$(nproc)" 2>&1 | grep -vE '^\[ *[0-9]+%\] (Building|Linking|Built)' || true
 [ "${PIPESTATUS[0]}" -eq 0 ] || gm_die "build failed"
 t_build=$SECONDS
