@@ -94,6 +94,7 @@ static char *read_file(const char *path, size_t *len, char *err, size_t err_len)
         if (n == cap)
             buf = gm_xrealloc(buf, cap *= 2);
     }
+    buf[n] = '\0'; /* n < cap: callers may also treat the text as a C string */
     bool bad = ferror(f);
     fclose(f);
     if (bad) {

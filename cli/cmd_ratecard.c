@@ -22,6 +22,7 @@ static char *slurp(const char *path, size_t *len)
         if (n == cap)
             buf = gm_xrealloc(buf, cap *= 2);
     }
+    buf[n] = '\0'; /* n < cap: callers may also treat the text as a C string */
     bool bad = ferror(f);
     fclose(f);
     if (bad) {
