@@ -80,6 +80,8 @@ typedef struct {
 int gm_rating_card_parse(const char *json, size_t len, gm_rating_card **out, char *err,
                          size_t err_len) GM_MUSTCHECK;
 void gm_rating_card_free(gm_rating_card *card);
+/* The info's strings (card_id, default_site_tier) belong to the card: valid until
+ * gm_rating_card_free(); copy them to keep them longer. */
 void gm_rating_card_get_info(const gm_rating_card *card, gm_rating_card_info *out);
 /* Rows valid while the card lives, in a stable order (model, tier, dimension). */
 size_t gm_rating_card_prices(const gm_rating_card *card, const gm_rating_price_row **rows);
@@ -102,6 +104,7 @@ typedef struct {
 int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **out, char *err,
                              size_t err_len) GM_MUSTCHECK;
 void gm_rating_contract_free(gm_rating_contract *contract);
+/* The info's strings belong to the contract: valid until gm_rating_contract_free(). */
 void gm_rating_contract_get_info(const gm_rating_contract *contract, gm_rating_contract_info *out);
 
 /* ---- The book: every card version, site tier and tenant contract ------------------------ */
