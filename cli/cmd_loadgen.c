@@ -53,7 +53,7 @@ int gm_cmd_loadgen(int argc, char **argv)
         "1/rate per event and the run goes as fast as it can (backfills).",
         "gridmeter loadgen [options] (--count N | --duration D)"};
     gm_opt opts[] = {
-        {"brokers", "kafka.brokers", "GRIDMETER_KAFKA_BROKERS", "127.0.0.1:9092", GM_OPT_STR,
+        {"brokers", "kafka.brokers", "GRIDMETER_KAFKA_BROKERS", GM_DEFAULT_KAFKA_BROKERS, GM_OPT_STR,
          "Kafka bootstrap servers", 0, 0},
         {"topic", "kafka.topic", "GRIDMETER_TOPIC", GM_NODE_DEFAULT_TOPIC, GM_OPT_STR,
          "topic to produce to", 0, 0},

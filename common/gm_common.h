@@ -165,6 +165,10 @@ static inline int gm_i128_mul(gm_i128 a, gm_i128 b, gm_i128 *out)
     return __builtin_mul_overflow(a, b, out) ? GM_ERANGE : 0;
 }
 
+/* ---- Defaults shared by the commands ---------------------------------------------------
+ * The Kafka broker that scripts/services.sh starts; production sets GRIDMETER_KAFKA_BROKERS. */
+#define GM_DEFAULT_KAFKA_BROKERS "127.0.0.1:59092"
+
 /* ---- Small things ----------------------------------------------------------------------*/
 #define GM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 /* Aborts with a message on allocation failure: used only where the caller cannot recover. */

@@ -24,7 +24,7 @@
 void gm_rater_config_init(gm_rater_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->brokers = "127.0.0.1:59092";
+    cfg->brokers = GM_DEFAULT_KAFKA_BROKERS;
     cfg->topic = "gridmeter.usage.v1";
     cfg->group_id = "gridmeter-rater";
     cfg->db_conninfo = "";
