@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Writes api/openapi.json (OpenAPI 3.1) for the routes of api/server.c.
+
+Run after changing a route: python3 api/gen_openapi.py. The test test_api_openapi checks that
+every route the server answers is in the document and that every $ref resolves."""
+import json, os
+
+S = lambda t, **k: dict(type=t, **k)
+STR = S("string")
+DEC = S("string", pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="exact decimal as text")
+INT_TXT = S("string", pattern=r"^-?[0-9]+$", description="integer as text (may exceed 2^53)")
+TS = S("string", format="date-time")
+NTS = {"type": ["string", "null"], "format": "date-time"}
+NSTR = {"type": ["string", "null"]}
+ref = lambda n: {"$ref": "#/components/schemas/" + n}
+
+schemas = {
+    "Problem": S("object", required=["type", "title", "status", "detail"], properties={
+        "type": S("string", format="uri"), "title": STR, "status": S("integer"),
+        "detail": STR, "instance": STR,
+        "field": S("string", description="the request field or parameter at fault")}),
+    "InvoiceLine": S("object", required=["line_no", "kind", "description", "amount_exact", "amount"],
+        properties={"line_no": S("integer"),
+                    "kind": S("string", enum=["usage", "tier", "discount", "commitment", "credit", "adjustment"]),
+                    "adjusted_kind": STR, "description": STR, "dimension": NSTR, "model": NSTR,
+                    "site_tier": NSTR, "card_version": S("integer"), "band": S("integer"),
+                    "quantity": INT_TXT, "unit": S("string", enum=["token", "gpu_us"]),
+                    "unit_price": DEC, "amount_exact": DEC, "amount": DEC,
+                    "discount_share": DEC, "credit_share": DEC,
+                    "corrects_period": S("string", pattern=r"^[0-9]{4}-[0-9]{2}$")}),
+    "Invoice": S("object", required=["invoice_id", "tenant", "period", "status"], properties={
+        "invoice_id": STR, "tenant": STR, "issuer": STR,
+        "period": S("string", pattern=r"^[0-9]{4}-[0-9]{2}$"), "period_start": TS, "period_end": TS,
+        "status": S("string", enum=["draft", "finalized", "void"]), "number": NSTR, "currency": NSTR,
+        "minor_units": S("integer"), "total": {"type": ["string", "null"]}, "usage_exact": DEC,
+        "credited": DEC, "creditable": DEC, "live": S("boolean"), "created_at": NTS,
+        "finalized_at": NTS, "voided_at": NTS,
+        "lines": S("array", items=ref("InvoiceLine"))}),
+    "InvoiceList": S("object", required=["items", "next_cursor"], properties={
+        "items": S("array", items=ref("Invoice")), "next_cursor": NSTR}),
+    "CreditNote": S("object", required=["credit_note_id", "number", "invoice_id", "amount"], properties={
+        "credit_note_id": STR, "number": STR, "invoice_id": STR, "tenant": STR, "currency": STR,
+        "amount": DEC, "reason": STR, "created_at": TS}),
+    "CreditNoteList": S("object", required=["items", "next_cursor"], properties={
+        "items": S("array", items=ref("CreditNote")), "next_cursor": NSTR}),
+    "CreditNoteRequest": S("object", required=["amount", "reason"], additionalProperties=False, properties={
+        "amount": DEC, "reason": S("string", minLength=1, maxLength=1000)}),
+    "VoidRequest": S("object", required=["reason"], additionalProperties=False, properties={
+        "reason": S("string", minLength=1, maxLength=1000)}),
+    "Empty": S("object", additionalProperties=False),
+    "Revenue": S("object", required=["period", "rows"], properties={
+        "period": STR, "group_by": S("array", items=STR), "basis": STR,
+        "rows": S("array", items=S("object", properties={
+            "tenant": STR, "site": STR, "model": STR, "currency": STR, "amount_exact": DEC,
+            "amount": DEC, "dimension_events": INT_TXT}))}),
+    "Usage": S("object", required=["tenant", "bucket", "series"], properties={
+        "tenant": STR, "from": TS, "to": TS, "bucket": S("string", enum=["minute", "hour", "day"]),
+        "group_by": S("array", items=STR), "currency": NSTR,
+        "series": S("array", items=S("object", properties={
+            "bucket_start": TS, "model": STR, "site": STR, "dimension": STR, "unit": STR,
+            "quantity": INT_TXT, "input_tokens": INT_TXT, "cached_tokens": INT_TXT,
+            "output_tokens": INT_TXT, "gpu_us": INT_TXT, "amount_exact": DEC, "amount": DEC}))}),
+    "Spend": S("object", required=["tenant", "period", "month_to_date", "projection"], properties={
+        "tenant": STR, "period": STR, "as_of": TS, "currency": NSTR,
+        "month_to_date": S("object", properties={"list_amount_exact": DEC, "list_amount": DEC,
+                                                 "draft_invoice_total": DEC}),
+        "projection": S("object", properties={"list_amount": DEC, "method": STR})}),
+    "Tenant": S("object", required=["tenant"], properties={
+        "tenant": STR, "display_name": STR, "issuer": STR, "created_at": NTS,
+        "contract_version": {"type": ["integer", "null"]}}),
+    "TenantList": S("object", required=["items"], properties={"items": S("array", items=ref("Tenant"))}),
+    "TenantRequest": S("object", required=["tenant"], additionalProperties=False, properties={
+        "tenant": S("string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        "display_name": S("string", maxLength=200), "issuer": S("string", pattern=r"^[A-Z0-9]{1,16}$")}),
+    "Document": S("object", description="a rate card or contract JSON document (docs/rating.md)"),
+    "DocumentList": S("object", required=["items"], properties={"items": S("array", items=S("object", properties={
+        "tenant": STR, "card_id": STR, "version": S("integer"), "currency": STR, "imported_at": TS,
+        "document": ref("Document")}))}),
+    "ImportResult": S("object", required=["message"], properties={"message": STR}),
+    "ApiKey": S("object", required=["key_id", "role"], properties={
+        "key_id": STR, "role": S("string", enum=["admin", "finance", "customer"]), "tenant": NSTR,
+        "name": STR, "created_at": NTS, "expires_at": NTS, "revoked_at": NTS}),
+    "ApiKeyList": S("object", required=["items"], properties={"items": S("array", items=ref("ApiKey"))}),
+    "ApiKeyRequest": S("object", required=["role"], additionalProperties=False, properties={
+        "role": S("string", enum=["admin", "finance", "customer"]), "tenant": NSTR,
+        "name": S("string", maxLength=200), "expires_at": NTS}),
+    "ApiKeyCreated": S("object", required=["key_id", "role", "key"], properties={
+        "key_id": STR, "role": STR, "tenant": NSTR, "expires_at": NTS,
+        "key": {"type": ["string", "null"], "description": "shown once; null in Idempotency-Key replays"},
+        "note": STR}),
+    "RevokeResult": S("object", properties={"key_id": STR, "revoked": S("boolean")}),
+    "Health": S("object", properties={"status": STR, "postgresql": STR}),
+}
+
+def problem(desc):
+    return {"description": desc, "content": {"application/problem+json": {"schema": ref("Problem")}}}
+
+ERR = {"400": problem("malformed request: the field and rule are named"),
+       "401": problem("missing, unknown, revoked or expired API key"),
+       "403": problem("the key's role may not call this endpoint"),
+       "404": problem("no such resource (also another tenant's, under a customer key)"),
+       "429": problem("per-key rate limit; see Retry-After"),
+       "503": problem("database unavailable or busy")}
+POST_ERR = dict(ERR, **{"409": problem("invalid state, or the same Idempotency-Key in progress"),
+                        "413": problem("body larger than the limit"),
+                        "415": problem("Content-Type is not application/json"),
+                        "422": problem("a rule is violated, or the Idempotency-Key was used with another body")})
+
+def q(name, desc, schema=STR, required=False):
+    return {"name": name, "in": "query", "required": required, "description": desc, "schema": schema}
+
+def p(name, desc):
+    return {"name": name, "in": "path", "required": True, "description": desc, "schema": STR}
+
+IDEM = {"name": "Idempotency-Key", "in": "header", "required": True, "schema": S("string", minLength=1, maxLength=255),
+        "description": "same key and body replays the first response; another body is a 422"}
+CURSOR = q("cursor", "opaque cursor from next_cursor")
+LIMIT = q("limit", "page size (1-200, default 50)", S("integer", minimum=1, maximum=200))
+PERIOD = q("period", "billing month YYYY-MM (UTC)", S("string", pattern=r"^[0-9]{4}-[0-9]{2}$"))
+
+def ok(schema, code="200", desc="OK", csv=False):
+    c = {"application/json": {"schema": ref(schema)}}
+    if csv:
+        c["text/csv"] = {"schema": STR}
+    return {code: {"description": desc, "content": c}}
+
+def op(opid, summary, roles, resp, params=(), body=None, post=False, public=False, tags=()):
+    o = {"operationId": opid, "summary": summary, "tags": list(tags),
+         "description": summary + (". Roles: " + ", ".join(roles) if roles else ". Public."),
+         "parameters": list(params) + ([IDEM] if post else []),
+         "responses": dict(resp, **({} if public else (POST_ERR if post else ERR)))}
+    if public:
+        o["security"] = []
+    if body:
+        o["requestBody"] = {"required": body != "Empty", "content": {"application/json": {"schema": ref(body)}}}
+    return o
+
+INV = p("invoice_id", "inv_ + 32 hex digits")
+TEN = p("tenant", "tenant id; a customer key sees only its own")
+paths = {
+    "/healthz": {"get": op("healthz", "Liveness", [], ok("Health"), public=True, tags=["operations"])},
+    "/readyz": {"get": op("readyz", "Readiness (checks PostgreSQL)", [], dict(ok("Health"), **{"503": problem("PostgreSQL unreachable")}), public=True, tags=["operations"])},
+    "/metrics": {"get": op("metrics", "Prometheus metrics: requests, latency, errors by route", ["admin"],
+                           {"200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {"schema": STR}}}}, tags=["operations"])},
+    "/v1/openapi.json": {"get": op("openapi", "This document", [], {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": S("object")}}}}, public=True, tags=["operations"])},
+    "/v1/invoices": {"get": op("listInvoices", "List invoices (drafts computed live); a customer key lists its own", ["finance", "customer"],
+                               ok("InvoiceList"), [PERIOD, q("tenant", "tenant id"), q("status", "draft, finalized or void", S("string", enum=["draft", "finalized", "void"])), CURSOR, LIMIT], tags=["finance"])},
+    "/v1/invoices/{invoice_id}": {"get": op("getInvoice", "One invoice with its lines (Accept: text/csv for CSV)", ["finance", "customer"],
+                                            ok("Invoice", csv=True), [INV], tags=["finance"])},
+    "/v1/invoices/{invoice_id}/finalize": {"post": op("finalizeInvoice", "Finalize a draft after the grace window: immutable, numbered", ["finance"], ok("Invoice"), [INV], "Empty", post=True, tags=["finance"])},
+    "/v1/invoices/{invoice_id}/void": {"post": op("voidInvoice", "Void a finalized invoice through a credit note for what is still creditable", ["finance"], ok("Invoice"), [INV], "VoidRequest", post=True, tags=["finance"])},
+    "/v1/invoices/{invoice_id}/credit-notes": {"post": op("createCreditNote", "Credit part of a finalized invoice (never more than creditable)", ["finance"], ok("CreditNote", "201", "Created"), [INV], "CreditNoteRequest", post=True, tags=["finance"])},
+    "/v1/credit-notes": {"get": op("listCreditNotes", "List credit notes", ["finance"], ok("CreditNoteList"), [q("tenant", "tenant id"), q("invoice_id", "invoice id"), CURSOR, LIMIT], tags=["finance"])},
+    "/v1/revenue": {"get": op("revenue", "A period's revenue (list amounts) by tenant, site and model", ["finance"], ok("Revenue"),
+                              [dict(PERIOD, required=True), q("group_by", "comma-separated subset of tenant,site,model (default all)")], tags=["finance"])},
+    "/v1/tenants/{tenant}/usage": {"get": op("usage", "Usage time series of a tenant", ["customer", "finance"], ok("Usage"),
+                                             [TEN, q("from", "RFC 3339 start (inclusive)", TS, True), q("to", "RFC 3339 end (exclusive)", TS, True),
+                                              q("bucket", "minute (range <= 1 day), hour (<= 93 days) or day (<= 366 days); default hour", S("string", enum=["minute", "hour", "day"])),
+                                              q("group_by", "comma-separated subset of model,site,dimension")], tags=["customer"])},
+    "/v1/tenants/{tenant}/spend": {"get": op("spend", "Month-to-date spend and projection to month end", ["customer", "finance"], ok("Spend"), [TEN], tags=["customer"])},
+    "/v1/tenants/{tenant}/invoices": {"get": op("tenantInvoices", "A tenant's invoices", ["customer", "finance"], ok("InvoiceList"),
+                                                [TEN, q("status", "draft, finalized or void", S("string", enum=["draft", "finalized", "void"])), CURSOR, LIMIT], tags=["customer"])},
+    "/v1/tenants": {"get": op("listTenants", "Tenants (billing rows and contract tenants)", ["admin"], ok("TenantList"), tags=["admin"]),
+                    "post": op("createTenant", "Create a tenant (issuer = invoice number series)", ["admin"], ok("Tenant", "201", "Created"), body="TenantRequest", post=True, tags=["admin"])},
+    "/v1/tenants/{tenant}": {"get": op("getTenant", "One tenant", ["admin"], ok("Tenant"), [TEN], tags=["admin"])},
+    "/v1/contracts": {"get": op("listContracts", "Contract versions", ["admin"], ok("DocumentList"), [q("tenant", "tenant id")], tags=["admin"]),
+                      "post": op("importContract", "Import a contract (a changed one becomes the next version)", ["admin"], ok("ImportResult", "201", "Imported"), body="Document", post=True, tags=["admin"])},
+    "/v1/rate-cards": {"get": op("listRateCards", "Rate card versions", ["admin"], ok("DocumentList"), [q("card_id", "card id")], tags=["admin"]),
+                       "post": op("importRateCard", "Import a rate card version (never rewritten)", ["admin"], ok("ImportResult", "201", "Imported"), body="Document", post=True, tags=["admin"])},
+    "/v1/api-keys": {"get": op("listApiKeys", "API keys (never the key itself)", ["admin"], ok("ApiKeyList"), tags=["admin"]),
+                     "post": op("createApiKey", "Create an API key: shown once, stored as SHA-256", ["admin"], ok("ApiKeyCreated", "201", "Created"), body="ApiKeyRequest", post=True, tags=["admin"])},
+    "/v1/api-keys/{key_id}": {"delete": op("revokeApiKey", "Revoke an API key for good", ["admin"], ok("RevokeResult"), [p("key_id", "key id")], tags=["admin"])},
+}
+
+doc = {"openapi": "3.1.0",
+       "info": {"title": "gridmeter API", "version": "1.0.0",
+                "description": "Invoices for finance, usage and spend for customers, tenants, contracts, rate cards and keys for admins. "
+                               "Money is exact decimal text; amounts are rounded once per invoice line, half to even. See docs/api.md."},
+       "servers": [{"url": "/"}],
+       "security": [{"bearer": []}],
+       "tags": [{"name": t} for t in ["finance", "customer", "admin", "operations"]],
+       "paths": paths,
+       "components": {"schemas": schemas,
+                      "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "gmk_<key id>_<64 hex>"}}}}
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.json")
+with open(out, "w") as f:
+    json.dump(doc, f, indent=1, sort_keys=False)
+    f.write("\n")

@@ -1,0 +1,248 @@
+/* Customers' views: usage time series (minute buckets from the ledger, hour and day buckets
+ * from the hourly charges) and month-to-date spend with its projection to month end. */
+#include "api_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool api__parse_group_by(api_req *r, const char *s, const char *const *allowed, int n,
+                         unsigned *mask);
+
+static bool time_param(api_req *r, const char *name, int64_t *us)
+{
+    const char *s = api__query(r, name);
+    char why[256];
+    if (!s) {
+        api__problem(r, 400, "invalid-parameter", name, "%s: required, an RFC 3339 date-time",
+                     name);
+        return false;
+    }
+    if (gm_time_parse(s, strlen(s), us, why, sizeof why)) {
+        api__problem(r, 400, "invalid-parameter", name, "%s: %s", name, why);
+        return false;
+    }
+    return true;
+}
+
+typedef struct {
+    char bucket[40], model[160], site[160];
+    gm_i128 qty[GM_DIM_COUNT];
+    gm_i128 amount_e18;
+    bool used;
+} usage_row;
+
+static void emit_row(cJSON *series, const usage_row *u, unsigned mask, int mu)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "bucket_start", u->bucket);
+    if (mask & 1)
+        cJSON_AddStringToObject(o, "model", u->model);
+    if (mask & 2)
+        cJSON_AddStringToObject(o, "site", u->site);
+    static const char *names[GM_DIM_COUNT] = {"input_tokens", "cached_tokens", "output_tokens",
+                                              "gpu_us"};
+    for (int d = 0; d < GM_DIM_COUNT; d++)
+        api__add_i128(o, names[d], u->qty[d]);
+    api__add_e18(o, "amount_exact", u->amount_e18);
+    api__add_minor(o, "amount", gm_rating_round_e18(u->amount_e18, mu), mu);
+    cJSON_AddItemToArray(series, o);
+}
+
+void api__h_usage(api_req *r)
+{
+    int64_t from, to;
+    if (!api__valid_tenant(r->param[0])) {
+        api__problem(r, 400, "invalid-parameter", "tenant",
+                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        return;
+    }
+    if (!time_param(r, "from", &from) || !time_param(r, "to", &to))
+        return;
+    if (to <= from) {
+        api__problem(r, 400, "invalid-parameter", "to", "to: must be after from");
+        return;
+    }
+    const char *bucket = api__query(r, "bucket");
+    if (!bucket)
+        bucket = "hour";
+    int64_t unit, max_span;
+    if (!strcmp(bucket, "minute"))
+        unit = 60 * GM_US_PER_SEC, max_span = GM_US_PER_DAY;
+    else if (!strcmp(bucket, "hour"))
+        unit = GM_US_PER_HOUR, max_span = 93 * GM_US_PER_DAY;
+    else if (!strcmp(bucket, "day"))
+        unit = GM_US_PER_DAY, max_span = 366 * GM_US_PER_DAY;
+    else {
+        api__problem(r, 400, "invalid-parameter", "bucket", "bucket: must be minute, hour or day");
+        return;
+    }
+    if (from % unit || to % unit) {
+        api__problem(r, 400, "invalid-parameter", from % unit ? "from" : "to",
+                     "%s: must fall on a whole %s (UTC) for bucket=%s", from % unit ? "from" : "to",
+                     bucket, bucket);
+        return;
+    }
+    if (to - from > max_span) {
+        api__problem(r, 400, "invalid-parameter", "to",
+                     "to: at most %lld days after from for bucket=%s",
+                     (long long)(max_span / GM_US_PER_DAY), bucket);
+        return;
+    }
+    static const char *const gcols[] = {"model", "site", "dimension"};
+    unsigned mask;
+    if (!api__parse_group_by(r, api__query(r, "group_by"), gcols, 3, &mask))
+        return;
+    bool minute = bucket[0] == 'm';
+    /* SQL from fixed text only; values are parameters. Rows always carry the dimension; when
+     * the caller does not group by it, C folds the dimensions of a (bucket, model, site) into
+     * one row (ORDER BY makes them adjacent). */
+    char sql[2048];
+    const char *m = mask & 1 ? "model" : "''";
+    const char *s = mask & 2 ? "site" : "''";
+    if (minute)
+        snprintf(sql, sizeof sql,
+                 "SELECT "
+                 "coalesce((extract(epoch FROM date_trunc('minute', l.event_time)) *"
+                 " 1000000)::bigint, 0) b, %s, %s, d.dim, sum(d.qty)::text, sum(d.amt)::text,"
+                 " l.currency FROM gm.ledger l CROSS JOIN LATERAL (VALUES (0, l.input_tokens,"
+                 " l.amount_input), (1, l.cached_tokens, l.amount_cached), (2, l.output_tokens,"
+                 " l.amount_output), (3, l.gpu_us, l.amount_gpu)) d(dim, qty, amt)"
+                 " WHERE l.tenant = $1 AND l.event_time >= $2 AND l.event_time < $3"
+                 " GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4",
+                 m, s);
+    else
+        snprintf(sql, sizeof sql,
+                 "SELECT coalesce((extract(epoch FROM date_trunc('%s', hour AT TIME ZONE 'UTC')"
+                 " AT TIME ZONE 'UTC') * 1000000)::bigint, 0) b, %s, %s,"
+                 " CASE dimension WHEN 'input' THEN 0 WHEN 'cached' THEN 1 WHEN 'output' THEN 2"
+                 " ELSE 3 END, sum(quantity)::text, sum(amount)::text, currency FROM gm.charges"
+                 " WHERE tenant = $1 AND hour >= $2 AND hour < $3"
+                 " GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4",
+                 bucket[0] == 'h' ? "hour" : "day", m, s);
+    char a[40], b[40];
+    api__time_param(from, a);
+    api__time_param(to, b);
+    const char *p[3] = {r->param[0], a, b};
+    PGresult *res = PQexecParams(r->db, sql, 3, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        api__db_problem(r, res, "usage");
+        PQclear(res);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "tenant", r->param[0]);
+    api__add_time(o, "from", from);
+    api__add_time(o, "to", to);
+    cJSON_AddStringToObject(o, "bucket", bucket);
+    cJSON *gb = cJSON_AddArrayToObject(o, "group_by");
+    for (int i = 0; i < 3; i++)
+        if (mask & (1u << i))
+            cJSON_AddItemToArray(gb, cJSON_CreateString(gcols[i]));
+    const char *currency = PQntuples(res) ? PQgetvalue(res, 0, 6) : "";
+    int mu = api__minor_units(currency[0] ? currency : "USD");
+    if (currency[0])
+        cJSON_AddStringToObject(o, "currency", currency);
+    else
+        cJSON_AddNullToObject(o, "currency");
+    cJSON *series = cJSON_AddArrayToObject(o, "series");
+    usage_row u = {0};
+    static const char *dn[GM_DIM_COUNT] = {"input", "cached", "output", "gpu"};
+    for (int i = 0; i < PQntuples(res); i++) {
+        int64_t bus = 0;
+        if (gm_parse_i64(PQgetvalue(res, i, 0), strlen(PQgetvalue(res, i, 0)), &bus))
+            bus = 0;
+        char bt[40];
+        gm_time_format(bus, bt, sizeof bt);
+        int dim = atoi(PQgetvalue(res, i, 3));
+        if (dim < 0 || dim >= GM_DIM_COUNT)
+            dim = GM_DIM_COUNT - 1;
+        gm_i128 q = 0, amt = 0;
+        if (!api__num_int(PQgetvalue(res, i, 4), &q) || !api__num_e18(PQgetvalue(res, i, 5), &amt))
+            q = amt = 0;
+        if (mask & 4) {
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddStringToObject(row, "bucket_start", bt);
+            if (mask & 1)
+                cJSON_AddStringToObject(row, "model", PQgetvalue(res, i, 1));
+            if (mask & 2)
+                cJSON_AddStringToObject(row, "site", PQgetvalue(res, i, 2));
+            cJSON_AddStringToObject(row, "dimension", dn[dim]);
+            cJSON_AddStringToObject(row, "unit", dim == GM_DIM_GPU ? "gpu_us" : "token");
+            api__add_i128(row, "quantity", q);
+            api__add_e18(row, "amount_exact", amt);
+            api__add_minor(row, "amount", gm_rating_round_e18(amt, mu), mu);
+            cJSON_AddItemToArray(series, row);
+            continue;
+        }
+        if (u.used && (strcmp(u.bucket, bt) || strcmp(u.model, PQgetvalue(res, i, 1)) ||
+                       strcmp(u.site, PQgetvalue(res, i, 2)))) {
+            emit_row(series, &u, mask, mu);
+            memset(&u, 0, sizeof u);
+        }
+        if (!u.used) {
+            u.used = true;
+            snprintf(u.bucket, sizeof u.bucket, "%s", bt);
+            snprintf(u.model, sizeof u.model, "%s", PQgetvalue(res, i, 1));
+            snprintf(u.site, sizeof u.site, "%s", PQgetvalue(res, i, 2));
+        }
+        u.qty[dim] += q;
+        u.amount_e18 += amt;
+    }
+    if (u.used)
+        emit_row(series, &u, mask, mu);
+    PQclear(res);
+    api__json(r, 200, o);
+}
+
+void api__h_spend(api_req *r)
+{
+    int64_t now = gm_now_us(), start = gm_month_start(now), end = gm_month_next(now);
+    if (!api__valid_tenant(r->param[0])) {
+        api__problem(r, 400, "invalid-parameter", "tenant",
+                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        return;
+    }
+    char err[1024];
+    api_invoice *inv = NULL;
+    int rc = api__invoice_compute(r->srv, r->db, r->param[0], start, &inv, err, sizeof err);
+    gm_i128 ev = 0, amt = 0;
+    if (!rc)
+        rc = api__period_fingerprint(r->db, r->param[0], start, end, &ev, &amt, err, sizeof err);
+    if (rc) {
+        api__invoice_free(inv);
+        gm_error("api", "msg=\"spend failed\" err=\"%s\"", err);
+        api__problem(r, 500, "internal", NULL, "spend computation failed (logged)");
+        return;
+    }
+    /* Linear projection of the list amount: amount * month length / elapsed, in whole seconds
+     * (i128; no floating point), rounded half to even to the minor unit. */
+    int64_t elapsed_s = (now - start) / GM_US_PER_SEC, len_s = (end - start) / GM_US_PER_SEC;
+    if (elapsed_s < 1)
+        elapsed_s = 1;
+    gm_i128 proj = 0;
+    if (gm_i128_mul(amt, len_s, &proj))
+        proj = amt / elapsed_s * len_s;
+    else
+        proj /= elapsed_s;
+    int mu = inv->currency[0] ? inv->minor_units : 2;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "tenant", r->param[0]);
+    char month[8];
+    api__format_month(start, month);
+    cJSON_AddStringToObject(o, "period", month);
+    api__add_time(o, "as_of", now);
+    if (inv->currency[0])
+        cJSON_AddStringToObject(o, "currency", inv->currency);
+    else
+        cJSON_AddNullToObject(o, "currency");
+    cJSON *mtd = cJSON_AddObjectToObject(o, "month_to_date");
+    api__add_e18(mtd, "list_amount_exact", amt);
+    api__add_minor(mtd, "list_amount", gm_rating_round_e18(amt, mu), mu);
+    api__add_minor(mtd, "draft_invoice_total", inv->total_minor, mu);
+    cJSON *pr = cJSON_AddObjectToObject(o, "projection");
+    api__add_minor(pr, "list_amount", gm_rating_round_e18(proj, mu), mu);
+    cJSON_AddStringToObject(pr, "method",
+                            "linear: month-to-date list amount x month length / elapsed time");
+    api__invoice_free(inv);
+    api__json(r, 200, o);
+}

@@ -1,0 +1,104 @@
+/* `gridmeter api`: the REST API server (see api/server.c and docs/api.md). */
+#include "cli.h"
+#include "gm_api.h"
+
+#include <signal.h>
+#include <string.h>
+
+int gm_cmd_api(int argc, char **argv)
+{
+    static const gm_cmd_info info = {
+        "api",
+        "Serve the REST API: invoices for finance, usage and spend for customers, tenants,\n"
+        "contracts, rate cards and keys for admins; /v1/openapi.json, /healthz, /readyz,\n"
+        "/metrics. Connect as the least-privileged role gm_api (e.g. --db \"user=gm_api\").\n"
+        "Create the first admin key with `gridmeter apikey create --role admin`.\n"
+        "SIGTERM/SIGINT stop it (requests in flight finish).",
+        "gridmeter api [options]"};
+    gm_api_config d;
+    gm_api_config_defaults(&d);
+    char port[16], pool[16], body[24], rate[16], burst[16], grace[16], maxc[16], to[16], st[16];
+    snprintf(port, sizeof port, "%d", d.port);
+    snprintf(pool, sizeof pool, "%d", d.db_pool_size);
+    snprintf(body, sizeof body, "%lld", (long long)d.max_body_bytes);
+    snprintf(rate, sizeof rate, "%d", d.rate_per_s);
+    snprintf(burst, sizeof burst, "%d", d.rate_burst);
+    snprintf(grace, sizeof grace, "%d", d.grace_hours);
+    snprintf(maxc, sizeof maxc, "%d", d.max_connections);
+    snprintf(to, sizeof to, "%d", d.conn_timeout_s);
+    snprintf(st, sizeof st, "%d", d.statement_timeout_ms);
+    gm_opt opts[] = {
+        {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
+         "libpq conninfo (role gm_api); empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
+        {"listen", "api.listen", "GRIDMETER_API_LISTEN", "127.0.0.1", GM_OPT_STR,
+         "IPv4 address to listen on", 0, 0},
+        {"port", "api.port", "GRIDMETER_API_PORT", port, GM_OPT_INT, "TCP port (0: ephemeral)", 0,
+         0},
+        {"db-pool", "api.db_pool", NULL, pool, GM_OPT_INT, "PostgreSQL connections", 0, 0},
+        {"statement-timeout-ms", "api.statement_timeout_ms", NULL, st, GM_OPT_INT,
+         "PostgreSQL statement_timeout per query", 0, 0},
+        {"max-body", "api.max_body_bytes", NULL, body, GM_OPT_INT,
+         "largest request body in bytes (413 above)", 0, 0},
+        {"rate-limit", "api.rate_limit", NULL, rate, GM_OPT_INT,
+         "requests per second per API key (429 above; 0: no limit)", 0, 0},
+        {"rate-burst", "api.rate_burst", NULL, burst, GM_OPT_INT, "burst per API key", 0, 0},
+        {"max-connections", "api.max_connections", NULL, maxc, GM_OPT_INT,
+         "HTTP connections at once (one thread each)", 0, 0},
+        {"per-ip-connections", "api.per_ip_connections", NULL, "0", GM_OPT_INT,
+         "HTTP connections per client address (0: no limit)", 0, 0},
+        {"timeout-s", "api.timeout_s", NULL, to, GM_OPT_INT,
+         "close a connection idle or stalled this long", 0, 0},
+        {"grace-hours", "billing.grace_hours", NULL, grace, GM_OPT_INT,
+         "hours after a month's end before its invoices can be finalized (late events)", 0, 0},
+        {"tls-cert", "api.tls_cert", NULL, "", GM_OPT_STR, "PEM certificate file (HTTPS)", 0, 0},
+        {"tls-key", "api.tls_key", NULL, "", GM_OPT_STR, "PEM private key file (HTTPS)", 0, 0},
+        {0}};
+    char err[1024];
+    int npos = 0;
+    int rc = gm_opts_parse(&info, opts, argc, argv, &npos, err, sizeof err);
+    if (rc)
+        return rc == 1 ? 0 : (fprintf(stderr, "gridmeter api: %s\n", err), 2);
+    if (npos) {
+        fprintf(stderr, "gridmeter api: unexpected argument \"%s\"\n", argv[1]);
+        return 2;
+    }
+    gm_api_config cfg = d;
+    cfg.db_conninfo = gm_opt_str(opts, "db");
+    cfg.listen_addr = gm_opt_str(opts, "listen");
+    cfg.port = (int)gm_opt_int(opts, "port");
+    cfg.db_pool_size = (int)gm_opt_int(opts, "db-pool");
+    cfg.statement_timeout_ms = (int)gm_opt_int(opts, "statement-timeout-ms");
+    cfg.max_body_bytes = gm_opt_int(opts, "max-body");
+    cfg.rate_per_s = (int)gm_opt_int(opts, "rate-limit");
+    cfg.rate_burst = (int)gm_opt_int(opts, "rate-burst");
+    cfg.max_connections = (int)gm_opt_int(opts, "max-connections");
+    cfg.per_ip_connections = (int)gm_opt_int(opts, "per-ip-connections");
+    cfg.conn_timeout_s = (int)gm_opt_int(opts, "timeout-s");
+    cfg.grace_hours = (int)gm_opt_int(opts, "grace-hours");
+    cfg.tls_cert_file = gm_opt_str(opts, "tls-cert");
+    cfg.tls_key_file = gm_opt_str(opts, "tls-key");
+    if (cfg.port < 0 || cfg.port > 65535 || cfg.db_pool_size < 1 || cfg.grace_hours < 0) {
+        fprintf(stderr, "gridmeter api: --port 0..65535, --db-pool >= 1, --grace-hours >= 0\n");
+        return 2;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads inherit the mask; sigwait below */
+    gm_api_server *s = gm_api_start(&cfg, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "gridmeter api: %s\n", err);
+        return 1;
+    }
+    gm_info("api", "msg=\"listening\" addr=%s port=%d tls=%s", cfg.listen_addr, gm_api_port(s),
+            cfg.tls_cert_file[0] ? "on" : "off");
+    /* The port line on stdout lets scripts and tests use --port 0. */
+    printf("listening on %s:%d\n", cfg.listen_addr, gm_api_port(s));
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&set, &sig);
+    gm_info("api", "msg=\"stopping\" signal=%d", sig);
+    gm_api_stop(s);
+    return 0;
+}

@@ -1,0 +1,6 @@
+# api: the REST API against a real PostgreSQL and a real HTTP server (in-process, ephemeral
+# port, role gm_api), through a socket HTTP client (tests/test_api_client.c).
+add_library(gm_api_testclient STATIC ${CMAKE_CURRENT_LIST_DIR}/test_api_client.c)
+target_link_libraries(gm_api_testclient PUBLIC gm_testsupport gm_api gm_ledger gm_rating)
+gm_add_test(NAME test_api SOURCES test_api.c LIBS gm_api_testclient PkgConfig::CJSON
+            LABELS integration TIMEOUT 300)

@@ -1,0 +1,1055 @@
+/* The REST API over real HTTP against a real PostgreSQL: OpenAPI completeness, the
+ * authorization matrix, tenant isolation, idempotency, the invoice lifecycle (immutability in
+ * the database, gapless numbers), credit-note limits, late events, reconciliation with the
+ * ledger at contract prices, usage series, limits, and a corpus of bad requests. */
+#include "test_api_client.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SEP_2026 INT64_C(1788220800000000) /* 2026-09-01T00:00:00Z */
+#define OCT_2026 INT64_C(1790812800000000) /* 2026-10-01T00:00:00Z */
+
+static cJSON *json_of(const http_resp *r)
+{
+    cJSON *j = cJSON_Parse(r->body);
+    ck_assert_msg(j != NULL, "not JSON (status %d): %.300s", r->status, r->body);
+    return j;
+}
+
+static const char *jstr(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static PGconn *db(void)
+{
+    return gm_test_pg_connect(F.conninfo);
+}
+
+static void ev(PGconn *c, const char *tenant, const char *model, const char *site, int64_t t,
+               int64_t in, int64_t cached, int64_t out, int64_t gpu_us)
+{
+    int64_t q[4] = {in, cached, out, gpu_us};
+    api_add_event(c, tenant, model, site, t, q);
+}
+
+/* The invoice id of (tenant, "YYYY-MM") through the finance list (creates the draft row). */
+static char *invoice_id(const char *tenant, const char *period)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/invoices?tenant=%s&period=%s", tenant, period);
+    http_resp r;
+    http_do(F.port, "GET", path, F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "list: %d %s", r.status, r.body);
+    cJSON *j = json_of(&r);
+    cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items");
+    ck_assert_msg(cJSON_GetArraySize(items) == 1, "one invoice for %s %s: %s", tenant, period,
+                  r.body);
+    char *id = gm_xstrdup(jstr(cJSON_GetArrayItem(items, 0), "invoice_id"));
+    cJSON_Delete(j);
+    http_free(&r);
+    return id;
+}
+
+static cJSON *get_invoice(const char *id, const char *token, int want)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/invoices/%s", id);
+    http_resp r;
+    http_do(F.port, "GET", path, token, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == want, "GET %s: %d %s", path, r.status, r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    return j;
+}
+
+static int post(const char *path, const char *token, const char *idem, const char *body,
+                cJSON **out)
+{
+    http_resp r;
+    http_do(F.port, "POST", path, token, idem, body, NULL, &r);
+    int st = r.status;
+    if (out)
+        *out = json_of(&r);
+    http_free(&r);
+    return st;
+}
+
+static int finalize(const char *id, cJSON **out)
+{
+    char path[128], idem[160];
+    snprintf(path, sizeof path, "/v1/invoices/%s/finalize", id);
+    static int n;
+    snprintf(idem, sizeof idem, "fin-%s-%d-%d", id, (int)getpid(), ++n);
+    return post(path, F.finance, idem, "{}", out);
+}
+
+/* Minor units of a decimal string with 2 digits ("12.34" -> 1234). */
+static gm_i128 cents(const char *s)
+{
+    gm_i128 v = 0;
+    ck_assert_msg(s && gm_dec_parse(s, strlen(s), 2, &v, NULL, 0) == 0, "amount %s", s ? s : "");
+    return v;
+}
+
+/* ---- OpenAPI -------------------------------------------------------------------------- */
+static int count_bad_refs(const cJSON *root, const cJSON *node)
+{
+    int bad = 0;
+    for (const cJSON *c = node ? node->child : NULL; c; c = c->next) {
+        if (c->string && !strcmp(c->string, "$ref") && cJSON_IsString(c)) {
+            const char *pfx = "#/components/schemas/";
+            const cJSON *schemas = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(root, "components"), "schemas");
+            if (strncmp(c->valuestring, pfx, strlen(pfx)) ||
+                !cJSON_GetObjectItemCaseSensitive(schemas, c->valuestring + strlen(pfx)))
+                bad++;
+        }
+        bad += count_bad_refs(root, c);
+    }
+    return bad;
+}
+
+START_TEST(test_openapi_is_valid_and_lists_every_route)
+{
+    http_resp r;
+    http_do(F.port, "GET", "/v1/openapi.json", NULL, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    cJSON *doc = json_of(&r);
+    ck_assert(!strncmp(jstr(doc, "openapi"), "3.1.", 4));
+    cJSON *info = cJSON_GetObjectItemCaseSensitive(doc, "info");
+    ck_assert(jstr(info, "title") && jstr(info, "version"));
+    cJSON *paths = cJSON_GetObjectItemCaseSensitive(doc, "paths");
+    ck_assert(cJSON_IsObject(paths));
+    ck_assert_int_eq(count_bad_refs(doc, doc), 0);
+    size_t n;
+    const gm_api_route_info *routes = gm_api_routes(&n);
+    int ops = 0;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *item = cJSON_GetObjectItemCaseSensitive(paths, routes[i].pattern);
+        ck_assert_msg(item != NULL, "route %s missing from OpenAPI", routes[i].pattern);
+        char m[8];
+        snprintf(m, sizeof m, "%s", routes[i].method);
+        for (char *p = m; *p; p++)
+            *p = (char)(*p - 'A' + 'a');
+        cJSON *op = cJSON_GetObjectItemCaseSensitive(item, m);
+        ck_assert_msg(op != NULL, "%s %s missing from OpenAPI", routes[i].method,
+                      routes[i].pattern);
+        ck_assert(jstr(op, "operationId") != NULL);
+        cJSON *resp = cJSON_GetObjectItemCaseSensitive(op, "responses");
+        ck_assert_msg(cJSON_IsObject(resp) && resp->child, "%s: responses", routes[i].pattern);
+        /* every path parameter of the template is declared */
+        for (const char *p = strchr(routes[i].pattern, '{'); p; p = strchr(p + 1, '{')) {
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(strchr(p, '}') - p - 1), p + 1);
+            bool found = false;
+            cJSON *params = cJSON_GetObjectItemCaseSensitive(op, "parameters");
+            for (cJSON *q = params ? params->child : NULL; q; q = q->next)
+                found = found || (!strcmp(jstr(q, "name"), name) && !strcmp(jstr(q, "in"), "path"));
+            ck_assert_msg(found, "%s: path parameter %s not declared", routes[i].pattern, name);
+        }
+        /* POSTs declare the Idempotency-Key header */
+        if (!strcmp(routes[i].method, "POST")) {
+            char *txt = cJSON_PrintUnformatted(op);
+            ck_assert_msg(strstr(txt, "Idempotency-Key") != NULL, "%s: Idempotency-Key",
+                          routes[i].pattern);
+            free(txt);
+        }
+    }
+    /* and nothing in the document that the server does not answer */
+    for (cJSON *item = paths->child; item; item = item->next)
+        for (cJSON *op = item->child; op; op = op->next) {
+            bool found = false;
+            for (size_t i = 0; i < n; i++)
+                found = found || (!strcmp(routes[i].pattern, item->string) &&
+                                  !strcasecmp(routes[i].method, op->string));
+            ck_assert_msg(found, "OpenAPI %s %s: no such route", op->string, item->string);
+            ops++;
+        }
+    ck_assert_int_eq(ops, (int)n);
+    cJSON_Delete(doc);
+    http_free(&r);
+}
+END_TEST
+
+START_TEST(test_health_ready_and_metrics)
+{
+    http_resp r;
+    http_do(F.port, "GET", "/healthz", NULL, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    http_free(&r);
+    http_do(F.port, "GET", "/readyz", NULL, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    http_free(&r);
+    http_do(F.port, "GET", "/metrics", NULL, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    http_free(&r);
+    http_do(F.port, "GET", "/metrics", F.admin, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "gridmeter_api_requests_total{route=\"GET /healthz\",code=\"2xx\"}"));
+    ck_assert_ptr_nonnull(
+        strstr(r.body,
+               "gridmeter_api_request_duration_seconds_bucket{route=\"GET /readyz\",le=\"+Inf\"}"));
+    ck_assert_ptr_nonnull(strstr(r.body, "gridmeter_api_errors_total{route=\"GET /metrics\"} 1"));
+    http_free(&r);
+}
+END_TEST
+
+/* ---- Authorization ---------------------------------------------------------------------- */
+START_TEST(test_authorization_matrix_every_endpoint_every_role)
+{
+    PGconn *c = db();
+    ev(c, "acme", "llama-3.1-8b-instruct", "fra1", OCT_2026 + GM_US_PER_DAY, 1000, 0, 100, 0);
+    PQfinish(c);
+    char *acme_inv = invoice_id("acme", "2026-10");
+    struct {
+        const char *token;
+        unsigned role; /* 0: no valid key */
+        const char *name;
+    } who[] = {{NULL, 0, "no key"},
+               {F.admin, GM_API_ROLE_ADMIN, "admin"},
+               {F.finance, GM_API_ROLE_FINANCE, "finance"},
+               {F.acme, GM_API_ROLE_CUSTOMER, "customer"},
+               {F.revoked, 0, "revoked"},
+               {F.expired, 0, "expired"},
+               {"gmk_k0000000000000000_00", 0, "unknown"}};
+    size_t n;
+    const gm_api_route_info *routes = gm_api_routes(&n);
+    int checked = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* the concrete path: acme's draft, tenant acme, an unknown key id */
+        char path[256] = "";
+        for (const char *p = routes[i].pattern; *p; p++) {
+            if (*p != '{') {
+                size_t l = strlen(path);
+                path[l] = *p, path[l + 1] = 0;
+                continue;
+            }
+            const char *e = strchr(p, '}');
+            const char *v = !strncmp(p, "{invoice_id}", 12) ? acme_inv
+                            : !strncmp(p, "{tenant}", 8)    ? "acme"
+                                                            : "k0000000000000000";
+            strcat(path, v);
+            p = e;
+        }
+        if (strstr(path, "/usage"))
+            strcat(path, "?from=2026-10-01T00:00:00Z&to=2026-10-02T00:00:00Z");
+        if (!strcmp(path, "/v1/revenue"))
+            strcat(path, "?period=2026-10");
+        for (size_t k = 0; k < GM_ARRAY_LEN(who); k++) {
+            char idem[64];
+            snprintf(idem, sizeof idem, "matrix-%zu-%zu", i, k);
+            http_resp r;
+            bool is_post = !strcmp(routes[i].method, "POST");
+            /* POST bodies carry an unknown field: an authorized caller gets 400, nothing
+             * changes */
+            http_do(F.port, routes[i].method, path, who[k].token, is_post ? idem : NULL,
+                    is_post ? "{\"unknown_field\":1}" : NULL, NULL, &r);
+            int want; /* 0: any authorized answer (2xx..4xx except 401/403) */
+            if (!routes[i].roles)
+                want = 200;
+            else if (!who[k].role)
+                want = 401;
+            else if (!(routes[i].roles & who[k].role))
+                want = 403;
+            else
+                want = 0;
+            bool ok = want
+                          ? r.status == want
+                          : r.status >= 200 && r.status < 500 && r.status != 401 && r.status != 403;
+            ck_assert_msg(ok, "%s %s as %s: %d (want %d) %.200s", routes[i].method, path,
+                          who[k].name, r.status, want, r.body);
+            int want_lo = want;
+            if (want_lo >= 401)
+                ck_assert_ptr_nonnull(strstr(r.headers, "application/problem+json"));
+            http_free(&r);
+            checked++;
+        }
+    }
+    ck_assert_int_eq(checked, (int)(n * GM_ARRAY_LEN(who)));
+    free(acme_inv);
+}
+END_TEST
+
+START_TEST(test_customer_key_sees_another_tenants_objects_as_missing)
+{
+    PGconn *c = db();
+    ev(c, "acme", "llama-3.1-8b-instruct", "fra1", OCT_2026 + 2 * GM_US_PER_DAY, 500, 0, 50, 0);
+    PQfinish(c);
+    char *acme_inv = invoice_id("acme", "2026-10");
+    cJSON *j = get_invoice(acme_inv, F.acme, 200);
+    ck_assert_str_eq(jstr(j, "tenant"), "acme");
+    cJSON_Delete(j);
+    cJSON *other = get_invoice(acme_inv, F.gulf, 404);
+    cJSON *missing = get_invoice("inv_00000000000000000000000000000000", F.gulf, 404);
+    ck_assert_str_eq(jstr(other, "detail"), jstr(missing, "detail"));
+    ck_assert_str_eq(jstr(other, "type"), jstr(missing, "type"));
+    cJSON_Delete(other);
+    cJSON_Delete(missing);
+    const char *paths[] = {
+        "/v1/tenants/acme/usage?from=2026-10-01T00:00:00Z&to=2026-10-02T00:00:00Z",
+        "/v1/tenants/acme/spend", "/v1/tenants/acme/invoices", "/v1/invoices?tenant=acme"};
+    for (size_t i = 0; i < GM_ARRAY_LEN(paths); i++) {
+        http_resp r;
+        http_do(F.port, "GET", paths[i], F.gulf, NULL, NULL, NULL, &r);
+        ck_assert_msg(r.status == 404, "%s as gulf: %d", paths[i], r.status);
+        http_free(&r);
+        http_do(F.port, "GET", paths[i], F.acme, NULL, NULL, NULL, &r);
+        ck_assert_msg(r.status == 200, "%s as acme: %d %s", paths[i], r.status, r.body);
+        http_free(&r);
+    }
+    /* gulf's own list never shows acme */
+    http_resp r;
+    http_do(F.port, "GET", "/v1/invoices?period=2026-10", F.gulf, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_null(strstr(r.body, "\"acme\""));
+    http_free(&r);
+    free(acme_inv);
+}
+END_TEST
+
+/* ---- Idempotency ------------------------------------------------------------------------ */
+START_TEST(test_idempotency_replays_refuses_other_body_and_requires_key)
+{
+    http_resp a, b;
+    const char *body = "{\"tenant\":\"idem-one\",\"display_name\":\"Idem One\"}";
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "idem-key-1", body, NULL, &a);
+    ck_assert_msg(a.status == 201, "%d %s", a.status, a.body);
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "idem-key-1", body, NULL, &b);
+    ck_assert_int_eq(b.status, 201);
+    ck_assert_str_eq(a.body, b.body);
+    char h[32];
+    ck_assert(http_header(&b, "Idempotent-Replayed", h, sizeof h));
+    http_free(&a);
+    http_free(&b);
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "idem-key-1", "{\"tenant\":\"idem-two\"}", NULL,
+            &a);
+    ck_assert_int_eq(a.status, 422);
+    http_free(&a);
+    http_do(F.port, "POST", "/v1/tenants", F.admin, NULL, "{\"tenant\":\"idem-three\"}", NULL, &a);
+    ck_assert_int_eq(a.status, 400);
+    ck_assert_ptr_nonnull(strstr(a.body, "Idempotency-Key"));
+    http_free(&a);
+    /* a created key is shown once: the replay carries no key */
+    http_do(F.port, "POST", "/v1/api-keys", F.admin, "idem-key-2", "{\"role\":\"finance\"}", NULL,
+            &a);
+    http_do(F.port, "POST", "/v1/api-keys", F.admin, "idem-key-2", "{\"role\":\"finance\"}", NULL,
+            &b);
+    ck_assert_int_eq(a.status, 201);
+    ck_assert_int_eq(b.status, 201);
+    ck_assert_ptr_nonnull(strstr(a.body, "\"key\":\"gmk_"));
+    ck_assert_ptr_nonnull(strstr(b.body, "\"key\":null"));
+    http_free(&a);
+    http_free(&b);
+    PGconn *c = db();
+    char *n = gm_test_pg_value(c, "SELECT count(*) FROM gm.tenants WHERE tenant LIKE 'idem-%'");
+    ck_assert_str_eq(n, "1");
+    free(n);
+    PQfinish(c);
+}
+END_TEST
+
+typedef struct {
+    int status;
+    bool replayed;
+} conc_result;
+
+static void *conc_post(void *arg)
+{
+    conc_result *res = arg;
+    http_resp r;
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "idem-concurrent", "{\"tenant\":\"conc-one\"}",
+            NULL, &r);
+    char h[16];
+    res->status = r.status;
+    res->replayed = http_header(&r, "Idempotent-Replayed", h, sizeof h);
+    http_free(&r);
+    return NULL;
+}
+
+START_TEST(test_idempotency_concurrent_requests_have_one_effect)
+{
+    enum { N = 8 };
+    pthread_t t[N];
+    conc_result res[N];
+    for (int i = 0; i < N; i++)
+        pthread_create(&t[i], NULL, conc_post, &res[i]);
+    int fresh = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_msg(res[i].status == 201 || res[i].status == 409, "status %d", res[i].status);
+        fresh += res[i].status == 201 && !res[i].replayed;
+    }
+    ck_assert_int_eq(fresh, 1);
+    PGconn *c = db();
+    char *n = gm_test_pg_value(c, "SELECT count(*) FROM gm.tenants WHERE tenant = 'conc-one'");
+    ck_assert_str_eq(n, "1");
+    free(n);
+    PQfinish(c);
+}
+END_TEST
+
+/* ---- Invoices --------------------------------------------------------------------------- */
+static void expect_sql_error(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_FATAL_ERROR, "must be refused: %s", sql);
+    PQclear(r);
+}
+
+START_TEST(test_finalized_invoice_is_immutable_in_the_database)
+{
+    PGconn *c = db();
+    ev(c, "tlife", "llama-3.1-70b-instruct", "fra1", SEP_2026 + 3600000000, 10000000, 0, 5000000,
+       0);
+    ev(c, "tlife", "llama-3.1-70b-instruct", "tro1", SEP_2026 + 7200000000, 1000000, 0, 0,
+       3600000000);
+    char *id = invoice_id("tlife", "2026-09");
+    cJSON *draft = get_invoice(id, F.finance, 200);
+    ck_assert_str_eq(jstr(draft, "status"), "draft");
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(draft, "number")));
+    cJSON *fin = NULL;
+    ck_assert_int_eq(finalize(id, &fin), 200);
+    ck_assert_str_eq(jstr(fin, "status"), "finalized");
+    ck_assert(!strncmp(jstr(fin, "number"), "GM-", 3));
+    ck_assert_str_eq(jstr(fin, "total"), jstr(draft, "total"));
+    /* N1: the total is the sum of the rounded lines */
+    gm_i128 sum = 0;
+    cJSON *lines = cJSON_GetObjectItemCaseSensitive(fin, "lines");
+    ck_assert_int_gt(cJSON_GetArraySize(lines), 0);
+    for (cJSON *l = lines->child; l; l = l->next)
+        sum += cents(jstr(l, "amount"));
+    ck_assert(sum == cents(jstr(fin, "total")));
+    cJSON *again = NULL;
+    ck_assert_int_eq(finalize(id, &again), 409);
+    cJSON_Delete(again);
+    char sql[512];
+    const char *stmts[] = {"UPDATE gm.invoices SET total = 0 WHERE invoice_id = '%s'",
+                           "UPDATE gm.invoices SET status = 'draft' WHERE invoice_id = '%s'",
+                           "DELETE FROM gm.invoices WHERE invoice_id = '%s'",
+                           "UPDATE gm.invoice_lines SET amount = 0 WHERE invoice_id = '%s'",
+                           "DELETE FROM gm.invoice_lines WHERE invoice_id = '%s'",
+                           "INSERT INTO gm.invoice_lines (invoice_id, line_no, kind, description,"
+                           " amount_exact, amount, amount_minor) VALUES ('%s', 99, 'usage', 'x',"
+                           " 0, 0, 0)"};
+    for (size_t i = 0; i < GM_ARRAY_LEN(stmts); i++) {
+        snprintf(sql, sizeof sql, stmts[i], id);
+        expect_sql_error(c, sql); /* as the superuser: the triggers refuse */
+    }
+    gm_test_pg_exec(c, "SET ROLE gm_api");
+    snprintf(sql, sizeof sql, "DELETE FROM gm.invoice_lines WHERE invoice_id = '%s'", id);
+    expect_sql_error(c, sql); /* and gm_api has no such privilege */
+    gm_test_pg_exec(c, "RESET ROLE");
+    cJSON *after = get_invoice(id, F.finance, 200);
+    ck_assert_str_eq(jstr(after, "total"), jstr(fin, "total"));
+    ck_assert_str_eq(jstr(after, "number"), jstr(fin, "number"));
+    /* the current month is still open (grace window) */
+    ev(c, "tlife", "llama-3.1-70b-instruct", "fra1", gm_now_us() - 1000000, 10, 0, 0, 0);
+    char month[8];
+    int64_t y;
+    unsigned m, d;
+    gm_civil_from_days(gm_now_us() / GM_US_PER_DAY, &y, &m, &d);
+    snprintf(month, sizeof month, "%04d-%02u", (int)y, m);
+    char *cur = invoice_id("tlife", month);
+    cJSON *refused = NULL;
+    ck_assert_int_eq(finalize(cur, &refused), 409);
+    ck_assert_ptr_nonnull(strstr(jstr(refused, "detail"), "open for late events"));
+    /* numbers are gapless per issuer */
+    char *gaps = gm_test_pg_value(c, "SELECT count(*) FILTER (WHERE number_seq <> rn)"
+                                     " FROM (SELECT number_seq, row_number() OVER"
+                                     " (PARTITION BY issuer ORDER BY number_seq) rn"
+                                     " FROM gm.invoices WHERE number IS NOT NULL) s");
+    ck_assert_str_eq(gaps, "0");
+    free(gaps);
+    cJSON_Delete(refused);
+    cJSON_Delete(draft);
+    cJSON_Delete(fin);
+    cJSON_Delete(after);
+    free(cur);
+    free(id);
+    PQfinish(c);
+}
+END_TEST
+
+START_TEST(test_credit_notes_never_exceed_what_is_creditable)
+{
+    PGconn *c = db();
+    /* 10M input tokens at 0.60/M + 5M output at 0.80/M on 70B in a metro site = 10.00 USD */
+    ev(c, "tcredit", "llama-3.1-70b-instruct", "fra1", SEP_2026 + 3600000000, 10000000, 0, 5000000,
+       0);
+    char *id = invoice_id("tcredit", "2026-09");
+    cJSON *fin = NULL;
+    ck_assert_int_eq(finalize(id, &fin), 200);
+    ck_assert_str_eq(jstr(fin, "total"), "10.00");
+    char path[128];
+    snprintf(path, sizeof path, "/v1/invoices/%s/credit-notes", id);
+    cJSON *j = NULL;
+    ck_assert_int_eq(
+        post(path, F.finance, "cn-1", "{\"amount\":\"4.00\",\"reason\":\"goodwill\"}", &j), 201);
+    ck_assert(!strncmp(jstr(j, "number"), "GM-CN-", 6));
+    cJSON_Delete(j);
+    ck_assert_int_eq(
+        post(path, F.finance, "cn-2", "{\"amount\":\"6.01\",\"reason\":\"too much\"}", &j), 422);
+    ck_assert_ptr_nonnull(strstr(jstr(j, "detail"), "creditable"));
+    cJSON_Delete(j);
+    ck_assert_int_eq(
+        post(path, F.finance, "cn-3", "{\"amount\":\"1.234\",\"reason\":\"digits\"}", &j), 422);
+    cJSON_Delete(j);
+    ck_assert_int_eq(post(path, F.finance, "cn-4", "{\"amount\":\"-1.00\",\"reason\":\"neg\"}", &j),
+                     400);
+    cJSON_Delete(j);
+    ck_assert_int_eq(post(path, F.finance, "cn-5", "{\"amount\":\"2.00\",\"reason\":\"more\"}", &j),
+                     201);
+    cJSON_Delete(j);
+    cJSON *inv = get_invoice(id, F.finance, 200);
+    ck_assert_str_eq(jstr(inv, "credited"), "6.00");
+    ck_assert_str_eq(jstr(inv, "creditable"), "4.00");
+    cJSON_Delete(inv);
+    /* void credits the rest and closes the invoice */
+    snprintf(path, sizeof path, "/v1/invoices/%s/void", id);
+    ck_assert_int_eq(post(path, F.finance, "void-1", "{\"reason\":\"wrong customer\"}", &j), 200);
+    ck_assert_str_eq(jstr(j, "status"), "void");
+    ck_assert_str_eq(jstr(j, "credited"), "10.00");
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "/v1/invoices/%s/credit-notes", id);
+    ck_assert_int_eq(
+        post(path, F.finance, "cn-6", "{\"amount\":\"0.01\",\"reason\":\"after\"}", &j), 409);
+    cJSON_Delete(j);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT sum(amount)::text FROM gm.credit_notes WHERE invoice_id = '%s'", id);
+    char *s = gm_test_pg_value(c, sql);
+    ck_assert_str_eq(s, "10.00");
+    free(s);
+    expect_sql_error(c, "UPDATE gm.credit_notes SET amount = 1");
+    expect_sql_error(c, "DELETE FROM gm.credit_notes");
+    snprintf(sql, sizeof sql, "UPDATE gm.invoices SET status = 'finalized' WHERE invoice_id = '%s'",
+             id);
+    expect_sql_error(c, sql);
+    /* a draft cannot be credited */
+    ev(c, "tcredit", "llama-3.1-70b-instruct", "fra1", OCT_2026 + 3600000000, 10, 0, 0, 0);
+    char *oct = invoice_id("tcredit", "2026-10");
+    snprintf(path, sizeof path, "/v1/invoices/%s/credit-notes", oct);
+    ck_assert_int_eq(
+        post(path, F.finance, "cn-7", "{\"amount\":\"0.01\",\"reason\":\"draft\"}", &j), 409);
+    cJSON_Delete(j);
+    http_resp r;
+    http_do(F.port, "GET", "/v1/credit-notes?tenant=tcredit&limit=2", F.finance, NULL, NULL, NULL,
+            &r);
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "items")), 2);
+    const char *next = jstr(j, "next_cursor");
+    ck_assert_ptr_nonnull(next);
+    char p2[700];
+    snprintf(p2, sizeof p2, "/v1/credit-notes?tenant=tcredit&limit=2&cursor=%s", next);
+    http_free(&r);
+    http_do(F.port, "GET", p2, F.finance, NULL, NULL, NULL, &r);
+    cJSON *j2 = json_of(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j2, "items")), 1);
+    cJSON_Delete(j2);
+    cJSON_Delete(j);
+    http_free(&r);
+    cJSON_Delete(fin);
+    free(oct);
+    free(id);
+    PQfinish(c);
+}
+END_TEST
+
+static cJSON *find_adjustment(cJSON *inv, const char *period)
+{
+    cJSON *lines = cJSON_GetObjectItemCaseSensitive(inv, "lines");
+    for (cJSON *l = lines ? lines->child : NULL; l; l = l->next)
+        if (!strcmp(jstr(l, "kind"), "adjustment") && jstr(l, "corrects_period") &&
+            !strcmp(jstr(l, "corrects_period"), period))
+            return l;
+    return NULL;
+}
+
+START_TEST(test_late_events_become_adjustment_lines_on_the_next_invoice)
+{
+    PGconn *c = db();
+    ev(c, "tlate", "llama-3.1-70b-instruct", "fra1", SEP_2026 + 3600000000, 1000000, 0, 0, 0);
+    char *sep = invoice_id("tlate", "2026-09");
+    cJSON *fin = NULL;
+    ck_assert_int_eq(finalize(sep, &fin), 200);
+    ck_assert_str_eq(jstr(fin, "total"), "0.60");
+    /* a late event for September arrives after finalization */
+    ev(c, "tlate", "llama-3.1-70b-instruct", "fra1", SEP_2026 + 20 * GM_US_PER_DAY, 2000000, 0, 0,
+       0);
+    cJSON *sep_again = get_invoice(sep, F.finance, 200);
+    ck_assert_str_eq(jstr(sep_again, "total"), "0.60");
+    char *oct = invoice_id("tlate", "2026-10");
+    cJSON *draft = get_invoice(oct, F.finance, 200);
+    cJSON *adj = find_adjustment(draft, "2026-09");
+    ck_assert_msg(adj != NULL, "no adjustment line: %s", cJSON_PrintUnformatted(draft));
+    ck_assert_str_eq(jstr(adj, "amount"), "1.20");
+    ck_assert_str_eq(jstr(adj, "quantity"), "2000000");
+    ck_assert_str_eq(jstr(adj, "adjusted_kind"), "usage");
+    ck_assert_str_eq(jstr(draft, "total"), "1.20");
+    cJSON *fin_oct = NULL;
+    ck_assert_int_eq(finalize(oct, &fin_oct), 200);
+    ck_assert_ptr_nonnull(find_adjustment(fin_oct, "2026-09"));
+    /* once billed, the correction does not come back on the invoice after */
+    char month[8];
+    int64_t y;
+    unsigned m, d;
+    gm_civil_from_days(gm_now_us() / GM_US_PER_DAY, &y, &m, &d);
+    snprintf(month, sizeof month, "%04d-%02u", (int)y, m);
+    char *nov = invoice_id("tlate", month);
+    cJSON *nd = get_invoice(nov, F.finance, 200);
+    ck_assert_ptr_null(find_adjustment(nd, "2026-09"));
+    /* reconciliation: the period's invoiced exact amount now equals the ledger's */
+    char *v = gm_test_pg_value(c, "SELECT (ledger_amount = invoiced_amount)::text"
+                                  " FROM audit.reconciliation WHERE tenant = 'tlate'"
+                                  " AND period_start = '2026-09-01T00:00:00Z'");
+    ck_assert_str_eq(v, "true");
+    free(v);
+    cJSON_Delete(nd);
+    cJSON_Delete(fin_oct);
+    cJSON_Delete(draft);
+    cJSON_Delete(sep_again);
+    cJSON_Delete(fin);
+    free(nov);
+    free(oct);
+    free(sep);
+    PQfinish(c);
+}
+END_TEST
+
+START_TEST(test_invoice_lines_reconcile_with_the_ledger_at_contract_prices)
+{
+    PGconn *c = db();
+    static const char *models[] = {"llama-3.1-8b-instruct", "llama-3.1-70b-instruct", "deepseek-v3",
+                                   "some-unknown-model"};
+    static const char *sites[] = {"fra1", "tro1", "nowhere9"};
+    uint64_t x = 88172645463325252ull;
+    const char *tenants[] = {"trecon", "acme"};
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < 60; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            ev(c, tenants[t], models[x % 4], sites[(x >> 8) % 3],
+               SEP_2026 + (int64_t)((x >> 16) % (29 * 24)) * GM_US_PER_HOUR + 1234567,
+               (int64_t)(x % 1000003), (int64_t)((x >> 20) % 50001), (int64_t)((x >> 30) % 70001),
+               (int64_t)((x >> 40) % 9000001));
+        }
+    for (int t = 0; t < 2; t++) {
+        char *id = invoice_id(tenants[t], "2026-09");
+        cJSON *inv = get_invoice(id, F.finance, 200);
+        int usage_lines = 0;
+        gm_i128 sum = 0;
+        int mu = (int)cJSON_GetObjectItemCaseSensitive(inv, "minor_units")->valuedouble;
+        for (cJSON *l = cJSON_GetObjectItemCaseSensitive(inv, "lines")->child; l; l = l->next) {
+            gm_i128 amount = 0, exact = 0;
+            ck_assert(gm_dec_parse(jstr(l, "amount"), strlen(jstr(l, "amount")), mu, &amount, NULL,
+                                   0) == 0);
+            ck_assert(gm_dec_parse(jstr(l, "amount_exact"), strlen(jstr(l, "amount_exact")), 18,
+                                   &exact, NULL, 0) == 0);
+            ck_assert_msg(amount == gm_rating_round_e18(exact, mu),
+                          "line %s: one rounding, half even", jstr(l, "description"));
+            sum += amount;
+            if (strcmp(jstr(l, "kind"), "usage"))
+                continue;
+            usage_lines++;
+            /* the exact amount and quantity of the line are the ledger's, re-summed here */
+            char ver[16];
+            snprintf(ver, sizeof ver, "%d",
+                     (int)cJSON_GetObjectItemCaseSensitive(l, "card_version")->valuedouble);
+            const char *dim = jstr(l, "dimension");
+            const char *p[5] = {tenants[t], jstr(l, "model"), jstr(l, "site_tier"), ver, dim};
+            PGresult *r = PQexecParams(
+                c,
+                "SELECT sum(CASE $5 WHEN 'input' THEN amount_input WHEN 'cached' THEN amount_cached"
+                " WHEN 'output' THEN amount_output ELSE amount_gpu END)::text,"
+                " sum(CASE $5 WHEN 'input' THEN input_tokens WHEN 'cached' THEN cached_tokens"
+                " WHEN 'output' THEN output_tokens ELSE gpu_us END)::text"
+                " FROM audit.usage_events WHERE tenant = $1 AND model = $2 AND site_tier = $3"
+                " AND rate_card_version = $4::int AND time >= '2026-09-01Z' AND time < "
+                "'2026-10-01Z'",
+                5, NULL, p, NULL, NULL, 0);
+            ck_assert(PQresultStatus(r) == PGRES_TUPLES_OK);
+            ck_assert_msg(!strcmp(PQgetvalue(r, 0, 0), jstr(l, "amount_exact")),
+                          "%s: ledger %s, invoice %s", jstr(l, "description"), PQgetvalue(r, 0, 0),
+                          jstr(l, "amount_exact"));
+            ck_assert_str_eq(PQgetvalue(r, 0, 1), jstr(l, "quantity"));
+            PQclear(r);
+        }
+        ck_assert_int_gt(usage_lines, 0);
+        ck_assert(sum == cents(jstr(inv, "total")));
+        cJSON_Delete(inv);
+        free(id);
+    }
+    /* the default-card tenant's exact usage equals the ledger (no contract prices, no tiers) */
+    char *id = invoice_id("trecon", "2026-09");
+    cJSON *fin = NULL;
+    ck_assert_int_eq(finalize(id, &fin), 200);
+    char *v =
+        gm_test_pg_value(c, "SELECT (ledger_amount = invoiced_amount AND difference = 0)::text"
+                            " FROM audit.reconciliation WHERE tenant = 'trecon'"
+                            " AND period_start = '2026-09-01Z'");
+    ck_assert_str_eq(v, "true");
+    free(v);
+    v = gm_test_pg_value(c, "SELECT count(*) FROM audit.invoice_lines l JOIN audit.invoices i"
+                            " USING (invoice_id) WHERE i.tenant = 'trecon'");
+    ck_assert_int_eq(atoi(v), cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(fin, "lines")));
+    free(v);
+    cJSON_Delete(fin);
+    free(id);
+    PQfinish(c);
+}
+END_TEST
+
+START_TEST(test_invoice_csv_and_usage_series)
+{
+    PGconn *c = db();
+    int64_t h10 = OCT_2026 + 4 * GM_US_PER_DAY + 10 * GM_US_PER_HOUR;
+    ev(c, "tusage", "llama-3.1-8b-instruct", "fra1", h10 + 15 * 60000000LL, 100, 10, 1, 0);
+    ev(c, "tusage", "llama-3.1-8b-instruct", "fra1", h10 + 45 * 60000000LL, 200, 20, 2, 0);
+    ev(c, "tusage", "deepseek-v3", "fra1", h10 + 65 * 60000000LL, 300, 30, 3, 1000);
+    PQfinish(c);
+    char *id = invoice_id("tusage", "2026-10");
+    char path[256];
+    snprintf(path, sizeof path, "/v1/invoices/%s", id);
+    http_resp r;
+    http_do(F.port, "GET", path, F.finance, NULL, NULL, "Accept: text/csv\r\n", &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.headers, "text/csv"));
+    ck_assert(!strncmp(r.body, "invoice_id,number,tenant,period", 31));
+    ck_assert_ptr_nonnull(strstr(r.body, ",total,"));
+    http_free(&r);
+    http_do(
+        F.port, "GET",
+        "/v1/tenants/tusage/usage?from=2026-10-05T10:00:00Z&to=2026-10-05T12:00:00Z&bucket=hour",
+        F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    cJSON *j = json_of(&r);
+    cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "series");
+    ck_assert_int_eq(cJSON_GetArraySize(s), 2);
+    ck_assert_str_eq(jstr(cJSON_GetArrayItem(s, 0), "input_tokens"), "300");
+    ck_assert_str_eq(jstr(cJSON_GetArrayItem(s, 1), "gpu_us"), "1000");
+    cJSON_Delete(j);
+    http_free(&r);
+    http_do(F.port, "GET",
+            "/v1/tenants/tusage/usage?from=2026-10-05T10:00:00Z&to=2026-10-05T12:00:00Z"
+            "&bucket=minute&group_by=model,dimension",
+            F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    j = json_of(&r);
+    s = cJSON_GetObjectItemCaseSensitive(j, "series");
+    ck_assert_int_eq(cJSON_GetArraySize(s), 12); /* 3 minutes x 4 dimensions */
+    ck_assert_str_eq(jstr(cJSON_GetArrayItem(s, 0), "dimension"), "input");
+    cJSON_Delete(j);
+    http_free(&r);
+    http_do(F.port, "GET",
+            "/v1/tenants/tusage/usage?from=2026-10-05T10:30:00Z&to=2026-10-05T12:00:00Z", F.finance,
+            NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 400);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"field\":\"from\""));
+    http_free(&r);
+    http_do(F.port, "GET", "/v1/revenue?period=2026-10&group_by=tenant", F.finance, NULL, NULL,
+            NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"tenant\":\"tusage\""));
+    http_free(&r);
+    http_do(F.port, "GET", "/v1/tenants/acme/spend", F.acme, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"currency\":\"USD\""));
+    http_free(&r);
+    free(id);
+}
+END_TEST
+
+/* ---- Limits and bad requests ------------------------------------------------------------ */
+static char *db_fingerprint(PGconn *c)
+{
+    return gm_test_pg_value(
+        c,
+        "SELECT md5(concat_ws('|',"
+        " (SELECT string_agg(i::text, ',' ORDER BY invoice_id) FROM gm.invoices i),"
+        " (SELECT string_agg(l::text, ',' ORDER BY invoice_id, line_no) FROM gm.invoice_lines l),"
+        " (SELECT string_agg(n::text, ',' ORDER BY credit_note_id) FROM gm.credit_notes n),"
+        " (SELECT string_agg(t::text, ',' ORDER BY tenant) FROM gm.tenants t),"
+        " (SELECT string_agg(k::text, ',' ORDER BY key_id) FROM gm.api_keys k),"
+        " (SELECT string_agg(c::text, ',' ORDER BY tenant, version) FROM gm.contracts c),"
+        " (SELECT count(*)::text FROM gm.rate_cards), (SELECT count(*)::text FROM gm.ledger),"
+        " (SELECT count(*)::text FROM gm.charges)))");
+}
+
+static void pct(const char *s, char *out, size_t len)
+{
+    size_t o = 0;
+    for (; *s && o + 4 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, len - o, "%%%02X", ch);
+    }
+    out[o] = 0;
+}
+
+START_TEST(test_bad_requests_are_4xx_and_leave_the_database_unchanged)
+{
+    PGconn *c = db();
+    char *before = db_fingerprint(c);
+    char longs[3000];
+    memset(longs, 'a', sizeof longs - 1);
+    longs[sizeof longs - 1] = 0;
+    const char *bad[] = {"' OR 1=1 --",
+                         "\"; DROP TABLE gm.ledger; --",
+                         "acme' --",
+                         "1; SELECT pg_sleep(5)",
+                         "$1",
+                         "%00",
+                         "\xc3\x28",
+                         "\xf0\x9f\x98\x80",
+                         "../../etc/passwd",
+                         "<script>x</script>",
+                         "2026-13",
+                         "-1",
+                         "1e9",
+                         "0",
+                         "NaN",
+                         longs,
+                         "acme\r\nX-Evil: 1",
+                         "{}",
+                         "null"};
+    const char *gets[] = {
+        "/v1/invoices?period=%s",
+        "/v1/invoices?tenant=%s",
+        "/v1/invoices?status=%s",
+        "/v1/invoices?cursor=%s",
+        "/v1/invoices?limit=%s",
+        "/v1/invoices/%s",
+        "/v1/tenants/%s/usage?from=2026-10-01T00:00:00Z&to=2026-10-02T00:00:00Z",
+        "/v1/tenants/acme/usage?from=%s&to=2026-10-02T00:00:00Z",
+        "/v1/tenants/acme/usage?from=2026-10-01T00:00:00Z&to=%s",
+        "/v1/tenants/acme/usage?from=2026-10-01T00:00:00Z&to=2026-10-02T00:00:00Z&bucket=%s",
+        "/v1/tenants/acme/usage?from=2026-10-01T00:00:00Z&to=2026-10-02T00:00:00Z&group_by=%s",
+        "/v1/tenants/%s/spend",
+        "/v1/tenants/%s/invoices",
+        "/v1/revenue?period=%s",
+        "/v1/revenue?period=2026-10&group_by=%s",
+        "/v1/credit-notes?tenant=%s",
+        "/v1/credit-notes?invoice_id=%s",
+        "/v1/credit-notes?cursor=%s",
+        "/v1/invoices?%s=1"};
+    const char *posts[][2] = {
+        {"/v1/invoices/%s/finalize", "{}"},
+        {"/v1/invoices/%s/credit-notes", "{\"amount\":\"1.00\",\"reason\":\"x\"}"},
+        {"/v1/invoices/inv_00000000000000000000000000000000/credit-notes",
+         "{\"amount\":\"%s\",\"reason\":\"x\"}"},
+        {"/v1/tenants", "{\"tenant\":\"%s\"}"},
+        {"/v1/tenants", "{\"tenant\":\"ok-tenant\",\"issuer\":\"%s\"}"},
+        {"/v1/api-keys", "{\"role\":\"%s\"}"},
+        {"/v1/api-keys", "{\"role\":\"customer\",\"tenant\":\"%s\"}"},
+        {"/v1/api-keys", "{\"role\":\"finance\",\"expires_at\":\"%s\"}"}};
+    int n = 0;
+    for (size_t b = 0; b < GM_ARRAY_LEN(bad); b++) {
+        char enc[10000], path[12000], body[12000];
+        pct(bad[b], enc, sizeof enc);
+        for (size_t g = 0; g < GM_ARRAY_LEN(gets); g++) {
+            snprintf(path, sizeof path, gets[g], enc);
+            const char *tok = strstr(gets[g], "credit-notes") || strstr(gets[g], "revenue")
+                                  ? F.finance
+                              : g % 2 ? F.acme
+                                      : F.finance;
+            http_resp r;
+            http_do(F.port, "GET", path, tok, NULL, NULL, NULL, &r);
+            /* a value that happens to be well-formed ("2026-13" is a valid tenant id) may be
+             * answered; nothing may fail or change */
+            ck_assert_msg(r.status >= 200 && r.status < 500, "GET %.200s: %d %.200s", path,
+                          r.status, r.body);
+            http_free(&r);
+            n++;
+        }
+        bool id_like = strspn(bad[b], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "0123456789._-") == strlen(bad[b]) &&
+                       bad[b][0] != '-' && bad[b][0] != '.';
+        for (size_t p = 0; p < GM_ARRAY_LEN(posts) && !id_like; p++) {
+            /* JSON-escape the value for bodies: cJSON does it */
+            cJSON *js = cJSON_CreateString(bad[b]);
+            char *q = cJSON_PrintUnformatted(js);
+            q[strlen(q) - 1] = 0;
+            const char *tok = strstr(posts[p][0], "invoices") ? F.finance : F.admin;
+            if (strstr(posts[p][0], "%s")) {
+                snprintf(path, sizeof path, posts[p][0], enc);
+                snprintf(body, sizeof body, "%s", posts[p][1]);
+            } else {
+                snprintf(path, sizeof path, "%s", posts[p][0]);
+                snprintf(body, sizeof body, posts[p][1], q + 1);
+            }
+            char idem[64];
+            snprintf(idem, sizeof idem, "bad-%zu-%zu", b, p);
+            http_resp r;
+            http_do(F.port, "POST", path, tok, idem, body, NULL, &r);
+            bool allowed_ok = !strcmp(bad[b], "finance") && r.status == 201;
+            ck_assert_msg((r.status >= 400 && r.status < 500) || allowed_ok,
+                          "POST %.200s %.200s: %d %.200s", path, body, r.status, r.body);
+            http_free(&r);
+            free(q);
+            cJSON_Delete(js);
+            n++;
+        }
+    }
+    /* malformed bodies, wrong types, unknown and duplicate fields */
+    const char *bodies[] = {"{",
+                            "[]",
+                            "\"x\"",
+                            "{\"tenant\":1}",
+                            "{\"tenant\":\"a\",\"tenant\":\"b\"}",
+                            "{\"tenant\":\"a\",\"extra\":true}",
+                            "{\"tenant\":null}",
+                            "{\"tenant\":\"a\"}x",
+                            "{\"tenant\":\"\\u0000\"}",
+                            "\xff\xfe",
+                            "{\"tenant\":{\"$gt\":\"\"}}"};
+    for (size_t i = 0; i < GM_ARRAY_LEN(bodies); i++) {
+        char idem[32];
+        snprintf(idem, sizeof idem, "body-%zu", i);
+        http_resp r;
+        http_do(F.port, "POST", "/v1/tenants", F.admin, idem, bodies[i], NULL, &r);
+        ck_assert_msg(r.status == 400, "body %s: %d %s", bodies[i], r.status, r.body);
+        ck_assert_ptr_nonnull(strstr(r.headers, "application/problem+json"));
+        http_free(&r);
+    }
+    /* oversize body (limit 64 KiB): refused before it is read */
+    char *big = gm_xmalloc(100 * 1024 + 1);
+    memset(big, ' ', 100 * 1024);
+    big[100 * 1024] = 0;
+    big[0] = '{';
+    big[100 * 1024 - 1] = '}';
+    http_resp r;
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "big-1", big, NULL, &r);
+    ck_assert_int_eq(r.status, 413);
+    http_free(&r);
+    free(big);
+    /* wrong content type, unknown method, unknown path */
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "ct-1", NULL,
+            "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}", &r);
+    ck_assert_msg(r.status == 415 || r.status == 400, "%d", r.status);
+    http_free(&r);
+    http_do(F.port, "PUT", "/v1/tenants", F.admin, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 405);
+    http_free(&r);
+    http_do(F.port, "GET", "/v1/nothing", F.admin, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 404);
+    http_free(&r);
+    const char *raw = "GARBAGE\r\n\r\n";
+    http_raw(F.port, raw, strlen(raw), &r);
+    ck_assert_msg(r.status == 0 || (r.status >= 400 && r.status < 500), "raw garbage: %d",
+                  r.status);
+    http_free(&r);
+    char *after = db_fingerprint(c);
+    ck_assert_str_eq(before, after);
+    ck_assert_int_gt(n, 400);
+    free(before);
+    free(after);
+    /* the server is still healthy */
+    http_do(F.port, "GET", "/readyz", NULL, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    http_free(&r);
+    PQfinish(c);
+}
+END_TEST
+
+START_TEST(test_per_key_rate_limit_answers_429)
+{
+    gm_api_config cfg;
+    gm_api_config_defaults(&cfg);
+    cfg.db_conninfo = F.api_conninfo;
+    cfg.port = 0;
+    cfg.rate_per_s = 1;
+    cfg.rate_burst = 3;
+    char err[512];
+    gm_api_server *s = gm_api_start(&cfg, err, sizeof err);
+    ck_assert_msg(s != NULL, "%s", err);
+    int port = gm_api_port(s), limited = 0;
+    for (int i = 0; i < 6; i++) {
+        http_resp r;
+        http_do(port, "GET", "/v1/tenants", F.admin, NULL, NULL, NULL, &r);
+        if (r.status == 429) {
+            char h[16];
+            ck_assert(http_header(&r, "Retry-After", h, sizeof h));
+            limited++;
+        } else {
+            ck_assert_int_eq(r.status, 200);
+        }
+        http_free(&r);
+    }
+    ck_assert_int_ge(limited, 2);
+    /* another key has its own bucket */
+    http_resp r;
+    http_do(port, "GET", "/v1/invoices?tenant=acme", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    http_free(&r);
+    gm_api_stop(s);
+}
+END_TEST
+
+START_TEST(test_revoked_key_is_refused_at_once)
+{
+    http_resp r;
+    cJSON *j = NULL;
+    ck_assert_int_eq(
+        post("/v1/api-keys", F.admin, "rev-1", "{\"role\":\"customer\",\"tenant\":\"acme\"}", &j),
+        201);
+    char key[GM_API_TOKEN_MAX], id[40];
+    snprintf(key, sizeof key, "%s", jstr(j, "key"));
+    snprintf(id, sizeof id, "%s", jstr(j, "key_id"));
+    cJSON_Delete(j);
+    http_do(F.port, "GET", "/v1/tenants/acme/spend", key, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    http_free(&r);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/api-keys/%s", id);
+    http_do(F.port, "DELETE", path, F.admin, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    http_free(&r);
+    http_do(F.port, "GET", "/v1/tenants/acme/spend", key, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    ck_assert_ptr_nonnull(strstr(r.body, "revoked"));
+    http_free(&r);
+    PGconn *c = db();
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM gm.api_keys WHERE key_id = '%s' AND key_hash ="
+             " sha256(convert_to('%s', 'UTF8'))",
+             id, key);
+    char *v = gm_test_pg_value(c, sql);
+    ck_assert_str_eq(v, "1"); /* stored as SHA-256 only */
+    free(v);
+    PQfinish(c);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("api");
+    TCase *tc = tcase_create("api");
+    tcase_add_unchecked_fixture(tc, api_fixture_setup, api_fixture_teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_openapi_is_valid_and_lists_every_route);
+    tcase_add_test(tc, test_health_ready_and_metrics);
+    tcase_add_test(tc, test_authorization_matrix_every_endpoint_every_role);
+    tcase_add_test(tc, test_customer_key_sees_another_tenants_objects_as_missing);
+    tcase_add_test(tc, test_idempotency_replays_refuses_other_body_and_requires_key);
+    tcase_add_test(tc, test_idempotency_concurrent_requests_have_one_effect);
+    tcase_add_test(tc, test_finalized_invoice_is_immutable_in_the_database);
+    tcase_add_test(tc, test_credit_notes_never_exceed_what_is_creditable);
+    tcase_add_test(tc, test_late_events_become_adjustment_lines_on_the_next_invoice);
+    tcase_add_test(tc, test_invoice_lines_reconcile_with_the_ledger_at_contract_prices);
+    tcase_add_test(tc, test_invoice_csv_and_usage_series);
+    tcase_add_test(tc, test_bad_requests_are_4xx_and_leave_the_database_unchanged);
+    tcase_add_test(tc, test_per_key_rate_limit_answers_429);
+    tcase_add_test(tc, test_revoked_key_is_refused_at_once);
+    suite_add_tcase(s, tc);
+    return gm_test_run(s);
+}
