@@ -85,14 +85,20 @@ static int cmd_validate(int argc, char **argv, bool import)
     const gm_cmd_info info = {
         import ? "ratecard import" : "ratecard validate",
         import ? "Validate rate card versions and tenant contracts (JSON files) and import them "
-                 "into PostgreSQL (connection from PGHOST, PGPORT, PGDATABASE, PGUSER). A card "
-                 "version is never rewritten."
+                 "into PostgreSQL. A card version is never rewritten; a changed contract becomes "
+                 "the tenant's next contract version."
                : "Validate rate card versions and tenant contracts (JSON files; a document with "
                  "a top-level \"tenant\" is a contract). Each file alone, then all together in "
                  "one book (cards first), so that conflicts between files show too. Prints one "
                  "line per file; exits 1 if any is invalid. Format: docs/rating.md.",
-        import ? "gridmeter ratecard import FILE..." : "gridmeter ratecard validate FILE..."};
-    gm_opt opts[] = {{0}};
+        import ? "gridmeter ratecard import [--db CONNINFO] FILE..."
+               : "gridmeter ratecard validate FILE..."};
+    gm_opt import_opts[] = {{"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
+                             "libpq conninfo; empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0,
+                             0},
+                            {0}};
+    gm_opt no_opts[] = {{0}};
+    gm_opt *opts = import ? import_opts : no_opts;
     char err[1024];
     int n_pos = 0;
     int rc = gm_opts_parse(&info, opts, argc, argv, &n_pos, err, sizeof err);
@@ -155,10 +161,9 @@ static int cmd_validate(int argc, char **argv, bool import)
         }
     gm_rating_book_free(book);
     if (import && !bad) {
-        PGconn *pg = PQconnectdb("");
-        if (PQstatus(pg) != CONNECTION_OK) {
-            fprintf(stderr, "gridmeter ratecard import: cannot connect to PostgreSQL: %s",
-                    PQerrorMessage(pg));
+        PGconn *pg = gm_pg_connect(gm_opt_str(opts, "db"), "gridmeter-ratecard", err, sizeof err);
+        if (!pg) {
+            fprintf(stderr, "gridmeter ratecard import: %s\n", err);
             bad++;
         }
         for (int pass = 0; pass < 2 && !bad; pass++)

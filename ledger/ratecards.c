@@ -72,6 +72,10 @@ static int import_card(PGconn *c, const char *json, size_t len, char *msg, size_
         return gm_fail(err, err_len, rc, "rate card: %s", why);
     gm_rating_card_info info;
     gm_rating_card_get_info(card, &info);
+    /* info's strings belong to the card, which is freed before the messages are written. */
+    char card_id[256];
+    snprintf(card_id, sizeof card_id, "%s", info.card_id);
+    info.card_id = card_id;
     char version[24], from[40], until[40];
     snprintf(version, sizeof version, "%lld", (long long)info.version);
     gm_time_format(info.valid_from_us, from, sizeof from);
@@ -187,8 +191,25 @@ static int import_contract(PGconn *c, const char *json, size_t len, char *msg, s
     return rc;
 }
 
-int gm_ledger_import(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
-                     size_t err_len)
+static int import_doc(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
+                      size_t err_len);
+
+int gm_ledger_import(PGconn *c, const char *json_in, size_t len, char *msg, size_t msg_len,
+                     char *err, size_t err_len)
+{
+    /* The document goes to PostgreSQL as text: make it a C string of exactly len bytes. */
+    if (memchr(json_in, '\0', len))
+        return gm_fail(err, err_len, GM_EINVAL, "document contains a NUL byte");
+    char *json = gm_xmalloc(len + 1);
+    memcpy(json, json_in, len);
+    json[len] = '\0';
+    int rc = import_doc(c, json, len, msg, msg_len, err, err_len);
+    free(json);
+    return rc;
+}
+
+static int import_doc(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
+                      size_t err_len)
 {
     cJSON *doc = cJSON_ParseWithLength(json, len);
     if (!doc || !cJSON_IsObject(doc)) {

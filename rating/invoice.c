@@ -82,9 +82,11 @@ int64_t gm_rating_period_end_us(const gm_rating_period *p)
 static int period_check(const gm_rating_period *p, const char *tenant, int64_t time_us, char *err,
                         size_t err_len)
 {
-    if (!tenant || strcmp(tenant, p->tenant))
+    if (!tenant)
+        return gm_fail(err, err_len, GM_EINVAL, "usage without a tenant added to a period");
+    if (strcmp(tenant, p->tenant) != 0)
         return gm_fail(err, err_len, GM_EINVAL, "usage of tenant %s added to the period of %s",
-                       tenant ? tenant : "(null)", p->tenant);
+                       tenant, p->tenant);
     if (time_us < p->start_us || time_us >= p->end_us) {
         char t[40], s[40];
         gm_time_format(time_us, t, sizeof t);
