@@ -7,47 +7,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef int (*add_fn)(gm_rating_book *book, const char *json, size_t len, char *err,
+                      size_t err_len);
+
+static const char cards_sql[] = "SELECT card_id, version, document::text FROM gm.rate_cards"
+                                " ORDER BY card_id, version";
+static const char contracts_sql[] = "SELECT DISTINCT ON (tenant) tenant, version, document::text"
+                                    " FROM gm.contracts ORDER BY tenant, version DESC";
+
+/* Adds every document that `sql` returns (columns: key, version, document) to the book. */
+static int add_documents(PGconn *c, gm_rating_book *book, const char *sql, const char *table,
+                         add_fn add, char *err, size_t err_len)
+{
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char what[64];
+        snprintf(what, sizeof what, "loading %s", table);
+        rc = gm_pg_fail(c, r, what, err, err_len);
+    }
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+        char why[512];
+        const char *doc = PQgetvalue(r, i, 2);
+        if ((rc = add(book, doc, strlen(doc), why, sizeof why)))
+            gm_fail(err, err_len, rc, "%s %s version %s: %s", table, PQgetvalue(r, i, 0),
+                    PQgetvalue(r, i, 1), why);
+    }
+    PQclear(r);
+    return rc;
+}
+
 static int load_into(PGconn *c, gm_rating_book *book, char *err, size_t err_len)
 {
-    PGresult *r = PQexec(c, "SELECT card_id, version, document::text FROM gm.rate_cards"
-                            " ORDER BY card_id, version");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = gm_pg_fail(c, r, "loading gm.rate_cards", err, err_len);
-        PQclear(r);
-        return rc;
-    }
-    for (int i = 0; i < PQntuples(r); i++) {
-        char why[512];
-        const char *doc = PQgetvalue(r, i, 2);
-        int rc = gm_rating_book_add_card(book, doc, strlen(doc), why, sizeof why);
-        if (rc) {
-            gm_fail(err, err_len, rc, "gm.rate_cards %s version %s: %s", PQgetvalue(r, i, 0),
-                    PQgetvalue(r, i, 1), why);
-            PQclear(r);
-            return rc;
-        }
-    }
-    PQclear(r);
-    r = PQexec(c, "SELECT DISTINCT ON (tenant) tenant, version, document::text FROM gm.contracts"
-                  " ORDER BY tenant, version DESC");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = gm_pg_fail(c, r, "loading gm.contracts", err, err_len);
-        PQclear(r);
-        return rc;
-    }
-    for (int i = 0; i < PQntuples(r); i++) {
-        char why[512];
-        const char *doc = PQgetvalue(r, i, 2);
-        int rc = gm_rating_book_add_contract(book, doc, strlen(doc), why, sizeof why);
-        if (rc) {
-            gm_fail(err, err_len, rc, "gm.contracts %s version %s: %s", PQgetvalue(r, i, 0),
-                    PQgetvalue(r, i, 1), why);
-            PQclear(r);
-            return rc;
-        }
-    }
-    PQclear(r);
-    return 0;
+    int rc =
+        add_documents(c, book, cards_sql, "gm.rate_cards", gm_rating_book_add_card, err, err_len);
+    return rc ? rc
+              : add_documents(c, book, contracts_sql, "gm.contracts", gm_rating_book_add_contract,
+                              err, err_len);
 }
 
 int gm_ledger_load_book(PGconn *c, gm_rating_book **out, char *err, size_t err_len)
@@ -152,18 +148,7 @@ static int import_contract(PGconn *c, const char *json, size_t len, char *msg, s
     /* Check it against the cards (currency of the card it names), without the tenant's
      * older contract versions, which it replaces. */
     gm_rating_book *book = gm_rating_book_new();
-    PGresult *r = PQexec(c, "SELECT document::text FROM gm.rate_cards ORDER BY card_id, version");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = gm_pg_fail(c, r, "loading gm.rate_cards", err, err_len);
-    } else {
-        for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
-            const char *doc = PQgetvalue(r, i, 0);
-            rc = gm_rating_book_add_card(book, doc, strlen(doc), why, sizeof why);
-            if (rc)
-                gm_fail(err, err_len, rc, "gm.rate_cards: %s", why);
-        }
-    }
-    PQclear(r);
+    rc = add_documents(c, book, cards_sql, "gm.rate_cards", gm_rating_book_add_card, err, err_len);
     if (rc == 0 && (rc = gm_rating_book_add_contract(book, json, len, why, sizeof why)))
         gm_fail(err, err_len, rc, "contract %s: %s", tenant, why);
     gm_rating_book_free(book);
@@ -171,7 +156,8 @@ static int import_contract(PGconn *c, const char *json, size_t len, char *msg, s
     if (rc)
         return rc;
     const char *params[3] = {tenant, json, info.currency};
-    r = PQexecParams(c,
+    PGresult *r =
+        PQexecParams(c,
                      "WITH latest AS (SELECT version, document FROM gm.contracts WHERE tenant = $1"
                      " ORDER BY version DESC LIMIT 1)"
                      " INSERT INTO gm.contracts (tenant, version, currency, document)"
