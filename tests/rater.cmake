@@ -9,3 +9,5 @@ add_dependencies(test_rater_integration gridmeter)
 gm_add_test(NAME test_rater_restarts SOURCES test_rater_restarts.c LIBS gm_rater_harness
             LABELS integration TIMEOUT 900)
 add_dependencies(test_rater_restarts gridmeter)
+gm_add_test(NAME test_ledger_pg SOURCES test_ledger_pg.c LIBS gm_ledger LABELS integration
+            TIMEOUT 120)

@@ -1,0 +1,151 @@
+/* Integration (real PostgreSQL): migrations are ordered, idempotent, atomic and guarded by
+ * checksums; rate cards and contracts import without ever rewriting a version. */
+#include "gm_ledger.h"
+#include "support.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static char *read_example(const char *name, size_t *len)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/examples/ratecards/%s", GM_SOURCE_DIR, name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    static char buf[1 << 16];
+    *len = fread(buf, 1, sizeof buf - 1, f);
+    buf[*len] = '\0';
+    fclose(f);
+    return buf;
+}
+
+START_TEST(test_migrate_twice_is_a_no_op)
+{
+    char ci[256];
+    snprintf(ci, sizeof ci, "%s", gm_test_db_create("mig"));
+    PGconn *c = gm_test_pg_connect(ci);
+    char err[1024];
+    ck_assert_int_eq(gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err),
+                     0);
+    char *n1 = gm_test_pg_value(c, "SELECT count(*) FROM gm_meta.schema_migrations");
+    ck_assert_int_eq(atoi(n1), (int)gm_ledger_migrations_count);
+    ck_assert_int_eq(gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err),
+                     0);
+    char *n2 = gm_test_pg_value(c, "SELECT count(*) FROM gm_meta.schema_migrations");
+    ck_assert_str_eq(n1, n2);
+    free(n1);
+    free(n2);
+    PQfinish(c);
+    gm_test_db_drop(ci);
+}
+END_TEST
+
+START_TEST(test_failed_migration_leaves_nothing_half_applied)
+{
+    char ci[256];
+    snprintf(ci, sizeof ci, "%s", gm_test_db_create("migfail"));
+    PGconn *c = gm_test_pg_connect(ci);
+    char err[1024];
+    ck_assert_int_eq(gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err),
+                     0);
+    /* A later migration whose second statement fails: its first must not stay. */
+    gm_migration bad[64];
+    size_t n = gm_ledger_migrations_count;
+    memcpy(bad, gm_ledger_migrations, n * sizeof *bad);
+    bad[n].version = (int)n + 1;
+    bad[n].name = "9999_broken";
+    bad[n].sql = "CREATE TABLE gm.half_done (a int);\nSELECT 1;\nSELECT * FROM gm.no_such_table;";
+    int rc = gm_ledger_migrate(c, bad, n + 1, GM_MIGRATE_APPLY, NULL, err, sizeof err);
+    ck_assert_int_eq(rc, GM_EDB);
+    ck_assert_msg(strstr(err, "9999_broken") && strstr(err, "line 3"), "error was: %s", err);
+    char *v = gm_test_pg_value(c, "SELECT to_regclass('gm.half_done') IS NULL");
+    ck_assert_str_eq(v, "t");
+    free(v);
+    v = gm_test_pg_value(
+        c, "SELECT count(*) FROM gm_meta.schema_migrations WHERE name = '9999_broken'");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    /* An applied migration that was edited afterwards is refused, not skipped. */
+    bad[0].sql = "SELECT 'edited';";
+    rc = gm_ledger_migrate(c, bad, 1, GM_MIGRATE_APPLY, NULL, err, sizeof err);
+    ck_assert_int_eq(rc, GM_ECONFLICT);
+    ck_assert_ptr_nonnull(strstr(err, "changed after it was applied"));
+    PQfinish(c);
+    gm_test_db_drop(ci);
+}
+END_TEST
+
+START_TEST(test_card_versions_are_never_rewritten)
+{
+    char ci[256];
+    snprintf(ci, sizeof ci, "%s", gm_test_db_create("cards"));
+    PGconn *c = gm_test_pg_connect(ci);
+    char err[1024], msg[512];
+    ck_assert_int_eq(gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err),
+                     0);
+    size_t len;
+    char *card = read_example("list-usd-v1.json", &len);
+    ck_assert_msg(gm_ledger_import(c, card, len, msg, sizeof msg, err, sizeof err) == 0, "%s", err);
+    ck_assert_ptr_nonnull(strstr(msg, "imported"));
+    /* The same document again: accepted, nothing changes. */
+    ck_assert_msg(gm_ledger_import(c, card, len, msg, sizeof msg, err, sizeof err) == 0, "%s", err);
+    ck_assert_ptr_nonnull(strstr(msg, "unchanged"));
+    /* The same version with another price: refused, and the stored one stays. */
+    char *changed = gm_xstrdup(card);
+    char *p = strstr(changed, "\"0.60\"");
+    ck_assert_ptr_nonnull(p);
+    memcpy(p, "\"0.61\"", 6);
+    ck_assert_int_eq(
+        gm_ledger_import(c, changed, strlen(changed), msg, sizeof msg, err, sizeof err),
+        GM_ECONFLICT);
+    ck_assert_ptr_nonnull(strstr(err, "never rewritten"));
+    free(changed);
+    char *v = gm_test_pg_value(c, "SELECT count(*) FROM gm.rate_cards");
+    ck_assert_str_eq(v, "1");
+    free(v);
+    /* Not even the owner's UPDATE gets through the trigger. */
+    PGresult *r = PQexec(c, "UPDATE gm.rate_cards SET currency = 'EUR'");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PQclear(r);
+    /* A contract that changes becomes the tenant's next version. */
+    char *contract = read_example("contract-acme.json", &len);
+    ck_assert_msg(gm_ledger_import(c, contract, len, msg, sizeof msg, err, sizeof err) == 0, "%s",
+                  err);
+    char *c2 = gm_xstrdup(contract);
+    p = strstr(c2, "\"100.00\"");
+    ck_assert_ptr_nonnull(p);
+    memcpy(p, "\"200.00\"", 8);
+    ck_assert_msg(gm_ledger_import(c, c2, strlen(c2), msg, sizeof msg, err, sizeof err) == 0, "%s",
+                  err);
+    ck_assert_ptr_nonnull(strstr(msg, "version 2"));
+    free(c2);
+    /* Invalid documents name the field and the rule; nothing is stored. */
+    const char *broken = "{\"card_id\":\"x\",\"version\":1,\"valid_from\":\"2026-01-01T00:00:00Z\","
+                         "\"currency\":\"USD\",\"unknown_models\":\"reject\","
+                         "\"prices\":{\"m\":{\"input\":{\"per_token\":0.5}}}}";
+    ck_assert_int_ne(gm_ledger_import(c, broken, strlen(broken), msg, sizeof msg, err, sizeof err),
+                     0);
+    ck_assert_ptr_nonnull(strstr(err, "prices.m.input"));
+    v = gm_test_pg_value(c, "SELECT count(*) FROM gm.rate_cards");
+    ck_assert_str_eq(v, "1");
+    free(v);
+    PQfinish(c);
+    gm_test_db_drop(ci);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ledger_pg");
+    TCase *tc = tcase_create("integration");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_migrate_twice_is_a_no_op);
+    tcase_add_test(tc, test_failed_migration_leaves_nothing_half_applied);
+    tcase_add_test(tc, test_card_versions_are_never_rewritten);
+    suite_add_tcase(s, tc);
+    return gm_test_run(s);
+}
