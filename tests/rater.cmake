@@ -11,3 +11,6 @@ gm_add_test(NAME test_rater_restarts SOURCES test_rater_restarts.c LIBS gm_rater
 add_dependencies(test_rater_restarts gridmeter)
 gm_add_test(NAME test_ledger_pg SOURCES test_ledger_pg.c LIBS gm_ledger LABELS integration
             TIMEOUT 120)
+gm_add_test(NAME test_pipeline_integration SOURCES test_pipeline_integration.c
+            LIBS gm_rater_harness PkgConfig::CJSON LABELS integration TIMEOUT 600)
+add_dependencies(test_pipeline_integration gridmeter)
