@@ -203,8 +203,8 @@ int gm_cmd_emit(int argc, char **argv)
         if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-/", *p))
             *p = '-';
     gm_opt opts[] = {
-        {"brokers", "kafka.brokers", "GRIDMETER_KAFKA_BROKERS", GM_DEFAULT_KAFKA_BROKERS, GM_OPT_STR,
-         "Kafka bootstrap servers", 0, 0},
+        {"brokers", "kafka.brokers", "GRIDMETER_KAFKA_BROKERS", GM_DEFAULT_KAFKA_BROKERS,
+         GM_OPT_STR, "Kafka bootstrap servers", 0, 0},
         {"topic", "kafka.topic", "GRIDMETER_TOPIC", GM_NODE_DEFAULT_TOPIC, GM_OPT_STR,
          "topic to produce to", 0, 0},
         {"source", "node.source", "GRIDMETER_NODE_SOURCE", def_source, GM_OPT_STR,

@@ -53,8 +53,8 @@ int gm_cmd_loadgen(int argc, char **argv)
         "1/rate per event and the run goes as fast as it can (backfills).",
         "gridmeter loadgen [options] (--count N | --duration D)"};
     gm_opt opts[] = {
-        {"brokers", "kafka.brokers", "GRIDMETER_KAFKA_BROKERS", GM_DEFAULT_KAFKA_BROKERS, GM_OPT_STR,
-         "Kafka bootstrap servers", 0, 0},
+        {"brokers", "kafka.brokers", "GRIDMETER_KAFKA_BROKERS", GM_DEFAULT_KAFKA_BROKERS,
+         GM_OPT_STR, "Kafka bootstrap servers", 0, 0},
         {"topic", "kafka.topic", "GRIDMETER_TOPIC", GM_NODE_DEFAULT_TOPIC, GM_OPT_STR,
          "topic to produce to", 0, 0},
         {"spool-dir", "loadgen.spool_dir", NULL, ".var/spool/loadgen", GM_OPT_STR,

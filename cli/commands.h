@@ -2,6 +2,7 @@
  * Each function is `int fn(int argc, char **argv)` (argv[0] is the subcommand name) and
  * lives in cli/cmd_<name>.c; it returns the process exit status. Keep the list in the order
  * an operator meets the commands. */
+// clang-format off
 GM_CMD(migrate, gm_cmd_migrate, "apply the PostgreSQL schema migrations (idempotent)")
 GM_CMD(ratecard, gm_cmd_ratecard, "validate rate cards and contracts, show a card's prices, import them into PostgreSQL")
 GM_CMD(quote, gm_cmd_quote, "price usage events (JSON lines on stdin): each event's amount, invoice lines and totals")
@@ -10,4 +11,7 @@ GM_CMD(emit, gm_cmd_emit, "send usage events (JSON lines on stdin) to Kafka thro
 GM_CMD(loadgen, gm_cmd_loadgen, "simulate edge sites and nodes sending usage events; write the expected-totals manifest")
 GM_CMD(rater, gm_cmd_rater, "consume usage events from Kafka and write the priced ledger, exactly once")
 GM_CMD(gpu, gm_cmd_gpu, "GPU accounting: attribute an archive of kernel records to tenants per window (CPU or CUDA)")
+GM_CMD(api, gm_cmd_api, "serve the REST API (invoices, usage, admin; OpenAPI at /v1/openapi.json)")
+GM_CMD(apikey, gm_cmd_apikey, "create or revoke REST API keys (the first admin key of an install)")
 GM_CMD(version, gm_cmd_version, "print the version and the libraries it was built with")
+// clang-format on
