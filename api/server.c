@@ -682,11 +682,15 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, api_req *r)
     return ret;
 }
 
+enum MHD_Result api__static_serve(struct MHD_Connection *c, const char *url, const char *method);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
     (void)version;
+    if (!strncmp(url, "/dashboard", 10) && (url[10] == 0 || url[10] == '/'))
+        return api__static_serve(conn, url, method); /* static files (static.c, dashboard/) */
     api_server *s = cls;
     conn_state *st = *con_cls;
     if (!st) {

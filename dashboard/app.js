@@ -1,0 +1,728 @@
+// gridmeter dashboard: sign-in, the customer's usage/spend/invoices views and the finance and
+// operator views, drawn from the public /v1 REST endpoints with the user's own API key.
+//
+// Rules this file keeps:
+// - The key lives in memory and sessionStorage (this tab, this session) only; never in a URL,
+//   never in localStorage or a cookie. The URL fragment holds only view state.
+// - Money is shown exactly as the API returns it (decimal strings). Sums use BigInt on the
+//   decimal digits (decAdd); floating point is used only for pixel heights in the charts.
+// - Every request goes to an endpoint the API answers to this key; a customer key asking for
+//   another tenant gets the API's 404 and the page says so (the page itself has no data).
+'use strict';
+
+(function () {
+  const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
+    '#7f7f7f', '#bcbd22', '#17becf'];
+  const HOUR_MS = 3600e3, DAY_MS = 86400e3;
+  const $ = (id) => document.getElementById(id);
+  const SS_KEY = 'gridmeter.key', SS_TENANT = 'gridmeter.tenant', SS_ROLE = 'gridmeter.role';
+
+  const session = { key: null, role: null, tenant: null };
+  let lastSeries = null; // {header: [...], rows: [[...]]} of the usage table as shown
+  let lastRevenue = null;
+
+  // ---- exact decimals -------------------------------------------------------------------
+  // "-12.345" -> {n: -12345n, s: 3}
+  function decParse(str) {
+    const m = /^(-?)(\d+)(?:\.(\d+))?$/.exec(String(str));
+    if (!m) throw new Error('not a decimal: ' + str);
+    const frac = m[3] || '';
+    let n = BigInt(m[2] + frac);
+    if (m[1]) n = -n;
+    return { n, s: frac.length };
+  }
+  function decFormat(d) {
+    const neg = d.n < 0n;
+    let digits = (neg ? -d.n : d.n).toString();
+    if (d.s > 0) {
+      digits = digits.padStart(d.s + 1, '0');
+      digits = digits.slice(0, -d.s) + '.' + digits.slice(-d.s);
+    }
+    return (neg ? '-' : '') + digits;
+  }
+  function decAdd(a, b) {
+    const x = typeof a === 'string' ? decParse(a) : a, y = typeof b === 'string' ? decParse(b) : b;
+    const s = Math.max(x.s, y.s);
+    return { n: x.n * 10n ** BigInt(s - x.s) + y.n * 10n ** BigInt(s - y.s), s };
+  }
+  function decSum(list, scaleIfEmpty) {
+    let acc = { n: 0n, s: scaleIfEmpty || 0 };
+    for (const v of list) acc = decAdd(acc, v);
+    return decFormat(acc);
+  }
+  // Thousands separators on the integer part of a decimal string (display only).
+  function group3(str) {
+    const m = /^(-?)(\d+)(\.\d+)?$/.exec(String(str));
+    if (!m) return String(str);
+    return m[1] + m[2].replace(/\B(?=(\d{3})+(?!\d))/g, ',') + (m[3] || '');
+  }
+  // GPU-microseconds (integer string) -> seconds with 6 decimals, exact.
+  function usToSeconds(us) {
+    return decFormat({ n: BigInt(us), s: 6 });
+  }
+  // A number for drawing only (pixel heights).
+  function toPlot(str) {
+    return Number(str);
+  }
+
+  // ---- API access -------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, problem, retryAfter) {
+      super((problem && (problem.detail || problem.title)) || ('HTTP ' + status));
+      this.status = status;
+      this.problem = problem;
+      this.retryAfter = retryAfter;
+    }
+  }
+  async function api(path, accept) {
+    let res;
+    try {
+      res = await fetch(path, {
+        headers: { Authorization: 'Bearer ' + session.key, Accept: accept || 'application/json' },
+        cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
+      });
+    } catch (e) {
+      throw new ApiError(0, { detail: 'cannot reach the server (' + e.message + ')' });
+    }
+    if (!res.ok) {
+      let problem = null;
+      try { problem = await res.json(); } catch (e) { /* not JSON */ }
+      throw new ApiError(res.status, problem, res.headers.get('Retry-After'));
+    }
+    if (accept && accept !== 'application/json') return res.text();
+    return res.json();
+  }
+  // What to tell the user, by status: what happened and what to do.
+  function explain(err, what) {
+    const d = err.problem && err.problem.detail ? ' (' + err.problem.detail + ')' : '';
+    switch (err.status) {
+      case 0: return 'Could not reach the server while loading ' + what + d +
+        '. Check your connection and try again.';
+      case 401: return 'Your key was not accepted' + d + '. Sign out and sign in with a valid key.';
+      case 403: return 'This key may not see ' + what + d + '. Ask your administrator for a key with that role.';
+      case 404: return 'Nothing found: this key cannot see ' + what +
+        '. A customer key sees only its own tenant; check the tenant in the address.';
+      case 429: return 'Too many requests; wait ' + (err.retryAfter || 'a few') + ' s and try again.';
+      case 400: return 'The request for ' + what + ' was refused' + d + '. Change the range or options.';
+      default: return 'The server failed to load ' + what + ' (HTTP ' + err.status + ')' + d +
+        '. Try again; if it keeps failing, tell your operator.';
+    }
+  }
+  function setMsg(el, kind, text) {
+    el.className = 'msg' + (kind ? ' ' + kind : '');
+    el.textContent = text || '';
+    el.dataset.state = kind || 'ok';
+  }
+
+  // ---- time ---------------------------------------------------------------------------------
+  function iso(ms) { return new Date(ms).toISOString().replace('.000Z', 'Z'); }
+  function floorTo(ms, unit) { return Math.floor(ms / unit) * unit; }
+  function monthStart(ms) { const d = new Date(ms); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1); }
+  function monthName(ms) { return new Date(ms).toISOString().slice(0, 7); }
+  // The [from, to) of a range choice, on whole buckets.
+  function rangeOf(choice, bucket, now) {
+    const unit = bucket === 'day' ? DAY_MS : HOUR_MS;
+    const end = floorTo(now, unit) + unit;
+    switch (choice) {
+      case '24h': return [end - (bucket === 'day' ? 2 * DAY_MS : 24 * HOUR_MS), end];
+      case '7d': return [floorTo(end - 7 * DAY_MS, unit), end];
+      case '30d': return [floorTo(end - 30 * DAY_MS, unit), end];
+      case 'mtd': return [monthStart(now), end];
+      case 'prev': { const ms = monthStart(now); return [monthStart(ms - 1), ms]; }
+      case 'custom': {
+        const f = $('from').value, t = $('to').value;
+        if (!f || !t) return null;
+        return [Date.parse(f + 'T00:00:00Z'), Date.parse(t + 'T00:00:00Z') + DAY_MS];
+      }
+    }
+    return null;
+  }
+
+  // ---- URL fragment: view state only ----------------------------------------------------
+  function readHash() {
+    const p = new URLSearchParams(location.hash.replace(/^#/, ''));
+    return Object.fromEntries(p.entries());
+  }
+  function writeHash(upd) {
+    const p = new URLSearchParams(location.hash.replace(/^#/, ''));
+    for (const [k, v] of Object.entries(upd)) {
+      if (v === null || v === undefined || v === '') p.delete(k); else p.set(k, v);
+    }
+    p.delete('key'); // never: keys do not go into URLs
+    const h = '#' + p.toString();
+    if (h !== location.hash) history.replaceState(null, '', h);
+  }
+
+  // ---- sign-in -------------------------------------------------------------------------
+  function showSignin(msg) {
+    $('signin').hidden = false;
+    for (const v of document.querySelectorAll('.view')) v.hidden = true;
+    $('tabs').hidden = true;
+    $('signout').hidden = true;
+    $('who').textContent = '';
+    setMsg($('signin-msg'), msg ? 'error' : '', msg || '');
+    $('key').focus();
+  }
+  function forget() {
+    session.key = session.role = session.tenant = null;
+    try { sessionStorage.removeItem(SS_KEY); sessionStorage.removeItem(SS_TENANT); sessionStorage.removeItem(SS_ROLE); } catch (e) { /* ignore */ }
+  }
+  // Finds the key's role (and a customer key's tenant) from what the API answers to it.
+  async function identify(tenantHint) {
+    try {
+      await api('/v1/revenue?period=' + monthName(Date.now()) + '&group_by=tenant');
+      return { role: 'finance', tenant: null };
+    } catch (e) {
+      if (e.status !== 403) throw e;
+    }
+    let list;
+    try {
+      list = await api('/v1/invoices?limit=1');
+    } catch (e) {
+      if (e.status !== 403) throw e;
+      return { role: 'admin', tenant: null };
+    }
+    let tenant = list.items.length ? list.items[0].tenant : (tenantHint || null);
+    if (!tenant) return { role: 'customer', tenant: null };
+    await api('/v1/tenants/' + encodeURIComponent(tenant) + '/spend'); // 404 if not its tenant
+    return { role: 'customer', tenant };
+  }
+  async function signIn(key, tenantHint) {
+    session.key = key;
+    const btn = $('signin-btn');
+    btn.disabled = true;
+    setMsg($('signin-msg'), 'loading', 'Checking the key…');
+    try {
+      const who = await identify(tenantHint);
+      if (who.role === 'customer' && !who.tenant) {
+        $('tenant-row').hidden = false;
+        setMsg($('signin-msg'), 'error', 'This key is a customer key, but its tenant has no ' +
+          'invoices yet, so the dashboard cannot tell which tenant it belongs to. Enter your tenant id and sign in again.');
+        $('tenant-in').focus();
+        session.key = null;
+        return false;
+      }
+      session.role = who.role;
+      session.tenant = who.tenant;
+      try {
+        sessionStorage.setItem(SS_KEY, key);
+        sessionStorage.setItem(SS_ROLE, who.role);
+        if (who.tenant) sessionStorage.setItem(SS_TENANT, who.tenant);
+      } catch (e) { /* storage off: memory only */ }
+      $('key').value = '';
+      startApp();
+      return true;
+    } catch (e) {
+      forget();
+      const t = e.status === 401 ? 'This key was not accepted (unknown, revoked or expired). Check it and try again.'
+        : e.status === 404 ? 'This key does not belong to tenant "' + tenantHint + '". Check the tenant id.'
+          : explain(e, 'your account');
+      showSignin(t);
+      return false;
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  // ---- views -----------------------------------------------------------------------------
+  function startApp() {
+    $('signin').hidden = true;
+    $('tabs').hidden = false;
+    $('signout').hidden = false;
+    $('tab-usage').hidden = session.role === 'admin';
+    $('tab-invoices').hidden = session.role === 'admin';
+    $('tab-finance').hidden = session.role !== 'finance';
+    $('tab-operator').hidden = session.role === 'customer';
+    $('who').textContent = session.role === 'customer' ? 'Customer: ' + session.tenant
+      : session.role === 'finance' ? 'Finance' : 'Administrator';
+    const h = readHash();
+    if (!h.view) writeHash({ view: session.role === 'finance' ? 'finance' : session.role === 'admin' ? 'operator' : 'usage' });
+    route();
+  }
+  // The tenant the customer views show: from the fragment when given (finance chooses one),
+  // else the key's own tenant. A customer who edits the fragment gets the API's 404.
+  function viewTenant() {
+    const h = readHash();
+    return h.tenant || session.tenant || null;
+  }
+  function route() {
+    if (!session.key) return;
+    const h = readHash();
+    const view = h.view || 'usage';
+    for (const a of document.querySelectorAll('#tabs a')) {
+      if (a.dataset.view === view) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    }
+    for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== 'view-' + view;
+    if (view === 'usage') loadUsage();
+    else if (view === 'invoices') loadInvoices(false);
+    else if (view === 'finance') loadFinance();
+    else if (view === 'operator') loadOperator();
+  }
+
+  // ---- usage view --------------------------------------------------------------------------
+  function controlsFromHash() {
+    const h = readHash();
+    const set = (id, v, ok) => { if (v && ok.includes(v)) $(id).value = v; };
+    set('range', h.range, ['24h', '7d', '30d', 'mtd', 'prev', 'custom']);
+    set('bucket', h.bucket, ['hour', 'day']);
+    set('group', h.group, ['model', 'site', 'dimension']);
+    set('metric', h.metric, ['amount', 'tokens', 'gpu']);
+    if (h.from) $('from').value = h.from;
+    if (h.to) $('to').value = h.to;
+    const custom = $('range').value === 'custom';
+    $('from-l').hidden = $('to-l').hidden = !custom;
+  }
+  let usageSeq = 0;
+  async function loadUsage() {
+    const tenant = viewTenant();
+    const seq = ++usageSeq;
+    controlsFromHash();
+    $('usage-tenant').textContent = tenant ? '— ' + tenant : '';
+    if (!tenant) {
+      setMsg($('usage-msg'), 'empty', 'Choose a tenant in the Finance view to see its usage.');
+      $('usage-body').hidden = true;
+      return;
+    }
+    $('usage-body').hidden = false;
+    const t = encodeURIComponent(tenant);
+    setMsg($('usage-msg'), 'loading', 'Loading month to date…');
+    for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s']) $(id).textContent = '…';
+    $('commitment').textContent = '';
+    const now = Date.now();
+    const ms = monthStart(now), dayEnd = floorTo(now, DAY_MS) + DAY_MS;
+    const cards = Promise.all([
+      api('/v1/tenants/' + t + '/spend'),
+      api('/v1/tenants/' + t + '/usage?bucket=day&from=' + iso(ms) + '&to=' + iso(dayEnd)),
+    ]).then(async ([spend, month]) => {
+      if (seq !== usageSeq) return;
+      const cur = spend.currency || '';
+      $('mtd').textContent = group3(spend.month_to_date.list_amount) + ' ' + cur;
+      $('mtd').dataset.value = spend.month_to_date.list_amount;
+      $('mtd-period').textContent = spend.period + ' as of ' + spend.as_of.slice(0, 16).replace('T', ' ') + ' UTC';
+      $('projection').textContent = group3(spend.projection.list_amount) + ' ' + cur;
+      $('projection').dataset.value = spend.projection.list_amount;
+      $('projection-method').textContent = spend.projection.method;
+      $('draft-total').textContent = group3(spend.month_to_date.draft_invoice_total) + ' ' + cur;
+      $('draft-total').dataset.value = spend.month_to_date.draft_invoice_total;
+      const sums = { input_tokens: [], cached_tokens: [], output_tokens: [], gpu_us: [] };
+      for (const r of month.series) for (const k of Object.keys(sums)) sums[k].push(r[k]);
+      const tot = {};
+      for (const k of Object.keys(sums)) tot[k] = decSum(sums[k]);
+      for (const [id, k] of [['tok-input', 'input_tokens'], ['tok-cached', 'cached_tokens'], ['tok-output', 'output_tokens']]) {
+        $(id).textContent = group3(tot[k]);
+        $(id).dataset.value = tot[k];
+      }
+      $('gpu-s').textContent = group3(usToSeconds(tot.gpu_us));
+      $('gpu-s').dataset.value = usToSeconds(tot.gpu_us);
+      if (!month.series.length) setMsg($('usage-msg'), 'empty', 'No usage recorded this month yet. Usage appears here within seconds of your requests being rated.');
+      else setMsg($('usage-msg'), '', '');
+      await loadCommitment(t, spend, cur, seq);
+    }).catch((e) => {
+      if (seq !== usageSeq) return;
+      setMsg($('usage-msg'), 'error', explain(e, 'tenant ' + tenant));
+      for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s']) $(id).textContent = '—';
+      if (e.status === 404 || e.status === 401) $('usage-body').hidden = true;
+      throw e;
+    });
+    try { await cards; } catch (e) { return; }
+    await loadSeries(tenant, seq);
+  }
+  // Commitment and credit as they stand on this month's draft invoice (its lines).
+  async function loadCommitment(t, spend, cur, seq) {
+    try {
+      const list = await api('/v1/tenants/' + t + '/invoices?status=draft&limit=5');
+      const draft = list.items.find((i) => i.period === spend.period);
+      if (!draft) { $('commitment').textContent = 'No draft invoice for ' + spend.period + ' yet.'; return; }
+      const inv = await api('/v1/invoices/' + encodeURIComponent(draft.invoice_id));
+      if (seq !== usageSeq) return;
+      const parts = [];
+      const commit = inv.lines.filter((l) => l.kind === 'commitment').map((l) => l.amount);
+      const credit = inv.lines.filter((l) => l.kind === 'credit').map((l) => l.amount);
+      const disc = inv.lines.filter((l) => l.kind === 'discount').map((l) => l.amount);
+      if (commit.length) parts.push('minimum commitment top-up ' + group3(decSum(commit)) + ' ' + cur);
+      if (credit.length) parts.push('prepaid credit applied ' + group3(decSum(credit)) + ' ' + cur);
+      if (disc.length) parts.push('discount ' + group3(decSum(disc)) + ' ' + cur);
+      $('commitment').textContent = parts.length ? 'Includes ' + parts.join('; ') + '.'
+        : 'No minimum commitment or prepaid credit applies this month.';
+    } catch (e) {
+      $('commitment').textContent = explain(e, 'the draft invoice');
+    }
+  }
+  function seriesKey(row, group) { return group === 'dimension' ? row.dimension : row[group]; }
+  // The value drawn for a row (the exact amount: rounded cents would flatten small bars).
+  function metricOf(row, group, metric) {
+    if (metric === 'amount') return row.amount_exact;
+    if (group === 'dimension') {
+      if (metric === 'gpu') return row.dimension === 'gpu' ? usToSeconds(row.quantity) : null;
+      return row.dimension === 'gpu' ? null : row.quantity;
+    }
+    if (metric === 'gpu') return usToSeconds(row.gpu_us);
+    return decSum([row.input_tokens, row.cached_tokens, row.output_tokens]);
+  }
+  async function loadSeries(tenant, seq) {
+    const bucket = $('bucket').value, group = $('group').value, metric = $('metric').value;
+    const range = rangeOf($('range').value, bucket, Date.now());
+    const msg = $('series-msg');
+    if (!range || !(range[1] > range[0])) { setMsg(msg, 'error', 'Choose a start and an end date (the end on or after the start).'); return; }
+    const maxDays = bucket === 'hour' ? 93 : 366;
+    if (range[1] - range[0] > maxDays * DAY_MS) { setMsg(msg, 'error', 'Hourly buckets cover at most ' + maxDays + ' days: choose days, or a shorter range.'); return; }
+    setMsg(msg, 'loading', 'Loading usage…');
+    $('series-table').setAttribute('aria-busy', 'true');
+    let data;
+    try {
+      data = await api('/v1/tenants/' + encodeURIComponent(tenant) + '/usage?bucket=' + bucket +
+        '&from=' + iso(range[0]) + '&to=' + iso(range[1]) + '&group_by=' + group);
+    } catch (e) {
+      if (seq !== usageSeq) return;
+      setMsg(msg, 'error', explain(e, 'usage of ' + tenant));
+      drawEmpty();
+      return;
+    } finally {
+      $('series-table').removeAttribute('aria-busy');
+    }
+    if (seq !== usageSeq) return;
+    const cur = data.currency || '';
+    let header, rows;
+    if (group === 'dimension') {
+      header = ['bucket_start', 'dimension', 'quantity', 'unit', 'amount' + (cur ? ' (' + cur + ')' : '')];
+      rows = data.series.map((r) => [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount]);
+    } else {
+      header = ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', 'amount' + (cur ? ' (' + cur + ')' : '')];
+      rows = data.series.map((r) => [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToSeconds(r.gpu_us), r.amount]);
+    }
+    const numeric = header.map((h, i) => i >= 2 && h !== 'unit');
+    const foot = header.map((h, i) => {
+      if (i === 0) return 'Total';
+      if (!numeric[i]) return '';
+      if (group === 'dimension' && h === 'quantity') return '';
+      return decSum(rows.map((r) => r[i]));
+    });
+    lastSeries = { header, rows, foot, name: 'usage-' + tenant + '-' + bucket + '-' + group + '-' + iso(range[0]).slice(0, 13) + '.csv' };
+    renderTable($('series-table'), header, rows, numeric, foot);
+    const unit = bucket === 'day' ? DAY_MS : HOUR_MS;
+    const buckets = [];
+    for (let x = range[0]; x < range[1]; x += unit) buckets.push(x);
+    const keys = [...new Set(data.series.map((r) => seriesKey(r, group)))].sort();
+    const values = new Map(); // key -> bucket -> number (drawing only)
+    for (const r of data.series) {
+      const v = metricOf(r, group, metric);
+      if (v === null) continue;
+      const k = seriesKey(r, group);
+      if (!values.has(k)) values.set(k, new Map());
+      const m = values.get(k);
+      const b = Date.parse(r.bucket_start); // "…T22:00:00.000000Z" -> ms, like buckets[]
+      m.set(b, (m.get(b) || 0) + toPlot(v));
+    }
+    const label = metric === 'amount' ? 'amount' + (cur ? ' (' + cur + ')' : '') : metric === 'gpu' ? 'GPU-seconds' : 'tokens';
+    drawStacked($('chart'), $('legend'), buckets, keys.filter((k) => values.has(k)), values, bucket, label, tenant);
+    if (!data.series.length) setMsg(msg, 'empty', 'No usage in this range. Choose a longer range (for example "Last 30 days").');
+    else setMsg(msg, '', data.series.length + ' rows, ' + iso(range[0]) + ' to ' + iso(range[1]) + '.');
+  }
+  function drawEmpty() {
+    $('chart').replaceChildren();
+    $('legend').replaceChildren();
+    renderTable($('series-table'), [], [], [], null);
+    lastSeries = null;
+  }
+
+  // ---- tables and CSV ------------------------------------------------------------------------
+  function renderTable(table, header, rows, numeric, foot) {
+    const thead = table.tHead || table.createTHead(), tbody = table.tBodies[0] || table.createTBody();
+    const tfoot = table.tFoot || table.createTFoot();
+    thead.replaceChildren(); tbody.replaceChildren(); tfoot.replaceChildren();
+    if (!header.length) return;
+    const hr = thead.insertRow();
+    header.forEach((h, i) => {
+      const th = document.createElement('th');
+      th.scope = 'col'; th.textContent = h; if (numeric[i]) th.className = 'num';
+      hr.appendChild(th);
+    });
+    const frag = document.createDocumentFragment();
+    for (const r of rows) {
+      const tr = document.createElement('tr');
+      r.forEach((c, i) => {
+        const td = document.createElement('td');
+        td.textContent = c === null || c === undefined ? '' : c;
+        if (numeric[i]) td.className = 'num';
+        tr.appendChild(td);
+      });
+      frag.appendChild(tr);
+    }
+    tbody.appendChild(frag);
+    if (foot && rows.length) {
+      const fr = tfoot.insertRow();
+      foot.forEach((c, i) => { const td = fr.insertCell(); td.textContent = c; if (numeric[i]) td.className = 'num'; });
+    }
+  }
+  // RFC 4180, CRLF; text cells that start with = + - @ get a leading ' (spreadsheet formulas)
+  // unless they are numbers.
+  function csvCell(v) {
+    let s = v === null || v === undefined ? '' : String(v);
+    if (/^[=+\-@]/.test(s) && !/^-?\d+(\.\d+)?$/.test(s)) s = "'" + s;
+    return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+  function toCsv(header, rows) {
+    return [header, ...rows].map((r) => r.map(csvCell).join(',')).join('\r\n') + '\r\n';
+  }
+  function download(name, type, text) {
+    const url = URL.createObjectURL(new Blob([text], { type }));
+    const a = document.createElement('a');
+    a.href = url; a.download = name; a.hidden = true;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  // ---- charts: stacked bars in inline SVG ------------------------------------------------
+  const SVGNS = 'http://www.w3.org/2000/svg';
+  function el(name, attrs, text) {
+    const e = document.createElementNS(SVGNS, name);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+  function shortNum(v) {
+    const a = Math.abs(v);
+    if (a >= 1e9) return (v / 1e9).toPrecision(3) + 'G';
+    if (a >= 1e6) return (v / 1e6).toPrecision(3) + 'M';
+    if (a >= 1e3) return (v / 1e3).toPrecision(3) + 'k';
+    return String(Math.round(v * 1000) / 1000);
+  }
+  function drawStacked(box, legend, buckets, keys, values, bucket, label, title) {
+    // Drawn at the box's own width so that labels keep their size on a phone.
+    const W = Math.max(300, Math.min(900, box.clientWidth || 900)), H = W < 600 ? 240 : 300;
+    const L = 56, R = 10, T = 12, B = 40;
+    const totals = buckets.map((b) => keys.reduce((s, k) => s + (values.get(k).get(b) || 0), 0));
+    const max = niceMax(Math.max(0, ...totals));
+    const svg = el('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `Stacked ${label} per ${bucket} for ${title}; the table below has the numbers` });
+    const plotW = W - L - R, plotH = H - T - B;
+    for (let i = 0; i <= 4; i++) {
+      const y = T + plotH - (plotH * i) / 4;
+      svg.appendChild(el('line', { x1: L, x2: W - R, y1: y, y2: y, stroke: '#e1e4e8' }));
+      svg.appendChild(el('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' }, shortNum((max * i) / 4)));
+    }
+    const bw = plotW / Math.max(1, buckets.length);
+    const labelEvery = Math.max(1, Math.ceil(buckets.length / Math.max(3, Math.floor(W / 110))));
+    buckets.forEach((b, i) => {
+      let y = T + plotH;
+      keys.forEach((k, ki) => {
+        const v = values.get(k).get(b) || 0;
+        if (v <= 0) return;
+        const h = (v / max) * plotH;
+        y -= h;
+        const r = el('rect', { x: L + i * bw + bw * 0.1, y, width: Math.max(1, bw * 0.8), height: Math.max(0.5, h), fill: PALETTE[ki % PALETTE.length] });
+        r.appendChild(el('title', {}, `${iso(b)} ${k}: ${shortNum(v)}`));
+        svg.appendChild(r);
+      });
+      if (i % labelEvery === 0) {
+        const d = iso(b), t = bucket === 'day' ? d.slice(5, 10) : d.slice(5, 10) + ' ' + d.slice(11, 13) + 'h';
+        svg.appendChild(el('text', { x: L + i * bw + bw / 2, y: H - B + 16, 'text-anchor': 'middle' }, t));
+      }
+    });
+    svg.appendChild(el('line', { x1: L, x2: W - R, y1: T + plotH, y2: T + plotH, stroke: '#57606a' }));
+    svg.appendChild(el('text', { x: L, y: H - 6, 'text-anchor': 'start' }, label + ' per ' + bucket + ' (UTC)'));
+    box.replaceChildren(svg);
+    legend.replaceChildren(...keys.map((k, ki) => {
+      const s = document.createElement('span');
+      s.className = 'sw' + (ki % PALETTE.length);
+      s.textContent = k === '' ? '(none)' : k;
+      return s;
+    }));
+  }
+  function drawBars(box, labels, vals, title) {
+    const W = Math.max(300, Math.min(900, box.clientWidth || 900)), rowH = 22, L = W < 600 ? 120 : 200, R = 20;
+    const H = Math.max(40, labels.length * rowH + 10);
+    const max = niceMax(Math.max(0, ...vals));
+    const svg = el('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title + '; the table below has the numbers' });
+    labels.forEach((lb, i) => {
+      const y = 5 + i * rowH;
+      const n = W < 600 ? 18 : 30;
+      svg.appendChild(el('text', { x: L - 8, y: y + 14, 'text-anchor': 'end' }, lb.length > n ? lb.slice(0, n - 1) + '…' : lb));
+      svg.appendChild(el('rect', { x: L, y: y + 3, width: Math.max(1, ((W - L - R) * vals[i]) / max), height: rowH - 6, fill: PALETTE[0] }));
+    });
+    box.replaceChildren(svg);
+  }
+
+  // ---- invoices ----------------------------------------------------------------------------
+  let invCursor = null;
+  async function loadInvoices(more) {
+    const tenant = viewTenant();
+    const msg = $('inv-msg'), tbody = $('inv-table').tBodies[0];
+    $('inv-tenant').textContent = tenant ? '— ' + tenant : '';
+    if (!tenant) { setMsg(msg, 'empty', 'Choose a tenant in the Finance view to see its invoices.'); tbody.replaceChildren(); return; }
+    if (!more) { tbody.replaceChildren(); invCursor = null; }
+    setMsg(msg, 'loading', 'Loading invoices…');
+    let list;
+    try {
+      list = await api('/v1/tenants/' + encodeURIComponent(tenant) + '/invoices?limit=24' + (more && invCursor ? '&cursor=' + encodeURIComponent(invCursor) : ''));
+    } catch (e) {
+      setMsg(msg, 'error', explain(e, 'the invoices of ' + tenant));
+      $('inv-more').hidden = true;
+      return;
+    }
+    for (const inv of list.items) {
+      const tr = tbody.insertRow();
+      tr.dataset.invoiceId = inv.invoice_id;
+      const cells = [inv.period, inv.status + (inv.live ? ' (live)' : ''), inv.number || '—', inv.total === null ? '—' : group3(inv.total), inv.currency || ''];
+      cells.forEach((c, i) => { const td = tr.insertCell(); td.textContent = c; if (i === 3) { td.className = 'num'; td.dataset.value = inv.total || ''; } });
+      const td = tr.insertCell();
+      const base = 'invoice-' + inv.tenant + '-' + inv.period + '-' + (inv.number || inv.status);
+      for (const [fmt, type] of [['JSON', 'application/json'], ['CSV', 'text/csv']]) {
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.textContent = fmt;
+        b.setAttribute('aria-label', 'Download invoice ' + (inv.number || inv.period + ' draft') + ' as ' + fmt);
+        b.addEventListener('click', async () => {
+          b.disabled = true;
+          try {
+            const body = await api('/v1/invoices/' + encodeURIComponent(inv.invoice_id), type);
+            download(base + '.' + fmt.toLowerCase(), type, typeof body === 'string' ? body : JSON.stringify(body, null, 2));
+            setMsg(msg, '', 'Downloaded ' + base + '.' + fmt.toLowerCase() + '.');
+          } catch (e) {
+            setMsg(msg, 'error', explain(e, 'this invoice'));
+          } finally { b.disabled = false; }
+        });
+        td.appendChild(b);
+      }
+    }
+    invCursor = list.next_cursor;
+    $('inv-more').hidden = !invCursor;
+    if (!tbody.rows.length) setMsg(msg, 'empty', 'No invoices yet. A draft appears once usage is rated in a month.');
+    else setMsg(msg, '', tbody.rows.length + ' invoices. Drafts are computed live and change until finalized.');
+  }
+
+  // ---- finance ---------------------------------------------------------------------------
+  async function loadFinance() {
+    const h = readHash();
+    if (h.period && /^\d{4}-\d{2}$/.test(h.period)) $('fin-period').value = h.period;
+    if (!$('fin-period').value) $('fin-period').value = monthName(Date.now());
+    if (h.fgroup && [...$('fin-group').options].some((o) => o.value === h.fgroup)) $('fin-group').value = h.fgroup;
+    const period = $('fin-period').value, group = $('fin-group').value, msg = $('fin-msg');
+    setMsg(msg, 'loading', 'Loading revenue…');
+    let data;
+    try {
+      data = await api('/v1/revenue?period=' + encodeURIComponent(period) + '&group_by=' + group);
+    } catch (e) {
+      setMsg(msg, 'error', explain(e, 'revenue'));
+      renderTable($('fin-table'), [], [], [], null);
+      $('fin-chart').replaceChildren();
+      return;
+    }
+    const cols = data.group_by;
+    const header = [...cols, 'currency', 'amount', 'amount_exact', 'dimension_events'];
+    const rows = data.rows.map((r) => [...cols.map((c) => r[c]), r.currency, r.amount, r.amount_exact, r.dimension_events]);
+    const numeric = header.map((hd) => ['amount', 'amount_exact', 'dimension_events'].includes(hd));
+    // Totals per currency (exact decimal sums of the rows).
+    const byCur = new Map();
+    for (const r of data.rows) {
+      if (!byCur.has(r.currency)) byCur.set(r.currency, { a: [], e: [], n: [] });
+      const c = byCur.get(r.currency); c.a.push(r.amount); c.e.push(r.amount_exact); c.n.push(r.dimension_events);
+    }
+    renderTable($('fin-table'), header, rows, numeric, null);
+    const tfoot = $('fin-table').tFoot;
+    for (const [cur, c] of byCur) {
+      const tr = tfoot.insertRow();
+      tr.dataset.currency = cur;
+      const cells = [...cols.map((_, i) => (i === 0 ? 'Total' : '')), cur, decSum(c.a), decSum(c.e), decSum(c.n)];
+      cells.forEach((v, i) => { const td = tr.insertCell(); td.textContent = v; if (numeric[i]) td.className = 'num'; });
+    }
+    lastRevenue = { header, rows, name: 'revenue-' + period + '-' + group.replace(/,/g, '-') + '.csv' };
+    const labels = data.rows.map((r) => cols.map((c) => r[c]).join(' / ') + ' (' + r.currency + ')');
+    drawBars($('fin-chart'), labels, data.rows.map((r) => toPlot(r.amount)), 'Revenue ' + period + ' by ' + group);
+    const sel = $('fin-tenant');
+    if (cols.includes('tenant')) {
+      const ts = [...new Set(data.rows.map((r) => r.tenant))].sort();
+      sel.replaceChildren(...ts.map((t) => { const o = document.createElement('option'); o.value = o.textContent = t; return o; }));
+    } else if (!sel.options.length) {
+      api('/v1/revenue?period=' + encodeURIComponent(period) + '&group_by=tenant').then((d) => {
+        sel.replaceChildren(...d.rows.map((r) => { const o = document.createElement('option'); o.value = o.textContent = r.tenant; return o; }));
+      }).catch(() => {});
+    }
+    if (!data.rows.length) setMsg(msg, 'empty', 'No rated usage in ' + period + '. Choose another month.');
+    else setMsg(msg, '', data.rows.length + ' rows. ' + data.basis + '.');
+  }
+
+  // ---- operator ----------------------------------------------------------------------------
+  async function loadOperator() {
+    const msg = $('op-msg'), table = $('op-table');
+    setMsg(msg, 'loading', 'Loading /metrics…');
+    let text;
+    try {
+      text = await api('/metrics', 'text/plain');
+    } catch (e) {
+      renderTable(table, [], [], [], null);
+      setMsg(msg, 'error', (e.status === 403
+        ? 'The API answers /metrics to admin keys only, and it reports the API\'s own requests. '
+        : explain(e, '/metrics') + ' ') +
+        'The rater\'s ingest rate and lag (gridmeter_rater_* on the rater\'s own --metrics address) are not exposed through the API, so this page cannot show them.');
+      return;
+    }
+    const rows = [];
+    for (const line of text.split('\n')) {
+      const m = /^(gridmeter_rater_\w+|gridmeter_api_requests_total|gridmeter_api_errors_total)(\{[^}]*\})?\s+(\S+)$/.exec(line);
+      if (m) rows.push([m[1], m[2] || '', m[3]]);
+    }
+    renderTable(table, ['metric', 'labels', 'value'], rows, [false, false, true], null);
+    const rater = rows.some((r) => r[0].startsWith('gridmeter_rater_'));
+    setMsg(msg, rater ? '' : 'empty', rater ? 'Rater metrics as reported.' :
+      'These are the API\'s own request counters. The rater\'s ingest rate and lag are on the rater\'s --metrics address, which the API does not relay.');
+  }
+
+  // ---- wiring -------------------------------------------------------------------------------
+  function onControl() {
+    const range = $('range').value;
+    $('from-l').hidden = $('to-l').hidden = range !== 'custom';
+    if (range === 'custom' && !$('from').value) {
+      const now = Date.now();
+      $('from').value = iso(floorTo(now, DAY_MS) - 6 * DAY_MS).slice(0, 10);
+      $('to').value = iso(now).slice(0, 10);
+    }
+    writeHash({ range, bucket: $('bucket').value, group: $('group').value, metric: $('metric').value,
+      from: range === 'custom' ? $('from').value : null, to: range === 'custom' ? $('to').value : null });
+    const tenant = viewTenant();
+    if (tenant) loadSeries(tenant, ++usageSeq);
+  }
+  document.addEventListener('DOMContentLoaded', () => {
+    $('signin-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const key = $('key').value.trim();
+      if (!/^gmk_\S+$/.test(key)) { setMsg($('signin-msg'), 'error', 'Enter an API key: it starts with gmk_.'); $('key').focus(); return; }
+      signIn(key, $('tenant-in').value.trim() || null);
+    });
+    $('signout').addEventListener('click', () => { forget(); history.replaceState(null, '', location.pathname); showSignin(''); });
+    for (const id of ['range', 'bucket', 'group', 'metric', 'from', 'to']) $(id).addEventListener('change', onControl);
+    $('csv-btn').addEventListener('click', () => {
+      if (!lastSeries || !lastSeries.rows.length) { setMsg($('series-msg'), 'empty', 'Nothing to download: the table is empty.'); return; }
+      download(lastSeries.name, 'text/csv', toCsv(lastSeries.header, lastSeries.rows));
+    });
+    $('fin-csv').addEventListener('click', () => {
+      if (!lastRevenue || !lastRevenue.rows.length) { setMsg($('fin-msg'), 'empty', 'Nothing to download: the table is empty.'); return; }
+      download(lastRevenue.name, 'text/csv', toCsv(lastRevenue.header, lastRevenue.rows));
+    });
+    $('fin-period').addEventListener('change', () => { writeHash({ period: $('fin-period').value }); loadFinance(); });
+    $('fin-group').addEventListener('change', () => { writeHash({ fgroup: $('fin-group').value }); loadFinance(); });
+    $('fin-open').addEventListener('click', () => { if ($('fin-tenant').value) { writeHash({ view: 'usage', tenant: $('fin-tenant').value }); route(); } });
+    $('inv-more').addEventListener('click', () => loadInvoices(true));
+    window.addEventListener('hashchange', route);
+    for (const a of document.querySelectorAll('#tabs a')) {
+      a.addEventListener('click', (ev) => { ev.preventDefault(); writeHash({ view: a.dataset.view }); route(); $('main').focus(); });
+    }
+    let key = null;
+    try {
+      key = sessionStorage.getItem(SS_KEY);
+      if (key) {
+        session.key = key;
+        session.role = sessionStorage.getItem(SS_ROLE);
+        session.tenant = sessionStorage.getItem(SS_TENANT);
+      }
+    } catch (e) { /* storage off */ }
+    if (key && session.role) startApp(); else showSignin('');
+  });
+})();
