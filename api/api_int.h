@@ -115,6 +115,16 @@ void api__book_release(api_server *s);
 /* Forgets cached auth for a key (after a revocation through this server). */
 void api__auth_forget(api_server *s, const char *key_id);
 
+/* Usage responses kept for usage_cache_ms (dashboards poll the same ranges). */
+#define API_USAGE_CACHE_SLOTS 1024
+typedef struct api_cached {
+    char *key;
+    char *body;
+    size_t len;
+    int64_t expires_us;
+} api_cached;
+api_cached *api__usage_cache(api_server *s, pthread_mutex_t **mu);
+
 /* ---- Auth -------------------------------------------------------------------------------- */
 typedef struct api_auth_cache api_auth_cache;
 api_auth_cache *api__auth_cache_new(int ttl_ms);

@@ -213,7 +213,7 @@ static int add_adjustments(const gm_rating_book *book, PGconn *db, api_invoice *
     for (int i = 0; i < PQntuples(qs) && !rc; i++) {
         const char *qid = PQgetvalue(qs, i, 0);
         int64_t qstart = i64_at(qs, i, 1);
-        gm_i128 ev, amt;
+        gm_i128 ev = 0, amt = 0;
         if ((rc = api__period_fingerprint(db, inv->tenant, qstart, gm_month_next(qstart), &ev, &amt,
                                           err, err_len)))
             break;
@@ -601,7 +601,7 @@ static int finalize_tx(api_server *s, PGconn *db, const char *invoice_id, char *
                      inv->invoice_id, inv->tenant);
         goto out;
     }
-    gm_i128 ev, amt;
+    gm_i128 ev = 0, amt = 0;
     if ((rc = api__period_fingerprint(db, inv->tenant, inv->period_start_us, inv->period_end_us,
                                       &ev, &amt, err, err_len)))
         goto out;

@@ -131,7 +131,16 @@ struct gm_api_server {
     gm_rating_book *book;
     char book_print[64];
     int64_t book_checked_us;
+    /* usage responses (usage.c) */
+    pthread_mutex_t uc_mu;
+    struct api_cached *uc;
 };
+
+api_cached *api__usage_cache(api_server *s, pthread_mutex_t **mu)
+{
+    *mu = &s->uc_mu;
+    return s->uc;
+}
 
 const gm_api_config *api__config(const api_server *s)
 {
@@ -462,7 +471,7 @@ static void idem_end(api_req *r, const char *ikey)
         res = PQexecParams(r->db, "DELETE FROM gm.idempotency WHERE key_id = $1 AND idem_key = $2",
                            2, NULL, (const char *[]){r->auth.key_id, ikey}, NULL, NULL, 0);
     } else {
-        char st[8];
+        char st[16];
         snprintf(st, sizeof st, "%d", r->status);
         res = PQexecParams(r->db,
                            "UPDATE gm.idempotency SET status = $3, content_type = $4, body = $5"
@@ -772,6 +781,7 @@ void gm_api_config_defaults(gm_api_config *c)
     c->rate_burst = 100;
     c->grace_hours = 72;
     c->auth_cache_ms = 2000;
+    c->usage_cache_ms = 1000;
 }
 
 static char *slurp(const char *path, char *err, size_t err_len)
@@ -804,6 +814,8 @@ gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
     pthread_mutex_init(&s->book_mu, NULL);
     pthread_rwlock_init(&s->book_lock, NULL);
     s->rl = gm_xcalloc(RL_SLOTS, sizeof *s->rl);
+    pthread_mutex_init(&s->uc_mu, NULL);
+    s->uc = gm_xcalloc(API_USAGE_CACHE_SLOTS, sizeof *s->uc);
     s->pool = api__pool_new(s->conninfo, cfg->db_pool_size, cfg->statement_timeout_ms);
     s->auth = api__auth_cache_new(cfg->auth_cache_ms);
     if (cfg->max_body_bytes < 1 || cfg->rate_per_s < 0 || cfg->rate_burst < 1 ||
@@ -883,6 +895,12 @@ void gm_api_stop(gm_api_server *s)
     pthread_mutex_destroy(&s->book_mu);
     pthread_mutex_destroy(&s->rl_mu);
     free(s->rl);
+    for (size_t i = 0; s->uc && i < API_USAGE_CACHE_SLOTS; i++) {
+        free(s->uc[i].key);
+        free(s->uc[i].body);
+    }
+    free(s->uc);
+    pthread_mutex_destroy(&s->uc_mu);
     free(s->conninfo);
     free(s->listen);
     free(s->cert);

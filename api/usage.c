@@ -93,6 +93,28 @@ void api__h_usage(api_req *r)
     if (!api__parse_group_by(r, api__query(r, "group_by"), gcols, 3, &mask))
         return;
     bool minute = bucket[0] == 'm';
+    /* The cache key is the normalized request: tenant, range, bucket, groups. */
+    char ckey[512];
+    snprintf(ckey, sizeof ckey, "%s|%lld|%lld|%s|%u", r->param[0], (long long)from, (long long)to,
+             bucket, mask);
+    int ttl_ms = api__config(r->srv)->usage_cache_ms;
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = ckey; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    pthread_mutex_t *cache_mu;
+    api_cached *slot = &api__usage_cache(r->srv, &cache_mu)[h % API_USAGE_CACHE_SLOTS];
+    if (ttl_ms > 0) {
+        pthread_mutex_lock(cache_mu);
+        if (slot->key && !strcmp(slot->key, ckey) && slot->expires_us > gm_mono_us()) {
+            char *copy = gm_xmalloc(slot->len + 1);
+            memcpy(copy, slot->body, slot->len + 1);
+            size_t len = slot->len;
+            pthread_mutex_unlock(cache_mu);
+            api__text(r, 200, "application/json", copy, len);
+            return;
+        }
+        pthread_mutex_unlock(cache_mu);
+    }
     /* SQL from fixed text only; values are parameters. Rows always carry the dimension; when
      * the caller does not group by it, C folds the dimensions of a (bucket, model, site) into
      * one row (ORDER BY makes them adjacent). */
@@ -192,6 +214,17 @@ void api__h_usage(api_req *r)
         emit_row(series, &u, mask, mu);
     PQclear(res);
     api__json(r, 200, o);
+    if (ttl_ms > 0 && r->status == 200) {
+        pthread_mutex_lock(cache_mu);
+        free(slot->key);
+        free(slot->body);
+        slot->key = gm_xstrdup(ckey);
+        slot->body = gm_xmalloc(r->resp_len + 1);
+        memcpy(slot->body, r->resp, r->resp_len + 1);
+        slot->len = r->resp_len;
+        slot->expires_us = gm_mono_us() + (int64_t)ttl_ms * 1000;
+        pthread_mutex_unlock(cache_mu);
+    }
 }
 
 void api__h_spend(api_req *r)

@@ -4,3 +4,5 @@ add_library(gm_api_testclient STATIC ${CMAKE_CURRENT_LIST_DIR}/test_api_client.c
 target_link_libraries(gm_api_testclient PUBLIC gm_testsupport gm_api gm_ledger gm_rating)
 gm_add_test(NAME test_api SOURCES test_api.c LIBS gm_api_testclient PkgConfig::CJSON
             LABELS integration TIMEOUT 300)
+# test_api runs `gridmeter quote` as the oracle of invoice totals.
+add_dependencies(test_api gridmeter)
