@@ -8,6 +8,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define SEP_2026 INT64_C(1788220800000000) /* 2026-09-01T00:00:00Z */
@@ -1087,6 +1090,80 @@ START_TEST(test_revoked_key_is_refused_at_once)
 }
 END_TEST
 
+START_TEST(test_a_stalled_client_does_not_block_others)
+{
+    /* half a request, then silence: the server keeps serving everyone else */
+    int fds[4];
+    for (int i = 0; i < 4; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {0};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)F.port);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ck_assert(connect(fds[i], (struct sockaddr *)&sa, sizeof sa) == 0);
+        const char *part = "POST /v1/tenants HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
+        ck_assert(send(fds[i], part, strlen(part), 0) > 0);
+    }
+    for (int i = 0; i < 20; i++) {
+        http_resp r;
+        http_do(F.port, "GET", "/healthz", NULL, NULL, NULL, NULL, &r);
+        ck_assert_int_eq(r.status, 200);
+        http_free(&r);
+    }
+    for (int i = 0; i < 4; i++)
+        close(fds[i]);
+}
+END_TEST
+
+START_TEST(test_tls_serves_https_with_the_configured_certificate)
+{
+    if (access("/usr/bin/openssl", X_OK) || access("/usr/bin/curl", X_OK)) {
+        fprintf(stderr, "test_tls: openssl or curl binary missing, TLS check skipped\n");
+        return;
+    }
+    char dir[] = "/tmp/gm_api_tls_XXXXXX";
+    ck_assert(mkdtemp(dir) != NULL);
+    char cmd[1024], cert[128], keyf[128];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(keyf, sizeof keyf, "%s/key.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1"
+             " -subj /CN=localhost >/dev/null 2>&1",
+             keyf, cert);
+    ck_assert_int_eq(system(cmd), 0);
+    gm_api_config cfg;
+    gm_api_config_defaults(&cfg);
+    cfg.db_conninfo = F.api_conninfo;
+    cfg.port = 0;
+    cfg.tls_cert_file = cert;
+    cfg.tls_key_file = keyf;
+    char err[512];
+    gm_api_server *s = gm_api_start(&cfg, err, sizeof err);
+    ck_assert_msg(s != NULL, "%s", err);
+    snprintf(cmd, sizeof cmd,
+             "curl -s --cacert %s -o /dev/null -w '%%{http_code}' https://localhost:%d/readyz",
+             cert, gm_api_port(s));
+    FILE *p = popen(cmd, "r");
+    char out[16] = "";
+    ck_assert(fgets(out, sizeof out, p) != NULL);
+    pclose(p);
+    ck_assert_str_eq(out, "200");
+    /* plain HTTP to the TLS port gets no answer */
+    snprintf(cmd, sizeof cmd,
+             "curl -s -m 3 -o /dev/null -w '%%{http_code}' http://localhost:%d/readyz",
+             gm_api_port(s));
+    p = popen(cmd, "r");
+    out[0] = 0;
+    if (!fgets(out, sizeof out, p))
+        out[0] = 0;
+    pclose(p);
+    ck_assert_str_ne(out, "200");
+    gm_api_stop(s);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -1107,6 +1184,8 @@ int main(void)
     tcase_add_test(tc, test_bad_requests_are_4xx_and_leave_the_database_unchanged);
     tcase_add_test(tc, test_per_key_rate_limit_answers_429);
     tcase_add_test(tc, test_revoked_key_is_refused_at_once);
+    tcase_add_test(tc, test_a_stalled_client_does_not_block_others);
+    tcase_add_test(tc, test_tls_serves_https_with_the_configured_certificate);
     suite_add_tcase(s, tc);
     /* No fork: the server's threads live in this process (a child forked from a threaded
      * parent can deadlock on a lock held at fork time). */
