@@ -420,6 +420,7 @@
   }
   function drawEmpty() {
     $('chart').replaceChildren();
+    $('chart').parentElement.hidden = true;
     $('legend').replaceChildren();
     renderTable($('series-table'), [], [], [], null);
     lastSeries = null;
@@ -529,6 +530,7 @@
     svg.appendChild(el('line', { x1: L, x2: W - R, y1: T + plotH, y2: T + plotH, stroke: '#57606a' }));
     svg.appendChild(el('text', { x: L, y: H - 6, 'text-anchor': 'start' }, label + ' per ' + bucket + ' (UTC)'));
     box.replaceChildren(svg);
+    box.parentElement.hidden = !keys.length;
     legend.replaceChildren(...keys.map((k, ki) => {
       const s = document.createElement('span');
       s.className = 'sw' + (ki % PALETTE.length);
@@ -666,8 +668,9 @@
     }
     const rows = [];
     for (const line of text.split('\n')) {
-      const m = /^(gridmeter_rater_\w+|gridmeter_api_requests_total|gridmeter_api_errors_total)(\{[^}]*\})?\s+(\S+)$/.exec(line);
-      if (m) rows.push([m[1], m[2] || '', m[3]]);
+      // Route labels hold braces themselves ("GET /v1/tenants/{tenant}/usage").
+      const m = /^(gridmeter_rater_\w+|gridmeter_api_requests_total|gridmeter_api_errors_total)(\{.*\})?\s+(\S+)$/.exec(line);
+      if (m && !(m[1] === 'gridmeter_api_errors_total' && m[3] === '0')) rows.push([m[1], m[2] || '', m[3]]);
     }
     renderTable(table, ['metric', 'labels', 'value'], rows, [false, false, true], null);
     const rater = rows.some((r) => r[0].startsWith('gridmeter_rater_'));

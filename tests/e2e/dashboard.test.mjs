@@ -271,6 +271,36 @@ async function main() {
       await page.selectOption('#range', '30d');
     });
 
+    await step('loading and error states; the skip link comes first', async () => {
+      let release;
+      const gate = new Promise((r) => { release = r; });
+      const slow = /\/v1\/tenants\/[^/]+\/usage\?.*group_by=site/;
+      await page.route(slow, async (route) => { await gate; await route.continue(); });
+      await page.selectOption('#group', 'site');
+      await page.waitForFunction(() => document.querySelector('#series-msg').dataset.state === 'loading');
+      assert.match(await page.textContent('#series-msg'), /Loading usage/);
+      await shot(page, '05b-usage-loading');
+      release();
+      await page.waitForFunction(() => document.querySelector('#series-msg').dataset.state === 'ok');
+      await page.unroute(slow);
+      const failing = /\/v1\/tenants\/[^/]+\/usage\?.*group_by=model/;
+      await page.route(failing, (route) => route.fulfill({
+        status: 503, contentType: 'application/problem+json',
+        body: JSON.stringify({ type: 'https://gridmeter.dev/problems/unavailable', title: 'Service Unavailable', status: 503, detail: 'no PostgreSQL connection free within 2000 ms' }),
+      }));
+      await page.selectOption('#group', 'model');
+      await page.waitForFunction(() => document.querySelector('#series-msg').dataset.state === 'error');
+      assert.match(await page.textContent('#series-msg'), /server failed .*HTTP 503.*Try again/);
+      assert.equal((await tableCells(page, '#series-table')).length, 0, 'no stale rows under an error');
+      await shot(page, '05c-usage-server-error');
+      await page.unroute(failing);
+      ok('loading and 503 states say what is happening and what to do');
+      await pageResponse(page, /\/usage\?.*group_by=model/, () => page.reload());
+      await page.keyboard.press('Tab');
+      assert.equal(await page.evaluate(() => document.activeElement.className), 'skip');
+      ok('Tab reaches the skip link first');
+    });
+
     await step('invoices: the list equals the API; JSON and CSV downloads equal the API', async () => {
       const resp = await pageResponse(page, /\/v1\/tenants\/[^/]+\/invoices/, () => page.click('#tab-invoices'));
       assert.equal(resp.status(), 200);
@@ -399,6 +429,11 @@ async function main() {
       await pageResponse(ap, /^\/metrics/, () => ap.click('#signin-btn'));
       await ap.waitForSelector('#view-operator:not([hidden])');
       await ap.waitForFunction(() => document.querySelectorAll('#op-table tbody tr').length > 0);
+      const metrics = (await apiGet(ADMIN, '/metrics', 'text/plain')).body;
+      const usageLine = metrics.split('\n').find((l) => l.startsWith('gridmeter_api_requests_total{route="GET /v1/tenants/{tenant}/usage",code="2xx"}'));
+      assert.ok(usageLine, 'the API counted the usage requests');
+      const opRows = await tableCells(ap, '#op-table');
+      assert.ok(opRows.some((r) => r[1] === '{route="GET /v1/tenants/{tenant}/usage",code="2xx"}' && BigInt(r[2]) > 0n), 'route labels with braces are shown whole');
       assert.ok(await ap.$eval('#tab-usage', (e) => e.hidden));
       await shot(ap, '11-operator-admin-key');
       ok('admin key: the API\'s request counters');
