@@ -87,6 +87,11 @@
     if (!res.ok) {
       let problem = null;
       try { problem = await res.json(); } catch (e) { /* not JSON */ }
+      if (res.status === 401 && session.role) {
+        // Revoked or expired while signed in: back to the sign-in form, key forgotten.
+        forget();
+        showSignin('Your key is no longer accepted (revoked or expired). Sign in with a valid key.');
+      }
       throw new ApiError(res.status, problem, res.headers.get('Retry-After'));
     }
     if (accept && accept !== 'application/json') return res.text();

@@ -16,6 +16,7 @@ const BASE = env('GM_E2E_BASE'), ART = env('GM_E2E_ARTIFACTS'), CHROMIUM = env('
 const CUSTOMER = env('GM_E2E_CUSTOMER_KEY'), OTHER = env('GM_E2E_OTHER_KEY');
 const FINANCE = env('GM_E2E_FINANCE_KEY'), ADMIN = env('GM_E2E_ADMIN_KEY');
 const TENANT = env('GM_E2E_TENANT'), OTHER_TENANT = env('GM_E2E_OTHER_TENANT');
+const EMPTY = env('GM_E2E_EMPTY_KEY'), EMPTY_TENANT = env('GM_E2E_EMPTY_TENANT');
 
 let checks = 0;
 const steps = [];
@@ -146,6 +147,15 @@ async function main() {
         assert.equal(again.status, 304, `${p} revalidates with its ETag`);
       }
       assert.equal((await rawGet('/dashboard')).status, 308);
+      const head = await new Promise((resolve, reject) => {
+        const u = new URL(BASE);
+        http.request({ host: u.hostname, port: u.port, path: '/dashboard/app.js', method: 'HEAD' }, (res) => { res.resume(); res.on('end', () => resolve(res)); }).on('error', reject).end();
+      });
+      assert.equal(head.statusCode, 200);
+      assert.equal(head.headers['content-type'], 'text/javascript; charset=utf-8');
+      const post = await fetch(`${BASE}/dashboard/`, { method: 'POST', body: 'x' });
+      assert.equal(post.status, 405);
+      assert.equal(post.headers.get('allow'), 'GET, HEAD');
       for (const p of ['/dashboard/../v1/openapi.json', '/dashboard/%2e%2e/CMakeLists.txt', '/dashboard/../../etc/passwd',
         '/dashboard//etc/passwd', '/dashboard/index.html/', '/dashboard/.', '/dashboard/embed.cmake']) {
         const r = await rawGet(p);
@@ -450,7 +460,46 @@ async function main() {
       await checkSeriesTable(op, OTHER, r);
       assert.equal(await op.textContent('#who'), `Customer: ${OTHER_TENANT}`);
       ok(`${OTHER_TENANT}'s key sees ${OTHER_TENANT}`);
+      // Revoked while signed in: the next request sends the page back to the sign-in form.
+      const keyId = OTHER.split('_')[1];
+      const del = await fetch(`${BASE}/v1/api-keys/${keyId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${ADMIN}` } });
+      assert.ok(del.status >= 200 && del.status < 300, `revoke answered ${del.status}`);
+      await op.selectOption('#group', 'site');
+      await op.waitForSelector('#signin:not([hidden])');
+      assert.match(await op.textContent('#signin-msg'), /no longer accepted/);
+      assert.equal(await op.evaluate(() => sessionStorage.length), 0);
+      ok('a revoked key ends the session with a message');
       await op.close();
+    });
+
+    await step('a customer with no usage yet: asked for its tenant, then empty states', async () => {
+      const np = await ctx.newPage();
+      watch(np);
+      await np.goto(`${BASE}/dashboard/`);
+      await np.fill('#key', EMPTY);
+      await np.click('#signin-btn');
+      await np.waitForSelector('#tenant-row:not([hidden])');
+      assert.match(await np.textContent('#signin-msg'), /Enter your tenant id/);
+      assert.equal(await np.evaluate(() => document.activeElement.id), 'tenant-in');
+      await np.fill('#key', EMPTY);
+      await np.fill('#tenant-in', TENANT);
+      await np.click('#signin-btn');
+      await np.waitForFunction(() => /does not belong to tenant/.test(document.querySelector('#signin-msg').textContent));
+      await np.fill('#key', EMPTY);
+      await np.fill('#tenant-in', EMPTY_TENANT);
+      await np.click('#signin-btn');
+      await np.waitForSelector('#view-usage:not([hidden])');
+      await np.waitForFunction(() => document.querySelector('#usage-msg').dataset.state === 'empty' &&
+        document.querySelector('#series-msg').dataset.state === 'empty');
+      assert.match(await np.textContent('#usage-msg'), /No usage recorded this month yet/);
+      assert.equal(await np.$eval('#tok-input', (e) => e.dataset.value), '0');
+      assert.ok(await np.$eval('.chart', (e) => e.hidden), 'no empty chart box');
+      await shot(np, '12-customer-without-usage');
+      await np.click('#tab-invoices');
+      await np.waitForFunction(() => document.querySelector('#inv-msg').dataset.state === 'empty');
+      assert.match(await np.textContent('#inv-msg'), /No invoices yet/);
+      ok('a customer without usage signs in with its tenant id and sees what to expect');
+      await np.close();
     });
 
     assert.deepEqual(problems, [], 'no page errors, console errors or CSP violations');

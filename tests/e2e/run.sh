@@ -86,15 +86,18 @@ events=$(psql -X -qtA -d "$db" -c "SELECT count(*) FROM gm.ledger")
 say "$events events rated"
 
 key() { "$gm" apikey create --db "dbname=$db" "$@" 2>>"$art/apikey.log" | grep -o 'gmk_[A-Za-z0-9_]*' | head -n1; }
-export GM_E2E_CUSTOMER_KEY GM_E2E_OTHER_KEY GM_E2E_FINANCE_KEY GM_E2E_ADMIN_KEY
+export GM_E2E_CUSTOMER_KEY GM_E2E_OTHER_KEY GM_E2E_FINANCE_KEY GM_E2E_ADMIN_KEY GM_E2E_EMPTY_KEY
+GM_E2E_EMPTY_KEY=$(key --role customer --tenant umbrella --name e2e-no-usage)
 GM_E2E_CUSTOMER_KEY=$(key --role customer --tenant acme --name e2e-acme)
 GM_E2E_OTHER_KEY=$(key --role customer --tenant globex --name e2e-globex)
 GM_E2E_FINANCE_KEY=$(key --role finance --name e2e-finance)
 GM_E2E_ADMIN_KEY=$(key --role admin --name e2e-admin)
 [ -n "$GM_E2E_CUSTOMER_KEY" ] && [ -n "$GM_E2E_OTHER_KEY" ] && [ -n "$GM_E2E_FINANCE_KEY" ] &&
-    [ -n "$GM_E2E_ADMIN_KEY" ] || fail "apikey create (log: $art/apikey.log)"
+    [ -n "$GM_E2E_ADMIN_KEY" ] && [ -n "$GM_E2E_EMPTY_KEY" ] || fail "apikey create (log: $art/apikey.log)"
 
-"$gm" api --db "dbname=$db user=gm_api" --port 0 --rate-limit 0 >"$work/api.out" 2>"$art/api.log" &
+# From an empty directory: the dashboard's files come from the binary, not the source tree.
+mkdir -p "$work/cwd"
+(cd "$work/cwd" && exec "$gm" api --db "dbname=$db user=gm_api" --port 0 --rate-limit 0) >"$work/api.out" 2>"$art/api.log" &
 api_pid=$!
 port=""
 for _ in $(seq 1 100); do
@@ -107,7 +110,7 @@ done
 say "gridmeter api on 127.0.0.1:$port"
 
 export GM_E2E_BASE="http://127.0.0.1:$port" GM_E2E_ARTIFACTS="$art" GM_CHROMIUM="$chromium"
-export GM_E2E_TENANT=acme GM_E2E_OTHER_TENANT=globex NODE_PATH="$here/node_modules"
+export GM_E2E_TENANT=acme GM_E2E_OTHER_TENANT=globex GM_E2E_EMPTY_TENANT=umbrella NODE_PATH="$here/node_modules"
 node "$here/dashboard.test.mjs"
 if [ -n "${GM_E2E_KEEP:-}" ]; then
     say "server kept at $GM_E2E_BASE/dashboard/ (customer key $GM_E2E_CUSTOMER_KEY); Ctrl-C ends"
