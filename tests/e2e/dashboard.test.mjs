@@ -4,13 +4,16 @@
 // equal the table, invoices download, finance and operator views, phone-sized screen and
 // keyboard use, and a customer key that cannot see another tenant through the dashboard.
 // Screenshots and downloads go to $GM_E2E_ARTIFACTS. Exit status 0 only when every check holds.
-import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
 
+// playwright-core from the build tree's npm ci (run.sh), else from tests/e2e/node_modules.
+const require = createRequire(import.meta.url);
+const { chromium } = require(require.resolve('playwright-core', { paths: [process.env.GM_E2E_NODE_DIR || '.', path.dirname(new URL(import.meta.url).pathname)] }));
 const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set (run tests/e2e/run.sh)`); return v; };
 const BASE = env('GM_E2E_BASE'), ART = env('GM_E2E_ARTIFACTS'), CHROMIUM = env('GM_CHROMIUM');
 const CUSTOMER = env('GM_E2E_CUSTOMER_KEY'), OTHER = env('GM_E2E_OTHER_KEY');

@@ -27,14 +27,22 @@ command -v node >/dev/null || fail "no node: run scripts/setup.sh (Debian packag
 command -v npm >/dev/null || fail "no npm: run scripts/setup.sh (Debian package npm, or the npm that comes with nodejs)"
 [ -x "$gm" ] || fail "no gridmeter binary at $gm"
 
-# playwright-core, pinned by tests/e2e/package-lock.json. `npm ci` again only when the lock
-# file changed since the last install (npm keeps a copy in node_modules/.package-lock.json).
-if [ ! -f "$here/node_modules/.package-lock.json" ] || [ ! -d "$here/node_modules/playwright-core" ] ||
-    [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
-    say "npm ci (tests/e2e)"
-    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >"$art/npm.log" 2>&1 ||
-        { tail -n 20 "$art/npm.log" >&2; fail "npm ci failed (log: $art/npm.log)"; }
-fi
+# playwright-core, pinned by tests/e2e/package-lock.json, installed with `npm ci` into the build
+# tree (beside ARTIFACT_DIR; GM_E2E_NODE_DIR overrides), never into the sources, so that build
+# trees do not share it. Again only when the lock file changed (npm keeps a copy of it in
+# node_modules/.package-lock.json); flock keeps two runs of one build tree apart.
+node_dir=${GM_E2E_NODE_DIR:-$(dirname "$art")/e2e-node}
+mkdir -p "$node_dir"
+(
+    flock 9
+    if [ ! -f "$node_dir/node_modules/.package-lock.json" ] || [ ! -d "$node_dir/node_modules/playwright-core" ] ||
+        ! cmp -s "$here/package-lock.json" "$node_dir/package-lock.json"; then
+        say "npm ci (tests/e2e -> $node_dir)"
+        cp "$here/package.json" "$here/package-lock.json" "$node_dir/"
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error) >"$art/npm.log" 2>&1 ||
+            { tail -n 20 "$art/npm.log" >&2; fail "npm ci failed (log: $art/npm.log)"; }
+    fi
+) 9>"$node_dir/.lock"
 
 eval "$(bash "$repo/scripts/services.sh" env)"
 psql -X -qtA -d postgres -c "SELECT 1" >/dev/null 2>&1 ||
@@ -79,6 +87,13 @@ for back_h in 70 52 45 30 26 20 14 9 5 3 1; do
         { tail -n 20 "$art/loadgen.log" >&2; fail "loadgen"; }
     i=$((i + 1))
 done
+# And the last ten minutes (never before this month's first instant), so that the month to
+# date has usage whatever the day.
+month0=$(date -u -d "$(date -u -d "@$now" +%Y-%m-01T00:00:00Z)" +%s)
+recent=$((now - 600 > month0 ? now - 600 : month0))
+"$gm" loadgen --topic "$topic" --spool-dir "$work/spool" --sites 3 --nodes-per-site 2 --tenants 3 \
+    --models 3 --start "$(date -u -d "@$recent" +%Y-%m-%dT%H:%M:%SZ)" --rate 2 --count 150 --seed 99 \
+    --manifest "$work/manifest-recent.json" >>"$art/loadgen.log" 2>&1 || { tail -n 20 "$art/loadgen.log" >&2; fail "loadgen"; }
 "$gm" rater --topic "$topic" --group "$id" --db "dbname=$db" --metrics "" --exit-idle-ms 4000 \
     >"$art/rater.log" 2>&1 || { tail -n 20 "$art/rater.log" >&2; fail "rater"; }
 events=$(psql -X -qtA -d "$db" -c "SELECT count(*) FROM gm.ledger")
@@ -110,7 +125,7 @@ done
 say "gridmeter api on 127.0.0.1:$port"
 
 export GM_E2E_BASE="http://127.0.0.1:$port" GM_E2E_ARTIFACTS="$art" GM_CHROMIUM="$chromium"
-export GM_E2E_TENANT=acme GM_E2E_OTHER_TENANT=globex GM_E2E_EMPTY_TENANT=umbrella NODE_PATH="$here/node_modules"
+export GM_E2E_TENANT=acme GM_E2E_OTHER_TENANT=globex GM_E2E_EMPTY_TENANT=umbrella GM_E2E_NODE_DIR="$node_dir"
 node "$here/dashboard.test.mjs"
 if [ -n "${GM_E2E_KEEP:-}" ]; then
     say "server kept at $GM_E2E_BASE/dashboard/ (customer key $GM_E2E_CUSTOMER_KEY); Ctrl-C ends"
