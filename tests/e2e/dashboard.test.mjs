@@ -20,6 +20,7 @@ const CUSTOMER = env('GM_E2E_CUSTOMER_KEY'), OTHER = env('GM_E2E_OTHER_KEY');
 const FINANCE = env('GM_E2E_FINANCE_KEY'), ADMIN = env('GM_E2E_ADMIN_KEY');
 const TENANT = env('GM_E2E_TENANT'), OTHER_TENANT = env('GM_E2E_OTHER_TENANT');
 const EMPTY = env('GM_E2E_EMPTY_KEY'), EMPTY_TENANT = env('GM_E2E_EMPTY_TENANT');
+const OLD_PERIOD = env('GM_E2E_OLD_PERIOD');
 
 let checks = 0;
 const steps = [];
@@ -170,6 +171,20 @@ async function main() {
       const nul = await rawGet('/dashboard/app.js%00.png');
       assert.ok(nul.status === 404 || nul.headers['content-type'] === 'text/javascript; charset=utf-8');
       ok('content types, CSP, ETag/304, traversal attempts 404');
+    });
+
+    let finalized;
+    await step(`finance finalizes ${TENANT}'s invoice of ${OLD_PERIOD} through the API`, async () => {
+      const l = await apiGet(FINANCE, `/v1/invoices?period=${OLD_PERIOD}&tenant=${TENANT}`);
+      assert.equal(l.status, 200);
+      assert.equal(l.body.items.length, 1);
+      const res = await fetch(`${BASE}/v1/invoices/${l.body.items[0].invoice_id}/finalize`, {
+        method: 'POST', headers: { Authorization: `Bearer ${FINANCE}`, 'Idempotency-Key': `e2e-${Date.now()}` },
+      });
+      finalized = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(finalized));
+      assert.equal(finalized.status, 'finalized');
+      ok(`invoice ${finalized.number} (${OLD_PERIOD}, total ${finalized.total} ${finalized.currency})`);
     });
 
     const page = await ctx.newPage();
@@ -323,15 +338,17 @@ async function main() {
       const rows = await tableCells(page, '#inv-table');
       assert.deepEqual(rows.map((r) => [r[0], r[2], r[3], r[4]]),
         list.map((i) => [i.period, i.number || '—', i.total === null ? '—' : i.total.replace(/^(-?\d+)/, (m) => grouped(m)), i.currency || '']));
-      const inv = list[0];
-      const [dj] = await Promise.all([page.waitForEvent('download'), page.click(`#inv-table tbody tr:first-child button:has-text("JSON")`)]);
+      const inv = list.find((i) => i.number === finalized.number);
+      assert.ok(inv, `the finalized invoice ${finalized.number} is listed`);
+      const row = `#inv-table tbody tr[data-invoice-id="${inv.invoice_id}"]`;
+      const [dj] = await Promise.all([page.waitForEvent('download'), page.click(`${row} button:has-text("JSON")`)]);
       const fj = path.join(ART, dj.suggestedFilename());
       await dj.saveAs(fj);
       const apiJson = (await apiGet(CUSTOMER, `/v1/invoices/${inv.invoice_id}`)).body;
       const got = JSON.parse(fs.readFileSync(fj, 'utf8'));
-      assert.deepEqual(got.lines, apiJson.lines);
-      assert.equal(got.total, apiJson.total);
-      const [dc] = await Promise.all([page.waitForEvent('download'), page.click(`#inv-table tbody tr:first-child button:has-text("CSV")`)]);
+      assert.deepEqual(got, apiJson, 'the JSON download is the API document');
+      assert.ok(got.lines.length > 0);
+      const [dc] = await Promise.all([page.waitForEvent('download'), page.click(`${row} button:has-text("CSV")`)]);
       const fc = path.join(ART, dc.suggestedFilename());
       await dc.saveAs(fc);
       assert.equal(fs.readFileSync(fc, 'utf8'), (await apiGet(CUSTOMER, `/v1/invoices/${inv.invoice_id}`, 'text/csv')).body);
