@@ -561,6 +561,8 @@ static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow
         if (!w->dup[i] && !inserted[i]) {
             w->dup[i] = 1;
             (*dups)++;
+            /* Its seq stays received (no gap), but it is no accepted event. */
+            source_find(w, b->rows[i].ev->source)->n_added--;
         }
     free(inserted);
     return 0;
@@ -924,6 +926,12 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     {
         PGresult *r = PQexec(w->conn, "COMMIT");
+        if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+            /* COMMIT of an aborted transaction answers ROLLBACK: nothing was written. */
+            PQclear(r);
+            gm_ledger_writer_reset(w);
+            return gm_fail(err, err_len, GM_EDB, "COMMIT: the transaction had failed, rolled back");
+        }
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             /* A COMMIT that fails on a live connection rolled back; one whose connection
              * broke may or may not have committed: GM_EUNKNOWN. */

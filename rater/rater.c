@@ -45,9 +45,12 @@ typedef struct rater {
     /* Partitions we own and the next offset PostgreSQL holds for each (-1: no row). */
     bool owned[MAX_PARTITIONS];
     int64_t stored[MAX_PARTITIONS];
-    int64_t gap_checked[MAX_PARTITIONS]; /* stored offset a seek-back was tried from */
-    volatile bool rebalanced;            /* set by the rebalance callback during a poll */
-    size_t drop_upto;                    /* messages polled before the last rebalance: stale */
+    /* Offset gaps (see check_contiguity): where the last one was seen, and how often. */
+    int64_t gap_at[MAX_PARTITIONS];
+    int gap_tries[MAX_PARTITIONS];
+    int64_t cut_at[MAX_PARTITIONS]; /* this batch: messages from here on are not rated */
+    volatile bool rebalanced;       /* set by the rebalance callback during a poll */
+    size_t drop_upto;               /* messages polled before the last rebalance: stale */
     volatile sig_atomic_t *stop;
     /* batch buffers */
     rd_kafka_message_t **msgs;
@@ -239,6 +242,108 @@ static void free_msgs(rater *r)
     r->n_msgs = 0;
 }
 
+/* A message librdkafka could not read (corrupt, undecompressable) but can place: it is kept
+ * as a rejected message with the reason, never skipped silently. */
+static bool unreadable_message(const rd_kafka_message_t *m)
+{
+    switch (m->err) {
+    case RD_KAFKA_RESP_ERR__BAD_MSG:
+    case RD_KAFKA_RESP_ERR__BAD_COMPRESSION:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR__KEY_DESERIALIZATION:
+    case RD_KAFKA_RESP_ERR__VALUE_DESERIALIZATION:
+        return m->rkt != NULL && m->partition >= 0 && m->offset >= 0;
+    default:
+        return false;
+    }
+}
+
+static int pos_cmp(const void *a, const void *b)
+{
+    int32_t x = ((const gm_ledger_pos *)a)->partition, y = ((const gm_ledger_pos *)b)->partition;
+    return (x > y) - (x < y);
+}
+
+static void seek_partition(rater *r, int32_t p, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, r->cfg->topic, p)->offset = offset;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, one, 10000);
+    if (e || one->elems[0].err)
+        gm_warn("rater",
+                "msg=\"seek failed; the partition is not rated until it succeeds\" "
+                "partition=%d offset=%lld error=\"%s\"",
+                p, (long long)offset,
+                e ? rd_kafka_error_string(e) : rd_kafka_err2str(one->elems[0].err));
+    if (e)
+        rd_kafka_error_destroy(e);
+    rd_kafka_topic_partition_list_destroy(one);
+}
+
+/* Contiguity. A partition's messages must follow each other from PostgreSQL's offset on,
+ * one offset at a time (our producers are idempotent, not transactional). A hole means
+ * messages were fetched and not kept (a stale prefetch after a rebalance, a seek that did
+ * not take): the partition is cut at the hole for this batch (what comes before it is
+ * rated) and sought back to it. A hole is accepted as real only when the broker says so:
+ * retention deleted the messages (the low watermark is past them), or the same hole came
+ * back after three seeks (control records); then it is logged and counted, never silent.
+ * Sets r->cut_at[p] for every partition of the batch. */
+static void check_contiguity(rater *r)
+{
+    for (size_t i = 0; i < r->n_msgs; i++)
+        if (r->msgs[i]->partition >= 0 && r->msgs[i]->partition < MAX_PARTITIONS)
+            r->cut_at[r->msgs[i]->partition] = INT64_MAX;
+    int64_t expect[MAX_PARTITIONS / 64 + 1][64];
+    bool seen[MAX_PARTITIONS];
+    memset(seen, 0, sizeof seen);
+    uint64_t below = 0;
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        const rd_kafka_message_t *m = r->msgs[i];
+        int32_t p = m->partition;
+        if (p < 0 || p >= MAX_PARTITIONS || !r->owned[p] || m->offset >= r->cut_at[p])
+            continue;
+        int64_t *want = &expect[p / 64][p % 64];
+        if (!seen[p]) {
+            seen[p] = true;
+            *want = r->stored[p]; /* -1: no row yet, the log's start is fine */
+        }
+        if (*want >= 0 && m->offset < *want) {
+            below++; /* already rated: librdkafka hands these out only around a seek */
+            continue;
+        }
+        if (*want < 0 || m->offset == *want) {
+            *want = m->offset + 1;
+            continue;
+        }
+        int64_t lo = -1, hi = -1;
+        rd_kafka_query_watermark_offsets(r->rk, r->cfg->topic, p, &lo, &hi, 5000);
+        if (r->gap_at[p] == *want)
+            r->gap_tries[p]++;
+        else {
+            r->gap_at[p] = *want;
+            r->gap_tries[p] = 1;
+        }
+        if (lo > *want || r->gap_tries[p] >= 3) {
+            gm_warn("rater",
+                    "msg=\"offset gap accepted: messages in it are gone from the "
+                    "broker\" partition=%d from=%lld to=%lld low_watermark=%lld tries=%d",
+                    p, (long long)*want, (long long)m->offset - 1, (long long)lo, r->gap_tries[p]);
+            gm_rater_metrics.offset_gaps++;
+            *want = m->offset + 1;
+            continue;
+        }
+        gm_info("rater",
+                "msg=\"offset hole: rating up to it and seeking back\" partition=%d "
+                "expected=%lld got=%lld",
+                p, (long long)*want, (long long)m->offset);
+        r->cut_at[p] = m->offset;
+        seek_partition(r, p, *want);
+    }
+    if (below)
+        gm_debug("rater", "msg=\"messages below the stored offsets skipped\" count=%llu",
+                 (unsigned long long)below);
+}
+
 /* Decodes and prices the polled messages into rows and rejects, then commits them. */
 static int process_batch(rater *r, size_t *committed)
 {
@@ -246,52 +351,14 @@ static int process_batch(rater *r, size_t *committed)
     size_t n_rows = 0, n_rej = 0;
     gm_ledger_pos *pos = r->pos; /* n_pos <= n_msgs: room for all */
     size_t n_pos = 0;
-    /* Contiguity: a partition's first message must sit at PostgreSQL's offset. A later one
-     * means messages were fetched and not rated (a stale prefetch after a rebalance, say):
-     * seek back and rate nothing of that partition now. Only when the broker answers the
-     * seek with a later message again is the gap real (retention deleted unread messages,
-     * or control records): then it is rated from there, logged and counted. */
-    bool skip[MAX_PARTITIONS / 8 + 1];
-    memset(skip, 0, sizeof skip);
+    check_contiguity(r);
     for (size_t i = 0; i < r->n_msgs; i++) {
         rd_kafka_message_t *m = r->msgs[i];
         int32_t p = m->partition;
-        if (p < 0 || p >= MAX_PARTITIONS || !r->owned[p] || r->stored[p] < 0 ||
-            m->offset < r->stored[p] || (skip[p / 8] & (1 << (p % 8))))
-            continue;
-        bool first = true;
-        for (size_t j = 0; j < i && first; j++)
-            first = !(r->msgs[j]->partition == p && r->msgs[j]->offset >= r->stored[p]);
-        if (!first || m->offset == r->stored[p])
-            continue;
-        if (r->gap_checked[p] == r->stored[p]) {
-            gm_warn("rater",
-                    "msg=\"offset gap confirmed by the broker: messages below this "
-                    "offset are gone\" partition=%d stored=%lld first=%lld",
-                    p, (long long)r->stored[p], (long long)m->offset);
-            gm_rater_metrics.offset_gaps++;
-            continue;
-        }
-        gm_info("rater",
-                "msg=\"first message past the stored offset, seeking back\" "
-                "partition=%d stored=%lld first=%lld",
-                p, (long long)r->stored[p], (long long)m->offset);
-        r->gap_checked[p] = r->stored[p];
-        skip[p / 8] |= (unsigned char)(1 << (p % 8));
-        rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(one, r->cfg->topic, p)->offset = r->stored[p];
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, one, 10000);
-        if (e)
-            rd_kafka_error_destroy(e);
-        rd_kafka_topic_partition_list_destroy(one);
-    }
-    for (size_t i = 0; i < r->n_msgs; i++) {
-        rd_kafka_message_t *m = r->msgs[i];
-        int32_t p = m->partition;
-        if (p < 0 || p >= MAX_PARTITIONS || !r->owned[p] || (skip[p / 8] & (1 << (p % 8))))
+        if (p < 0 || p >= MAX_PARTITIONS || !r->owned[p] || m->offset >= r->cut_at[p])
             continue;
         if (r->stored[p] >= 0 && m->offset < r->stored[p])
-            continue; /* below PostgreSQL's offset: already rated */
+            continue; /* below PostgreSQL's offset: already rated (counted in the check) */
         size_t k;
         for (k = 0; k < n_pos && pos[k].partition != p; k++)
             ;
@@ -305,7 +372,10 @@ static int process_batch(rater *r, size_t *committed)
         char *reason = r->reasons[n_rej];
         gm_event *ev = &r->events[n_rows];
         bool ok = false;
-        if (gm_event_decode(m->payload, m->len, ev, reason, sizeof r->reasons[0]) != 0) {
+        if (m->err) {
+            snprintf(reason, sizeof r->reasons[0], "kafka: the message could not be read: %s (%s)",
+                     rd_kafka_err2str(m->err), rd_kafka_message_errstr(m));
+        } else if (gm_event_decode(m->payload, m->len, ev, reason, sizeof r->reasons[0]) != 0) {
             /* reason says which field broke which rule */
         } else if (ev->type != GM_EVENT_USAGE) {
             snprintf(reason, sizeof r->reasons[0],
@@ -353,6 +423,9 @@ static int process_batch(rater *r, size_t *committed)
     }
     if (n_pos == 0)
         return 0;
+    /* Offsets in partition order: two raters that overlap for a moment (one of them about
+     * to be fenced) then lock the offset rows in the same order. */
+    qsort(pos, n_pos, sizeof *pos, pos_cmp);
     gm_debug("rater", "msg=\"batch decoded and priced\" messages=%zu prepare_us=%lld", r->n_msgs,
              (long long)(gm_mono_us() - t_prep));
     gm_ledger_batch b = {r->cfg->group_id, r->cfg->topic, r->rater_id, r->rows, n_rows,
@@ -395,7 +468,7 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
     r->cfg = cfg;
     r->stop = stop;
     for (int p = 0; p < MAX_PARTITIONS; p++)
-        r->stored[p] = r->gap_checked[p] = -1;
+        r->stored[p] = r->gap_at[p] = -1;
     if (cfg->rater_id && *cfg->rater_id) {
         snprintf(r->rater_id, sizeof r->rater_id, "%s", cfg->rater_id);
     } else {
@@ -459,14 +532,14 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
             rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, (int)left_ms);
             if (!m)
                 continue;
-            if (m->err) {
+            if (m->err && !unreadable_message(m)) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                     gm_warn("rater", "msg=\"consumer error\" error=\"%s\"",
                             rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
                 continue;
             }
-            r->msgs[r->n_msgs++] = m;
+            r->msgs[r->n_msgs++] = m; /* an unreadable message is rejected with its reason */
         }
         if (r->rebalanced) {
             /* Ownership changed while the batch filled: what was polled before the change

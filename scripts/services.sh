@@ -128,6 +128,8 @@ offsets.topic.num.partitions=6
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Raters may ask for short sessions (fast fail-over; the chaos tests use 2 s).
+group.min.session.timeout.ms=1000
 auto.create.topics.enable=true
 log.retention.hours=168
 CONF

@@ -3,6 +3,7 @@
 #include "gm_ledger.h"
 
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,7 +172,15 @@ void h_produce(const h_env *e, const h_traffic *t, h_expect *x)
     char buf[GM_EVENT_MAX_BYTES + 1], source[64];
     int64_t time_us = t->start_us ? t->start_us : INT64_C(1795816800000000);
     int64_t step = t->step_us ? t->step_us : 1000;
+    int64_t paced_from = gm_mono_us();
+    x->holes = x->holes || t->skip_seq_every > 0;
     for (int64_t i = 0; i < t->events; i++) {
+        if (t->rate > 0) {
+            int64_t due = paced_from + i * GM_US_PER_SEC / t->rate;
+            int64_t now = gm_mono_us();
+            if (due > now + 1000)
+                usleep((useconds_t)(due - now));
+        }
         int k = (int)(rnd(&s) % (uint64_t)t->sources);
         snprintf(source, sizeof source, "edge/%s/node-%03d", h_sites[src_site[k]],
                  k + t->source_base);
@@ -219,6 +228,46 @@ void h_produce(const h_env *e, const h_traffic *t, h_expect *x)
     free(next_seq);
     free(src_tenant);
     free(src_site);
+}
+
+struct h_producer {
+    const h_env *e;
+    h_traffic t;
+    h_expect *x;
+    pthread_t th;
+};
+
+static void *producer_main(void *arg)
+{
+    h_producer *p = arg;
+    h_produce(p->e, &p->t, p->x);
+    return NULL;
+}
+
+h_producer *h_produce_start(const h_env *e, const h_traffic *t, h_expect *x)
+{
+    h_producer *p = gm_xcalloc(1, sizeof *p);
+    p->e = e;
+    p->t = *t;
+    p->x = x;
+    ck_assert_int_eq(pthread_create(&p->th, NULL, producer_main, p), 0);
+    return p;
+}
+
+void h_produce_join(h_producer *p)
+{
+    pthread_join(p->th, NULL);
+    free(p);
+}
+
+int h_raters_that_committed(const h_env *e)
+{
+    PGconn *c = gm_test_pg_connect(e->conninfo);
+    char *v = gm_test_pg_value(c, "SELECT count(DISTINCT rater) FROM gm.batches");
+    int n = atoi(v);
+    free(v);
+    PQfinish(c);
+    return n;
 }
 
 pid_t h_rater_start(const h_env *e, const char *id, const char *const *extra)
@@ -370,5 +419,10 @@ void h_verify(const h_env *e, const h_expect *x)
                      x->events + x->duplicates + x->malformed);
     ck_assert_int_eq(value_i64(c, "SELECT coalesce(sum(next_offset), 0) FROM gm.consumer_offsets"),
                      x->events + x->duplicates + x->malformed);
+    /* The sources' seq ranges hold exactly the accepted events, and no hole unless one was
+     * made on purpose. */
+    ck_assert_int_eq(value_i64(c, "SELECT coalesce(sum(events), 0) FROM gm.sources"), x->events);
+    if (!x->holes)
+        ck_assert_int_eq(value_i64(c, "SELECT count(*) FROM audit.source_gaps"), 0);
     PQfinish(c);
 }

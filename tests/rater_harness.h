@@ -19,6 +19,7 @@ typedef struct h_expect {
     int64_t events;     /* valid, distinct */
     int64_t duplicates; /* re-sends of valid events */
     int64_t malformed;  /* messages that break the contract */
+    bool holes;         /* some seqs were skipped on purpose (audit.source_gaps not empty) */
 } h_expect;
 
 typedef struct h_env {
@@ -47,10 +48,19 @@ typedef struct h_traffic {
     int64_t step_us;
     int skip_seq_every; /* > 0: source 0 skips every Nth seq (gaps) */
     int source_base;    /* first node number: traffic of separate calls comes from other nodes */
+    int rate;           /* > 0: events per second (paced), else as fast as possible */
 } h_traffic;
 
 /* Produces the traffic to e->topic (keyed by source) and adds it to *x. */
 void h_produce(const h_env *e, const h_traffic *t, h_expect *x);
+
+/* The same in a thread, so that raters can be killed while traffic arrives. */
+typedef struct h_producer h_producer;
+h_producer *h_produce_start(const h_env *e, const h_traffic *t, h_expect *x);
+void h_produce_join(h_producer *p);
+
+/* Distinct rater ids that committed at least one batch. */
+int h_raters_that_committed(const h_env *e);
 
 /* Starts `gridmeter rater` on the env; extra args (NULL-terminated) are appended. */
 pid_t h_rater_start(const h_env *e, const char *id, const char *const *extra);

@@ -42,6 +42,22 @@ static void cleanup_dir(void)
         fprintf(stderr, "could not remove %s\n", var_dir);
 }
 
+/* The restart hit the run: batches were committed both before and after it. */
+static void assert_work_on_both_sides(const h_env *e, int64_t restarted_us)
+{
+    PGconn *c = gm_test_pg_connect(e->conninfo);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FILTER (WHERE committed_at < to_timestamp(%lld / 1e6)) > 0"
+             " AND count(*) FILTER (WHERE committed_at > to_timestamp(%lld / 1e6)) > 0"
+             " FROM gm.batches",
+             (long long)restarted_us, (long long)restarted_us);
+    char *v = gm_test_pg_value(c, sql);
+    ck_assert_msg(!strcmp(v, "t"), "the restart did not fall in the middle of the run");
+    free(v);
+    PQfinish(c);
+}
+
 START_TEST(test_postgres_fast_restart_mid_run)
 {
     private_dir("pg");
@@ -53,14 +69,21 @@ START_TEST(test_postgres_fast_restart_mid_run)
     h_env_open(&e, "pgrestart", 4);
     h_expect x;
     memset(&x, 0, sizeof x);
-    h_traffic t = {
-        .sources = 30, .events = 100000, .dup_permille = 50, .malformed_permille = 5, .seed = 11};
-    h_produce(&e, &t, &x);
+    h_traffic t = {.sources = 30,
+                   .events = 100000,
+                   .dup_permille = 50,
+                   .malformed_permille = 5,
+                   .seed = 11,
+                   .rate = 10000};
+    h_producer *prod = h_produce_start(&e, &t, &x); /* ~10 s of traffic */
     static const char *const args[] = {"--exit-idle-ms", "5000", "--batch-size", "1000", NULL};
     pid_t pid = h_rater_start(&e, "pg", args);
-    usleep(2000000);
+    usleep(3000000);
     services("restart", "pg"); /* fast shutdown: open transactions are cut */
+    int64_t restarted_us = gm_now_us();
+    h_produce_join(prod);
     ck_assert_int_eq(h_rater_wait(pid), 0);
+    assert_work_on_both_sides(&e, restarted_us);
     h_verify(&e, &x);
     h_env_close(&e);
     services("stop", "pg");
@@ -79,10 +102,13 @@ START_TEST(test_broker_restart_mid_run)
     memset(&x, 0, sizeof x);
     h_traffic t = {.sources = 30, .events = 60000, .dup_permille = 50, .seed = 13};
     h_produce(&e, &t, &x);
-    static const char *const args[] = {"--exit-idle-ms", "20000", "--batch-size", "1000", NULL};
+    /* Small batches, so that the rater is still at work when the broker goes away. */
+    static const char *const args[] = {
+        "--exit-idle-ms", "20000", "--batch-size", "100", "--batch-ms", "20", NULL};
     pid_t pid = h_rater_start(&e, "kafka", args);
     usleep(1500000);
     services("restart", "kafka");
+    int64_t restarted_us = gm_now_us();
     /* More traffic after the restart: the rater must pick it up too. */
     h_traffic t2 = {.sources = 30,
                     .events = 40000,
@@ -91,6 +117,7 @@ START_TEST(test_broker_restart_mid_run)
                     .start_us = INT64_C(1795820400000000)};
     h_produce(&e, &t2, &x);
     ck_assert_int_eq(h_rater_wait(pid), 0);
+    assert_work_on_both_sides(&e, restarted_us);
     h_verify(&e, &x);
     h_env_close(&e);
     services("stop", "kafka");
