@@ -501,7 +501,15 @@
     if (a >= 1e3) return (v / 1e3).toPrecision(3) + 'k';
     return String(Math.round(v * 1000) / 1000);
   }
+  // Charts are drawn at their box's width: redraw them when the window is resized.
+  const redraw = new Map(); // box id -> () => void
+  let resizeTimer = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { for (const f of redraw.values()) f(); }, 150);
+  });
   function drawStacked(box, legend, buckets, keys, values, bucket, label, title) {
+    redraw.set(box.id, () => drawStacked(box, legend, buckets, keys, values, bucket, label, title));
     // Drawn at the box's own width so that labels keep their size on a phone.
     const W = Math.max(300, Math.min(900, box.clientWidth || 900)), H = W < 600 ? 240 : 300;
     const L = 56, R = 10, T = 12, B = 40;
@@ -544,6 +552,7 @@
     }));
   }
   function drawBars(box, labels, vals, title) {
+    redraw.set(box.id, () => drawBars(box, labels, vals, title));
     const W = Math.max(300, Math.min(900, box.clientWidth || 900)), rowH = 22, L = W < 600 ? 120 : 200, R = 20;
     const H = Math.max(40, labels.length * rowH + 10);
     const max = niceMax(Math.max(0, ...vals));
@@ -653,7 +662,7 @@
       }).catch(() => {});
     }
     if (!data.rows.length) setMsg(msg, 'empty', 'No rated usage in ' + period + '. Choose another month.');
-    else setMsg(msg, '', data.rows.length + ' rows. ' + data.basis + '.');
+    else setMsg(msg, '', data.rows.length + ' rows: ' + data.basis + '.');
   }
 
   // ---- operator ----------------------------------------------------------------------------
