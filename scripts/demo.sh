@@ -2,10 +2,11 @@
 # The main job, end to end on one machine: set-up, a Release build, the local PostgreSQL and
 # Kafka, the schema, the sample rate cards, `gridmeter rater` in the background, and
 # `gridmeter loadgen` simulating edge sites for a while; then per-tenant usage and charges
-# from PostgreSQL, checked against the load generator's manifest.
+# from PostgreSQL, checked against the load generator's manifest, and the REST API with the
+# customers' dashboard, with keys to sign in.
 #
 #   bash scripts/demo.sh [--duration 20s] [--rate 4000] [--sites 12] [--tenants 6]
-#   bash scripts/demo.sh stop        # stop the demo's rater and the local services
+#   bash scripts/demo.sh stop        # stop the demo's rater and API, and the local services
 #
 # The rater and the servers keep running afterwards, so that /metrics, the audit views and
 # the logs can be looked at. Running it again adds another round of traffic.
@@ -17,20 +18,24 @@ cd "$GM_REPO"
 duration=20s rate=4000 sites=12 tenants=6
 demo=$GM_VAR/demo
 rater_pid_file=$demo/rater.pid
+api_pid_file=$demo/api.pid
 metrics_addr=127.0.0.1:${GRIDMETER_DEMO_METRICS_PORT:-9464}
+api_port=${GRIDMETER_DEMO_API_PORT:-8080}
 
-stop_rater() {
-    if [ -f "$rater_pid_file" ] && kill -0 "$(cat "$rater_pid_file")" 2>/dev/null; then
-        kill -TERM "$(cat "$rater_pid_file")"
-        for _ in $(seq 1 50); do kill -0 "$(cat "$rater_pid_file")" 2>/dev/null || break; sleep 0.2; done
-        gm_say "rater stopped"
+stop_pid() { # pid file, name
+    if [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; then
+        kill -TERM "$(cat "$1")"
+        for _ in $(seq 1 50); do kill -0 "$(cat "$1")" 2>/dev/null || break; sleep 0.2; done
+        gm_say "$2 stopped"
     fi
-    rm -f "$rater_pid_file"
+    rm -f "$1"
 }
+stop_rater() { stop_pid "$rater_pid_file" rater; }
 
 while (($#)); do
     case "$1" in
     stop)
+        stop_pid "$api_pid_file" api
         stop_rater
         bash scripts/services.sh stop
         exit 0
@@ -44,26 +49,26 @@ while (($#)); do
     esac
 done
 
-gm_say "1/7 set-up (packages, Kafka broker)"
+gm_say "1/8 set-up (packages, Kafka broker)"
 bash scripts/setup.sh
 
-gm_say "2/7 build (Release)"
+gm_say "2/8 build (Release)"
 build=$GM_REPO/build/release
 mkdir -p "$build"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >"$build/cmake.log" 2>&1 || { cat "$build/cmake.log"; gm_die "cmake failed"; }
 cmake --build "$build" -j"$(nproc)" --target gridmeter >"$build/build.log" 2>&1 || { tail -n 40 "$build/build.log"; gm_die "build failed (log: $build/build.log)"; }
 gm=$build/cli/gridmeter
 
-gm_say "3/7 services"
+gm_say "3/8 services"
 bash scripts/services.sh start
 eval "$(bash scripts/services.sh env)"
 
-gm_say "4/7 schema and rate cards"
+gm_say "4/8 schema and rate cards"
 "$gm" migrate
 "$gm" ratecard import examples/ratecards/list-usd-v1.json examples/ratecards/list-usd-v2.json \
     examples/ratecards/contract-acme.json
 
-gm_say "5/7 rater (background; log $GM_LOG_DIR/rater.log, metrics http://$metrics_addr/metrics)"
+gm_say "5/8 rater (background; log $GM_LOG_DIR/rater.log, metrics http://$metrics_addr/metrics)"
 mkdir -p "$demo" "$GM_LOG_DIR"
 stop_rater
 nohup "$gm" rater --metrics "$metrics_addr" >>"$GM_LOG_DIR/rater.log" 2>&1 </dev/null &
@@ -71,7 +76,7 @@ echo $! >"$rater_pid_file"
 sleep 1
 kill -0 "$(cat "$rater_pid_file")" 2>/dev/null || { tail -n 20 "$GM_LOG_DIR/rater.log"; gm_die "the rater exited (log: $GM_LOG_DIR/rater.log)"; }
 
-gm_say "6/7 loadgen: $sites sites x 3 nodes, $tenants tenants, $rate events/s for $duration"
+gm_say "6/8 loadgen: $sites sites x 3 nodes, $tenants tenants, $rate events/s for $duration"
 run_start=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
 # One spool for every demo run: the nodes' seq numbers continue from it.
 "$gm" loadgen --sites "$sites" --nodes-per-site 3 --tenants "$tenants" --models 6 \
@@ -91,7 +96,7 @@ while :; do
 done
 printf '\r' >&2
 
-gm_say "7/7 report"
+gm_say "7/8 report"
 echo
 echo "Usage and exact charges of this run, per tenant (from audit.usage_hourly / audit.usage_events):"
 psql -X -P pager=off -v ON_ERROR_STOP=1 -c "
@@ -141,7 +146,29 @@ psql -X -P pager=off -c "SELECT tenant, period_start::date, currency, events, ro
 echo "Rejected messages so far: $(psql_q 'SELECT count(*) FROM audit.rejected_events'); the latest reasons:"
 psql -X -P pager=off -c "SELECT kafka_partition AS p, kafka_offset AS offset, left(reason, 100) AS reason FROM audit.rejected_events ORDER BY received_at DESC LIMIT 5"
 
+gm_say "8/8 REST API and dashboard (log $GM_LOG_DIR/api.log)"
+stop_pid "$api_pid_file" api
+nohup "$gm" api --db "user=gm_api" --port "$api_port" >>"$GM_LOG_DIR/api.log" 2>&1 </dev/null &
+echo $! >"$api_pid_file"
+for _ in $(seq 1 50); do
+    curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null || { tail -n 20 "$GM_LOG_DIR/api.log"; gm_die "the API did not start (log: $GM_LOG_DIR/api.log)"; }
+key_of() { "$gm" apikey create "$@" 2>/dev/null | awk '$1 == "key" {print $2}'; }
+customer_key=$(key_of --role customer --tenant acme --name "demo customer")
+finance_key=$(key_of --role finance --name "demo finance")
+[ -n "$customer_key" ] && [ -n "$finance_key" ] || gm_die "could not create the demo API keys"
+
 cat <<NEXT
+
+Dashboard       http://127.0.0.1:$api_port/dashboard/
+                sign in as customer acme:  $customer_key
+                or as finance:             $finance_key
+                (demo keys, shown once; \`gridmeter apikey revoke KEY_ID\` disables one)
+REST API        curl -H "Authorization: Bearer $customer_key" http://127.0.0.1:$api_port/v1/tenants/acme/spend
+                http://127.0.0.1:$api_port/v1/openapi.json   (docs/api.md)
+
 Where to look next:
   metrics        curl -s http://$metrics_addr/metrics | grep gridmeter_
   auditors       psql "host=127.0.0.1 port=$GM_PG_PORT dbname=$GM_PG_DB user=gm_auditor"   (docs/auditors.md)
