@@ -46,6 +46,7 @@ mkdir -p "$node_dir"
 ) 9>"$node_dir/.lock"
 
 eval "$(bash "$repo/scripts/services.sh" env)"
+. "$repo/scripts/lib.sh" # GM_KAFKA_LIB (the broker's jars: topic deletion at the end)
 psql -X -qtA -d postgres -c "SELECT 1" >/dev/null 2>&1 ||
     fail "PostgreSQL is not answering at $PGHOST:$PGPORT: start it with scripts/services.sh start"
 
@@ -53,7 +54,7 @@ id="e2e_$(date +%s)_$$"
 db="gm_$id"
 topic="gridmeter.e2e.$id"
 work=$(mktemp -d /tmp/gm-e2e.XXXXXX)
-api_pid="" rater_pid=""
+api_pid="" rater_pid="" topic_made=""
 cleanup() {
     local rc=$?
     set +e
@@ -61,6 +62,12 @@ cleanup() {
     [ -n "$rater_pid" ] && kill -TERM "$rater_pid" 2>/dev/null && wait "$rater_pid" 2>/dev/null
     if [ -z "${GM_E2E_KEEP:-}" ]; then
         psql -X -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+        # The run's topic, with Kafka's own tool from the broker's jars (best effort).
+        if [ -n "$topic_made" ] && command -v java >/dev/null && ls "$GM_KAFKA_LIB"/kafka-tools-*.jar >/dev/null 2>&1; then
+            java -Xmx256m -cp "$GM_KAFKA_LIB/*" org.apache.kafka.tools.TopicCommand \
+                --bootstrap-server "$GRIDMETER_KAFKA_BROKERS" --delete --topic "$topic" \
+                >"$art/topic-delete.log" 2>&1 || say "could not delete topic $topic (log: $art/topic-delete.log)"
+        fi
         rm -rf "$work"
     else
         say "kept database $db and $work"
@@ -79,6 +86,7 @@ createdb "$db"
 # Loadgen data over the last three days (backfilled with a simulated clock) and the last hour,
 # one spool so that each node's seq continues across the runs.
 now=$(date -u +%s)
+topic_made=1 # auto-created by the first loadgen run
 i=0
 for back_h in 70 52 45 30 26 20 14 9 5 3 1; do
     start=$(date -u -d "@$((now - back_h * 3600))" +%Y-%m-%dT%H:%M:%SZ)
