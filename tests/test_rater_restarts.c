@@ -34,12 +34,31 @@ static void private_dir(const char *tag)
     snprintf(var_dir, sizeof var_dir, "/tmp/gmtest-%s-%d", tag, (int)getpid());
 }
 
+/* Checked teardown: runs in the test's process after a failure too, so that a failed test
+ * never leaves a private server holding its ports. */
+static void stop_private_servers(void)
+{
+    if (!var_dir[0])
+        return;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "GRIDMETER_VAR='%s' GRIDMETER_PG_PORT=" PRIVATE_PG_PORT
+             " GRIDMETER_KAFKA_PORT=" PRIVATE_KAFKA_PORT
+             " GRIDMETER_KAFKA_CONTROLLER_PORT=" PRIVATE_KAFKA_CONTROLLER_PORT
+             " bash '%s/scripts/services.sh' stop >> '%s.log' 2>&1; rm -rf '%s'",
+             var_dir, GM_SOURCE_DIR, var_dir, var_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not stop the private servers in %s\n", var_dir);
+    var_dir[0] = '\0';
+}
+
 static void cleanup_dir(void)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", var_dir, var_dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", var_dir);
+    var_dir[0] = '\0'; /* stopped and removed: nothing left for the teardown */
 }
 
 /* The restart hit the run: batches were committed both before and after it. */
@@ -100,16 +119,17 @@ START_TEST(test_broker_restart_mid_run)
     h_env_open(&e, "kafkarestart", 4);
     h_expect x;
     memset(&x, 0, sizeof x);
-    h_traffic t = {.sources = 30, .events = 60000, .dup_permille = 50, .seed = 13};
-    h_produce(&e, &t, &x);
-    /* Small batches, so that the rater is still at work when the broker goes away. */
-    static const char *const args[] = {
-        "--exit-idle-ms", "20000", "--batch-size", "100", "--batch-ms", "20", NULL};
+    /* ~12 s of traffic, so that the broker restart lands in the middle of it; the
+     * producer rides out the restart too (idempotent, retries). */
+    h_traffic t = {.sources = 30, .events = 60000, .dup_permille = 50, .seed = 13, .rate = 5000};
+    h_producer *prod = h_produce_start(&e, &t, &x);
+    static const char *const args[] = {"--exit-idle-ms", "20000", "--batch-size", "500", NULL};
     pid_t pid = h_rater_start(&e, "kafka", args);
-    usleep(1500000);
+    usleep(3000000);
     services("restart", "kafka");
     int64_t restarted_us = gm_now_us();
-    /* More traffic after the restart: the rater must pick it up too. */
+    h_produce_join(prod);
+    /* More traffic after the restart, from other nodes: the rater must pick it up too. */
     h_traffic t2 = {.sources = 30,
                     .events = 40000,
                     .seed = 17,
@@ -130,6 +150,7 @@ int main(void)
     Suite *s = suite_create("rater_restarts");
     TCase *tc = tcase_create("integration");
     tcase_set_timeout(tc, 600);
+    tcase_add_checked_fixture(tc, NULL, stop_private_servers);
     const char *only = getenv("GM_TEST_ONLY");
     if (!only || strstr("test_postgres_fast_restart_mid_run", only))
         tcase_add_test(tc, test_postgres_fast_restart_mid_run);
