@@ -520,6 +520,7 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
             r->rater_id, cfg->group_id, cfg->topic, cfg->brokers, cfg->batch_max, cfg->batch_ms);
 
     size_t committed = 0;
+    int failures_in_row = 0;
     int64_t last_activity = gm_mono_us(), last_partitions = gm_mono_us();
     while (!*stop) {
         /* Fill a batch: up to batch_max messages or batch_ms. */
@@ -578,7 +579,19 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
                         break;
                 }
                 rewind_to_stored(r);
-                usleep(100000);
+                /* Back off 100 ms, doubling to 5 s while the same batch keeps failing; a
+                 * failure that repeats (a constraint, an overflow) is an operator's
+                 * matter: say so loudly rather than spin quietly. */
+                failures_in_row++;
+                int64_t backoff_ms = failures_in_row < 6 ? 100LL << (failures_in_row - 1) : 5000;
+                if (failures_in_row >= 5)
+                    gm_error("rater",
+                             "msg=\"batches keep failing; rating is stalled until the "
+                             "cause is fixed\" failures_in_row=%d retry_ms=%lld",
+                             failures_in_row, (long long)backoff_ms);
+                usleep((useconds_t)backoff_ms * 1000);
+            } else {
+                failures_in_row = 0;
             }
             if (cfg->max_messages > 0 && (int64_t)committed >= cfg->max_messages)
                 break;
