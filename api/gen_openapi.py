@@ -88,6 +88,10 @@ schemas = {
         "key_id": STR, "role": STR, "tenant": NSTR, "expires_at": NTS,
         "key": {"type": ["string", "null"], "description": "shown once; null in Idempotency-Key replays"},
         "note": STR}),
+    "Me": S("object", required=["key_id", "role", "tenant", "name", "expires_at"], properties={
+        "key_id": STR, "role": S("string", enum=["admin", "finance", "customer"]),
+        "tenant": {"type": ["string", "null"], "description": "a customer key's tenant; null for admin and finance"},
+        "name": STR, "created_at": NTS, "expires_at": {"type": ["string", "null"], "format": "date-time", "description": "null: never expires"}}),
     "RevokeResult": S("object", properties={"key_id": STR, "revoked": S("boolean")}),
     "Health": S("object", properties={"status": STR, "postgresql": STR}),
 }
@@ -143,6 +147,7 @@ paths = {
     "/metrics": {"get": op("metrics", "Prometheus metrics: requests, latency, errors by route", ["admin"],
                            {"200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {"schema": STR}}}}, tags=["operations"])},
     "/v1/openapi.json": {"get": op("openapi", "This document", [], {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": S("object")}}}}, public=True, tags=["operations"])},
+    "/v1/me": {"get": op("me", "The calling key: role, tenant (customer keys), key id, name, expiry", ["admin", "finance", "customer"], ok("Me"), tags=["operations"])},
     "/v1/invoices": {"get": op("listInvoices", "List invoices (drafts computed live); a customer key lists its own", ["finance", "customer"],
                                ok("InvoiceList"), [PERIOD, q("tenant", "tenant id"), q("status", "draft, finalized or void", S("string", enum=["draft", "finalized", "void"])), CURSOR, LIMIT], tags=["finance"])},
     "/v1/invoices/{invoice_id}": {"get": op("getInvoice", "One invoice with its lines (Accept: text/csv for CSV)", ["finance", "customer"],

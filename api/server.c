@@ -38,6 +38,7 @@ static const api_route routes[] = {
     {{"GET", "/readyz", P, false}, h_readyz, "", 0},
     {{"GET", "/metrics", A, false}, h_metrics, "", 0},
     {{"GET", "/v1/openapi.json", P, false}, h_openapi, "", NO_DB},
+    {{"GET", "/v1/me", A | F | C, false}, api__h_me, "", 0},
     {{"GET", "/v1/invoices", F | C, false},
      api__h_invoices_list,
      "period,tenant,status,cursor,limit",

@@ -172,41 +172,18 @@
     session.key = session.role = session.tenant = null;
     try { sessionStorage.removeItem(SS_KEY); sessionStorage.removeItem(SS_TENANT); sessionStorage.removeItem(SS_ROLE); } catch (e) { /* ignore */ }
   }
-  // Finds the key's role (and a customer key's tenant) from what the API answers to it.
-  async function identify(tenantHint) {
-    try {
-      await api('/v1/revenue?period=' + monthName(Date.now()) + '&group_by=tenant');
-      return { role: 'finance', tenant: null };
-    } catch (e) {
-      if (e.status !== 403) throw e;
-    }
-    let list;
-    try {
-      list = await api('/v1/invoices?limit=1');
-    } catch (e) {
-      if (e.status !== 403) throw e;
-      return { role: 'admin', tenant: null };
-    }
-    let tenant = list.items.length ? list.items[0].tenant : (tenantHint || null);
-    if (!tenant) return { role: 'customer', tenant: null };
-    await api('/v1/tenants/' + encodeURIComponent(tenant) + '/spend'); // 404 if not its tenant
-    return { role: 'customer', tenant };
+  // The key's role and (customer keys) tenant, as the API states them: GET /v1/me.
+  async function identify() {
+    const me = await api('/v1/me');
+    return { role: me.role, tenant: me.role === 'customer' ? me.tenant : null };
   }
-  async function signIn(key, tenantHint) {
+  async function signIn(key) {
     session.key = key;
     const btn = $('signin-btn');
     btn.disabled = true;
     setMsg($('signin-msg'), 'loading', 'Checking the key…');
     try {
-      const who = await identify(tenantHint);
-      if (who.role === 'customer' && !who.tenant) {
-        $('tenant-row').hidden = false;
-        setMsg($('signin-msg'), 'error', 'This key is a customer key, but its tenant has no ' +
-          'invoices yet, so the dashboard cannot tell which tenant it belongs to. Enter your tenant id and sign in again.');
-        $('tenant-in').focus();
-        session.key = null;
-        return false;
-      }
+      const who = await identify();
       session.role = who.role;
       session.tenant = who.tenant;
       try {
@@ -220,8 +197,7 @@
     } catch (e) {
       forget();
       const t = e.status === 401 ? 'This key was not accepted (unknown, revoked or expired). Check it and try again.'
-        : e.status === 404 ? 'This key does not belong to tenant "' + tenantHint + '". Check the tenant id.'
-          : explain(e, 'your account');
+        : explain(e, 'your account');
       showSignin(t);
       return false;
     } finally {
@@ -711,7 +687,7 @@
       ev.preventDefault();
       const key = $('key').value.trim();
       if (!/^gmk_\S+$/.test(key)) { setMsg($('signin-msg'), 'error', 'Enter an API key: it starts with gmk_.'); $('key').focus(); return; }
-      signIn(key, $('tenant-in').value.trim() || null);
+      signIn(key);
     });
     $('signout').addEventListener('click', () => { forget(); history.replaceState(null, '', location.pathname); showSignin(''); });
     for (const id of ['range', 'bucket', 'group', 'metric', 'from', 'to']) $(id).addEventListener('change', onControl);

@@ -280,6 +280,63 @@ START_TEST(test_authorization_matrix_every_endpoint_every_role)
 }
 END_TEST
 
+START_TEST(test_me_describes_the_calling_key)
+{
+    struct {
+        const char *token, *role, *tenant;
+    } k[] = {{F.admin, "admin", NULL},
+             {F.finance, "finance", NULL},
+             {F.acme, "customer", "acme"},
+             {F.gulf, "customer", "gulf"}};
+    for (size_t i = 0; i < GM_ARRAY_LEN(k); i++) {
+        http_resp r;
+        http_do(F.port, "GET", "/v1/me", k[i].token, NULL, NULL, NULL, &r);
+        ck_assert_msg(r.status == 200, "me as %s: %d %s", k[i].role, r.status, r.body);
+        cJSON *j = json_of(&r);
+        ck_assert_str_eq(jstr(j, "role"), k[i].role);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "tenant");
+        if (k[i].tenant)
+            ck_assert_str_eq(cJSON_IsString(t) ? t->valuestring : "", k[i].tenant);
+        else
+            ck_assert_msg(cJSON_IsNull(t), "tenant of a %s key: %s", k[i].role, r.body);
+        /* the key id is the one inside the token: gmk_<id>_<secret> */
+        char id[40];
+        snprintf(id, sizeof id, "%.17s", k[i].token + 4);
+        ck_assert_str_eq(jstr(j, "key_id"), id);
+        ck_assert_str_eq(jstr(j, "name"), "test");
+        ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "expires_at")));
+        ck_assert_ptr_nonnull(jstr(j, "created_at"));
+        cJSON_Delete(j);
+        http_free(&r);
+    }
+    /* an expiring key reports its expiry */
+    PGconn *c = db();
+    char token[GM_API_TOKEN_MAX], id[40], err[512];
+    int64_t exp = (gm_now_us() / 1000000 + 86400) * 1000000;
+    ck_assert(gm_api_key_create(c, "customer", "acme", "exp", exp, token, id, sizeof id, err,
+                                sizeof err) == 0);
+    PQfinish(c);
+    http_resp r;
+    http_do(F.port, "GET", "/v1/me", token, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    cJSON *j = json_of(&r);
+    char want[40];
+    gm_time_format(exp, want, sizeof want);
+    ck_assert_str_eq(jstr(j, "expires_at"), want);
+    ck_assert_str_eq(jstr(j, "key_id"), id);
+    ck_assert_str_eq(jstr(j, "name"), "exp");
+    cJSON_Delete(j);
+    http_free(&r);
+    /* no key, a revoked key: 401 */
+    http_do(F.port, "GET", "/v1/me", NULL, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    http_free(&r);
+    http_do(F.port, "GET", "/v1/me", F.revoked, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    http_free(&r);
+}
+END_TEST
+
 START_TEST(test_customer_key_sees_another_tenants_objects_as_missing)
 {
     PGconn *c = db();
@@ -1173,6 +1230,7 @@ int main(void)
     tcase_add_test(tc, test_openapi_is_valid_and_lists_every_route);
     tcase_add_test(tc, test_health_ready_and_metrics);
     tcase_add_test(tc, test_authorization_matrix_every_endpoint_every_role);
+    tcase_add_test(tc, test_me_describes_the_calling_key);
     tcase_add_test(tc, test_customer_key_sees_another_tenants_objects_as_missing);
     tcase_add_test(tc, test_idempotency_replays_refuses_other_body_and_requires_key);
     tcase_add_test(tc, test_idempotency_concurrent_requests_have_one_effect);

@@ -504,22 +504,16 @@ async function main() {
       await op.close();
     });
 
-    await step('a customer with no usage yet: asked for its tenant, then empty states', async () => {
+    await step('a customer with no usage yet: its tenant from /v1/me, then empty states', async () => {
       const np = await ctx.newPage();
       watch(np);
       await np.goto(`${BASE}/dashboard/`);
       await np.fill('#key', EMPTY);
-      await np.click('#signin-btn');
-      await np.waitForSelector('#tenant-row:not([hidden])');
-      assert.match(await np.textContent('#signin-msg'), /Enter your tenant id/);
-      assert.equal(await np.evaluate(() => document.activeElement.id), 'tenant-in');
-      await np.fill('#key', EMPTY);
-      await np.fill('#tenant-in', TENANT);
-      await np.click('#signin-btn');
-      await np.waitForFunction(() => /does not belong to tenant/.test(document.querySelector('#signin-msg').textContent));
-      await np.fill('#key', EMPTY);
-      await np.fill('#tenant-in', EMPTY_TENANT);
-      await np.click('#signin-btn');
+      const me = await pageResponse(np, /\/v1\/me$/, () => np.click('#signin-btn'));
+      const meBody = await me.json();
+      assert.equal(meBody.role, 'customer');
+      assert.equal(meBody.tenant, EMPTY_TENANT);
+      assert.equal(meBody.key_id, EMPTY.split('_')[1]);
       await np.waitForSelector('#view-usage:not([hidden])');
       await np.waitForFunction(() => document.querySelector('#usage-msg').dataset.state === 'empty' &&
         document.querySelector('#series-msg').dataset.state === 'empty');
@@ -530,7 +524,8 @@ async function main() {
       await np.click('#tab-invoices');
       await np.waitForFunction(() => document.querySelector('#inv-msg').dataset.state === 'empty');
       assert.match(await np.textContent('#inv-msg'), /No invoices yet/);
-      ok('a customer without usage signs in with its tenant id and sees what to expect');
+      assert.equal(await np.textContent('#who'), `Customer: ${EMPTY_TENANT}`);
+      ok('a customer without usage signs in (tenant from /v1/me) and sees what to expect');
       await np.close();
     });
 
