@@ -2,7 +2,7 @@
  * produce-to-commit latency at half that rate, beside the ceiling measured in the same run:
  * binary COPY of the same rows into an unindexed table on the same server.
  *
- *   bench_rater [events=300000] [partitions=6] [batch=5000]
+ *   bench_rater [events=300000] [partitions=6] [batch=10000]
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
  * and drops its own database and topic. Prints a table and writes bench_rater.csv (latency
  * percentiles) into the current directory. */
@@ -300,7 +300,7 @@ int main(int argc, char **argv)
 {
     int64_t n_events = argc > 1 ? atoll(argv[1]) : 300000;
     int partitions = argc > 2 ? atoi(argv[2]) : 6;
-    int batch = argc > 3 ? atoi(argv[3]) : 5000;
+    int batch = argc > 3 ? atoi(argv[3]) : 10000;
     const char *brokers = getenv("GRIDMETER_KAFKA_BROKERS");
     if (!brokers)
         die("environment",

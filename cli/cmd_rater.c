@@ -33,7 +33,7 @@ int gm_cmd_rater(int argc, char **argv)
                       "libpq conninfo; empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
                      {"id", "rater.id", "GRIDMETER_RATER_ID", "", GM_OPT_STR,
                       "this rater's name in logs and gm.batches (default host:pid)", 0, 0},
-                     {"batch-size", "rater.batch_size", "GRIDMETER_RATER_BATCH_SIZE", "5000",
+                     {"batch-size", "rater.batch_size", "GRIDMETER_RATER_BATCH_SIZE", "10000",
                       GM_OPT_INT, "most messages per PostgreSQL transaction", 0, 0},
                      {"batch-ms", "rater.batch_ms", "GRIDMETER_RATER_BATCH_MS", "200", GM_OPT_INT,
                       "longest wait to fill a batch, in milliseconds", 0, 0},

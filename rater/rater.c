@@ -28,7 +28,7 @@ void gm_rater_config_init(gm_rater_config *cfg)
     cfg->topic = "gridmeter.usage.v1";
     cfg->group_id = "gridmeter-rater";
     cfg->db_conninfo = "";
-    cfg->batch_max = 5000;
+    cfg->batch_max = 10000; /* bench_rater: faster and lower p99 than 5,000 on 2 cores */
     cfg->batch_ms = 200;
     cfg->session_timeout_ms = 10000;
     cfg->book_reload_s = 30;
