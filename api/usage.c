@@ -227,6 +227,51 @@ void api__h_usage(api_req *r)
     }
 }
 
+/* The contract's monthly minimum commitment and prepaid credit (granted, at the start of the
+ * month, drawn by the draft, remaining), in the contract's currency; null members when the
+ * tenant has no contract or the contract has none. */
+static int add_contract_terms(api_req *r, cJSON *o, const api_invoice *inv, char *err,
+                              size_t err_len)
+{
+    const gm_rating_book *book = api__book_acquire(r->srv, r->db, err, err_len);
+    if (!book)
+        return GM_EDB;
+    const gm_rating_contract *c = gm_rating_book_contract(book, r->param[0]);
+    gm_rating_contract_info ci = {0};
+    if (c)
+        gm_rating_contract_get_info(c, &ci);
+    gm_i128 commit_line = 0, credit_line = 0;
+    for (size_t i = 0; i < inv->n_lines; i++) {
+        if (!strcmp(inv->lines[i].kind, "commitment"))
+            commit_line += inv->lines[i].amount_minor;
+        else if (!strcmp(inv->lines[i].kind, "credit"))
+            credit_line += inv->lines[i].amount_minor;
+    }
+    int mu = c ? ci.minor_units : inv->minor_units;
+    if (c && ci.minimum_commitment_minor > 0) {
+        cJSON *m = cJSON_AddObjectToObject(o, "commitment");
+        cJSON_AddStringToObject(m, "currency", ci.currency);
+        api__add_minor(m, "monthly_minimum", ci.minimum_commitment_minor, mu);
+        api__add_minor(m, "shortfall_so_far", commit_line, mu);
+    } else {
+        cJSON_AddNullToObject(o, "commitment");
+    }
+    if (c && ci.prepaid_credits_minor > 0) {
+        gm_i128 start =
+            inv->has_credit_before ? inv->credit_before_minor : ci.prepaid_credits_minor;
+        cJSON *k = cJSON_AddObjectToObject(o, "credit");
+        cJSON_AddStringToObject(k, "currency", ci.currency);
+        api__add_minor(k, "granted", ci.prepaid_credits_minor, mu);
+        api__add_minor(k, "balance_at_month_start", start, mu);
+        api__add_minor(k, "used_this_month", -credit_line, mu);
+        api__add_minor(k, "remaining", start + credit_line, mu);
+    } else {
+        cJSON_AddNullToObject(o, "credit");
+    }
+    api__book_release(r->srv);
+    return 0;
+}
+
 void api__h_spend(api_req *r)
 {
     int64_t now = gm_now_us(), start = gm_month_start(now), end = gm_month_next(now);
@@ -276,6 +321,13 @@ void api__h_spend(api_req *r)
     api__add_minor(pr, "list_amount", gm_rating_round_e18(proj, mu), mu);
     cJSON_AddStringToObject(pr, "method",
                             "linear: month-to-date list amount x month length / elapsed time");
+    rc = add_contract_terms(r, o, inv, err, sizeof err);
     api__invoice_free(inv);
+    if (rc) {
+        cJSON_Delete(o);
+        gm_error("api", "msg=\"spend failed\" err=\"%s\"", err);
+        api__problem(r, 503, "unavailable", NULL, "rating book unavailable");
+        return;
+    }
     api__json(r, 200, o);
 }

@@ -267,7 +267,8 @@
     $('usage-body').hidden = false;
     const t = encodeURIComponent(tenant);
     setMsg($('usage-msg'), 'loading', 'Loading month to date…');
-    for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s']) $(id).textContent = '…';
+    for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '…';
+    $('terms-note').textContent = '';
     $('commitment').textContent = '';
     const now = Date.now();
     const ms = monthStart(now), dayEnd = floorTo(now, DAY_MS) + DAY_MS;
@@ -285,6 +286,7 @@
       $('projection-method').textContent = spend.projection.method;
       $('draft-total').textContent = group3(spend.month_to_date.draft_invoice_total) + ' ' + cur;
       $('draft-total').dataset.value = spend.month_to_date.draft_invoice_total;
+      showTerms(spend);
       const sums = { input_tokens: [], cached_tokens: [], output_tokens: [], gpu_us: [] };
       for (const r of month.series) for (const k of Object.keys(sums)) sums[k].push(r[k]);
       const tot = {};
@@ -301,12 +303,29 @@
     }).catch((e) => {
       if (seq !== usageSeq) return;
       setMsg($('usage-msg'), 'error', explain(e, 'tenant ' + tenant));
-      for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s']) $(id).textContent = '—';
+      for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '—';
       if (e.status === 404 || e.status === 401) $('usage-body').hidden = true;
       throw e;
     });
     try { await cards; } catch (e) { return; }
     await loadSeries(tenant, seq);
+  }
+  // The contract's monthly minimum and prepaid credit, as /v1/tenants/{t}/spend states them.
+  function showTerms(spend) {
+    const set = (id, v, cur) => {
+      if (v == null) { $(id).textContent = 'none'; delete $(id).dataset.value; return; }
+      $(id).textContent = group3(v) + ' ' + cur;
+      $(id).dataset.value = v;
+    };
+    const c = spend.commitment, k = spend.credit;
+    set('commit-min', c ? c.monthly_minimum : null, c ? c.currency : '');
+    set('commit-short', c ? c.shortfall_so_far : null, c ? c.currency : '');
+    set('credit-granted', k ? k.granted : null, k ? k.currency : '');
+    set('credit-start', k ? k.balance_at_month_start : null, k ? k.currency : '');
+    set('credit-used', k ? k.used_this_month : null, k ? k.currency : '');
+    set('credit-left', k ? k.remaining : null, k ? k.currency : '');
+    $('terms-note').textContent = !c && !k ? 'The contract has no minimum commitment and no prepaid credit.'
+      : 'From the contract; what is short of the minimum and the credit used are those of the draft invoice so far.';
   }
   // Commitment and credit as they stand on this month's draft invoice (its lines).
   async function loadCommitment(t, spend, cur, seq) {

@@ -883,6 +883,64 @@ START_TEST(test_invoice_csv_and_usage_series)
 }
 END_TEST
 
+START_TEST(test_spend_shows_commitment_and_prepaid_credit_of_the_draft)
+{
+    int64_t now = gm_now_us(), month = gm_month_start(now);
+    PGconn *c = db();
+    ev(c, "acme", "llama-3.1-8b-instruct", "fra1", month + (now - month) / 2, 1000, 0, 2000, 0);
+    PQfinish(c);
+    http_resp r;
+    http_do(F.port, "GET", "/v1/tenants/acme/spend", F.acme, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    const cJSON *cm = cJSON_GetObjectItemCaseSensitive(j, "commitment");
+    const cJSON *cr = cJSON_GetObjectItemCaseSensitive(j, "credit");
+    ck_assert(cJSON_IsObject(cm) && cJSON_IsObject(cr));
+    /* examples/ratecards/contract-acme.json: 100 USD monthly minimum, 50 USD prepaid */
+    ck_assert_str_eq(jstr(cm, "monthly_minimum"), "100.00");
+    ck_assert_str_eq(jstr(cm, "currency"), "USD");
+    ck_assert_str_eq(jstr(cr, "granted"), "50.00");
+    ck_assert_str_eq(jstr(cr, "currency"), "USD");
+    gm_i128 start = cents(jstr(cr, "balance_at_month_start")),
+            used = cents(jstr(cr, "used_this_month")), left = cents(jstr(cr, "remaining")),
+            shortfall = cents(jstr(cm, "shortfall_so_far"));
+    ck_assert(used >= 0 && used <= start && left == start - used && start <= 5000);
+    /* the same month's draft invoice has exactly these commitment and credit lines */
+    char ts[40], period[8];
+    gm_time_format(month, ts, sizeof ts);
+    snprintf(period, sizeof period, "%.7s", ts);
+    char *id = invoice_id("acme", period);
+    cJSON *inv = get_invoice(id, F.finance, 200);
+    gm_i128 commit_lines = 0, credit_lines = 0;
+    const cJSON *l;
+    cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(inv, "lines"))
+    {
+        if (!strcmp(jstr(l, "kind"), "commitment"))
+            commit_lines += cents(jstr(l, "amount"));
+        else if (!strcmp(jstr(l, "kind"), "credit"))
+            credit_lines += cents(jstr(l, "amount"));
+    }
+    ck_assert(shortfall == commit_lines && used == -credit_lines);
+    ck_assert_msg(used > 0 && shortfall > 0, "a small month draws credit and falls short: %s",
+                  cJSON_PrintUnformatted(j));
+    cJSON_Delete(inv);
+    cJSON_Delete(j);
+    free(id);
+    /* a tenant without a contract has neither */
+    c = db();
+    ev(c, "nocontract", "llama-3.1-8b-instruct", "fra1", month + (now - month) / 2, 10, 0, 10, 0);
+    PQfinish(c);
+    http_do(F.port, "GET", "/v1/tenants/nocontract/spend", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    j = json_of(&r);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "commitment")));
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "credit")));
+    cJSON_Delete(j);
+    http_free(&r);
+}
+END_TEST
+
 /* ---- Limits and bad requests ------------------------------------------------------------ */
 static char *db_fingerprint(PGconn *c)
 {
@@ -1239,6 +1297,7 @@ int main(void)
     tcase_add_test(tc, test_late_events_become_adjustment_lines_on_the_next_invoice);
     tcase_add_test(tc, test_invoice_lines_reconcile_with_the_ledger_at_contract_prices);
     tcase_add_test(tc, test_invoice_csv_and_usage_series);
+    tcase_add_test(tc, test_spend_shows_commitment_and_prepaid_credit_of_the_draft);
     tcase_add_test(tc, test_bad_requests_are_4xx_and_leave_the_database_unchanged);
     tcase_add_test(tc, test_per_key_rate_limit_answers_429);
     tcase_add_test(tc, test_revoked_key_is_refused_at_once);

@@ -250,7 +250,22 @@ async function main() {
       const ctext = await page.textContent('#commitment');
       if (commit.length === 1) assert.ok(ctext.includes(`minimum commitment top-up ${commit[0].amount}`), ctext);
       else assert.ok(!ctext.includes('commitment top-up'), ctext);
-      ok(`month to date ${spend.month_to_date.list_amount} ${spend.currency}, draft ${spend.month_to_date.draft_invoice_total}; ${ctext}`);
+      // Commitment and credit card: the contract's terms from /spend, exactly.
+      assert.ok(spend.commitment && spend.credit, `${TENANT}'s contract has a minimum and credit`);
+      for (const [id, val, cur] of [['#commit-min', spend.commitment.monthly_minimum, spend.commitment.currency],
+        ['#commit-short', spend.commitment.shortfall_so_far, spend.commitment.currency],
+        ['#credit-granted', spend.credit.granted, spend.credit.currency],
+        ['#credit-start', spend.credit.balance_at_month_start, spend.credit.currency],
+        ['#credit-used', spend.credit.used_this_month, spend.credit.currency],
+        ['#credit-left', spend.credit.remaining, spend.credit.currency]]) {
+        assert.equal(await v(id), val, id);
+        assert.equal(await page.textContent(id), `${grouped(val)} ${cur}`, id);
+      }
+      const credit = lines.filter((l) => l.kind === 'credit');
+      const cents = (s) => BigInt(s.replace('.', ''));
+      assert.equal(cents(spend.credit.used_this_month), -bsum(credit.map((l) => cents(l.amount))), 'credit used = the draft credit line');
+      assert.equal(cents(spend.credit.remaining), cents(spend.credit.balance_at_month_start) - cents(spend.credit.used_this_month));
+      ok(`month to date ${spend.month_to_date.list_amount} ${spend.currency}, draft ${spend.month_to_date.draft_invoice_total}; ${ctext}; minimum ${spend.commitment.monthly_minimum}, credit left ${spend.credit.remaining}`);
     });
 
     await step('usage table equals the API; switch grouping and range; CSV equals the table', async () => {
