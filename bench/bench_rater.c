@@ -398,7 +398,9 @@ int main(int argc, char **argv)
     wait_for(c, n_events + n_lat, "latency");
     PGresult *r = PQexec(
         c,
-        "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms), max(ms)"
+        "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms), max(ms),"
+        " round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)),"
+        " round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))"
         " FROM (SELECT extract(epoch FROM b.committed_at - l.event_time) * 1000 AS ms"
         " FROM gm.ledger l JOIN gm.batches b ON l.xmin = b.xmin"
         " WHERE b.batch_id > (SELECT last FROM bench_mark)) x");
@@ -407,6 +409,9 @@ int main(int argc, char **argv)
     printf("  latency produce -> commit at %.0f events/s (%lld events):\n", half, (long long)n_lat);
     printf("    p50, p90, p99, p99.9 = %s ms; max %s ms\n", PQgetvalue(r, 0, 0),
            PQgetvalue(r, 0, 1));
+    /* One machine-readable line for bench/rater_sweep.sh. */
+    printf("RESULT batch=%d ceiling=%.0f ledger_copy=%.0f end_to_end=%.0f p50_ms=%s p99_ms=%s\n",
+           batch, ceiling, into_ledger, rate, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
     PQclear(r);
     FILE *csv = fopen("bench_rater.csv", "w");
     if (csv) {
