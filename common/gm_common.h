@@ -59,7 +59,8 @@ typedef enum { GM_LOG_DEBUG = 0, GM_LOG_INFO, GM_LOG_WARN, GM_LOG_ERROR } gm_log
 
 void gm_log_set_level(gm_log_level level);
 gm_log_level gm_log_get_level(void);
-/* `kv` is an optional preformatted tail of `key=value` pairs (may be NULL). */
+/* By convention the text is `msg="what happened" key=value …`; plain text without '=' is
+ * logged as msg="…". */
 void gm_log(gm_log_level level, const char *comp, const char *fmt, ...) GM_PRINTF(3, 4);
 #define gm_debug(comp, ...) gm_log(GM_LOG_DEBUG, comp, __VA_ARGS__)
 #define gm_info(comp, ...)  gm_log(GM_LOG_INFO, comp, __VA_ARGS__)
