@@ -239,5 +239,6 @@ void api__h_keys_list(api_req *r);
 void api__h_key_create(api_req *r);
 void api__h_key_revoke(api_req *r);
 void api__h_me(api_req *r);
+void api__h_ops_ingest(api_req *r);
 
 #endif /* GM_API_INT_H */

@@ -99,6 +99,12 @@ schemas = {
         "key_id": STR, "role": S("string", enum=["admin", "finance", "customer"]),
         "tenant": {"type": ["string", "null"], "description": "a customer key's tenant; null for admin and finance"},
         "name": STR, "created_at": NTS, "expires_at": {"type": ["string", "null"], "format": "date-time", "description": "null: never expires"}}),
+    "Ingest": S("object", required=["source", "messages", "consumer_lag"], properties={
+        "source": STR, "fetched_at": TS,
+        "messages": S("object", description="gridmeter_rater_messages_total by outcome", additionalProperties=INT_TXT),
+        "consumer_lag": S("array", items=S("object", properties={"topic": STR, "partition": S("integer"), "lag": INT_TXT})),
+        "batches": {"type": ["string", "null"], "description": "gridmeter_rater_batches_total"},
+        "commit_seconds": S("object", properties={"sum": {"type": ["string", "null"]}, "count": {"type": ["string", "null"]}})}),
     "RevokeResult": S("object", properties={"key_id": STR, "revoked": S("boolean")}),
     "Health": S("object", properties={"status": STR, "postgresql": STR}),
 }
@@ -155,6 +161,8 @@ paths = {
                            {"200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {"schema": STR}}}}, tags=["operations"])},
     "/v1/openapi.json": {"get": op("openapi", "This document", [], {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": S("object")}}}}, public=True, tags=["operations"])},
     "/v1/me": {"get": op("me", "The calling key: role, tenant (customer keys), key id, name, expiry", ["admin", "finance", "customer"], ok("Me"), tags=["operations"])},
+    "/v1/ops/ingest": {"get": op("opsIngest", "The rater's ingest metrics (messages by outcome, consumer lag, batches, commit time), fetched from its /metrics", ["admin", "finance"],
+                                 dict(ok("Ingest"), **{"503": problem("the rater's metrics are unreachable or not a rater's")}), tags=["operations"])},
     "/v1/invoices": {"get": op("listInvoices", "List invoices (drafts computed live); a customer key lists its own", ["finance", "customer"],
                                ok("InvoiceList"), [PERIOD, q("tenant", "tenant id"), q("status", "draft, finalized or void", S("string", enum=["draft", "finalized", "void"])), CURSOR, LIMIT], tags=["finance"])},
     "/v1/invoices/{invoice_id}": {"get": op("getInvoice", "One invoice with its lines (Accept: text/csv for CSV)", ["finance", "customer"],

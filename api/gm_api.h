@@ -30,6 +30,7 @@ typedef struct gm_api_config {
     int usage_cache_ms;        /* usage responses served from memory this long (0: off) */
     const char *tls_cert_file; /* PEM; both set: HTTPS only */
     const char *tls_key_file;
+    const char *rater_metrics_url; /* the rater's Prometheus text, for GET /v1/ops/ingest */
 } gm_api_config;
 
 /* Fills the defaults (documented in docs/api.md). */

@@ -39,6 +39,7 @@ static const api_route routes[] = {
     {{"GET", "/metrics", A, false}, h_metrics, "", 0},
     {{"GET", "/v1/openapi.json", P, false}, h_openapi, "", NO_DB},
     {{"GET", "/v1/me", A | F | C, false}, api__h_me, "", 0},
+    {{"GET", "/v1/ops/ingest", A | F, false}, api__h_ops_ingest, "", 0},
     {{"GET", "/v1/invoices", F | C, false},
      api__h_invoices_list,
      "period,tenant,status,cursor,limit",
@@ -783,6 +784,7 @@ void gm_api_config_defaults(gm_api_config *c)
     c->grace_hours = 72;
     c->auth_cache_ms = 2000;
     c->usage_cache_ms = 1000;
+    c->rater_metrics_url = "http://127.0.0.1:9464/metrics";
 }
 
 static char *slurp(const char *path, char *err, size_t err_len)

@@ -52,6 +52,9 @@ int gm_cmd_api(int argc, char **argv)
          "hours after a month's end before its invoices can be finalized (late events)", 0, 0},
         {"tls-cert", "api.tls_cert", NULL, "", GM_OPT_STR, "PEM certificate file (HTTPS)", 0, 0},
         {"tls-key", "api.tls_key", NULL, "", GM_OPT_STR, "PEM private key file (HTTPS)", 0, 0},
+        {"rater-metrics", "api.rater_metrics", "GRIDMETER_RATER_METRICS_URL",
+         "http://127.0.0.1:9464/metrics", GM_OPT_STR,
+         "the rater's /metrics URL (plain HTTP), read by GET /v1/ops/ingest", 0, 0},
         {0}};
     char err[1024];
     int npos = 0;
@@ -77,6 +80,7 @@ int gm_cmd_api(int argc, char **argv)
     cfg.grace_hours = (int)gm_opt_int(opts, "grace-hours");
     cfg.tls_cert_file = gm_opt_str(opts, "tls-cert");
     cfg.tls_key_file = gm_opt_str(opts, "tls-key");
+    cfg.rater_metrics_url = gm_opt_str(opts, "rater-metrics");
     if (cfg.port < 0 || cfg.port > 65535 || cfg.db_pool_size < 1 || cfg.grace_hours < 0) {
         fprintf(stderr, "gridmeter api: --port 0..65535, --db-pool >= 1, --grace-hours >= 0\n");
         return 2;

@@ -941,6 +941,71 @@ START_TEST(test_spend_shows_commitment_and_prepaid_credit_of_the_draft)
 }
 END_TEST
 
+/* The fake rater /metrics of the fixture (tests/test_api_client.c): text to serve, NULL to
+ * close connections without an answer. */
+void api_fake_rater_set(const char *text);
+
+START_TEST(test_ops_ingest_returns_the_raters_metrics_and_503_without_it)
+{
+    api_fake_rater_set(
+        "# HELP gridmeter_rater_messages_total Kafka messages rated, by outcome.\n"
+        "# TYPE gridmeter_rater_messages_total counter\n"
+        "gridmeter_rater_messages_total{outcome=\"accepted\"} 123456789012\n"
+        "gridmeter_rater_messages_total{outcome=\"duplicate\"} 17\n"
+        "gridmeter_rater_messages_total{outcome=\"rejected\"} 3\n"
+        "gridmeter_rater_batches_total 4242\n"
+        "gridmeter_rater_batch_failures_total 1\n"
+        "gridmeter_rater_commit_seconds_bucket{le=\"+Inf\"} 4242\n"
+        "gridmeter_rater_commit_seconds_sum 12.345678\n"
+        "gridmeter_rater_commit_seconds_count 4242\n"
+        "gridmeter_rater_consumer_lag{topic=\"gridmeter.usage.v1\",partition=\"0\"} 5\n"
+        "gridmeter_rater_committed_offset{topic=\"gridmeter.usage.v1\",partition=\"0\"} 99\n"
+        "gridmeter_rater_consumer_lag{topic=\"gridmeter.usage.v1\",partition=\"1\"} 0\n");
+    http_resp r;
+    http_do(F.port, "GET", "/v1/ops/ingest", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    ck_assert_str_eq(jstr(m, "accepted"), "123456789012");
+    ck_assert_str_eq(jstr(m, "duplicate"), "17");
+    ck_assert_str_eq(jstr(m, "rejected"), "3");
+    ck_assert_str_eq(jstr(j, "batches"), "4242");
+    const cJSON *cs = cJSON_GetObjectItemCaseSensitive(j, "commit_seconds");
+    ck_assert_str_eq(jstr(cs, "sum"), "12.345678");
+    ck_assert_str_eq(jstr(cs, "count"), "4242");
+    const cJSON *lag = cJSON_GetObjectItemCaseSensitive(j, "consumer_lag");
+    ck_assert_int_eq(cJSON_GetArraySize(lag), 2);
+    const cJSON *l0 = cJSON_GetArrayItem(lag, 0), *l1 = cJSON_GetArrayItem(lag, 1);
+    ck_assert_str_eq(jstr(l0, "topic"), "gridmeter.usage.v1");
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(l0, "partition")->valueint, 0);
+    ck_assert_str_eq(jstr(l0, "lag"), "5");
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(l1, "partition")->valueint, 1);
+    ck_assert_str_eq(jstr(l1, "lag"), "0");
+    cJSON_Delete(j);
+    /* admin may call it; a customer may not */
+    http_do(F.port, "GET", "/v1/ops/ingest", F.admin, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    http_free(&r);
+    http_do(F.port, "GET", "/v1/ops/ingest", F.acme, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 403);
+    http_free(&r);
+    /* a listener that is not a rater, and one that never answers: 503 problem+json */
+    api_fake_rater_set("some_other_metric 1\n");
+    http_do(F.port, "GET", "/v1/ops/ingest", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 503, "%d %s", r.status, r.body);
+    ck_assert_ptr_nonnull(strstr(r.headers, "application/problem+json"));
+    http_free(&r);
+    api_fake_rater_set(NULL);
+    http_do(F.port, "GET", "/v1/ops/ingest", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 503, "%d %s", r.status, r.body);
+    ck_assert_ptr_nonnull(strstr(r.headers, "application/problem+json"));
+    ck_assert_ptr_nonnull(strstr(r.body, "rater"));
+    http_free(&r);
+    api_fake_rater_set("gridmeter_rater_messages_total{outcome=\"accepted\"} 0\n");
+}
+END_TEST
+
 /* ---- Limits and bad requests ------------------------------------------------------------ */
 static char *db_fingerprint(PGconn *c)
 {
@@ -1298,6 +1363,7 @@ int main(void)
     tcase_add_test(tc, test_invoice_lines_reconcile_with_the_ledger_at_contract_prices);
     tcase_add_test(tc, test_invoice_csv_and_usage_series);
     tcase_add_test(tc, test_spend_shows_commitment_and_prepaid_credit_of_the_draft);
+    tcase_add_test(tc, test_ops_ingest_returns_the_raters_metrics_and_503_without_it);
     tcase_add_test(tc, test_bad_requests_are_4xx_and_leave_the_database_unchanged);
     tcase_add_test(tc, test_per_key_rate_limit_answers_429);
     tcase_add_test(tc, test_revoked_key_is_refused_at_once);

@@ -2,6 +2,8 @@
 #include "test_api_client.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +150,80 @@ static void key(PGconn *c, const char *role, const char *tenant, int64_t exp, ch
     ck_assert_msg(rc == 0, "key: %s", err);
 }
 
+/* A stand-in for the rater's /metrics: a listener on an ephemeral port that answers every
+ * request with api_fake_rater_text (HTTP 200), or closes without an answer when it is NULL. */
+static pthread_mutex_t fake_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *fake_text;
+static int fake_fd = -1;
+static pthread_t fake_thread;
+static char fake_url[64];
+
+void api_fake_rater_set(const char *text);
+void api_fake_rater_set(const char *text)
+{
+    pthread_mutex_lock(&fake_mu);
+    free(fake_text);
+    fake_text = text ? gm_xstrdup(text) : NULL;
+    pthread_mutex_unlock(&fake_mu);
+}
+
+static void *fake_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int c = accept(fake_fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        char req[4096];
+        size_t got = 0;
+        while (got + 1 < sizeof req) {
+            ssize_t n = recv(c, req + got, sizeof req - 1 - got, 0);
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+            req[got] = 0;
+            if (strstr(req, "\r\n\r\n"))
+                break;
+        }
+        pthread_mutex_lock(&fake_mu);
+        char *text = fake_text ? gm_xstrdup(fake_text) : NULL;
+        pthread_mutex_unlock(&fake_mu);
+        if (text) {
+            char head[256];
+            int hl = snprintf(head, sizeof head,
+                              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                              "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                              strlen(text));
+            if (send(c, head, (size_t)hl, MSG_NOSIGNAL) < 0 ||
+                send(c, text, strlen(text), MSG_NOSIGNAL) < 0)
+                perror("fake rater: send");
+            free(text);
+        }
+        close(c);
+    }
+}
+
+static void fake_start(void)
+{
+    fake_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    ck_assert(fake_fd >= 0 && bind(fake_fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              listen(fake_fd, 16) == 0 && getsockname(fake_fd, (struct sockaddr *)&a, &al) == 0);
+    snprintf(fake_url, sizeof fake_url, "http://127.0.0.1:%d/metrics", ntohs(a.sin_port));
+    api_fake_rater_set("gridmeter_rater_messages_total{outcome=\"accepted\"} 0\n");
+    ck_assert(pthread_create(&fake_thread, NULL, fake_main, NULL) == 0);
+}
+
+static void fake_stop(void)
+{
+    shutdown(fake_fd, SHUT_RDWR);
+    close(fake_fd);
+    pthread_join(fake_thread, NULL);
+    fake_fd = -1;
+    api_fake_rater_set(NULL);
+}
+
 void api_fixture_setup(void)
 {
     snprintf(F.conninfo, sizeof F.conninfo, "%s", gm_test_db_create("api"));
@@ -181,6 +257,8 @@ void api_fixture_setup(void)
     cfg.rate_burst = 100000;
     cfg.max_body_bytes = 64 * 1024;
     cfg.db_pool_size = 4;
+    fake_start();
+    cfg.rater_metrics_url = fake_url;
     F.server = gm_api_start(&cfg, err, sizeof err);
     ck_assert_msg(F.server != NULL, "api start: %s", err);
     F.port = gm_api_port(F.server);
@@ -190,6 +268,7 @@ void api_fixture_teardown(void)
 {
     gm_api_stop(F.server);
     F.server = NULL;
+    fake_stop();
     gm_test_db_drop(F.conninfo);
 }
 
