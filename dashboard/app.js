@@ -661,30 +661,79 @@
   }
 
   // ---- operator ----------------------------------------------------------------------------
+  let opSeq = 0;
   async function loadOperator() {
+    const seq = ++opSeq;
+    loadIngest(seq);
     const msg = $('op-msg'), table = $('op-table');
+    if (session.role !== 'admin') {
+      renderTable(table, [], [], [], null);
+      setMsg(msg, 'empty', 'The API\'s own request counters (/metrics) are shown to admin keys only.');
+      return;
+    }
     setMsg(msg, 'loading', 'Loading /metrics…');
     let text;
     try {
       text = await api('/metrics', 'text/plain');
     } catch (e) {
       renderTable(table, [], [], [], null);
-      setMsg(msg, 'error', (e.status === 403
-        ? 'The API answers /metrics to admin keys only, and it reports the API\'s own requests. '
-        : explain(e, '/metrics') + ' ') +
-        'The rater\'s ingest rate and lag (gridmeter_rater_* on the rater\'s own --metrics address) are not exposed through the API, so this page cannot show them.');
+      setMsg(msg, 'error', explain(e, '/metrics'));
       return;
     }
     const rows = [];
     for (const line of text.split('\n')) {
       // Route labels hold braces themselves ("GET /v1/tenants/{tenant}/usage").
-      const m = /^(gridmeter_rater_\w+|gridmeter_api_requests_total|gridmeter_api_errors_total)(\{.*\})?\s+(\S+)$/.exec(line);
+      const m = /^(gridmeter_api_requests_total|gridmeter_api_errors_total)(\{.*\})?\s+(\S+)$/.exec(line);
       if (m && !(m[1] === 'gridmeter_api_errors_total' && m[3] === '0')) rows.push([m[1], m[2] || '', m[3]]);
     }
     renderTable(table, ['metric', 'labels', 'value'], rows, [false, false, true], null);
-    const rater = rows.some((r) => r[0].startsWith('gridmeter_rater_'));
-    setMsg(msg, rater ? '' : 'empty', rater ? 'Rater metrics as reported.' :
-      'These are the API\'s own request counters. The rater\'s ingest rate and lag are on the rater\'s --metrics address, which the API does not relay.');
+    setMsg(msg, '', 'The API\'s own request counters.');
+  }
+  // The rater's counters through GET /v1/ops/ingest; the rate from a second sample 3 s later.
+  const msgTotal = (d) => Object.values(d.messages).reduce((a, x) => a + BigInt(x), 0n);
+  async function loadIngest(seq) {
+    const msg = $('ing-msg');
+    setMsg(msg, 'loading', 'Loading the rater\'s metrics…');
+    $('ing-rate').textContent = '';
+    delete $('ing-rate').dataset.value;
+    let d;
+    try {
+      d = await api('/v1/ops/ingest');
+    } catch (e) {
+      if (seq !== opSeq) return;
+      renderTable($('ing-table'), [], [], [], null);
+      renderTable($('lag-table'), [], [], [], null);
+      setMsg(msg, 'error', explain(e, 'the rater\'s metrics'));
+      return;
+    }
+    if (seq !== opSeq) return;
+    const rows = Object.entries(d.messages).map(([k, v]) => ['messages ' + k, v]);
+    rows.push(['batches committed', d.batches == null ? '' : d.batches]);
+    rows.push(['commit time, seconds (sum)', d.commit_seconds.sum == null ? '' : d.commit_seconds.sum]);
+    rows.push(['commits timed (count)', d.commit_seconds.count == null ? '' : d.commit_seconds.count]);
+    renderTable($('ing-table'), ['counter', 'value'], rows, [false, true], null);
+    renderTable($('lag-table'), ['topic', 'partition', 'lag (messages)'],
+      d.consumer_lag.map((l) => [l.topic, String(l.partition), l.lag]), [false, true, true], null);
+    setMsg(msg, '', 'From ' + d.source + ' at ' + d.fetched_at.slice(0, 19).replace('T', ' ') + ' UTC.');
+    $('ing-rate').textContent = 'Ingest rate: measuring (a second sample in 3 s)…';
+    await new Promise((res) => setTimeout(res, 3000));
+    if (seq !== opSeq || readHash().view !== 'operator' || !session.key) return;
+    let d2;
+    try {
+      d2 = await api('/v1/ops/ingest');
+    } catch (e) {
+      if (seq === opSeq) $('ing-rate').textContent = 'Ingest rate: unknown (' + explain(e, 'the second sample') + ')';
+      return;
+    }
+    if (seq !== opSeq) return;
+    const delta = msgTotal(d2) - msgTotal(d);
+    const ms = Date.parse(d2.fetched_at) - Date.parse(d.fetched_at);
+    // Display only (not money): messages per second with one decimal.
+    const rate = ms > 0 ? (Number(delta) * 1000 / ms).toFixed(1) : '0.0';
+    $('ing-rate').dataset.value = rate;
+    $('ing-rate').dataset.delta = delta.toString();
+    $('ing-rate').dataset.ms = String(ms);
+    $('ing-rate').textContent = 'Ingest rate: ' + rate + ' messages/s (' + delta + ' messages in ' + (ms / 1000).toFixed(1) + ' s, all outcomes).';
   }
 
   // ---- wiring -------------------------------------------------------------------------------

@@ -470,11 +470,27 @@ async function main() {
       const ur = await pageResponse(fp, new RegExp(`/tenants/${TENANT}/usage\\?.*group_by=`), () => fp.click('#fin-open'));
       await checkSeriesTable(fp, FINANCE, ur);
       ok(`finance opens ${TENANT}'s usage`);
-      await fp.click('#tab-operator');
-      await fp.waitForFunction(() => document.querySelector('#op-msg').dataset.state === 'error');
-      assert.match(await fp.textContent('#op-msg'), /admin keys only.*rater's ingest rate and lag/s);
+      const ing = await pageResponse(fp, /^\/v1\/ops\/ingest$/, () => fp.click('#tab-operator'));
+      assert.equal(ing.status(), 200);
+      const d = await ing.json();
+      await fp.waitForFunction(() => document.querySelector('#op-msg').dataset.state === 'empty');
+      assert.match(await fp.textContent('#op-msg'), /admin keys only/);
+      await fp.waitForFunction(() => document.querySelectorAll('#ing-table tbody tr').length > 0);
+      const wantIng = Object.entries(d.messages).map(([k, v]) => ['messages ' + k, v]);
+      wantIng.push(['batches committed', d.batches], ['commit time, seconds (sum)', d.commit_seconds.sum],
+        ['commits timed (count)', d.commit_seconds.count]);
+      assert.deepEqual(await tableCells(fp, '#ing-table'), wantIng, 'ingest counters as the endpoint returned them');
+      assert.deepEqual(Object.keys(d.messages).sort(), ['accepted', 'duplicate', 'rejected']);
+      assert.deepEqual(await tableCells(fp, '#lag-table'), d.consumer_lag.map((l) => [l.topic, String(l.partition), l.lag]),
+        'lag per partition as the endpoint returned it');
+      // The rate from the page's second sample: delta over the two fetched_at instants.
+      await fp.waitForFunction(() => document.querySelector('#ing-rate').dataset.value !== undefined, null, { timeout: 15000 });
+      const rate = await fp.$eval('#ing-rate', (e) => ({ ...e.dataset, text: e.textContent }));
+      assert.ok(BigInt(rate.delta) >= 0n && Number(rate.ms) > 0, JSON.stringify(rate));
+      assert.equal(rate.value, (Number(rate.delta) * 1000 / Number(rate.ms)).toFixed(1));
+      assert.match(rate.text, new RegExp(`^Ingest rate: ${rate.value.replace('.', '\\.')} messages/s`));
       await shot(fp, '10-operator-finance-key');
-      ok('operator view with a finance key says what is missing');
+      ok(`operator view with a finance key: rater ingest (accepted ${d.messages.accepted}, ${d.consumer_lag.length} partitions, ${rate.value} messages/s)`);
       await fp.close();
     });
 

@@ -115,6 +115,17 @@ recent=$((now - 600 > month0 ? now - 600 : month0))
 events=$(psql -X -qtA -d "$db" -c "SELECT count(*) FROM gm.ledger")
 [ "$events" -gt 0 ] || fail "the rater wrote no ledger rows (log: $art/rater.log)"
 say "$events events rated"
+# A rater that stays up (same group: nothing left to rate) with its /metrics on a free port,
+# for the operator view's ingest numbers (GET /v1/ops/ingest reads them through the API).
+mport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$gm" rater --topic "$topic" --group "$id" --db "dbname=$db" --metrics "127.0.0.1:$mport" \
+    >"$art/rater-live.log" 2>&1 &
+rater_pid=$!
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break
+    kill -0 "$rater_pid" 2>/dev/null || { tail -n 20 "$art/rater-live.log" >&2; fail "the live rater exited"; }
+    sleep 0.1
+done
 
 key() { "$gm" apikey create --db "dbname=$db" "$@" 2>>"$art/apikey.log" | grep -o 'gmk_[A-Za-z0-9_]*' | head -n1; }
 export GM_E2E_CUSTOMER_KEY GM_E2E_OTHER_KEY GM_E2E_FINANCE_KEY GM_E2E_ADMIN_KEY GM_E2E_EMPTY_KEY
@@ -128,7 +139,8 @@ GM_E2E_ADMIN_KEY=$(key --role admin --name e2e-admin)
 
 # From an empty directory: the dashboard's files come from the binary, not the source tree.
 mkdir -p "$work/cwd"
-(cd "$work/cwd" && exec "$gm" api --db "dbname=$db user=gm_api" --port 0 --rate-limit 0) >"$work/api.out" 2>"$art/api.log" &
+(cd "$work/cwd" && exec "$gm" api --db "dbname=$db user=gm_api" --port 0 --rate-limit 0 \
+    --rater-metrics "http://127.0.0.1:$mport/metrics") >"$work/api.out" 2>"$art/api.log" &
 api_pid=$!
 port=""
 for _ in $(seq 1 100); do
