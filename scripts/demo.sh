@@ -148,7 +148,7 @@ psql -X -P pager=off -c "SELECT kafka_partition AS p, kafka_offset AS offset, le
 
 gm_say "8/8 REST API and dashboard (log $GM_LOG_DIR/api.log)"
 stop_pid "$api_pid_file" api
-nohup "$gm" api --db "user=gm_api" --port "$api_port" >>"$GM_LOG_DIR/api.log" 2>&1 </dev/null &
+nohup "$gm" api --db "user=gm_api" --port "$api_port" --rater-metrics "http://$metrics_addr/metrics" >>"$GM_LOG_DIR/api.log" 2>&1 </dev/null &
 echo $! >"$api_pid_file"
 for _ in $(seq 1 50); do
     curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break
