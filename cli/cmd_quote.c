@@ -77,35 +77,6 @@ static void json_flags(FILE *f, bool *first, unsigned flags)
     fputc(']', f);
 }
 
-/* ---- Reading files --------------------------------------------------------------------- */
-
-static char *read_file(const char *path, size_t *len, char *err, size_t err_len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        gm_fail(err, err_len, GM_EIO, "%s: cannot open", path);
-        return NULL;
-    }
-    size_t cap = 65536, n = 0;
-    char *buf = gm_xmalloc(cap);
-    size_t k;
-    while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap)
-            buf = gm_xrealloc(buf, cap *= 2);
-    }
-    buf[n] = '\0'; /* n < cap: callers may also treat the text as a C string */
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        gm_fail(err, err_len, GM_EIO, "%s: read error", path);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 /* Adds every file of a comma-separated list as cards (contract = false) or contracts. */
 static int load_list(gm_rating_book *book, const char *list, bool contract, char *err,
                      size_t err_len)
@@ -115,7 +86,7 @@ static int load_list(gm_rating_book *book, const char *list, bool contract, char
     for (char *path = strtok_r(copy, ",", &save); path && !rc; path = strtok_r(NULL, ",", &save)) {
         size_t len;
         char why[768];
-        char *text = read_file(path, &len, err, err_len);
+        char *text = gm_read_file(path, &len, err, err_len);
         if (!text) {
             rc = GM_EIO;
             break;

@@ -10,29 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 65536, n = 0, k;
-    char *buf = gm_xmalloc(cap);
-    while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap)
-            buf = gm_xrealloc(buf, cap *= 2);
-    }
-    buf[n] = '\0'; /* n < cap: callers may also treat the text as a C string */
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 /* A document with a top-level "tenant" is a contract, anything else a card. */
 static bool is_contract(const char *text, size_t len)
 {
@@ -115,9 +92,11 @@ static int cmd_validate(int argc, char **argv, bool import)
     bool *contract = gm_xcalloc((size_t)n_pos, sizeof *contract);
     for (int i = 0; i < n_pos; i++) {
         const char *path = argv[1 + i];
-        text[i] = slurp(path, &len[i]);
+        char why[512];
+        text[i] = gm_read_file(path, &len[i], why, sizeof why);
         if (!text[i]) {
-            printf("%s: error: cannot read the file\n", path);
+            size_t pl = strlen(path); /* why starts with "PATH: " */
+            printf("%s: error: %s\n", path, strncmp(why, path, pl) ? why : why + pl + 2);
             bad++;
             continue;
         }
@@ -207,9 +186,10 @@ static int cmd_show(int argc, char **argv)
         return 2;
     }
     size_t len;
-    char *text = slurp(argv[1], &len);
+    char why[512];
+    char *text = gm_read_file(argv[1], &len, why, sizeof why);
     if (!text) {
-        fprintf(stderr, "gridmeter ratecard show: %s: cannot read the file\n", argv[1]);
+        fprintf(stderr, "gridmeter ratecard show: %s\n", why);
         return 2;
     }
     gm_rating_card *c;

@@ -170,6 +170,11 @@ static inline int gm_i128_mul(gm_i128 a, gm_i128 b, gm_i128 *out)
  * The Kafka broker that scripts/services.sh starts; production sets GRIDMETER_KAFKA_BROKERS. */
 #define GM_DEFAULT_KAFKA_BROKERS "127.0.0.1:59092"
 
+/* ---- Files -------------------------------------------------------------------------------*/
+/* Reads a whole file: a malloc'd buffer NUL-terminated after its *len bytes (the caller
+ * frees it), or NULL with "PATH: cannot open: reason" in err. */
+char *gm_read_file(const char *path, size_t *len, char *err, size_t err_len);
+
 /* ---- Small things ----------------------------------------------------------------------*/
 #define GM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 /* Aborts with a message on allocation failure: used only where the caller cannot recover. */
