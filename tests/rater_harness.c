@@ -164,6 +164,8 @@ void h_produce(const h_env *e, const h_traffic *t, h_expect *x)
     uint64_t *next_seq = gm_xcalloc((size_t)t->sources, sizeof *next_seq);
     int *src_tenant = gm_xcalloc((size_t)t->sources, sizeof *src_tenant);
     int *src_site = gm_xcalloc((size_t)t->sources, sizeof *src_site);
+    for (int k = 0; t->first_seq > 0 && k < t->sources; k++)
+        next_seq[k] = (uint64_t)t->first_seq - 1;
     for (int k = 0; k < t->sources; k++) {
         src_tenant[k] = (int)(rnd(&s) % H_TENANTS);
         src_site[k] = k % H_SITES;

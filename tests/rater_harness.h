@@ -49,6 +49,7 @@ typedef struct h_traffic {
     int skip_seq_every; /* > 0: source 0 skips every Nth seq (gaps) */
     int source_base;    /* first node number: traffic of separate calls comes from other nodes */
     int rate;           /* > 0: events per second (paced), else as fast as possible */
+    int first_seq;      /* > 0: every node's seq starts here (a later call of one node) */
 } h_traffic;
 
 /* Produces the traffic to e->topic (keyed by source) and adds it to *x. */

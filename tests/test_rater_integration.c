@@ -2,6 +2,7 @@
  * Each test ends with h_verify(): the ledger equals what was sent, exactly once. */
 #include "rater_harness.h"
 
+#include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +221,74 @@ START_TEST(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write)
 }
 END_TEST
 
+/* Retention deleted messages before they were rated: the rater must not stall on the hole,
+ * must say so (log, metric), and the lost events must show in audit.source_gaps: a loss is
+ * reported, never silent. */
+static void delete_records_below(const h_env *e, int64_t offset)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", e->brokers, err, sizeof err) == 0);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ck_assert_msg(rk != NULL, "%s", err);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, e->topic, 0)->offset = offset;
+    rd_kafka_DeleteRecords_t *del = rd_kafka_DeleteRecords_new(parts);
+    rd_kafka_DeleteRecords(rk, &del, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_msg(rd_kafka_event_error(ev) == 0, "DeleteRecords: %s",
+                  rd_kafka_event_error_string(ev));
+    const rd_kafka_topic_partition_list_t *res =
+        rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+    ck_assert_int_eq(res->elems[0].err, 0);
+    rd_kafka_event_destroy(ev);
+    rd_kafka_DeleteRecords_destroy(del);
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
+START_TEST(test_retention_gap_is_reported_not_silent)
+{
+    h_env e;
+    h_env_open(&e, "retention", 1);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    h_traffic t = {.sources = 1, .events = 500, .seed = 21};
+    h_produce(&e, &t, &x);
+    pid_t pid = h_rater_start(&e, "before", exit_when_idle);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    h_verify(&e, &x); /* offsets stored at 500 */
+    /* 500 more from the same node; retention then deletes 300 of them unread. */
+    h_traffic t2 = {.sources = 1, .events = 500, .seed = 21, .first_seq = 501};
+    h_expect x2;
+    memset(&x2, 0, sizeof x2);
+    h_produce(&e, &t2, &x2);
+    delete_records_below(&e, 800);
+    pid = h_rater_start(&e, "after", exit_when_idle);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    PGconn *c = gm_test_pg_connect(e.conninfo);
+    char *v = gm_test_pg_value(c, "SELECT count(*) FROM gm.ledger");
+    ck_assert_str_eq(v, "700");
+    free(v);
+    v = gm_test_pg_value(c, "SELECT next_offset FROM gm.consumer_offsets");
+    ck_assert_str_eq(v, "1000");
+    free(v);
+    /* The 300 events that never reached the ledger are a reported gap of the node's seqs. */
+    v = gm_test_pg_value(c, "SELECT string_agg(first_missing || '-' || last_missing, ',')"
+                            " FROM audit.source_gaps");
+    ck_assert_str_eq(v, "501-800");
+    free(v);
+    v = gm_test_pg_value(c, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    PQfinish(c);
+    h_env_close(&e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rater");
@@ -235,6 +304,7 @@ int main(void)
     ADD(test_two_raters_share_partitions_through_kill_and_stop);
     ADD(test_seq_holes_show_up_in_source_gaps);
     ADD(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write);
+    ADD(test_retention_gap_is_reported_not_silent);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
