@@ -14,3 +14,5 @@ gm_add_test(NAME test_ledger_pg SOURCES test_ledger_pg.c LIBS gm_ledger LABELS i
 gm_add_test(NAME test_pipeline_integration SOURCES test_pipeline_integration.c
             LIBS gm_rater_harness PkgConfig::CJSON LABELS integration TIMEOUT 600)
 add_dependencies(test_pipeline_integration gridmeter)
+gm_add_test(NAME test_ledger_writer SOURCES test_ledger_writer.c LIBS gm_ledger gm_ingest
+            LABELS integration TIMEOUT 120)

@@ -1,0 +1,206 @@
+/* Integration (real PostgreSQL): the exactly-once batch writer on its own, with batches
+ * built by hand, for the paths that traffic seldom takes: the unique-key safety net (slow
+ * path), a fenced consumer, and two writers racing on one source. */
+#include "gm_ingest.h"
+#include "gm_ledger.h"
+#include "support.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TOPIC "gridmeter.usage.v1"
+
+typedef struct fixture {
+    char conninfo[256];
+    PGconn *c;
+} fixture;
+
+static void open_db(fixture *f, const char *tag)
+{
+    snprintf(f->conninfo, sizeof f->conninfo, "%s", gm_test_db_create(tag));
+    f->c = gm_test_pg_connect(f->conninfo);
+    char err[1024];
+    ck_assert_msg(gm_ledger_migrate(f->c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                    GM_MIGRATE_APPLY, NULL, err, sizeof err) == 0,
+                  "%s", err);
+}
+
+static void close_db(fixture *f)
+{
+    PQfinish(f->c);
+    gm_test_db_drop(f->conninfo);
+}
+
+static void make_event(gm_event *ev, const char *source, uint64_t seq, const char *id)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->type = GM_EVENT_USAGE;
+    snprintf(ev->source, sizeof ev->source, "%s", source);
+    snprintf(ev->id, sizeof ev->id, "%s", id);
+    snprintf(ev->tenant, sizeof ev->tenant, "acme");
+    snprintf(ev->site, sizeof ev->site, "fra1");
+    snprintf(ev->model, sizeof ev->model, "m");
+    ev->time_us = INT64_C(1795816800000000);
+    ev->seq = seq;
+    ev->input_tokens = 10;
+    ev->output_tokens = 5;
+}
+
+static void make_row(gm_ledger_row *row, const gm_event *ev, int64_t offset)
+{
+    memset(row, 0, sizeof *row);
+    row->ev = ev;
+    row->partition = 0;
+    row->offset = offset;
+    row->card_id = "list-usd";
+    row->card_version = 1;
+    memcpy(row->currency, "USD", 4);
+    row->unit_price_p[0] = 1000000; /* 10^-6 per token */
+    row->amount_e18[0] = (gm_i128)ev->input_tokens * 1000000 * 1000000;
+    row->unit_price_p[2] = 2000000;
+    row->amount_e18[2] = (gm_i128)ev->output_tokens * 2000000 * 1000000;
+}
+
+static int64_t count(PGconn *c, const char *sql)
+{
+    char *v = gm_test_pg_value(c, sql);
+    int64_t n = atoll(v);
+    free(v);
+    return n;
+}
+
+START_TEST(test_reused_id_with_new_seq_goes_the_slow_path_and_is_not_charged)
+{
+    fixture f;
+    open_db(&f, "wslow");
+    gm_ledger_writer *w = gm_ledger_writer_new(f.c);
+    gm_event ev[3];
+    gm_ledger_row rows[3];
+    make_event(&ev[0], "edge/fra1/n1", 1, "n1-1");
+    make_event(&ev[1], "edge/fra1/n1", 2, "n1-2");
+    make_row(&rows[0], &ev[0], 0);
+    make_row(&rows[1], &ev[1], 1);
+    gm_ledger_pos pos = {0, -1, 2};
+    gm_ledger_batch b = {"g", TOPIC, "t", rows, 2, NULL, 0, &pos, 1};
+    gm_ledger_result res;
+    char err[1024];
+    ck_assert_msg(gm_ledger_writer_commit(w, &b, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(res.accepted, 2);
+    ck_assert(!res.slow_path);
+    /* A node that reuses id n1-1 (same time) under a new seq 3: the seq ranges see a new
+     * event, the unique key does not. It must not be charged. */
+    make_event(&ev[2], "edge/fra1/n1", 3, "n1-1");
+    make_row(&rows[2], &ev[2], 2);
+    gm_ledger_pos pos2 = {0, 2, 3};
+    gm_ledger_batch b2 = {"g", TOPIC, "t", &rows[2], 1, NULL, 0, &pos2, 1};
+    ck_assert_msg(gm_ledger_writer_commit(w, &b2, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert(res.slow_path);
+    ck_assert_uint_eq(res.accepted, 0);
+    ck_assert_uint_eq(res.duplicates, 1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger"), 2);
+    ck_assert_int_eq(count(f.c, "SELECT sum(quantity) FROM gm.charges WHERE dimension = 'input'"),
+                     20);
+    ck_assert_int_eq(count(f.c, "SELECT events FROM gm.sources"), 2);
+    ck_assert_int_eq(count(f.c, "SELECT next_offset FROM gm.consumer_offsets"), 3);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"),
+                     0);
+    gm_ledger_writer_free(w);
+    close_db(&f);
+}
+END_TEST
+
+START_TEST(test_stale_consumer_is_fenced_and_writes_nothing)
+{
+    fixture f;
+    open_db(&f, "wfence");
+    gm_ledger_writer *w = gm_ledger_writer_new(f.c);
+    gm_event ev[2];
+    gm_ledger_row rows[2];
+    make_event(&ev[0], "edge/fra1/n1", 1, "n1-1");
+    make_row(&rows[0], &ev[0], 0);
+    gm_ledger_pos pos = {0, -1, 1};
+    gm_ledger_batch b = {"g", TOPIC, "new-owner", rows, 1, NULL, 0, &pos, 1};
+    gm_ledger_result res;
+    char err[1024];
+    ck_assert_msg(gm_ledger_writer_commit(w, &b, &res, err, sizeof err) == 0, "%s", err);
+    /* The old owner still believes the partition stands at "no row": it is fenced. */
+    gm_ledger_writer *stale = gm_ledger_writer_new(f.c);
+    make_event(&ev[1], "edge/fra1/n2", 1, "n2-1");
+    make_row(&rows[1], &ev[1], 1);
+    gm_ledger_reject rj = {0, 2, NULL, 0, "x", 1, "event: broken"};
+    gm_ledger_pos old = {0, -1, 3};
+    gm_ledger_batch b2 = {"g", TOPIC, "old-owner", &rows[1], 1, &rj, 1, &old, 1};
+    ck_assert_int_eq(gm_ledger_writer_commit(stale, &b2, &res, err, sizeof err), GM_EFENCED);
+    ck_assert_ptr_nonnull(strstr(err, "fenced"));
+    /* Same with a stored offset that moved on. */
+    gm_ledger_pos old2 = {0, 0, 3};
+    b2.pos = &old2;
+    ck_assert_int_eq(gm_ledger_writer_commit(stale, &b2, &res, err, sizeof err), GM_EFENCED);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger"), 1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.rejected_events"), 0);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.sources"), 1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.batches"), 1);
+    ck_assert_int_eq(count(f.c, "SELECT next_offset FROM gm.consumer_offsets"), 1);
+    gm_ledger_writer_free(stale);
+    gm_ledger_writer_free(w);
+    close_db(&f);
+}
+END_TEST
+
+START_TEST(test_two_writers_on_one_source_conflict_instead_of_doubling)
+{
+    fixture f;
+    open_db(&f, "wrace");
+    PGconn *c2 = gm_test_pg_connect(f.conninfo);
+    gm_ledger_writer *a = gm_ledger_writer_new(f.c), *b = gm_ledger_writer_new(c2);
+    gm_event ev[3];
+    gm_ledger_row rows[3];
+    gm_ledger_result res;
+    char err[1024];
+    /* A writes seq 1 (partition 0) and caches the source's ranges. */
+    make_event(&ev[0], "edge/fra1/n1", 1, "n1-1");
+    make_row(&rows[0], &ev[0], 0);
+    gm_ledger_pos pa = {0, -1, 1};
+    gm_ledger_batch ba = {"g", TOPIC, "a", rows, 1, NULL, 0, &pa, 1};
+    ck_assert_msg(gm_ledger_writer_commit(a, &ba, &res, err, sizeof err) == 0, "%s", err);
+    /* B (another partition: the node's key moved after a partition change) writes seq 2. */
+    make_event(&ev[1], "edge/fra1/n1", 2, "n1-2");
+    make_row(&rows[1], &ev[1], 0);
+    rows[1].partition = 1;
+    gm_ledger_pos pb = {1, -1, 1};
+    gm_ledger_batch bb = {"g", TOPIC, "b", &rows[1], 1, NULL, 0, &pb, 1};
+    ck_assert_msg(gm_ledger_writer_commit(b, &bb, &res, err, sizeof err) == 0, "%s", err);
+    /* A, with its cached ranges {1}, now sees seq 2 again: its compare-and-set on the
+     * source fails instead of writing seq 2 twice. */
+    make_event(&ev[2], "edge/fra1/n1", 2, "n1-2");
+    make_row(&rows[2], &ev[2], 1);
+    ev[2].time_us += 1; /* another time: the unique key alone would not catch it */
+    gm_ledger_pos pa2 = {0, 1, 2};
+    gm_ledger_batch ba2 = {"g", TOPIC, "a", &rows[2], 1, NULL, 0, &pa2, 1};
+    ck_assert_int_eq(gm_ledger_writer_commit(a, &ba2, &res, err, sizeof err), GM_ECONFLICT);
+    /* After the conflict A reloads the ranges: the same batch is now a duplicate. */
+    ck_assert_msg(gm_ledger_writer_commit(a, &ba2, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(res.duplicates, 1);
+    ck_assert_uint_eq(res.accepted, 0);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger"), 2);
+    ck_assert_int_eq(count(f.c, "SELECT events FROM gm.sources"), 2);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"),
+                     0);
+    gm_ledger_writer_free(a);
+    gm_ledger_writer_free(b);
+    PQfinish(c2);
+    close_db(&f);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ledger_writer");
+    TCase *tc = tcase_create("integration");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_reused_id_with_new_seq_goes_the_slow_path_and_is_not_charged);
+    tcase_add_test(tc, test_stale_consumer_is_fenced_and_writes_nothing);
+    tcase_add_test(tc, test_two_writers_on_one_source_conflict_instead_of_doubling);
+    suite_add_tcase(s, tc);
+    return gm_test_run(s);
+}
