@@ -592,6 +592,49 @@ static int finalize_tx(api_server *s, PGconn *db, const char *invoice_id, char *
                      inv->invoice_id, t, api__config(s)->grace_hours);
         goto out;
     }
+    /* Months are finalized in order. Prepaid credit runs from one finalized month to the
+     * next, so finalizing a month after a later one, or while an earlier one with usage
+     * since the last finalized month is still a draft, would count the same credit twice
+     * (found in review). Usage of a month before the last finalized one that was never
+     * invoiced (a backfill) does not block the months after it. The tenant's invoice rows
+     * are locked first, so two finalizations of one tenant serialize. */
+    {
+        char ps[40];
+        gm_time_format(inv->period_start_us, ps, sizeof ps);
+        const char *p[2] = {inv->tenant, ps};
+        PGresult *r = qp(db, "SELECT 1 FROM gm.invoices WHERE tenant = $1 FOR UPDATE", 1, p,
+                         PGRES_TUPLES_OK, "locking the tenant's invoices", err, err_len, &rc);
+        PQclear(r);
+        if (rc)
+            goto out;
+        r = qp(db,
+               "SELECT (SELECT to_char(max(period_start) AT TIME ZONE 'UTC', 'YYYY-MM')"
+               "        FROM gm.invoices WHERE tenant = $1 AND status <> 'draft'"
+               "        AND period_start > $2::timestamptz),"
+               "       (SELECT to_char(min(m) AT TIME ZONE 'UTC', 'YYYY-MM') FROM"
+               "        (SELECT DISTINCT date_trunc('month', hour AT TIME ZONE 'UTC') AT TIME ZONE"
+               "         'UTC' AS m FROM gm.charges WHERE tenant = $1 AND hour < $2::timestamptz) c"
+               "        WHERE c.m > coalesce((SELECT max(period_start) FROM gm.invoices"
+               "                 WHERE tenant = $1 AND status <> 'draft'"
+               "                 AND period_start < $2::timestamptz), '-infinity')"
+               "        AND NOT EXISTS (SELECT 1 FROM gm.invoices i WHERE i.tenant = $1"
+               "         AND i.period_start = c.m AND i.status <> 'draft'))",
+               2, p, PGRES_TUPLES_OK, "checking the order of finalization", err, err_len, &rc);
+        if (!rc && !PQgetisnull(r, 0, 0))
+            rc = gm_fail(err, err_len, GM_ECONFLICT,
+                         "invoice %s: %s is already finalized; months are finalized in order "
+                         "(prepaid credit carries from one to the next)",
+                         inv->invoice_id, PQgetvalue(r, 0, 0));
+        else if (!rc && !PQgetisnull(r, 0, 1))
+            rc = gm_fail(err, err_len, GM_ECONFLICT,
+                         "invoice %s: the earlier month %s has usage and is not finalized yet; "
+                         "months are finalized in order (prepaid credit carries from one to the "
+                         "next)",
+                         inv->invoice_id, PQgetvalue(r, 0, 1));
+        PQclear(r);
+        if (rc)
+            goto out;
+    }
     if ((rc = compute_live(s, db, inv, &adj, &n_adj, err, err_len)))
         goto out;
     if (!inv->currency[0]) {

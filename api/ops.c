@@ -104,7 +104,7 @@ static bool dechunk(char *b, size_t *len)
         in = (size_t)(crlf - b) + 2;
         if (!n)
             break;
-        if (in + n > *len)
+        if (n > *len - in) /* never `in + n`: a huge chunk size would wrap (review) */
             return false;
         memmove(b + out, b + in, n);
         out += n, in += n + 2;
@@ -224,7 +224,7 @@ static bool plain_number(const char *s, size_t n)
 static bool label(const char *l, size_t n, const char *name, char *out, size_t out_len)
 {
     size_t nl = strlen(name);
-    for (size_t i = 0; i + nl + 2 < n; i++) {
+    for (size_t i = 1; i + nl + 2 < n; i++) { /* l[0] is '{' */
         if ((i == 1 || l[i - 1] == ',') && !strncmp(l + i, name, nl) && l[i + nl] == '=' &&
             l[i + nl + 1] == '"') {
             const char *v = l + i + nl + 2, *e = memchr(v, '"', n - (size_t)(v - l));

@@ -244,7 +244,9 @@ static void h_readyz(api_req *r)
     bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
     PQclear(res);
     if (!ok) {
-        api__problem(r, 503, "not-ready", NULL, "PostgreSQL: %s", PQerrorMessage(r->db));
+        /* The reason (host, user) goes to the log, not to an unauthenticated caller. */
+        gm_warn("api", "msg=\"not ready\" error=\"%s\"", PQerrorMessage(r->db));
+        api__problem(r, 503, "not-ready", NULL, "the database is not available");
         return;
     }
     api__text(r, 200, "application/json",
@@ -567,7 +569,9 @@ static int process(api_server *s, struct MHD_Connection *conn, const char *metho
     if (!(rt->flags & NO_DB)) {
         r->db = api__pool_get(s->pool, s->cfg.db_wait_ms, err, sizeof err);
         if (!r->db) {
-            api__problem(r, 503, "unavailable", NULL, "%s", err);
+            gm_warn("api", "msg=\"no database connection\" error=\"%s\"", err);
+            api__problem(r, 503, "unavailable", NULL,
+                         "the database is not available; retry shortly");
             snprintf(r->header_name, sizeof r->header_name, "Retry-After");
             snprintf(r->header_value, sizeof r->header_value, "1");
             return route;
@@ -776,7 +780,7 @@ void gm_api_config_defaults(gm_api_config *c)
     c->db_wait_ms = 2000;
     c->statement_timeout_ms = 10000;
     c->max_connections = 256;
-    c->per_ip_connections = 0;
+    c->per_ip_connections = 16; /* one host cannot hold every connection (slowloris) */
     c->conn_timeout_s = 30;
     c->max_body_bytes = 1 << 20;
     c->rate_per_s = 50;

@@ -44,7 +44,7 @@ int gm_cmd_api(int argc, char **argv)
         {"rate-burst", "api.rate_burst", NULL, burst, GM_OPT_INT, "burst per API key", 0, 0},
         {"max-connections", "api.max_connections", NULL, maxc, GM_OPT_INT,
          "HTTP connections at once (one thread each)", 0, 0},
-        {"per-ip-connections", "api.per_ip_connections", NULL, "0", GM_OPT_INT,
+        {"per-ip-connections", "api.per_ip_connections", NULL, "16", GM_OPT_INT,
          "HTTP connections per client address (0: no limit)", 0, 0},
         {"timeout-s", "api.timeout_s", NULL, to, GM_OPT_INT,
          "close a connection idle or stalled this long", 0, 0},
@@ -81,8 +81,10 @@ int gm_cmd_api(int argc, char **argv)
     cfg.tls_cert_file = gm_opt_str(opts, "tls-cert");
     cfg.tls_key_file = gm_opt_str(opts, "tls-key");
     cfg.rater_metrics_url = gm_opt_str(opts, "rater-metrics");
-    if (cfg.port < 0 || cfg.port > 65535 || cfg.db_pool_size < 1 || cfg.grace_hours < 0) {
-        fprintf(stderr, "gridmeter api: --port 0..65535, --db-pool >= 1, --grace-hours >= 0\n");
+    if (cfg.port < 0 || cfg.port > 65535 || cfg.db_pool_size < 1 || cfg.grace_hours < 0 ||
+        cfg.conn_timeout_s < 1 || cfg.per_ip_connections < 0) {
+        fprintf(stderr, "gridmeter api: --port 0..65535, --db-pool >= 1, --grace-hours >= 0, "
+                        "--timeout-s >= 1, --per-ip-connections >= 0\n");
         return 2;
     }
     sigset_t set;

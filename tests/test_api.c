@@ -537,6 +537,39 @@ START_TEST(test_finalized_invoice_is_immutable_in_the_database)
 }
 END_TEST
 
+/* Regression (security review): finalizing February before January applied the prepaid
+ * credit twice. Months are finalized in order. */
+START_TEST(test_months_are_finalized_in_order_so_credit_counts_once)
+{
+    PGconn *c = db();
+    ev(c, "torder", "llama-3.1-70b-instruct", "fra1", SEP_2026 - 20 * GM_US_PER_DAY, 1000000, 0, 0,
+       0);
+    ev(c, "torder", "llama-3.1-70b-instruct", "fra1", SEP_2026 + 3600000000, 1000000, 0, 0, 0);
+    char *aug = invoice_id("torder", "2026-08"), *sep = invoice_id("torder", "2026-09");
+    cJSON *refused = NULL;
+    ck_assert_int_eq(finalize(sep, &refused), 409);
+    ck_assert_ptr_nonnull(strstr(jstr(refused, "detail"), "2026-08"));
+    cJSON_Delete(refused);
+    cJSON *fin = NULL;
+    ck_assert_int_eq(finalize(aug, &fin), 200);
+    cJSON_Delete(fin);
+    ck_assert_int_eq(finalize(sep, &fin), 200);
+    cJSON_Delete(fin);
+    /* and never back in time: July usage that arrives now (a backfill) cannot be invoiced
+     * before the months already finalized */
+    ev(c, "torder", "llama-3.1-70b-instruct", "fra1", SEP_2026 - 50 * GM_US_PER_DAY, 1000000, 0, 0,
+       0);
+    char *jul = invoice_id("torder", "2026-07");
+    ck_assert_int_eq(finalize(jul, &refused), 409);
+    ck_assert_ptr_nonnull(strstr(jstr(refused, "detail"), "already finalized"));
+    cJSON_Delete(refused);
+    free(aug);
+    free(sep);
+    free(jul);
+    PQfinish(c);
+}
+END_TEST
+
 START_TEST(test_credit_notes_never_exceed_what_is_creditable)
 {
     PGconn *c = db();
@@ -1358,6 +1391,7 @@ int main(void)
     tcase_add_test(tc, test_idempotency_replays_refuses_other_body_and_requires_key);
     tcase_add_test(tc, test_idempotency_concurrent_requests_have_one_effect);
     tcase_add_test(tc, test_finalized_invoice_is_immutable_in_the_database);
+    tcase_add_test(tc, test_months_are_finalized_in_order_so_credit_counts_once);
     tcase_add_test(tc, test_credit_notes_never_exceed_what_is_creditable);
     tcase_add_test(tc, test_late_events_become_adjustment_lines_on_the_next_invoice);
     tcase_add_test(tc, test_invoice_lines_reconcile_with_the_ledger_at_contract_prices);
