@@ -505,6 +505,13 @@ START_TEST(test_finalized_invoice_is_immutable_in_the_database)
     gm_test_pg_exec(c, "SET ROLE gm_api");
     snprintf(sql, sizeof sql, "DELETE FROM gm.invoice_lines WHERE invoice_id = '%s'", id);
     expect_sql_error(c, sql); /* and gm_api has no such privilege */
+    /* nor can it insert an invoice born finalized, numbered, or for a shifted period
+     * (security review) */
+    expect_sql_error(c, "INSERT INTO gm.invoices (tenant, issuer, period_start, period_end, status,"
+                        " number) VALUES ('tlife', 'GM', '2026-10-01', '2026-11-01', 'finalized',"
+                        " 'GM-999999')");
+    expect_sql_error(c, "INSERT INTO gm.invoices (tenant, issuer, period_start, period_end)"
+                        " VALUES ('tlife', 'GM', '2026-09-01 00:00:01+00', '2026-10-01')");
     gm_test_pg_exec(c, "RESET ROLE");
     cJSON *after = get_invoice(id, F.finance, 200);
     ck_assert_str_eq(jstr(after, "total"), jstr(fin, "total"));
