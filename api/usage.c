@@ -5,6 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bounds on what one usage request may cost (security review): the rows of one answer, and
+ * the size of a body kept in the response cache (1,024 slots: at most 64 MiB held). */
+#define USAGE_MAX_ROWS       200000
+#define USAGE_CACHE_MAX_BODY (64 * 1024)
+
 bool api__parse_group_by(api_req *r, const char *s, const char *const *allowed, int n,
                          unsigned *mask);
 
@@ -105,7 +110,12 @@ void api__h_usage(api_req *r)
     api_cached *slot = &api__usage_cache(r->srv, &cache_mu)[h % API_USAGE_CACHE_SLOTS];
     if (ttl_ms > 0) {
         pthread_mutex_lock(cache_mu);
-        if (slot->key && !strcmp(slot->key, ckey) && slot->expires_us > gm_mono_us()) {
+        if (slot->key && slot->expires_us <= gm_mono_us()) { /* expired: free it now */
+            free(slot->key);
+            free(slot->body);
+            slot->key = slot->body = NULL;
+        }
+        if (slot->key && !strcmp(slot->key, ckey)) {
             char *copy = gm_xmalloc(slot->len + 1);
             memcpy(copy, slot->body, slot->len + 1);
             size_t len = slot->len;
@@ -148,6 +158,15 @@ void api__h_usage(api_req *r)
     PGresult *res = PQexecParams(r->db, sql, 3, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         api__db_problem(r, res, "usage");
+        PQclear(res);
+        return;
+    }
+    if (PQntuples(res) > USAGE_MAX_ROWS) {
+        /* One request may not make the server build an arbitrarily large answer. */
+        api__problem(r, 400, "too-many-rows", "group_by",
+                     "the answer would hold %d rows (at most %d): narrow the range, use a larger "
+                     "bucket, or group by less",
+                     PQntuples(res), USAGE_MAX_ROWS);
         PQclear(res);
         return;
     }
@@ -214,7 +233,7 @@ void api__h_usage(api_req *r)
         emit_row(series, &u, mask, mu);
     PQclear(res);
     api__json(r, 200, o);
-    if (ttl_ms > 0 && r->status == 200) {
+    if (ttl_ms > 0 && r->status == 200 && r->resp_len <= USAGE_CACHE_MAX_BODY) {
         pthread_mutex_lock(cache_mu);
         free(slot->key);
         free(slot->body);
