@@ -51,9 +51,7 @@ pg_start() {
         cat >>"$PG_DATA/postgresql.conf" <<CONF
 
 # --- gridmeter local cluster (scripts/services.sh) ---
-listen_addresses = '127.0.0.1'
-port = $GM_PG_PORT
-unix_socket_directories = '$PG_RUN'
+# address, port and socket folder are given at each start (GRIDMETER_PG_PORT may change)
 fsync = on
 synchronous_commit = on
 full_page_writes = on
@@ -72,7 +70,9 @@ CONF
             gm_die "postgresql: port $GM_PG_PORT is taken by another process (set GRIDMETER_PG_PORT)"
         fi
         gm_say "postgresql: starting on 127.0.0.1:$GM_PG_PORT"
-        if ! as_pg "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null 2>&1; then
+        if ! as_pg "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
+            -o "-c listen_addresses=127.0.0.1 -p $GM_PG_PORT -c unix_socket_directories=$PG_RUN" \
+            start >/dev/null 2>&1; then
             tail -n 20 "$PG_LOG" >&2 || true
             gm_die "postgresql: did not start within 60 s (log: $PG_LOG)"
         fi
