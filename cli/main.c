@@ -38,6 +38,17 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    char err[320];
+    if (gm_clock_check(err, sizeof err)) {
+        fprintf(stderr, "gridmeter: %s\n", err);
+        return 2;
+    }
+    if (gm_clock_is_set()) {
+        char at[40];
+        gm_time_format(gm_now_us(), at, sizeof at);
+        gm_warn("clock", "msg=\"clock moved by GRIDMETER_NOW\" now=%s offset_us=%lld", at,
+                (long long)gm_clock_offset_us());
+    }
     if (!strcmp(argv[1], "--version"))
         return gm_cmd_version(1, argv + 1);
     for (size_t i = 0; i < GM_ARRAY_LEN(commands); i++)

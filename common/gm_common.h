@@ -130,8 +130,20 @@ void gm_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 /* First instant of the UTC calendar month containing `us`, and of the next month. */
 int64_t gm_month_start(int64_t us);
 int64_t gm_month_next(int64_t us);
-/* Wall clock and monotonic clock in microseconds. */
+/* The one clock (common/clock.c): every decision that depends on "now" reads gm_now_us().
+ * It is CLOCK_REALTIME, moved by GRIDMETER_NOW=<RFC 3339 instant> in the environment to that
+ * instant at process start, running on from there. gm_clock_check() reports a value that
+ * does not parse (GM_ECONFIG; gm_now_us() aborts on one); gm_clock_offset_us() is the shift
+ * from the real clock (0 when not moved), passed to PostgreSQL so that gm.now() agrees;
+ * gm_clock_set_us() moves the clock at run time (tests), also running on;
+ * gm_clock_freeze_us() stops it at an instant (tests of boundaries to the microsecond). */
 int64_t gm_now_us(void);
+int gm_clock_check(char *err, size_t err_len) GM_MUSTCHECK;
+int64_t gm_clock_offset_us(void);
+bool gm_clock_is_set(void);
+void gm_clock_set_us(int64_t now_us);
+void gm_clock_freeze_us(int64_t now_us);
+/* Monotonic clock in microseconds: for durations and timeouts only, never for the calendar. */
 int64_t gm_mono_us(void);
 
 /* ---- Exact decimals --------------------------------------------------------------------

@@ -196,17 +196,3 @@ int64_t gm_month_next(int64_t us)
     }
     return gm_days_from_civil(y, m, 1) * GM_US_PER_DAY;
 }
-
-int64_t gm_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * GM_US_PER_SEC + ts.tv_nsec / 1000;
-}
-
-int64_t gm_mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * GM_US_PER_SEC + ts.tv_nsec / 1000;
-}

@@ -189,6 +189,27 @@ START_TEST(test_error_names_come_from_one_list)
 }
 END_TEST
 
+START_TEST(test_clock_is_set_frozen_and_runs_on)
+{
+    /* 2028-02-29T12:00:00Z: the clock runs on from a set instant ... */
+    const int64_t leap = INT64_C(1835438400000000);
+    gm_clock_set_us(leap);
+    ck_assert(gm_clock_is_set());
+    int64_t a = gm_now_us();
+    ck_assert(a >= leap && a < leap + 60 * GM_US_PER_SEC);
+    ck_assert(gm_clock_offset_us() != 0);
+    /* ... and stands still when frozen, to the microsecond */
+    gm_clock_freeze_us(leap - 1);
+    ck_assert(gm_now_us() == leap - 1);
+    ck_assert(gm_month_start(gm_now_us()) == INT64_C(1832976000000000)); /* 2028-02-01 */
+    ck_assert(gm_month_next(gm_now_us()) == INT64_C(1835481600000000));  /* 2028-03-01 */
+    gm_clock_set_us(leap);
+    ck_assert(gm_now_us() >= leap);
+    char err[128];
+    ck_assert_int_eq(gm_clock_check(err, sizeof err), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("common");
@@ -203,6 +224,7 @@ int main(void)
     tcase_add_test(tc, test_i128_extremes_format);
     tcase_add_test(tc, test_options_precedence_cli_env_file_default);
     tcase_add_test(tc, test_error_names_come_from_one_list);
+    tcase_add_test(tc, test_clock_is_set_frozen_and_runs_on);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }

@@ -93,6 +93,25 @@ START_TEST(test_ratecard_validate_reports_each_file)
 }
 END_TEST
 
+/* GRIDMETER_NOW sets every gridmeter process's clock; a value that is not an instant stops
+ * the command (exit 2) instead of being ignored. */
+START_TEST(test_gridmeter_now_moves_the_clock_or_is_refused)
+{
+    char *out;
+    int rc = run("GRIDMETER_NOW=2028-02-29T12:00:00Z GRIDMETER_LOG_LEVEL=info " BIN " version 2>&1",
+                 &out);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+    ck_assert_msg(strstr(out, "clock moved by GRIDMETER_NOW") &&
+                      strstr(out, "now=2028-02-29T12:00:0"),
+                  "%s", out);
+    free(out);
+    rc = run("GRIDMETER_NOW=2028-02-30T12:00:00Z " BIN " version 2>&1", &out);
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, out);
+    ck_assert_msg(strstr(out, "GRIDMETER_NOW=\"2028-02-30T12:00:00Z\""), "%s", out);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating cli");
@@ -100,6 +119,7 @@ int main(void)
     tcase_add_test(tc, test_quote_prints_event_amounts_and_invoice_totals);
     tcase_add_test(tc, test_quote_lists_invalid_events_and_exits_1);
     tcase_add_test(tc, test_ratecard_validate_reports_each_file);
+    tcase_add_test(tc, test_gridmeter_now_moves_the_clock_or_is_refused);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
