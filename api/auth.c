@@ -215,7 +215,7 @@ int gm_api_key_revoke(PGconn *db, const char *key_id, char *err, size_t err_len)
 {
     const char *params[1] = {key_id};
     PGresult *r = PQexecParams(db,
-                               "UPDATE gm.api_keys SET revoked_at = now() WHERE key_id = $1"
+                               "UPDATE gm.api_keys SET revoked_at = gm.now() WHERE key_id = $1"
                                " AND revoked_at IS NULL",
                                1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {

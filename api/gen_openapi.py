@@ -95,7 +95,8 @@ schemas = {
         "key_id": STR, "role": STR, "tenant": NSTR, "expires_at": NTS,
         "key": {"type": ["string", "null"], "description": "shown once; null in Idempotency-Key replays"},
         "note": STR}),
-    "Me": S("object", required=["key_id", "role", "tenant", "name", "expires_at"], properties={
+    "Me": S("object", required=["key_id", "role", "tenant", "name", "expires_at", "server_time"], properties={
+        "server_time": S("string", format="date-time", description="the server's clock (GRIDMETER_NOW moves it); clients compute 'now' from it, not from their own clock"),
         "key_id": STR, "role": S("string", enum=["admin", "finance", "customer"]),
         "tenant": {"type": ["string", "null"], "description": "a customer key's tenant; null for admin and finance"},
         "name": STR, "created_at": NTS, "expires_at": {"type": ["string", "null"], "format": "date-time", "description": "null: never expires"}}),

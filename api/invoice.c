@@ -569,7 +569,8 @@ static int exec_ok(PGconn *db, const char *sql, int n, const char *const *p, con
     return rc;
 }
 
-static int finalize_tx(api_server *s, PGconn *db, const char *invoice_id, char *err, size_t err_len)
+static int finalize_tx(api_server *s, PGconn *db, const char *invoice_id, int64_t now_us, char *err,
+                       size_t err_len)
 {
     api_invoice *inv = NULL;
     int rc = load_row(db, invoice_id, true, &inv, err, err_len);
@@ -583,7 +584,7 @@ static int finalize_tx(api_server *s, PGconn *db, const char *invoice_id, char *
                      inv->invoice_id, inv->status, inv->number);
         goto out;
     }
-    if (gm_now_us() < open_until) {
+    if (now_us < open_until) {
         char t[40];
         gm_time_format(open_until, t, sizeof t);
         rc = gm_fail(err, err_len, GM_ECONFLICT,
@@ -749,10 +750,12 @@ out:
 int api__invoice_finalize(api_server *s, PGconn *db, const char *invoice_id, char *err,
                           size_t err_len)
 {
-    int rc = gm_pg_exec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ", err, err_len);
+    /* One instant decides the grace window and stamps finalized_at (gm.now()). */
+    int64_t now_us = gm_now_us();
+    int rc = gm_pg_begin(db, "ISOLATION LEVEL REPEATABLE READ", now_us, err, err_len);
     if (rc)
         return rc;
-    rc = finalize_tx(s, db, invoice_id, err, err_len);
+    rc = finalize_tx(s, db, invoice_id, now_us, err, err_len);
     if (rc) {
         PQclear(PQexec(db, "ROLLBACK"));
         return rc;

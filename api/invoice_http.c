@@ -246,13 +246,19 @@ void api__h_invoice_void(api_req *r)
         return;
     }
     const char *p[2] = {r->param[0], reason};
-    PGresult *res = PQexec(r->db, "BEGIN");
-    PQclear(res);
-    res = PQexecParams(r->db,
-                       "SELECT status, coalesce(number, ''), total - (SELECT coalesce(sum(amount),"
-                       " 0) FROM gm.credit_notes WHERE invoice_id = $1)"
-                       " FROM gm.invoices WHERE invoice_id = $1 FOR UPDATE",
-                       1, NULL, p, NULL, NULL, 0);
+    char err[512];
+    if (gm_pg_begin(r->db, NULL, gm_now_us(), err, sizeof err)) {
+        cJSON_Delete(b);
+        gm_error("api", "msg=\"void: BEGIN failed\" err=\"%s\"", err);
+        api__problem(r, 503, "unavailable", NULL, "database unavailable");
+        return;
+    }
+    PGresult *res =
+        PQexecParams(r->db,
+                     "SELECT status, coalesce(number, ''), total - (SELECT coalesce(sum(amount),"
+                     " 0) FROM gm.credit_notes WHERE invoice_id = $1)"
+                     " FROM gm.invoices WHERE invoice_id = $1 FOR UPDATE",
+                     1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         api__db_problem(r, res, "void");
         goto fail;
@@ -285,7 +291,7 @@ void api__h_invoice_void(api_req *r)
         PQclear(res);
     }
     res = PQexecParams(r->db,
-                       "UPDATE gm.invoices SET status = 'void', voided_at = now()"
+                       "UPDATE gm.invoices SET status = 'void', voided_at = gm.now()"
                        " WHERE invoice_id = $1",
                        1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {

@@ -50,6 +50,7 @@ void api__h_me(api_req *r)
     cJSON_AddStringToObject(o, "name", PQgetvalue(res, 0, 0));
     api__add_time(o, "created_at", us_of(PQgetvalue(res, 0, 1)));
     api__add_time(o, "expires_at", us_of(PQgetvalue(res, 0, 2)));
+    api__add_time(o, "server_time", gm_now_us());
     PQclear(res);
     api__json(r, 200, o);
 }
@@ -120,7 +121,7 @@ static bool dechunk(char *b, size_t *len)
 static int http_get(const char *url, int timeout_ms, api_buf *out, char *err, size_t err_len)
 {
     char host[256], port[16];
-    const char *path;
+    const char *path = NULL;
     int rc = parse_url(url, host, sizeof host, port, sizeof port, &path, err, err_len);
     if (rc)
         return rc;

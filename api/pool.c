@@ -99,6 +99,13 @@ PGconn *api__pool_get(api_pool *p, int wait_ms, char *err, size_t err_len)
     }
     if (!c)
         c = connect_one(p, err, err_len);
+    /* A clock moved at run time (tests; GRIDMETER_NOW is fixed at start and already in the
+     * connection's options) is told to the session again, so that gm.now() follows it. */
+    int64_t unknown = INT64_MIN;
+    if (c && gm_clock_is_set() && gm_pg_sync_clock(c, &unknown, err, err_len)) {
+        PQfinish(c);
+        c = NULL;
+    }
     if (!c) {
         pthread_mutex_lock(&p->mu);
         p->busy[slot] = false;

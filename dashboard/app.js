@@ -20,6 +20,8 @@
   const session = { key: null, role: null, tenant: null };
   let lastSeries = null; // {header: [...], rows: [[...]]} of the usage table as shown
   let lastRevenue = null;
+  let clockSkewMs = 0; // the server's clock minus this browser's, from GET /v1/me
+  const nowMs = () => Date.now() + clockSkewMs;
 
   // ---- exact decimals -------------------------------------------------------------------
   // "-12.345" -> {n: -12345n, s: 3}
@@ -175,6 +177,9 @@
   // The key's role and (customer keys) tenant, as the API states them: GET /v1/me.
   async function identify() {
     const me = await api('/v1/me');
+    // "Now" is the server's clock (GRIDMETER_NOW can move it; a customer's clock can be wrong):
+    // keep the difference and read the time through nowMs().
+    if (me.server_time) clockSkewMs = Date.parse(me.server_time) - Date.now();
     return { role: me.role, tenant: me.role === 'customer' ? me.tenant : null };
   }
   async function signIn(key) {
@@ -270,7 +275,7 @@
     for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '…';
     $('terms-note').textContent = '';
     $('commitment').textContent = '';
-    const now = Date.now();
+    const now = nowMs();
     const ms = monthStart(now), dayEnd = floorTo(now, DAY_MS) + DAY_MS;
     const cards = Promise.all([
       api('/v1/tenants/' + t + '/spend'),
@@ -361,7 +366,7 @@
   }
   async function loadSeries(tenant, seq) {
     const bucket = $('bucket').value, group = $('group').value, metric = $('metric').value;
-    const range = rangeOf($('range').value, bucket, Date.now());
+    const range = rangeOf($('range').value, bucket, nowMs());
     const msg = $('series-msg');
     if (!range || !(range[1] > range[0])) { setMsg(msg, 'error', 'Choose a start and an end date (the end on or after the start).'); return; }
     const maxDays = bucket === 'hour' ? 93 : 366;
@@ -613,7 +618,7 @@
   async function loadFinance() {
     const h = readHash();
     if (h.period && /^\d{4}-\d{2}$/.test(h.period)) $('fin-period').value = h.period;
-    if (!$('fin-period').value) $('fin-period').value = monthName(Date.now());
+    if (!$('fin-period').value) $('fin-period').value = monthName(nowMs());
     if (h.fgroup && [...$('fin-group').options].some((o) => o.value === h.fgroup)) $('fin-group').value = h.fgroup;
     const period = $('fin-period').value, group = $('fin-group').value, msg = $('fin-msg');
     setMsg(msg, 'loading', 'Loading revenue…');
@@ -741,7 +746,7 @@
     const range = $('range').value;
     $('from-l').hidden = $('to-l').hidden = range !== 'custom';
     if (range === 'custom' && !$('from').value) {
-      const now = Date.now();
+      const now = nowMs();
       $('from').value = iso(floorTo(now, DAY_MS) - 6 * DAY_MS).slice(0, 10);
       $('to').value = iso(now).slice(0, 10);
     }
@@ -784,6 +789,7 @@
         session.tenant = sessionStorage.getItem(SS_TENANT);
       }
     } catch (e) { /* storage off */ }
-    if (key && session.role) startApp(); else showSignin('');
+    // a restored session asks /v1/me again for the server's clock (errors show in the views)
+    if (key && session.role) identify().then(startApp, startApp); else showSignin('');
   });
 })();

@@ -766,7 +766,7 @@ static int write_sources(gm_ledger_writer *w, char *err, size_t err_len)
     if (n_old) {
         rc = exec_count(w,
                         "UPDATE gm.sources s SET seqs = t.new_seqs, events = s.events + t.n,"
-                        " last_seen = now() FROM gm_tmp_sources t"
+                        " last_seen = gm.now() FROM gm_tmp_sources t"
                         " WHERE NOT t.is_new AND s.source = t.source AND s.seqs = t.old_seqs",
                         0, NULL, &n, "updating gm.sources", err, err_len);
         if (rc)
@@ -844,7 +844,7 @@ static int write_offsets(gm_ledger_writer *w, const gm_ledger_batch *b, char *er
                             4, params, &n, "inserting gm.consumer_offsets", err, err_len);
         else
             rc = exec_count(w,
-                            "UPDATE gm.consumer_offsets SET next_offset = $4, updated_at = now()"
+                            "UPDATE gm.consumer_offsets SET next_offset = $4, updated_at = gm.now()"
                             " WHERE group_id = $1 AND topic = $2 AND partition = $3"
                             " AND next_offset = $5",
                             5, params, &n, "updating gm.consumer_offsets", err, err_len);

@@ -21,6 +21,19 @@ int gm_pg_exec(PGconn *c, const char *sql, char *err, size_t err_len) GM_MUSTCHE
  * Returns GM_EDB, or GM_EUNKNOWN when the connection is gone (the outcome of an in-flight
  * COMMIT is then unknown). */
 int gm_pg_fail(PGconn *c, const PGresult *r, const char *what, char *err, size_t err_len);
+/* BEGIN [mode] (e.g. "ISOLATION LEVEL REPEATABLE READ") and put `now_us` into the
+ * transaction as gridmeter.now, so that every gm.now() stamp of the transaction is the instant
+ * the caller decided on. One round trip; on failure nothing is left open. */
+int gm_pg_begin(PGconn *c, const char *mode, int64_t now_us, char *err,
+                size_t err_len) GM_MUSTCHECK;
+/* Brings the session's gridmeter.clock_offset_us up to the process clock's offset when it
+ * moved since *offset_us (which the caller keeps per connection; gm_pg_connect set it). */
+int gm_pg_sync_clock(PGconn *c, int64_t *offset_us, char *err, size_t err_len) GM_MUSTCHECK;
+/* Creates the monthly ledger partitions for the `months` months from the one holding
+ * `from_us` (gridmeter's clock, not the server's). *created (may be NULL) gets how many were
+ * new. GM_EDB / GM_EUNKNOWN with the reason in err. */
+int gm_ledger_ensure_partitions(PGconn *c, int64_t from_us, int months, int *created, char *err,
+                                size_t err_len) GM_MUSTCHECK;
 
 /* ---- Migrations -------------------------------------------------------------------------*/
 typedef struct gm_migration {

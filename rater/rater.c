@@ -505,7 +505,11 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
             goto out;
         }
     }
-    PQclear(PQexec(r->pg, "SELECT gm.ensure_ledger_partitions(now() - interval '1 month', 4)"));
+    /* Partitions from last month to three months ahead, on gridmeter's clock. A failure
+     * here is a misconfigured database: refuse to start rather than hide it. */
+    if ((rc = gm_ledger_ensure_partitions(r->pg, gm_month_start(gm_now_us()) - GM_US_PER_DAY, 4,
+                                          NULL, err, err_len)))
+        goto out;
     if (!(r->rk = make_consumer(r, err, err_len))) {
         rc = GM_EKAFKA;
         goto out;
@@ -609,8 +613,19 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
         }
         if (now - last_partitions > 3600 * GM_US_PER_SEC && r->pg &&
             PQstatus(r->pg) == CONNECTION_OK) {
-            PQclear(PQexec(r->pg, "SELECT gm.ensure_ledger_partitions(now(), 3)"));
-            last_partitions = now;
+            char why[512];
+            int made = 0;
+            if (gm_ledger_ensure_partitions(r->pg, gm_now_us(), 3, &made, why, sizeof why)) {
+                /* rows still land in gm.ledger_default: nothing is lost, but say so loudly
+                 * and try again in a minute */
+                gm_error("rater", "msg=\"ledger partitions not created\" error=\"%s\"", why);
+                gm_rater_metrics.partition_failures++;
+                last_partitions = now - 3540 * GM_US_PER_SEC;
+            } else {
+                if (made)
+                    gm_info("rater", "msg=\"ledger partitions created\" created=%d", made);
+                last_partitions = now;
+            }
         }
     }
     gm_info("rater", "msg=\"rater stopping\" committed=%zu", committed);

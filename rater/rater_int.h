@@ -18,6 +18,7 @@ typedef struct gm_rater_metrics_t {
     uint64_t rebalances;
     uint64_t pg_reconnects;
     uint64_t offset_gaps;
+    uint64_t partition_failures;
     uint64_t last_batch_messages;
     uint64_t commit_us_sum;
     uint64_t commit_buckets[12]; /* cumulative counts per le bucket, see metrics.c */

@@ -298,6 +298,7 @@ pid_t h_rater_start(const h_env *e, const char *id, const char *const *extra)
     for (int i = 0; extra && extra[i] && n < 38; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
+    gm_test_clock_to_children();
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {

@@ -160,3 +160,12 @@ void gm_test_topic_delete(const char *topic)
     rd_kafka_queue_destroy(q);
     rd_kafka_destroy(rk);
 }
+
+void gm_test_clock_to_children(void)
+{
+    if (!gm_clock_is_set())
+        return;
+    char at[40];
+    gm_time_format(gm_now_us(), at, sizeof at);
+    setenv("GRIDMETER_NOW", at, 1);
+}

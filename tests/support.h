@@ -27,6 +27,11 @@ PGconn *gm_test_pg_connect(const char *conninfo);
 char *gm_test_pg_value(PGconn *conn, const char *sql);
 void gm_test_pg_exec(PGconn *conn, const char *sql);
 
+/* When this process's clock was moved (GRIDMETER_NOW, gm_clock_set_us), puts its current
+ * instant into GRIDMETER_NOW, so that the gridmeter processes the test starts next begin
+ * where this process's clock is, not where it began. Call before fork/system/popen. */
+void gm_test_clock_to_children(void);
+
 /* A topic name unique to this process: gmtest.<tag>.<pid>.<n>. */
 const char *gm_test_topic_name(const char *tag, char *buf, size_t buf_len);
 /* Creates the topic with `partitions` partitions (admin API) and waits until it exists. */

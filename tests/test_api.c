@@ -304,6 +304,9 @@ START_TEST(test_me_describes_the_calling_key)
         snprintf(id, sizeof id, "%.17s", k[i].token + 4);
         ck_assert_str_eq(jstr(j, "key_id"), id);
         ck_assert_str_eq(jstr(j, "name"), "test");
+        /* the server's clock, which the dashboard reads "now" from */
+        const char *st = jstr(j, "server_time");
+        ck_assert_msg(st && !strncmp(st, "2026-11-20T12:", 14), "server_time %s", st ? st : "");
         ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "expires_at")));
         ck_assert_ptr_nonnull(jstr(j, "created_at"));
         cJSON_Delete(j);
@@ -516,14 +519,9 @@ START_TEST(test_finalized_invoice_is_immutable_in_the_database)
     cJSON *after = get_invoice(id, F.finance, 200);
     ck_assert_str_eq(jstr(after, "total"), jstr(fin, "total"));
     ck_assert_str_eq(jstr(after, "number"), jstr(fin, "number"));
-    /* the current month is still open (grace window) */
+    /* the current month (November 2026 on the suite's clock) is still open */
     ev(c, "tlife", "llama-3.1-70b-instruct", "fra1", gm_now_us() - 1000000, 10, 0, 0, 0);
-    char month[8];
-    int64_t y;
-    unsigned m, d;
-    gm_civil_from_days(gm_now_us() / GM_US_PER_DAY, &y, &m, &d);
-    snprintf(month, sizeof month, "%04d-%02u", (int)y, m);
-    char *cur = invoice_id("tlife", month);
+    char *cur = invoice_id("tlife", "2026-11");
     cJSON *refused = NULL;
     ck_assert_int_eq(finalize(cur, &refused), 409);
     ck_assert_ptr_nonnull(strstr(jstr(refused, "detail"), "open for late events"));
@@ -697,13 +695,9 @@ START_TEST(test_late_events_become_adjustment_lines_on_the_next_invoice)
     cJSON *fin_oct = NULL;
     ck_assert_int_eq(finalize(oct, &fin_oct), 200);
     ck_assert_ptr_nonnull(find_adjustment(fin_oct, "2026-09"));
-    /* once billed, the correction does not come back on the invoice after */
-    char month[8];
-    int64_t y;
-    unsigned m, d;
-    gm_civil_from_days(gm_now_us() / GM_US_PER_DAY, &y, &m, &d);
-    snprintf(month, sizeof month, "%04d-%02u", (int)y, m);
-    char *nov = invoice_id("tlate", month);
+    /* once billed, the correction does not come back on the invoice after (November 2026,
+     * the current month on the suite's clock) */
+    char *nov = invoice_id("tlate", "2026-11");
     cJSON *nd = get_invoice(nov, F.finance, 200);
     ck_assert_ptr_null(find_adjustment(nd, "2026-09"));
     /* reconciliation: the period's invoiced exact amount now equals the ledger's */
@@ -1337,10 +1331,9 @@ END_TEST
 
 START_TEST(test_tls_serves_https_with_the_configured_certificate)
 {
-    if (access("/usr/bin/openssl", X_OK) || access("/usr/bin/curl", X_OK)) {
-        fprintf(stderr, "test_tls: openssl or curl binary missing, TLS check skipped\n");
-        return;
-    }
+    /* scripts/setup.sh installs both; a missing one is a broken set-up, not a pass */
+    ck_assert_msg(!access("/usr/bin/openssl", X_OK) && !access("/usr/bin/curl", X_OK),
+                  "the TLS test needs /usr/bin/openssl and /usr/bin/curl (scripts/setup.sh)");
     char dir[] = "/tmp/gm_api_tls_XXXXXX";
     ck_assert(mkdtemp(dir) != NULL);
     char cmd[1024], cert[128], keyf[128];
@@ -1384,11 +1377,147 @@ START_TEST(test_tls_serves_https_with_the_configured_certificate)
 }
 END_TEST
 
+/* ---- Calendar: one clock, month and year ends, 29 February ---------------------------------
+ * The server and these tests share the process clock; each test freezes it at the instants
+ * it needs (gm_clock_freeze_us) and the fixture puts it back to API_TEST_NOW after every test.
+ * Expected numbers are worked out by hand in the comments. */
+#define DEC_2026  INT64_C(1796083200000000) /* 2026-12-01T00:00:00Z */
+#define JAN_2027  INT64_C(1798761600000000) /* 2027-01-01T00:00:00Z */
+#define FEB_2027  INT64_C(1801440000000000) /* 2027-02-01T00:00:00Z */
+#define FEB_2028  INT64_C(1832976000000000) /* 2028-02-01T00:00:00Z */
+#define MAR_2028  INT64_C(1835481600000000) /* 2028-03-01T00:00:00Z */
+#define LEAP_NOON INT64_C(1835438400000000) /* 2028-02-29T12:00:00Z */
+
+static void clock_back(void)
+{
+    gm_clock_set_us(API_TEST_NOW);
+}
+
+static cJSON *spend(int port, const char *tenant)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/tenants/%s/spend", tenant);
+    http_resp r;
+    http_do(port, "GET", path, F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "spend %s: %d %s", tenant, r.status, r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    return j;
+}
+
+static const char *sub(const cJSON *o, const char *obj, const char *name)
+{
+    return jstr(cJSON_GetObjectItemCaseSensitive(o, obj), name);
+}
+
+START_TEST(test_month_to_date_turns_over_at_the_last_microsecond_of_the_year)
+{
+    PGconn *c = db();
+    /* 70B input at 0.60 per 1M in a metro site (list-usd v2 from 2026-12-01): 1M = 0.60 */
+    ev(c, "tyear", "llama-3.1-70b-instruct", "fra1", DEC_2026, 1000000, 0, 0, 0);
+    ev(c, "tyear", "llama-3.1-70b-instruct", "fra1", JAN_2027 - 1, 2000000, 0, 0, 0);
+    PQfinish(c);
+    gm_clock_freeze_us(JAN_2027 - 1); /* 2026-12-31T23:59:59.999999Z */
+    cJSON *j = spend(F.port, "tyear");
+    ck_assert_str_eq(jstr(j, "period"), "2026-12");
+    ck_assert_str_eq(jstr(j, "as_of"), "2026-12-31T23:59:59.999999Z");
+    ck_assert_str_eq(sub(j, "month_to_date", "list_amount"), "1.80");
+    /* elapsed 2,678,399 whole seconds of 2,678,400: 1.80 x 2678400 / 2678399 = 1.8000007 */
+    ck_assert_str_eq(sub(j, "projection", "list_amount"), "1.80");
+    cJSON_Delete(j);
+    /* December is still open: its grace (0 h in this fixture) ends at 2027-01-01T00:00:00Z */
+    char *dec = invoice_id("tyear", "2026-12");
+    cJSON *refused = NULL;
+    ck_assert_int_eq(finalize(dec, &refused), 409);
+    ck_assert_ptr_nonnull(strstr(jstr(refused, "detail"), "until 2027-01-01T00:00:00.000000Z"));
+    cJSON_Delete(refused);
+
+    gm_clock_freeze_us(JAN_2027); /* the first microsecond of 2027 */
+    j = spend(F.port, "tyear");
+    ck_assert_str_eq(jstr(j, "period"), "2027-01");
+    ck_assert_str_eq(sub(j, "month_to_date", "list_amount"), "0.00");
+    ck_assert_str_eq(sub(j, "projection", "list_amount"), "0.00");
+    cJSON_Delete(j);
+    cJSON *fin = NULL;
+    ck_assert_int_eq(finalize(dec, &fin), 200);
+    ck_assert_str_eq(jstr(fin, "total"), "1.80");
+    ck_assert_str_eq(jstr(fin, "finalized_at"), "2027-01-01T00:00:00.000000Z");
+    cJSON_Delete(fin);
+    /* the database stamped the same clock: finalized in 2027, not on the real date */
+    c = db();
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT to_char(finalized_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM gm.invoices"
+             " WHERE invoice_id = '%s'",
+             dec);
+    char *v = gm_test_pg_value(c, sql);
+    ck_assert_str_eq(v, "2027-01");
+    free(v);
+    PQfinish(c);
+    free(dec);
+}
+END_TEST
+
+START_TEST(test_february_has_29_days_in_2028_and_28_in_2027)
+{
+    PGconn *c = db();
+    /* 2,850,000 input tokens = 1.71; 2,750,000 = 1.65 */
+    ev(c, "tleap", "llama-3.1-70b-instruct", "fra1", FEB_2028, 2850000, 0, 0, 0);
+    ev(c, "tfeb", "llama-3.1-70b-instruct", "fra1", FEB_2027, 2750000, 0, 0, 0);
+    gm_clock_freeze_us(LEAP_NOON);
+    cJSON *j = spend(F.port, "tleap");
+    ck_assert_str_eq(jstr(j, "period"), "2028-02");
+    ck_assert_str_eq(sub(j, "month_to_date", "list_amount"), "1.71");
+    /* 28.5 of 29 days elapsed: 1.71 x 29 / 28.5 = 1.74 exactly */
+    ck_assert_str_eq(sub(j, "projection", "list_amount"), "1.74");
+    cJSON_Delete(j);
+    gm_clock_freeze_us(FEB_2027 + 27 * GM_US_PER_DAY + 12 * GM_US_PER_HOUR); /* 02-28T12:00Z */
+    j = spend(F.port, "tfeb");
+    ck_assert_str_eq(jstr(j, "period"), "2027-02");
+    /* 27.5 of 28 days elapsed: 1.65 x 28 / 27.5 = 1.68 exactly */
+    ck_assert_str_eq(sub(j, "projection", "list_amount"), "1.68");
+    cJSON_Delete(j);
+
+    /* The last microsecond of 29 February 2028 belongs to February, and the 72 h grace
+     * window of February ends at 2028-03-04T00:00:00Z: open one microsecond before. */
+    ev(c, "tleap", "llama-3.1-70b-instruct", "fra1", MAR_2028 - 1, 1000000, 0, 0, 0);
+    gm_api_config cfg;
+    gm_api_config_defaults(&cfg);
+    cfg.db_conninfo = F.api_conninfo;
+    cfg.port = 0;
+    cfg.grace_hours = 72;
+    char err[512];
+    gm_api_server *g = gm_api_start(&cfg, err, sizeof err);
+    ck_assert_msg(g != NULL, "%s", err);
+    char *id = invoice_id("tleap", "2028-02");
+    char path[128];
+    snprintf(path, sizeof path, "/v1/invoices/%s/finalize", id);
+    gm_clock_freeze_us(MAR_2028 + 72 * GM_US_PER_HOUR - 1);
+    http_resp r;
+    http_do(gm_api_port(g), "POST", path, F.finance, "leap-1", "{}", NULL, &r);
+    ck_assert_msg(r.status == 409, "%d %s", r.status, r.body);
+    ck_assert_ptr_nonnull(strstr(r.body, "until 2028-03-04T00:00:00.000000Z"));
+    http_free(&r);
+    gm_clock_freeze_us(MAR_2028 + 72 * GM_US_PER_HOUR);
+    http_do(gm_api_port(g), "POST", path, F.finance, "leap-2", "{}", NULL, &r);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    cJSON *fin = json_of(&r);
+    http_free(&r);
+    ck_assert_str_eq(jstr(fin, "total"), "2.31");
+    ck_assert_str_eq(jstr(fin, "period_end"), "2028-03-01T00:00:00.000000Z");
+    cJSON_Delete(fin);
+    gm_api_stop(g);
+    free(id);
+    PQfinish(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
     TCase *tc = tcase_create("api");
     tcase_add_unchecked_fixture(tc, api_fixture_setup, api_fixture_teardown);
+    tcase_add_checked_fixture(tc, clock_back, clock_back);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_openapi_is_valid_and_lists_every_route);
     tcase_add_test(tc, test_health_ready_and_metrics);
@@ -1410,6 +1539,8 @@ int main(void)
     tcase_add_test(tc, test_revoked_key_is_refused_at_once);
     tcase_add_test(tc, test_a_stalled_client_does_not_block_others);
     tcase_add_test(tc, test_tls_serves_https_with_the_configured_certificate);
+    tcase_add_test(tc, test_month_to_date_turns_over_at_the_last_microsecond_of_the_year);
+    tcase_add_test(tc, test_february_has_29_days_in_2028_and_28_in_2027);
     suite_add_tcase(s, tc);
     /* No fork: the server's threads live in this process (a child forked from a threaded
      * parent can deadlock on a lock held at fork time). */

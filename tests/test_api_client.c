@@ -226,6 +226,7 @@ static void fake_stop(void)
 
 void api_fixture_setup(void)
 {
+    gm_clock_set_us(API_TEST_NOW);
     snprintf(F.conninfo, sizeof F.conninfo, "%s", gm_test_db_create("api"));
     snprintf(F.api_conninfo, sizeof F.api_conninfo, "%s user=gm_api", F.conninfo);
     PGconn *c = gm_test_pg_connect(F.conninfo);

@@ -37,6 +37,11 @@ typedef struct {
 } api_fixture;
 
 extern api_fixture F;
+/* The suite's calendar does not depend on today's date: the fixture pins the process clock
+ * (gm_clock_set_us) to this instant, 2026-11-20T12:00:00Z, whatever GRIDMETER_NOW or the
+ * real date says. The data lies in July to November 2026; tests that need another "now"
+ * (a month end, a leap day, the end of a grace window) move the clock themselves. */
+#define API_TEST_NOW INT64_C(1795176000000000)
 /* Creates the database, migrates, imports examples/ratecards, makes the keys and starts the
  * server (grace 0 h, generous rate limit). Call from an unchecked fixture. */
 void api_fixture_setup(void);

@@ -77,6 +77,7 @@ static pid_t spawn(shared_state *sh)
     atomic_store(&sh->started, 0);
     fflush(stdout);
     fflush(stderr);
+    gm_test_clock_to_children();
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0)

@@ -12,6 +12,7 @@
 
 static int run(const char *const *argv)
 {
+    gm_test_clock_to_children();
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {

@@ -232,7 +232,9 @@ async function main() {
       // The projection moves with the clock: the page shows what its own request returned.
       assert.equal(await v('#projection'), firstSpend.projection.list_amount);
       assert.equal(firstSpend.month_to_date.list_amount, spend.month_to_date.list_amount);
-      const now = new Date();
+      // "Now" is the server's clock when the page loaded (GRIDMETER_NOW may move it), not this
+      // machine's: the page took its month from the same clock.
+      const now = new Date(firstSpend.as_of);
       const ms = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString().replace('.000Z', 'Z');
       const end = new Date(Math.floor(now.getTime() / 86400e3) * 86400e3 + 86400e3).toISOString().replace('.000Z', 'Z');
       const month = (await apiGet(CUSTOMER, `/v1/tenants/${TENANT}/usage?bucket=day&from=${ms}&to=${end}`)).body.series;
