@@ -3,6 +3,7 @@
 #ifndef GM_API_INT_H
 #define GM_API_INT_H
 
+#include "api_edge.h"
 #include "gm_api.h"
 #include "gm_ledger.h"
 #include "gm_rating.h"
@@ -16,7 +17,7 @@ typedef struct api_pool api_pool;
 api_pool *api__pool_new(const char *conninfo, int size, int statement_timeout_ms);
 void api__pool_free(api_pool *p);
 /* A connection, or NULL after wait_ms (err says why). Return it with api__pool_put; a
- * connection whose transaction state is not idle is reset on return. */
+ * connection whose transaction state is not idle is rolled back on return. */
 PGconn *api__pool_get(api_pool *p, int wait_ms, char *err, size_t err_len);
 void api__pool_put(api_pool *p, PGconn *c);
 
@@ -44,13 +45,16 @@ typedef struct api_req {
     api_server *srv;
     struct MHD_Connection *conn;
     const char *method;
-    const char *path;
+    const char *path; /* the raw path, as printable ASCII (problem instance, logs) */
+    const api_target *target;
+    const char *client_ip;
     const char *body; /* NUL-terminated */
     size_t body_len;
     api_auth auth;
-    const char *param[3]; /* path parameters in pattern order */
+    const char *param[3]; /* path parameters in pattern order (decoded) */
     int n_param;
-    PGconn *db; /* from the pool, for the handler */
+    PGconn *db;     /* from the pool, for the handler; POST: inside the request's transaction */
+    int64_t now_us; /* the instant the pipeline decided on (POST: its transaction's gm.now()) */
     /* the response */
     int status;
     char *resp;
@@ -72,13 +76,11 @@ void api__problem(api_req *r, int status, const char *slug, const char *field, c
     GM_PRINTF(5, 6);
 /* Maps a failed PGresult to a problem (SQLSTATE -> status); logs 5xx with the detail. */
 void api__db_problem(api_req *r, const PGresult *res, const char *what);
-/* Query parameter value or NULL. */
+/* Query parameter value (decoded, validated by api__target_parse) or NULL. */
 const char *api__query(api_req *r, const char *name);
 /* Parses the body as a JSON object whose members are all in `allowed` (comma-separated);
  * NULL with the problem set otherwise. An empty body is {} when empty_ok. */
 cJSON *api__body_object(api_req *r, const char *allowed, bool empty_ok);
-/* Strict UTF-8 (no overlongs, no surrogates). */
-bool api__utf8_valid(const char *s, size_t n);
 /* Accept header asks for CSV. */
 bool api__wants_csv(api_req *r);
 
@@ -87,9 +89,12 @@ bool api__parse_month(const char *s, int64_t *start_us);
 void api__format_month(int64_t us, char out[8]);
 /* limit parameter (1..max, default def); false with problem set. */
 bool api__parse_limit(api_req *r, int def, int max, int *out);
-/* Opaque cursors: hex of "<int64>|<text>". */
-void api__cursor_make(int64_t a, const char *b, char *out, size_t out_len);
-bool api__cursor_parse(const char *s, int64_t *a, char *b, size_t b_len);
+/* Opaque cursors of a list (kind "inv", "cn"), signed with the server's cursor key
+ * (cursor.c); api__cursor_parse sets a 400 naming `cursor` when it fails. */
+void api__cursor_make(api_server *s, const char *kind, int64_t a, const char *b, char *out,
+                      size_t out_len);
+bool api__cursor_parse(api_req *r, const char *kind, const char *s, int64_t *a, char *b,
+                       size_t b_len);
 
 /* Minor units of a currency (2 when the table does not know it). */
 int api__minor_units(const char *currency);
@@ -114,6 +119,37 @@ const gm_rating_book *api__book_acquire(api_server *s, PGconn *db, char *err, si
 void api__book_release(api_server *s);
 /* Forgets cached auth for a key (after a revocation through this server). */
 void api__auth_forget(api_server *s, const char *key_id);
+const api_cursor_keys *api__cursor_keys(const api_server *s);
+/* Counts an answer the gate gave itself (route "unmatched"). */
+void api__metrics_gate(api_server *s, int status);
+
+/* ---- Transactions ------------------------------------------------------------------------
+ * Every POST runs in one transaction with its idempotency record (idempotency.c). A handler
+ * that needs a transaction starts it with api__tx_begin, which joins the request's when one
+ * is open (then only gridmeter.now is set to now_us), and ends it with api__tx_end (COMMIT
+ * when rc is 0, else ROLLBACK; nothing when it joined: the pipeline commits). */
+int api__tx_begin(PGconn *db, const char *mode, int64_t now_us, bool *own, char *err,
+                  size_t err_len) GM_MUSTCHECK;
+int api__tx_end(PGconn *db, bool own, int rc, char *err, size_t err_len);
+
+/* ---- Idempotency (idempotency.c) ---------------------------------------------------------*/
+typedef struct {
+    char key[256];
+    uint8_t hash[32];
+    bool open; /* the transaction is open and the handler may run */
+} api_idem;
+/* Opens the POST's transaction (isolation by route), takes the key's lock, and answers from a
+ * stored record (replay, or 422 when the method, path or body differ) or with 409 while
+ * another request holds the key. true: the handler may run inside the transaction. */
+bool api__idem_begin(api_req *r, const api_route_spec *rt, const char *ikey, api_idem *st);
+/* After the handler: a final answer (2xx, or 4xx other than 408, 409, 423, 425, 429) is
+ * stored with the effect and committed; anything else rolls the effect back. A failed
+ * COMMIT replaces the answer (409 or 503: retry with the same key). */
+void api__idem_finish(api_req *r, api_idem *st);
+bool api__idem_final(int status);
+/* Deletes records older than the retention, at most once a minute of the server's clock. */
+void api__idem_sweep(api_server *s, PGconn *db);
+bool api__idem_sweep_due(api_server *s, int64_t now_us);
 
 /* Usage responses kept for usage_cache_ms (dashboards poll the same ranges). */
 #define API_USAGE_CACHE_SLOTS 1024
@@ -125,13 +161,35 @@ typedef struct api_cached {
 } api_cached;
 api_cached *api__usage_cache(api_server *s, pthread_mutex_t **mu);
 
+/* ---- The gate (gate.c): the listening socket, request heads, deadlines, limits ----------- */
+typedef struct api_gate api_gate;
+/* Binds and listens (cfg->listen_addr, cfg->port); NULL with err on failure. */
+api_gate *api__gate_new(api_server *s, const gm_api_config *cfg, bool tls, char *err,
+                        size_t err_len);
+int api__gate_port(const api_gate *g);
+/* Starts accepting and handing heads that pass to d. */
+int api__gate_run(api_gate *g, struct MHD_Daemon *d, char *err, size_t err_len) GM_MUSTCHECK;
+/* Stops accepting and closes the connections it still holds (not libmicrohttpd's). */
+void api__gate_stop(api_gate *g);
+/* After MHD_stop_daemon. NULL is fine. */
+void api__gate_free(api_gate *g);
+/* libmicrohttpd's MHD_OPTION_NOTIFY_CONNECTION (cls: the gate). */
+void api__gate_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                      enum MHD_ConnectionNotificationCode code);
+/* The pipeline's marks for the watchdog: the head was read (false: the deadline passed and
+ * the connection is being closed), the request arrived whole (false: likewise). */
+bool api__gate_begin(api_gate *g, struct MHD_Connection *c, bool expect_continue);
+bool api__gate_received(api_gate *g, struct MHD_Connection *c);
+
 /* ---- Auth -------------------------------------------------------------------------------- */
 typedef struct api_auth_cache api_auth_cache;
 api_auth_cache *api__auth_cache_new(int ttl_ms);
 void api__auth_cache_free(api_auth_cache *c);
-/* 0 and *out on success; 401-worthy reason in why otherwise (GM_ENOTFOUND), or GM_EDB. */
-int api__authenticate(api_auth_cache *c, PGconn *db, const char *token, api_auth *out, char *why,
-                      size_t why_len);
+/* 0 and *out on success; 401-worthy reason in why otherwise (GM_ENOTFOUND), or GM_EDB. A
+ * key not in the cache is looked up on a connection of `pool` (the authentication pool, not
+ * the handlers'); with cache_only, GM_EFULL instead of a lookup. */
+int api__authenticate(api_auth_cache *c, api_pool *pool, int wait_ms, bool cache_only,
+                      const char *token, api_auth *out, char *why, size_t why_len);
 void api__auth_cache_forget(api_auth_cache *c, const char *key_id);
 const char *api__role_name(unsigned role);
 unsigned api__role_parse(const char *s);
@@ -191,9 +249,10 @@ int api__invoice_ensure_period(PGconn *db, int64_t period_start_us, const char *
 cJSON *api__invoice_json(const api_invoice *inv, bool with_lines);
 char *api__invoice_csv(const api_invoice *inv, size_t *len);
 typedef struct {
-    int64_t period_start_us; /* 0: any */
+    int64_t period_start_us; /* with has_period */
     const char *tenant;      /* NULL: any */
     const char *status;      /* NULL: any */
+    bool has_period;         /* period_start_us is a filter (1970-01 is 0) */
     bool has_cursor;
     int64_t cursor_period_us;
     char cursor_tenant[136];
@@ -218,6 +277,10 @@ int api__period_fingerprint(PGconn *db, const char *tenant, int64_t start_us, in
                             gm_i128 *events, gm_i128 *amount_e18, char *err, size_t err_len);
 
 /* ---- Handlers ---------------------------------------------------------------------------- */
+/* The dashboard's static files (static.c): name "" is index.html, NULL is /dashboard itself
+ * (redirected to /dashboard/); errors are problem+json with instance. */
+enum MHD_Result api__static_serve(struct MHD_Connection *c, const char *method, const char *name,
+                                  const char *instance);
 void api__h_invoices_list(api_req *r);
 void api__h_invoice_get(api_req *r);
 void api__h_invoice_finalize(api_req *r);

@@ -1,7 +1,8 @@
 /* API keys: creation (random from /dev/urandom, stored as SHA-256), revocation, and request
  * authentication through a small cache (hash -> role, tenant, expiry; ttl auth_cache_ms, so a
  * revocation made by another process takes effect within that time; one made through this
- * server at once). */
+ * server at once). Lookups of keys not in the cache use the authentication pool (two
+ * connections of their own), so unauthenticated callers never hold a handler's connection. */
 #include "api_int.h"
 
 #include <fcntl.h>
@@ -89,8 +90,8 @@ static int verdict(const cache_entry *e, api_auth *out, char *why, size_t why_le
     return 0;
 }
 
-int api__authenticate(api_auth_cache *c, PGconn *db, const char *token, api_auth *out, char *why,
-                      size_t why_len)
+int api__authenticate(api_auth_cache *c, api_pool *pool, int wait_ms, bool cache_only,
+                      const char *token, api_auth *out, char *why, size_t why_len)
 {
     if (!token_ok(token))
         return gm_fail(why, why_len, GM_ENOTFOUND,
@@ -107,8 +108,11 @@ int api__authenticate(api_auth_cache *c, PGconn *db, const char *token, api_auth
         return verdict(&e, out, why, why_len);
     }
     pthread_mutex_unlock(&c->mu);
+    if (cache_only)
+        return gm_fail(why, why_len, GM_EFULL, "API key not checked (throttled)");
+    PGconn *db = api__pool_get(pool, wait_ms, why, why_len);
     if (!db)
-        return gm_fail(why, why_len, GM_EDB, "no database connection");
+        return GM_EDB;
     const char *params[1] = {(const char *)e.hash};
     int lens[1] = {32}, fmts[1] = {1};
     PGresult *r = PQexecParams(db,
@@ -119,8 +123,10 @@ int api__authenticate(api_auth_cache *c, PGconn *db, const char *token, api_auth
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         gm_pg_fail(db, r, "api key lookup", why, why_len);
         PQclear(r);
+        api__pool_put(pool, db);
         return GM_EDB;
     }
+    api__pool_put(pool, db);
     if (PQntuples(r) == 0) {
         PQclear(r);
         return gm_fail(why, why_len, GM_ENOTFOUND, "API key unknown");

@@ -3,8 +3,9 @@
  * invoices (draft computed on read -> finalized, immutable, gapless number -> void through a
  * credit note), /v1/openapi.json, /healthz, /readyz, /metrics. See docs/api.md.
  *
- * Threads: the server runs libmicrohttpd with one thread per connection (bounded by
- * max_connections) and a bounded pool of PostgreSQL connections. */
+ * Threads: a gate thread accepts connections and checks each request head before
+ * libmicrohttpd (one thread per connection, bounded by max_connections) parses it; handlers
+ * use a bounded pool of PostgreSQL connections, authentication a separate pool of two. */
 #ifndef GM_API_H
 #define GM_API_H
 
@@ -13,24 +14,31 @@
 #include <libpq-fe.h>
 
 typedef struct gm_api_config {
-    const char *db_conninfo;   /* libpq conninfo ("" = PG* environment); role gm_api */
-    const char *listen_addr;   /* IPv4 address to bind, "127.0.0.1" */
-    int port;                  /* 0: an ephemeral port (see gm_api_port) */
-    int db_pool_size;          /* PostgreSQL connections */
-    int db_wait_ms;            /* wait for a free connection before 503 */
-    int statement_timeout_ms;  /* per SQL statement */
-    int max_connections;       /* HTTP connections at once */
-    int per_ip_connections;    /* HTTP connections per client address (0: no limit) */
-    int conn_timeout_s;        /* idle/slow connection timeout */
-    int64_t max_body_bytes;    /* request body limit (413 above) */
-    int rate_per_s;            /* per API key: sustained requests per second (429 above) */
-    int rate_burst;            /* per API key: burst */
-    int grace_hours;           /* finalization allowed grace_hours after the period end */
+    const char *db_conninfo;         /* libpq conninfo ("" = PG* environment); role gm_api */
+    const char *listen_addr;         /* IPv4 address to bind, "127.0.0.1" */
+    int port;                        /* 0: an ephemeral port (see gm_api_port) */
+    int db_pool_size;                /* PostgreSQL connections */
+    int db_wait_ms;                  /* wait for a free connection before 503 */
+    int statement_timeout_ms;        /* per SQL statement */
+    int max_connections;             /* HTTP connections at once */
+    int per_ip_connections;          /* requests in progress per client address (0: no limit) */
+    int health_reserve;              /* more connections for GET/HEAD /healthz and /readyz */
+    int conn_timeout_s;              /* idle connection timeout (response phase included) */
+    int request_timeout_s;           /* a whole request (head and body) within this of connecting */
+    int64_t max_body_bytes;          /* request body limit (413 above) */
+    int rate_per_s;                  /* per API key: sustained requests per second (429 above) */
+    int rate_burst;                  /* per API key: burst */
+    int auth_fail_burst;             /* per client address: failed authentications in a burst */
+    int auth_fail_per_min;           /* per client address: failed authentications per minute */
+    int idempotency_retention_hours; /* Idempotency-Key records are kept this long */
+    int grace_hours;                 /* finalization allowed grace_hours after the period end */
     int auth_cache_ms;         /* how long a key lookup is cached (revocation delay elsewhere) */
     int usage_cache_ms;        /* usage responses served from memory this long (0: off) */
     const char *tls_cert_file; /* PEM; both set: HTTPS only */
     const char *tls_key_file;
     const char *rater_metrics_url; /* the rater's Prometheus text, for GET /v1/ops/ingest */
+    const char *cursor_key_file;   /* the secret (>= 32 bytes) list cursors are signed with */
+    const char *cursor_key_previous_file; /* the one before it: its cursors stay valid */
 } gm_api_config;
 
 /* Fills the defaults (documented in docs/api.md). */
@@ -71,7 +79,7 @@ const gm_api_route_info *gm_api_routes(size_t *n);
 /* The OpenAPI 3.1 document served at /v1/openapi.json (NUL-terminated JSON). */
 const char *gm_api_openapi(void);
 
-/* SHA-256 (FIPS 180-4) of len bytes. */
+/* SHA-256 (FIPS 180-4) of len bytes (OpenSSL libcrypto). */
 void gm_api_sha256(const void *data, size_t len, uint8_t out[32]);
 
 #endif /* GM_API_H */

@@ -750,21 +750,16 @@ out:
 int api__invoice_finalize(api_server *s, PGconn *db, const char *invoice_id, char *err,
                           size_t err_len)
 {
-    /* One instant decides the grace window and stamps finalized_at (gm.now()). */
+    /* One instant decides the grace window and stamps finalized_at (gm.now()). Over HTTP the
+     * request's REPEATABLE READ transaction is joined (it commits with the idempotency
+     * record, api/idempotency.c). */
     int64_t now_us = gm_now_us();
-    int rc = gm_pg_begin(db, "ISOLATION LEVEL REPEATABLE READ", now_us, err, err_len);
+    bool own;
+    int rc = api__tx_begin(db, "ISOLATION LEVEL REPEATABLE READ", now_us, &own, err, err_len);
     if (rc)
         return rc;
     rc = finalize_tx(s, db, invoice_id, now_us, err, err_len);
-    if (rc) {
-        PQclear(PQexec(db, "ROLLBACK"));
-        return rc;
-    }
-    PGresult *r = PQexec(db, "COMMIT");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = dbfail(db, r, "finalize commit", err, err_len);
-    PQclear(r);
-    return rc;
+    return api__tx_end(db, own, rc, err, err_len);
 }
 
 /* ---- Renderings -------------------------------------------------------------------------- */
@@ -912,14 +907,17 @@ int api__invoice_list(api_server *s, PGconn *db, const api_invoice_filter *f, ap
     *n_out = 0;
     next_cursor[0] = 0;
     char ps[40], cps[40], lim[16];
-    if (f->period_start_us)
+    if (f->has_period)
         api__time_param(f->period_start_us, ps);
     if (f->has_cursor)
         api__time_param(f->cursor_period_us, cps);
     snprintf(lim, sizeof lim, "%d", f->limit + 1);
-    const char *p[6] = {
-        f->period_start_us ? ps : NULL,          f->tenant, f->status, f->has_cursor ? cps : NULL,
-        f->has_cursor ? f->cursor_tenant : NULL, lim};
+    const char *p[6] = {f->has_period ? ps : NULL,
+                        f->tenant,
+                        f->status,
+                        f->has_cursor ? cps : NULL,
+                        f->has_cursor ? f->cursor_tenant : NULL,
+                        lim};
     int rc;
     PGresult *r = qp(db,
                      "SELECT " INVOICE_COLS " FROM gm.invoices i"
@@ -949,7 +947,8 @@ int api__invoice_list(api_server *s, PGconn *db, const api_invoice_filter *f, ap
     }
     PQclear(r);
     if (more && !rc)
-        api__cursor_make(v[n - 1]->period_start_us, v[n - 1]->tenant, next_cursor, cursor_len);
+        api__cursor_make(s, "inv", v[n - 1]->period_start_us, v[n - 1]->tenant, next_cursor,
+                         cursor_len);
     *out = v;
     return rc;
 }

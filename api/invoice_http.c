@@ -49,7 +49,7 @@ static void list_common(api_req *r, const char *tenant)
     api_invoice_filter f = {0};
     const char *period = api__query(r, "period"), *status = api__query(r, "status");
     const char *cursor = api__query(r, "cursor");
-    if (period && !api__parse_month(period, &f.period_start_us)) {
+    if (period && !(f.has_period = api__parse_month(period, &f.period_start_us))) {
         api__problem(r, 400, "invalid-parameter", "period",
                      "period: must be a month YYYY-MM (1970-01 or later)");
         return;
@@ -65,12 +65,9 @@ static void list_common(api_req *r, const char *tenant)
                      "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
         return;
     }
-    if (cursor &&
-        !api__cursor_parse(cursor, &f.cursor_period_us, f.cursor_tenant, sizeof f.cursor_tenant)) {
-        api__problem(r, 400, "invalid-parameter", "cursor",
-                     "cursor: not a cursor returned by this endpoint");
+    if (cursor && !api__cursor_parse(r, "inv", cursor, &f.cursor_period_us, f.cursor_tenant,
+                                     sizeof f.cursor_tenant))
         return;
-    }
     f.has_cursor = cursor != NULL;
     if (!api__parse_limit(r, 50, 200, &f.limit))
         return;
@@ -79,7 +76,7 @@ static void list_common(api_req *r, const char *tenant)
     char err[1024];
     int rc = 0;
     /* Drafts exist as rows once a period has charges: create the missing ones first. */
-    if (f.period_start_us)
+    if (f.has_period)
         rc = api__invoice_ensure_period(r->db, f.period_start_us, tenant, err, sizeof err);
     else {
         int64_t cur = gm_month_start(gm_now_us());
@@ -247,7 +244,8 @@ void api__h_invoice_void(api_req *r)
     }
     const char *p[2] = {r->param[0], reason};
     char err[512];
-    if (gm_pg_begin(r->db, NULL, gm_now_us(), err, sizeof err)) {
+    bool own = false; /* over HTTP: the request's transaction (api/idempotency.c) */
+    if (api__tx_begin(r->db, NULL, gm_now_us(), &own, err, sizeof err)) {
         cJSON_Delete(b);
         gm_error("api", "msg=\"void: BEGIN failed\" err=\"%s\"", err);
         api__problem(r, 503, "unavailable", NULL, "database unavailable");
@@ -299,12 +297,12 @@ void api__h_invoice_void(api_req *r)
         goto fail;
     }
     PQclear(res);
-    res = PQexec(r->db, "COMMIT");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        api__db_problem(r, res, "void commit");
+    res = NULL;
+    if (api__tx_end(r->db, own, 0, err, sizeof err)) {
+        gm_error("api", "msg=\"void: COMMIT failed\" err=\"%s\"", err);
+        api__problem(r, 503, "unavailable", NULL, "the void was not saved; retry");
         goto fail;
     }
-    PQclear(res);
     cJSON_Delete(b);
     api_invoice *inv = visible_invoice(r);
     if (inv) {
@@ -314,8 +312,40 @@ void api__h_invoice_void(api_req *r)
     return;
 fail:
     PQclear(res);
-    PQclear(PQexec(r->db, "ROLLBACK"));
+    if (own)
+        PQclear(PQexec(r->db, "ROLLBACK")); /* else the request's transaction rolls back */
     cJSON_Delete(b);
+}
+
+/* The amount of a credit note has at most the digits of its invoice's currency: "1.234" is
+ * refused for USD (2), "1.5" for JPY (0). true when it fits, else a 422 naming amount. An
+ * invoice that is not finalized has no currency yet: the insert's trigger refuses it. */
+static bool credit_amount_fits(api_req *r, const char *invoice_id, const char *amount)
+{
+    const char *p[1] = {invoice_id};
+    PGresult *res = PQexecParams(r->db,
+                                 "SELECT coalesce(currency, ''), minor_units FROM gm.invoices"
+                                 " WHERE invoice_id = $1 AND status <> 'draft'",
+                                 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        api__db_problem(r, res, "credit note");
+        PQclear(res);
+        return false;
+    }
+    bool fits = true;
+    if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
+        int mu = atoi(PQgetvalue(res, 0, 1));
+        gm_i128 v;
+        if (gm_dec_parse(amount, strlen(amount), mu, &v, NULL, 0)) {
+            api__problem(r, 422, "invalid-field", "amount",
+                         "body.amount: \"%.40s\" has more fraction digits than %s has minor "
+                         "units (%d)",
+                         amount, PQgetvalue(res, 0, 0), mu);
+            fits = false;
+        }
+    }
+    PQclear(res);
+    return fits;
 }
 
 void api__h_credit_note_create(api_req *r)
@@ -327,7 +357,7 @@ void api__h_credit_note_create(api_req *r)
     cJSON *amount = cJSON_GetObjectItemCaseSensitive(b, "amount");
     gm_i128 v;
     if (!cJSON_IsString(amount) ||
-        gm_dec_parse(amount->valuestring, strlen(amount->valuestring), 3, &v, NULL, 0) || v <= 0) {
+        gm_dec_parse(amount->valuestring, strlen(amount->valuestring), 18, &v, NULL, 0) || v <= 0) {
         api__problem(r, 400, "invalid-field", "amount",
                      "body.amount: required, a positive decimal string in currency units with at"
                      " most the currency's minor-unit digits, e.g. \"12.50\"");
@@ -341,6 +371,10 @@ void api__h_credit_note_create(api_req *r)
     if (!valid_id(r->param[0], "inv_")) {
         cJSON_Delete(b);
         api__problem(r, 404, "not-found", NULL, "no such resource");
+        return;
+    }
+    if (!credit_amount_fits(r, r->param[0], amount->valuestring)) {
+        cJSON_Delete(b);
         return;
     }
     const char *p[3] = {r->param[0], amount->valuestring, reason};
@@ -378,11 +412,8 @@ void api__h_credit_notes_list(api_req *r)
     }
     int64_t c_us = 0;
     char c_id[136] = "";
-    if (cursor && !api__cursor_parse(cursor, &c_us, c_id, sizeof c_id)) {
-        api__problem(r, 400, "invalid-parameter", "cursor",
-                     "cursor: not a cursor returned by this endpoint");
+    if (cursor && !api__cursor_parse(r, "cn", cursor, &c_us, c_id, sizeof c_id))
         return;
-    }
     int limit;
     if (!api__parse_limit(r, 50, 200, &limit))
         return;
@@ -414,7 +445,7 @@ void api__h_credit_notes_list(api_req *r)
         int64_t us = 0;
         if (gm_parse_i64(PQgetvalue(res, limit - 1, 7), strlen(PQgetvalue(res, limit - 1, 7)), &us))
             us = 0;
-        api__cursor_make(us, PQgetvalue(res, limit - 1, 0), next, sizeof next);
+        api__cursor_make(r->srv, "cn", us, PQgetvalue(res, limit - 1, 0), next, sizeof next);
         cJSON_AddStringToObject(o, "next_cursor", next);
     } else {
         cJSON_AddNullToObject(o, "next_cursor");

@@ -1,17 +1,12 @@
 /* Who-am-I (GET /v1/me: the calling key's role, tenant, id, name and expiry) and the
- * operators' view of the rater (GET /v1/ops/ingest: its Prometheus metrics fetched over plain
- * HTTP/1.1 with a short timeout, parsed and returned as JSON). */
+ * operators' view of the rater (GET /v1/ops/ingest: its Prometheus metrics fetched with
+ * libcurl and a short timeout, parsed and returned as JSON). */
 #include "api_int.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
-#include <poll.h>
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #define US(x) "coalesce((extract(epoch FROM " x ") * 1000000)::bigint, 0)"
 
@@ -60,151 +55,56 @@ void api__h_me(api_req *r)
 #define OPS_TIMEOUT_MS 2000
 #define OPS_MAX_BYTES  (4 << 20)
 
-/* Splits "http://host[:port]/path" (plain HTTP only). */
-static int parse_url(const char *url, char *host, size_t host_len, char *port, size_t port_len,
-                     const char **path, char *err, size_t err_len)
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
-    if (strncmp(url, "http://", 7))
-        return gm_fail(err, err_len, GM_ECONFIG, "rater metrics URL \"%.100s\": must be http://",
-                       url);
-    const char *h = url + 7, *slash = strchr(h, '/');
-    const char *end = slash ? slash : h + strlen(h);
-    const char *colon = memchr(h, ':', (size_t)(end - h));
-    size_t hl = (size_t)((colon ? colon : end) - h);
-    if (!hl || hl >= host_len)
-        return gm_fail(err, err_len, GM_ECONFIG, "rater metrics URL \"%.100s\": bad host", url);
-    memcpy(host, h, hl);
-    host[hl] = 0;
-    snprintf(port, port_len, "%.*s", colon ? (int)(end - colon - 1) : 2, colon ? colon + 1 : "80");
-    *path = slash ? slash : "/";
-    return 0;
+    api_buf *b = ud;
+    size_t len = size * n;
+    if (b->len + len > OPS_MAX_BYTES)
+        return 0; /* libcurl stops with CURLE_WRITE_ERROR */
+    api__buf_add(b, p, len);
+    return len;
 }
 
-static int wait_fd(int fd, short ev, int64_t deadline_us)
-{
-    int64_t left = (deadline_us - gm_mono_us()) / 1000;
-    if (left <= 0)
-        return 0;
-    struct pollfd p = {.fd = fd, .events = ev};
-    int n;
-    while ((n = poll(&p, 1, (int)left)) < 0 && errno == EINTR)
-        ;
-    return n;
-}
-
-/* Decodes a chunked body in place; false when malformed. */
-static bool dechunk(char *b, size_t *len)
-{
-    size_t in = 0, out = 0;
-    for (;;) {
-        char *e = NULL;
-        unsigned long n = strtoul(b + in, &e, 16);
-        char *crlf = strstr(b + in, "\r\n");
-        if (!crlf || e == b + in)
-            return false;
-        in = (size_t)(crlf - b) + 2;
-        if (!n)
-            break;
-        if (n > *len - in) /* never `in + n`: a huge chunk size would wrap (review) */
-            return false;
-        memmove(b + out, b + in, n);
-        out += n, in += n + 2;
-        if (in > *len)
-            return false;
-    }
-    *len = out;
-    b[out] = 0;
-    return true;
-}
-
-/* GET url with an overall timeout; the 200 body into out (NUL-terminated). */
+/* GET url (http or https) through libcurl with an overall timeout; the 200 body into out
+ * (NUL-terminated). No redirects, no proxy from the environment, at most 4 MiB. */
 static int http_get(const char *url, int timeout_ms, api_buf *out, char *err, size_t err_len)
 {
-    char host[256], port[16];
-    const char *path = NULL;
-    int rc = parse_url(url, host, sizeof host, port, sizeof port, &path, err, err_len);
-    if (rc)
-        return rc;
-    int64_t deadline = gm_mono_us() + (int64_t)timeout_ms * 1000;
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) || !ai)
-        return gm_fail(err, err_len, GM_EUNAVAIL, "%s: cannot resolve %s", url, host);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        freeaddrinfo(ai);
-        return gm_fail(err, err_len, GM_EUNAVAIL, "%s: socket: %s", url, strerror(errno));
-    }
-    int c = connect(fd, ai->ai_addr, ai->ai_addrlen);
-    freeaddrinfo(ai);
-    int soerr = 0;
-    socklen_t sl = sizeof soerr;
-    if (c && errno != EINPROGRESS)
-        soerr = errno;
-    else if (c && (wait_fd(fd, POLLOUT, deadline) <= 0 ||
-                   getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) || soerr))
-        soerr = soerr ? soerr : ETIMEDOUT;
-    if (soerr) {
-        close(fd);
-        return gm_fail(err, err_len, GM_EUNAVAIL, "%s: connect: %s", url, strerror(soerr));
-    }
-    char req[600];
-    int rl = snprintf(req, sizeof req,
-                      "GET %.300s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/plain\r\n"
-                      "Connection: close\r\n\r\n",
-                      path, host, port);
-    for (int sent = 0; sent < rl;) {
-        ssize_t n = send(fd, req + sent, (size_t)(rl - sent), MSG_NOSIGNAL);
-        if (n > 0) {
-            sent += (int)n;
-        } else if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
-                   wait_fd(fd, POLLOUT, deadline) > 0) {
-            continue;
-        } else {
-            close(fd);
-            return gm_fail(err, err_len, GM_EUNAVAIL, "%s: send failed or timed out", url);
-        }
-    }
+    if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))
+        return gm_fail(err, err_len, GM_ECONFIG,
+                       "rater metrics URL \"%.100s\": must be http:// or https://", url);
+    CURL *h = curl_easy_init();
+    if (!h)
+        return gm_fail(err, err_len, GM_EUNAVAIL, "libcurl: cannot create a handle");
+    char cerr[CURL_ERROR_SIZE] = "";
     api_buf b = {0};
-    for (;;) {
-        char tmp[8192];
-        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
-        if (n > 0) {
-            api__buf_add(&b, tmp, (size_t)n);
-            if (b.len > OPS_MAX_BYTES)
-                break;
-        } else if (n == 0) {
-            break;
-        } else if ((errno == EAGAIN || errno == EINTR) && wait_fd(fd, POLLIN, deadline) > 0) {
-            continue;
-        } else {
-            free(b.p);
-            close(fd);
-            return gm_fail(err, err_len, GM_EUNAVAIL, "%s: no complete answer within %d ms", url,
-                           timeout_ms);
-        }
-    }
-    close(fd);
-    api__buf_add(&b, "", 1);
-    b.len--;
-    int status = 0;
-    char *body = b.p ? strstr(b.p, "\r\n\r\n") : NULL;
-    if (!body || sscanf(b.p, "HTTP/1.%*d %d", &status) != 1 || status != 200 ||
-        b.len > OPS_MAX_BYTES) {
+    struct curl_slist *hdr = curl_slist_append(NULL, "Accept: text/plain");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)OPS_MAX_BYTES);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "gridmeter-api");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+    CURLcode rc = curl_easy_perform(h);
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    if (rc != CURLE_OK || code != 200) {
         free(b.p);
-        return gm_fail(err, err_len, GM_EUNAVAIL, "%s: answered %d, want 200", url, status);
+        if (rc != CURLE_OK)
+            return gm_fail(err, err_len, GM_EUNAVAIL, "%s: %s", url,
+                           cerr[0] ? cerr : curl_easy_strerror(rc));
+        return gm_fail(err, err_len, GM_EUNAVAIL, "%s: answered %ld, want 200", url, code);
     }
-    *body = 0;
-    bool chunked = strcasestr(b.p, "\r\nTransfer-Encoding: chunked") != NULL;
-    body += 4;
-    size_t blen = b.len - (size_t)(body - b.p);
-    memmove(b.p, body, blen + 1);
-    if (chunked && !dechunk(b.p, &blen)) {
-        free(b.p);
-        return gm_fail(err, err_len, GM_EUNAVAIL, "%s: malformed chunked body", url);
-    }
-    out->p = b.p;
-    out->len = blen;
-    out->cap = b.cap;
+    api__buf_add(&b, "", 0); /* NUL-terminated even when empty */
+    *out = b;
     return 0;
 }
 

@@ -1,95 +1,80 @@
-/* The HTTP server: libmicrohttpd with one thread per connection (bounded), the route table,
- * and the request pipeline every route goes through, in this order:
- *   1. body limit (Content-Length checked before reading; 413), route match (404/405);
- *   2. authentication (bearer key -> role, tenant; 401), role (403), per-key rate limit (429),
- *      query parameters (unknown or repeated: 400), tenant scope (another tenant: 404);
- *   3. POST: Content-Type (415), Idempotency-Key (required; replay, 422 on another body,
- *      409 while the first is in progress);
- *   4. the handler, with a pooled PostgreSQL connection (503 when none frees up in time);
- *   5. metrics per route (requests by code class, latency histogram).
- * A handler never sees a request that failed an earlier step. */
+/* The HTTP server: the gate (gate.c) in front of libmicrohttpd (one thread per connection),
+ * the handlers of the route table (routes.c), and the request pipeline every request goes
+ * through, in this order; a handler never sees a request that failed an earlier step:
+ *   0. the gate, for plain HTTP: request head grammar, framing, target syntax, connection
+ *      limits, the whole-request deadline (gate.c; the rules in edge.c);
+ *   1. framing again on libmicrohttpd's parse (with TLS the gate cannot read heads), then the
+ *      raw request-target (from the URI log callback, before libmicrohttpd unescapes
+ *      anything) decoded into validated segments and parameters; /dashboard: static files;
+ *   2. the route (HEAD answers as GET); unknown paths outside /v1 and /metrics: 404;
+ *   3. unless the route is public: authentication (bearer key, cached; lookups on a pool of
+ *      their own; failed attempts throttled per client address, 429) and the per-key rate
+ *      limit (429); only then 404 and 405 for /v1 and /metrics, then the role (403);
+ *   4. query parameters (unknown or repeated: 400), tenant scope (another tenant: 404), no
+ *      body on GET, HEAD and DELETE (400); POST: Content-Type application/json (415) and
+ *      Idempotency-Key (400);
+ *   5. the body (its length already checked against the limit), UTF-8 (400);
+ *   6. a pooled PostgreSQL connection (503 when none frees up in time); a POST runs in one
+ *      transaction with its idempotency record (idempotency.c); the handler;
+ *   7. metrics per route. Every answer closes the connection: one request per connection,
+ *      so every request passes the gate and no bytes after a body are read as a request.
+ * Refusals found before the body is read (steps 2-4) are sent once it has been read (and
+ * dropped); framing refusals at once (the body's end is unknown). */
 #include "api_int.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define P             0u
-#define A             GM_API_ROLE_ADMIN
-#define F             GM_API_ROLE_FINANCE
-#define C             GM_API_ROLE_CUSTOMER
-#define NO_DB         1u
-#define TENANT_SCOPED 2u
 
 static void h_healthz(api_req *r);
 static void h_readyz(api_req *r);
 static void h_metrics(api_req *r);
 static void h_openapi(api_req *r);
 
-typedef struct {
-    gm_api_route_info info;
-    api_handler fn;
-    const char *query; /* allowed query parameters, comma-separated */
-    unsigned flags;
-} api_route;
-
-static const api_route routes[] = {
-    {{"GET", "/healthz", P, false}, h_healthz, "", NO_DB},
-    {{"GET", "/readyz", P, false}, h_readyz, "", 0},
-    {{"GET", "/metrics", A, false}, h_metrics, "", 0},
-    {{"GET", "/v1/openapi.json", P, false}, h_openapi, "", NO_DB},
-    {{"GET", "/v1/me", A | F | C, false}, api__h_me, "", 0},
-    {{"GET", "/v1/ops/ingest", A | F, false}, api__h_ops_ingest, "", 0},
-    {{"GET", "/v1/invoices", F | C, false},
-     api__h_invoices_list,
-     "period,tenant,status,cursor,limit",
-     0},
-    {{"GET", "/v1/invoices/{invoice_id}", F | C, false}, api__h_invoice_get, "", 0},
-    {{"POST", "/v1/invoices/{invoice_id}/finalize", F, false}, api__h_invoice_finalize, "", 0},
-    {{"POST", "/v1/invoices/{invoice_id}/void", F, false}, api__h_invoice_void, "", 0},
-    {{"POST", "/v1/invoices/{invoice_id}/credit-notes", F, false},
-     api__h_credit_note_create,
-     "",
-     0},
-    {{"GET", "/v1/credit-notes", F, false},
-     api__h_credit_notes_list,
-     "tenant,invoice_id,cursor,limit",
-     0},
-    {{"GET", "/v1/revenue", F, false}, api__h_revenue, "period,group_by", 0},
-    {{"GET", "/v1/tenants/{tenant}/usage", C | F, true},
-     api__h_usage,
-     "from,to,bucket,group_by",
-     TENANT_SCOPED},
-    {{"GET", "/v1/tenants/{tenant}/spend", C | F, true}, api__h_spend, "", TENANT_SCOPED},
-    {{"GET", "/v1/tenants/{tenant}/invoices", C | F, true},
-     api__h_tenant_invoices,
-     "status,cursor,limit",
-     TENANT_SCOPED},
-    {{"GET", "/v1/tenants", A, false}, api__h_tenants_list, "", 0},
-    {{"POST", "/v1/tenants", A, false}, api__h_tenant_create, "", 0},
-    {{"GET", "/v1/tenants/{tenant}", A, false}, api__h_tenant_get, "", 0},
-    {{"GET", "/v1/contracts", A, false}, api__h_contracts_list, "tenant", 0},
-    {{"POST", "/v1/contracts", A, false}, api__h_contract_import, "", 0},
-    {{"GET", "/v1/rate-cards", A, false}, api__h_rate_cards_list, "card_id", 0},
-    {{"POST", "/v1/rate-cards", A, false}, api__h_rate_card_import, "", 0},
-    {{"GET", "/v1/api-keys", A, false}, api__h_keys_list, "", 0},
-    {{"POST", "/v1/api-keys", A, false}, api__h_key_create, "", 0},
-    {{"DELETE", "/v1/api-keys/{key_id}", A, false}, api__h_key_revoke, "", 0},
+/* The handler of each route of api__routes (routes.c). */
+static const api_handler handlers[API_R_COUNT] = {
+    [API_R_HEALTHZ] = h_healthz,
+    [API_R_READYZ] = h_readyz,
+    [API_R_METRICS] = h_metrics,
+    [API_R_OPENAPI] = h_openapi,
+    [API_R_ME] = api__h_me,
+    [API_R_OPS_INGEST] = api__h_ops_ingest,
+    [API_R_INVOICES_LIST] = api__h_invoices_list,
+    [API_R_INVOICE_GET] = api__h_invoice_get,
+    [API_R_INVOICE_FINALIZE] = api__h_invoice_finalize,
+    [API_R_INVOICE_VOID] = api__h_invoice_void,
+    [API_R_CREDIT_NOTE_CREATE] = api__h_credit_note_create,
+    [API_R_CREDIT_NOTES_LIST] = api__h_credit_notes_list,
+    [API_R_REVENUE] = api__h_revenue,
+    [API_R_USAGE] = api__h_usage,
+    [API_R_SPEND] = api__h_spend,
+    [API_R_TENANT_INVOICES] = api__h_tenant_invoices,
+    [API_R_TENANTS_LIST] = api__h_tenants_list,
+    [API_R_TENANT_CREATE] = api__h_tenant_create,
+    [API_R_TENANT_GET] = api__h_tenant_get,
+    [API_R_CONTRACTS_LIST] = api__h_contracts_list,
+    [API_R_CONTRACT_IMPORT] = api__h_contract_import,
+    [API_R_RATE_CARDS_LIST] = api__h_rate_cards_list,
+    [API_R_RATE_CARD_IMPORT] = api__h_rate_card_import,
+    [API_R_KEYS_LIST] = api__h_keys_list,
+    [API_R_KEY_CREATE] = api__h_key_create,
+    [API_R_KEY_REVOKE] = api__h_key_revoke,
 };
-#define N_ROUTES GM_ARRAY_LEN(routes)
 
-static gm_api_route_info route_infos[N_ROUTES];
+static gm_api_route_info route_infos[API_R_COUNT];
 static pthread_once_t route_infos_once = PTHREAD_ONCE_INIT;
 static void route_infos_init(void)
 {
-    for (size_t i = 0; i < N_ROUTES; i++)
-        route_infos[i] = routes[i].info;
+    for (size_t i = 0; i < API_R_COUNT; i++)
+        route_infos[i] = api__routes[i].info;
 }
 
 const gm_api_route_info *gm_api_routes(size_t *n)
 {
     pthread_once(&route_infos_once, route_infos_init);
-    *n = N_ROUTES;
+    *n = API_R_COUNT;
     return route_infos;
 }
 
@@ -109,7 +94,7 @@ typedef struct {
     uint64_t sum_us;
 } route_metrics;
 
-/* ---- Rate limiter: a token bucket per key id (micro-tokens, no floating point) --------- */
+/* ---- Rate limiters: token buckets (micro-tokens, no floating point) -------------------- */
 #define RL_SLOTS 4096
 typedef struct {
     char key_id[40];
@@ -117,16 +102,29 @@ typedef struct {
     int64_t last_us;
 } rl_entry;
 
+/* failed authentications per client address */
+typedef struct {
+    uint32_t ip; /* network order; 0: free */
+    int64_t tokens_e6;
+    int64_t last_us;
+} af_entry;
+
 struct gm_api_server {
     gm_api_config cfg;
-    char *conninfo, *listen, *cert, *key;
+    char *conninfo, *listen, *cert, *key, *rater_url;
     struct MHD_Daemon *d;
+    api_gate *gate;
     int port;
-    api_pool *pool;
+    bool tls;
+    api_pool *pool, *auth_pool;
     api_auth_cache *auth;
-    route_metrics metrics[N_ROUTES + 1];
+    route_metrics metrics[API_R_COUNT + 1];
+    uint64_t hash_seed;
     pthread_mutex_t rl_mu;
     rl_entry *rl;
+    af_entry *af;
+    api_cursor_keys cursor;
+    int64_t idem_swept_us;
     /* the rating book */
     pthread_mutex_t book_mu;
     pthread_rwlock_t book_lock;
@@ -152,6 +150,20 @@ const gm_api_config *api__config(const api_server *s)
 void api__auth_forget(api_server *s, const char *key_id)
 {
     api__auth_cache_forget(s->auth, key_id);
+}
+
+const api_cursor_keys *api__cursor_keys(const api_server *s)
+{
+    return &s->cursor;
+}
+
+bool api__idem_sweep_due(api_server *s, int64_t now_us)
+{
+    int64_t last = __atomic_load_n(&s->idem_swept_us, __ATOMIC_RELAXED);
+    if (last && now_us - last < 60 * GM_US_PER_SEC && now_us >= last)
+        return false;
+    return __atomic_compare_exchange_n(&s->idem_swept_us, &last, now_us, false, __ATOMIC_RELAXED,
+                                       __ATOMIC_RELAXED);
 }
 
 const gm_rating_book *api__book_acquire(api_server *s, PGconn *db, char *err, size_t err_len)
@@ -208,7 +220,7 @@ static bool rate_allow(api_server *s, const char *key_id, int *retry_s)
 {
     if (s->cfg.rate_per_s <= 0)
         return true;
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 1469598103934665603ull ^ s->hash_seed;
     for (const char *p = key_id; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211ull;
     int64_t now = gm_mono_us(), cap = (int64_t)s->cfg.rate_burst * 1000000;
@@ -230,6 +242,49 @@ static bool rate_allow(api_server *s, const char *key_id, int *retry_s)
         *retry_s = (int)((1000000 - e->tokens_e6) / (s->cfg.rate_per_s * 1000000LL) + 1);
     pthread_mutex_unlock(&s->rl_mu);
     return ok;
+}
+
+/* Failed authentications per client address: a bucket of auth_fail_burst that refills
+ * auth_fail_per_min a minute. peek: may a key not in the cache be checked now? */
+static af_entry *af_slot(api_server *s, uint32_t ip, int64_t now)
+{
+    uint64_t h = (ip ^ s->hash_seed) * 0x9E3779B97F4A7C15ull;
+    af_entry *e = &s->af[(h >> 32) % RL_SLOTS];
+    int64_t cap = (int64_t)s->cfg.auth_fail_burst * 1000000;
+    if (e->ip != ip) { /* a new address (or a collision under a random seed): full bucket */
+        e->ip = ip;
+        e->tokens_e6 = cap;
+        e->last_us = now;
+    }
+    int64_t t = e->tokens_e6 + (now - e->last_us) * s->cfg.auth_fail_per_min / 60;
+    e->tokens_e6 = t > cap ? cap : t;
+    e->last_us = now;
+    return e;
+}
+
+static bool auth_fail_allowed(api_server *s, uint32_t ip, int *retry_s)
+{
+    if (s->cfg.auth_fail_burst <= 0 || s->cfg.auth_fail_per_min <= 0)
+        return true;
+    pthread_mutex_lock(&s->rl_mu);
+    af_entry *e = af_slot(s, ip, gm_mono_us());
+    bool ok = e->tokens_e6 >= 1000000;
+    if (!ok)
+        *retry_s =
+            (int)((1000000 - e->tokens_e6) * 60 / ((int64_t)s->cfg.auth_fail_per_min * 1000000) +
+                  1);
+    pthread_mutex_unlock(&s->rl_mu);
+    return ok;
+}
+
+static void auth_fail_count(api_server *s, uint32_t ip)
+{
+    if (s->cfg.auth_fail_burst <= 0 || s->cfg.auth_fail_per_min <= 0)
+        return;
+    pthread_mutex_lock(&s->rl_mu);
+    af_entry *e = af_slot(s, ip, gm_mono_us());
+    e->tokens_e6 = e->tokens_e6 >= 1000000 ? e->tokens_e6 - 1000000 : 0;
+    pthread_mutex_unlock(&s->rl_mu);
 }
 
 /* ---- Public handlers ------------------------------------------------------------------- */
@@ -262,10 +317,10 @@ static void h_openapi(api_req *r)
 
 static void route_label(size_t i, char *buf, size_t len)
 {
-    if (i >= N_ROUTES)
+    if (i >= API_R_COUNT)
         snprintf(buf, len, "unmatched");
     else
-        snprintf(buf, len, "%s %s", routes[i].info.method, routes[i].info.pattern);
+        snprintf(buf, len, "%s %s", api__routes[i].info.method, api__routes[i].info.pattern);
 }
 
 static void h_metrics(api_req *r)
@@ -275,7 +330,7 @@ static void h_metrics(api_req *r)
     api__buf_str(&b,
                  "# HELP gridmeter_api_requests_total HTTP requests by route and status class.\n"
                  "# TYPE gridmeter_api_requests_total counter\n");
-    for (size_t i = 0; i <= N_ROUTES; i++) {
+    for (size_t i = 0; i <= API_R_COUNT; i++) {
         char l[96];
         route_label(i, l, sizeof l);
         for (int c = 1; c <= 5; c++) {
@@ -288,7 +343,7 @@ static void h_metrics(api_req *r)
     }
     api__buf_str(&b, "# HELP gridmeter_api_errors_total Responses with status >= 400 by route.\n"
                      "# TYPE gridmeter_api_errors_total counter\n");
-    for (size_t i = 0; i <= N_ROUTES; i++) {
+    for (size_t i = 0; i <= API_R_COUNT; i++) {
         uint64_t v = __atomic_load_n(&s->metrics[i].by_class[4], __ATOMIC_RELAXED) +
                      __atomic_load_n(&s->metrics[i].by_class[5], __ATOMIC_RELAXED);
         char l[96];
@@ -298,7 +353,7 @@ static void h_metrics(api_req *r)
     }
     api__buf_str(&b, "# HELP gridmeter_api_request_duration_seconds Request latency by route.\n"
                      "# TYPE gridmeter_api_request_duration_seconds histogram\n");
-    for (size_t i = 0; i <= N_ROUTES; i++) {
+    for (size_t i = 0; i <= API_R_COUNT; i++) {
         char l[96];
         route_label(i, l, sizeof l);
         uint64_t cum = 0;
@@ -326,173 +381,98 @@ static void h_metrics(api_req *r)
     api__text(r, 200, "text/plain; version=0.0.4", b.p, b.len);
 }
 
-/* ---- Routing --------------------------------------------------------------------------- */
-/* Matches path against pattern; fills params. */
-static bool match(const char *pattern, const char *path, api_req *r)
+/* ---- The pipeline ---------------------------------------------------------------------- */
+typedef struct {
+    int64_t t0_us;
+    char raw[API_TARGET_MAX + 2]; /* the request-target as received (URI log callback) */
+    size_t raw_len;
+    uintptr_t raw_at; /* where libmicrohttpd holds it: the NUL check below */
+    bool started;     /* the first call (head complete) happened */
+    bool answered;    /* r holds a refusal, sent once the body has been read */
+    bool responded;
+    bool is_static;
+    int route;
+    api_framing framing;
+    api_target target;
+    char instance[API_INSTANCE_MAX + 1];
+    char ip[INET_ADDRSTRLEN];
+    uint32_t ip_key;
+    char ikey[256];
+    char *body;
+    size_t len;
+    api_req r;
+} req_state;
+
+/* URI log callback: libmicrohttpd calls it with the raw target before it splits or unescapes
+ * it; the result becomes the request's state. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 {
-    const char *p = pattern, *u = path;
-    int np = 0;
-    static __thread char pbuf[3][260];
-    while (*p && *u) {
-        if (*p == '{') {
-            const char *pe = strchr(p, '}');
-            const char *ue = strchr(u, '/');
-            size_t ul = ue ? (size_t)(ue - u) : strlen(u);
-            if (ul == 0 || ul > 256 || np >= 3)
-                return false;
-            memcpy(pbuf[np], u, ul);
-            pbuf[np][ul] = 0;
-            np++;
-            p = pe + 1;
-            u += ul;
-        } else if (*p == *u) {
-            p++, u++;
-        } else {
-            return false;
-        }
-    }
-    if (*p || *u)
-        return false;
-    for (int i = 0; i < np; i++)
-        r->param[i] = pbuf[i];
-    r->n_param = np;
-    return true;
+    (void)cls, (void)c;
+    req_state *st = gm_xcalloc(1, sizeof *st);
+    st->t0_us = gm_mono_us();
+    st->raw_len = strnlen(uri, API_TARGET_MAX + 1);
+    memcpy(st->raw, uri, st->raw_len);
+    st->raw[st->raw_len] = 0;
+    st->raw_at = (uintptr_t)uri;
+    st->route = -1;
+    return st;
+}
+
+/* Unescape callback: nothing is unescaped by libmicrohttpd (edge.c decodes, once). */
+static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls, (void)c;
+    return strlen(s);
 }
 
 typedef struct {
-    const char *allowed;
-    char bad[80];
-    int n;
-    bool dup;
-    char seen[16][32];
-    int n_seen;
-    bool not_utf8;
-} qcheck;
+    api_field f[API_FIELDS_MAX + 1];
+    size_t n;
+} field_list;
 
-static enum MHD_Result q_iter(void *cls, enum MHD_ValueKind kind, const char *key,
-                              const char *value)
+static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
 {
-    (void)kind, (void)value;
-    qcheck *q = cls;
-    q->n++;
-    size_t n = strlen(key);
-    bool ok = false;
-    for (const char *p = q->allowed; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == n && !memcmp(p, key, n))
-            ok = true;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    if (ok) {
-        for (int i = 0; i < q->n_seen; i++)
-            if (!strcmp(q->seen[i], key) && !q->bad[0]) {
-                q->dup = true;
-                snprintf(q->bad, sizeof q->bad, "%s", key);
-            }
-        if (q->n_seen < 16)
-            snprintf(q->seen[q->n_seen++], sizeof q->seen[0], "%s", key);
-    }
-    if (!api__utf8_valid(key, strlen(key)) || (value && !api__utf8_valid(value, strlen(value)))) {
-        ok = true; /* reported as not UTF-8, below */
-        q->not_utf8 = true;
-        if (!q->bad[0])
-            snprintf(q->bad, sizeof q->bad, "query");
-    }
-    if (!ok && !q->bad[0]) {
-        snprintf(q->bad, sizeof q->bad, "%.64s", key);
-        for (char *c = q->bad; *c; c++)
-            if ((unsigned char)*c < 0x20 || *c == '"' || *c == '\\')
-                *c = '?';
-    }
+    (void)kind;
+    field_list *l = cls;
+    if (l->n <= API_FIELDS_MAX)
+        l->f[l->n] = (api_field){key, key_size, value ? value : "", value ? value_size : 0};
+    l->n++;
     return MHD_YES;
 }
 
-/* ---- Idempotency ----------------------------------------------------------------------- */
-typedef enum { IDEM_RUN, IDEM_DONE } idem_verdict;
-
-static idem_verdict idem_begin(api_req *r, const char *ikey, uint8_t hash[32])
+static void refused(api_req *r, const api_refusal *why)
 {
-    const char *params[5] = {r->auth.key_id, ikey, (const char *)hash, r->method, r->path};
-    int lens[5] = {0, 0, 32, 0, 0}, fmts[5] = {0, 0, 1, 0, 0};
-    PGresult *res = PQexecParams(r->db,
-                                 "INSERT INTO gm.idempotency (key_id, idem_key, request_hash,"
-                                 " method, path) VALUES ($1, $2, $3, $4, $5)"
-                                 " ON CONFLICT DO NOTHING RETURNING 1",
-                                 5, NULL, params, lens, fmts, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        api__db_problem(r, res, "idempotency");
-        PQclear(res);
-        return IDEM_DONE;
-    }
-    bool claimed = PQntuples(res) == 1;
-    PQclear(res);
-    if (claimed)
-        return IDEM_RUN;
-    res = PQexecParams(r->db,
-                       "SELECT request_hash = $3, status, content_type, body FROM gm.idempotency"
-                       " WHERE key_id = $1 AND idem_key = $2",
-                       3, NULL, (const char *[]){r->auth.key_id, ikey, (const char *)hash},
-                       (int[]){0, 0, 32}, (int[]){0, 0, 1}, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            api__db_problem(r, res, "idempotency");
-        else
-            api__problem(r, 409, "idempotency-in-progress", "Idempotency-Key",
-                         "Idempotency-Key: a request with this key is being processed; retry");
-        PQclear(res);
-        return IDEM_DONE;
-    }
-    if (PQgetvalue(res, 0, 0)[0] != 't') {
-        api__problem(r, 422, "idempotency-key-reused", "Idempotency-Key",
-                     "Idempotency-Key: already used with another method, path or body");
-    } else if (PQgetisnull(res, 0, 1)) {
-        api__problem(r, 409, "idempotency-in-progress", "Idempotency-Key",
-                     "Idempotency-Key: the first request with this key is still being processed");
-        snprintf(r->header_name, sizeof r->header_name, "Retry-After");
-        snprintf(r->header_value, sizeof r->header_value, "1");
-    } else {
-        r->status = atoi(PQgetvalue(res, 0, 1));
-        snprintf(r->header_name, sizeof r->header_name, "Idempotent-Replayed");
-        snprintf(r->header_value, sizeof r->header_value, "true");
-        const char *ct = PQgetvalue(res, 0, 2);
-        r->ctype = !strcmp(ct, "application/problem+json") ? "application/problem+json"
-                                                           : "application/json";
-        free(r->resp);
-        r->resp = gm_xstrdup(PQgetvalue(res, 0, 3));
-        r->resp_len = strlen(r->resp);
-    }
-    PQclear(res);
-    return IDEM_DONE;
+    api__problem(r, why->status, why->slug, why->field[0] ? why->field : NULL, "%s", why->detail);
 }
 
-static void idem_end(api_req *r, const char *ikey)
+static bool media_type_json(const char *ct)
 {
-    PGresult *res;
-    if (r->status >= 500) {
-        res = PQexecParams(r->db, "DELETE FROM gm.idempotency WHERE key_id = $1 AND idem_key = $2",
-                           2, NULL, (const char *[]){r->auth.key_id, ikey}, NULL, NULL, 0);
-    } else {
-        char st[16];
-        snprintf(st, sizeof st, "%d", r->status);
-        res = PQexecParams(r->db,
-                           "UPDATE gm.idempotency SET status = $3, content_type = $4, body = $5"
-                           " WHERE key_id = $1 AND idem_key = $2",
-                           5, NULL,
-                           (const char *[]){r->auth.key_id, ikey, st, r->ctype,
-                                            r->idem_store ? r->idem_store
-                                            : r->resp     ? r->resp
-                                                          : ""},
-                           NULL, NULL, 0);
-    }
-    free(r->idem_store);
-    r->idem_store = NULL;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        gm_error("api", "msg=\"idempotency record not written\" key_id=%s err=\"%s\"",
-                 r->auth.key_id, PQerrorMessage(r->db));
-    PQclear(res);
+    /* application/json, optionally ; charset=utf-8 (case-insensitive, optional spaces) */
+    size_t n = strlen("application/json");
+    if (!ct || strncasecmp(ct, "application/json", n))
+        return false;
+    const char *p = ct + n;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (!*p)
+        return true;
+    if (*p++ != ';')
+        return false;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (strncasecmp(p, "charset=", 8))
+        return false;
+    p += 8;
+    if (!strncasecmp(p, "utf-8", 5))
+        p += 5;
+    else if (!strncasecmp(p, "\"utf-8\"", 7))
+        p += 7;
+    else
+        return false;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return !*p;
 }
 
 static bool idem_key_ok(const char *k)
@@ -506,67 +486,237 @@ static bool idem_key_ok(const char *k)
     return true;
 }
 
-/* ---- The pipeline ---------------------------------------------------------------------- */
-typedef struct {
-    int64_t t0_us;
-    char *body;
-    size_t len;
-    bool too_big;
-    bool responded;
-} conn_state;
-
-static int process(api_server *s, struct MHD_Connection *conn, const char *method, const char *path,
-                   conn_state *st, api_req *r)
+/* Step 3: authentication. false with the problem set in r. */
+static bool authenticate(api_server *s, struct MHD_Connection *conn, req_state *st)
 {
-    memset(r, 0, sizeof *r);
+    api_req *r = &st->r;
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    int retry = 1;
+    bool throttled = !auth_fail_allowed(s, st->ip_key, &retry);
+    char err[512] = "";
+    int rc = GM_ENOTFOUND;
+    if (!h || strncasecmp(h, "Bearer ", 7))
+        snprintf(err, sizeof err, "Authorization: a bearer API key is required");
+    else
+        rc = api__authenticate(s->auth, s->auth_pool, s->cfg.db_wait_ms, throttled, h + 7, &r->auth,
+                               err, sizeof err);
+    if (rc == 0)
+        return true;
+    if (rc == GM_EDB) {
+        gm_error("api", "msg=\"auth lookup failed\" err=\"%s\"", err);
+        api__problem(r, 503, "unavailable", NULL, "authentication backend unavailable");
+        snprintf(r->header_name, sizeof r->header_name, "Retry-After");
+        snprintf(r->header_value, sizeof r->header_value, "1");
+        return false;
+    }
+    if (throttled) {
+        api__problem(r, 429, "auth-throttled", "Authorization",
+                     "client address %s: more than %d failed authentications (then %d a "
+                     "minute); keys not already verified are not checked for %d s",
+                     st->ip, s->cfg.auth_fail_burst, s->cfg.auth_fail_per_min, retry);
+        snprintf(r->header_name, sizeof r->header_name, "Retry-After");
+        snprintf(r->header_value, sizeof r->header_value, "%d", retry);
+        return false;
+    }
+    auth_fail_count(s, st->ip_key);
+    api__problem(r, 401, "unauthorized", "Authorization", "%s", err);
+    snprintf(r->header_name, sizeof r->header_name, "WWW-Authenticate");
+    snprintf(r->header_value, sizeof r->header_value, "Bearer realm=\"gridmeter\"");
+    return false;
+}
+
+/* Step 4: the query's names against the route's list. */
+static bool query_ok(api_req *r, const api_route_spec *rt)
+{
+    const api_target *t = r->target;
+    for (size_t i = 0; i < t->n_param; i++) {
+        char shown[API_PARAM_NAME_MAX + 1];
+        api__printable(t->pname[i], strlen(t->pname[i]), shown, sizeof shown);
+        bool known = false;
+        size_t n = strlen(t->pname[i]);
+        for (const char *p = rt->query; *p;) {
+            const char *e = strchr(p, ',');
+            size_t l = e ? (size_t)(e - p) : strlen(p);
+            if (l == n && !memcmp(p, t->pname[i], n))
+                known = true;
+            if (!e)
+                break;
+            p = e + 1;
+        }
+        if (!known) {
+            api__problem(r, 400, "unknown-parameter", shown,
+                         "%s: unknown query parameter (allowed: %s)", shown,
+                         rt->query[0] ? rt->query : "none");
+            return false;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(t->pname[k], t->pname[i])) {
+                api__problem(r, 400, "repeated-parameter", shown, "%s: query parameter given twice",
+                             shown);
+                return false;
+            }
+    }
+    return true;
+}
+
+enum { B_LATER, B_NOW, B_KILLED };
+
+/* Steps 1-4, when the head is complete. B_NOW: answer before reading the body. */
+static int begin(api_server *s, struct MHD_Connection *conn, const char *method,
+                 const char *version, req_state *st)
+{
+    api_req *r = &st->r;
     r->srv = s;
     r->conn = conn;
     r->method = method;
-    r->path = path;
-    r->body = st->body ? st->body : "";
-    r->body_len = st->len;
-    if (st->too_big) {
-        api__problem(r, 413, "body-too-large", NULL, "request body larger than %lld bytes",
-                     (long long)s->cfg.max_body_bytes);
-        return (int)N_ROUTES;
+    api__instance_of(st->raw, st->raw_len, st->instance, sizeof st->instance);
+    r->path = st->instance;
+    r->target = &st->target;
+    r->client_ip = st->ip;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ci->client_addr;
+        st->ip_key = a->sin_addr.s_addr;
+        inet_ntop(AF_INET, &a->sin_addr, st->ip, sizeof st->ip);
+    } else {
+        snprintf(st->ip, sizeof st->ip, "unknown");
     }
-    if (!api__utf8_valid(path, strlen(path))) {
-        api__problem(r, 400, "invalid-path", NULL, "path: not valid UTF-8");
-        r->path = "";
-        return (int)N_ROUTES;
+    /* 1. framing, on libmicrohttpd's parse */
+    api_refusal why;
+    field_list fl = {.n = 0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, collect_field, &fl);
+    if (fl.n > API_FIELDS_MAX) {
+        api__problem(r, 431, "header-fields-too-large", "header fields",
+                     "header fields: more than %d", API_FIELDS_MAX);
+        return B_NOW;
     }
-    if (!api__utf8_valid(r->body, r->body_len)) {
-        api__problem(r, 400, "invalid-body", NULL, "body: not valid UTF-8");
-        return (int)N_ROUTES;
+    if (api__framing_decide(fl.f, fl.n, s->cfg.max_body_bytes, &st->framing, &why)) {
+        refused(r, &why);
+        return B_NOW;
     }
-    int route = -1;
-    bool path_hit = false;
-    char allow[64] = "";
-    for (size_t i = 0; i < N_ROUTES; i++) {
-        if (!match(routes[i].info.pattern, path, r))
-            continue;
-        path_hit = true;
-        if (!strcmp(routes[i].info.method, method)) {
-            route = (int)i;
-            break;
-        }
-        size_t al = strlen(allow);
-        snprintf(allow + al, sizeof allow - al, "%s%s", al ? ", " : "", routes[i].info.method);
+    if (!api__gate_begin(s->gate, conn, st->framing.expect_continue))
+        return B_KILLED;
+    st->answered = true; /* until every check below has passed */
+    /* A NUL byte sent raw inside the target ends libmicrohttpd's string early: the version
+     * string follows the target in its buffer, so the distance tells (only with TLS; the
+     * gate refuses such a request line before). */
+    uintptr_t v = (uintptr_t)version;
+    if (v > st->raw_at && v - st->raw_at < API_TARGET_MAX + 2 &&
+        v - st->raw_at - 1 != st->raw_len) {
+        api__problem(r, 400, "invalid-target", "request-target",
+                     "request-target: a raw NUL byte is not allowed");
+        return B_LATER;
     }
-    if (route < 0) {
-        if (path_hit) {
+    if (api__target_parse(st->raw, st->raw_len, &st->target, &why)) {
+        refused(r, &why);
+        return B_LATER;
+    }
+    if (!strcmp(st->target.seg[0], "dashboard")) {
+        st->is_static = true;
+        st->answered = false;
+        return B_LATER;
+    }
+    /* 2. the route */
+    api_match m;
+    api__route_match(method, &st->target, &m);
+    const api_route_spec *rt = m.route >= 0 ? &api__routes[m.route] : NULL;
+    st->route = m.route; /* metrics count refusals under the route */
+    bool needs_key = rt ? rt->info.roles != 0 : api__path_needs_key(&st->target) && !m.path_public;
+    if (!rt && !needs_key) {
+        if (m.path_known) {
             api__problem(r, 405, "method-not-allowed", NULL, "%.16s %s: method not allowed", method,
-                         path);
+                         st->instance);
             snprintf(r->header_name, sizeof r->header_name, "Allow");
-            snprintf(r->header_value, sizeof r->header_value, "%s", allow);
+            snprintf(r->header_value, sizeof r->header_value, "%s", m.allow);
         } else {
             api__problem(r, 404, "not-found", NULL, "no such resource");
         }
-        return (int)N_ROUTES;
+        return B_LATER;
     }
-    const api_route *rt = &routes[route];
+    /* 3. who is calling */
+    if (needs_key) {
+        if (!authenticate(s, conn, st))
+            return B_LATER;
+        int retry = 1;
+        if (!rate_allow(s, r->auth.key_id, &retry)) {
+            api__problem(r, 429, "rate-limited", NULL,
+                         "API key %s: more than %d requests/s (burst %d)", r->auth.key_id,
+                         s->cfg.rate_per_s, s->cfg.rate_burst);
+            snprintf(r->header_name, sizeof r->header_name, "Retry-After");
+            snprintf(r->header_value, sizeof r->header_value, "%d", retry);
+            return B_LATER;
+        }
+    }
+    if (!rt) {
+        if (m.path_known) {
+            api__problem(r, 405, "method-not-allowed", NULL, "%.16s %s: method not allowed", method,
+                         st->instance);
+            snprintf(r->header_name, sizeof r->header_name, "Allow");
+            snprintf(r->header_value, sizeof r->header_value, "%s", m.allow);
+        } else {
+            api__problem(r, 404, "not-found", NULL, "no such resource");
+        }
+        return B_LATER;
+    }
+    if (rt->info.roles && !(rt->info.roles & r->auth.role)) {
+        api__problem(r, 403, "forbidden", NULL, "role %s may not call %s %s",
+                     api__role_name(r->auth.role), rt->info.method, rt->info.pattern);
+        return B_LATER;
+    }
+    /* 4. parameters, scope, body */
+    for (int i = 0; i < m.n_param; i++)
+        r->param[i] = m.param[i];
+    r->n_param = m.n_param;
+    if (!query_ok(r, rt))
+        return B_LATER;
+    if (rt->flags & API_RF_TENANT_SCOPED && r->auth.role == GM_API_ROLE_CUSTOMER &&
+        strcmp(r->param[0], r->auth.tenant)) {
+        api__problem(r, 404, "not-found", NULL, "no such resource");
+        return B_LATER;
+    }
+    bool post = !strcmp(rt->info.method, "POST");
+    if (!post && st->framing.length) {
+        api__problem(r, 400, "invalid-body", "body", "body: %s requests take no body", method);
+        return B_LATER;
+    }
+    if (post) {
+        const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+        if ((st->framing.length || ct) && !media_type_json(ct)) {
+            api__problem(r, 415, "unsupported-media-type", "Content-Type",
+                         "Content-Type: must be application/json (optionally with "
+                         "charset=utf-8)");
+            return B_LATER;
+        }
+        const char *ik = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+        if (!ik || !idem_key_ok(ik)) {
+            api__problem(r, 400, "idempotency-key-required", "Idempotency-Key",
+                         "Idempotency-Key: required on POST, 1-255 visible ASCII characters");
+            return B_LATER;
+        }
+        snprintf(st->ikey, sizeof st->ikey, "%s", ik);
+    }
+    st->answered = false;
+    return B_LATER;
+}
+
+/* Steps 5-6, once the body has been read. Returns the route for the metrics. */
+static int finish(api_server *s, req_state *st)
+{
+    api_req *r = &st->r;
+    r->body = st->body ? st->body : "";
+    r->body_len = st->len;
+    int route = st->route >= 0 ? st->route : (int)API_R_COUNT;
+    if (st->answered)
+        return route;
+    const api_route_spec *rt = &api__routes[st->route];
+    if (!api__utf8_valid(r->body, r->body_len)) {
+        api__problem(r, 400, "invalid-body", "body", "body: not valid UTF-8");
+        return route;
+    }
+    r->now_us = gm_now_us();
     char err[512];
-    if (!(rt->flags & NO_DB)) {
+    if (!(rt->flags & API_RF_NO_DB)) {
         r->db = api__pool_get(s->pool, s->cfg.db_wait_ms, err, sizeof err);
         if (!r->db) {
             gm_warn("api", "msg=\"no database connection\" error=\"%s\"", err);
@@ -577,91 +727,19 @@ static int process(api_server *s, struct MHD_Connection *conn, const char *metho
             return route;
         }
     }
-    if (rt->info.roles) {
-        const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-        int rc = GM_ENOTFOUND;
-        if (!h || strncasecmp(h, "Bearer ", 7))
-            snprintf(err, sizeof err, "Authorization: a bearer API key is required");
-        else
-            rc = api__authenticate(s->auth, r->db, h + 7, &r->auth, err, sizeof err);
-        if (rc == GM_EDB) {
-            gm_error("api", "msg=\"auth lookup failed\" err=\"%s\"", err);
-            api__problem(r, 503, "unavailable", NULL, "authentication backend unavailable");
-            return route;
+    if (!strcmp(rt->info.method, "POST")) {
+        if (api__idem_sweep_due(s, r->now_us))
+            api__idem_sweep(s, r->db);
+        api_idem idem;
+        if (api__idem_begin(r, rt, st->ikey, &idem)) {
+            handlers[st->route](r);
+            if (!r->resp)
+                api__problem(r, 500, "internal", NULL, "handler produced no response");
+            api__idem_finish(r, &idem);
         }
-        if (rc) {
-            api__problem(r, 401, "unauthorized", "Authorization", "%s", err);
-            snprintf(r->header_name, sizeof r->header_name, "WWW-Authenticate");
-            snprintf(r->header_value, sizeof r->header_value, "Bearer realm=\"gridmeter\"");
-            return route;
-        }
-        if (!(rt->info.roles & r->auth.role)) {
-            api__problem(r, 403, "forbidden", NULL, "role %s may not call %s %s",
-                         api__role_name(r->auth.role), rt->info.method, rt->info.pattern);
-            return route;
-        }
-        int retry = 1;
-        if (!rate_allow(s, r->auth.key_id, &retry)) {
-            api__problem(r, 429, "rate-limited", NULL,
-                         "API key %s: more than %d requests/s (burst %d)", r->auth.key_id,
-                         s->cfg.rate_per_s, s->cfg.rate_burst);
-            snprintf(r->header_name, sizeof r->header_name, "Retry-After");
-            snprintf(r->header_value, sizeof r->header_value, "%d", retry);
-            return route;
-        }
-    }
-    qcheck q = {.allowed = rt->query};
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, q_iter, &q);
-    if (q.not_utf8) {
-        api__problem(r, 400, "invalid-parameter", NULL, "query: parameters must be UTF-8");
         return route;
     }
-    if (q.dup) {
-        api__problem(r, 400, "repeated-parameter", q.bad, "%s: query parameter given twice", q.bad);
-        return route;
-    }
-    if (q.bad[0]) {
-        api__problem(r, 400, "unknown-parameter", q.bad,
-                     "%s: unknown query parameter (allowed: %s)", q.bad,
-                     rt->query[0] ? rt->query : "none");
-        return route;
-    }
-    if (rt->flags & TENANT_SCOPED && r->auth.role == GM_API_ROLE_CUSTOMER &&
-        strcmp(r->param[0], r->auth.tenant)) {
-        api__problem(r, 404, "not-found", NULL, "no such resource");
-        return route;
-    }
-    if (!strcmp(method, "POST")) {
-        const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
-        if (r->body_len && (!ct || strncasecmp(ct, "application/json", 16))) {
-            api__problem(r, 415, "unsupported-media-type", "Content-Type",
-                         "Content-Type: must be application/json");
-            return route;
-        }
-        const char *ik = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
-        if (!ik || !idem_key_ok(ik)) {
-            api__problem(r, 400, "idempotency-key-required", "Idempotency-Key",
-                         "Idempotency-Key: required on POST, 1-255 visible ASCII characters");
-            return route;
-        }
-        api_buf hb = {0};
-        api__buf_str(&hb, method);
-        api__buf_add(&hb, "\n", 1);
-        api__buf_str(&hb, path);
-        api__buf_add(&hb, "\n", 1);
-        api__buf_add(&hb, r->body, r->body_len);
-        uint8_t hash[32];
-        gm_api_sha256(hb.p, hb.len, hash);
-        free(hb.p);
-        if (idem_begin(r, ik, hash) == IDEM_DONE)
-            return route;
-        rt->fn(r);
-        if (!r->resp)
-            api__problem(r, 500, "internal", NULL, "handler produced no response");
-        idem_end(r, ik);
-        return route;
-    }
-    rt->fn(r);
+    handlers[st->route](r);
     if (!r->resp)
         api__problem(r, 500, "internal", NULL, "handler produced no response");
     return route;
@@ -682,6 +760,11 @@ static void record(api_server *s, int route, int status, int64_t t0)
     __atomic_fetch_add(&m->sum_us, (uint64_t)us, __ATOMIC_RELAXED);
 }
 
+void api__metrics_gate(api_server *s, int status)
+{
+    record(s, (int)API_R_COUNT, status, gm_mono_us());
+}
+
 static enum MHD_Result send_resp(struct MHD_Connection *conn, api_req *r)
 {
     struct MHD_Response *resp =
@@ -690,6 +773,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, api_req *r)
     MHD_add_response_header(resp, "Content-Type", r->ctype);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Connection", "close");
     if (r->header_name[0])
         MHD_add_response_header(resp, r->header_name, r->header_value);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->status, resp);
@@ -697,48 +781,50 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, api_req *r)
     return ret;
 }
 
-enum MHD_Result api__static_serve(struct MHD_Connection *c, const char *url, const char *method);
+/* The dashboard's file name from the target: "" for /dashboard/, NULL for /dashboard. */
+static const char *static_name(const req_state *st, char *buf, size_t len)
+{
+    const api_target *t = &st->target;
+    if (t->n_seg == 1)
+        return NULL;
+    buf[0] = 0;
+    for (size_t i = 1; i < t->n_seg; i++) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, len - l, "%s%s", i > 1 ? "/" : "", t->seg[i]);
+    }
+    return buf;
+}
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
-    (void)version;
-    if (!strncmp(url, "/dashboard", 10) && (url[10] == 0 || url[10] == '/'))
-        return api__static_serve(conn, url, method); /* static files (static.c, dashboard/) */
     api_server *s = cls;
-    conn_state *st = *con_cls;
-    if (!st) {
-        st = gm_xcalloc(1, sizeof *st);
-        st->t0_us = gm_mono_us();
-        *con_cls = st;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        uint64_t n = 0;
-        if (cl &&
-            (gm_parse_u64(cl, strlen(cl), UINT64_MAX, &n) || n > (uint64_t)s->cfg.max_body_bytes)) {
-            /* Refused before reading the body; MHD closes the connection after it. */
-            st->too_big = true;
+    req_state *st = *con_cls;
+    if (!st) /* the URI log callback always runs first; this is a fallback */
+        *con_cls = st = on_uri(NULL, url, conn);
+    if (!st->started) {
+        st->started = true;
+        int b = begin(s, conn, method, version, st);
+        if (b == B_KILLED)
+            return MHD_NO;
+        if (b == B_NOW) {
             st->responded = true;
-            api_req r;
-            process(s, conn, method, url, st, &r);
-            record(s, (int)N_ROUTES, r.status, st->t0_us);
-            return send_resp(conn, &r);
+            if (!api__gate_received(s->gate, conn))
+                return MHD_NO;
+            record(s, (int)API_R_COUNT, st->r.status, st->t0_us);
+            return send_resp(conn, &st->r);
         }
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (!st->too_big && !st->responded) {
-            if (st->len + *upload_data_size > (size_t)s->cfg.max_body_bytes) {
-                st->too_big = true;
-                free(st->body);
-                st->body = NULL;
-                st->len = 0;
-            } else {
-                st->body = gm_xrealloc(st->body, st->len + *upload_data_size + 1);
-                memcpy(st->body + st->len, upload_data, *upload_data_size);
-                st->len += *upload_data_size;
-                st->body[st->len] = 0;
-            }
+        /* Content-Length was checked against the limit (the only framing accepted) */
+        if (!st->answered && !st->is_static &&
+            st->len + *upload_data_size <= (size_t)s->cfg.max_body_bytes) {
+            st->body = gm_xrealloc(st->body, st->len + *upload_data_size + 1);
+            memcpy(st->body + st->len, upload_data, *upload_data_size);
+            st->len += *upload_data_size;
+            st->body[st->len] = 0;
         }
         *upload_data_size = 0;
         return MHD_YES;
@@ -746,24 +832,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (st->responded)
         return MHD_YES;
     st->responded = true;
-    api_req r;
-    int route = process(s, conn, method, url, st, &r);
-    if (r.db)
-        api__pool_put(s->pool, r.db);
-    record(s, route, r.status, st->t0_us);
-    if (r.status >= 500)
-        gm_warn("api", "msg=\"request failed\" method=%s path=\"%.200s\" status=%d", method, url,
-                r.status);
-    return send_resp(conn, &r);
+    if (!api__gate_received(s->gate, conn))
+        return MHD_NO; /* the watchdog closed it: past request_timeout_s */
+    if (st->is_static) {
+        char name[API_TARGET_MAX + 1];
+        return api__static_serve(conn, method, static_name(st, name, sizeof name), st->instance);
+    }
+    api_req *r = &st->r;
+    int route = finish(s, st);
+    if (r->db)
+        api__pool_put(s->pool, r->db);
+    r->db = NULL;
+    record(s, route, r->status, st->t0_us);
+    if (r->status >= 500)
+        gm_warn("api", "msg=\"request failed\" method=%.16s path=\"%.200s\" status=%d", method,
+                st->instance, r->status);
+    return send_resp(conn, r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)cls, (void)conn, (void)toe;
-    conn_state *st = *con_cls;
+    req_state *st = *con_cls;
     if (st) {
         free(st->body);
+        free(st->r.resp);
+        free(st->r.idem_store);
         free(st);
     }
     *con_cls = NULL;
@@ -780,11 +875,16 @@ void gm_api_config_defaults(gm_api_config *c)
     c->db_wait_ms = 2000;
     c->statement_timeout_ms = 10000;
     c->max_connections = 256;
-    c->per_ip_connections = 16; /* one host cannot hold every connection (slowloris) */
+    c->per_ip_connections = 16; /* one host cannot hold every connection */
+    c->health_reserve = 8;
     c->conn_timeout_s = 30;
+    c->request_timeout_s = 10; /* dribbling a head or a body holds nothing for long */
     c->max_body_bytes = 1 << 20;
     c->rate_per_s = 50;
     c->rate_burst = 100;
+    c->auth_fail_burst = 10;
+    c->auth_fail_per_min = 60;
+    c->idempotency_retention_hours = 24;
     c->grace_hours = 72;
     c->auth_cache_ms = 2000;
     c->usage_cache_ms = 1000;
@@ -809,46 +909,103 @@ static char *slurp(const char *path, char *err, size_t err_len)
     return b.p;
 }
 
+/* A cursor key from a file: at least 32 bytes of secret, trailing whitespace dropped. */
+static int read_key(const char *path, uint8_t *out, size_t *out_len, char *err, size_t err_len)
+{
+    size_t n = 0;
+    char *text = gm_read_file(path, &n, err, err_len);
+    if (!text)
+        return GM_ECONFIG;
+    while (n && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' ' ||
+                 text[n - 1] == '\t'))
+        n--;
+    int rc = 0;
+    if (n < 32 || n > API_CURSOR_KEY_MAX)
+        rc = gm_fail(err, err_len, GM_ECONFIG, "cursor key %s: %zu bytes, want 32 to %d", path, n,
+                     API_CURSOR_KEY_MAX);
+    else {
+        memcpy(out, text, n);
+        *out_len = n;
+    }
+    memset(text, 0, n);
+    free(text);
+    return rc;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
 gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
 {
+    pthread_once(&curl_once, curl_init);
     gm_api_server *s = gm_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     s->conninfo = gm_xstrdup(cfg->db_conninfo ? cfg->db_conninfo : "");
     s->cfg.db_conninfo = s->conninfo;
     s->listen = gm_xstrdup(cfg->listen_addr ? cfg->listen_addr : "127.0.0.1");
     s->cfg.listen_addr = s->listen;
+    s->rater_url = gm_xstrdup(cfg->rater_metrics_url ? cfg->rater_metrics_url : "");
+    s->cfg.rater_metrics_url = s->rater_url;
+    s->cfg.cursor_key_file = s->cfg.cursor_key_previous_file = NULL; /* read below */
     pthread_mutex_init(&s->rl_mu, NULL);
     pthread_mutex_init(&s->book_mu, NULL);
     pthread_rwlock_init(&s->book_lock, NULL);
     s->rl = gm_xcalloc(RL_SLOTS, sizeof *s->rl);
+    s->af = gm_xcalloc(RL_SLOTS, sizeof *s->af);
     pthread_mutex_init(&s->uc_mu, NULL);
     s->uc = gm_xcalloc(API_USAGE_CACHE_SLOTS, sizeof *s->uc);
     s->pool = api__pool_new(s->conninfo, cfg->db_pool_size, cfg->statement_timeout_ms);
+    s->auth_pool = api__pool_new(s->conninfo, 2, cfg->statement_timeout_ms);
     s->auth = api__auth_cache_new(cfg->auth_cache_ms);
     if (cfg->max_body_bytes < 1 || cfg->rate_per_s < 0 || cfg->rate_burst < 1 ||
-        cfg->max_connections < 1) {
+        cfg->max_connections < 1 || cfg->request_timeout_s < 1 || cfg->conn_timeout_s < 1 ||
+        cfg->health_reserve < 0 || cfg->per_ip_connections < 0 || cfg->auth_fail_burst < 0 ||
+        cfg->auth_fail_per_min < 0 || cfg->idempotency_retention_hours < 1) {
         gm_fail(err, err_len, GM_ECONFIG,
-                "max_body_bytes, rate_burst and max_connections must be >= 1, rate_per_s >= 0");
+                "max_body_bytes, rate_burst, max_connections, request_timeout_s, timeout_s and "
+                "idempotency_retention_hours must be >= 1; rate_per_s, health_reserve, "
+                "per_ip_connections and the auth failure limits >= 0");
         gm_api_stop(s);
         return NULL;
     }
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)cfg->port);
-    if (inet_pton(AF_INET, s->listen, &sa.sin_addr) != 1) {
-        gm_fail(err, err_len, GM_ECONFIG, "listen: \"%s\" is not an IPv4 address", s->listen);
+    if (RAND_bytes((unsigned char *)&s->hash_seed, sizeof s->hash_seed) != 1) {
+        gm_fail(err, err_len, GM_EIO, "OpenSSL RAND_bytes failed");
         gm_api_stop(s);
         return NULL;
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
-    bool tls = cfg->tls_cert_file && *cfg->tls_cert_file;
-    if (tls != (cfg->tls_key_file && *cfg->tls_key_file)) {
+    if (cfg->cursor_key_file && *cfg->cursor_key_file) {
+        if (read_key(cfg->cursor_key_file, s->cursor.key, &s->cursor.key_len, err, err_len)) {
+            gm_api_stop(s);
+            return NULL;
+        }
+    } else {
+        if (RAND_bytes(s->cursor.key, 32) != 1) {
+            gm_fail(err, err_len, GM_EIO, "OpenSSL RAND_bytes failed");
+            gm_api_stop(s);
+            return NULL;
+        }
+        s->cursor.key_len = 32;
+        gm_info("api", "msg=\"cursor key: random for this process (cursors end with it; set "
+                       "--cursor-key-file for restarts and several servers)\"");
+    }
+    if (cfg->cursor_key_previous_file && *cfg->cursor_key_previous_file &&
+        read_key(cfg->cursor_key_previous_file, s->cursor.prev, &s->cursor.prev_len, err,
+                 err_len)) {
+        gm_api_stop(s);
+        return NULL;
+    }
+    s->tls = cfg->tls_cert_file && *cfg->tls_cert_file;
+    if (s->tls != (cfg->tls_key_file && *cfg->tls_key_file)) {
         gm_fail(err, err_len, GM_ECONFIG, "tls: give both the certificate and the key file");
         gm_api_stop(s);
         return NULL;
     }
-    if (tls) {
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    if (s->tls) {
         if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
             gm_fail(err, err_len, GM_ECONFIG, "tls: this libmicrohttpd has no TLS support");
             gm_api_stop(s);
@@ -861,26 +1018,35 @@ gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
         }
         flags |= MHD_USE_TLS;
     }
+    s->gate = api__gate_new(s, &s->cfg, s->tls, err, err_len);
+    if (!s->gate) {
+        gm_api_stop(s);
+        return NULL;
+    }
+    s->port = api__gate_port(s->gate);
     struct MHD_OptionItem opts[] = {
-        {MHD_OPTION_SOCK_ADDR, 0, &sa},
-        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
-        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip_connections, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections + cfg->health_reserve, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
+        {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL},
-        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->cert},
-        {tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->key},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)api__gate_notify, s->gate},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, s},
+        {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_none, NULL},
+        {s->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->cert},
+        {s->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->key},
         {MHD_OPTION_END, 0, NULL}};
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts,
                             MHD_OPTION_END);
     if (!s->d) {
-        gm_fail(err, err_len, GM_EIO, "listen %s:%d: libmicrohttpd could not start (port in use?)",
-                s->listen, cfg->port);
+        gm_fail(err, err_len, GM_EIO, "libmicrohttpd could not start");
         gm_api_stop(s);
         return NULL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : cfg->port;
+    if (api__gate_run(s->gate, s->d, err, err_len)) {
+        gm_api_stop(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -893,23 +1059,29 @@ void gm_api_stop(gm_api_server *s)
 {
     if (!s)
         return;
+    api__gate_stop(s->gate); /* no new connections, heads being read are closed */
     if (s->d)
         MHD_stop_daemon(s->d);
+    api__gate_free(s->gate);
     api__pool_free(s->pool);
+    api__pool_free(s->auth_pool);
     api__auth_cache_free(s->auth);
     gm_rating_book_free(s->book);
     pthread_rwlock_destroy(&s->book_lock);
     pthread_mutex_destroy(&s->book_mu);
     pthread_mutex_destroy(&s->rl_mu);
     free(s->rl);
+    free(s->af);
     for (size_t i = 0; s->uc && i < API_USAGE_CACHE_SLOTS; i++) {
         free(s->uc[i].key);
         free(s->uc[i].body);
     }
     free(s->uc);
     pthread_mutex_destroy(&s->uc_mu);
+    memset(&s->cursor, 0, sizeof s->cursor);
     free(s->conninfo);
     free(s->listen);
+    free(s->rater_url);
     free(s->cert);
     free(s->key);
     free(s);

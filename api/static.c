@@ -1,12 +1,14 @@
 /* Serves the dashboard's static files (embedded at build time from dashboard/, see
  * dashboard/embed.cmake) under /dashboard: GET and HEAD only, exact names from the embedded
  * table (so no path can reach anything else: no directory traversal, no file system access),
- * content types by extension, ETag revalidation (Cache-Control: no-cache), and a strict
+ * content types by extension, ETag revalidation (Cache-Control: no-cache), errors as
+ * problem+json like every other answer, and a strict
  * Content-Security-Policy (scripts, styles and requests from this origin only; no inline
  * script or style, no frames, no plugins). The page talks to the public /v1 endpoints with
  * the user's key; nothing here reads a key or the database. */
 #include "api_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -18,9 +20,6 @@ typedef struct {
 
 extern const api_static_file api__static_files[];
 extern const size_t api__static_files_count;
-
-/* Called by the router (server.c) for every request whose path is /dashboard or below it. */
-enum MHD_Result api__static_serve(struct MHD_Connection *conn, const char *url, const char *method);
 
 #define CSP                                                                                        \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "        \
@@ -56,13 +55,16 @@ static void security_headers(struct MHD_Response *resp)
     MHD_add_response_header(resp, "Permissions-Policy", "camera=(), microphone=(), geolocation=()");
 }
 
-static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, const char *text,
-                                  const char *extra_name, const char *extra_value)
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *slug,
+                             const char *detail, const char *instance, const char *extra_name,
+                             const char *extra_value)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
+    size_t len;
+    char *body = api__problem_render((int)status, slug, NULL, detail, instance, &len);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, body, free);
+    MHD_add_response_header(resp, "Content-Type", "application/problem+json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_add_response_header(resp, "Connection", "close");
     security_headers(resp);
     if (extra_name)
         MHD_add_response_header(resp, extra_name, extra_value);
@@ -86,15 +88,25 @@ static bool etag_matches(const char *inm, const char *etag)
     return false;
 }
 
-enum MHD_Result api__static_serve(struct MHD_Connection *conn, const char *url, const char *method)
+enum MHD_Result api__static_serve(struct MHD_Connection *conn, const char *method, const char *name,
+                                  const char *instance)
 {
     if (strcmp(method, "GET") && strcmp(method, "HEAD"))
-        return reply_text(conn, 405, "method not allowed: the dashboard answers GET and HEAD\n",
-                          "Allow", "GET, HEAD");
+        return reply(conn, 405, "method-not-allowed", "the dashboard answers GET and HEAD only",
+                     instance, "Allow", "GET, HEAD");
     /* "/dashboard" -> "/dashboard/" so that the page's relative URLs resolve below it. */
-    if (!strcmp(url, "/dashboard"))
-        return reply_text(conn, 308, "moved to /dashboard/\n", "Location", "/dashboard/");
-    const char *name = url + strlen("/dashboard/");
+    if (!name) {
+        static const char moved[] = "moved to /dashboard/\n";
+        struct MHD_Response *resp = MHD_create_response_from_buffer(sizeof moved - 1, (void *)moved,
+                                                                    MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
+        MHD_add_response_header(resp, "Location", "/dashboard/");
+        MHD_add_response_header(resp, "Connection", "close");
+        security_headers(resp);
+        enum MHD_Result ret = MHD_queue_response(conn, 308, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
     if (!*name)
         name = "index.html";
     const api_static_file *f = NULL;
@@ -102,7 +114,7 @@ enum MHD_Result api__static_serve(struct MHD_Connection *conn, const char *url, 
         if (!strcmp(api__static_files[i].path, name))
             f = &api__static_files[i];
     if (!f)
-        return reply_text(conn, 404, "not found: no such dashboard file\n", NULL, NULL);
+        return reply(conn, 404, "not-found", "no such dashboard file", instance, NULL, NULL);
     const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-None-Match");
     bool fresh = etag_matches(inm, f->etag);
     /* HEAD: libmicrohttpd sends the headers (Content-Length of the body) and no body. */
@@ -113,6 +125,7 @@ enum MHD_Result api__static_serve(struct MHD_Connection *conn, const char *url, 
     /* Names carry no content hash, so every use revalidates (a 304 costs no body). */
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "ETag", f->etag);
+    MHD_add_response_header(resp, "Connection", "close");
     security_headers(resp);
     enum MHD_Result ret =
         MHD_queue_response(conn, fresh ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK, resp);

@@ -1,5 +1,6 @@
-/* Small helpers of the API: text buffers, problem+json and JSON responses, query and body
- * parsing (strict: unknown members and parameters are errors), months, cursors, money text. */
+/* Small helpers of the API: text buffers, problem+json and JSON responses (rendered by
+ * edge.c), query and body access (strict: unknown members are errors; parameters were
+ * validated by the pipeline), months, cursors (signed, cursor.c), money text. */
 #include "api_int.h"
 
 #include <stdarg.h>
@@ -88,38 +89,6 @@ void api__json(api_req *r, int status, cJSON *obj)
     api__text(r, status, "application/json", s, strlen(s));
 }
 
-static const char *status_title(int status)
-{
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 406:
-        return "Not Acceptable";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Content Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 422:
-        return "Unprocessable Content";
-    case 429:
-        return "Too Many Requests";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return status >= 500 ? "Internal Server Error" : "Error";
-    }
-}
-
 void api__problem(api_req *r, int status, const char *slug, const char *field, const char *fmt, ...)
 {
     char detail[1024];
@@ -127,19 +96,9 @@ void api__problem(api_req *r, int status, const char *slug, const char *field, c
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    cJSON *o = cJSON_CreateObject();
-    char type[160];
-    snprintf(type, sizeof type, "https://gridmeter.dev/problems/%s", slug);
-    cJSON_AddStringToObject(o, "type", type);
-    cJSON_AddStringToObject(o, "title", status_title(status));
-    cJSON_AddNumberToObject(o, "status", status);
-    cJSON_AddStringToObject(o, "detail", detail);
-    cJSON_AddStringToObject(o, "instance", r->path ? r->path : "");
-    if (field)
-        cJSON_AddStringToObject(o, "field", field);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    api__text(r, status, "application/problem+json", s, s ? strlen(s) : 0);
+    size_t len;
+    char *s = api__problem_render(status, slug, field, detail, r->path ? r->path : "/", &len);
+    api__text(r, status, "application/problem+json", s, len);
 }
 
 void api__db_problem(api_req *r, const PGresult *res, const char *what)
@@ -167,7 +126,11 @@ void api__db_problem(api_req *r, const PGresult *res, const char *what)
 
 const char *api__query(api_req *r, const char *name)
 {
-    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    const api_target *t = r->target;
+    for (size_t i = 0; t && i < t->n_param; i++)
+        if (!strcmp(t->pname[i], name))
+            return t->pvalue[i];
+    return NULL;
 }
 
 bool api__wants_csv(api_req *r)
@@ -231,37 +194,6 @@ cJSON *api__body_object(api_req *r, const char *allowed, bool empty_ok)
     return o;
 }
 
-bool api__utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s, *e = p + n;
-    while (p < e) {
-        unsigned c = *p++;
-        int more;
-        unsigned min;
-        if (c < 0x80)
-            continue;
-        else if ((c & 0xE0) == 0xC0)
-            more = 1, min = 0x80, c &= 0x1F;
-        else if ((c & 0xF0) == 0xE0)
-            more = 2, min = 0x800, c &= 0x0F;
-        else if ((c & 0xF8) == 0xF0)
-            more = 3, min = 0x10000, c &= 0x07;
-        else
-            return false;
-        if (e - p < more)
-            return false;
-        for (int i = 0; i < more; i++) {
-            if ((p[i] & 0xC0) != 0x80)
-                return false;
-            c = (c << 6) | (p[i] & 0x3F);
-        }
-        p += more;
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-            return false;
-    }
-    return true;
-}
-
 bool api__parse_month(const char *s, int64_t *start_us)
 {
     if (!s || strlen(s) != 7 || s[4] != '-')
@@ -299,36 +231,20 @@ bool api__parse_limit(api_req *r, int def, int max, int *out)
     return true;
 }
 
-void api__cursor_make(int64_t a, const char *b, char *out, size_t out_len)
+void api__cursor_make(api_server *s, const char *kind, int64_t a, const char *b, char *out,
+                      size_t out_len)
 {
-    char raw[256];
-    int n = snprintf(raw, sizeof raw, "%lld|%s", (long long)a, b);
-    size_t o = 0;
-    for (int i = 0; i < n && o + 3 < out_len; i++)
-        o += (size_t)snprintf(out + o, out_len - o, "%02x", (unsigned char)raw[i]);
-    out[o] = 0;
+    api__cursor_sign(api__cursor_keys(s), kind, a, b, out, out_len);
 }
 
-bool api__cursor_parse(const char *s, int64_t *a, char *b, size_t b_len)
+bool api__cursor_parse(api_req *r, const char *kind, const char *s, int64_t *a, char *b,
+                       size_t b_len)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n % 2 || n > 500)
+    char why[256];
+    if (api__cursor_verify(api__cursor_keys(r->srv), kind, s, a, b, b_len, why, sizeof why)) {
+        api__problem(r, 400, "invalid-parameter", "cursor", "%s", why);
         return false;
-    char raw[256];
-    for (size_t i = 0; i < n / 2; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdef", s[2 * i]) ||
-            !strchr("0123456789abcdef", s[2 * i + 1]))
-            return false;
-        raw[i] = (char)v;
-        if (!v)
-            return false;
     }
-    raw[n / 2] = 0;
-    char *bar = strchr(raw, '|');
-    if (!bar || gm_parse_i64(raw, (size_t)(bar - raw), a) || strlen(bar + 1) >= b_len)
-        return false;
-    strcpy(b, bar + 1);
     return true;
 }
 

@@ -17,7 +17,8 @@ int gm_cmd_api(int argc, char **argv)
         "gridmeter api [options]"};
     gm_api_config d;
     gm_api_config_defaults(&d);
-    char port[16], pool[16], body[24], rate[16], burst[16], grace[16], maxc[16], to[16], st[16];
+    char port[16], pool[16], body[24], rate[16], burst[16], grace[16], maxc[16], to[16], st[16],
+        rto[16], hres[16], afb[16], afm[16], ret[16];
     snprintf(port, sizeof port, "%d", d.port);
     snprintf(pool, sizeof pool, "%d", d.db_pool_size);
     snprintf(body, sizeof body, "%lld", (long long)d.max_body_bytes);
@@ -27,6 +28,11 @@ int gm_cmd_api(int argc, char **argv)
     snprintf(maxc, sizeof maxc, "%d", d.max_connections);
     snprintf(to, sizeof to, "%d", d.conn_timeout_s);
     snprintf(st, sizeof st, "%d", d.statement_timeout_ms);
+    snprintf(rto, sizeof rto, "%d", d.request_timeout_s);
+    snprintf(hres, sizeof hres, "%d", d.health_reserve);
+    snprintf(afb, sizeof afb, "%d", d.auth_fail_burst);
+    snprintf(afm, sizeof afm, "%d", d.auth_fail_per_min);
+    snprintf(ret, sizeof ret, "%d", d.idempotency_retention_hours);
     gm_opt opts[] = {
         {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
          "libpq conninfo (role gm_api); empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
@@ -45,16 +51,31 @@ int gm_cmd_api(int argc, char **argv)
         {"max-connections", "api.max_connections", NULL, maxc, GM_OPT_INT,
          "HTTP connections at once (one thread each)", 0, 0},
         {"per-ip-connections", "api.per_ip_connections", NULL, "16", GM_OPT_INT,
-         "HTTP connections per client address (0: no limit)", 0, 0},
+         "requests in progress per client address (0: no limit)", 0, 0},
+        {"health-reserve", "api.health_reserve", NULL, hres, GM_OPT_INT,
+         "connections kept for /healthz and /readyz beyond the limits", 0, 0},
         {"timeout-s", "api.timeout_s", NULL, to, GM_OPT_INT,
-         "close a connection idle or stalled this long", 0, 0},
+         "close a connection idle this long (while its answer is sent too)", 0, 0},
+        {"request-timeout-s", "api.request_timeout_s", NULL, rto, GM_OPT_INT,
+         "a whole request (head and body) must arrive within this of connecting (408)", 0, 0},
+        {"auth-fail-burst", "api.auth_fail_burst", NULL, afb, GM_OPT_INT,
+         "failed authentications per client address before 429 (0: no limit)", 0, 0},
+        {"auth-fail-per-min", "api.auth_fail_per_min", NULL, afm, GM_OPT_INT,
+         "failed authentications per client address and minute after the burst", 0, 0},
+        {"idempotency-retention-hours", "api.idempotency_retention_hours", NULL, ret, GM_OPT_INT,
+         "keep Idempotency-Key answers this long, then delete them", 0, 0},
+        {"cursor-key-file", "api.cursor_key_file", "GRIDMETER_API_CURSOR_KEY_FILE", "", GM_OPT_STR,
+         "file with the secret (32+ bytes) list cursors are signed with", 0, 0},
+        {"cursor-key-previous-file", "api.cursor_key_previous_file",
+         "GRIDMETER_API_CURSOR_KEY_PREVIOUS_FILE", "", GM_OPT_STR,
+         "the key before it (rotation: its cursors stay valid)", 0, 0},
         {"grace-hours", "billing.grace_hours", NULL, grace, GM_OPT_INT,
          "hours after a month's end before its invoices can be finalized (late events)", 0, 0},
         {"tls-cert", "api.tls_cert", NULL, "", GM_OPT_STR, "PEM certificate file (HTTPS)", 0, 0},
         {"tls-key", "api.tls_key", NULL, "", GM_OPT_STR, "PEM private key file (HTTPS)", 0, 0},
         {"rater-metrics", "api.rater_metrics", "GRIDMETER_RATER_METRICS_URL",
          "http://127.0.0.1:9464/metrics", GM_OPT_STR,
-         "the rater's /metrics URL (plain HTTP), read by GET /v1/ops/ingest", 0, 0},
+         "the rater's /metrics URL (http or https), read by GET /v1/ops/ingest", 0, 0},
         {0}};
     char err[1024];
     int npos = 0;
@@ -81,10 +102,21 @@ int gm_cmd_api(int argc, char **argv)
     cfg.tls_cert_file = gm_opt_str(opts, "tls-cert");
     cfg.tls_key_file = gm_opt_str(opts, "tls-key");
     cfg.rater_metrics_url = gm_opt_str(opts, "rater-metrics");
+    cfg.health_reserve = (int)gm_opt_int(opts, "health-reserve");
+    cfg.request_timeout_s = (int)gm_opt_int(opts, "request-timeout-s");
+    cfg.auth_fail_burst = (int)gm_opt_int(opts, "auth-fail-burst");
+    cfg.auth_fail_per_min = (int)gm_opt_int(opts, "auth-fail-per-min");
+    cfg.idempotency_retention_hours = (int)gm_opt_int(opts, "idempotency-retention-hours");
+    cfg.cursor_key_file = gm_opt_str(opts, "cursor-key-file");
+    cfg.cursor_key_previous_file = gm_opt_str(opts, "cursor-key-previous-file");
     if (cfg.port < 0 || cfg.port > 65535 || cfg.db_pool_size < 1 || cfg.grace_hours < 0 ||
-        cfg.conn_timeout_s < 1 || cfg.per_ip_connections < 0) {
+        cfg.conn_timeout_s < 1 || cfg.per_ip_connections < 0 || cfg.request_timeout_s < 1 ||
+        cfg.health_reserve < 0 || cfg.auth_fail_burst < 0 || cfg.auth_fail_per_min < 0 ||
+        cfg.idempotency_retention_hours < 1) {
         fprintf(stderr, "gridmeter api: --port 0..65535, --db-pool >= 1, --grace-hours >= 0, "
-                        "--timeout-s >= 1, --per-ip-connections >= 0\n");
+                        "--timeout-s >= 1, --request-timeout-s >= 1, --per-ip-connections >= 0, "
+                        "--health-reserve >= 0, --auth-fail-burst >= 0, --auth-fail-per-min "
+                        ">= 0, --idempotency-retention-hours >= 1\n");
         return 2;
     }
     sigset_t set;

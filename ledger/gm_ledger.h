@@ -61,7 +61,8 @@ struct gm_rating_book;
 /* Imports one rate card version or tenant contract (JSON; a document with a top-level
  * "tenant" is a contract). Validated by the rating engine and against what is stored; a
  * card version is never rewritten (the same version with other content is GM_ECONFLICT);
- * a changed contract becomes the tenant's next contract version. `msg` says what happened. */
+ * a changed contract becomes the tenant's next contract version. `msg` says what happened.
+ * In its own transaction, or in the caller's when one is open (the caller then commits). */
 int gm_ledger_import(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
                      size_t err_len) GM_MUSTCHECK;
 /* Loads every card version and each tenant's latest contract into a new book. */

@@ -204,12 +204,20 @@ static int import_doc(PGconn *c, const char *json, size_t len, char *msg, size_t
     }
     bool is_contract = cJSON_GetObjectItemCaseSensitive(doc, "tenant") != NULL;
     cJSON_Delete(doc);
-    /* Serialize importers: a version check and its insert are one decision. */
-    int rc = gm_pg_exec(c, "BEGIN; SELECT pg_advisory_xact_lock(29113321406034433)", err, err_len);
+    /* Serialize importers: a version check and its insert are one decision. Inside a
+     * caller's transaction (the API's POST, committed with its idempotency record) the import
+     * joins it and the caller commits or rolls back. */
+    bool own = PQtransactionStatus(c) == PQTRANS_IDLE;
+    int rc = gm_pg_exec(c,
+                        own ? "BEGIN; SELECT pg_advisory_xact_lock(29113321406034433)"
+                            : "SELECT pg_advisory_xact_lock(29113321406034433)",
+                        err, err_len);
     if (rc)
         return rc;
     rc = is_contract ? import_contract(c, json, len, msg, msg_len, err, err_len)
                      : import_card(c, json, len, msg, msg_len, err, err_len);
+    if (!own)
+        return rc;
     if (rc) {
         PQclear(PQexec(c, "ROLLBACK"));
         return rc;

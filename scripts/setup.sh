@@ -17,6 +17,7 @@ repo=$(cd "$here/.." && pwd)
 packages=(
     build-essential cmake pkg-config git ca-certificates
     librdkafka-dev libpq-dev libmicrohttpd-dev libcjson-dev check
+    libssl-dev libcurl4-openssl-dev
     postgresql-15 postgresql-client-15
     openjdk-17-jre-headless maven
     clang clang-format libclang-rt-14-dev

@@ -256,6 +256,7 @@ void api_fixture_setup(void)
     cfg.grace_hours = 0;
     cfg.rate_per_s = 100000;
     cfg.rate_burst = 100000;
+    cfg.auth_fail_burst = 100000; /* the suites send many bad keys on purpose */
     cfg.max_body_bytes = 64 * 1024;
     cfg.db_pool_size = 4;
     fake_start();
