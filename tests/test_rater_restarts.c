@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Each test's private servers live in base_dir/<tag>. base_dir is made by the parent process
@@ -76,6 +77,15 @@ static void cleanup_dir(void)
         fprintf(stderr, "could not remove %s\n", var_dir);
 }
 
+/* The real time, to compare with PostgreSQL's clock_timestamp() in gm.batches: not
+ * gm_now_us(), which GRIDMETER_NOW (test.sh --at) may move. */
+static int64_t wall_clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* The restart hit the run: batches were committed both before and after it. */
 static void assert_work_on_both_sides(const h_env *e, int64_t restarted_us)
 {
@@ -112,9 +122,12 @@ START_TEST(test_postgres_fast_restart_mid_run)
     h_producer *prod = h_produce_start(&e, &t, &x); /* ~10 s of traffic */
     static const char *const args[] = {"--exit-idle-ms", "5000", "--batch-size", "1000", NULL};
     pid_t pid = h_rater_start(&e, "pg", args);
-    usleep(3000000);
+    /* mid-run: after the rater's first batch (not a fixed 3 s: on a loaded machine it may
+     * not have committed by then), with the traffic still coming */
+    ck_assert_msg(h_wait_rater_committed(&e, "pg", 60), "the rater committed nothing in 60 s");
+    usleep(1000000);
     services("restart", "pg"); /* fast shutdown: open transactions are cut */
-    int64_t restarted_us = gm_now_us();
+    int64_t restarted_us = wall_clock_us();
     h_produce_join(prod);
     ck_assert_int_eq(h_rater_wait(pid), 0);
     assert_work_on_both_sides(&e, restarted_us);
@@ -142,9 +155,12 @@ START_TEST(test_broker_restart_mid_run)
     h_producer *prod = h_produce_start(&e, &t, &x);
     static const char *const args[] = {"--exit-idle-ms", "20000", "--batch-size", "500", NULL};
     pid_t pid = h_rater_start(&e, "kafka", args);
-    usleep(3000000);
+    /* mid-run: after the rater's first batch (not a fixed 3 s: on a loaded machine it may
+     * not have committed by then), with the traffic still coming */
+    ck_assert_msg(h_wait_rater_committed(&e, "kafka", 60), "the rater committed nothing in 60 s");
+    usleep(1000000);
     services("restart", "kafka");
-    int64_t restarted_us = gm_now_us();
+    int64_t restarted_us = wall_clock_us();
     h_produce_join(prod);
     /* More traffic after the restart, from other nodes: the rater must pick it up too. */
     h_traffic t2 = {.sources = 30,
