@@ -36,18 +36,36 @@ void api__printable(const char *s, size_t n, char *out, size_t out_len)
         out[o] = 0;
 }
 
-/* ---- Characters ---------------------------------------------------------------------------*/
+/* ---- Characters ---------------------------------------------------------------------------
+ * Two 256-entry tables: a header or method token character (RFC 9110 tchar), and a character
+ * allowed unencoded in an origin-form target (RFC 3986 pchar, '/', '?'). */
+#define ALNUM_RANGES                                                                               \
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,        \
+    ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,        \
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,        \
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1,        \
+    ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1,        \
+    ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,        \
+    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,        \
+    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1
+
+static const unsigned char tchar_tab[256] = {
+    ALNUM_RANGES, ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
+    ['+'] = 1,    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1};
+
+static const unsigned char target_tab[256] = {
+    ALNUM_RANGES, ['-'] = 1,  ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1,
+    ['&'] = 1,    ['\''] = 1, ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1,
+    [';'] = 1,    ['='] = 1,  [':'] = 1, ['@'] = 1, ['/'] = 1, ['?'] = 1, ['%'] = 1};
+
 static bool is_tchar(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
+    return tchar_tab[c];
 }
 
-/* RFC 3986 characters allowed unencoded in an origin-form target (pchar, '/', '?'). */
 static bool is_target_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("-._~!$&'()*+,;=:@/?%", c));
+    return target_tab[c];
 }
 
 static int hexval(unsigned char c)
@@ -453,12 +471,8 @@ static int request_line(const char *l, size_t n, api_head *h, api_refusal *why)
     h->method[ml] = 0;
     h->target = rest;
     h->target_len = (size_t)(sp2 - rest);
-    api_target *t = malloc(sizeof *t);
-    if (!t)
-        return refuse(why, 503, "unavailable", NULL, "out of memory");
-    rc = api__target_parse(h->target, h->target_len, t, why);
-    free(t);
-    return rc;
+    api_target t; /* about 8 KiB of stack */
+    return api__target_parse(h->target, h->target_len, &t, why);
 }
 
 static int field_line(const char *l, size_t n, api_head *h, api_refusal *why)

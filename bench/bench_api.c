@@ -1,6 +1,7 @@
 /* bench_api: requests/s and p50/p99 of the REST API under a closed-loop load generator on the
- * same machine (keep-alive connections, one thread each), over a ledger of --events events
- * (default 10 million) in one month. Baselines in the same run: GET /healthz (HTTP only, no
+ * same machine (one thread each; a new connection whenever the server closes one: it answers
+ * one request per connection, and the connect is part of each latency), over a ledger of --events
+ * events (default 10 million) in one month. Baselines in the same run: GET /healthz (HTTP only, no
  * database) and the usage query's SQL run directly through libpq by the same threads.
  *
  * The ledger is generated in PostgreSQL from a price table computed by the rating engine
@@ -163,8 +164,9 @@ static int dial(int port)
     return fd;
 }
 
-/* One keep-alive request; returns the status (0 on a transport error). */
-static int roundtrip(int fd, const char *req, size_t len, char *buf, size_t cap)
+/* One request; returns the status (0 on a transport error). *closing: the server ends the
+ * connection after this answer (it answers one request per connection). */
+static int roundtrip(int fd, const char *req, size_t len, char *buf, size_t cap, bool *closing)
 {
     if (send(fd, req, len, MSG_NOSIGNAL) != (ssize_t)len)
         return 0;
@@ -178,6 +180,9 @@ static int roundtrip(int fd, const char *req, size_t len, char *buf, size_t cap)
         buf[got] = 0;
         hdr_end = strstr(buf, "\r\n\r\n");
     }
+    *hdr_end = 0;
+    *closing = strcasestr(buf, "\r\nConnection: close") != NULL;
+    *hdr_end = '\r';
     const char *cl = strcasestr(buf, "\r\nContent-Length:");
     size_t body = cl ? strtoul(cl + 17, NULL, 10) : 0;
     size_t need = (size_t)(hdr_end + 4 - buf) + body;
@@ -197,7 +202,7 @@ static void *work(void *arg)
     size_t cap = 1 << 22;
     char *buf = malloc(cap);
     PGconn *pg = w->conninfo ? PQconnectdb(w->conninfo) : NULL;
-    int fd = pg ? -1 : dial(w->port);
+    int fd = -1;
     char req[1024];
     while (gm_mono_us() < w->until_us) {
         const char *path = w->paths[rand_r(&w->seed) % w->n_paths];
@@ -212,11 +217,14 @@ static void *work(void *arg)
             int n = snprintf(req, sizeof req,
                              "GET %s HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n\r\n",
                              path, w->token);
-            int st = roundtrip(fd, req, (size_t)n, buf, cap);
-            ok = st == 200;
-            if (!st) {
-                close(fd);
+            if (fd < 0)
                 fd = dial(w->port);
+            bool closing = false;
+            int st = roundtrip(fd, req, (size_t)n, buf, cap, &closing);
+            ok = st == 200;
+            if (!st || closing) {
+                close(fd);
+                fd = -1; /* the next request connects again (its time counts) */
             }
         }
         int64_t us = gm_mono_us() - t0;
@@ -373,7 +381,8 @@ int main(int argc, char **argv)
                          "GET /v1/invoices?period=2026-10&limit=200 HTTP/1.1\r\nHost: b\r\n"
                          "Authorization: Bearer %s\r\n\r\n",
                          token);
-        roundtrip(fd, req, (size_t)n, buf, 1 << 22);
+        bool closing;
+        roundtrip(fd, req, (size_t)n, buf, 1 << 22, &closing);
         close(fd);
         free(buf);
         r = PQexec(c, "SELECT (SELECT invoice_id FROM gm.invoices WHERE tenant = 'tenant07'"
@@ -389,7 +398,7 @@ int main(int argc, char **argv)
                      "POST /v1/invoices/%s/finalize HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer"
                      " %s\r\nIdempotency-Key: bench-fin-%d\r\nContent-Length: 0\r\n\r\n",
                      fin_id, token, (int)getpid());
-        int st = roundtrip(fd, req, (size_t)n, buf, 1 << 16);
+        int st = roundtrip(fd, req, (size_t)n, buf, 1 << 16, &closing);
         close(fd);
         free(buf);
         if (st != 200 && st != 409)
