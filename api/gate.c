@@ -10,9 +10,11 @@
  *   - a whole request (head and body) must arrive within request_timeout_s of the accept:
  *     heads still incomplete get 408 here; bodies still incomplete get 408 from the
  *     watchdog, which then closes the socket (so dribbling one header line every few
- *     seconds holds nothing for long);
+ *     seconds holds nothing for long); the answer must then be delivered within
+ *     answer_timeout_s (a client reading it a few bytes at a time is cut off);
  *   - heads being read cost no thread: at most 4 x per_ip_connections per client address
- *     and 4 x max_connections + 64 in all (503 above);
+ *     and 4 x max_connections + 64 in all, fewer when the descriptor limit is lower (503);
+ *     a head is peeked at most every 20 ms, so sending it a byte per packet costs little;
  *   - connections handed to libmicrohttpd (one thread each) are limited to max_connections
  *     and per_ip_connections per address (503 problem+json with Retry-After above), except
  *     GET/HEAD /healthz and /readyz, which may use health_reserve more, so health checks
@@ -34,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -57,7 +60,7 @@ struct gate_conn {
     int64_t drain_until_us;
     size_t drained;
     /* PH_SERVED, under mu */
-    int64_t handed_us;
+    int64_t handed_us, received_us;
     bool health, started, received, killed, mhd_writes;
     int kill_stage;
     int64_t killed_us;
@@ -75,7 +78,8 @@ struct api_gate {
     int port;
     bool tls;
     int64_t max_body;
-    int64_t timeout_us;
+    int64_t timeout_us, answer_us;
+    size_t peeks_wanted; /* heads waiting for their next peek (the loop then wakes sooner) */
     int max_conn, per_ip, reserve, per_ip_heads, max_heads;
     struct MHD_Daemon *d;
     pthread_t th;
@@ -162,6 +166,8 @@ static void answer(api_gate *g, int fd, int status, const char *slug, const char
 
 static void conn_close(api_gate *g, gate_conn *c)
 {
+    if (c->peek_wanted)
+        g->peeks_wanted--;
     list_del(c->phase == PH_HEAD ? &g->heads : &g->drains, c);
     close(c->fd); /* also leaves the epoll set */
     free(c);
@@ -176,6 +182,9 @@ static void refuse(api_gate *g, gate_conn *c, bool listed, int status, const cha
     shutdown(c->fd, SHUT_WR);
     if (listed && c->phase == PH_HEAD)
         list_del(&g->heads, c);
+    if (c->peek_wanted)
+        g->peeks_wanted--;
+    c->peek_wanted = false;
     c->phase = PH_DRAIN;
     c->drain_until_us = gm_mono_us() + DRAIN_US;
     list_add(&g->drains, c);
@@ -233,6 +242,9 @@ static void hand_over(api_gate *g, gate_conn *c, const api_head *h, bool listed)
     if (listed) {
         epoll_ctl(g->ep, EPOLL_CTL_DEL, c->fd, NULL);
         list_del(&g->heads, c);
+        if (c->peek_wanted)
+            g->peeks_wanted--;
+        c->peek_wanted = false;
     }
     pthread_mutex_lock(&g->mu);
     c->phase = PH_SERVED;
@@ -273,6 +285,8 @@ static void try_head(api_gate *g, gate_conn *c)
         return;
     }
     c->peeked = (size_t)n;
+    if (c->peek_wanted)
+        g->peeks_wanted--;
     c->peek_wanted = false;
     c->next_peek_us = gm_mono_us() + PEEK_INTERVAL_US;
     api_head h;
@@ -388,6 +402,13 @@ static void watchdog(api_gate *g, int64_t now)
             free(c);
             continue;
         }
+        if (c->received && !c->killed && now >= c->received_us + g->answer_us) {
+            /* the answer is not delivered within answer_timeout_s: a client that reads it
+             * slowly (a few bytes every timeout_s) holds its thread no longer */
+            c->killed = true;
+            shutdown(c->fd, SHUT_RDWR);
+            continue;
+        }
         if (c->received || !c->started)
             continue; /* received whole, or still being handed over */
         if (c->kill_stage == 0 && now >= c->accepted_us + g->timeout_us) {
@@ -458,7 +479,7 @@ static void *gate_main(void *arg)
     struct epoll_event evs[64];
     int64_t next_tick = gm_mono_us();
     for (;;) {
-        int n = epoll_wait(g->ep, evs, 64, 50);
+        int n = epoll_wait(g->ep, evs, 64, g->peeks_wanted ? PEEK_INTERVAL_US / 1000 : 50);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &g->wake_fd)
@@ -474,13 +495,15 @@ static void *gate_main(void *arg)
             }
             if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 c->peer_closed = true;
-            if (gm_mono_us() >= c->next_peek_us || c->peer_closed)
+            if (gm_mono_us() >= c->next_peek_us || c->peer_closed) {
                 try_head(g, c);
-            else
-                c->peek_wanted = true;
+            } else if (!c->peek_wanted) {
+                c->peek_wanted = true; /* at most one peek per PEEK_INTERVAL_US */
+                g->peeks_wanted++;
+            }
         }
         int64_t now = gm_mono_us();
-        if (now >= next_tick) {
+        if (now >= next_tick || g->peeks_wanted) {
             tick(g);
             next_tick = now + 50000;
         }
@@ -496,6 +519,7 @@ api_gate *api__gate_new(api_server *s, const gm_api_config *cfg, bool tls, char 
     g->tls = tls;
     g->max_body = cfg->max_body_bytes;
     g->timeout_us = (int64_t)cfg->request_timeout_s * GM_US_PER_SEC;
+    g->answer_us = (int64_t)cfg->answer_timeout_s * GM_US_PER_SEC;
     g->max_conn = cfg->max_connections;
     g->per_ip = cfg->per_ip_connections;
     g->reserve = cfg->health_reserve;
@@ -503,6 +527,20 @@ api_gate *api__gate_new(api_server *s, const gm_api_config *cfg, bool tls, char 
                           ? (cfg->per_ip_connections * 4 > 16 ? cfg->per_ip_connections * 4 : 16)
                           : 0;
     g->max_heads = cfg->max_connections * 4 + 64;
+    /* every connection is a descriptor: keep the heads within what the process may open,
+     * beside the served connections, PostgreSQL's and some for the rest */
+    struct rlimit nofile;
+    if (!getrlimit(RLIMIT_NOFILE, &nofile) && nofile.rlim_cur != RLIM_INFINITY) {
+        long room = (long)nofile.rlim_cur - cfg->max_connections - cfg->health_reserve -
+                    cfg->db_pool_size - 64;
+        if (room < g->max_heads) {
+            g->max_heads = room > 16 ? (int)room : 16;
+            gm_warn("api",
+                    "msg=\"request heads being read limited by the descriptor limit\" "
+                    "max_heads=%d nofile=%lld (raise ulimit -n)",
+                    g->max_heads, (long long)nofile.rlim_cur);
+        }
+    }
     pthread_mutex_init(&g->mu, NULL);
     struct sockaddr_in sa = {0};
     sa.sin_family = AF_INET;
@@ -648,6 +686,7 @@ bool api__gate_received(api_gate *g, struct MHD_Connection *mc)
     pthread_mutex_lock(&g->mu);
     bool ok = !c->killed;
     c->received = true;
+    c->received_us = gm_mono_us();
     pthread_mutex_unlock(&g->mu);
     return ok;
 }

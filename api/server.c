@@ -27,6 +27,7 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void h_healthz(api_req *r);
 static void h_readyz(api_req *r);
@@ -879,6 +880,7 @@ void gm_api_config_defaults(gm_api_config *c)
     c->health_reserve = 8;
     c->conn_timeout_s = 30;
     c->request_timeout_s = 10; /* dribbling a head or a body holds nothing for long */
+    c->answer_timeout_s = 120; /* nor does reading the answer a few bytes at a time */
     c->max_body_bytes = 1 << 20;
     c->rate_per_s = 50;
     c->rate_burst = 100;
@@ -916,6 +918,12 @@ static int read_key(const char *path, uint8_t *out, size_t *out_len, char *err, 
     char *text = gm_read_file(path, &n, err, err_len);
     if (!text)
         return GM_ECONFIG;
+    struct stat st;
+    if (!stat(path, &st) && (st.st_mode & 077))
+        gm_warn("api",
+                "msg=\"cursor key file is readable by others than its owner (chmod 600)\" "
+                "file=\"%s\"",
+                path);
     while (n && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' ' ||
                  text[n - 1] == '\t'))
         n--;
@@ -962,10 +970,12 @@ gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
     s->auth = api__auth_cache_new(cfg->auth_cache_ms);
     if (cfg->max_body_bytes < 1 || cfg->rate_per_s < 0 || cfg->rate_burst < 1 ||
         cfg->max_connections < 1 || cfg->request_timeout_s < 1 || cfg->conn_timeout_s < 1 ||
-        cfg->health_reserve < 0 || cfg->per_ip_connections < 0 || cfg->auth_fail_burst < 0 ||
-        cfg->auth_fail_per_min < 0 || cfg->idempotency_retention_hours < 1) {
+        cfg->answer_timeout_s < 1 || cfg->health_reserve < 0 || cfg->per_ip_connections < 0 ||
+        cfg->auth_fail_burst < 0 || cfg->auth_fail_per_min < 0 ||
+        cfg->idempotency_retention_hours < 1) {
         gm_fail(err, err_len, GM_ECONFIG,
-                "max_body_bytes, rate_burst, max_connections, request_timeout_s, timeout_s and "
+                "max_body_bytes, rate_burst, max_connections, request_timeout_s, "
+                "answer_timeout_s, timeout_s and "
                 "idempotency_retention_hours must be >= 1; rate_per_s, health_reserve, "
                 "per_ip_connections and the auth failure limits >= 0");
         gm_api_stop(s);

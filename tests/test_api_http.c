@@ -593,6 +593,66 @@ START_TEST(test_per_address_limit_answers_503_and_keeps_room_for_health_checks)
 }
 END_TEST
 
+static void tune_short_answer(gm_api_config *c)
+{
+    c->answer_timeout_s = 2;
+}
+
+START_TEST(test_a_slow_reader_is_cut_off_after_the_answer_timeout)
+{
+    /* an answer larger than the kernel's socket buffers (4 MiB): 93 days x 24 hours x 12
+     * sites of hourly usage, about 6 MB of JSON */
+    PGconn *c = db();
+    gm_test_pg_exec(c, "INSERT INTO gm.charges (tenant, hour, site, model, dimension, card_id,"
+                       " card_version, site_tier, currency, unit_price, quantity, amount, events)"
+                       " SELECT 'slowread', h, 's' || lpad(k::text, 2, '0'),"
+                       " 'llama-3.1-8b-instruct', 'input', 'list-usd', 1, 'metro', 'USD',"
+                       " 0.000000100000, 1000, 0.0001, 1"
+                       " FROM generate_series(timestamptz '2026-08-01Z', timestamptz"
+                       " '2026-11-01Z' - interval '1 hour', interval '1 hour') h,"
+                       " generate_series(1, 12) k");
+    PQfinish(c);
+    int port;
+    gm_api_server *s = server_with(tune_short_answer, &port);
+    const char *path = "/v1/tenants/slowread/usage?from=2026-08-01T00:00:00Z&to=2026-11-01T00:00:"
+                       "00Z&bucket=hour&group_by=site";
+    raw_resp full;
+    exchange(port, "GET", path, F.finance, NULL, &full);
+    ck_assert_msg(full.status == 200 && full.body_len > (6u << 20) * 3 / 4, "%d, %zu bytes",
+                  full.status, full.body_len);
+    size_t total = full.body_len;
+    raw_free(&full);
+    /* a 2 KiB receive window and 256 bytes every 100 ms for 10 s (5 x the deadline), then as
+     * fast as it comes: what arrives is what the kernel held when the server cut it off */
+    int fd = socket(AF_INET, SOCK_STREAM, 0), small = 2048;
+    ck_assert(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    char *q = req("GET", path, F.finance, NULL);
+    send_all(fd, q, strlen(q));
+    free(q);
+    size_t got = 0;
+    static char buf[1 << 16];
+    for (int i = 0;; i++) {
+        ssize_t n = recv(fd, buf, i < 100 ? 256 : sizeof buf, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (i < 100)
+            usleep(100000);
+    }
+    close(fd);
+    ck_assert_msg(got > 0 && got < total, "the slow reader got %zu bytes of a %zu-byte body", got,
+                  total);
+    raw_resp r;
+    exchange(port, "GET", "/healthz", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    raw_free(&r);
+    gm_api_stop(s);
+}
+END_TEST
+
 /* ---- Finding 4: request-smuggling preconditions ------------------------------------------*/
 START_TEST(test_regression_two_content_lengths_are_400_and_nothing_after_is_read)
 {
@@ -1283,6 +1343,7 @@ int main(void)
     tcase_add_test(tc, test_cursors_are_signed_checked_and_survive_rotation_with_the_previous_key);
     tcase_add_test(tc, test_regression_dribbled_requests_get_408_and_health_checks_stay_answered);
     tcase_add_test(tc, test_per_address_limit_answers_503_and_keeps_room_for_health_checks);
+    tcase_add_test(tc, test_a_slow_reader_is_cut_off_after_the_answer_timeout);
     tcase_add_test(tc, test_regression_two_content_lengths_are_400_and_nothing_after_is_read);
     tcase_add_test(tc, test_regression_transfer_encoding_is_refused_with_or_without_content_length);
     tcase_add_test(tc, test_regression_malformed_heads_get_problem_json_not_html);
