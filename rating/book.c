@@ -382,3 +382,32 @@ int gm_event_price_total(const gm_event_price *p, gm_i128 *total)
     *total = t;
     return 0;
 }
+
+int64_t gm_rating_book_next_change_us(const gm_rating_book *b, const char *tenant,
+                                      int64_t time_us)
+{
+    int32_t ci = tenant ? rating__map_get(&b->con_map, tenant) : -1;
+    const rating__family *f = ci >= 0 && b->con_fam[ci] >= 0 ? b->fam[b->con_fam[ci]]
+                                                             : default_family(b);
+    if (!f)
+        return GM_RATING_NO_END;
+    for (size_t i = 0; i < f->n_seg; i++)
+        if (f->seg_start[i] > time_us)
+            return f->seg_start[i];
+    return GM_RATING_NO_END;
+}
+
+int gm_rating_book_minor_units(const gm_rating_book *b, const char *currency)
+{
+    int known = gm_rating_currency_minor_units(currency);
+    if (known >= 0)
+        return known;
+    for (size_t i = 0; i < b->n_fam; i++)
+        for (size_t k = 0; k < b->fam[i]->n_cards; k++)
+            if (!strcmp(b->fam[i]->cards[k]->currency, currency))
+                return b->fam[i]->cards[k]->minor_units;
+    for (size_t i = 0; i < b->n_con; i++)
+        if (!strcmp(b->con[i]->currency, currency))
+            return b->con[i]->minor_units;
+    return -1;
+}
