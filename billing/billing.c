@@ -290,9 +290,9 @@ int gm_billing_fingerprint(PGconn *db, const char *tenant, int64_t start_us, int
 }
 
 #define DIM_SUMS                                                                                   \
-    " coalesce(sum(quantity) FILTER (WHERE dimension = 'input'), 0),"                             \
-    " coalesce(sum(quantity) FILTER (WHERE dimension = 'cached'), 0),"                            \
-    " coalesce(sum(quantity) FILTER (WHERE dimension = 'output'), 0),"                            \
+    " coalesce(sum(quantity) FILTER (WHERE dimension = 'input'), 0),"                              \
+    " coalesce(sum(quantity) FILTER (WHERE dimension = 'cached'), 0),"                             \
+    " coalesce(sum(quantity) FILTER (WHERE dimension = 'output'), 0),"                             \
     " coalesce(sum(quantity) FILTER (WHERE dimension = 'gpu'), 0)"
 
 /* The hours of one (model, site, card) group, each priced at its own hour. */
@@ -308,18 +308,19 @@ static int add_hours(const gm_billing_ctx *ctx, gm_rating_period *per, const cha
                         PQgetvalue(g, row, 2),
                         PQgetvalue(g, row, 3)};
     int rc;
-    PGresult *r = billing__q(ctx->db,
-                             "SELECT " BILLING_US("hour") "," DIM_SUMS
-                             " FROM gm.charges WHERE tenant = $1 AND hour >= $2 AND hour < $3"
-                             " AND model = $4 AND site = $5 AND card_id = $6"
-                             " AND card_version = $7::int GROUP BY hour ORDER BY hour",
-                             7, p, PGRES_TUPLES_OK, "hourly charges", err, err_len, &rc);
+    PGresult *r = billing__q(
+        ctx->db,
+        "SELECT " BILLING_US(
+            "hour") "," DIM_SUMS " FROM gm.charges WHERE tenant = $1 AND hour >= $2 AND hour < $3"
+                    " AND model = $4 AND site = $5 AND card_id = $6"
+                    " AND card_version = $7::int GROUP BY hour ORDER BY hour",
+        7, p, PGRES_TUPLES_OK, "hourly charges", err, err_len, &rc);
     if (!r)
         return rc;
     billing__rd rd = {0};
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
-        gm_usage_sum s = {PQgetvalue(g, row, 0), PQgetvalue(g, row, 1), billing__i64(&rd, r, i, 0),
-                          {0}};
+        gm_usage_sum s = {
+            PQgetvalue(g, row, 0), PQgetvalue(g, row, 1), billing__i64(&rd, r, i, 0), {0}};
         for (int d = 0; d < GM_DIM_COUNT; d++)
             s.qty[d] = billing__int(&rd, r, i, 1 + d);
         if (!(rc = billing__rd_fail(&rd, "hourly charges", err, err_len)))
@@ -330,20 +331,20 @@ static int add_hours(const gm_billing_ctx *ctx, gm_rating_period *per, const cha
 }
 
 int billing__rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t start_us,
-                         const gm_invoice_opts *opts, gm_invoice **out, char *err,
-                         size_t err_len)
+                         const gm_invoice_opts *opts, gm_invoice **out, char *err, size_t err_len)
 {
     char a[40], b[40];
     billing__time(start_us, a);
     billing__time(gm_month_next(start_us), b);
     const char *p[3] = {tenant, a, b};
     int rc;
-    PGresult *r = billing__q(ctx->db,
-                             "SELECT model, site, card_id, card_version, " BILLING_US(
-                                 "min(first_hour)") ", " BILLING_US("max(last_hour)") "," DIM_SUMS
-                             " FROM gm.charges_daily WHERE tenant = $1 AND day >= $2 AND day < $3"
-                             " GROUP BY model, site, card_id, card_version ORDER BY 1, 2, 3, 4",
-                             3, p, PGRES_TUPLES_OK, "invoice usage", err, err_len, &rc);
+    PGresult *r = billing__q(
+        ctx->db,
+        "SELECT model, site, card_id, card_version, " BILLING_US("min(first_hour)") ", " BILLING_US(
+            "max(last_hour)") "," DIM_SUMS
+                              " FROM gm.charges_daily WHERE tenant = $1 AND day >= $2 AND day < $3"
+                              " GROUP BY model, site, card_id, card_version ORDER BY 1, 2, 3, 4",
+        3, p, PGRES_TUPLES_OK, "invoice usage", err, err_len, &rc);
     if (!r)
         return rc;
     gm_rating_period *per = gm_rating_period_new(ctx->book, tenant, start_us);
@@ -422,11 +423,10 @@ static int adjust_period(const gm_billing_ctx *ctx, gm_billing_invoice *inv, siz
         line_from_rating(&cur, &now->lines[k]);
         gm_i128 bq = 0, be = 0, bm = 0;
         for (int j = 0; j < nb; j++)
-            if (!matched[j] &&
-                same_key(PQgetvalue(billed, j, 0), PQgetvalue(billed, j, 1),
-                         PQgetvalue(billed, j, 2), PQgetvalue(billed, j, 3),
-                         billing__i64(&rd, billed, j, 4), (int)billing__i64(&rd, billed, j, 5),
-                         &cur)) {
+            if (!matched[j] && same_key(PQgetvalue(billed, j, 0), PQgetvalue(billed, j, 1),
+                                        PQgetvalue(billed, j, 2), PQgetvalue(billed, j, 3),
+                                        billing__i64(&rd, billed, j, 4),
+                                        (int)billing__i64(&rd, billed, j, 5), &cur)) {
                 matched[j] = true;
                 bq = billing__int(&rd, billed, j, 6);
                 be = billing__e18(&rd, billed, j, 7);
@@ -440,6 +440,7 @@ static int adjust_period(const gm_billing_ctx *ctx, gm_billing_invoice *inv, siz
             snprintf(l->kind, sizeof l->kind, "adjustment");
             snprintf(l->description, sizeof l->description, "Adjustment for %s: %.150s", month,
                      cur.description);
+            gm_utf8_trim_partial(l->description);
             l->qty = cur.qty - bq;
             l->amount_e18 = cur.amount_e18 - be;
             l->amount_minor = cur.amount_minor - bm;
@@ -468,6 +469,7 @@ static int adjust_period(const gm_billing_ctx *ctx, gm_billing_invoice *inv, siz
         snprintf(l->description, sizeof l->description,
                  "Adjustment for %s: %s %s %.100s no longer billed", month, l->adjusted_kind,
                  l->dimension, l->model);
+        gm_utf8_trim_partial(l->description);
         l->unit_price_p = billing__price(&rd, billed, j, 9);
         l->qty = -bq;
         l->amount_e18 = -be;
@@ -505,20 +507,29 @@ static int add_adjustments(const gm_billing_ctx *ctx, gm_billing_invoice *inv, s
         "      AND f.period_start > m.period_start AND f.period_start < $2)"
         "  AND NOT EXISTS (SELECT 1 FROM gm.invoices d WHERE d.tenant = $1 AND d.status = 'draft'"
         "      AND d.period_start > m.period_start AND d.period_start < $2))"
-        " SELECT q.invoice_id, " BILLING_US("q.period_start") ", q.cb,"
-        "  (SELECT s.events FROM gm.period_snapshots s WHERE s.tenant = $1"
-        "    AND s.period_start = q.period_start ORDER BY s.taken_at DESC LIMIT 1),"
-        "  (SELECT s.amount FROM gm.period_snapshots s WHERE s.tenant = $1"
-        "    AND s.period_start = q.period_start ORDER BY s.taken_at DESC LIMIT 1),"
-        "  (SELECT max(s.rerating_seq) FROM gm.period_snapshots s WHERE s.tenant = $1"
-        "    AND s.period_start = q.period_start),"
-        "  (SELECT coalesce(max(c.correction_id), 0) FROM gm.rerating_corrections c"
-        "    WHERE c.tenant = $1 AND c.period_start = q.period_start),"
-        "  (SELECT coalesce(sum(events), 0) FROM gm.charges_daily c WHERE c.tenant = $1"
-        "    AND c.day >= q.period_start AND c.day < q.period_start + interval '1 month'),"
-        "  (SELECT coalesce(sum(amount), 0) FROM gm.charges_daily c WHERE c.tenant = $1"
-        "    AND c.day >= q.period_start AND c.day < q.period_start + interval '1 month')"
-        " FROM q ORDER BY q.period_start",
+        " SELECT q.invoice_id, " BILLING_US(
+            "q.period_start") ", q.cb,"
+                              "  (SELECT s.events FROM gm.period_snapshots s WHERE s.tenant = $1"
+                              "    AND s.period_start = q.period_start ORDER BY s.taken_at DESC "
+                              "LIMIT 1),"
+                              "  (SELECT s.amount FROM gm.period_snapshots s WHERE s.tenant = $1"
+                              "    AND s.period_start = q.period_start ORDER BY s.taken_at DESC "
+                              "LIMIT 1),"
+                              "  (SELECT max(s.rerating_seq) FROM gm.period_snapshots s WHERE "
+                              "s.tenant = $1"
+                              "    AND s.period_start = q.period_start),"
+                              "  (SELECT coalesce(max(c.correction_id), 0) FROM "
+                              "gm.rerating_corrections c"
+                              "    WHERE c.tenant = $1 AND c.period_start = q.period_start),"
+                              "  (SELECT coalesce(sum(events), 0) FROM gm.charges_daily c WHERE "
+                              "c.tenant = $1"
+                              "    AND c.day >= q.period_start AND c.day < q.period_start + "
+                              "interval '1 month'),"
+                              "  (SELECT coalesce(sum(amount), 0) FROM gm.charges_daily c WHERE "
+                              "c.tenant = $1"
+                              "    AND c.day >= q.period_start AND c.day < q.period_start + "
+                              "interval '1 month')"
+                              " FROM q ORDER BY q.period_start",
         2, p, PGRES_TUPLES_OK, "adjustable periods", err, err_len, &rc);
     if (!qs)
         return rc;
@@ -555,8 +566,8 @@ static int add_adjustments(const gm_billing_ctx *ctx, gm_billing_invoice *inv, s
     return rc ? rc : billing__rd_fail(&rd, "adjustable periods", err, err_len);
 }
 
-int billing__compute_live(const gm_billing_ctx *ctx, gm_billing_invoice *inv,
-                          billing__period **adj, size_t *n_adj, char *err, size_t err_len)
+int billing__compute_live(const gm_billing_ctx *ctx, gm_billing_invoice *inv, billing__period **adj,
+                          size_t *n_adj, char *err, size_t err_len)
 {
     char ps[40];
     billing__time(inv->period_start_us, ps);
@@ -615,18 +626,171 @@ int billing__compute_live(const gm_billing_ctx *ctx, gm_billing_invoice *inv,
 /* ---- Rows ------------------------------------------------------------------------------------ */
 const char billing__invoice_cols[] =
     "invoice_id, tenant, issuer, " BILLING_US("period_start") ", " BILLING_US(
-        "period_end") ", status, coalesce(number, ''), coalesce(currency, ''),"
-                      " coalesce(minor_units, 0), coalesce(total_minor, 0),"
-                      " coalesce(usage_exact, 0), credit_balance_before_minor,"
-                      " coalesce(credit_balance_after_minor, 0), " BILLING_US(
-                          "finalized_at") ", " BILLING_US("voided_at") ", " BILLING_US("created_at") ","
-                                                                       " coalesce(ledger_events, 0), "
-                                                                       "coalesce(ledger_amount, 0),"
-                                                                       " (SELECT "
-                                                                       "coalesce(sum(amount_minor),"
-                                                                       " 0) FROM gm.credit_notes cn"
-                                                                       "  WHERE cn.invoice_id = "
-                                                                       "i.invoice_id)";
+        "period_end") ", status, coalesce(number, ''), "
+                      "coalesce(currency, ''),"
+                      " coalesce(minor_units, 0), "
+                      "coalesce(total_minor, 0),"
+                      " coalesce(usage_exact, 0), "
+                      "credit_balance_before_minor,"
+                      " coalesce(credit_balance_after_minor, "
+                      "0), " BILLING_US("finalized_at") ", " BILLING_US(
+                          "voided_at") ", " BILLING_US("created_at") ","
+                                                                     " "
+                                                                     "c"
+                                                                     "o"
+                                                                     "a"
+                                                                     "l"
+                                                                     "e"
+                                                                     "s"
+                                                                     "c"
+                                                                     "e"
+                                                                     "("
+                                                                     "l"
+                                                                     "e"
+                                                                     "d"
+                                                                     "g"
+                                                                     "e"
+                                                                     "r"
+                                                                     "_"
+                                                                     "e"
+                                                                     "v"
+                                                                     "e"
+                                                                     "n"
+                                                                     "t"
+                                                                     "s"
+                                                                     ","
+                                                                     " "
+                                                                     "0"
+                                                                     ")"
+                                                                     ","
+                                                                     " "
+                                                                     "c"
+                                                                     "o"
+                                                                     "a"
+                                                                     "l"
+                                                                     "e"
+                                                                     "s"
+                                                                     "c"
+                                                                     "e"
+                                                                     "("
+                                                                     "l"
+                                                                     "e"
+                                                                     "d"
+                                                                     "g"
+                                                                     "e"
+                                                                     "r"
+                                                                     "_"
+                                                                     "a"
+                                                                     "m"
+                                                                     "o"
+                                                                     "u"
+                                                                     "n"
+                                                                     "t"
+                                                                     ","
+                                                                     " "
+                                                                     "0"
+                                                                     ")"
+                                                                     ","
+                                                                     " "
+                                                                     "("
+                                                                     "S"
+                                                                     "E"
+                                                                     "L"
+                                                                     "E"
+                                                                     "C"
+                                                                     "T"
+                                                                     " "
+                                                                     "c"
+                                                                     "o"
+                                                                     "a"
+                                                                     "l"
+                                                                     "e"
+                                                                     "s"
+                                                                     "c"
+                                                                     "e"
+                                                                     "("
+                                                                     "s"
+                                                                     "u"
+                                                                     "m"
+                                                                     "("
+                                                                     "a"
+                                                                     "m"
+                                                                     "o"
+                                                                     "u"
+                                                                     "n"
+                                                                     "t"
+                                                                     "_"
+                                                                     "m"
+                                                                     "i"
+                                                                     "n"
+                                                                     "o"
+                                                                     "r"
+                                                                     ")"
+                                                                     ","
+                                                                     " "
+                                                                     "0"
+                                                                     ")"
+                                                                     " "
+                                                                     "F"
+                                                                     "R"
+                                                                     "O"
+                                                                     "M"
+                                                                     " "
+                                                                     "g"
+                                                                     "m"
+                                                                     "."
+                                                                     "c"
+                                                                     "r"
+                                                                     "e"
+                                                                     "d"
+                                                                     "i"
+                                                                     "t"
+                                                                     "_"
+                                                                     "n"
+                                                                     "o"
+                                                                     "t"
+                                                                     "e"
+                                                                     "s"
+                                                                     " "
+                                                                     "c"
+                                                                     "n"
+                                                                     " "
+                                                                     " "
+                                                                     "W"
+                                                                     "H"
+                                                                     "E"
+                                                                     "R"
+                                                                     "E"
+                                                                     " "
+                                                                     "c"
+                                                                     "n"
+                                                                     "."
+                                                                     "i"
+                                                                     "n"
+                                                                     "v"
+                                                                     "o"
+                                                                     "i"
+                                                                     "c"
+                                                                     "e"
+                                                                     "_"
+                                                                     "i"
+                                                                     "d"
+                                                                     " "
+                                                                     "="
+                                                                     " "
+                                                                     "i"
+                                                                     "."
+                                                                     "i"
+                                                                     "n"
+                                                                     "v"
+                                                                     "o"
+                                                                     "i"
+                                                                     "c"
+                                                                     "e"
+                                                                     "_"
+                                                                     "i"
+                                                                     "d"
+                                                                     ")";
 
 int billing__row_to_invoice(const PGresult *r, int i, gm_billing_invoice *inv, char *err,
                             size_t err_len)
@@ -722,8 +886,8 @@ int billing__load_row(PGconn *db, const char *invoice_id, bool lock, gm_billing_
 }
 
 /* The tenant's change marker for drafts of months up to `start`. */
-static int marker_of(PGconn *db, const char *tenant, int64_t start_us, int64_t *marker,
-                     char *err, size_t err_len)
+static int marker_of(PGconn *db, const char *tenant, int64_t start_us, int64_t *marker, char *err,
+                     size_t err_len)
 {
     char ps[40];
     billing__time(start_us, ps);
@@ -756,8 +920,8 @@ static int compute_draft(const gm_billing_ctx *ctx, gm_billing_invoice *inv, cha
     if (ctx->cache && inv->invoice_id[0]) {
         rc = marker_of(ctx->db, inv->tenant, inv->period_start_us, &marker, err, err_len);
         if (!rc)
-            cached = billing__cache_get(ctx->cache, inv->invoice_id, marker, ctx->book_generation,
-                                        inv);
+            cached =
+                billing__cache_get(ctx->cache, inv->invoice_id, marker, ctx->book_generation, inv);
     }
     if (!rc && !cached) {
         billing__period *adj = NULL;
@@ -875,8 +1039,7 @@ int gm_billing_drafts_ensure(const gm_billing_ctx *ctx, int64_t month_us, const 
 }
 
 int gm_billing_list(const gm_billing_ctx *ctx, const gm_billing_filter *f,
-                    gm_billing_invoice ***out, size_t *n_out, bool *more, char *err,
-                    size_t err_len)
+                    gm_billing_invoice ***out, size_t *n_out, bool *more, char *err, size_t err_len)
 {
     *out = NULL;
     *n_out = 0;
@@ -900,7 +1063,8 @@ int gm_billing_list(const gm_billing_ctx *ctx, const gm_billing_filter *f,
              " ORDER BY period_start DESC, tenant LIMIT $6::int",
              billing__invoice_cols);
     int rc;
-    PGresult *r = billing__q(ctx->db, sql, 6, p, PGRES_TUPLES_OK, "invoice list", err, err_len, &rc);
+    PGresult *r =
+        billing__q(ctx->db, sql, 6, p, PGRES_TUPLES_OK, "invoice list", err, err_len, &rc);
     if (!r)
         return rc;
     int n = PQntuples(r);
@@ -975,8 +1139,7 @@ static int check_order(PGconn *db, const gm_billing_invoice *inv, char *err, siz
 static int store_line(PGconn *db, const gm_billing_invoice *inv, const gm_billing_line *l,
                       char *err, size_t err_len)
 {
-    char no[16], ver[24], band[16], qty[48], up[48], ex[64], am[64], mi[48], di[48], cr[48],
-        cp[40];
+    char no[16], ver[24], band[16], qty[48], up[48], ex[64], am[64], mi[48], di[48], cr[48], cp[40];
     snprintf(no, sizeof no, "%d", l->line_no);
     snprintf(ver, sizeof ver, "%lld", (long long)l->card_version);
     snprintf(band, sizeof band, "%d", l->band);
@@ -1032,8 +1195,7 @@ static int snapshot(PGconn *db, const gm_billing_invoice *inv, int64_t start_us,
                          6, p, "period snapshot", err, err_len);
 }
 
-static int finalize_tx(const gm_billing_ctx *ctx, const char *invoice_id, char *err,
-                       size_t err_len)
+static int finalize_tx(const gm_billing_ctx *ctx, const char *invoice_id, char *err, size_t err_len)
 {
     gm_billing_invoice *inv = NULL;
     int rc = billing__load_row(ctx->db, invoice_id, true, &inv, err, err_len);
@@ -1070,8 +1232,8 @@ static int finalize_tx(const gm_billing_ctx *ctx, const char *invoice_id, char *
     if ((rc = gm_billing_invoice_check(inv, err, err_len)))
         goto out;
     gm_i128 ev = 0, amt = 0;
-    if ((rc = gm_billing_fingerprint(ctx->db, inv->tenant, inv->period_start_us,
-                                     inv->period_end_us, &ev, &amt, err, err_len)))
+    if ((rc = gm_billing_fingerprint(ctx->db, inv->tenant, inv->period_start_us, inv->period_end_us,
+                                     &ev, &amt, err, err_len)))
         goto out;
     for (size_t i = 0; i < inv->n_lines && !rc; i++)
         rc = store_line(ctx->db, inv, &inv->lines[i], err, err_len);
@@ -1112,9 +1274,16 @@ static int finalize_tx(const gm_billing_ctx *ctx, const char *invoice_id, char *
     gm_i128_format(inv->credit_after_minor, ca, sizeof ca);
     gm_i128_format(ev, evs, sizeof evs);
     gm_dec_format(amt, 18, amts, sizeof amts);
-    const char *up[10] = {inv->invoice_id, inv->currency, mu, tot, totm, ue,
+    const char *up[10] = {inv->invoice_id,
+                          inv->currency,
+                          mu,
+                          tot,
+                          totm,
+                          ue,
                           inv->has_credit_before ? cb : NULL,
-                          ca, evs, amts};
+                          ca,
+                          evs,
+                          amts};
     if ((rc = billing__exec(ctx->db,
                             "UPDATE gm.invoices SET status = 'finalized', currency = $2,"
                             " minor_units = $3, total = $4, total_minor = $5, usage_exact = $6,"

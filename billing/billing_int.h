@@ -16,8 +16,8 @@ typedef struct {
 } billing__rd;
 
 int64_t billing__i64(billing__rd *rd, const PGresult *r, int row, int col);
-gm_i128 billing__int(billing__rd *rd, const PGresult *r, int row, int col);  /* NULL -> 0 */
-gm_i128 billing__e18(billing__rd *rd, const PGresult *r, int row, int col);  /* NULL -> 0 */
+gm_i128 billing__int(billing__rd *rd, const PGresult *r, int row, int col);   /* NULL -> 0 */
+gm_i128 billing__e18(billing__rd *rd, const PGresult *r, int row, int col);   /* NULL -> 0 */
 int64_t billing__price(billing__rd *rd, const PGresult *r, int row, int col); /* NULL -> 0 */
 /* GM_ECORRUPT naming what was read, or 0. */
 int billing__rd_fail(const billing__rd *rd, const char *what, char *err, size_t err_len);
@@ -33,8 +33,7 @@ gm_billing_line *billing__line_push(gm_billing_invoice *inv, size_t *cap);
 
 /* The rating invoice of a tenant's month from its (rolled-up) charges, priced by ctx->book. */
 int billing__rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t start_us,
-                         const gm_invoice_opts *opts, gm_invoice **out, char *err,
-                         size_t err_len);
+                         const gm_invoice_opts *opts, gm_invoice **out, char *err, size_t err_len);
 
 typedef struct {
     int64_t start_us;
@@ -44,8 +43,8 @@ typedef struct {
 
 /* Computes a draft's lines and totals into inv (row fields loaded); the periods that its
  * adjustment lines correct go to *adj (for snapshots). */
-int billing__compute_live(const gm_billing_ctx *ctx, gm_billing_invoice *inv,
-                          billing__period **adj, size_t *n_adj, char *err, size_t err_len);
+int billing__compute_live(const gm_billing_ctx *ctx, gm_billing_invoice *inv, billing__period **adj,
+                          size_t *n_adj, char *err, size_t err_len);
 
 /* Rows of gm.invoices in INVOICE_COLS order. */
 extern const char billing__invoice_cols[];
@@ -63,8 +62,8 @@ PGresult *billing__billed_lines(PGconn *db, const char *tenant, const char *qid,
                                 char *err, size_t err_len, int *rc);
 
 /* Draft cache (cache.c). */
-bool billing__cache_get(gm_billing_cache *c, const char *invoice_id, int64_t marker,
-                        uint64_t gen, gm_billing_invoice *into);
+bool billing__cache_get(gm_billing_cache *c, const char *invoice_id, int64_t marker, uint64_t gen,
+                        gm_billing_invoice *into);
 void billing__cache_put(gm_billing_cache *c, const char *invoice_id, int64_t marker, uint64_t gen,
                         const gm_billing_invoice *from);
 

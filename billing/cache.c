@@ -73,8 +73,8 @@ static void copy_computed(gm_billing_invoice *into, const gm_billing_invoice *fr
     into->live = from->live;
 }
 
-bool billing__cache_get(gm_billing_cache *c, const char *invoice_id, int64_t marker,
-                        uint64_t gen, gm_billing_invoice *into)
+bool billing__cache_get(gm_billing_cache *c, const char *invoice_id, int64_t marker, uint64_t gen,
+                        gm_billing_invoice *into)
 {
     pthread_mutex_lock(&c->mu);
     slot *s = slot_of(c, invoice_id);

@@ -38,8 +38,8 @@ int gm_billing_invoice_check(const gm_billing_invoice *inv, char *err, size_t er
 }
 
 /* A query that must return no row; its first row names the broken invariant. */
-static int expect_none(PGconn *db, const char *rule, const char *sql, const char *tenant,
-                       char *err, size_t err_len)
+static int expect_none(PGconn *db, const char *rule, const char *sql, const char *tenant, char *err,
+                       size_t err_len)
 {
     const char *p[1] = {tenant};
     int rc;

@@ -145,9 +145,10 @@ typedef struct {
 /* A credit note of `amount` (decimal text in currency units) on a finalized invoice.
  * GM_EINVAL (amount: not a positive decimal with at most the currency's digits, or more than
  * is creditable; reason in err), GM_ENOTFOUND, GM_ECONFLICT (not finalized). */
-int gm_billing_credit_note_create(const gm_billing_ctx *ctx, const char *invoice_id, const char *amount,
-                                  const char *reason, gm_billing_credit_note *out, char *err,
-                           size_t err_len) GM_MUSTCHECK;
+int gm_billing_credit_note_create(const gm_billing_ctx *ctx, const char *invoice_id,
+                                  const char *amount, const char *reason,
+                                  gm_billing_credit_note *out, char *err,
+                                  size_t err_len) GM_MUSTCHECK;
 
 /* ---- The month close ----------------------------------------------------------------------
  * Ensures the month's drafts (charges and active contracts), then finalizes, tenant by
@@ -206,9 +207,9 @@ typedef struct {
     gm_i128 delta_e18;
 } gm_billing_rerate_result;
 
-int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *tenant,
-                      bool dry_run, const char *requested_by, const char *reason,
-                      gm_billing_rerate_result **out, char *err, size_t err_len) GM_MUSTCHECK;
+int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *tenant, bool dry_run,
+                      const char *requested_by, const char *reason, gm_billing_rerate_result **out,
+                      char *err, size_t err_len) GM_MUSTCHECK;
 void gm_billing_rerate_result_free(gm_billing_rerate_result *r);
 cJSON *gm_billing_rerate_json(const gm_billing_rerate_result *r, bool dry_run);
 

@@ -39,13 +39,12 @@ int gm_billing_void(const gm_billing_ctx *ctx, const char *invoice_id, const cha
     }
     bool remaining = !strcmp(PQgetvalue(r, 0, 2), "t");
     PQclear(r);
-    if (remaining &&
-        (rc = billing__exec(ctx->db,
-                            "INSERT INTO gm.credit_notes (invoice_id, amount, reason)"
-                            " SELECT $1, i.total - (SELECT coalesce(sum(amount), 0)"
-                            " FROM gm.credit_notes WHERE invoice_id = $1), $2"
-                            " FROM gm.invoices i WHERE invoice_id = $1",
-                            2, p, "void credit note", err, err_len)))
+    if (remaining && (rc = billing__exec(ctx->db,
+                                         "INSERT INTO gm.credit_notes (invoice_id, amount, reason)"
+                                         " SELECT $1, i.total - (SELECT coalesce(sum(amount), 0)"
+                                         " FROM gm.credit_notes WHERE invoice_id = $1), $2"
+                                         " FROM gm.invoices i WHERE invoice_id = $1",
+                                         2, p, "void credit note", err, err_len)))
         goto fail;
     if ((rc = billing__exec(ctx->db,
                             "UPDATE gm.invoices SET status = 'void', voided_at = gm.now()"
@@ -63,7 +62,7 @@ fail:
 }
 
 #define CN_COLS                                                                                    \
-    "credit_note_id, number, invoice_id, tenant, currency, amount::text, reason, " BILLING_US(    \
+    "credit_note_id, number, invoice_id, tenant, currency, amount::text, reason, " BILLING_US(     \
         "created_at")
 
 static int cn_from_row(const PGresult *r, int i, gm_billing_credit_note *cn, char *err,
@@ -82,9 +81,9 @@ static int cn_from_row(const PGresult *r, int i, gm_billing_credit_note *cn, cha
     return billing__rd_fail(&rd, "credit note", err, err_len);
 }
 
-int gm_billing_credit_note_create(const gm_billing_ctx *ctx, const char *invoice_id, const char *amount,
-                                  const char *reason, gm_billing_credit_note *out, char *err,
-                           size_t err_len)
+int gm_billing_credit_note_create(const gm_billing_ctx *ctx, const char *invoice_id,
+                                  const char *amount, const char *reason,
+                                  gm_billing_credit_note *out, char *err, size_t err_len)
 {
     gm_i128 v;
     if (!amount || gm_dec_parse(amount, strlen(amount), 4, &v, NULL, 0) || v <= 0)
@@ -212,8 +211,9 @@ int gm_billing_close(const gm_billing_ctx *ctx, int64_t month_us, gm_billing_pro
                 gm_billing_invoice_free(inv);
             } else {
                 sum->failed++;
-                gm_error("billing", "msg=\"close: finalize failed\" invoice=%s tenant=%s err=\"%s\"",
-                         id, tenant, why);
+                gm_error("billing",
+                         "msg=\"close: finalize failed\" invoice=%s tenant=%s err=\"%s\"", id,
+                         tenant, why);
                 outcome = "failed (logged)";
                 snprintf(failed_tenant, sizeof failed_tenant, "%s", tenant);
             }

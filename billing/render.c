@@ -61,7 +61,8 @@ cJSON *gm_billing_line_json(const gm_billing_line *l, int minor_units)
         cJSON_AddStringToObject(j, "unit_price", up);
         gm_i128_format(l->qty, mq, sizeof mq);
         cJSON_AddStringToObject(j, "metered_quantity", mq);
-        cJSON_AddStringToObject(j, "metered_unit", strcmp(l->dimension, "gpu") ? "token" : "gpu_us");
+        cJSON_AddStringToObject(j, "metered_unit",
+                                strcmp(l->dimension, "gpu") ? "token" : "gpu_us");
     }
     add_dec(j, "amount_exact", l->amount_e18, 18);
     add_minor(j, "amount", l->amount_minor, minor_units);

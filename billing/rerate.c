@@ -55,17 +55,19 @@ static int reprice_list(const gm_billing_ctx *ctx, const char *tenant, int64_t s
     billing__time(gm_month_next(start_us), b);
     const char *p[3] = {tenant, a, b};
     int rc;
-    PGresult *r = billing__q(ctx->db,
-                             "SELECT model, site, " BILLING_US("hour") ", dimension, sum(quantity)"
-                             " FROM gm.charges WHERE tenant = $1 AND hour >= $2 AND hour < $3"
-                             " GROUP BY model, site, hour, dimension ORDER BY 1, 2, 3, 4",
-                             3, p, PGRES_TUPLES_OK, "charges to re-price", err, err_len, &rc);
+    PGresult *r =
+        billing__q(ctx->db,
+                   "SELECT model, site, " BILLING_US(
+                       "hour") ", dimension, sum(quantity)"
+                               " FROM gm.charges WHERE tenant = $1 AND hour >= $2 AND hour < $3"
+                               " GROUP BY model, site, hour, dimension ORDER BY 1, 2, 3, 4",
+                   3, p, PGRES_TUPLES_OK, "charges to re-price", err, err_len, &rc);
     if (!r)
         return rc;
     billing__rd rd = {0};
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
-        gm_usage u = {tenant, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), billing__i64(&rd, r, i, 2),
-                      {0}};
+        gm_usage u = {
+            tenant, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), billing__i64(&rd, r, i, 2), {0}};
         const char *dim = PQgetvalue(r, i, 3);
         gm_i128 q = billing__int(&rd, r, i, 4);
         if ((rc = billing__rd_fail(&rd, "charges to re-price", err, err_len)))
@@ -136,7 +138,8 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
         snprintf(cur, 4, "%s", inv->currency);
         *mu = inv->minor_units;
         gm_billing_invoice_free(inv);
-        PGresult *b = billing__billed_lines(ctx->db, tenant, invoice_id, start_us, err, err_len, &rc);
+        PGresult *b =
+            billing__billed_lines(ctx->db, tenant, invoice_id, start_us, err, err_len, &rc);
         if (!b)
             return rc;
         rc = standing_rows(ctx->db, b, ks, false, err, err_len, "billed lines");
@@ -146,10 +149,10 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
             rc = billing__rate_period(ctx, tenant, start_us, &o, &g, err, err_len);
         for (size_t i = 0; !rc && i < g->n_lines; i++) {
             const gm_invoice_line *l = &g->lines[i];
-            key_row *k = key_get(ks, gm_line_kind_name(l->kind),
-                                 l->dim < GM_DIM_COUNT ? gm_dim_name(l->dim) : "",
-                                 l->model ? l->model : "", l->site_tier ? l->site_tier : "",
-                                 l->card_version, l->band);
+            key_row *k =
+                key_get(ks, gm_line_kind_name(l->kind),
+                        l->dim < GM_DIM_COUNT ? gm_dim_name(l->dim) : "", l->model ? l->model : "",
+                        l->site_tier ? l->site_tier : "", l->card_version, l->band);
             k->has_after = true;
             k->qa += l->qty;
             k->ea += l->amount_e18;
@@ -306,9 +309,9 @@ void gm_billing_rerate_result_free(gm_billing_rerate_result *r)
     free(r);
 }
 
-int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *tenant,
-                      bool dry_run, const char *requested_by, const char *reason,
-                      gm_billing_rerate_result **out, char *err, size_t err_len)
+int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *tenant, bool dry_run,
+                      const char *requested_by, const char *reason, gm_billing_rerate_result **out,
+                      char *err, size_t err_len)
 {
     *out = NULL;
     int64_t start = gm_month_start(month_us);
@@ -335,22 +338,21 @@ int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *t
                             " FROM $1::timestamptz) / 86400)::bigint)",
                             1, p, "re-rating lock", err, err_len)))
         goto fail;
-    PGresult *t = billing__q(
-        ctx->db,
-        "SELECT x.tenant, coalesce(i.invoice_id, ''), coalesce(i.status, 'draft') FROM ("
-        "  SELECT tenant FROM gm.invoices WHERE period_start = $1"
-        "  UNION SELECT DISTINCT tenant FROM gm.charges_daily WHERE day >= $1"
-        "  AND day < $1::timestamptz + interval '1 month') x"
-        " LEFT JOIN gm.invoices i ON i.tenant = x.tenant AND i.period_start = $1"
-        " WHERE ($2::text IS NULL OR x.tenant = $2) ORDER BY x.tenant",
-        2, p, PGRES_TUPLES_OK, "tenants to re-rate", err, err_len, &rc);
+    PGresult *t =
+        billing__q(ctx->db,
+                   "SELECT x.tenant, coalesce(i.invoice_id, ''), coalesce(i.status, 'draft') FROM ("
+                   "  SELECT tenant FROM gm.invoices WHERE period_start = $1"
+                   "  UNION SELECT DISTINCT tenant FROM gm.charges_daily WHERE day >= $1"
+                   "  AND day < $1::timestamptz + interval '1 month') x"
+                   " LEFT JOIN gm.invoices i ON i.tenant = x.tenant AND i.period_start = $1"
+                   " WHERE ($2::text IS NULL OR x.tenant = $2) ORDER BY x.tenant",
+                   2, p, PGRES_TUPLES_OK, "tenants to re-rate", err, err_len, &rc);
     if (!t)
         goto fail;
     gm_billing_rerate_result *res = gm_xcalloc(1, sizeof *res);
     size_t cap = 0;
     for (int i = 0; i < PQntuples(t) && !rc; i++) {
-        const char *tn = PQgetvalue(t, i, 0), *iid = PQgetvalue(t, i, 1),
-                   *st = PQgetvalue(t, i, 2);
+        const char *tn = PQgetvalue(t, i, 0), *iid = PQgetvalue(t, i, 1), *st = PQgetvalue(t, i, 2);
         if (!strcmp(st, "void"))
             continue; /* void invoices are not adjusted */
         key_set ks = {0};

@@ -106,7 +106,8 @@ int gm_cmd_invoice(int argc, char **argv)
                         "first)\n");
         return 2;
     }
-    if (*status && strcmp(status, "draft") && strcmp(status, "finalized") && strcmp(status, "void")) {
+    if (*status && strcmp(status, "draft") && strcmp(status, "finalized") &&
+        strcmp(status, "void")) {
         fprintf(stderr, "gridmeter invoice: --status: must be draft, finalized or void\n");
         return 2;
     }

@@ -140,6 +140,11 @@ int64_t gm_rating_book_next_change_us(const gm_rating_book *book, const char *te
 /* Minor-unit digits of a currency: the ISO table, else what a card or contract of the book in
  * that currency declares ("minor_units"); -1 when neither knows it. */
 int gm_rating_book_minor_units(const gm_rating_book *book, const char *currency);
+/* Checks the book's contracts against its cards: a contract's card_id names a card of the
+ * book (or a default card exists), and every model a tier rule names is on some version of
+ * that card or priced by the contract. GM_ENOTFOUND naming the contract and field. */
+int gm_rating_book_check_contracts(const gm_rating_book *book, char *err,
+                                   size_t err_len) GM_MUSTCHECK;
 /* The tenant's contract, or NULL. */
 const gm_rating_contract *gm_rating_book_contract(const gm_rating_book *book, const char *tenant);
 
