@@ -144,8 +144,8 @@ typedef gm_billing_invoice api_invoice;
 /* The billing context of a request: its connection, the server's book (held until
  * api__billing_end), the grace window, the draft cache and the instant gm_now_us(). NULL with
  * err when the book cannot be loaded. */
-const gm_billing_ctx *api__billing_begin(api_server *s, PGconn *db, gm_billing_ctx *ctx,
-                                         char *err, size_t err_len);
+const gm_billing_ctx *api__billing_begin(api_server *s, PGconn *db, gm_billing_ctx *ctx, char *err,
+                                         size_t err_len);
 void api__billing_end(api_server *s);
 uint64_t api__book_generation(api_server *s);
 gm_billing_cache *api__drafts(api_server *s);

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-const gm_billing_ctx *api__billing_begin(api_server *s, PGconn *db, gm_billing_ctx *ctx,
-                                         char *err, size_t err_len)
+const gm_billing_ctx *api__billing_begin(api_server *s, PGconn *db, gm_billing_ctx *ctx, char *err,
+                                         size_t err_len)
 {
     const gm_rating_book *book = api__book_acquire(s, db, err, err_len);
     if (!book)

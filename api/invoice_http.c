@@ -74,8 +74,7 @@ static void list_common(api_req *r, const char *tenant)
     int rc = 0;
     /* Drafts exist as rows once a period has charges: create the missing ones first. */
     if (f.period_start_us)
-        rc = api__invoice_ensure_period(r->srv, r->db, f.period_start_us, tenant, err,
-                                        sizeof err);
+        rc = api__invoice_ensure_period(r->srv, r->db, f.period_start_us, tenant, err, sizeof err);
     else {
         int64_t cur = gm_month_start(gm_now_us());
         rc = api__invoice_ensure_period(r->srv, r->db, cur, tenant, err, sizeof err);
@@ -281,8 +280,8 @@ void api__h_credit_note_create(api_req *r)
     char err[1024];
     gm_billing_ctx ctx = {r->db, NULL, 0, gm_now_us(), api__config(r->srv)->grace_hours, NULL};
     gm_billing_credit_note cn;
-    int rc = gm_billing_credit_note_create(&ctx, r->param[0], amount->valuestring, reason, &cn,
-                                           err, sizeof err);
+    int rc = gm_billing_credit_note_create(&ctx, r->param[0], amount->valuestring, reason, &cn, err,
+                                           sizeof err);
     cJSON_Delete(b);
     if (rc)
         invoice_error(r, rc, err);
@@ -430,11 +429,12 @@ static void revenue_series(api_req *r, const char *from, const char *to, const c
     PGresult *res = PQexecParams(
         r->db,
         day ? "SELECT " US("day") ", currency, sum(amount)::text, sum(events)::text"
-              " FROM gm.charges_daily WHERE day >= $1 AND day < $2 GROUP BY day, currency"
-              " ORDER BY 1, 2"
+                                  " FROM gm.charges_daily WHERE day >= $1 AND day < $2 GROUP BY "
+                                  "day, currency"
+                                  " ORDER BY 1, 2"
             : "SELECT " US("gm.month_of(day)") ", currency, sum(amount)::text, sum(events)::text"
-              " FROM gm.charges_daily WHERE day >= $1 AND day < $2"
-              " GROUP BY gm.month_of(day), currency ORDER BY 1, 2",
+                                               " FROM gm.charges_daily WHERE day >= $1 AND day < $2"
+                                               " GROUP BY gm.month_of(day), currency ORDER BY 1, 2",
         2, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         api__db_problem(r, res, "revenue series");
@@ -599,9 +599,8 @@ void api__h_rerating_run(api_req *r)
         goto out;
     }
     gm_billing_rerate_result *res = NULL;
-    int rc = gm_billing_rerate(&ctx, start,
-                               cJSON_IsString(tenant) ? tenant->valuestring : NULL, dry_run, by,
-                               reason, &res, err, sizeof err);
+    int rc = gm_billing_rerate(&ctx, start, cJSON_IsString(tenant) ? tenant->valuestring : NULL,
+                               dry_run, by, reason, &res, err, sizeof err);
     api__billing_end(r->srv);
     if (rc)
         invoice_error(r, rc, err);
@@ -637,10 +636,11 @@ void api__h_rerating_runs_list(api_req *r)
     PGresult *res = PQexecParams(
         r->db,
         "SELECT run_id, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM'), tenant,"
-        " requested_by, reason, " US("created_at") ", tenants, lines_changed,"
-        " delta_exact::text, delta_minor::text FROM gm.rerating_runs"
-        " WHERE ($1::timestamptz IS NULL OR period_start = $1)"
-        " AND ($2::text IS NULL OR tenant = $2) ORDER BY run_id DESC LIMIT 200",
+        " requested_by, reason, " US(
+            "created_at") ", tenants, lines_changed,"
+                          " delta_exact::text, delta_minor::text FROM gm.rerating_runs"
+                          " WHERE ($1::timestamptz IS NULL OR period_start = $1)"
+                          " AND ($2::text IS NULL OR tenant = $2) ORDER BY run_id DESC LIMIT 200",
         2, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         api__db_problem(r, res, "re-rating runs");

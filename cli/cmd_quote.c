@@ -280,8 +280,7 @@ int gm_cmd_quote(int argc, char **argv)
             size_t first_line = seen_add(&seen, ev.source, ev.id, (size_t)line_no);
             if (first_line) {
                 char *d = gm_xmalloc(strlen(ev.source) + strlen(ev.id) + 96);
-                sprintf(d, "%" PRIu64 "\x1f%zu\x1f%s\x1f%s", line_no, first_line, ev.source,
-                        ev.id);
+                sprintf(d, "%" PRIu64 "\x1f%zu\x1f%s\x1f%s", line_no, first_line, ev.source, ev.id);
                 dups = gm_xrealloc(dups, (n_dups + 1) * sizeof *dups);
                 dups[n_dups++] = d;
                 continue;
@@ -372,8 +371,7 @@ int gm_cmd_quote(int argc, char **argv)
         *f2++ = 0;
         char *f3 = strchr(f2, '\x1f');
         *f3++ = 0;
-        fprintf(out, "%s\n  {\"line\":%s,\"first_line\":%s,\"source\":", k ? "," : "", dups[k],
-                f1);
+        fprintf(out, "%s\n  {\"line\":%s,\"first_line\":%s,\"source\":", k ? "," : "", dups[k], f1);
         json_str(out, f2);
         fputs(",\"id\":", out);
         json_str(out, f3);
