@@ -332,12 +332,15 @@ int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *t
     billing__time(start, ps);
     const char *p[2] = {ps, tenant};
     /* Runs of one month apply one at a time (the second sees the first's corrections). */
-    if (!dry_run &&
-        (rc = billing__exec(ctx->db,
-                            "SELECT pg_advisory_xact_lock(2911332140600000000 + (extract(epoch"
-                            " FROM $1::timestamptz) / 86400)::bigint)",
-                            1, p, "re-rating lock", err, err_len)))
-        goto fail;
+    if (!dry_run) {
+        PGresult *lk = billing__q(ctx->db,
+                                  "SELECT pg_advisory_xact_lock(2911332140600000000 + (extract("
+                                  "epoch FROM $1::timestamptz) / 86400)::bigint)",
+                                  1, p, PGRES_TUPLES_OK, "re-rating lock", err, err_len, &rc);
+        PQclear(lk);
+        if (rc)
+            goto fail;
+    }
     PGresult *t =
         billing__q(ctx->db,
                    "SELECT x.tenant, coalesce(i.invoice_id, ''), coalesce(i.status, 'draft') FROM ("
