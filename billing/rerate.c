@@ -322,25 +322,27 @@ int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *t
         return gm_fail(err, err_len, GM_EINVAL, "requested_by: required, 1 to 200 characters");
     if (!dry_run && (!reason || !reason[0] || strlen(reason) > 1000))
         return gm_fail(err, err_len, GM_EINVAL, "reason: required, 1 to 1000 characters");
-    int rc = gm_pg_begin(ctx->db,
-                         dry_run ? "ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                                 : "ISOLATION LEVEL REPEATABLE READ",
-                         ctx->now_us, err, err_len);
-    if (rc)
-        return rc;
     char ps[40];
     billing__time(start, ps);
     const char *p[2] = {ps, tenant};
-    /* Runs of one month apply one at a time (the second sees the first's corrections). */
+    int rc = 0;
+    /* Runs of one month apply one at a time, and the second one's snapshot is taken after the
+     * first committed (a session lock held across the transaction): it sees its corrections. */
     if (!dry_run) {
         PGresult *lk = billing__q(ctx->db,
-                                  "SELECT pg_advisory_xact_lock(2911332140600000000 + (extract("
-                                  "epoch FROM $1::timestamptz) / 86400)::bigint)",
+                                  "SELECT pg_advisory_lock(2911332140600000000 + (extract(epoch"
+                                  " FROM $1::timestamptz) / 86400)::bigint)",
                                   1, p, PGRES_TUPLES_OK, "re-rating lock", err, err_len, &rc);
         PQclear(lk);
         if (rc)
-            goto fail;
+            return rc;
     }
+    rc = gm_pg_begin(ctx->db,
+                     dry_run ? "ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                             : "ISOLATION LEVEL REPEATABLE READ",
+                     ctx->now_us, err, err_len);
+    if (rc)
+        goto unlock;
     PGresult *t =
         billing__q(ctx->db,
                    "SELECT x.tenant, coalesce(i.invoice_id, ''), coalesce(i.status, 'draft') FROM ("
@@ -411,13 +413,20 @@ int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *t
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         rc = billing__dbfail(ctx->db, r, "re-rating commit", err, err_len);
     PQclear(r);
-    if (rc) {
+    if (rc)
         gm_billing_rerate_result_free(res);
-        return rc;
-    }
-    *out = res;
-    return 0;
+    else
+        *out = res;
+    goto unlock;
 fail:
     PQclear(PQexec(ctx->db, "ROLLBACK"));
+unlock:
+    if (!dry_run) {
+        int urc;
+        PQclear(billing__q(ctx->db,
+                           "SELECT pg_advisory_unlock(2911332140600000000 + (extract(epoch"
+                           " FROM $1::timestamptz) / 86400)::bigint)",
+                           1, p, PGRES_TUPLES_OK, "re-rating unlock", err, err_len, &urc));
+    }
     return rc;
 }
