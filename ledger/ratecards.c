@@ -124,13 +124,18 @@ static int import_card(PGconn *c, const char *json, size_t len, char *msg, size_
         cJSON *dm = doc ? cJSON_GetObjectItemCaseSensitive(doc, "dropped_models") : NULL;
         const char *params[3] = {info.card_id, from,
                                  info.valid_until_us != GM_RATING_NO_END ? until : NULL};
-        PGresult *r = PQexecParams(c,
-                                   "SELECT model, to_char(min(first_hour) AT TIME ZONE 'UTC',"
-                                   " 'YYYY-MM-DD\"T\"HH24:00\"Z\"') FROM gm.charges_daily"
-                                   " WHERE card_id = $1 AND last_hour >= $2"
-                                   " AND ($3::timestamptz IS NULL OR first_hour < $3)"
-                                   " GROUP BY model ORDER BY model",
-                                   3, NULL, params, NULL, NULL, 0);
+        PGresult *r =
+            PQexecParams(c,
+                         /* models the version that priced the usage named */
+                         "SELECT d.model, to_char(min(d.first_hour) AT TIME ZONE"
+                         " 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"')"
+                         " FROM gm.charges_daily d JOIN gm.rate_cards r"
+                         " ON r.card_id = d.card_id AND r.version = d.card_version"
+                         " WHERE d.card_id = $1 AND d.last_hour >= $2"
+                         " AND ($3::timestamptz IS NULL OR d.first_hour < $3)"
+                         " AND d.model <> 'default' AND (r.document -> 'prices') ? d.model"
+                         " GROUP BY d.model ORDER BY d.model",
+                         3, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK)
             rc = gm_pg_fail(c, r, "models with usage", err, err_len);
         for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
