@@ -63,6 +63,8 @@ int gm_cmd_loadgen(int argc, char **argv)
         {"fsync", NULL, NULL, "batch", GM_OPT_STR, "spool fsync policy: event, batch, interval", 0,
          0},
         {"sites", NULL, NULL, "4", GM_OPT_INT, "edge sites", 0, 0},
+        {"source-prefix", NULL, NULL, "edge", GM_OPT_STR,
+         "sources are PREFIX/<site>/node-NNN (e.g. a run id, to tell runs apart)", 0, 0},
         {"nodes-per-site", NULL, NULL, "2", GM_OPT_INT, "inference nodes per site", 0, 0},
         {"tenants", NULL, NULL, "5", GM_OPT_INT, "tenants (Zipf-distributed traffic)", 0, 0},
         {"models", NULL, NULL, "3", GM_OPT_INT, "models, 1..8 (Zipf-distributed traffic)", 0, 0},
@@ -103,6 +105,7 @@ int gm_cmd_loadgen(int argc, char **argv)
     lc.tenants = (int)gm_opt_int(opts, "tenants");
     lc.models = (int)gm_opt_int(opts, "models");
     lc.seed = (uint64_t)gm_opt_int(opts, "seed");
+    lc.source_prefix = gm_opt_str(opts, "source-prefix");
     int64_t rate = gm_opt_int(opts, "rate");
     if (rate < 1) {
         fprintf(stderr, "gridmeter loadgen: --rate must be at least 1\n");
@@ -219,10 +222,11 @@ int gm_cmd_loadgen(int argc, char **argv)
     snprintf(extra, sizeof extra,
              "\"params\": {\"sites\": %d, \"nodes_per_site\": %d, \"tenants\": %d, \"models\": "
              "%d, \"rate\": %" PRIu64 ", \"count\": %" PRIu64 ", \"duplicate_ppm\": %u, "
-             "\"malformed_ppm\": %u, \"start\": \"%s\", \"topic\": \"%s\"},\n  \"messages_sent\": "
-             "%" PRIu64 ",\n  \"complete\": %s",
+             "\"malformed_ppm\": %u, \"start\": \"%s\", \"topic\": \"%s\", \"source_prefix\": "
+             "\"%s\"},\n  \"messages_sent\": %" PRIu64 ",\n  \"complete\": %s",
              lc.sites, lc.nodes_per_site, lc.tenants, lc.models, lc.rate, count, lc.duplicate_ppm,
-             lc.malformed_ppm, start, nc.topic, sent, status == 0 ? "true" : "false");
+             lc.malformed_ppm, start, nc.topic, lc.source_prefix, sent,
+             status == 0 ? "true" : "false");
     FILE *f = fopen(tmp, "w");
     if (!f) {
         fprintf(stderr, "gridmeter loadgen: manifest %s: %s\n", tmp, strerror(errno));

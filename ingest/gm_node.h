@@ -231,7 +231,13 @@ typedef struct gm_loadgen_config {
     uint32_t malformed_ppm; /* share of malformed messages in parts per million */
     int64_t start_us;       /* 0: event times are the wall clock; else the simulated clock */
     uint64_t rate;          /* events per second of the simulated clock (default 1000) */
+    /* Sources are "<source_prefix>/<site>/node-NNN"; NULL: "edge". At most
+     * GM_LOADGEN_PREFIX_MAX bytes of the id set (docs/events.md), e.g. a run id, so that one
+     * run's events can be told from another's. */
+    const char *source_prefix;
 } gm_loadgen_config;
+
+#define GM_LOADGEN_PREFIX_MAX 40
 
 typedef enum {
     GM_LOADGEN_VALID = 0, /* ev is complete except seq and id: record it */

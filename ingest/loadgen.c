@@ -183,6 +183,15 @@ int gm_loadgen_new(const gm_loadgen_config *cfg, gm_loadgen **out, char *err, si
                        "loadgen: duplicate and malformed shares add up to more than 1");
     if (cfg->rate < 1)
         return gm_fail(err, err_len, GM_EINVAL, "loadgen: rate must be at least 1 event/s");
+    const char *prefix = cfg->source_prefix ? cfg->source_prefix : "edge";
+    size_t prefix_len = strlen(prefix);
+    if (prefix_len < 1 || prefix_len > GM_LOADGEN_PREFIX_MAX ||
+        strspn(prefix, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-:/@+=~") !=
+            prefix_len)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "loadgen: source prefix must be 1..%d characters of A-Z a-z 0-9 . _ - : / "
+                       "@ + = ~, got \"%s\"",
+                       GM_LOADGEN_PREFIX_MAX, prefix);
     gm_loadgen *lg = gm_xcalloc(1, sizeof *lg);
     lg->cfg = *cfg;
     uint64_t x = cfg->seed;
@@ -196,7 +205,7 @@ int gm_loadgen_new(const gm_loadgen_config *cfg, gm_loadgen **out, char *err, si
     lg->sources = gm_xcalloc((size_t)lg->n_sources, sizeof *lg->sources);
     for (int i = 0; i < lg->n_sources; i++) {
         lg->sources[i].site = i / cfg->nodes_per_site;
-        snprintf(lg->sources[i].name, sizeof lg->sources[i].name, "edge/%s/node-%03d",
+        snprintf(lg->sources[i].name, sizeof lg->sources[i].name, "%s/%s/node-%03d", prefix,
                  lg->sites[lg->sources[i].site], i % cfg->nodes_per_site + 1);
     }
     lg->tenants = gm_xcalloc((size_t)cfg->tenants, sizeof *lg->tenants);
@@ -335,7 +344,7 @@ static void make_malformed(gm_loadgen *lg, int64_t time_us, int src_i, gm_loadge
 {
     lg_source *src = &lg->sources[src_i];
     make_valid(lg, time_us, src_i, &it->ev);
-    /* source names are short ("edge/fra1/node-001"); the suffix always fits */
+    /* source names are short ("edge/fra1/node-001", a prefix of at most 40); the suffix fits */
     size_t nl = strlen(src->name);
     memcpy(it->ev.source, src->name, nl);
     memcpy(it->ev.source + nl, "/malformed", sizeof "/malformed");

@@ -9,7 +9,11 @@
 #   bash scripts/demo.sh stop        # stop the demo's rater and API, and the local services
 #
 # The rater and the servers keep running afterwards, so that /metrics, the audit views and
-# the logs can be looked at. Running it again adds another round of traffic.
+# the logs can be looked at. Running it again adds another round of traffic: each run sends
+# from its own sources (demo-<run id>/<site>/node-NNN) and checks only those against its
+# manifest, so earlier runs' events (even ones dated later) are not counted.
+# Ports: GRIDMETER_DEMO_API_PORT (8080), GRIDMETER_DEMO_METRICS_PORT (9464), and the local
+# services' GRIDMETER_PG_PORT, GRIDMETER_KAFKA_PORT, … (docs/operations.md).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
@@ -44,7 +48,7 @@ while (($#)); do
     --rate) rate=$2; shift 2 ;;
     --sites) sites=$2; shift 2 ;;
     --tenants) tenants=$2; shift 2 ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) gm_die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -55,7 +59,7 @@ bash scripts/setup.sh
 gm_say "2/8 build (Release)"
 build=$GM_REPO/build/release
 mkdir -p "$build"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >"$build/cmake.log" 2>&1 || { cat "$build/cmake.log"; gm_die "cmake failed"; }
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >"$build/cmake.log" 2>&1 || { cat "$build/cmake.log"; gm_die "cmake failed"; }
 cmake --build "$build" -j"$(nproc)" --target gridmeter >"$build/build.log" 2>&1 || { tail -n 40 "$build/build.log"; gm_die "build failed (log: $build/build.log)"; }
 gm=$build/cli/gridmeter
 
@@ -76,29 +80,40 @@ echo $! >"$rater_pid_file"
 sleep 1
 kill -0 "$(cat "$rater_pid_file")" 2>/dev/null || { tail -n 20 "$GM_LOG_DIR/rater.log"; gm_die "the rater exited (log: $GM_LOG_DIR/rater.log)"; }
 
-gm_say "6/8 loadgen: $sites sites x 3 nodes, $tenants tenants, $rate events/s for $duration"
-run_start=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
-# One spool for every demo run: the nodes' seq numbers continue from it.
+# This run's id: its sources are demo-<run id>/<site>/node-NNN, and the check below counts
+# only them (a time filter would count events of earlier runs dated after this run's start,
+# e.g. from a node whose clock is ahead).
+run_id=$(date -u +%Y%m%dT%H%M%SZ)-$$
+prefix=demo-$run_id
+gm_say "6/8 loadgen: $sites sites x 3 nodes, $tenants tenants, $rate events/s for $duration (run $run_id)"
+# One spool for every demo run: what an interrupted run left unsent goes with the next one.
 "$gm" loadgen --sites "$sites" --nodes-per-site 3 --tenants "$tenants" --models 6 \
     --rate "$rate" --duration "$duration" --duplicates 0.02 --malformed 0.005 \
-    --spool-dir "$demo/spool" --manifest "$demo/manifest.json" --seed "$(date +%s)"
+    --source-prefix "$prefix" --spool-dir "$demo/spool" --manifest "$demo/manifest.json" \
+    --seed "$(date +%s)"
+this_run="source LIKE '$prefix/%'"
 
 expected=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["valid_distinct"])' "$demo/manifest.json")
 gm_say "waiting for the rater to commit the run's $expected events"
 psql_q() { psql -X -qtA -v ON_ERROR_STOP=1 -c "$1"; }
-t0=$SECONDS
+t0=$SECONDS progress=0
 while :; do
-    got=$(psql_q "SELECT count(*) FROM audit.usage_events WHERE time >= '$run_start'")
+    got=$(psql_q "SELECT count(*) FROM audit.usage_events WHERE $this_run")
     [ "$got" -ge "$expected" ] && break
-    ((SECONDS - t0 < 120)) || gm_die "the rater committed $got of $expected events in 120 s (log: $GM_LOG_DIR/rater.log)"
+    if ((SECONDS - t0 >= 120)); then
+        ((progress)) && echo >&2
+        gm_die "the rater committed $got of $expected events in 120 s (log: $GM_LOG_DIR/rater.log)"
+    fi
     printf '\r  %s / %s events committed' "$got" "$expected" >&2
+    progress=1
     sleep 1
 done
-printf '\r' >&2
+# the progress line ends here, so that the next line starts on its own
+((progress)) && printf '\r  %s / %s events committed\n' "$got" "$expected" >&2
 
 gm_say "7/8 report"
 echo
-echo "Usage and exact charges of this run, per tenant (from audit.usage_hourly / audit.usage_events):"
+echo "Usage and exact charges of this run ($run_id), per tenant (from audit.usage_events):"
 psql -X -P pager=off -v ON_ERROR_STOP=1 -c "
 SELECT tenant,
        count(*)                                  AS events,
@@ -109,12 +124,12 @@ SELECT tenant,
        currency,
        round(sum(amount), 6)                     AS amount_6dp,
        bool_or(tenant_unknown)                   AS default_card
-FROM audit.usage_events WHERE time >= '$run_start'
+FROM audit.usage_events WHERE $this_run
 GROUP BY tenant, currency ORDER BY tenant"
 
 # The ledger against the manifest, tenant by tenant.
 psql_q "SELECT tenant, count(*), sum(input_tokens), sum(cached_tokens), sum(output_tokens), sum(gpu_us)
-        FROM audit.usage_events WHERE time >= '$run_start' GROUP BY tenant ORDER BY tenant" >"$demo/ledger.txt"
+        FROM audit.usage_events WHERE $this_run GROUP BY tenant ORDER BY tenant" >"$demo/ledger.txt"
 python3 - "$demo/manifest.json" "$demo/ledger.txt" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))

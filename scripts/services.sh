@@ -38,6 +38,9 @@ pg_running() {
     [ -f "$PG_DATA/PG_VERSION" ] && as_pg "$bindir/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
 }
 
+# The port of the running server (line 4 of postmaster.pid).
+pg_running_port() { sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null; }
+
 pg_start() {
     local bindir
     bindir=$(gm_pg_bindir) || gm_die "postgresql: server binaries not found under /usr/lib/postgresql (run scripts/setup.sh)"
@@ -64,6 +67,10 @@ log_line_prefix = '%m [%p] %q%u@%d '
 CONF
     fi
     if pg_running; then
+        local port
+        port=$(pg_running_port)
+        [ "$port" = "$GM_PG_PORT" ] \
+            || gm_die "postgresql: already running on 127.0.0.1:$port, not on $GM_PG_PORT: stop it first (scripts/services.sh stop pg) to move it"
         gm_say "postgresql: already running on 127.0.0.1:$GM_PG_PORT"
     else
         if gm_port_open "$GM_PG_PORT"; then
@@ -105,13 +112,15 @@ kafka_jvm=(java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j.configuration=file:$KAFKA_DIR/log4j.properties" -cp "$GM_KAFKA_LIB/*")
 kafka_java() { "${kafka_jvm[@]}" "$@"; }
 
-kafka_start() {
-    command -v java >/dev/null || gm_die "kafka: java not found (run scripts/setup.sh)"
-    ls "$GM_KAFKA_LIB"/kafka_2.13-*.jar >/dev/null 2>&1 || gm_fetch_kafka
-    mkdir -p "$KAFKA_DIR/data" "$GM_LOG_DIR"
-    if [ ! -f "$KAFKA_DIR/server.properties" ]; then
-        cat >"$KAFKA_DIR/server.properties" <<CONF
-# gridmeter local single-node KRaft broker (scripts/services.sh)
+# server.properties is written at each start from the current settings (ports, data folder),
+# so that a later GRIDMETER_KAFKA_PORT / GRIDMETER_KAFKA_CONTROLLER_PORT / GRIDMETER_VAR is
+# honoured. What the data folder keeps (data/meta.properties: cluster id and node id) does not
+# depend on them: node.id stays 1, and the single voter of the static controller quorum is
+# named by that id, so a restart on other ports keeps the same cluster and its topics.
+kafka_write_config() {
+    cat >"$KAFKA_DIR/server.properties.tmp" <<CONF
+# gridmeter local single-node KRaft broker: written by scripts/services.sh at each start
+# (edit the script, not this file)
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$GM_KAFKA_CONTROLLER_PORT
@@ -133,7 +142,8 @@ group.min.session.timeout.ms=1000
 auto.create.topics.enable=true
 log.retention.hours=168
 CONF
-        cat >"$KAFKA_DIR/log4j.properties" <<CONF
+    mv "$KAFKA_DIR/server.properties.tmp" "$KAFKA_DIR/server.properties"
+    cat >"$KAFKA_DIR/log4j.properties" <<CONF
 log4j.rootLogger=WARN, stdout
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
@@ -141,6 +151,25 @@ log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.logger.kafka.server.BrokerServer=INFO
 CONF
+}
+
+# The client port of the running broker: from the server.properties it was started with.
+kafka_running_port() {
+    sed -n 's/^listeners=PLAINTEXT:\/\/127\.0\.0\.1:\([0-9]*\),.*/\1/p' "$KAFKA_DIR/server.properties" 2>/dev/null
+}
+
+kafka_start() {
+    command -v java >/dev/null || gm_die "kafka: java not found (run scripts/setup.sh)"
+    ls "$GM_KAFKA_LIB"/kafka_2.13-*.jar >/dev/null 2>&1 || gm_fetch_kafka
+    mkdir -p "$KAFKA_DIR/data" "$GM_LOG_DIR"
+    local pid
+    if pid=$(kafka_pid); then
+        local port
+        port=$(kafka_running_port)
+        [ "$port" = "$GM_KAFKA_PORT" ] \
+            || gm_die "kafka: already running on 127.0.0.1:$port (pid $pid), not on $GM_KAFKA_PORT: stop it first (scripts/services.sh stop kafka) to move it"
+    else
+        kafka_write_config
     fi
     if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
         local cluster_id
@@ -149,8 +178,8 @@ CONF
         kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_DIR/server.properties" \
             >"$KAFKA_DIR/format.log" 2>&1 || { cat "$KAFKA_DIR/format.log" >&2; gm_die "kafka: storage format failed (log: $KAFKA_DIR/format.log)"; }
     fi
-    if kafka_pid >/dev/null; then
-        gm_say "kafka: already running on 127.0.0.1:$GM_KAFKA_PORT (pid $(kafka_pid))"
+    if pid=$(kafka_pid); then
+        gm_say "kafka: already running on 127.0.0.1:$GM_KAFKA_PORT (pid $pid)"
     else
         for p in "$GM_KAFKA_PORT" "$GM_KAFKA_CONTROLLER_PORT"; do
             gm_port_open "$p" && gm_die "kafka: port $p is taken by another process (set GRIDMETER_KAFKA_PORT / GRIDMETER_KAFKA_CONTROLLER_PORT)"
@@ -197,17 +226,20 @@ kafka_stop() {
 }
 
 status() {
-    local rc=0
+    local rc=0 port pid
     if pg_running; then
-        echo "postgresql: running  127.0.0.1:$GM_PG_PORT  db=$GM_PG_DB  data=$PG_DATA  log=$PG_LOG"
+        port=$(pg_running_port)
+        echo "postgresql: running  127.0.0.1:$port  db=$GM_PG_DB  data=$PG_DATA  log=$PG_LOG"
+        [ "$port" = "$GM_PG_PORT" ] || { echo "            (not on GRIDMETER_PG_PORT=$GM_PG_PORT)"; rc=3; }
     else
         echo "postgresql: stopped  (data=$PG_DATA  log=$PG_LOG)"
         rc=3
     fi
-    local pid
     if pid=$(kafka_pid); then
-        if gm_port_open "$GM_KAFKA_PORT"; then
-            echo "kafka:      running  127.0.0.1:$GM_KAFKA_PORT  pid=$pid  data=$KAFKA_DIR/data  log=$KAFKA_LOG"
+        port=$(kafka_running_port)
+        if gm_port_open "$port"; then
+            echo "kafka:      running  127.0.0.1:$port  pid=$pid  data=$KAFKA_DIR/data  log=$KAFKA_LOG"
+            [ "$port" = "$GM_KAFKA_PORT" ] || { echo "            (not on GRIDMETER_KAFKA_PORT=$GM_KAFKA_PORT)"; rc=3; }
         else
             echo "kafka:      starting pid=$pid (not listening yet)  log=$KAFKA_LOG"
             rc=3

@@ -21,6 +21,9 @@ packages=(
     openjdk-17-jre-headless maven
     clang clang-format libclang-rt-14-dev
     curl procps iproute2 netcat-openbsd python3
+    # the API's HTTPS test (a throw-away certificate, a request over TLS) and the event schema
+    # test (docs/event.schema.json, with Debian's python3)
+    openssl python3-jsonschema
     # the dashboard's browser test (tests/e2e): Chromium, Node.js and npm (a NodeSource nodejs
     # ships its own npm and conflicts with Debian's npm package: ask for npm only without one)
     chromium nodejs $(command -v npm >/dev/null || echo npm)

@@ -1,10 +1,13 @@
 # gpu_accounting tests: the attribution rules (pure C), the CUPTI record parser and collector
-# over hand-built CUDA 13 activity buffers (where the CUPTI headers are found), and the CUDA
-# bulk path against the C reference (label gpu: exits 77 without a GPU).
+# over hand-built CUDA 13 activity buffers (where the CUPTI headers are found; skipped, exit 77,
+# elsewhere), and the CUDA bulk path against the C reference (label gpu: exits 77 without a GPU).
 gm_add_test(NAME test_gpu_attrib SOURCES test_gpu_attrib.c LIBS gm_gpu LABELS unit)
-if(GM_GPU_HAVE_CUPTI AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_gpu_cupti.c)
+if(GM_GPU_HAVE_CUPTI)
     gm_add_test(NAME test_gpu_cupti SOURCES test_gpu_cupti.c LIBS gm_gpu LABELS unit)
     target_include_directories(test_gpu_cupti PRIVATE ${GM_GPU_CUPTI_INCLUDE})
+else()
+    gm_add_skipped_test(NAME test_gpu_cupti LABELS unit
+                        REASON "no CUDA toolkit with the CUPTI headers (cupti_activity.h) found at configure time")
 endif()
 gm_add_test(NAME test_gpu_cuda SOURCES test_gpu_cuda.c LIBS gm_gpu LABELS gpu SKIP_77
             TIMEOUT 600)

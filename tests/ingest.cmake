@@ -21,7 +21,8 @@ endif()
 # clang found on the PATH, built through a custom command (its own flags: fuzzer coverage,
 # ASan, UBSan) from the decoder's and common's sources, so the fuzzer sees their coverage.
 # It is built only when that clang can link -fsanitize=fuzzer (checked here at configure
-# time), and runs as the CTest test fuzz_event_decode (label fuzz) for a bounded time.
+# time), and runs as the CTest test fuzz_event_decode (label fuzz) for a bounded time;
+# without such a clang the test is registered all the same and skipped (exit 77).
 set(GM_FUZZ_CC "")
 if(CMAKE_C_COMPILER_ID MATCHES "Clang")
     set(GM_FUZZ_CC ${CMAKE_C_COMPILER})
@@ -34,7 +35,13 @@ endif()
 set(GM_FUZZ_FLAGS -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined
                   -fno-sanitize-recover=undefined -fno-omit-frame-pointer -D_GNU_SOURCE)
 set(GM_HAVE_LIBFUZZER OFF)
+set(GM_FUZZ_WHY_NOT "no clang found (libFuzzer needs clang; scripts/setup.sh installs it)")
 if(GM_FUZZ_CC)
+    if(EXISTS ${GM_FUZZ_CC})
+        set(GM_FUZZ_WHY_NOT "${GM_FUZZ_CC} cannot link -fsanitize=fuzzer (libclang-rt-dev missing?)")
+    else()
+        set(GM_FUZZ_WHY_NOT "clang ${GM_FUZZ_CC} not found")
+    endif()
     set(probe ${CMAKE_CURRENT_BINARY_DIR}/fuzz_probe.c)
     file(WRITE ${probe} "int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n);\n"
                         "int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n)\n"
@@ -80,15 +87,14 @@ if(GM_HAVE_LIBFUZZER)
                      ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus)
     math(EXPR fuzz_timeout "${GM_FUZZ_SECONDS} * 3 + 60")
     set_tests_properties(fuzz_event_decode PROPERTIES LABELS fuzz TIMEOUT ${fuzz_timeout})
+else()
+    gm_add_skipped_test(NAME fuzz_event_decode LABELS fuzz REASON "${GM_FUZZ_WHY_NOT}")
 endif()
 
-# docs/event.schema.json against the same fixtures (skipped without Python's jsonschema).
-find_package(Python3 COMPONENTS Interpreter QUIET)
-if(Python3_Interpreter_FOUND)
-    add_test(NAME test_event_schema
-             COMMAND ${Python3_EXECUTABLE}
-                     ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/events/check_schema.py
-                     ${PROJECT_SOURCE_DIR})
-    set_tests_properties(test_event_schema PROPERTIES LABELS unit TIMEOUT 60
-                         SKIP_RETURN_CODE 77)
-endif()
+# docs/event.schema.json against the same fixtures, with the first python3 that has the
+# jsonschema module (tests/python_with.sh: $GM_PYTHON3, python3 on the PATH, /usr/bin/python3;
+# Debian's python3-jsonschema comes with scripts/setup.sh); skipped (exit 77) without one.
+add_test(NAME test_event_schema
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/python_with.sh jsonschema
+                 ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/events/check_schema.py ${PROJECT_SOURCE_DIR})
+set_tests_properties(test_event_schema PROPERTIES LABELS unit TIMEOUT 60 SKIP_RETURN_CODE 77)

@@ -272,6 +272,24 @@ int h_raters_that_committed(const h_env *e)
     return n;
 }
 
+bool h_wait_rater_committed(const h_env *e, const char *id, int timeout_s)
+{
+    PGconn *c = gm_test_pg_connect(e->conninfo);
+    const char *params[1] = {id};
+    bool done = false;
+    for (int i = 0; !done && i < timeout_s * 10; i++) {
+        PGresult *r = PQexecParams(c, "SELECT 1 FROM gm.batches WHERE rater = $1 LIMIT 1", 1, NULL,
+                                   params, NULL, NULL, 0);
+        ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+        done = PQntuples(r) > 0;
+        PQclear(r);
+        if (!done)
+            usleep(100000);
+    }
+    PQfinish(c);
+    return done;
+}
+
 pid_t h_rater_start(const h_env *e, const char *id, const char *const *extra)
 {
     char db[300];

@@ -62,6 +62,9 @@ void h_produce_join(h_producer *p);
 
 /* Distinct rater ids that committed at least one batch. */
 int h_raters_that_committed(const h_env *e);
+/* Waits up to timeout_s for rater `id` to commit a batch: true when it did. For tests that
+ * must act while a rater holds partitions and works, whatever the machine's load. */
+bool h_wait_rater_committed(const h_env *e, const char *id, int timeout_s);
 
 /* Starts `gridmeter rater` on the env; extra args (NULL-terminated) are appended. */
 pid_t h_rater_start(const h_env *e, const char *id, const char *const *extra);

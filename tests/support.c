@@ -1,9 +1,14 @@
-/* Test support: throw-away PostgreSQL databases and Kafka topics for integration tests. */
+/* Test support: throw-away PostgreSQL databases and Kafka topics, and free ports for the private
+ * servers some integration tests start. */
 #include "support.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int gm_test_run(Suite *s)
@@ -53,6 +58,33 @@ char *gm_test_pg_value(PGconn *conn, const char *sql)
 }
 
 static int counter;
+
+int gm_test_free_port(void)
+{
+    static int given[64];
+    static int n_given;
+    for (int tries = 0; tries < 100; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+                 getsockname(fd, (struct sockaddr *)&a, &len) == 0;
+        close(fd);
+        ck_assert_msg(ok, "no free port on 127.0.0.1: %s", strerror(errno));
+        int port = ntohs(a.sin_port), seen = 0;
+        for (int i = 0; i < n_given; i++)
+            seen |= given[i] == port;
+        if (seen)
+            continue;
+        if (n_given < (int)(sizeof given / sizeof given[0]))
+            given[n_given++] = port;
+        return port;
+    }
+    ck_abort_msg("no new free port on 127.0.0.1 in 100 tries");
+    return -1;
+}
 
 const char *gm_test_db_create(const char *tag)
 {

@@ -32,6 +32,13 @@ void gm_test_pg_exec(PGconn *conn, const char *sql);
  * where this process's clock is, not where it began. Call before fork/system/popen. */
 void gm_test_clock_to_children(void);
 
+/* A TCP port on 127.0.0.1 that nothing is bound to now, for a server the test starts in
+ * another process (a private PostgreSQL cluster or Kafka broker): the kernel's choice for a
+ * socket bound to port 0, read back and released. Never the same port twice in a process, so
+ * that two runs on one host, or two servers of one test, do not collide. Fails the test when
+ * no port can be had. */
+int gm_test_free_port(void);
+
 /* A topic name unique to this process: gmtest.<tag>.<pid>.<n>. */
 const char *gm_test_topic_name(const char *tag, char *buf, size_t buf_len);
 /* Creates the topic with `partitions` partitions (admin API) and waits until it exists. */

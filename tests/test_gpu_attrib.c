@@ -3,6 +3,7 @@
  * against a brute-force reference). */
 #include "gpu_internal.h"
 #include "support.h"
+#include "test_gpu_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -591,10 +592,10 @@ static void assert_same_result(const gm_gpu_result *x, const gm_gpu_result *y)
                   p->window_start_ns == q->window_start_ns && p->gpu_ns == q->gpu_ns &&
                   p->gpu_us == q->gpu_us && p->kernels == q->kernels);
     }
-    ck_assert(memcmp(x->windows, y->windows, x->n_windows * sizeof *x->windows) == 0);
+    gm_test_assert_windows_eq(x->windows, y->windows, x->n_windows);
     for (size_t i = 0; i < x->n_requests; i++)
         ck_assert_int_eq(x->requests[i].gpu_ns, y->requests[i].gpu_ns);
-    ck_assert(memcmp(&x->counts, &y->counts, sizeof x->counts) == 0);
+    gm_test_assert_counts_eq(&x->counts, &y->counts);
 }
 
 START_TEST(test_result_is_independent_of_record_order_and_chunking)

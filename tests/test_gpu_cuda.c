@@ -2,6 +2,7 @@
  * Exits 77 (skipped) without a usable GPU. */
 #include "gpu_internal.h"
 #include "support.h"
+#include "test_gpu_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +92,7 @@ START_TEST(test_cuda_attribution_equals_the_c_attribution)
         ck_assert_int_eq(r[0].rows[i].kernels, r[1].rows[i].kernels);
     }
     ck_assert_uint_eq(r[0].n_windows, r[1].n_windows);
-    ck_assert(memcmp(r[0].windows, r[1].windows, r[0].n_windows * sizeof *r[0].windows) == 0);
+    gm_test_assert_windows_eq(r[0].windows, r[1].windows, r[0].n_windows);
     for (int k = 0; k < 2; k++) {
         gm_gpu_result_free(&r[k]);
         gm_gpu_attr_free(a[k]);

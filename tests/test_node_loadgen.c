@@ -199,6 +199,49 @@ START_TEST(test_manifest_totals_are_exact_sums_of_the_recorded_events)
 }
 END_TEST
 
+START_TEST(test_source_prefix_names_every_source_and_bad_prefixes_are_refused)
+{
+    gm_loadgen_config c;
+    gm_loadgen_config_init(&c);
+    c.sites = 20; /* site codes wrap around: "fra2" */
+    c.nodes_per_site = 1000;
+    c.malformed_ppm = 500000;
+    c.start_us = INT64_C(1790000000) * GM_US_PER_SEC;
+    c.source_prefix = "demo-20261231T235930Z-4242/run:1";
+    gm_loadgen *lg = NULL;
+    char err[256];
+    ck_assert_msg(gm_loadgen_new(&c, &lg, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(gm_loadgen_source(lg, 0), "demo-20261231T235930Z-4242/run:1/fra1/node-001");
+    ck_assert_str_eq(gm_loadgen_source(lg, 19999),
+                     "demo-20261231T235930Z-4242/run:1/ams2/node-1000");
+    for (int i = 0; i < 2000; i++) {
+        gm_loadgen_item it;
+        gm_loadgen_next(lg, 0, &it);
+        ck_assert_msg(!strncmp(it.ev.source, c.source_prefix, strlen(c.source_prefix)) &&
+                          it.ev.source[strlen(c.source_prefix)] == '/',
+                      "%s", it.ev.source);
+    }
+    gm_loadgen_free(lg);
+
+    /* NULL is the default, "edge" */
+    c.source_prefix = NULL;
+    ck_assert_msg(gm_loadgen_new(&c, &lg, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(gm_loadgen_source(lg, 0), "edge/fra1/node-001");
+    gm_loadgen_free(lg);
+
+    static const char *const bad[] = {"", "has space", "caf\xc3\xa9", "a\"b",
+                                      "0123456789012345678901234567890123456789x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        c.source_prefix = bad[i];
+        lg = NULL;
+        ck_assert_msg(gm_loadgen_new(&c, &lg, err, sizeof err) == GM_EINVAL, "\"%s\" accepted",
+                      bad[i]);
+        ck_assert_ptr_null(lg);
+        ck_assert_msg(strstr(err, "source prefix") != NULL, "%s", err);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("node_loadgen");
@@ -206,6 +249,7 @@ int main(void)
     tcase_add_test(tc, test_same_seed_gives_the_same_stream);
     tcase_add_test(tc, test_valid_events_meet_the_contract_and_malformed_ones_are_refused);
     tcase_add_test(tc, test_manifest_totals_are_exact_sums_of_the_recorded_events);
+    tcase_add_test(tc, test_source_prefix_names_every_source_and_bad_prefixes_are_refused);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }

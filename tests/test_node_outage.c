@@ -1,8 +1,8 @@
-/* Broker outage against a PRIVATE Kafka broker (127.0.0.1:59192, started and stopped here with
- * scripts/services.sh, never the shared one): the broker is stopped for 10 s while events are
- * recorded. record() keeps succeeding until the spool bound, then refuses with GM_EFULL
- * (back-pressure, nothing recorded); after the broker is back everything recorded arrives, and
- * the seqs have no holes. */
+/* Broker outage against a PRIVATE Kafka broker (127.0.0.1, on free ports picked at start-up;
+ * started and stopped here with scripts/services.sh, never the shared one): the broker is stopped
+ * for 10 s while events are recorded. record() keeps succeeding until the spool bound, then refuses
+ * with GM_EFULL (back-pressure, nothing recorded); after the broker is back everything recorded
+ * arrives, and the seqs have no holes. */
 #include "gm_node.h"
 #include "support.h"
 #include "test_node_util.h"
@@ -11,22 +11,20 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PORT            "59192"
-#define CONTROLLER_PORT "59193"
-#define BROKERS         "127.0.0.1:" PORT
-#define TOPIC           "gridmeter.usage.v1"
+#define TOPIC "gridmeter.usage.v1"
 
 static char var_dir[256];
+static int port, controller_port;
+static char brokers[64];
 
 static int services(const char *what)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "GRIDMETER_VAR='%s' GRIDMETER_KAFKA_PORT=" PORT
-             " GRIDMETER_KAFKA_CONTROLLER_PORT=" CONTROLLER_PORT
+             "GRIDMETER_VAR='%s' GRIDMETER_KAFKA_PORT=%d GRIDMETER_KAFKA_CONTROLLER_PORT=%d"
              " GRIDMETER_CACHE=\"${GRIDMETER_CACHE:-%s/.cache}\" bash %s/scripts/services.sh %s "
              "kafka >>'%s/services.log' 2>&1",
-             var_dir, GM_SOURCE_DIR, GM_SOURCE_DIR, what, var_dir);
+             var_dir, port, controller_port, GM_SOURCE_DIR, GM_SOURCE_DIR, what, var_dir);
     return system(cmd);
 }
 
@@ -37,6 +35,9 @@ static void broker_dir(void)
     snprintf(var_dir, sizeof var_dir, "/tmp/gmtest-outage-kafka-XXXXXX");
     if (!mkdtemp(var_dir))
         abort();
+    port = gm_test_free_port();
+    controller_port = gm_test_free_port();
+    snprintf(brokers, sizeof brokers, "127.0.0.1:%d", port);
 }
 
 static void broker_stop(void)
@@ -57,7 +58,7 @@ START_TEST(test_broker_down_10s_record_succeeds_until_the_bound_and_nothing_is_l
 
     gm_node_config c;
     gm_node_config_init(&c);
-    c.brokers = BROKERS;
+    c.brokers = brokers;
     c.topic = TOPIC;
     c.source = "edge/fra1/node-outage";
     c.site = "fra1";
@@ -124,7 +125,7 @@ START_TEST(test_broker_down_10s_record_succeeds_until_the_bound_and_nothing_is_l
     gm_node_close(n);
 
     tn_msg *m;
-    size_t got = tn_consume(BROKERS, TOPIC, (size_t)req, 60000, &m);
+    size_t got = tn_consume(brokers, TOPIC, (size_t)req, 60000, &m);
     uint64_t dups, max_seq;
     ck_assert_uint_eq(tn_check_seqs(m, got, &dups, &max_seq), req);
     ck_assert_uint_eq(max_seq, req); /* a refusal used no seq */

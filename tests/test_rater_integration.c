@@ -104,10 +104,13 @@ START_TEST(test_two_raters_share_partitions_through_kill_and_stop)
     static const char *const slow[] = {"--batch-size", "500", NULL};
     pid_t a = h_rater_start(&e, "a", slow);
     pid_t b = h_rater_start(&e, "b", slow);
-    usleep(2500000);
+    /* not a fixed sleep: on a loaded machine a rater can take seconds to get its first batch
+     * in (a fixed 2.5 s left "a" without a commit now and then, and the test failed) */
+    ck_assert_msg(h_wait_rater_committed(&e, "a", 60), "rater a committed nothing in 60 s");
     kill(a, SIGKILL); /* a dies holding partitions: the group moves them to b */
     ck_assert_int_eq(h_rater_wait(a), -1);
     pid_t c = h_rater_start(&e, "c", slow);
+    ck_assert_msg(h_wait_rater_committed(&e, "b", 60), "rater b committed nothing in 60 s");
     usleep(2000000);
     /* b freezes past the session timeout (6 s): its partitions move to c; when b wakes up,
      * any batch it still commits is fenced by the offsets' compare-and-set. */

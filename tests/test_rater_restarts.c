@@ -7,61 +7,79 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-#define PRIVATE_PG_PORT               "55532"
-#define PRIVATE_KAFKA_PORT            "59292"
-#define PRIVATE_KAFKA_CONTROLLER_PORT "59293"
-
-static char var_dir[256];
+/* Each test's private servers live in base_dir/<tag>. base_dir is made by the parent process
+ * (an unchecked fixture), so that the parent stops whatever a test left running: Check ends a
+ * forked test at its first failed assertion, without running a checked teardown. The logs
+ * are beside base_dir and stay when a test fails. */
+static char base_dir[256], var_dir[320], log_file[340];
+/* The private servers' ports: free ones, picked per test (never fixed: two runs on one host
+ * would collide), and kept for the test's restarts. */
+static char pg_port[16], kafka_port[16], kafka_controller_port[16];
+static const char *const tags[] = {"pg", "kafka"};
 
 static void services(const char *verb, const char *what)
 {
-    char cmd[1024];
+    char cmd[1400];
     snprintf(cmd, sizeof cmd,
-             "GRIDMETER_VAR='%s' GRIDMETER_PG_PORT=" PRIVATE_PG_PORT
-             " GRIDMETER_KAFKA_PORT=" PRIVATE_KAFKA_PORT
-             " GRIDMETER_KAFKA_CONTROLLER_PORT=" PRIVATE_KAFKA_CONTROLLER_PORT
+             "GRIDMETER_VAR='%s' GRIDMETER_PG_PORT=%s GRIDMETER_KAFKA_PORT=%s"
+             " GRIDMETER_KAFKA_CONTROLLER_PORT=%s"
              " GRIDMETER_KAFKA_TOPICS=gridmeter.usage.v1 bash '%s/scripts/services.sh' %s %s"
-             " >> '%s.log' 2>&1",
-             var_dir, GM_SOURCE_DIR, verb, what, var_dir);
+             " >> '%s' 2>&1",
+             var_dir, pg_port, kafka_port, kafka_controller_port, GM_SOURCE_DIR, verb, what,
+             log_file);
     int rc = system(cmd);
-    ck_assert_msg(rc == 0, "services.sh %s %s failed (log: %s.log)", verb, what, var_dir);
+    ck_assert_msg(rc == 0, "services.sh %s %s failed (log: %s)", verb, what, log_file);
 }
 
 static void private_dir(const char *tag)
 {
-    snprintf(var_dir, sizeof var_dir, "/tmp/gmtest-%s-%d", tag, (int)getpid());
+    snprintf(var_dir, sizeof var_dir, "%s/%s", base_dir, tag);
+    snprintf(log_file, sizeof log_file, "%s-%s.log", base_dir, tag);
+    snprintf(pg_port, sizeof pg_port, "%d", gm_test_free_port());
+    snprintf(kafka_port, sizeof kafka_port, "%d", gm_test_free_port());
+    snprintf(kafka_controller_port, sizeof kafka_controller_port, "%d", gm_test_free_port());
 }
 
-/* Checked teardown: runs in the test's process after a failure too, so that a failed test
- * never leaves a private server holding its ports. */
+/* Unchecked setup and teardown, in the parent process. */
+static void make_base_dir(void)
+{
+    snprintf(base_dir, sizeof base_dir, "/tmp/gmtest-restarts-XXXXXX");
+    if (!mkdtemp(base_dir) || chmod(base_dir, 0755)) /* as root, PostgreSQL runs as postgres */
+        abort();
+}
+
 static void stop_private_servers(void)
 {
-    if (!var_dir[0])
-        return;
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "GRIDMETER_VAR='%s' GRIDMETER_PG_PORT=" PRIVATE_PG_PORT
-             " GRIDMETER_KAFKA_PORT=" PRIVATE_KAFKA_PORT
-             " GRIDMETER_KAFKA_CONTROLLER_PORT=" PRIVATE_KAFKA_CONTROLLER_PORT
-             " bash '%s/scripts/services.sh' stop >> '%s.log' 2>&1; rm -rf '%s'",
-             var_dir, GM_SOURCE_DIR, var_dir, var_dir);
+    char cmd[1400];
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "[ ! -d '%s/%s' ] || GRIDMETER_VAR='%s/%s' bash '%s/scripts/services.sh' stop"
+                 " >> '%s-%s.log' 2>&1",
+                 base_dir, tags[i], base_dir, tags[i], GM_SOURCE_DIR, base_dir, tags[i]);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not stop the private servers in %s/%s\n", base_dir, tags[i]);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base_dir);
     if (system(cmd) != 0)
-        fprintf(stderr, "could not stop the private servers in %s\n", var_dir);
-    var_dir[0] = '\0';
+        fprintf(stderr, "could not remove %s\n", base_dir);
 }
 
+/* After a passed test: its servers are stopped; remove their folder and log. */
 static void cleanup_dir(void)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", var_dir, var_dir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", var_dir, log_file);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", var_dir);
-    var_dir[0] = '\0'; /* stopped and removed: nothing left for the teardown */
 }
 
-/* The restart hit the run: batches were committed both before and after it. */
+/* The restart hit the run: batches were committed both before and after it. gm.batches'
+ * committed_at is gm.clock_now() on the rater's clock, which starts where this test's clock
+ * is (gm_test_clock_to_children), so the two compare also under GRIDMETER_NOW. */
 static void assert_work_on_both_sides(const h_env *e, int64_t restarted_us)
 {
     PGconn *c = gm_test_pg_connect(e->conninfo);
@@ -82,7 +100,7 @@ START_TEST(test_postgres_fast_restart_mid_run)
     private_dir("pg");
     services("start", "pg");
     setenv("PGHOST", "127.0.0.1", 1);
-    setenv("PGPORT", PRIVATE_PG_PORT, 1);
+    setenv("PGPORT", pg_port, 1);
     setenv("PGUSER", "postgres", 1);
     h_env e;
     h_env_open(&e, "pgrestart", 4);
@@ -97,7 +115,10 @@ START_TEST(test_postgres_fast_restart_mid_run)
     h_producer *prod = h_produce_start(&e, &t, &x); /* ~10 s of traffic */
     static const char *const args[] = {"--exit-idle-ms", "5000", "--batch-size", "1000", NULL};
     pid_t pid = h_rater_start(&e, "pg", args);
-    usleep(3000000);
+    /* mid-run: after the rater's first batch (not a fixed 3 s: on a loaded machine it may
+     * not have committed by then), with the traffic still coming */
+    ck_assert_msg(h_wait_rater_committed(&e, "pg", 60), "the rater committed nothing in 60 s");
+    usleep(1000000);
     services("restart", "pg"); /* fast shutdown: open transactions are cut */
     int64_t restarted_us = gm_now_us();
     h_produce_join(prod);
@@ -114,7 +135,9 @@ START_TEST(test_broker_restart_mid_run)
 {
     private_dir("kafka");
     services("start", "kafka");
-    setenv("GRIDMETER_KAFKA_BROKERS", "127.0.0.1:" PRIVATE_KAFKA_PORT, 1);
+    char brokers[64];
+    snprintf(brokers, sizeof brokers, "127.0.0.1:%s", kafka_port);
+    setenv("GRIDMETER_KAFKA_BROKERS", brokers, 1);
     h_env e;
     h_env_open(&e, "kafkarestart", 4);
     h_expect x;
@@ -125,7 +148,10 @@ START_TEST(test_broker_restart_mid_run)
     h_producer *prod = h_produce_start(&e, &t, &x);
     static const char *const args[] = {"--exit-idle-ms", "20000", "--batch-size", "500", NULL};
     pid_t pid = h_rater_start(&e, "kafka", args);
-    usleep(3000000);
+    /* mid-run: after the rater's first batch (not a fixed 3 s: on a loaded machine it may
+     * not have committed by then), with the traffic still coming */
+    ck_assert_msg(h_wait_rater_committed(&e, "kafka", 60), "the rater committed nothing in 60 s");
+    usleep(1000000);
     services("restart", "kafka");
     int64_t restarted_us = gm_now_us();
     h_produce_join(prod);
@@ -150,7 +176,7 @@ int main(void)
     Suite *s = suite_create("rater_restarts");
     TCase *tc = tcase_create("integration");
     tcase_set_timeout(tc, 600);
-    tcase_add_checked_fixture(tc, NULL, stop_private_servers);
+    tcase_add_unchecked_fixture(tc, make_base_dir, stop_private_servers);
     const char *only = getenv("GM_TEST_ONLY");
     if (!only || strstr("test_postgres_fast_restart_mid_run", only))
         tcase_add_test(tc, test_postgres_fast_restart_mid_run);
