@@ -30,7 +30,8 @@
  *   B7 credit notes never exceed the total; a void invoice is fully credited;
  *   B8 line numbers run 1..n;
  *   B9 every snapshot belongs to a finalized or void invoice of the same tenant;
- *   B10 every draft computes (its book prices all its usage) and passes B1-B3, B8. */
+ *   B10 every draft computes (its book prices all its usage) and passes B1-B3, B8;
+ *   B11 the daily rollup that drafts read equals the hourly charges, row for row. */
 #include "billing_int.h"
 
 #include <stdlib.h>

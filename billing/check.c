@@ -1,4 +1,4 @@
-/* The invariants of billing (numbered B1..B10 in billing.c), checked over one invoice in memory
+/* The invariants of billing (numbered B1..B11 in billing.c), checked over one invoice in memory
  * (gm_billing_invoice_check) and over the database (gm_billing_check: stored invoices, their
  * order, credit carried, snapshots, credit notes, and every draft computed live). Tests call
  * gm_billing_check after every operation. */
@@ -146,6 +146,22 @@ int gm_billing_check(const gm_billing_ctx *ctx, const char *tenant, char *err, s
                           "SELECT s.invoice_id || ' ' || s.tenant FROM gm.period_snapshots s"
                           " JOIN gm.invoices i USING (invoice_id) WHERE ($1::text IS NULL OR"
                           " s.tenant = $1) AND (i.status = 'draft' OR i.tenant <> s.tenant)",
+                          tenant, err, err_len)))
+        return rc;
+    /* B11: the daily rollup that drafts read equals the hourly charges (sql/0008 triggers). */
+    if ((rc = expect_none(db, "B11 daily rollup = hourly charges",
+                          "WITH h AS (SELECT tenant, gm.day_of(hour) AS day, site, model,"
+                          " dimension, card_id, card_version, currency, sum(quantity) AS q,"
+                          " sum(amount) AS a, sum(events) AS e FROM gm.charges WHERE ($1::text"
+                          " IS NULL OR tenant = $1) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8),"
+                          " d AS (SELECT * FROM gm.charges_daily WHERE ($1::text IS NULL OR"
+                          " tenant = $1))"
+                          " SELECT coalesce(h.tenant, d.tenant) || ' ' || coalesce(h.day, d.day)"
+                          " || ' ' || coalesce(h.model, d.model) || ' ' || coalesce(h.dimension,"
+                          " d.dimension) FROM h FULL JOIN d USING (tenant, day, site, model,"
+                          " dimension, card_id, card_version, currency)"
+                          " WHERE h.q IS DISTINCT FROM d.quantity OR h.a IS DISTINCT FROM d.amount"
+                          " OR h.e IS DISTINCT FROM d.events",
                           tenant, err, err_len)))
         return rc;
     /* B1-B3, B8 on every stored invoice in memory, and B10: every draft computes. */

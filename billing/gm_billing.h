@@ -6,7 +6,7 @@
  *
  * Every call takes its context: a libpq connection, the rating book, the clock (now_us, an
  * instant the caller read from gm_now_us(); billing never reads the wall clock) and the grace
- * window. Invariants (B1..B10) are numbered in billing.c and check.c and checked by
+ * window. Invariants (B1..B11) are numbered in billing.c and check.c and checked by
  * gm_billing_check(), which the tests call after every operation.
  *
  * Units on lines: quantity and unit price are always in the same unit: tokens for token
@@ -225,7 +225,7 @@ cJSON *gm_billing_credit_note_json(const gm_billing_credit_note *cn);
 gm_billing_cache *gm_billing_cache_new(size_t slots);
 void gm_billing_cache_free(gm_billing_cache *c);
 
-/* ---- Invariants over the database (B1..B10) ---------------------------------------------- */
+/* ---- Invariants over the database (B1..B11) ---------------------------------------------- */
 /* Checks every invoice of `tenant` (NULL: all tenants): stored and live. 0, or GM_ECORRUPT
  * naming the invariant and the invoice. */
 int gm_billing_check(const gm_billing_ctx *ctx, const char *tenant, char *err,
