@@ -150,6 +150,14 @@ void api__h_usage(api_req *r)
                  " WHERE tenant = $1 AND hour >= $2 AND hour < $3"
                  " GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4",
                  m, s);
+    else if (!(mask & 2)) /* day buckets without site: the day x model rollup (sql/0008) */
+        snprintf(sql, sizeof sql,
+                 "SELECT coalesce((extract(epoch FROM day) * 1000000)::bigint, 0) b, %s, '',"
+                 " CASE dimension WHEN 'input' THEN 0 WHEN 'cached' THEN 1 WHEN 'output' THEN 2"
+                 " ELSE 3 END, sum(quantity)::text, sum(amount)::text, currency"
+                 " FROM gm.charges_daily_model WHERE tenant = $1 AND day >= $2 AND day < $3"
+                 " GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4",
+                 m);
     else /* day buckets from the daily rollup (sql/0008): ~24x fewer rows than the hours */
         snprintf(sql, sizeof sql,
                  "SELECT coalesce((extract(epoch FROM day) * 1000000)::bigint, 0) b, %s, %s,"

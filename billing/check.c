@@ -164,6 +164,19 @@ int gm_billing_check(const gm_billing_ctx *ctx, const char *tenant, char *err, s
                           " OR h.e IS DISTINCT FROM d.events",
                           tenant, err, err_len)))
         return rc;
+    if ((rc = expect_none(db, "B11 day x model rollup = hourly charges",
+                          "WITH h AS (SELECT tenant, gm.day_of(hour) AS day, model, dimension,"
+                          " currency, sum(quantity) AS q, sum(amount) AS a, sum(events) AS e"
+                          " FROM gm.charges WHERE ($1::text IS NULL OR tenant = $1)"
+                          " GROUP BY 1, 2, 3, 4, 5),"
+                          " d AS (SELECT * FROM gm.charges_daily_model WHERE ($1::text IS NULL OR"
+                          " tenant = $1))"
+                          " SELECT coalesce(h.tenant, d.tenant) || ' ' || coalesce(h.day, d.day)"
+                          " || ' ' || coalesce(h.model, d.model) FROM h FULL JOIN d USING (tenant,"
+                          " day, model, dimension, currency) WHERE h.q IS DISTINCT FROM d.quantity"
+                          " OR h.a IS DISTINCT FROM d.amount OR h.e IS DISTINCT FROM d.events",
+                          tenant, err, err_len)))
+        return rc;
     /* B1-B3, B8 on every stored invoice in memory, and B10: every draft computes. */
     const char *p[1] = {tenant};
     PGresult *r = billing__q(db,

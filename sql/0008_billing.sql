@@ -1,7 +1,7 @@
 -- 0008 billing: what billing/ (gm_billing.h) needs beside the invoices of 0003.
 --
 --   * gm.charges_daily: the charges rolled up per tenant, UTC day, site, model, dimension and
---     card version, kept by statement-level triggers on gm.charges (transition tables) in the
+--     card version (and gm.charges_daily_model: per tenant, day, model and dimension), kept by statement-level triggers on gm.charges (transition tables) in the
 --     rater's own transaction: drafts and day-bucket usage read ~24x fewer rows. The rater's
 --     COPY path (ledger/batch.c) is not touched; the triggers see whatever statement wrote
 --     gm.charges.
@@ -35,6 +35,21 @@ CREATE TABLE gm.charges_daily (
     PRIMARY KEY (tenant, day, site, model, dimension, card_id, card_version, currency)
 );
 COMMENT ON TABLE gm.charges_daily IS 'gm.charges summed per UTC day (kept by triggers on gm.charges in the writer''s transaction); first_hour/last_hour bound the hours behind a row';
+
+-- The same per tenant, day, model and dimension only (all sites and card versions): what the
+-- usage series by day without a site answers from (~10x fewer rows again).
+CREATE TABLE gm.charges_daily_model (
+    tenant        text        NOT NULL,
+    day           timestamptz NOT NULL,
+    model         text        NOT NULL,
+    dimension     text        NOT NULL,
+    currency      char(3)     NOT NULL,
+    quantity      numeric(40,0)  NOT NULL,
+    amount        numeric(38,18) NOT NULL,
+    events        bigint      NOT NULL,
+    PRIMARY KEY (tenant, day, model, dimension, currency)
+);
+COMMENT ON TABLE gm.charges_daily_model IS 'gm.charges summed per UTC day, model and dimension (all sites and card versions); kept by the same triggers';
 
 CREATE SEQUENCE gm.change_seq;
 CREATE TABLE gm.period_changes (
@@ -71,6 +86,13 @@ BEGIN
     SET quantity = d.quantity + EXCLUDED.quantity, amount = d.amount + EXCLUDED.amount,
         events = d.events + EXCLUDED.events, first_hour = least(d.first_hour, EXCLUDED.first_hour),
         last_hour = greatest(d.last_hour, EXCLUDED.last_hour);
+    INSERT INTO gm.charges_daily_model AS d (tenant, day, model, dimension, currency, quantity,
+                                             amount, events)
+    SELECT tenant, gm.day_of(hour), model, dimension, currency, sum(quantity), sum(amount), sum(events)
+    FROM new_rows GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (tenant, day, model, dimension, currency) DO UPDATE
+    SET quantity = d.quantity + EXCLUDED.quantity, amount = d.amount + EXCLUDED.amount,
+        events = d.events + EXCLUDED.events;
     INSERT INTO gm.period_changes AS p (tenant, period_start, seq)
     SELECT tenant, m, nextval('gm.change_seq')
     FROM (SELECT DISTINCT tenant, gm.month_of(hour) AS m FROM new_rows ORDER BY 1, 2) x
@@ -95,6 +117,18 @@ BEGIN
     SET quantity = d.quantity + EXCLUDED.quantity, amount = d.amount + EXCLUDED.amount,
         events = d.events + EXCLUDED.events, first_hour = least(d.first_hour, EXCLUDED.first_hour),
         last_hour = greatest(d.last_hour, EXCLUDED.last_hour);
+    INSERT INTO gm.charges_daily_model AS d (tenant, day, model, dimension, currency, quantity,
+                                             amount, events)
+    SELECT tenant, gm.day_of(hour), model, dimension, currency, sum(q), sum(a), sum(e)
+    FROM (SELECT tenant, hour, model, dimension, currency, quantity AS q, amount AS a, events AS e
+          FROM new_rows
+          UNION ALL
+          SELECT tenant, hour, model, dimension, currency, -quantity, -amount, -events
+          FROM old_rows) x
+    GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (tenant, day, model, dimension, currency) DO UPDATE
+    SET quantity = d.quantity + EXCLUDED.quantity, amount = d.amount + EXCLUDED.amount,
+        events = d.events + EXCLUDED.events;
     INSERT INTO gm.period_changes AS p (tenant, period_start, seq)
     SELECT tenant, m, nextval('gm.change_seq')
     FROM (SELECT DISTINCT tenant, gm.month_of(hour) AS m FROM new_rows ORDER BY 1, 2) x
@@ -119,6 +153,10 @@ INSERT INTO gm.charges_daily (tenant, day, site, model, dimension, card_id, card
 SELECT tenant, gm.day_of(hour), site, model, dimension, card_id, card_version, currency,
        sum(quantity), sum(amount), sum(events), min(hour), max(hour)
 FROM gm.charges GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
+INSERT INTO gm.charges_daily_model (tenant, day, model, dimension, currency, quantity, amount,
+                                    events)
+SELECT tenant, gm.day_of(hour), model, dimension, currency, sum(quantity), sum(amount), sum(events)
+FROM gm.charges GROUP BY 1, 2, 3, 4, 5;
 INSERT INTO gm.period_changes (tenant, period_start, seq)
 SELECT DISTINCT tenant, gm.month_of(hour), nextval('gm.change_seq') FROM gm.charges
 ON CONFLICT DO NOTHING;
@@ -342,7 +380,7 @@ COMMENT ON COLUMN audit.reconciliation.unbilled_amount IS 'List amount that no i
 
 RESET ROLE;
 
-GRANT SELECT ON gm.charges_daily, gm.period_changes TO gm_api;
+GRANT SELECT ON gm.charges_daily, gm.charges_daily_model, gm.period_changes TO gm_api;
 GRANT SELECT ON gm.rerating_runs, gm.rerating_corrections TO gm_api;
 GRANT INSERT ON gm.rerating_runs, gm.rerating_corrections TO gm_api;
 GRANT USAGE ON SEQUENCE gm.change_seq TO gm_api, gm_rater;
