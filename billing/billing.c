@@ -913,10 +913,17 @@ static int compute_draft(const gm_billing_ctx *ctx, gm_billing_invoice *inv, cha
 {
     bool own_tx = PQtransactionStatus(ctx->db) == PQTRANS_IDLE;
     int rc = 0;
+    int64_t marker = 0;
+    /* A hit needs no transaction: an entry is stored under the marker its computation saw. */
+    if (own_tx && ctx->cache && inv->invoice_id[0]) {
+        if ((rc = marker_of(ctx->db, inv->tenant, inv->period_start_us, &marker, err, err_len)))
+            return rc;
+        if (billing__cache_get(ctx->cache, inv->invoice_id, marker, ctx->book_generation, inv))
+            return 0;
+    }
     if (own_tx && (rc = gm_pg_begin(ctx->db, "ISOLATION LEVEL REPEATABLE READ READ ONLY",
                                     ctx->now_us, err, err_len)))
         return rc;
-    int64_t marker = 0;
     bool cached = false;
     if (ctx->cache && inv->invoice_id[0]) {
         rc = marker_of(ctx->db, inv->tenant, inv->period_start_us, &marker, err, err_len);
