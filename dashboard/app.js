@@ -704,7 +704,7 @@
     drawBars($('fin-series-chart'), rows.map((r) => r[0] + (curs.length > 1 ? ' (' + r[1] + ')' : '')), data.series.map((r) => toPlot(r.amount)),
       'Revenue by ' + bucket + ', ' + from + ' to ' + to + ' (exclusive)');
     if (!rows.length) setMsg(msg, 'empty', 'No rated usage from ' + from + ' to ' + to + '.');
-    else setMsg(msg, '', rows.length + ' ' + bucket + 's, ' + from + ' to ' + to + ' (exclusive).');
+    else setMsg(msg, '', rows.length + ' ' + bucket + (rows.length === 1 ? '' : 's') + ', ' + from + ' to ' + to + ' (exclusive).');
   }
 
   // ---- operator ----------------------------------------------------------------------------
