@@ -1023,23 +1023,26 @@ int gm_billing_draft_ensure(const gm_billing_ctx *ctx, const char *tenant, int64
 int gm_billing_drafts_ensure(const gm_billing_ctx *ctx, int64_t month_us, const char *tenant,
                              int *created, char *err, size_t err_len)
 {
-    char a[40], b[40];
+    char a[40], b[40], now[40];
     billing__time(gm_month_start(month_us), a);
     billing__time(gm_month_next(month_us), b);
-    const char *p[3] = {a, b, tenant};
+    billing__time(ctx->now_us, now);
+    const char *p[4] = {a, b, tenant, now};
     int rc;
     /* Tenants with charges in the month, and tenants whose contract was imported before the
-     * month's end (a monthly commitment is owed also without usage). */
+     * month's end (a monthly commitment is owed also without usage) once the month has begun:
+     * listing a future month creates no commitment drafts. */
     PGresult *r = billing__q(
         ctx->db,
         "INSERT INTO gm.invoices (tenant, issuer, period_start, period_end)"
         " SELECT x.tenant, coalesce((SELECT issuer FROM gm.tenants t WHERE t.tenant = x.tenant),"
         " 'GM'), $1, $2 FROM ("
         "  SELECT DISTINCT tenant FROM gm.charges_daily WHERE day >= $1 AND day < $2"
-        "  UNION SELECT tenant FROM gm.contracts GROUP BY tenant HAVING min(imported_at) < $2) x"
+        "  UNION SELECT tenant FROM gm.contracts WHERE $1::timestamptz <= $4::timestamptz"
+        "  GROUP BY tenant HAVING min(imported_at) < $2) x"
         " WHERE ($3::text IS NULL OR x.tenant = $3) ORDER BY x.tenant"
         " ON CONFLICT (tenant, period_start) DO NOTHING",
-        3, p, PGRES_COMMAND_OK, "invoice drafts", err, err_len, &rc);
+        4, p, PGRES_COMMAND_OK, "invoice drafts", err, err_len, &rc);
     if (r && created)
         *created = atoi(PQcmdTuples(r));
     PQclear(r);

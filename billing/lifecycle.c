@@ -128,6 +128,11 @@ int gm_billing_close(const gm_billing_ctx *ctx, int64_t month_us, gm_billing_pro
 {
     memset(sum, 0, sizeof *sum);
     int64_t month = gm_month_start(month_us);
+    if (month > ctx->now_us) {
+        char m[8];
+        gm_billing_format_month(month, m);
+        return gm_fail(err, err_len, GM_EINVAL, "close: %s has not begun yet", m);
+    }
     char a[40];
     billing__time(month, a);
     /* Every month of an active contract up to this one gets its draft (its commitment is owed

@@ -211,6 +211,16 @@ START_TEST(test_commitment_is_billed_for_a_month_without_usage)
     gm_billing_invoice_free(aug);
     gm_billing_invoice_free(sep);
     gm_billing_invoice_free(oct);
+    /* a month that has not begun gets no commitment draft, and cannot be closed */
+    int created = -1;
+    char err[1024];
+    f.ctx.now_us = T("2026-11-05T00:00:00Z");
+    ck_assert(gm_billing_drafts_ensure(&f.ctx, T("2027-03-01T00:00:00Z"), NULL, &created, err,
+                                       sizeof err) == 0);
+    ck_assert_int_eq(created, 0);
+    ck_assert_int_eq(
+        gm_billing_close(&f.ctx, T("2027-03-01T00:00:00Z"), NULL, NULL, &s, err, sizeof err),
+        GM_EINVAL);
     teardown(&f);
 }
 END_TEST
