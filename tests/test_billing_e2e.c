@@ -66,8 +66,9 @@ START_TEST(test_month_close_backdated_price_rerate_next_invoice_carries_it)
     h_env e;
     h_env_open(&e, "bille2e", 3);
     setenv("GRIDMETER_DB", e.conninfo, 1);
-    char spool[256];
+    char spool[256], manifest[256];
     snprintf(spool, sizeof spool, "/tmp/gmtest-bille2e-spool-%d", (int)getpid());
+    snprintf(manifest, sizeof manifest, "/tmp/gmtest-bille2e-manifest-%d.json", (int)getpid());
     const char *lg[] = {GM_BINARY_DIR "/cli/gridmeter",
                         "loadgen",
                         "--brokers",
@@ -227,7 +228,7 @@ START_TEST(test_month_close_backdated_price_rerate_next_invoice_carries_it)
     PQfinish(c);
     unlink(path);
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", spool);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", spool, manifest);
     ck_assert_int_eq(system(cmd), 0);
     h_env_close(&e);
 }
