@@ -77,6 +77,8 @@ START_TEST(test_month_close_backdated_price_rerate_next_invoice_carries_it)
                         e.topic,
                         "--spool-dir",
                         spool,
+                        "--manifest",
+                        manifest,
                         "--sites",
                         "3",
                         "--nodes-per-site",
