@@ -82,7 +82,7 @@ int gm_cmd_close(int argc, char **argv)
     int status = 0;
     if (rc) {
         fprintf(stderr, "gridmeter close: %s\n", err);
-        status = 1;
+        status = rc == GM_EINVAL ? 2 : 1; /* 2: the month has not begun */
     } else if (sum.not_due)
         status = 3;
     gm_rating_book_free(book);
