@@ -6,7 +6,8 @@
  *                                                                with this key is running
  *   DELETE the record if older than the retention; SELECT the record
  *     present: replay it (Idempotent-Replayed: true), or 422 when method, path or body differ
- *   SAVEPOINT gm_effect; the handler (its statements join this transaction, api__tx_begin)
+ *   SAVEPOINT gm_effect; the handler (its statements join this transaction:
+ *     gm_pg_begin_or_join in billing/ and ledger/)
  *   a final answer (2xx; 4xx but 408, 409, 423, 425, 429): for a 4xx ROLLBACK TO SAVEPOINT
  *     (a refusal leaves nothing), INSERT the record with the answer, COMMIT
  *   any other answer (5xx, 409 "grace window still open", serialization failures, 429, ...):
@@ -30,35 +31,6 @@ bool api__idem_final(int status)
         return true;
     return status >= 400 && status <= 499 && status != 408 && status != 409 && status != 423 &&
            status != 425 && status != 429;
-}
-
-int api__tx_begin(PGconn *db, const char *mode, int64_t now_us, bool *own, char *err,
-                  size_t err_len)
-{
-    if (PQtransactionStatus(db) == PQTRANS_INTRANS) {
-        *own = false;
-        char ts[40], sql[96];
-        gm_time_format(now_us, ts, sizeof ts); /* our own text: digits, '-', ':', '.', T, Z */
-        snprintf(sql, sizeof sql, "SELECT set_config('gridmeter.now', '%s', true)", ts);
-        return gm_pg_exec(db, sql, err, err_len);
-    }
-    *own = true;
-    return gm_pg_begin(db, mode, now_us, err, err_len);
-}
-
-int api__tx_end(PGconn *db, bool own, int rc, char *err, size_t err_len)
-{
-    if (!own)
-        return rc;
-    if (rc) {
-        PQclear(PQexec(db, "ROLLBACK"));
-        return rc;
-    }
-    PGresult *r = PQexec(db, "COMMIT");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdStatus(r), "COMMIT"))
-        rc = gm_pg_fail(db, r, "commit", err, err_len);
-    PQclear(r);
-    return rc;
 }
 
 static void canonical_path(const api_target *t, api_buf *b)
@@ -216,7 +188,7 @@ void api__idem_finish(api_req *r, api_idem *st)
     st->open = false;
     PGTransactionStatusType ts = PQtransactionStatus(r->db);
     if (ts == PQTRANS_IDLE) {
-        /* a handler ended the request's transaction itself: a bug (api__tx_begin joins) */
+        /* a handler ended the request's transaction itself: a bug (gm_pg_begin_or_join) */
         gm_error("api", "msg=\"handler ended the request transaction\" path=\"%s\"", r->path);
         free(r->idem_store);
         r->idem_store = NULL;

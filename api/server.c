@@ -49,6 +49,8 @@ static const api_handler handlers[API_R_COUNT] = {
     [API_R_CREDIT_NOTE_CREATE] = api__h_credit_note_create,
     [API_R_CREDIT_NOTES_LIST] = api__h_credit_notes_list,
     [API_R_REVENUE] = api__h_revenue,
+    [API_R_RERATING_RUN] = api__h_rerating_run,
+    [API_R_RERATING_RUNS_LIST] = api__h_rerating_runs_list,
     [API_R_USAGE] = api__h_usage,
     [API_R_SPEND] = api__h_spend,
     [API_R_TENANT_INVOICES] = api__h_tenant_invoices,
@@ -132,6 +134,8 @@ struct gm_api_server {
     gm_rating_book *book;
     char book_print[64];
     int64_t book_checked_us;
+    uint64_t book_gen; /* +1 per load (draft cache key) */
+    gm_billing_cache *drafts;
     /* usage responses (usage.c) */
     pthread_mutex_t uc_mu;
     struct api_cached *uc;
@@ -192,6 +196,7 @@ const gm_rating_book *api__book_acquire(api_server *s, PGconn *db, char *err, si
             pthread_rwlock_wrlock(&s->book_lock);
             gm_rating_book *old = s->book;
             s->book = nb;
+            s->book_gen++;
             pthread_rwlock_unlock(&s->book_lock);
             gm_rating_book_free(old);
             snprintf(s->book_print, sizeof s->book_print, "%s", print);
@@ -202,6 +207,16 @@ const gm_rating_book *api__book_acquire(api_server *s, PGconn *db, char *err, si
     pthread_rwlock_rdlock(&s->book_lock);
     pthread_mutex_unlock(&s->book_mu);
     return s->book;
+}
+
+uint64_t api__book_generation(api_server *s)
+{
+    return s->book_gen; /* read under the book's read lock (api__book_acquire) */
+}
+
+gm_billing_cache *api__drafts(api_server *s)
+{
+    return s->drafts;
 }
 
 void api__book_release(api_server *s)
@@ -731,6 +746,8 @@ static int finish(api_server *s, req_state *st)
     if (!strcmp(rt->info.method, "POST")) {
         if (api__idem_sweep_due(s, r->now_us))
             api__idem_sweep(s, r->db);
+        /* a re-rating run takes its month's lock before the transaction's snapshot */
+        int64_t month = st->route == API_R_RERATING_RUN ? api__rerating_lock(r) : -1;
         api_idem idem;
         if (api__idem_begin(r, rt, st->ikey, &idem)) {
             handlers[st->route](r);
@@ -738,6 +755,7 @@ static int finish(api_server *s, req_state *st)
                 api__problem(r, 500, "internal", NULL, "handler produced no response");
             api__idem_finish(r, &idem);
         }
+        api__rerating_unlock(r, month);
         return route;
     }
     handlers[st->route](r);
@@ -965,6 +983,7 @@ gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
     s->af = gm_xcalloc(RL_SLOTS, sizeof *s->af);
     pthread_mutex_init(&s->uc_mu, NULL);
     s->uc = gm_xcalloc(API_USAGE_CACHE_SLOTS, sizeof *s->uc);
+    s->drafts = gm_billing_cache_new(4096);
     s->pool = api__pool_new(s->conninfo, cfg->db_pool_size, cfg->statement_timeout_ms);
     s->auth_pool = api__pool_new(s->conninfo, 2, cfg->statement_timeout_ms);
     s->auth = api__auth_cache_new(cfg->auth_cache_ms);
@@ -1077,6 +1096,7 @@ void gm_api_stop(gm_api_server *s)
     api__pool_free(s->auth_pool);
     api__auth_cache_free(s->auth);
     gm_rating_book_free(s->book);
+    gm_billing_cache_free(s->drafts);
     pthread_rwlock_destroy(&s->book_lock);
     pthread_mutex_destroy(&s->book_mu);
     pthread_mutex_destroy(&s->rl_mu);

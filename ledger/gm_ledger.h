@@ -26,6 +26,15 @@ int gm_pg_fail(PGconn *c, const PGresult *r, const char *what, char *err, size_t
  * the caller decided on. One round trip; on failure nothing is left open. */
 int gm_pg_begin(PGconn *c, const char *mode, int64_t now_us, char *err,
                 size_t err_len) GM_MUSTCHECK;
+/* Like gm_pg_begin, or joins the caller's transaction when one is open (the API runs a POST
+ * in one transaction with its idempotency record): then only gridmeter.now is set to now_us,
+ * the mode is the caller's, and *own is false. gm_pg_end commits (rc 0) or rolls back a
+ * transaction it owns and returns rc or the COMMIT's failure (GM_ECONFLICT for a
+ * serialization failure); a joined one is left to its owner (who rolls it back when rc is
+ * not 0). */
+int gm_pg_begin_or_join(PGconn *c, const char *mode, int64_t now_us, bool *own, char *err,
+                        size_t err_len) GM_MUSTCHECK;
+int gm_pg_end(PGconn *c, bool own, int rc, const char *what, char *err, size_t err_len);
 /* Brings the session's gridmeter.clock_offset_us up to the process clock's offset when it
  * moved since *offset_us (which the caller keeps per connection; gm_pg_connect set it). */
 int gm_pg_sync_clock(PGconn *c, int64_t *offset_us, char *err, size_t err_len) GM_MUSTCHECK;

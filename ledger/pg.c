@@ -95,6 +95,40 @@ int gm_pg_begin(PGconn *c, const char *mode, int64_t now_us, char *err, size_t e
     return rc;
 }
 
+int gm_pg_begin_or_join(PGconn *c, const char *mode, int64_t now_us, bool *own, char *err,
+                        size_t err_len)
+{
+    if (PQtransactionStatus(c) != PQTRANS_INTRANS) {
+        *own = true;
+        return gm_pg_begin(c, mode, now_us, err, err_len);
+    }
+    *own = false;
+    char ts[40], sql[96];
+    gm_time_format(now_us, ts, sizeof ts); /* our own text: digits, '-', ':', '.', 'T', 'Z' */
+    snprintf(sql, sizeof sql, "SELECT set_config('gridmeter.now', '%s', true)", ts);
+    return gm_pg_exec(c, sql, err, err_len);
+}
+
+int gm_pg_end(PGconn *c, bool own, int rc, const char *what, char *err, size_t err_len)
+{
+    if (!own)
+        return rc;
+    if (rc) {
+        PQclear(PQexec(c, "ROLLBACK"));
+        return rc;
+    }
+    PGresult *r = PQexec(c, "COMMIT");
+    /* COMMIT of a failed transaction answers ROLLBACK: nothing was written */
+    if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdStatus(r), "COMMIT")) {
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        rc = gm_pg_fail(c, r, what, err, err_len);
+        if (st && (!strcmp(st, "40001") || !strcmp(st, "40P01")))
+            rc = GM_ECONFLICT; /* a serialization failure: nothing was written, retry */
+    }
+    PQclear(r);
+    return rc;
+}
+
 int gm_pg_sync_clock(PGconn *c, int64_t *offset_us, char *err, size_t err_len)
 {
     int64_t want = gm_clock_offset_us();
