@@ -1162,6 +1162,106 @@ START_TEST(test_idempotency_records_expire_after_the_retention_and_are_deleted)
 }
 END_TEST
 
+/* ---- Re-rating runs keep their order inside the POST's transaction -----------------------*/
+#define RR_CARD(v, from, out)                                                                      \
+    "{\"card_id\":\"rr-card\",\"version\":" #v ",\"valid_from\":\"" from "\",\"currency\":"        \
+    "\"USD\",\"prices\":{\"m-rr\":{\"input\":{\"per_1m_tokens\":\"1.00\"},\"cached\":"             \
+    "{\"per_1m_tokens\":\"0.50\"},\"output\":{\"per_1m_tokens\":\"" out "\"},\"gpu\":"             \
+    "{\"per_gpu_second\":\"0.001\"}},\"default\":{\"input\":{\"per_1m_tokens\":\"1.00\"},"         \
+    "\"cached\":{\"per_1m_tokens\":\"0.50\"},\"output\":{\"per_1m_tokens\":\"2.00\"},\"gpu\":"     \
+    "{\"per_gpu_second\":\"0.001\"}}}}"
+
+typedef struct {
+    int port;
+    const char *idem;
+    int status;
+} rr_req;
+
+static void *rr_post(void *arg) /* no ck_assert in threads */
+{
+    rr_req *q = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)q->port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa))
+        return NULL;
+    const char *body = "{\"period\":\"2026-09\",\"tenant\":\"rr-conc\",\"reason\":\"backdated\"}";
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             "Idempotency-Key: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n",
+             q->idem, strlen(body));
+    char *h = req("POST", "/v1/rerating-runs", F.finance, extra);
+    send_all(fd, h, strlen(h));
+    send_all(fd, body, strlen(body));
+    free(h);
+    char buf[64] = "";
+    if (recv(fd, buf, sizeof buf - 1, MSG_WAITALL) > 12)
+        q->status = atoi(buf + 9);
+    close(fd);
+    return NULL;
+}
+
+START_TEST(test_two_rerating_runs_at_once_apply_the_correction_once)
+{
+    PGconn *c = db();
+    char msg[256], err[1024];
+    const char *v1 = RR_CARD(1, "2026-01-01T00:00:00Z", "2.00");
+    const char *contract = "{\"tenant\":\"rr-conc\",\"card_id\":\"rr-card\",\"currency\":\"USD\"}";
+    ck_assert_msg(gm_ledger_import(c, v1, strlen(v1), msg, sizeof msg, err, sizeof err) == 0, "%s",
+                  err);
+    ck_assert_msg(
+        gm_ledger_import(c, contract, strlen(contract), msg, sizeof msg, err, sizeof err) == 0,
+        "%s", err);
+    int64_t q[4] = {0, 0, 50000000, 0};
+    api_add_event(c, "rr-conc", "m-rr", "fra1", OCT_2026 - 10 * GM_US_PER_DAY, q);
+    char *id = draft_id(F.port, "rr-conc", "2026-09"), path[160];
+    snprintf(path, sizeof path, "/v1/invoices/%s/finalize", id);
+    http_resp r;
+    ck_assert_msg(post_on(F.port, path, "rr-fin", "{}", &r) == 200, "%d %s", r.status, r.body);
+    http_free(&r);
+    free(id);
+    /* the backdated correction: from 2026-09-15 output costs 3.00 */
+    const char *v2 = RR_CARD(2, "2026-09-15T00:00:00Z", "3.00");
+    http_do(F.port, "POST", "/v1/rate-cards", F.admin, "rr-card-v2", v2, NULL, &r); /* the
+                                                         server reloads its book at once */
+    ck_assert_msg(r.status == 201 || r.status == 200, "import: %d %s", r.status, r.body);
+    http_free(&r);
+    /* hold September's re-rating lock so that both requests wait for it, then let them go */
+    PGconn *lock = db();
+    const char *key = "SELECT pg_advisory_lock(2911332140600000000 + (extract(epoch FROM"
+                      " timestamptz '2026-09-01Z') / 86400)::bigint)";
+    gm_test_pg_exec(lock, key);
+    rr_req a = {F.port, "rr-run-a", 0}, b = {F.port, "rr-run-b", 0};
+    pthread_t ta, tb;
+    ck_assert(pthread_create(&ta, NULL, rr_post, &a) == 0);
+    ck_assert(pthread_create(&tb, NULL, rr_post, &b) == 0);
+    for (int tries = 0;; tries++) { /* both wait on the lock, before their transactions */
+        char *w = gm_test_pg_value(c, "SELECT count(*) FROM pg_stat_activity WHERE"
+                                      " application_name = 'gridmeter-api' AND wait_event ="
+                                      " 'advisory' AND state = 'active'"
+                                      " AND backend_xid IS NULL");
+        bool both = !strcmp(w, "2");
+        free(w);
+        if (both)
+            break;
+        ck_assert_msg(tries < 2000, "the two runs never waited for the month's lock");
+        usleep(10000);
+    }
+    gm_test_pg_exec(lock, "SELECT pg_advisory_unlock_all()");
+    PQfinish(lock);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    ck_assert_msg(a.status == 201 && b.status == 201, "runs: %d %d", a.status, b.status);
+    /* one run moved the output to v2, the other found nothing left to change */
+    char *n = gm_test_pg_value(c, "SELECT string_agg(lines_changed::text, ',' ORDER BY"
+                                  " lines_changed) FROM gm.rerating_runs WHERE tenant ="
+                                  " 'rr-conc'");
+    ck_assert_msg(n[0] == '0' && n[1] == ',' && atoi(n + 2) > 0, "lines changed per run: %s", n);
+    free(n);
+    PQfinish(c);
+}
+END_TEST
+
 /* ---- The pool is taken after authentication ----------------------------------------------*/
 static void tune_one_connection(gm_api_config *c)
 {
@@ -1358,6 +1458,7 @@ int main(void)
     tcase_add_test(tc, test_the_effect_and_its_idempotency_record_commit_together);
     tcase_add_test(tc, test_idempotency_records_expire_after_the_retention_and_are_deleted);
     tcase_add_test(tc, test_regression_unauthenticated_requests_never_take_a_pool_connection);
+    tcase_add_test(tc, test_two_rerating_runs_at_once_apply_the_correction_once);
     tcase_add_test(tc, test_dashboard_errors_are_problem_json);
     tcase_add_test(tc, test_tls_requests_keep_the_target_and_framing_rules);
     suite_add_tcase(s, tc);
