@@ -17,6 +17,8 @@ repo=$(cd "$here/.." && pwd)
 packages=(
     build-essential cmake pkg-config git ca-certificates
     librdkafka-dev libpq-dev libmicrohttpd-dev libcjson-dev check
+    # the HTTP client of the node agent's tests and benchmark
+    libcurl4-openssl-dev
     postgresql-15 postgresql-client-15
     openjdk-17-jre-headless maven
     clang clang-format libclang-rt-14-dev

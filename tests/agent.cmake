@@ -1,0 +1,13 @@
+# Node agent (agent/gm_agent.h): requests answered precisely with the spool read back (unit,
+# no broker), and the `gridmeter agent` process against the real broker: kill -9 during a
+# stream, a private broker stopped and started, the Python example client, GPU accounting
+# (a feed of steps, and the CUPTI collector on a fake CUPTI table) read back from Kafka.
+# HTTP from the tests goes through libcurl (Debian: libcurl4-openssl-dev, scripts/setup.sh).
+if(CURL_FOUND)
+    gm_add_test(NAME test_agent SOURCES test_agent.c test_agent_util.c test_node_util.c
+                LIBS gm_agent PkgConfig::CURL LABELS unit TIMEOUT 180)
+    target_compile_definitions(test_agent PRIVATE GM_GRIDMETER="")
+else()
+    gm_add_skipped_test(NAME test_agent LABELS unit
+                        REASON "libcurl (libcurl4-openssl-dev) not found at configure time")
+endif()
