@@ -421,12 +421,15 @@ static void step_in_free(step_in *s)
     memset(s, 0, sizeof *s);
 }
 
-static bool parse_kernel(const cJSON *k, const char *path, gm_gpu_record *rec, step_err *e)
+/* One kernel: an element of "kernels", or (top) the step's own start_us/end_us/device, whose
+ * other fields the step's check has seen. */
+static bool parse_kernel(const cJSON *k, const char *path, bool top, gm_gpu_record *rec,
+                         step_err *e)
 {
     static const char *const names[] = {"device", "start_us", "end_us", "resource", NULL};
     if (!cJSON_IsObject(k))
         return fail_at(e, path, "must be an object");
-    if (!only_fields(k, names, path, e))
+    if (!top && !only_fields(k, names, path, e))
         return false;
     int64_t dev = 0, s = 0, t = 0;
     if (!get_int(k, "device", path, false, 0, &dev, e) ||
@@ -546,13 +549,13 @@ static bool parse_step(gm_agent *a, const cJSON *o, step_in *s, step_err *e)
             for (const cJSON *k = kernels->child; k; k = k->next, i++) {
                 char path[48];
                 snprintf(path, sizeof path, "kernels[%zu]", i);
-                if (!parse_kernel(k, path, &s->recs[i], e))
+                if (!parse_kernel(k, path, false, &s->recs[i], e))
                     return false;
                 s->n_recs = i + 1;
             }
         } else {
             s->recs = gm_xcalloc(1, sizeof *s->recs);
-            if (!parse_kernel(o, "", &s->recs[0], e)) {
+            if (!parse_kernel(o, "", true, &s->recs[0], e)) {
                 /* the fields sit at the top level: drop the leading '.' of the path */
                 if (e->field[0] == '.')
                     memmove(e->field, e->field + 1, strlen(e->field));

@@ -11,3 +11,21 @@ else()
     gm_add_skipped_test(NAME test_agent LABELS unit
                         REASON "libcurl (libcurl4-openssl-dev) not found at configure time")
 endif()
+if(CURL_FOUND AND TARGET gridmeter)
+    gm_add_test(NAME test_agent_kafka SOURCES test_agent_kafka.c test_agent_util.c
+                test_node_util.c LIBS gm_node PkgConfig::CURL LABELS integration TIMEOUT 420)
+    target_compile_definitions(test_agent_kafka PRIVATE GM_GRIDMETER="$<TARGET_FILE:gridmeter>")
+    add_dependencies(test_agent_kafka gridmeter)
+else()
+    gm_add_skipped_test(NAME test_agent_kafka LABELS integration
+                        REASON "libcurl (libcurl4-openssl-dev) not found at configure time")
+endif()
+if(CURL_FOUND AND TARGET gridmeter)
+    gm_add_test(NAME test_agent_outage SOURCES test_agent_outage.c test_agent_util.c
+                test_node_util.c LIBS gm_node PkgConfig::CURL LABELS integration TIMEOUT 420)
+    target_compile_definitions(test_agent_outage PRIVATE GM_GRIDMETER="$<TARGET_FILE:gridmeter>")
+    add_dependencies(test_agent_outage gridmeter)
+else()
+    gm_add_skipped_test(NAME test_agent_outage LABELS integration
+                        REASON "libcurl (libcurl4-openssl-dev) not found at configure time")
+endif()

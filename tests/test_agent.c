@@ -5,8 +5,11 @@
  * the seqs the answers gave, and nothing else. */
 #include "gm_agent.h"
 #include "support.h"
+#include "test_agent_gpu_sim.h"
 #include "test_agent_util.h"
 #include "test_node_util.h"
+
+#include <pthread.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -672,6 +675,212 @@ START_TEST(test_in_process_submit_answers_like_http)
 }
 END_TEST
 
+/* ---- GPU accounting ------------------------------------------------------------------ */
+
+typedef struct poster {
+    const char *body;
+    ta_resp r;
+} poster;
+
+static void *post_thread(void *arg)
+{
+    poster *p = arg;
+    ta_request(sock, 0, NULL, "/v1/events", "application/x-ndjson", p->body, strlen(p->body),
+               &p->r);
+    ta_close();
+    return NULL;
+}
+
+static void wait_waiting(gm_agent *a, uint64_t n)
+{
+    int64_t until = gm_mono_us() + 30 * GM_US_PER_SEC;
+    gm_agent_stats st;
+    for (gm_agent_stats_get(a, &st); st.gpu_waiting != n; gm_agent_stats_get(a, &st)) {
+        ck_assert_msg(gm_mono_us() < until, "%llu requests wait, expected %llu",
+                      (unsigned long long)st.gpu_waiting, (unsigned long long)n);
+        usleep(5000);
+    }
+}
+
+START_TEST(test_gpu_feed_fills_each_requests_gpu_us_and_writes_the_windows_of_the_rules)
+{
+    const int64_t W_US = GM_US_PER_SEC, GRACE_US = 200000;
+    const int64_t base = INT64_C(1795000000000000); /* pinned: 2026-11-18T…Z, a whole second */
+    gm_clock_freeze_us(base - 5 * GM_US_PER_SEC);
+    sim sm;
+    sim_make(&sm, base);
+    gm_agent_config c;
+    config(&c);
+    c.gpu = GM_AGENT_GPU_FEED;
+    c.gpu_conf.window_ns = (uint64_t)W_US * 1000u;
+    c.gpu_conf.grace_ns = (uint64_t)GRACE_US * 1000u;
+    c.gpu_conf.flush_ms = 10;
+    gm_agent *a = open_agent(&c);
+    /* the server's steps, before their windows close */
+    char *steps = sim_steps_body(&sm, true);
+    ta_resp r;
+    post("application/x-ndjson", "/v1/gpu/steps", steps, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(ta_json_int(r.body, "rejected"), 0);
+    ck_assert_int_eq(ta_json_int(r.body, "accepted"), (long long)ta_count(steps, "\n"));
+    ta_resp_free(&r);
+    free(steps);
+    /* every step ran; the usage events come, without gpu_us: they wait for their windows */
+    int64_t arrival = sm.end_us + 1000;
+    gm_clock_freeze_us(arrival);
+    char *usage = sim_usage_body(&sm);
+    poster p = {.body = usage};
+    pthread_t th;
+    pthread_create(&th, NULL, post_thread, &p);
+    wait_waiting(a, 1);
+    char err[512];
+    ck_assert_msg(gm_agent_check(a, err, sizeof err) == 0, "%s", err);
+    /* the window holding the arrival closes: the request is answered */
+    gm_clock_freeze_us((arrival / W_US + 1) * W_US + GRACE_US + 1000);
+    pthread_join(th, NULL);
+    ck_assert_msg(p.r.status == 200, "%ld %s", p.r.status, p.r.body);
+    ck_assert_int_eq(ta_json_int(p.r.body, "accepted"), SIM_REQS + 1);
+    ck_assert_int_eq(ta_json_int(p.r.body, "gpu_filled"), SIM_REQS + 1);
+    ta_resp_free(&p.r);
+    free(usage);
+    gm_agent_stats st;
+    gm_agent_stats_get(a, &st);
+    ck_assert_uint_eq(st.gpu_filled, SIM_REQS + 1);
+    ck_assert_uint_eq(st.gpu_unmatched, 1); /* req-never */
+    ta_request(sock, 0, NULL, "/healthz", NULL, NULL, 0, &r);
+    ck_assert_msg(strstr(r.body, "\"gpu\":\"feed\""), "%s", r.body);
+    ta_resp_free(&r);
+    check_close(a); /* the last close reports the rest */
+
+    gm_gpu_result want;
+    sim_expect(&sm, (uint64_t)W_US * 1000u, &want);
+    gm_event *ev;
+    size_t n = spool_events(spool, &ev);
+    ck_assert_uint_eq(n, SIM_REQS + 1);
+    for (size_t i = 0; i < n; i++) {
+        int64_t us = sim_request_us(&want, ev[i].tenant, ev[i].request_id);
+        ck_assert_msg(ev[i].gpu_us == (us < 0 ? 0 : us), "%s %s: gpu_us %lld, the rules say %lld",
+                      ev[i].tenant, ev[i].request_id, (long long)ev[i].gpu_us, (long long)us);
+        if (i < SIM_REQS)
+            ck_assert_int_gt(ev[i].gpu_us, 0);
+    }
+    free(ev);
+    char gspool[400];
+    snprintf(gspool, sizeof gspool, "%s/gpu", spool);
+    n = spool_events(gspool, &ev);
+    sim_check_windows(&want, ev, n, SRC "/gpu", "fra1");
+    for (size_t i = 0; i < n; i++)
+        ck_assert_uint_eq(ev[i].seq, i + 1);
+    free(ev);
+    gm_gpu_result_free(&want);
+}
+END_TEST
+
+START_TEST(test_gpu_steps_are_refused_precisely_and_good_ones_kept)
+{
+    gm_agent_config c;
+    config(&c);
+    c.gpu = GM_AGENT_GPU_FEED;
+    gm_agent *a = open_agent(&c);
+    int64_t t = gm_now_us();
+    char body[4096];
+    snprintf(body, sizeof body,
+             "{\"step\":1,\"requests\":[{\"tenant\":\"acme\",\"request_id\":\"a\","
+             "\"prefill_tokens\":5,\"decode_tokens\":0}],\"device\":0,\"start_us\":%lld,"
+             "\"end_us\":%lld}\n"
+             "{\"step\":1,\"requests\":[{\"tenant\":\"acme\",\"prefill_tokens\":1,"
+             "\"decode_tokens\":0}],\"start_us\":%lld,\"end_us\":%lld}\n"
+             "{\"step\":2,\"requests\":[{\"tenant\":\"ac me\",\"prefill_tokens\":1,"
+             "\"decode_tokens\":0}],\"start_us\":%lld,\"end_us\":%lld}\n"
+             "{\"step\":3,\"requests\":[{\"tenant\":\"acme\",\"prefill_tokens\":1.5,"
+             "\"decode_tokens\":0}],\"start_us\":%lld,\"end_us\":%lld}\n"
+             "{\"step\":4,\"requests\":[{\"tenant\":\"acme\",\"prefill_tokens\":1,"
+             "\"decode_tokens\":0}],\"start_us\":%lld,\"end_us\":%lld}\n"
+             "{\"step\":5,\"requests\":[{\"tenant\":\"acme\",\"prefill_tokens\":1,"
+             "\"decode_tokens\":0}]}\n"
+             "{\"tenant\":\"acme\"}\n"
+             "{\"step\":6,\"requests\":[],\"start_us\":1,\"end_us\":2}\n"
+             "{\"step\":7,\"requests\":[{\"tenant\":\"acme\",\"prefill_tokens\":1,"
+             "\"decode_tokens\":0,\"tokens\":1}],\"start_us\":1,\"end_us\":2}\n"
+             "{\"step\":8 \n"
+             "{\"tenant\":\"globex\",\"kernels\":[{\"device\":1,\"start_us\":%lld,"
+             "\"end_us\":%lld,\"resource\":\"copy\"}]}\n",
+             (long long)t, (long long)t + 10, (long long)t, (long long)t + 10, (long long)t,
+             (long long)t + 10, (long long)t, (long long)t + 10, (long long)t + 10, (long long)t,
+             (long long)t, (long long)t + 5);
+    ta_resp r;
+    post("application/x-ndjson", "/v1/gpu/steps", body, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(ta_json_int(r.body, "accepted"), 2);
+    ck_assert_int_eq(ta_json_int(r.body, "rejected"), 9);
+    const char *want[] = {
+        "{\"index\":1,\"field\":\"step\",\"rule\":\"step 1: manifest: already given\"}",
+        "{\"index\":2,\"field\":\"requests\",\"rule\":\"step 2: request 0: tenant",
+        "{\"index\":3,\"field\":\"requests[0].prefill_tokens\",\"rule\":\"must be an integer",
+        "{\"index\":4,\"field\":\"end_us\",\"rule\":\"must not be before start_us\"}",
+        "{\"index\":5,\"field\":\"kernels\",\"rule\":\"a feed (--gpu feed) needs",
+        "{\"index\":6,\"field\":\"kernels\",\"rule\":\"tenant work needs its kernels",
+        "{\"index\":7,\"field\":\"requests\",\"rule\":\"must be a non-empty array\"}",
+        "{\"index\":8,\"field\":\"requests[0].tokens\",\"rule\":\"is not a field",
+        "{\"index\":9,\"field\":\"message\",\"rule\":\"invalid JSON on this line\"}",
+    };
+    for (size_t i = 0; i < GM_ARRAY_LEN(want); i++)
+        ck_assert_msg(strstr(r.body, want[i]), "missing %s in %s", want[i], r.body);
+    ta_resp_free(&r);
+    post("text/plain", "/v1/gpu/steps", "{}", &r);
+    ck_assert_int_eq(r.status, 415);
+    ta_resp_free(&r);
+    post("application/json", "/v1/gpu/steps", "[{\"step\":9", &r);
+    ck_assert_int_eq(r.status, 400);
+    ta_resp_free(&r);
+    check_close(a);
+}
+END_TEST
+
+START_TEST(test_the_real_collector_without_a_gpu_fails_cleanly_and_usage_is_served)
+{
+    gm_agent_config c;
+    config(&c);
+    c.gpu = GM_AGENT_GPU_CUPTI; /* the real loader: libcuda, libcupti, a GPU */
+    c.gpu_conf.window_ns = 100000000u;
+    c.gpu_conf.grace_ns = 50000000u;
+    c.gpu_conf.flush_ms = 20;
+    gm_agent *a = open_agent(&c);
+    ta_resp r;
+    ta_request(sock, 0, NULL, "/healthz", NULL, NULL, 0, &r);
+    bool unavailable = strstr(r.body, "\"gpu\":\"unavailable: ") != NULL;
+    ck_assert_msg(unavailable || strstr(r.body, "\"gpu\":\"cupti\""), "%s", r.body);
+    ck_assert_int_eq(r.status, 200); /* healthy: usage is served */
+    ta_resp_free(&r);
+    gm_agent_stats st;
+    gm_agent_stats_get(a, &st);
+    ck_assert(st.gpu_running == !unavailable);
+    post("application/x-ndjson", "/v1/gpu/steps",
+         "{\"step\":1,\"requests\":[{\"tenant\":\"acme\",\"prefill_tokens\":1,"
+         "\"decode_tokens\":0}]}\n",
+         &r);
+    ck_assert_int_eq(r.status, unavailable ? 503 : 200);
+    ta_resp_free(&r);
+    /* without gpu_us: 0 ("unknown", the contract's word) when unavailable; with a GPU, the
+     * request's kernel time, here none */
+    post("application/x-ndjson", NULL,
+         "{\"subject\":\"acme\",\"data\":{\"model\":\"m\",\"request_id\":\"x\","
+         "\"input_tokens\":1,\"cached_tokens\":0,\"output_tokens\":1}}\n"
+         "{\"subject\":\"acme\",\"data\":{\"model\":\"m\",\"input_tokens\":1,"
+         "\"cached_tokens\":0,\"output_tokens\":1,\"gpu_us\":77}}\n",
+         &r);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ck_assert_int_eq(ta_json_int(r.body, "accepted"), 2);
+    ta_resp_free(&r);
+    check_close(a);
+    gm_event *ev;
+    ck_assert_uint_eq(spool_events(spool, &ev), 2);
+    ck_assert_int_eq(ev[0].gpu_us, 0);
+    ck_assert_int_eq(ev[1].gpu_us, 77);
+    free(ev);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("agent");
@@ -691,6 +900,9 @@ int main(void)
     tcase_add_test(t, test_healthz_metrics_and_the_loopback_port_answer_like_the_socket);
     tcase_add_test(t, test_bad_configurations_are_refused_with_the_reason);
     tcase_add_test(t, test_in_process_submit_answers_like_http);
+    tcase_add_test(t, test_gpu_feed_fills_each_requests_gpu_us_and_writes_the_windows_of_the_rules);
+    tcase_add_test(t, test_gpu_steps_are_refused_precisely_and_good_ones_kept);
+    tcase_add_test(t, test_the_real_collector_without_a_gpu_fails_cleanly_and_usage_is_served);
     suite_add_tcase(s, t);
     return gm_test_run(s);
 }

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -143,6 +144,7 @@ pid_t ta_agent_start(const char *const *args, const char *log_path, const char *
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a failed test */
         FILE *f = freopen(log_path, "a", stdout);
         if (!f || !freopen(log_path, "a", stderr))
             _exit(126);
