@@ -613,6 +613,41 @@ static int apply_step(gm_agent *a, gm_gpu_collector *c, step_in *s, step_err *e,
     return rc;
 }
 
+/* Logs refused steps, at most 10 lines per 5 s, then how many more. */
+static void log_step_refusal(size_t index, const step_err *e)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static int64_t since;
+    static uint64_t shown, more;
+    pthread_mutex_lock(&mu);
+    int64_t now = gm_mono_us();
+    if (now - since >= 5 * GM_US_PER_SEC) {
+        if (more)
+            gm_warn(GPU_COMP, "msg=\"steps refused (not logged one by one)\" count=%llu",
+                    (unsigned long long)more);
+        since = now;
+        shown = more = 0;
+    }
+    bool show = shown < 10;
+    if (show)
+        shown++;
+    else
+        more++;
+    pthread_mutex_unlock(&mu);
+    if (show) {
+        char rule[2 * sizeof e->rule];
+        size_t o = 0;
+        for (const char *p = e->rule; *p && o + 2 < sizeof rule; p++) {
+            if (*p == '"' || *p == '\\')
+                rule[o++] = '\\';
+            rule[o++] = *p;
+        }
+        rule[o] = '\0';
+        gm_warn(GPU_COMP, "msg=\"step refused\" index=%zu field=%s rule=\"%s\"", index, e->field,
+                rule);
+    }
+}
+
 void agent__gpu_steps(agent__req *r, const char *content_type, const char *body, size_t len)
 {
     gm_agent *a = r->a;
@@ -721,8 +756,7 @@ void agent__gpu_steps(agent__req *r, const char *content_type, const char *body,
             agent__buf_lit(&errs, ",\"rule\":");
             agent__buf_json_str(&errs, e.rule);
             agent__buf_lit(&errs, "}");
-            gm_warn(GPU_COMP, "msg=\"step refused\" index=%zu field=%s rule=\"%s\"", i, e.field,
-                    e.rule);
+            log_step_refusal(i, &e);
         }
         step_in_free(&s);
     }
