@@ -161,6 +161,28 @@ static bool put(char *out, size_t cap, size_t *len, const char *s, size_t n)
     return true;
 }
 
+/* Appends one member (its parts, a NULL-terminated list), comma-separated from the ones
+ * before; *len becomes cap when it does not fit. */
+static void member(char *buf, size_t cap, size_t *len, const char *const *parts)
+{
+    size_t l = *len;
+    if (l >= cap)
+        return;
+    if (l)
+        buf[l++] = ',';
+    for (; *parts; parts++) {
+        size_t n = strlen(*parts);
+        if (l + n >= cap) {
+            *len = cap;
+            return;
+        }
+        memcpy(buf + l, *parts, n);
+        l += n;
+    }
+    buf[l] = '\0';
+    *len = l;
+}
+
 int gm_event_complete(const char *msg, size_t len, const gm_event_fill *fill, char *out,
                       size_t out_cap, size_t *out_len, unsigned *filled, gm_event_error *e)
 {
@@ -188,26 +210,34 @@ int gm_event_complete(const char *msg, size_t len, const gm_event_fill *fill, ch
     bool numbers = !ls.id && !(ls.data && ls.data_seq);
     char top[GM_EVENT_SOURCE_MAX + 256], dat[GM_EVENT_SITE_MAX + 64], now[40];
     size_t tl = 0, dl = 0;
-#define ADD(buf, l, ...) l += (size_t)snprintf(buf + l, sizeof buf - l, __VA_ARGS__)
+    /* members are appended with memcpy (this is on every event's path; no printf) */
+#define ADD(buf, l, ...) member(buf, sizeof buf, &l, (const char *[]){__VA_ARGS__, NULL})
     if (!ls.specversion)
-        ADD(top, tl, "%s\"specversion\":\"1.0\"", tl ? "," : "");
+        ADD(top, tl, "\"specversion\":\"1.0\"");
     if (!ls.type)
-        ADD(top, tl, "%s\"type\":\"gridmeter.usage.v1\"", tl ? "," : "");
+        ADD(top, tl, "\"type\":\"gridmeter.usage.v1\"");
     if (!ls.source && fill->source && *fill->source)
-        ADD(top, tl, "%s\"source\":\"%s\"", tl ? "," : "", fill->source);
+        ADD(top, tl, "\"source\":\"", fill->source, "\"");
     if (numbers)
-        ADD(top, tl, "%s\"id\":\"to-be-assigned\"", tl ? "," : "");
+        ADD(top, tl, "\"id\":\"to-be-assigned\"");
     if (!ls.time) {
-        gm_time_format(fill->time_us, now, sizeof now);
-        ADD(top, tl, "%s\"time\":\"%s\"", tl ? "," : "", now);
+        /* the events of one request share the instant: format it once per thread and instant */
+        static __thread int64_t cached_us = -1;
+        static __thread char cached[40];
+        if (fill->time_us != cached_us) {
+            gm_time_format(fill->time_us, cached, sizeof cached);
+            cached_us = fill->time_us;
+        }
+        memcpy(now, cached, sizeof now);
+        ADD(top, tl, "\"time\":\"", now, "\"");
     }
     if (ls.data_open) {
         if (numbers)
-            ADD(dat, dl, "%s\"seq\":1", dl ? "," : "");
+            ADD(dat, dl, "\"seq\":1");
         if (!ls.data_site && fill->site && *fill->site)
-            ADD(dat, dl, "%s\"site\":\"%s\"", dl ? "," : "", fill->site);
+            ADD(dat, dl, "\"site\":\"", fill->site, "\"");
         if (!ls.data_gpu_us && fill->gpu_us && !ls.type_gpu) {
-            ADD(dat, dl, "%s\"gpu_us\":0", dl ? "," : "");
+            ADD(dat, dl, "\"gpu_us\":0");
             *filled |= GM_EVENT_FILLED_GPU_US;
         }
     }
