@@ -4,6 +4,7 @@
 #define GM_API_INT_H
 
 #include "gm_api.h"
+#include "gm_billing.h"
 #include "gm_ledger.h"
 #include "gm_rating.h"
 
@@ -136,69 +137,31 @@ void api__auth_cache_forget(api_auth_cache *c, const char *key_id);
 const char *api__role_name(unsigned role);
 unsigned api__role_parse(const char *s);
 
-/* ---- Invoices (invoice.c) ---------------------------------------------------------------- */
-typedef struct {
-    int line_no;
-    char kind[16];          /* usage, tier, discount, commitment, credit, adjustment */
-    char adjusted_kind[16]; /* adjustment lines: kind of the corrected line */
-    char description[192];
-    char dimension[16]; /* "" for money lines */
-    char *model;        /* "" for money lines */
-    char *site_tier;
-    int64_t card_version;
-    int band;
-    gm_i128 qty;
-    int64_t unit_price_p;
-    gm_i128 amount_e18;
-    gm_i128 amount_minor;
-    gm_i128 discount_minor, credit_minor;
-    int64_t corrects_period_us; /* adjustment lines; 0 otherwise */
-} api_line;
+/* ---- Invoices (invoice.c: thin adapters over billing/, gm_billing.h) -------------------- */
+typedef gm_billing_line api_line;
+typedef gm_billing_invoice api_invoice;
 
-typedef struct {
-    char invoice_id[64];
-    char tenant[136];
-    char issuer[24];
-    int64_t period_start_us, period_end_us;
-    char status[12];
-    char number[48];
-    char currency[4];
-    int minor_units;
-    gm_i128 total_minor;
-    gm_i128 usage_exact_e18;
-    gm_i128 credited_minor;
-    gm_i128 credit_before_minor, credit_after_minor;
-    bool has_credit_before;
-    int64_t finalized_at_us, voided_at_us, created_at_us;
-    gm_i128 ledger_events, ledger_amount_e18;
-    size_t n_lines;
-    api_line *lines;
-    bool live; /* computed on read (draft) */
-} api_invoice;
+/* The billing context of a request: its connection, the server's book (held until
+ * api__billing_end), the grace window, the draft cache and the instant gm_now_us(). NULL with
+ * err when the book cannot be loaded. */
+const gm_billing_ctx *api__billing_begin(api_server *s, PGconn *db, gm_billing_ctx *ctx, char *err,
+                                         size_t err_len);
+void api__billing_end(api_server *s);
+uint64_t api__book_generation(api_server *s);
+gm_billing_cache *api__drafts(api_server *s);
 
 void api__invoice_free(api_invoice *inv);
-/* Loads the invoice row; GM_ENOTFOUND when there is none. Finalized invoices come with their
- * stored lines; drafts are computed from the charges (live). */
-int api__invoice_get(api_server *s, PGconn *db, const char *invoice_id, api_invoice **out,
-                     char *err, size_t err_len);
-/* The invoice id of (tenant, month), creating the draft row when there is none. */
-int api__invoice_ensure(PGconn *db, const char *tenant, int64_t period_start_us, char *id_out,
-                        size_t id_len, char *err, size_t err_len);
-/* Drafts for every tenant with charges in [from, to) that has no invoice row yet. */
-int api__invoice_ensure_period(PGconn *db, int64_t period_start_us, const char *tenant, char *err,
-                               size_t err_len);
+/* Loads an invoice visible to `visible_to` (NULL: any tenant); GM_ENOTFOUND when there is
+ * none, or it is another tenant's (checked before a draft is computed). */
+int api__invoice_get(api_server *s, PGconn *db, const char *invoice_id, const char *visible_to,
+                     api_invoice **out, char *err, size_t err_len);
+/* Drafts for every tenant with charges in the month or an active contract. */
+int api__invoice_ensure_period(api_server *s, PGconn *db, int64_t period_start_us,
+                               const char *tenant, char *err, size_t err_len);
 /* JSON (with lines when with_lines) and CSV renderings. */
 cJSON *api__invoice_json(const api_invoice *inv, bool with_lines);
 char *api__invoice_csv(const api_invoice *inv, size_t *len);
-typedef struct {
-    int64_t period_start_us; /* 0: any */
-    const char *tenant;      /* NULL: any */
-    const char *status;      /* NULL: any */
-    bool has_cursor;
-    int64_t cursor_period_us;
-    char cursor_tenant[136];
-    int limit;
-} api_invoice_filter;
+typedef gm_billing_filter api_invoice_filter;
 /* One page of invoices (drafts computed live), newest period first, then tenant. */
 int api__invoice_list(api_server *s, PGconn *db, const api_invoice_filter *f, api_invoice ***out,
                       size_t *n_out, char *next_cursor, size_t cursor_len, char *err,
@@ -209,8 +172,8 @@ int api__invoice_compute(api_server *s, PGconn *db, const char *tenant, int64_t 
 bool api__valid_tenant(const char *t);
 /* Marks the rating book stale (after an import through this server). */
 void api__book_stale(api_server *s);
-/* Finalizes (see invoice.c for the transaction). Returns 0, GM_ENOTFOUND, GM_ECONFLICT
- * (not a draft / grace window open: reason in err), GM_EDB. */
+/* Finalizes at gm_now_us(). Returns 0, GM_ENOTFOUND, GM_ECONFLICT (not a draft / grace
+ * window open: reason in err), GM_EDB. */
 int api__invoice_finalize(api_server *s, PGconn *db, const char *invoice_id, char *err,
                           size_t err_len);
 /* Period exact charges (events, amount) of a tenant. */
@@ -225,6 +188,8 @@ void api__h_invoice_void(api_req *r);
 void api__h_credit_note_create(api_req *r);
 void api__h_credit_notes_list(api_req *r);
 void api__h_revenue(api_req *r);
+void api__h_rerating_run(api_req *r);
+void api__h_rerating_runs_list(api_req *r);
 void api__h_tenant_invoices(api_req *r);
 void api__h_usage(api_req *r);
 void api__h_spend(api_req *r);

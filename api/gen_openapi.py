@@ -24,7 +24,9 @@ schemas = {
                     "kind": S("string", enum=["usage", "tier", "discount", "commitment", "credit", "adjustment"]),
                     "adjusted_kind": STR, "description": STR, "dimension": NSTR, "model": NSTR,
                     "site_tier": NSTR, "card_version": S("integer"), "band": S("integer"),
-                    "quantity": INT_TXT, "unit": S("string", enum=["token", "gpu_us"]),
+                    "quantity": S("string", pattern=r"^-?[0-9]+(\.[0-9]{6})?$", description="in the unit of unit_price: tokens, or GPU-seconds with 6 decimals (dimension gpu)"),
+                    "unit": S("string", enum=["token", "gpu_second"]),
+                    "metered_quantity": INT_TXT, "metered_unit": S("string", enum=["token", "gpu_us"]),
                     "unit_price": DEC, "amount_exact": DEC, "amount": DEC,
                     "discount_share": DEC, "credit_share": DEC,
                     "corrects_period": S("string", pattern=r"^[0-9]{4}-[0-9]{2}$")}),
@@ -53,6 +55,27 @@ schemas = {
         "rows": S("array", items=S("object", properties={
             "tenant": STR, "site": STR, "model": STR, "currency": STR, "amount_exact": DEC,
             "amount": DEC, "dimension_events": INT_TXT}))}),
+    "RevenueSeries": S("object", required=["from", "to", "bucket", "series"], properties={
+        "from": STR, "to": STR, "bucket": S("string", enum=["day", "month"]), "basis": STR,
+        "series": S("array", items=S("object", properties={
+            "bucket_start": TS, "currency": STR, "amount_exact": DEC, "amount": DEC,
+            "dimension_events": INT_TXT}))}),
+    "ReratingRequest": S("object", required=["period", "reason"], additionalProperties=False, properties={
+        "period": S("string", pattern=r"^[0-9]{4}-[0-9]{2}$"), "tenant": NSTR,
+        "dry_run": S("boolean"), "reason": S("string", minLength=1, maxLength=1000)}),
+    "ReratingResult": S("object", required=["dry_run", "lines"], properties={
+        "run_id": {"type": ["integer", "null"]}, "dry_run": S("boolean"), "period": STR,
+        "tenants_changed": S("integer"), "lines_changed": S("integer"), "delta_exact": DEC,
+        "lines": S("array", items=S("object", properties={
+            "tenant": STR, "period": STR, "invoice_id": NSTR, "invoice_status": STR, "currency": STR,
+            "kind": STR, "dimension": NSTR, "model": NSTR, "site_tier": NSTR, "card_version": S("integer"),
+            "band": S("integer"), "unit": STR, "quantity_before": STR, "quantity_after": STR,
+            "unit_price_before": DEC, "unit_price_after": DEC, "amount_exact_before": DEC,
+            "amount_exact_after": DEC, "amount_before": DEC, "amount_after": DEC, "delta": DEC}))}),
+    "ReratingRunList": S("object", required=["items"], properties={"items": S("array", items=S("object", properties={
+        "run_id": S("integer"), "period": STR, "tenant": NSTR, "requested_by": STR, "reason": STR,
+        "created_at": TS, "tenants_changed": S("integer"), "lines_changed": S("integer"),
+        "delta_exact": DEC, "delta_minor": S("object", additionalProperties=INT_TXT)}))}),
     "Usage": S("object", required=["tenant", "bucket", "series"], properties={
         "tenant": STR, "from": TS, "to": TS, "bucket": S("string", enum=["minute", "hour", "day"]),
         "group_by": S("array", items=STR), "currency": NSTR,
@@ -172,8 +195,16 @@ paths = {
     "/v1/invoices/{invoice_id}/void": {"post": op("voidInvoice", "Void a finalized invoice through a credit note for what is still creditable", ["finance"], ok("Invoice"), [INV], "VoidRequest", post=True, tags=["finance"])},
     "/v1/invoices/{invoice_id}/credit-notes": {"post": op("createCreditNote", "Credit part of a finalized invoice (never more than creditable)", ["finance"], ok("CreditNote", "201", "Created"), [INV], "CreditNoteRequest", post=True, tags=["finance"])},
     "/v1/credit-notes": {"get": op("listCreditNotes", "List credit notes", ["finance"], ok("CreditNoteList"), [q("tenant", "tenant id"), q("invoice_id", "invoice id"), CURSOR, LIMIT], tags=["finance"])},
-    "/v1/revenue": {"get": op("revenue", "A period's revenue (list amounts) by tenant, site and model", ["finance"], ok("Revenue"),
-                              [dict(PERIOD, required=True), q("group_by", "comma-separated subset of tenant,site,model (default all)")], tags=["finance"])},
+    "/v1/revenue": {"get": op("revenue", "A period's revenue (list amounts) by tenant, site and model; or, with from/to/bucket, a day or month series per currency", ["finance"],
+                              {"200": {"description": "OK", "content": {"application/json": {"schema": {"oneOf": [ref("Revenue"), ref("RevenueSeries")]}}}}},
+                              [PERIOD, q("group_by", "comma-separated subset of tenant,site,model (default all); with period only"),
+                               q("from", "series: first month YYYY-MM", S("string", pattern=r"^[0-9]{4}-[0-9]{2}$")),
+                               q("to", "series: month after the last (exclusive) YYYY-MM", S("string", pattern=r"^[0-9]{4}-[0-9]{2}$")),
+                               q("bucket", "series: day (<= 366 days) or month (<= 120 months; default)", S("string", enum=["day", "month"]))], tags=["finance"])},
+    "/v1/rerating-runs": {"post": op("rerate", "Re-rate a month with the current rate cards: line-by-line diff (dry_run) or appended corrections", ["finance"],
+                                     dict(ok("ReratingResult", "201", "Applied"), **ok("ReratingResult", "200", "Dry run")), body="ReratingRequest", post=True, tags=["finance"]),
+                          "get": op("listReratingRuns", "Applied re-rating runs, newest first", ["finance"], ok("ReratingRunList"),
+                                    [PERIOD, q("tenant", "tenant id")], tags=["finance"])},
     "/v1/tenants/{tenant}/usage": {"get": op("usage", "Usage time series of a tenant", ["customer", "finance"], ok("Usage"),
                                              [TEN, q("from", "RFC 3339 start (inclusive)", TS, True), q("to", "RFC 3339 end (exclusive)", TS, True),
                                               q("bucket", "minute (range <= 1 day), hour (<= 93 days) or day (<= 366 days); default hour", S("string", enum=["minute", "hour", "day"])),

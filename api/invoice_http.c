@@ -1,5 +1,6 @@
 /* HTTP handlers for finance and customers' invoices: list, get (JSON or CSV), finalize,
- * void, credit notes, and a period's revenue summary. */
+ * void, credit notes, re-rating runs, and revenue (a month's summary, or a day or month
+ * series). Parsing and answers only: the work is billing/'s (gm_billing.h). */
 #include "api_int.h"
 
 #include <stdlib.h>
@@ -13,6 +14,8 @@ static void invoice_error(api_req *r, int rc, const char *err)
         api__problem(r, 404, "not-found", NULL, "no such resource");
     else if (rc == GM_ECONFLICT)
         api__problem(r, 409, "invalid-state", NULL, "%s", err);
+    else if (rc == GM_EINVAL)
+        api__problem(r, 422, "rule-violated", NULL, "%s", err);
     else {
         gm_error("api", "msg=\"invoice error\" path=\"%s\" err=\"%s\"", r->path, err);
         api__problem(r, 500, "internal", NULL, "invoice computation failed (logged)");
@@ -21,16 +24,7 @@ static void invoice_error(api_req *r, int rc, const char *err)
 
 bool api__valid_tenant(const char *t)
 {
-    size_t n = strlen(t);
-    if (n < 1 || n > 128)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = t[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              (i && (c == '.' || c == '_' || c == '-'))))
-            return false;
-    }
-    return true;
+    return gm_billing_valid_tenant(t);
 }
 
 static bool valid_id(const char *s, const char *prefix)
@@ -80,13 +74,13 @@ static void list_common(api_req *r, const char *tenant)
     int rc = 0;
     /* Drafts exist as rows once a period has charges: create the missing ones first. */
     if (f.period_start_us)
-        rc = api__invoice_ensure_period(r->db, f.period_start_us, tenant, err, sizeof err);
+        rc = api__invoice_ensure_period(r->srv, r->db, f.period_start_us, tenant, err, sizeof err);
     else {
         int64_t cur = gm_month_start(gm_now_us());
-        rc = api__invoice_ensure_period(r->db, cur, tenant, err, sizeof err);
+        rc = api__invoice_ensure_period(r->srv, r->db, cur, tenant, err, sizeof err);
         if (!rc)
-            rc =
-                api__invoice_ensure_period(r->db, gm_month_start(cur - 1), tenant, err, sizeof err);
+            rc = api__invoice_ensure_period(r->srv, r->db, gm_month_start(cur - 1), tenant, err,
+                                            sizeof err);
     }
     api_invoice **v = NULL;
     size_t n = 0;
@@ -137,7 +131,8 @@ void api__h_tenant_invoices(api_req *r)
 }
 
 /* Loads an invoice the caller may see: 404 for a malformed id, a missing invoice, or another
- * tenant's invoice under a customer key (the same answer for all three). */
+ * tenant's invoice under a customer key (the same answer for all three; the tenant is checked
+ * before another tenant's draft would be computed). */
 static api_invoice *visible_invoice(api_req *r)
 {
     if (!valid_id(r->param[0], "inv_")) {
@@ -146,14 +141,11 @@ static api_invoice *visible_invoice(api_req *r)
     }
     api_invoice *inv = NULL;
     char err[1024];
-    int rc = api__invoice_get(r->srv, r->db, r->param[0], &inv, err, sizeof err);
+    int rc = api__invoice_get(r->srv, r->db, r->param[0],
+                              r->auth.role == GM_API_ROLE_CUSTOMER ? r->auth.tenant : NULL, &inv,
+                              err, sizeof err);
     if (rc) {
         invoice_error(r, rc, err);
-        return NULL;
-    }
-    if (r->auth.role == GM_API_ROLE_CUSTOMER && strcmp(inv->tenant, r->auth.tenant)) {
-        api__invoice_free(inv);
-        api__problem(r, 404, "not-found", NULL, "no such resource");
         return NULL;
     }
     return inv;
@@ -245,77 +237,19 @@ void api__h_invoice_void(api_req *r)
         api__problem(r, 404, "not-found", NULL, "no such resource");
         return;
     }
-    const char *p[2] = {r->param[0], reason};
-    char err[512];
-    if (gm_pg_begin(r->db, NULL, gm_now_us(), err, sizeof err)) {
-        cJSON_Delete(b);
-        gm_error("api", "msg=\"void: BEGIN failed\" err=\"%s\"", err);
-        api__problem(r, 503, "unavailable", NULL, "database unavailable");
+    char err[1024];
+    gm_billing_ctx ctx = {r->db, NULL, 0, gm_now_us(), api__config(r->srv)->grace_hours, NULL};
+    int rc = gm_billing_void(&ctx, r->param[0], reason, err, sizeof err);
+    cJSON_Delete(b);
+    if (rc) {
+        invoice_error(r, rc, err);
         return;
     }
-    PGresult *res =
-        PQexecParams(r->db,
-                     "SELECT status, coalesce(number, ''), total - (SELECT coalesce(sum(amount),"
-                     " 0) FROM gm.credit_notes WHERE invoice_id = $1)"
-                     " FROM gm.invoices WHERE invoice_id = $1 FOR UPDATE",
-                     1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        api__db_problem(r, res, "void");
-        goto fail;
-    }
-    if (PQntuples(res) != 1) {
-        api__problem(r, 404, "not-found", NULL, "no such resource");
-        goto fail;
-    }
-    if (strcmp(PQgetvalue(res, 0, 0), "finalized")) {
-        api__problem(r, 409, "invalid-state", NULL,
-                     "invoice %s is %s: only a finalized invoice can be voided", r->param[0],
-                     PQgetvalue(res, 0, 0));
-        goto fail;
-    }
-    bool remaining = PQgetvalue(res, 0, 2)[0] != '-' &&
-                     strspn(PQgetvalue(res, 0, 2), "0.") != strlen(PQgetvalue(res, 0, 2));
-    PQclear(res);
-    res = NULL;
-    if (remaining) {
-        res = PQexecParams(r->db,
-                           "INSERT INTO gm.credit_notes (invoice_id, amount, reason)"
-                           " SELECT $1, i.total - (SELECT coalesce(sum(amount), 0)"
-                           " FROM gm.credit_notes WHERE invoice_id = $1), $2"
-                           " FROM gm.invoices i WHERE invoice_id = $1",
-                           2, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            api__db_problem(r, res, "void credit note");
-            goto fail;
-        }
-        PQclear(res);
-    }
-    res = PQexecParams(r->db,
-                       "UPDATE gm.invoices SET status = 'void', voided_at = gm.now()"
-                       " WHERE invoice_id = $1",
-                       1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        api__db_problem(r, res, "void");
-        goto fail;
-    }
-    PQclear(res);
-    res = PQexec(r->db, "COMMIT");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        api__db_problem(r, res, "void commit");
-        goto fail;
-    }
-    PQclear(res);
-    cJSON_Delete(b);
     api_invoice *inv = visible_invoice(r);
     if (inv) {
         api__json(r, 200, api__invoice_json(inv, true));
         api__invoice_free(inv);
     }
-    return;
-fail:
-    PQclear(res);
-    PQclear(PQexec(r->db, "ROLLBACK"));
-    cJSON_Delete(b);
 }
 
 void api__h_credit_note_create(api_req *r)
@@ -343,23 +277,16 @@ void api__h_credit_note_create(api_req *r)
         api__problem(r, 404, "not-found", NULL, "no such resource");
         return;
     }
-    const char *p[3] = {r->param[0], amount->valuestring, reason};
-    PGresult *res = PQexecParams(r->db,
-                                 "INSERT INTO gm.credit_notes (invoice_id, amount, reason)"
-                                 " SELECT invoice_id, $2::numeric, $3 FROM gm.invoices"
-                                 " WHERE invoice_id = $1 RETURNING " CN_COLS,
-                                 3, NULL, p, NULL, NULL, 0);
+    char err[1024];
+    gm_billing_ctx ctx = {r->db, NULL, 0, gm_now_us(), api__config(r->srv)->grace_hours, NULL};
+    gm_billing_credit_note cn;
+    int rc = gm_billing_credit_note_create(&ctx, r->param[0], amount->valuestring, reason, &cn, err,
+                                           sizeof err);
     cJSON_Delete(b);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        api__db_problem(r, res, "credit note");
-        PQclear(res);
-        return;
-    }
-    if (PQntuples(res) != 1)
-        api__problem(r, 404, "not-found", NULL, "no such resource");
+    if (rc)
+        invoice_error(r, rc, err);
     else
-        api__json(r, 201, credit_note_json(res, 0));
-    PQclear(res);
+        api__json(r, 201, gm_billing_credit_note_json(&cn));
 }
 
 void api__h_credit_notes_list(api_req *r)
@@ -457,9 +384,110 @@ bool api__parse_group_by(api_req *r, const char *s, const char *const *allowed, 
     return true;
 }
 
+/* Minor digits of a currency: the ISO table, else what the book's cards declare (a card in a
+ * currency outside the table states "minor_units"; assuming 2 rounded such revenue wrongly). */
+static int minor_units_of(api_req *r, const char *currency)
+{
+    char err[256];
+    const gm_rating_book *book = api__book_acquire(r->srv, r->db, err, sizeof err);
+    int mu = book ? gm_rating_book_minor_units(book, currency) : -1;
+    if (book)
+        api__book_release(r->srv);
+    return mu < 0 ? api__minor_units(currency) : mu;
+}
+
+/* GET /v1/revenue?from=YYYY-MM&to=YYYY-MM&bucket=day|month: list amounts per bucket and
+ * currency over [from, to) (to exclusive; at most 366 days by day, 120 months by month). */
+static void revenue_series(api_req *r, const char *from, const char *to, const char *bucket)
+{
+    int64_t a_us, b_us;
+    if (!from || !api__parse_month(from, &a_us)) {
+        api__problem(r, 400, "invalid-parameter", "from",
+                     "from: required with bucket, a month YYYY-MM (1970-01 or later)");
+        return;
+    }
+    if (!to || !api__parse_month(to, &b_us) || b_us <= a_us) {
+        api__problem(r, 400, "invalid-parameter", "to",
+                     "to: required with bucket, a month YYYY-MM after from (exclusive)");
+        return;
+    }
+    bool day = !strcmp(bucket, "day");
+    if (!day && strcmp(bucket, "month")) {
+        api__problem(r, 400, "invalid-parameter", "bucket", "bucket: must be day or month");
+        return;
+    }
+    if ((day && b_us - a_us > 366 * GM_US_PER_DAY) ||
+        (!day && b_us - a_us > 3660 * GM_US_PER_DAY)) {
+        api__problem(r, 400, "invalid-parameter", "to",
+                     "to: at most 366 days after from for bucket=day, 120 months for month");
+        return;
+    }
+    char a[40], b[40];
+    api__time_param(a_us, a);
+    api__time_param(b_us, b);
+    const char *p[2] = {a, b};
+    PGresult *res = PQexecParams(
+        r->db,
+        day ? "SELECT " US("day") ", currency, sum(amount)::text, sum(events)::text"
+                                  " FROM gm.charges_daily WHERE day >= $1 AND day < $2 GROUP BY "
+                                  "day, currency"
+                                  " ORDER BY 1, 2"
+            : "SELECT " US("gm.month_of(day)") ", currency, sum(amount)::text, sum(events)::text"
+                                               " FROM gm.charges_daily WHERE day >= $1 AND day < $2"
+                                               " GROUP BY gm.month_of(day), currency ORDER BY 1, 2",
+        2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        api__db_problem(r, res, "revenue series");
+        PQclear(res);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "from", from);
+    cJSON_AddStringToObject(o, "to", to);
+    cJSON_AddStringToObject(o, "bucket", bucket);
+    cJSON *rows = cJSON_AddArrayToObject(o, "series");
+    for (int i = 0; i < PQntuples(res); i++) {
+        int64_t us = 0;
+        gm_i128 e18 = 0;
+        if (gm_parse_i64(PQgetvalue(res, i, 0), strlen(PQgetvalue(res, i, 0)), &us) ||
+            !api__num_e18(PQgetvalue(res, i, 2), &e18)) {
+            cJSON_Delete(o);
+            PQclear(res);
+            gm_error("api", "msg=\"revenue series: unreadable row\"");
+            api__problem(r, 500, "internal", NULL, "revenue series: unreadable row (logged)");
+            return;
+        }
+        cJSON *row = cJSON_CreateObject();
+        api__add_time(row, "bucket_start", us);
+        const char *cur = PQgetvalue(res, i, 1);
+        cJSON_AddStringToObject(row, "currency", cur);
+        api__add_e18(row, "amount_exact", e18);
+        int mu = minor_units_of(r, cur);
+        api__add_minor(row, "amount", gm_rating_round_e18(e18, mu), mu);
+        cJSON_AddStringToObject(row, "dimension_events", PQgetvalue(res, i, 3));
+        cJSON_AddItemToArray(rows, row);
+    }
+    PQclear(res);
+    cJSON_AddStringToObject(o, "basis",
+                            "list amounts of the ledger's charges per UTC day or month (before"
+                            " invoice-level tiers, discounts, commitments and credits); amount"
+                            " rounded half to even");
+    api__json(r, 200, o);
+}
+
 void api__h_revenue(api_req *r)
 {
-    const char *period = api__query(r, "period");
+    const char *period = api__query(r, "period"), *bucket = api__query(r, "bucket");
+    if (bucket || api__query(r, "from") || api__query(r, "to")) {
+        if (period || api__query(r, "group_by")) {
+            api__problem(r, 400, "invalid-parameter", period ? "period" : "group_by",
+                         "%s: not with from/to/bucket (a series is per bucket and currency)",
+                         period ? "period" : "group_by");
+            return;
+        }
+        revenue_series(r, api__query(r, "from"), api__query(r, "to"), bucket ? bucket : "month");
+        return;
+    }
     int64_t start;
     if (!period || !api__parse_month(period, &start)) {
         api__problem(r, 400, "invalid-parameter", "period",
@@ -482,8 +510,8 @@ void api__h_revenue(api_req *r)
             ng++;
         }
     snprintf(sql, sizeof sql,
-             "SELECT %scurrency, sum(amount)::text, sum(events)::text FROM gm.charges"
-             " WHERE hour >= $1 AND hour < $2 GROUP BY %scurrency ORDER BY %scurrency",
+             "SELECT %scurrency, sum(amount)::text, sum(events)::text FROM gm.charges_daily"
+             " WHERE day >= $1 AND day < $2 GROUP BY %scurrency ORDER BY %scurrency",
              sel, grp, grp);
     char a[40], b[40];
     api__time_param(start, a);
@@ -503,6 +531,14 @@ void api__h_revenue(api_req *r)
             cJSON_AddItemToArray(gb, cJSON_CreateString(cols[i]));
     cJSON *rows = cJSON_AddArrayToObject(o, "rows");
     for (int i = 0; i < PQntuples(res); i++) {
+        gm_i128 e18 = 0;
+        if (!api__num_e18(PQgetvalue(res, i, ng + 1), &e18)) {
+            cJSON_Delete(o);
+            PQclear(res);
+            gm_error("api", "msg=\"revenue: unreadable amount\"");
+            api__problem(r, 500, "internal", NULL, "revenue: unreadable amount (logged)");
+            return;
+        }
         cJSON *row = cJSON_CreateObject();
         int c = 0;
         for (int k = 0; k < 3; k++)
@@ -510,11 +546,8 @@ void api__h_revenue(api_req *r)
                 cJSON_AddStringToObject(row, cols[k], PQgetvalue(res, i, c++));
         const char *cur = PQgetvalue(res, i, ng);
         cJSON_AddStringToObject(row, "currency", cur);
-        gm_i128 e18 = 0;
-        if (!api__num_e18(PQgetvalue(res, i, ng + 1), &e18))
-            e18 = 0;
         api__add_e18(row, "amount_exact", e18);
-        int mu = api__minor_units(cur);
+        int mu = minor_units_of(r, cur);
         api__add_minor(row, "amount", gm_rating_round_e18(e18, mu), mu);
         cJSON_AddStringToObject(row, "dimension_events", PQgetvalue(res, i, ng + 2));
         cJSON_AddItemToArray(rows, row);
@@ -523,5 +556,119 @@ void api__h_revenue(api_req *r)
     cJSON_AddStringToObject(o, "basis",
                             "list amounts of the ledger's charges (before invoice-level tiers,"
                             " discounts, commitments and credits); amount rounded half to even");
+    api__json(r, 200, o);
+}
+
+/* POST /v1/rerating-runs {"period": "YYYY-MM", "tenant"?: "...", "dry_run"?: bool,
+ * "reason": "..."} (finance; Idempotency-Key as every POST). */
+void api__h_rerating_run(api_req *r)
+{
+    cJSON *b = api__body_object(r, "period,tenant,dry_run,reason", false);
+    if (!b)
+        return;
+    cJSON *period = cJSON_GetObjectItemCaseSensitive(b, "period");
+    cJSON *tenant = cJSON_GetObjectItemCaseSensitive(b, "tenant");
+    cJSON *dry = cJSON_GetObjectItemCaseSensitive(b, "dry_run");
+    int64_t start;
+    const char *reason = NULL;
+    if (!cJSON_IsString(period) || !api__parse_month(period->valuestring, &start)) {
+        api__problem(r, 400, "invalid-field", "period",
+                     "body.period: required, a month YYYY-MM (1970-01 or later)");
+        goto out;
+    }
+    if (tenant && !cJSON_IsNull(tenant) &&
+        (!cJSON_IsString(tenant) || !api__valid_tenant(tenant->valuestring))) {
+        api__problem(r, 400, "invalid-field", "tenant",
+                     "body.tenant: a tenant id (1-128 characters A-Z a-z 0-9 . _ - , not first)"
+                     " or null for all");
+        goto out;
+    }
+    if (dry && !cJSON_IsBool(dry)) {
+        api__problem(r, 400, "invalid-field", "dry_run", "body.dry_run: a boolean");
+        goto out;
+    }
+    bool dry_run = dry && cJSON_IsTrue(dry);
+    if (!reason_of(r, b, &reason))
+        goto out;
+    char err[1024], by[256];
+    snprintf(by, sizeof by, "api key %s", r->auth.key_id);
+    gm_billing_ctx ctx;
+    if (!api__billing_begin(r->srv, r->db, &ctx, err, sizeof err)) {
+        gm_error("api", "msg=\"re-rating: no rating book\" err=\"%s\"", err);
+        api__problem(r, 503, "unavailable", NULL, "rating book unavailable");
+        goto out;
+    }
+    gm_billing_rerate_result *res = NULL;
+    int rc = gm_billing_rerate(&ctx, start, cJSON_IsString(tenant) ? tenant->valuestring : NULL,
+                               dry_run, by, reason, &res, err, sizeof err);
+    api__billing_end(r->srv);
+    if (rc)
+        invoice_error(r, rc, err);
+    else {
+        cJSON *o = gm_billing_rerate_json(res, dry_run);
+        cJSON_AddStringToObject(o, "period", period->valuestring);
+        api__json(r, dry_run ? 200 : 201, o);
+    }
+    gm_billing_rerate_result_free(res);
+out:
+    cJSON_Delete(b);
+}
+
+/* GET /v1/rerating-runs?period=&tenant= (finance): applied runs, newest first (at most 200). */
+void api__h_rerating_runs_list(api_req *r)
+{
+    const char *period = api__query(r, "period"), *tenant = api__query(r, "tenant");
+    int64_t start = 0;
+    if (period && !api__parse_month(period, &start)) {
+        api__problem(r, 400, "invalid-parameter", "period",
+                     "period: a month YYYY-MM (1970-01 or later)");
+        return;
+    }
+    if (tenant && !api__valid_tenant(tenant)) {
+        api__problem(r, 400, "invalid-parameter", "tenant",
+                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        return;
+    }
+    char ps[40];
+    if (period)
+        api__time_param(start, ps);
+    const char *p[2] = {period ? ps : NULL, tenant};
+    PGresult *res = PQexecParams(
+        r->db,
+        "SELECT run_id, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM'), tenant,"
+        " requested_by, reason, " US(
+            "created_at") ", tenants, lines_changed,"
+                          " delta_exact::text, delta_minor::text FROM gm.rerating_runs"
+                          " WHERE ($1::timestamptz IS NULL OR period_start = $1)"
+                          " AND ($2::text IS NULL OR tenant = $2) ORDER BY run_id DESC LIMIT 200",
+        2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        api__db_problem(r, res, "re-rating runs");
+        PQclear(res);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *items = cJSON_AddArrayToObject(o, "items");
+    for (int i = 0; i < PQntuples(res); i++) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "run_id", atof(PQgetvalue(res, i, 0)));
+        cJSON_AddStringToObject(j, "period", PQgetvalue(res, i, 1));
+        if (PQgetisnull(res, i, 2))
+            cJSON_AddNullToObject(j, "tenant");
+        else
+            cJSON_AddStringToObject(j, "tenant", PQgetvalue(res, i, 2));
+        cJSON_AddStringToObject(j, "requested_by", PQgetvalue(res, i, 3));
+        cJSON_AddStringToObject(j, "reason", PQgetvalue(res, i, 4));
+        int64_t us = 0;
+        if (gm_parse_i64(PQgetvalue(res, i, 5), strlen(PQgetvalue(res, i, 5)), &us))
+            us = 0;
+        api__add_time(j, "created_at", us);
+        cJSON_AddNumberToObject(j, "tenants_changed", atoi(PQgetvalue(res, i, 6)));
+        cJSON_AddNumberToObject(j, "lines_changed", atoi(PQgetvalue(res, i, 7)));
+        cJSON_AddStringToObject(j, "delta_exact", PQgetvalue(res, i, 8));
+        cJSON_AddItemToObject(j, "delta_minor", cJSON_Parse(PQgetvalue(res, i, 9)));
+        cJSON_AddItemToArray(items, j);
+    }
+    PQclear(res);
     api__json(r, 200, o);
 }

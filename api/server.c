@@ -55,7 +55,9 @@ static const api_route routes[] = {
      api__h_credit_notes_list,
      "tenant,invoice_id,cursor,limit",
      0},
-    {{"GET", "/v1/revenue", F, false}, api__h_revenue, "period,group_by", 0},
+    {{"GET", "/v1/revenue", F, false}, api__h_revenue, "period,group_by,from,to,bucket", 0},
+    {{"POST", "/v1/rerating-runs", F, false}, api__h_rerating_run, "", 0},
+    {{"GET", "/v1/rerating-runs", F, false}, api__h_rerating_runs_list, "period,tenant", 0},
     {{"GET", "/v1/tenants/{tenant}/usage", C | F, true},
      api__h_usage,
      "from,to,bucket,group_by",
@@ -133,6 +135,8 @@ struct gm_api_server {
     gm_rating_book *book;
     char book_print[64];
     int64_t book_checked_us;
+    uint64_t book_gen; /* +1 per load (draft cache key) */
+    gm_billing_cache *drafts;
     /* usage responses (usage.c) */
     pthread_mutex_t uc_mu;
     struct api_cached *uc;
@@ -179,6 +183,7 @@ const gm_rating_book *api__book_acquire(api_server *s, PGconn *db, char *err, si
             pthread_rwlock_wrlock(&s->book_lock);
             gm_rating_book *old = s->book;
             s->book = nb;
+            s->book_gen++;
             pthread_rwlock_unlock(&s->book_lock);
             gm_rating_book_free(old);
             snprintf(s->book_print, sizeof s->book_print, "%s", print);
@@ -189,6 +194,16 @@ const gm_rating_book *api__book_acquire(api_server *s, PGconn *db, char *err, si
     pthread_rwlock_rdlock(&s->book_lock);
     pthread_mutex_unlock(&s->book_mu);
     return s->book;
+}
+
+uint64_t api__book_generation(api_server *s)
+{
+    return s->book_gen; /* read under the book's read lock (api__book_acquire) */
+}
+
+gm_billing_cache *api__drafts(api_server *s)
+{
+    return s->drafts;
 }
 
 void api__book_release(api_server *s)
@@ -823,6 +838,7 @@ gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
     s->rl = gm_xcalloc(RL_SLOTS, sizeof *s->rl);
     pthread_mutex_init(&s->uc_mu, NULL);
     s->uc = gm_xcalloc(API_USAGE_CACHE_SLOTS, sizeof *s->uc);
+    s->drafts = gm_billing_cache_new(4096);
     s->pool = api__pool_new(s->conninfo, cfg->db_pool_size, cfg->statement_timeout_ms);
     s->auth = api__auth_cache_new(cfg->auth_cache_ms);
     if (cfg->max_body_bytes < 1 || cfg->rate_per_s < 0 || cfg->rate_burst < 1 ||
@@ -898,6 +914,7 @@ void gm_api_stop(gm_api_server *s)
     api__pool_free(s->pool);
     api__auth_cache_free(s->auth);
     gm_rating_book_free(s->book);
+    gm_billing_cache_free(s->drafts);
     pthread_rwlock_destroy(&s->book_lock);
     pthread_mutex_destroy(&s->book_mu);
     pthread_mutex_destroy(&s->rl_mu);

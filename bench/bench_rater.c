@@ -3,6 +3,8 @@
  * binary COPY of the same rows into an unindexed table on the same server.
  *
  *   bench_rater [events=300000] [partitions=6] [batch=10000]
+ * GM_BENCH_ROLLUP=off drops the daily-rollup triggers on gm.charges (sql/0008) first: the
+ * rater as it was before them, for the before/after comparison of bench/rollup_cost.sh.
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
  * and drops its own database and topic. Prints a table and writes bench_rater.csv (latency
  * percentiles) into the current directory. */
@@ -327,6 +329,12 @@ int main(int argc, char **argv)
     char msg[256];
     if (gm_ledger_import(c, card, card_len, msg, sizeof msg, err, sizeof err))
         die("import", err);
+    const char *rollup = getenv("GM_BENCH_ROLLUP");
+    bool rollup_off = rollup && !strcmp(rollup, "off");
+    if (rollup_off)
+        exec_ok(c, "DROP TRIGGER charges_rollup_ins ON gm.charges;"
+                   " DROP TRIGGER charges_rollup_upd ON gm.charges");
+    printf("bench_rater: daily rollup triggers on gm.charges: %s\n", rollup_off ? "off" : "on");
 
     printf("bench_rater: %lld events, %d partitions, batch %d, PostgreSQL %d, 2-core host\n",
            (long long)n_events, partitions, batch, PQserverVersion(c));

@@ -1,10 +1,14 @@
 /* `gridmeter quote`: prices usage events (JSON lines on stdin) against rate cards and
  * contracts and prints, as JSON, each event's exact list amount and the invoice lines and
  * total per tenant and month. Finance asks it "what would this cost"; tests use it as an
- * oracle. Events are decoded by the strict ingest decoder (gm_event_decode). */
+ * oracle. Events are decoded by the strict ingest decoder (gm_event_decode); an event whose
+ * (source, id) was already seen is a duplicate and is dropped, as the rater drops it. Invoice
+ * lines are billing's (gm_billing_from_rating): the same lines, units and renderings as the
+ * REST API's invoices. */
 #include "cli.h"
 #include "gm_common.h"
 #include "gm_ingest.h"
+#include "gm_billing.h"
 #include "gm_rating.h"
 
 #include <inttypes.h>
@@ -101,6 +105,64 @@ static int load_list(gm_rating_book *book, const char *list, bool contract, char
     return rc;
 }
 
+/* ---- Seen (source, id) pairs: a re-sent event is a duplicate, dropped as the rater does -- */
+typedef struct {
+    char **keys;
+    size_t *lines;
+    size_t cap, n;
+} seen_set;
+
+/* 0 when new (now remembered); otherwise the input line that had it first. */
+static size_t seen_add(seen_set *s, const char *source, const char *id, size_t line)
+{
+    if (2 * (s->n + 1) > s->cap) {
+        seen_set g = {gm_xcalloc(s->cap ? 2 * s->cap : 1024, sizeof(char *)),
+                      gm_xcalloc(s->cap ? 2 * s->cap : 1024, sizeof(size_t)),
+                      s->cap ? 2 * s->cap : 1024, 0};
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->keys[i]) {
+                uint64_t h = 1469598103934665603ull;
+                for (const char *c = s->keys[i]; *c; c++)
+                    h = (h ^ (unsigned char)*c) * 1099511628211ull;
+                size_t k = h % g.cap;
+                while (g.keys[k])
+                    k = (k + 1) % g.cap;
+                g.keys[k] = s->keys[i];
+                g.lines[k] = s->lines[i];
+                g.n++;
+            }
+        free(s->keys);
+        free(s->lines);
+        *s = g;
+    }
+    size_t len = strlen(source) + strlen(id) + 2;
+    char *key = gm_xmalloc(len);
+    snprintf(key, len, "%s%c%s", source, '\x1f', id);
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = key; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    size_t k = h % s->cap;
+    while (s->keys[k]) {
+        if (!strcmp(s->keys[k], key)) {
+            free(key);
+            return s->lines[k];
+        }
+        k = (k + 1) % s->cap;
+    }
+    s->keys[k] = key;
+    s->lines[k] = line;
+    s->n++;
+    return 0;
+}
+
+static void seen_free(seen_set *s)
+{
+    for (size_t i = 0; i < s->cap; i++)
+        free(s->keys[i]);
+    free(s->keys);
+    free(s->lines);
+}
+
 /* ---- Periods per tenant and month ------------------------------------------------------ */
 
 typedef struct {
@@ -132,29 +194,16 @@ static void print_invoice(FILE *f, const gm_invoice *inv)
     json_flags(f, &first, inv->flags);
     json_key(f, &first, "lines");
     fputc('[', f);
-    for (size_t i = 0; i < inv->n_lines; i++) {
-        const gm_invoice_line *l = &inv->lines[i];
-        bool lf = true;
-        fputs(i ? ",\n    {" : "\n    {", f);
-        json_kv_int(f, &lf, "line_no", l->line_no);
-        json_kv_str(f, &lf, "kind", gm_line_kind_name(l->kind));
-        if (l->kind == GM_LINE_USAGE || l->kind == GM_LINE_TIER) {
-            json_kv_str(f, &lf, "dimension", gm_dim_name(l->dim));
-            json_kv_str(f, &lf, "model", l->model);
-            json_kv_str(f, &lf, "site_tier", l->site_tier);
-            json_kv_int(f, &lf, "card_version", (long long)l->card_version);
-            json_kv_int(f, &lf, "band", l->band);
-            json_kv_dec(f, &lf, "quantity", l->qty, 0);
-            json_kv_str(f, &lf, "unit", gm_dim_unit(l->dim));
-            json_kv_dec(f, &lf, "unit_price", l->unit_price_p, 12);
-        }
-        json_kv_dec(f, &lf, "amount_exact", l->amount_e18, 18);
-        json_kv_dec(f, &lf, "amount", l->amount_minor, mu);
-        json_kv_dec(f, &lf, "discount_share", l->discount_minor, mu);
-        json_kv_dec(f, &lf, "credit_share", l->credit_minor, mu);
-        json_kv_str(f, &lf, "description", l->description);
-        fputc('}', f);
+    gm_billing_invoice *bi = gm_billing_from_rating(inv);
+    for (size_t i = 0; i < bi->n_lines; i++) {
+        cJSON *j = gm_billing_line_json(&bi->lines[i], mu);
+        char *txt = cJSON_PrintUnformatted(j);
+        fputs(i ? ",\n    " : "\n    ", f);
+        fputs(txt, f);
+        free(txt);
+        cJSON_Delete(j);
     }
+    gm_billing_invoice_free(bi);
     fputs(inv->n_lines ? "\n  ]" : "]", f);
     json_kv_dec(f, &first, "usage", inv->usage_minor, mu);
     json_kv_dec(f, &first, "usage_exact", inv->exact_usage_e18, 18);
@@ -210,6 +259,9 @@ int gm_cmd_quote(int argc, char **argv)
     ssize_t n;
     uint64_t line_no = 0;
     gm_event ev;
+    seen_set seen = {0};
+    char **dups = NULL;
+    size_t n_dups = 0;
     fputs("{\"events\":[", out);
     while ((n = getline(&line, &cap, stdin)) >= 0) {
         line_no++;
@@ -224,6 +276,16 @@ int gm_cmd_quote(int argc, char **argv)
         char why[1024];
         gm_event_price p;
         rc = gm_event_decode(line, len, &ev, why, sizeof why);
+        if (!rc) {
+            size_t first_line = seen_add(&seen, ev.source, ev.id, (size_t)line_no);
+            if (first_line) {
+                char *d = gm_xmalloc(strlen(ev.source) + strlen(ev.id) + 96);
+                sprintf(d, "%" PRIu64 "\x1f%zu\x1f%s\x1f%s", line_no, first_line, ev.source, ev.id);
+                dups = gm_xrealloc(dups, (n_dups + 1) * sizeof *dups);
+                dups[n_dups++] = d;
+                continue;
+            }
+        }
         quote_period *qp = NULL;
         gm_usage u = {ev.tenant,
                       ev.model,
@@ -301,7 +363,24 @@ int gm_cmd_quote(int argc, char **argv)
         free(rejected[k]);
     }
     free(rejected);
-    fputs(n_rejected ? "\n ],\n \"invoices\":[" : "],\n \"invoices\":[", out);
+    fputs(n_rejected ? "\n ],\n \"duplicates\":[" : "],\n \"duplicates\":[", out);
+    for (size_t k = 0; k < n_dups; k++) {
+        char *f1 = strchr(dups[k], '\x1f');
+        *f1++ = 0;
+        char *f2 = strchr(f1, '\x1f');
+        *f2++ = 0;
+        char *f3 = strchr(f2, '\x1f');
+        *f3++ = 0;
+        fprintf(out, "%s\n  {\"line\":%s,\"first_line\":%s,\"source\":", k ? "," : "", dups[k], f1);
+        json_str(out, f2);
+        fputs(",\"id\":", out);
+        json_str(out, f3);
+        fputc('}', out);
+        free(dups[k]);
+    }
+    free(dups);
+    seen_free(&seen);
+    fputs(n_dups ? "\n ],\n \"invoices\":[" : "],\n \"invoices\":[", out);
     /* Tenants in name order, months in order; prepaid credit carries from month to month. */
     if (n_per)
         qsort(per, n_per, sizeof *per, cmp_period);

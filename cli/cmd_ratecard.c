@@ -138,6 +138,13 @@ static int cmd_validate(int argc, char **argv, bool import)
                 bad++;
             }
         }
+    /* Contracts against the cards given (validate only: an import checks against the cards
+     * already stored): the card a contract names exists, and tier rules name known models
+     * (regression: validate accepted both). */
+    if (!import && !bad && gm_rating_book_check_contracts(book, err, sizeof err)) {
+        printf("together: error: %s\n", err);
+        bad++;
+    }
     gm_rating_book_free(book);
     if (import && !bad) {
         PGconn *pg = gm_pg_connect(gm_opt_str(opts, "db"), "gridmeter-ratecard", err, sizeof err);

@@ -168,6 +168,10 @@ size_t gm_i128_format(gm_i128 value, char *buf, size_t buf_len);
 /* 10^n for 0 <= n <= 38. */
 gm_i128 gm_pow10_i128(int n);
 
+/* Drops a UTF-8 sequence cut short at the end of s (after a byte-limited copy such as
+ * snprintf into a fixed buffer), so that s stays valid UTF-8. Returns the new length. */
+size_t gm_utf8_trim_partial(char *s);
+
 /* Checked arithmetic: 0 or GM_ERANGE (never wraps). */
 static inline int gm_i128_add(gm_i128 a, gm_i128 b, gm_i128 *out)
 {

@@ -196,3 +196,27 @@ int64_t gm_month_next(int64_t us)
     }
     return gm_days_from_civil(y, m, 1) * GM_US_PER_DAY;
 }
+
+size_t gm_utf8_trim_partial(char *s)
+{
+    size_t n = strlen(s);
+    /* Walk back over continuation bytes (10xxxxxx) to the lead byte of the last sequence. */
+    size_t i = n, cont = 0;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80 && cont < 4) {
+        i--;
+        cont++;
+    }
+    if (i == 0)
+        return n;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t need = lead < 0x80             ? 1
+                  : (lead & 0xE0) == 0xC0 ? 2
+                  : (lead & 0xF0) == 0xE0 ? 3
+                  : (lead & 0xF8) == 0xF0 ? 4
+                                          : 1;
+    if (lead >= 0x80 && cont + 1 < need) {
+        s[i - 1] = 0; /* the last character was cut: drop its remaining bytes */
+        return i - 1;
+    }
+    return n;
+}

@@ -388,12 +388,14 @@
     if (seq !== usageSeq) return;
     const cur = data.currency || '';
     let header, rows;
+    // Each row shows its exact amount beside the rounded one: most hourly rows round to 0.00.
+    const amt = 'amount' + (cur ? ' (' + cur + ')' : ''), exact = 'amount_exact' + (cur ? ' (' + cur + ')' : '');
     if (group === 'dimension') {
-      header = ['bucket_start', 'dimension', 'quantity', 'unit', 'amount' + (cur ? ' (' + cur + ')' : '')];
-      rows = data.series.map((r) => [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount]);
+      header = ['bucket_start', 'dimension', 'quantity', 'unit', amt, exact];
+      rows = data.series.map((r) => [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount, r.amount_exact]);
     } else {
-      header = ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', 'amount' + (cur ? ' (' + cur + ')' : '')];
-      rows = data.series.map((r) => [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToSeconds(r.gpu_us), r.amount]);
+      header = ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', amt, exact];
+      rows = data.series.map((r) => [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToSeconds(r.gpu_us), r.amount, r.amount_exact]);
     }
     const numeric = header.map((h, i) => i >= 2 && h !== 'unit');
     const foot = header.map((h, i) => {
@@ -663,6 +665,46 @@
     }
     if (!data.rows.length) setMsg(msg, 'empty', 'No rated usage in ' + period + '. Choose another month.');
     else setMsg(msg, '', data.rows.length + ' rows: ' + data.basis + '.');
+    await loadRevenueSeries(period);
+  }
+
+  // Revenue over time: the chosen month day by day, or the 12 months up to it.
+  let lastRevenueSeries = null;
+  async function loadRevenueSeries(period) {
+    const bucket = $('fin-bucket').value, msg = $('fin-series-msg');
+    const [y, m] = period.split('-').map(Number);
+    const next = (yy, mm) => (mm === 12 ? [yy + 1, 1] : [yy, mm + 1]);
+    const fmt = (yy, mm) => String(yy).padStart(4, '0') + '-' + String(mm).padStart(2, '0');
+    let from, to;
+    if (bucket === 'day') {
+      from = period;
+      to = fmt(...next(y, m));
+    } else {
+      const [ny, nm] = next(y, m);
+      to = fmt(ny, nm);
+      from = fmt(ny - 1, nm);
+    }
+    setMsg(msg, 'loading', 'Loading revenue over time…');
+    let data;
+    try {
+      data = await api('/v1/revenue?from=' + from + '&to=' + to + '&bucket=' + bucket);
+    } catch (e) {
+      setMsg(msg, 'error', explain(e, 'revenue over time'));
+      renderTable($('fin-series-table'), [], [], [], null);
+      $('fin-series-chart').replaceChildren();
+      return;
+    }
+    const header = ['bucket_start', 'currency', 'amount', 'amount_exact', 'dimension_events'];
+    const rows = data.series.map((r) => [r.bucket_start.slice(0, bucket === 'day' ? 10 : 7), r.currency, r.amount, r.amount_exact, r.dimension_events]);
+    const numeric = header.map((hd) => ['amount', 'amount_exact', 'dimension_events'].includes(hd));
+    const curs = [...new Set(data.series.map((r) => r.currency))];
+    const foot = curs.length === 1 ? ['Total', curs[0], decSum(rows.map((r) => r[2])), decSum(rows.map((r) => r[3])), decSum(rows.map((r) => r[4]))] : null;
+    renderTable($('fin-series-table'), header, rows, numeric, foot);
+    lastRevenueSeries = { header, rows, name: 'revenue-' + bucket + '-' + from + '-' + to + '.csv' };
+    drawBars($('fin-series-chart'), rows.map((r) => r[0] + (curs.length > 1 ? ' (' + r[1] + ')' : '')), data.series.map((r) => toPlot(r.amount)),
+      'Revenue by ' + bucket + ', ' + from + ' to ' + to + ' (exclusive)');
+    if (!rows.length) setMsg(msg, 'empty', 'No rated usage from ' + from + ' to ' + to + '.');
+    else setMsg(msg, '', rows.length + ' ' + bucket + (rows.length === 1 ? '' : 's') + ', ' + from + ' to ' + to + ' (exclusive).');
   }
 
   // ---- operator ----------------------------------------------------------------------------
@@ -772,6 +814,11 @@
       if (!lastRevenue || !lastRevenue.rows.length) { setMsg($('fin-msg'), 'empty', 'Nothing to download: the table is empty.'); return; }
       download(lastRevenue.name, 'text/csv', toCsv(lastRevenue.header, lastRevenue.rows));
     });
+    $('fin-series-csv').addEventListener('click', () => {
+      if (!lastRevenueSeries || !lastRevenueSeries.rows.length) { setMsg($('fin-series-msg'), 'empty', 'Nothing to download: the table is empty.'); return; }
+      download(lastRevenueSeries.name, 'text/csv', toCsv(lastRevenueSeries.header, lastRevenueSeries.rows));
+    });
+    $('fin-bucket').addEventListener('change', () => loadRevenueSeries($('fin-period').value));
     $('fin-period').addEventListener('change', () => { writeHash({ period: $('fin-period').value }); loadFinance(); });
     $('fin-group').addEventListener('change', () => { writeHash({ fgroup: $('fin-group').value }); loadFinance(); });
     $('fin-open').addEventListener('click', () => { if ($('fin-tenant').value) { writeHash({ view: 'usage', tenant: $('fin-tenant').value }); route(); } });

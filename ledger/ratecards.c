@@ -113,6 +113,49 @@ static int import_card(PGconn *c, const char *json, size_t len, char *msg, size_
             gm_fail(err, err_len, rc, "rate card %s version %s: %s", info.card_id, version, why);
     }
     gm_rating_book_free(book);
+    /* A version that drops a model with usage in its validity would price that usage by the
+     * card's default entry (or reject it) on the next re-rating or draft: refused unless the
+     * document lists the model in "dropped_models" (regression: a price went up 250,000x
+     * with only a default_model flag). */
+    if (rc == 0) {
+        const gm_rating_price_row *rows;
+        size_t nr = gm_rating_card_prices(card, &rows);
+        cJSON *doc = cJSON_ParseWithLength(json, len);
+        cJSON *dm = doc ? cJSON_GetObjectItemCaseSensitive(doc, "dropped_models") : NULL;
+        const char *params[3] = {info.card_id, from,
+                                 info.valid_until_us != GM_RATING_NO_END ? until : NULL};
+        PGresult *r =
+            PQexecParams(c,
+                         /* models the version that priced the usage named */
+                         "SELECT d.model, to_char(min(d.first_hour) AT TIME ZONE"
+                         " 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"')"
+                         " FROM gm.charges_daily d JOIN gm.rate_cards r"
+                         " ON r.card_id = d.card_id AND r.version = d.card_version"
+                         " WHERE d.card_id = $1 AND d.last_hour >= $2"
+                         " AND ($3::timestamptz IS NULL OR d.first_hour < $3)"
+                         " AND d.model <> 'default' AND (r.document -> 'prices') ? d.model"
+                         " GROUP BY d.model ORDER BY d.model",
+                         3, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = gm_pg_fail(c, r, "models with usage", err, err_len);
+        for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+            const char *m = PQgetvalue(r, i, 0);
+            bool named = false, dropped = false;
+            for (size_t k = 0; k < nr && !named; k++)
+                named = strcmp(rows[k].model, "default") && !strcmp(rows[k].model, m);
+            for (const cJSON *x = dm ? dm->child : NULL; x && !dropped; x = x->next)
+                dropped = cJSON_IsString(x) && !strcmp(x->valuestring, m);
+            if (!named && !dropped)
+                rc = gm_fail(err, err_len, GM_ECONFLICT,
+                             "rate card %s version %s: drops model %s, which has usage priced by"
+                             " card %s since %s within this version's validity; it would be"
+                             " priced by the card's default entry (or refused). Price it on this"
+                             " version, or list it in \"dropped_models\" to mean it",
+                             info.card_id, version, m, info.card_id, PQgetvalue(r, i, 1));
+        }
+        PQclear(r);
+        cJSON_Delete(doc);
+    }
     if (rc == 0) {
         const char *params[6] = {
             info.card_id,  version, from, info.valid_until_us != GM_RATING_NO_END ? until : NULL,

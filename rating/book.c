@@ -382,3 +382,67 @@ int gm_event_price_total(const gm_event_price *p, gm_i128 *total)
     *total = t;
     return 0;
 }
+
+int64_t gm_rating_book_next_change_us(const gm_rating_book *b, const char *tenant, int64_t time_us)
+{
+    int32_t ci = tenant ? rating__map_get(&b->con_map, tenant) : -1;
+    const rating__family *f =
+        ci >= 0 && b->con_fam[ci] >= 0 ? b->fam[b->con_fam[ci]] : default_family(b);
+    if (!f)
+        return GM_RATING_NO_END;
+    for (size_t i = 0; i < f->n_seg; i++)
+        if (f->seg_start[i] > time_us)
+            return f->seg_start[i];
+    return GM_RATING_NO_END;
+}
+
+int gm_rating_book_minor_units(const gm_rating_book *b, const char *currency)
+{
+    int known = gm_rating_currency_minor_units(currency);
+    if (known >= 0)
+        return known;
+    for (size_t i = 0; i < b->n_fam; i++)
+        for (size_t k = 0; k < b->fam[i]->n_cards; k++)
+            if (!strcmp(b->fam[i]->cards[k]->currency, currency))
+                return b->fam[i]->cards[k]->minor_units;
+    for (size_t i = 0; i < b->n_con; i++)
+        if (!strcmp(b->con[i]->currency, currency))
+            return b->con[i]->minor_units;
+    return -1;
+}
+
+int gm_rating_book_check_contracts(const gm_rating_book *b, char *err, size_t err_len)
+{
+    for (size_t i = 0; i < b->n_con; i++) {
+        const gm_rating_contract *k = b->con[i];
+        const rating__family *f = NULL;
+        if (k->card_id) {
+            int32_t fi = rating__map_get(&b->fam_map, k->card_id);
+            f = fi >= 0 ? b->fam[fi] : NULL;
+            if (!f || !f->n_cards)
+                return gm_fail(err, err_len, GM_ENOTFOUND,
+                               "contract %s: card_id: card %s does not exist (no version of it is"
+                               " given)",
+                               k->tenant, k->card_id);
+        } else if (!(f = default_family(b))) {
+            return gm_fail(err, err_len, GM_ENOTFOUND,
+                           "contract %s: names no card_id and there is no default card (mark one"
+                           " card \"default_card\": true)",
+                           k->tenant);
+        }
+        for (size_t r = 0; r < k->n_rules; r++)
+            for (size_t m = 0; m < k->rules[r].n_models; m++) {
+                const char *name = k->rules[r].models[m];
+                bool known = rating__map_get(&k->over_map, name) >= 0;
+                for (size_t v = 0; v < f->n_cards && !known; v++)
+                    known = rating__map_get(&f->cards[v]->model_map, name) >= 0;
+                if (!known)
+                    return gm_fail(err, err_len, GM_ENOTFOUND,
+                                   "contract %s: tiers[%zu].models: model %s is on no version of"
+                                   " card %s and not priced by the contract: the rule would never"
+                                   " apply",
+                                   k->tenant, r, name, f->card_id);
+            }
+    }
+    return 0;
+}

@@ -234,12 +234,26 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
     if (rc)
         return rc;
     static const char *const allowed[] = {
-        "card_id",  "version",     "valid_from",        "valid_until",
-        "currency", "minor_units", "default_card",      "unknown_models",
-        "prices",   "site_tiers",  "default_site_tier", "description",
-        NULL};
+        "card_id",           "version",      "valid_from",     "valid_until", "currency",
+        "minor_units",       "default_card", "unknown_models", "prices",      "site_tiers",
+        "default_site_tier", "description",  "dropped_models", NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
+    /* dropped_models: the models this version leaves out on purpose (import refuses a version
+     * that drops a model with usage in its validity unless it is listed here). */
+    const cJSON *dm = cJSON_GetObjectItemCaseSensitive(doc, "dropped_models");
+    if (dm) {
+        if (!cJSON_IsArray(dm))
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "dropped_models: must be an array of model names");
+        int k = 0;
+        for (const cJSON *m = dm->child; m; m = m->next, k++) {
+            char mp[64];
+            snprintf(mp, sizeof mp, "dropped_models[%d]", k);
+            if ((rc = need_string(j, m, mp, err, err_len)))
+                return rc;
+        }
+    }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "card_id");
     if ((rc = need_string(j, v, "card_id", err, err_len)))
         return rc;
@@ -394,9 +408,45 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                     break;
                 }
             }
+            /* The tier's own prices first: a (model, dimension) the tier prices itself is
+             * never multiplied, so the exactness rule does not apply to it (regression: a tier
+             * stating its own price was still refused by the multiplier check, although the
+             * error advised exactly that). */
+            int64_t *own_p = gm_xcalloc(nm * GM_DIM_COUNT + 1, sizeof *own_p);
+            unsigned *own_m = gm_xcalloc(nm + 1, sizeof *own_m);
+            const cJSON *tp = cJSON_GetObjectItemCaseSensitive(t, "prices");
+            if (tp) {
+                char ppath[320];
+                snprintf(ppath, sizeof ppath, "%s.prices", path);
+                rc = need_object(j, tp, ppath, err, err_len);
+                for (const cJSON *m = tp ? tp->child : NULL; m && !rc; m = m->next) {
+                    char mp[400];
+                    snprintf(mp, sizeof mp, "%s.%s", ppath, m->string);
+                    int32_t mi = rating__map_get(&c->model_map, m->string);
+                    if (mi < 0) {
+                        rc = gm_fail(err, err_len, GM_EINVAL,
+                                     "%s: model is not in prices (a tier can only re-price "
+                                     "models of the card)",
+                                     mp);
+                        break;
+                    }
+                    int64_t own[GM_DIM_COUNT];
+                    unsigned mask;
+                    if ((rc = parse_model_prices(j, m, mp, false, own, &mask, err, err_len)))
+                        break;
+                    for (int d = 0; d < GM_DIM_COUNT; d++)
+                        if (mask & (1u << d))
+                            own_p[(size_t)mi * GM_DIM_COUNT + d] = own[d];
+                    own_m[mi] |= mask;
+                }
+            }
             /* Effective prices: base * multiplier, exact, unless the tier states its own. */
             for (size_t mi = 0; mi < nm && !rc; mi++)
                 for (int d = 0; d < GM_DIM_COUNT; d++) {
+                    if (own_m[mi] & (1u << d)) {
+                        c->price[(mi * nt + ti) * GM_DIM_COUNT + d] = own_p[mi * GM_DIM_COUNT + d];
+                        continue;
+                    }
                     gm_i128 p = (gm_i128)base[mi * GM_DIM_COUNT + d] * mult;
                     gm_i128 one = gm_pow10_i128(RATING_MULT_SCALE);
                     if (p % one != 0 || p / one > INT64_MAX) {
@@ -414,36 +464,10 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                     }
                     c->price[(mi * nt + ti) * GM_DIM_COUNT + d] = (int64_t)(p / one);
                 }
+            free(own_p);
+            free(own_m);
             if (rc)
                 break;
-            const cJSON *tp = cJSON_GetObjectItemCaseSensitive(t, "prices");
-            if (tp) {
-                char ppath[320];
-                snprintf(ppath, sizeof ppath, "%s.prices", path);
-                if ((rc = need_object(j, tp, ppath, err, err_len)))
-                    break;
-                for (const cJSON *m = tp->child; m && !rc; m = m->next) {
-                    char mp[400];
-                    snprintf(mp, sizeof mp, "%s.%s", ppath, m->string);
-                    int32_t mi = rating__map_get(&c->model_map, m->string);
-                    if (mi < 0) {
-                        rc = gm_fail(err, err_len, GM_EINVAL,
-                                     "%s: model is not in prices (a tier can only re-price "
-                                     "models of the card)",
-                                     mp);
-                        break;
-                    }
-                    int64_t own[GM_DIM_COUNT];
-                    unsigned mask;
-                    if ((rc = parse_model_prices(j, m, mp, false, own, &mask, err, err_len)))
-                        break;
-                    for (int d = 0; d < GM_DIM_COUNT; d++)
-                        if (mask & (1u << d))
-                            c->price[((size_t)mi * nt + ti) * GM_DIM_COUNT + d] = own[d];
-                }
-                if (rc)
-                    break;
-            }
             const cJSON *sites = cJSON_GetObjectItemCaseSensitive(t, "sites");
             if (sites) {
                 char spath[320];

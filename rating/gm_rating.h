@@ -132,6 +132,19 @@ int gm_rating_book_add_parsed_contract(gm_rating_book *book, gm_rating_contract 
  * none. The card stays owned by the book. */
 const gm_rating_card *gm_rating_book_card_at(const gm_rating_book *book, const char *card_id,
                                              int64_t time_us);
+/* The first instant after time_us at which the card version pricing `tenant` (its contract's
+ * card, or the default card) can change: the next start of a segment of that card's
+ * timeline, or GM_RATING_NO_END. Usage summed over [t, next) is priced by one version. */
+int64_t gm_rating_book_next_change_us(const gm_rating_book *book, const char *tenant,
+                                      int64_t time_us);
+/* Minor-unit digits of a currency: the ISO table, else what a card or contract of the book in
+ * that currency declares ("minor_units"); -1 when neither knows it. */
+int gm_rating_book_minor_units(const gm_rating_book *book, const char *currency);
+/* Checks the book's contracts against its cards: a contract's card_id names a card of the
+ * book (or a default card exists), and every model a tier rule names is on some version of
+ * that card or priced by the contract. GM_ENOTFOUND naming the contract and field. */
+int gm_rating_book_check_contracts(const gm_rating_book *book, char *err,
+                                   size_t err_len) GM_MUSTCHECK;
 /* The tenant's contract, or NULL. */
 const gm_rating_contract *gm_rating_book_contract(const gm_rating_book *book, const char *tenant);
 

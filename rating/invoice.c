@@ -285,13 +285,16 @@ static const char *dim_label(gm_dim d)
     return (unsigned)d < GM_DIM_COUNT ? labels[d] : "?";
 }
 
-/* Line descriptions are informative and may be cut at 127 bytes. */
+/* Line descriptions are informative and may be cut at 127 bytes, never inside a UTF-8
+ * character (regression: a model name with multi-byte characters cut mid-character made the
+ * description invalid UTF-8 in JSON, CSV and PostgreSQL). */
 GM_PRINTF(2, 3) static void describe(gm_invoice_line *l, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(l->description, sizeof l->description, fmt, ap);
     va_end(ap);
+    gm_utf8_trim_partial(l->description);
 }
 
 static gm_invoice_line *inv_line(invoice_priv *v)

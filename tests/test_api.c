@@ -777,7 +777,7 @@ START_TEST(test_invoice_lines_reconcile_with_the_ledger_at_contract_prices)
     for (int t = 0; t < 2; t++) {
         char *id = invoice_id(tenants[t], "2026-09");
         cJSON *inv = get_invoice(id, F.finance, 200);
-        int usage_lines = 0;
+        int usage_lines = 0, gpu_lines = 0;
         gm_i128 sum = 0;
         int mu = (int)cJSON_GetObjectItemCaseSensitive(inv, "minor_units")->valuedouble;
         for (cJSON *l = cJSON_GetObjectItemCaseSensitive(inv, "lines")->child; l; l = l->next) {
@@ -789,6 +789,22 @@ START_TEST(test_invoice_lines_reconcile_with_the_ledger_at_contract_prices)
             ck_assert_msg(amount == gm_rating_round_e18(exact, mu),
                           "line %s: one rounding, half even", jstr(l, "description"));
             sum += amount;
+            if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(l, "dimension"))) {
+                const char *dim = jstr(l, "dimension");
+                /* Regression (GPU line a person cannot redo by hand: quantity in microseconds
+                 * beside a price per GPU-second): quantity and unit price are in one unit, so
+                 * quantity x unit_price is the exact amount, checked in PostgreSQL NUMERIC. */
+                const char *u[3] = {jstr(l, "quantity"), jstr(l, "unit_price"),
+                                    jstr(l, "amount_exact")};
+                ck_assert_str_eq(jstr(l, "unit"), strcmp(dim, "gpu") ? "token" : "gpu_second");
+                PGresult *r = PQexecParams(c, "SELECT $1::numeric * $2::numeric = $3::numeric", 3,
+                                           NULL, u, NULL, NULL, 0);
+                ck_assert(PQresultStatus(r) == PGRES_TUPLES_OK);
+                ck_assert_msg(!strcmp(PQgetvalue(r, 0, 0), "t"), "%s: %s x %s != %s",
+                              jstr(l, "description"), u[0], u[1], u[2]);
+                PQclear(r);
+                gpu_lines += !strcmp(dim, "gpu");
+            }
             if (strcmp(jstr(l, "kind"), "usage"))
                 continue;
             usage_lines++;
@@ -812,10 +828,11 @@ START_TEST(test_invoice_lines_reconcile_with_the_ledger_at_contract_prices)
             ck_assert_msg(!strcmp(PQgetvalue(r, 0, 0), jstr(l, "amount_exact")),
                           "%s: ledger %s, invoice %s", jstr(l, "description"), PQgetvalue(r, 0, 0),
                           jstr(l, "amount_exact"));
-            ck_assert_str_eq(PQgetvalue(r, 0, 1), jstr(l, "quantity"));
+            ck_assert_str_eq(PQgetvalue(r, 0, 1), jstr(l, "metered_quantity"));
             PQclear(r);
         }
         ck_assert_int_gt(usage_lines, 0);
+        ck_assert_int_gt(gpu_lines, 0);
         ck_assert(sum == cents(jstr(inv, "total")));
         /* and `gridmeter quote` agrees, line by line and in total */
         const cJSON *qinv = NULL;
@@ -914,6 +931,87 @@ START_TEST(test_invoice_csv_and_usage_series)
     ck_assert_ptr_nonnull(strstr(r.body, "\"currency\":\"USD\""));
     http_free(&r);
     free(id);
+}
+END_TEST
+
+/* Finance re-rates over the API as `gridmeter rerate` does (billing/): a dry run answers the
+ * diff and writes nothing; applied with an Idempotency-Key, one run is appended and a replay
+ * of the same key answers the same run; the run is listed. Revenue over time by day adds up
+ * to the month's revenue. */
+START_TEST(test_rerating_over_the_api_is_idempotent_and_listed)
+{
+    cJSON *j = NULL;
+    ck_assert_int_eq(post("/v1/rerating-runs", F.finance, "rr-dry-1",
+                          "{\"period\":\"2026-09\",\"dry_run\":true,\"reason\":\"check\"}", &j),
+                     200);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "run_id")));
+    ck_assert(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "lines")));
+    cJSON_Delete(j);
+    PGconn *c = db();
+    char *n0 = gm_test_pg_value(c, "SELECT count(*) FROM gm.rerating_runs");
+    ck_assert_int_eq(post("/v1/rerating-runs", F.finance, "rr-apply-1",
+                          "{\"period\":\"2026-09\",\"reason\":\"audit request\"}", &j),
+                     201);
+    double run = cJSON_GetObjectItemCaseSensitive(j, "run_id")->valuedouble;
+    ck_assert(run > 0);
+    cJSON_Delete(j);
+    http_resp a;
+    http_do(F.port, "POST", "/v1/rerating-runs", F.finance, "rr-apply-1",
+            "{\"period\":\"2026-09\",\"reason\":\"audit request\"}", NULL, &a);
+    ck_assert_int_eq(a.status, 201);
+    char h[16];
+    ck_assert(http_header(&a, "Idempotent-Replayed", h, sizeof h));
+    http_free(&a);
+    char *n1 = gm_test_pg_value(c, "SELECT count(*) FROM gm.rerating_runs");
+    ck_assert_int_eq(atoi(n1), atoi(n0) + 1); /* one effect */
+    free(n0);
+    free(n1);
+    ck_assert_int_eq(
+        post("/v1/rerating-runs", F.finance, "rr-bad-1", "{\"period\":\"2026-09\"}", &j), 400);
+    ck_assert_str_eq(jstr(j, "field"), "reason");
+    cJSON_Delete(j);
+    http_do(F.port, "GET", "/v1/rerating-runs?period=2026-09", F.finance, NULL, NULL, NULL, &a);
+    ck_assert_int_eq(a.status, 200);
+    j = cJSON_Parse(a.body);
+    ck_assert_int_ge(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "items")), 1);
+    ck_assert_str_eq(
+        jstr(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "items"), 0), "reason"),
+        "audit request");
+    cJSON_Delete(j);
+    http_free(&a);
+    /* revenue over time: the days of September add up exactly to September */
+    http_do(F.port, "GET", "/v1/revenue?from=2026-09&to=2026-10&bucket=day", F.finance, NULL, NULL,
+            NULL, &a);
+    ck_assert_int_eq(a.status, 200);
+    cJSON *days = cJSON_Parse(a.body);
+    http_free(&a);
+    http_do(F.port, "GET", "/v1/revenue?period=2026-09&group_by=tenant", F.finance, NULL, NULL,
+            NULL, &a);
+    ck_assert_int_eq(a.status, 200);
+    cJSON *month = cJSON_Parse(a.body);
+    http_free(&a);
+    gm_i128 sd = 0, sm = 0, v;
+    cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(days, "series"))
+    {
+        ck_assert(gm_dec_parse(jstr(r, "amount_exact"), strlen(jstr(r, "amount_exact")), 18, &v,
+                               NULL, 0) == 0);
+        sd += v;
+    }
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(month, "rows"))
+    {
+        ck_assert(gm_dec_parse(jstr(r, "amount_exact"), strlen(jstr(r, "amount_exact")), 18, &v,
+                               NULL, 0) == 0);
+        sm += v;
+    }
+    ck_assert(sd == sm && sd > 0);
+    cJSON_Delete(days);
+    cJSON_Delete(month);
+    http_do(F.port, "GET", "/v1/revenue?period=2026-09&bucket=day", F.finance, NULL, NULL, NULL,
+            &a);
+    ck_assert_int_eq(a.status, 400);
+    http_free(&a);
+    PQfinish(c);
 }
 END_TEST
 
@@ -1533,6 +1631,7 @@ int main(void)
     tcase_add_test(tc, test_invoice_lines_reconcile_with_the_ledger_at_contract_prices);
     tcase_add_test(tc, test_invoice_csv_and_usage_series);
     tcase_add_test(tc, test_spend_shows_commitment_and_prepaid_credit_of_the_draft);
+    tcase_add_test(tc, test_rerating_over_the_api_is_idempotent_and_listed);
     tcase_add_test(tc, test_ops_ingest_returns_the_raters_metrics_and_503_without_it);
     tcase_add_test(tc, test_bad_requests_are_4xx_and_leave_the_database_unchanged);
     tcase_add_test(tc, test_per_key_rate_limit_answers_429);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #define EX  GM_SOURCE_DIR "/examples/ratecards/"
 #define BIN GM_BINARY_DIR "/cli/gridmeter"
@@ -46,6 +47,63 @@ START_TEST(test_quote_prints_event_amounts_and_invoice_totals)
         strstr(out, "\"commitment\":\"100.00\",\"credit\":\"-50.00\",\"total\":\"50.00\""), "%s",
         out);
     free(out);
+}
+END_TEST
+
+/* Regression (issue 18: `quote` billed duplicate events, same source and id, twice): the
+ * sample sent twice gives the same invoices as once, every second copy listed as a duplicate. */
+START_TEST(test_quote_drops_duplicate_events_as_the_rater_does)
+{
+    char *once, *twice;
+    const char *q = BIN " quote --no-events --rate-card " EX "list-usd-v1.json," EX
+                        "list-usd-v2.json --contract " EX "contract-acme.json";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s < %susage-sample.jsonl", q, EX);
+    ck_assert_int_eq(run(cmd, &once), 0);
+    snprintf(cmd, sizeof cmd, "cat %susage-sample.jsonl %susage-sample.jsonl | %s", EX, EX, q);
+    ck_assert_int_eq(run(cmd, &twice), 0);
+    const char *i1 = strstr(once, "\"invoices\""), *i2 = strstr(twice, "\"invoices\"");
+    ck_assert_ptr_nonnull(i1);
+    ck_assert_ptr_nonnull(i2);
+    ck_assert_str_eq(i1, i2); /* the same invoices, line for line */
+    ck_assert_msg(strstr(once, "\"duplicates\":[]"), "%s", once);
+    ck_assert_msg(strstr(twice, "\"duplicates\":[\n  {\"line\":"), "%s", twice);
+    ck_assert_msg(strstr(twice, "\"first_line\":1,"), "%s", twice);
+    free(once);
+    free(twice);
+}
+END_TEST
+
+/* Regression (issue 18: GPU lines read microseconds beside a per-GPU-second price): quote's
+ * lines are billing's, quantity in GPU-seconds beside the metered microseconds. */
+START_TEST(test_quote_gpu_lines_are_in_gpu_seconds)
+{
+    char *out;
+    ck_assert_int_eq(run(BIN " quote --no-events --rate-card " EX "list-usd-v1.json < " EX
+                             "usage-sample.jsonl",
+                         &out),
+                     0);
+    ck_assert_msg(strstr(out, "\"unit\":\"gpu_second\""), "%s", out);
+    ck_assert_msg(strstr(out, "\"metered_unit\":\"gpu_us\""), "%s", out);
+    ck_assert_msg(!strstr(out, "\"unit\":\"gpu_us\""), "%s", out);
+    free(out);
+}
+END_TEST
+
+/* Regression (issue 18: `ratecard validate` accepted a contract whose card does not exist). */
+START_TEST(test_ratecard_validate_refuses_a_contract_of_a_missing_card)
+{
+    char path[128], cmd[512], *out;
+    snprintf(path, sizeof path, "/tmp/gmtest-contract-%d.json", (int)getpid());
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"tenant\":\"x\",\"card_id\":\"nope\",\"currency\":\"USD\"}", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, BIN " ratecard validate " EX "list-usd-v1.json %s", path);
+    ck_assert_int_ne(run(cmd, &out), 0);
+    ck_assert_msg(strstr(out, "card nope does not exist"), "%s", out);
+    free(out);
+    unlink(path);
 }
 END_TEST
 
@@ -118,6 +176,9 @@ int main(void)
     TCase *tc = tcase_create("cli");
     tcase_add_test(tc, test_quote_prints_event_amounts_and_invoice_totals);
     tcase_add_test(tc, test_quote_lists_invalid_events_and_exits_1);
+    tcase_add_test(tc, test_quote_drops_duplicate_events_as_the_rater_does);
+    tcase_add_test(tc, test_quote_gpu_lines_are_in_gpu_seconds);
+    tcase_add_test(tc, test_ratecard_validate_refuses_a_contract_of_a_missing_card);
     tcase_add_test(tc, test_ratecard_validate_reports_each_file);
     tcase_add_test(tc, test_gridmeter_now_moves_the_clock_or_is_refused);
     suite_add_tcase(s, tc);

@@ -99,12 +99,14 @@ async function checkSeriesTable(page, key, resp) {
   await page.waitForFunction(() => !document.querySelector('#series-msg').classList.contains('loading'));
   const group = u.searchParams.get('group_by');
   const cur = api.body.currency;
+  // Each row shows its exact amount beside the rounded one (issue 18: hourly rows read 0.00).
   const expectHeader = group === 'dimension'
-    ? ['bucket_start', 'dimension', 'quantity', 'unit', `amount (${cur})`]
-    : ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', `amount (${cur})`];
+    ? ['bucket_start', 'dimension', 'quantity', 'unit', `amount (${cur})`, `amount_exact (${cur})`]
+    : ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', `amount (${cur})`, `amount_exact (${cur})`];
   const expectRows = api.body.series.map((r) => (group === 'dimension'
-    ? [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount]
-    : [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToS(r.gpu_us), r.amount]));
+    ? [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount, r.amount_exact]
+    : [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToS(r.gpu_us), r.amount, r.amount_exact]));
+  for (const row of expectRows) assert.match(row[row.length - 1], /^-?[0-9]+\.[0-9]{18}$/, 'exact amount: 18 decimals');
   assert.deepEqual(await headerCells(page, '#series-table'), expectHeader);
   assert.deepEqual(await tableCells(page, '#series-table'), expectRows, 'table rows equal the API rows');
   assert.ok(expectRows.length > 0, `usage rows for ${u.search}`);
@@ -459,6 +461,35 @@ async function main() {
           await fp.setViewportSize({ width: 1280, height: 900 });
         }
         ok(`revenue ${period} by ${g}: ${want.length} rows equal the API`);
+      }
+      // Revenue over time: the month day by day, then 12 months, equal to the API; the days add
+      // up exactly to the month's revenue.
+      {
+        const monthApi = (await apiGet(FINANCE, `/v1/revenue?period=${period}&group_by=site`)).body;
+        const exactSum = (list) => {
+          let tot = 0n;
+          for (const x of list) { const [i, f = ''] = x.replace('-', '').split('.'); tot += (x.startsWith('-') ? -1n : 1n) * BigInt(i + f.padEnd(18, '0')); }
+          return tot;
+        };
+        await fp.waitForFunction(() => !document.querySelector('#fin-series-msg').classList.contains('loading'));
+        const [yy, mm] = period.split('-').map(Number);
+        const nextM = mm === 12 ? `${yy + 1}-01` : `${yy}-${String(mm + 1).padStart(2, '0')}`;
+        const days = (await apiGet(FINANCE, `/v1/revenue?from=${period}&to=${nextM}&bucket=day`)).body;
+        assert.ok(days.series.length > 0, 'revenue by day');
+        assert.deepEqual(await tableCells(fp, '#fin-series-table'),
+          days.series.map((r) => [r.bucket_start.slice(0, 10), r.currency, r.amount, r.amount_exact, r.dimension_events]), 'revenue by day equals the API');
+        assert.equal(exactSum(days.series.map((r) => r.amount_exact)), exactSum(monthApi.rows.map((r) => r.amount_exact)), 'the days add up to the month');
+        await shot(fp, '09c-finance-by-day');
+        const mr = await pageResponse(fp, /\/v1\/revenue\?from=.*bucket=month$/, () => fp.selectOption('#fin-bucket', 'month'));
+        assert.equal(mr.status(), 200);
+        await fp.waitForFunction(() => !document.querySelector('#fin-series-msg').classList.contains('loading'));
+        const months = (await apiGet(FINANCE, new URL(mr.url()).pathname + new URL(mr.url()).search)).body;
+        assert.deepEqual(await tableCells(fp, '#fin-series-table'),
+          months.series.map((r) => [r.bucket_start.slice(0, 7), r.currency, r.amount, r.amount_exact, r.dimension_events]), 'revenue by month equals the API');
+        const thisMonth = months.series.filter((r) => r.bucket_start.startsWith(period)).map((r) => r.amount_exact);
+        assert.equal(exactSum(thisMonth), exactSum(monthApi.rows.map((r) => r.amount_exact)), 'the month row is the month\'s revenue');
+        await shot(fp, '09d-finance-by-month');
+        ok(`revenue over time: ${days.series.length} days and ${months.series.length} months equal the API`);
       }
       const [dl] = await Promise.all([fp.waitForEvent('download'), fp.click('#fin-csv')]);
       const f = path.join(ART, dl.suggestedFilename());
