@@ -714,6 +714,14 @@ static void note_latency(gm_agent *a, uint64_t lsn)
     pthread_mutex_unlock(&a->lat_mu);
 }
 
+/* The counters of invariants 1 and 2 move together, under rec_mu (gm_agent_check takes it). */
+static void count_events(gm_agent *a, size_t accepted, size_t n_items)
+{
+    atomic_fetch_add(&a->accepted, accepted);
+    atomic_fetch_add(&a->rejected, n_items - accepted);
+    atomic_fetch_add(&a->events_seen, n_items);
+}
+
 void agent__events_finish(agent__req *r)
 {
     gm_agent *a = r->a;
@@ -737,6 +745,7 @@ void agent__events_finish(agent__req *r)
         }
         gm_node_stats st;
         gm_node_stats_get(a->node, &st);
+        count_events(a, accepted, r->n_items);
         pthread_mutex_unlock(&a->rec_mu);
         if (accepted) {
             note_latency(a, st.last_lsn);
@@ -746,6 +755,10 @@ void agent__events_finish(agent__req *r)
                 gm_warn(AGENT_COMP, "msg=\"answer before the fsync\" reason=\"%s\"", sync_err);
             }
         }
+    } else {
+        pthread_mutex_lock(&a->rec_mu);
+        count_events(a, 0, r->n_items);
+        pthread_mutex_unlock(&a->rec_mu);
     }
     if (full) {
         for (size_t i = 0; i < r->n_items; i++) {
@@ -758,9 +771,6 @@ void agent__events_finish(agent__req *r)
         atomic_fetch_add(&a->requests_full, 1);
     }
     size_t rejected = r->n_items - accepted;
-    atomic_fetch_add(&a->accepted, accepted);
-    atomic_fetch_add(&a->rejected, rejected);
-    atomic_fetch_add(&a->events_seen, r->n_items);
 
     agent__buf b = {0};
     agent__buf_printf(&b, "{\"accepted\":%zu,\"rejected\":%zu", accepted, rejected);
@@ -966,6 +976,9 @@ void agent__metrics(gm_agent *a, agent__req *r)
             s.gpu_filled);
     COUNTER("gridmeter_agent_gpu_unmatched_total",
             "of those, with no GPU time for their request (gpu_us 0)", s.gpu_unmatched);
+    COUNTER("gridmeter_agent_gpu_wait_timeouts_total",
+            "requests answered after the longest GPU wait (the collector did not close windows)",
+            s.gpu_wait_timeouts);
     GAUGE("gridmeter_agent_gpu_waiting_requests", "requests waiting for their windows to close",
           s.gpu_waiting);
     GAUGE("gridmeter_agent_gpu_spool_bytes", "size of the GPU spool's files",
@@ -1315,6 +1328,7 @@ void gm_agent_stats_get(gm_agent *a, gm_agent_stats *o)
     o->gpu_events = atomic_load(&a->gpu_events);
     o->gpu_steps = atomic_load(&a->gpu_steps);
     o->gpu_waiting = atomic_load(&a->gpu_waiting);
+    o->gpu_wait_timeouts = atomic_load(&a->gpu_wait_timeouts);
     pthread_mutex_lock(&a->gpu_mu);
     o->gpu_running = a->gc != NULL && !a->gpu_final;
     pthread_mutex_unlock(&a->gpu_mu);

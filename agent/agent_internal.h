@@ -50,9 +50,10 @@ struct agent__req {
     size_t n_items;
     agent__error *errors;
     size_t n_errors, cap_errors;
-    size_t n_bad;     /* items refused by the rules */
-    size_t n_gpu;     /* items whose gpu_us the agent fills */
-    uint64_t wait_ns; /* wait until the collector's closed_until reaches this */
+    size_t n_bad;          /* items refused by the rules */
+    size_t n_gpu;          /* items whose gpu_us the agent fills */
+    uint64_t wait_ns;      /* wait until the collector's closed_until reaches this */
+    int64_t wait_until_us; /* gm_mono_us: answered by then whatever the collector does */
     /* the answer */
     int status;
     char *answer;
@@ -123,6 +124,7 @@ struct gm_agent {
     /* counters */
     _Atomic uint64_t requests, accepted, rejected, rejected_full, requests_full, requests_bad;
     _Atomic uint64_t gpu_filled, gpu_unmatched, gpu_events, gpu_steps, gpu_waiting;
+    _Atomic uint64_t gpu_wait_timeouts;
     _Atomic uint64_t route_status[N_ROUTES][6]; /* 2xx..5xx by class; [0]: other */
     _Atomic uint64_t events_seen;               /* invariant 1: events of answered requests */
     agent__hist request_s, delivery_s;

@@ -17,12 +17,16 @@
  *
  * Invariants (checked by gm_agent_check, which the tests call):
  *   1. accepted + rejected = the events of the requests answered so far (a request refused as
- *      a whole counts its events, when they could be counted, as rejected).
+ *      a whole, 400/413/415, holds no events: it is counted in requests_bad).
  *   2. Every event answered as accepted was recorded: recorded = accepted (usage node).
  *   3. Per source, the seqs the agent gave out are 1..last with no hole: the seq ranges of
  *      the answers are contiguous and never reused (the node client's epoch rules apply).
  *   4. No request waits for GPU time once the collector has closed every window up to its
- *      arrival (the waiting list only holds arrivals after closed_until).
+ *      arrival (the waiting list only holds arrivals after closed_until), nor longer than
+ *      gpu_max_wait_ms (2 x (window + grace + flush period) + 30 s): a collector that stopped
+ *      closing windows
+ *      does not hold answers for ever (those requests get the GPU time known so far, and are
+ *      counted in gpu_wait_timeouts and logged).
  */
 #ifndef GM_AGENT_H
 #define GM_AGENT_H
@@ -80,8 +84,10 @@ typedef struct gm_agent_config {
     uint64_t gpu_spool_max_bytes;   /* 0: 256 MiB */
     gm_gpu_collector_conf gpu_conf; /* window, grace, flush, weights, cupti_path (on_windows
                                      * and arg are the agent's) */
-    int gpu_request_ttl_s;          /* per-request GPU time not claimed by a usage event is
-                                     * dropped from memory after this; 0: 600 */
+    int gpu_max_wait_ms;   /* the longest a usage event waits for its windows; 0: 2 x (window +
+                            * grace + flush period) + 30 s (invariant 4) */
+    int gpu_request_ttl_s; /* per-request GPU time not claimed by a usage event is
+                            * dropped from memory after this; 0: 600 */
     /* Test seam: starts the CUPTI collector (NULL: gm_gpu_collector_start). */
     int (*gpu_start)(const gm_gpu_collector_conf *conf, gm_gpu_collector **out, char *err,
                      size_t err_len);
@@ -127,6 +133,7 @@ typedef struct gm_agent_stats {
     uint64_t gpu_events;          /* gridmeter.gpu.v1 events recorded */
     uint64_t gpu_steps;           /* step manifests accepted */
     uint64_t gpu_waiting;         /* requests waiting for GPU time now */
+    uint64_t gpu_wait_timeouts;   /* requests answered after the longest wait (invariant 4) */
     bool gpu_running;             /* a collector runs */
     gm_node_stats node, gpu_node; /* gpu_node zero when there is none */
 } gm_agent_stats;

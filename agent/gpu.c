@@ -231,6 +231,15 @@ void agent__gpu_wait(agent__req *r)
         return;
     }
     r->next = NULL;
+    const gm_gpu_collector_conf *gc = &a->cfg.gpu_conf;
+    uint64_t window_ns = gc->window_ns ? gc->window_ns : GM_GPU_DEFAULT_WINDOW_NS;
+    uint64_t grace_ns = gc->grace_ns ? gc->grace_ns : UINT64_C(2000000000);
+    uint64_t flush_ms = gc->flush_ms && gc->flush_ms != UINT32_MAX ? gc->flush_ms : 1000;
+    r->wait_until_us =
+        gm_mono_us() +
+        (a->cfg.gpu_max_wait_ms > 0
+             ? (int64_t)a->cfg.gpu_max_wait_ms * 1000
+             : 30 * GM_US_PER_SEC + 2 * (int64_t)((window_ns + grace_ns) / 1000 + flush_ms * 1000));
     if (a->wait_tail)
         a->wait_tail->next = r;
     else
@@ -262,7 +271,16 @@ void agent__gpu_tick(gm_agent *a)
         a->wait_tail = NULL;
         while (*pp) {
             agent__req *r = *pp;
-            if ((int64_t)r->wait_ns <= closed) {
+            bool late = now > r->wait_until_us;
+            if ((int64_t)r->wait_ns <= closed || late) {
+                if (late && (int64_t)r->wait_ns > closed) {
+                    atomic_fetch_add(&a->gpu_wait_timeouts, 1);
+                    gm_error(GPU_COMP,
+                             "msg=\"a request waited longer than its windows can take: answered "
+                             "with the GPU time known so far (is the collector closing "
+                             "windows?)\" wait_ns=%llu closed_until_ns=%lld",
+                             (unsigned long long)r->wait_ns, (long long)closed);
+                }
                 *pp = r->next;
                 r->next = NULL;
                 *due_tail = r;

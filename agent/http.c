@@ -241,13 +241,11 @@ static int unix_listener(agent__http *h, const char *path, int mode, char *err, 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return gm_fail(err, err_len, GM_EIO, "agent: socket: %s", strerror(errno));
-    /* the file is made with the mode it will have, then the mode is set exactly */
-    mode_t old = umask((mode_t)(~mode & 0777));
-    int brc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    int berr = errno;
-    umask(old);
-    if (brc || chmod(path, (mode_t)mode) || listen(fd, SOMAXCONN)) {
-        int e = brc ? berr : errno;
+    /* the mode is set before listen(): nobody connects before it is right (umask is the
+     * process's, not touched here: other threads create files) */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || chmod(path, (mode_t)mode) ||
+        listen(fd, SOMAXCONN)) {
+        int e = errno;
         close(fd);
         return gm_fail(err, err_len, GM_EIO, "agent: socket %s: %s", path, strerror(e));
     }

@@ -92,6 +92,10 @@ int gm_cmd_agent(int argc, char **argv)
          "weight of a decode token in a step's split", 0, 0},
         {"cupti-path", "gpu.cupti_path", NULL, NULL, GM_OPT_STR,
          "libcupti to load (default libcupti.so.13, then libcupti.so)", 0, 0},
+        {"gpu-max-wait-ms", "gpu.max_wait_ms", NULL, "0", GM_OPT_INT,
+         "longest wait of a usage event for its windows (0: 2 x (window + grace + flush) + "
+         "30 s)",
+         0, 0},
         {"gpu-request-ttl-s", "gpu.request_ttl_s", NULL, "600", GM_OPT_INT,
          "how long a request's GPU time waits for its usage event", 0, 0},
         {"progress", NULL, NULL, NULL, GM_OPT_FLAG,
@@ -205,6 +209,7 @@ int gm_cmd_agent(int argc, char **argv)
     cfg.gpu_conf.decode_weight = (uint32_t)dw;
     cfg.gpu_conf.cupti_path = gm_opt_str(opts, "cupti-path");
     cfg.gpu_request_ttl_s = (int)gm_opt_int(opts, "gpu-request-ttl-s");
+    cfg.gpu_max_wait_ms = (int)gm_opt_int(opts, "gpu-max-wait-ms");
     cfg.progress = gm_opt_flag(opts, "progress") || isatty(2);
 
     /* signals are taken by this thread only: block them before any thread starts */

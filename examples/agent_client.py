@@ -12,8 +12,9 @@ As a command (JSON lines on stdin, sent in batches; the answers' totals on stdou
     python3 agent_client.py --socket /run/gridmeter/agent.sock --batch 100 < events.jsonl
 
 The agent answers 429 with Retry-After when its spool is full: nothing of that request was
-recorded, so the client waits and sends the same batch again. Any other answer is final for
-that batch: what it lists under "errors" was not recorded (fix those events; do not send the
+recorded, so the client waits and sends the same batch again. A connection that breaks after a
+request was sent raises UnknownOutcome (the request may have been recorded; this client never
+resends it by itself). Any other answer is final for that batch: what it lists under "errors" was not recorded (fix those events; do not send the
 accepted ones again). Exit status: 0 when every event was accepted, 1 when some were refused,
 2 on a usage or transport error.
 """
@@ -39,23 +40,38 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = s
 
 
+class UnknownOutcome(Exception):
+    """The connection broke after the request was sent: the agent may or may not have recorded
+    it. Sending it again may count its events twice (see docs/node-agent.md, "When an answer
+    is lost")."""
+
+
 class Agent:
+    IDLE_S = 60  # the agent closes a connection idle for 120 s: reconnect well before
+
     def __init__(self, socket_path=None, port=None, host="127.0.0.1", timeout=60):
         if socket_path:
             self.conn = UnixHTTPConnection(socket_path, timeout)
         else:
             self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self.last_use = 0.0
 
     def post(self, path, body, content_type):
-        """One request; returns (status, answer as a dict, Retry-After seconds or 0)."""
+        """One request; returns (status, answer as a dict, Retry-After seconds or 0). Never sends
+        a request twice by itself: a broken connection after sending raises UnknownOutcome."""
+        if time.monotonic() - self.last_use > self.IDLE_S:
+            self.conn.close()  # a fresh connection rather than one the agent may have closed
         try:
             self.conn.request("POST", path, body=body, headers={"Content-Type": content_type})
             resp = self.conn.getresponse()
-        except (ConnectionError, http.client.HTTPException):
-            self.conn.close()  # reconnect once: the agent may have closed an idle connection
-            self.conn.request("POST", path, body=body, headers={"Content-Type": content_type})
-            resp = self.conn.getresponse()
-        data = resp.read()
+            data = resp.read()
+        except (ConnectionRefusedError, FileNotFoundError):
+            self.conn.close()
+            raise  # no agent listens (restarting?): nothing was sent, safe to send again
+        except (OSError, http.client.HTTPException) as e:
+            self.conn.close()
+            raise UnknownOutcome(f"{path}: {e}") from e
+        self.last_use = time.monotonic()
         retry = int(resp.getheader("Retry-After") or 0)
         return resp.status, json.loads(data or b"{}"), retry
 
@@ -124,8 +140,8 @@ def main():
             if len(batch) >= args.batch:
                 flush()
         flush()
-    except OSError as e:
-        print(f"agent_client: {e}", file=sys.stderr)
+    except (OSError, UnknownOutcome) as e:
+        print(f"agent_client: {e} (after {accepted} accepted events)", file=sys.stderr)
         return 2
     print(json.dumps({"accepted": accepted, "rejected": rejected}))
     return 0 if rejected == 0 else 1

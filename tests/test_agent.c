@@ -776,6 +776,35 @@ START_TEST(test_gpu_feed_fills_each_requests_gpu_us_and_writes_the_windows_of_th
 }
 END_TEST
 
+START_TEST(test_a_collector_that_stops_closing_windows_does_not_hold_answers_for_ever)
+{
+    gm_clock_freeze_us(INT64_C(1795000000000000)); /* the feed's clock never moves */
+    gm_agent_config c;
+    config(&c);
+    c.gpu = GM_AGENT_GPU_FEED;
+    c.gpu_conf.flush_ms = 10;
+    c.gpu_max_wait_ms = 300;
+    gm_agent *a = open_agent(&c);
+    ta_resp r;
+    post("application/x-ndjson", NULL,
+         "{\"subject\":\"acme\",\"data\":{\"model\":\"m\",\"request_id\":\"x\","
+         "\"input_tokens\":1,\"cached_tokens\":0,\"output_tokens\":1}}\n",
+         &r);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ck_assert_int_eq(ta_json_int(r.body, "accepted"), 1);
+    ta_resp_free(&r);
+    gm_agent_stats st;
+    gm_agent_stats_get(a, &st);
+    ck_assert_uint_eq(st.gpu_wait_timeouts, 1);
+    ck_assert_uint_eq(st.gpu_waiting, 0);
+    check_close(a);
+    gm_event *ev;
+    ck_assert_uint_eq(spool_events(spool, &ev), 1);
+    ck_assert_int_eq(ev[0].gpu_us, 0);
+    free(ev);
+}
+END_TEST
+
 START_TEST(test_gpu_steps_are_refused_precisely_and_good_ones_kept)
 {
     gm_agent_config c;
@@ -902,6 +931,7 @@ int main(void)
     tcase_add_test(t, test_in_process_submit_answers_like_http);
     tcase_add_test(t, test_gpu_feed_fills_each_requests_gpu_us_and_writes_the_windows_of_the_rules);
     tcase_add_test(t, test_gpu_steps_are_refused_precisely_and_good_ones_kept);
+    tcase_add_test(t, test_a_collector_that_stops_closing_windows_does_not_hold_answers_for_ever);
     tcase_add_test(t, test_the_real_collector_without_a_gpu_fails_cleanly_and_usage_is_served);
     suite_add_tcase(s, t);
     return gm_test_run(s);
