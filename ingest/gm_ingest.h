@@ -1,4 +1,4 @@
-/* The usage event contract (DESIGN.md section 2): the event struct, a strict single-pass
+/* The usage event contract (docs/events.md): the event struct, a strict single-pass
  * decoder for gridmeter.usage.v1 and gridmeter.gpu.v1 CloudEvents, and the canonical encoder.
  *
  * The decoder allocates nothing: strings are copied into the fixed arrays of gm_event, and
