@@ -3,7 +3,8 @@
  *
  * A line without `id` and `data.seq` gets both from the library (seq per source, persisted in
  * the spool); missing `specversion`, `type`, `source`, `time` and `data.site` are filled in
- * from the options and the clock. A line with both `id` and `data.seq` is the caller's own
+ * from the options and the clock (gm_event_complete, ingest/event_complete.c: the same rule as
+ * the node agent's). A line with both `id` and `data.seq` is the caller's own
  * numbering: it is checked strictly and sent as is (canonical JSON), nothing is assigned.
  * One of the two without the other is refused. --raw sends lines byte for byte, unchecked
  * (to feed malformed messages to a rater on purpose). */
@@ -15,158 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* What the top level and the data object of a line already have. */
-typedef struct {
-    bool specversion, type, source, id, time, data;
-    bool data_seq, data_site;
-    size_t top_open;  /* offset just after the top-level '{' */
-    bool top_empty;   /* "{}" */
-    size_t data_open; /* offset just after data's '{' (0: data is not an object) */
-    bool data_empty;
-} line_scan;
-
-static size_t skip_ws(const char *s, size_t i, size_t n)
-{
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
-        i++;
-    return i;
-}
-
-/* Skips a JSON string starting at s[i] == '"'; returns the offset after it or 0. */
-static size_t skip_string(const char *s, size_t i, size_t n)
-{
-    for (i++; i < n; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
-    }
-    return 0;
-}
-
-/* Skips any JSON value (strings aware of escapes, brackets counted). */
-static size_t skip_value(const char *s, size_t i, size_t n)
-{
-    int depth = 0;
-    while (i < n) {
-        char c = s[i];
-        if (c == '"') {
-            i = skip_string(s, i, n);
-            if (!i)
-                return 0;
-            if (!depth)
-                return i;
-            continue;
-        }
-        if (c == '{' || c == '[')
-            depth++;
-        else if (c == '}' || c == ']') {
-            if (!depth)
-                return i;
-            if (!--depth)
-                return i + 1;
-        } else if (!depth && (c == ',')) {
-            return i;
-        }
-        i++;
-    }
-    return depth ? 0 : i;
-}
-
-/* Walks the members of the object whose '{' is at s[i]; calls seen(key) for each. Returns the
- * offset after the closing '}' or 0 when the text is not a plain object (the strict decoder
- * then says what is wrong). */
-static size_t scan_object(const char *s, size_t i, size_t n, line_scan *ls, bool top)
-{
-    size_t open = i + 1;
-    i = skip_ws(s, open, n);
-    if (top) {
-        ls->top_open = open;
-        ls->top_empty = i < n && s[i] == '}';
-    } else {
-        ls->data_open = open;
-        ls->data_empty = i < n && s[i] == '}';
-    }
-    if (i < n && s[i] == '}')
-        return i + 1;
-    while (i < n) {
-        if (s[i] != '"')
-            return 0;
-        size_t k0 = i + 1, k1 = skip_string(s, i, n);
-        if (!k1)
-            return 0;
-        size_t klen = k1 - 1 - k0;
-        const char *k = s + k0;
-#define KEY(lit) (klen == sizeof(lit) - 1 && !memcmp(k, lit, klen))
-        i = skip_ws(s, k1, n);
-        if (i >= n || s[i] != ':')
-            return 0;
-        i = skip_ws(s, i + 1, n);
-        if (top) {
-            ls->specversion |= KEY("specversion");
-            ls->type |= KEY("type");
-            ls->source |= KEY("source");
-            ls->id |= KEY("id");
-            ls->time |= KEY("time");
-            if (KEY("data")) {
-                ls->data = true;
-                if (i < n && s[i] == '{') {
-                    i = scan_object(s, i, n, ls, false);
-                    if (!i)
-                        return 0;
-                    goto next;
-                }
-            }
-        } else {
-            ls->data_seq |= KEY("seq");
-            ls->data_site |= KEY("site");
-        }
-#undef KEY
-        i = skip_value(s, i, n);
-        if (!i)
-            return 0;
-    next:
-        i = skip_ws(s, i, n);
-        if (i < n && s[i] == ',') {
-            i = skip_ws(s, i + 1, n);
-            continue;
-        }
-        if (i < n && s[i] == '}')
-            return i + 1;
-        return 0;
-    }
-    return 0;
-}
-
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->buf = gm_xrealloc(b->buf, b->cap);
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
-}
-
-/* `ins` is a list of members without a trailing comma; it goes right after `open`. */
-static void insert_members(sbuf *out, const char *line, size_t *copied, size_t open,
-                           const char *ins, bool empty)
-{
-    if (!*ins)
-        return;
-    sb_put(out, line + *copied, open - *copied);
-    sb_put(out, ins, strlen(ins));
-    if (!empty)
-        sb_put(out, ",", 1);
-    *copied = open;
-}
 
 typedef struct {
     uint64_t lines, assigned, passed, raw, invalid, blank;
@@ -271,14 +120,15 @@ int gm_cmd_emit(int argc, char **argv)
     char *line = NULL;
     size_t line_cap = 0;
     ssize_t len;
-    sbuf fixed = {0};
     int64_t t0 = gm_mono_us(), last_progress = t0;
     bool told_full = false;
     while ((len = getline(&line, &line_cap, stdin)) >= 0) {
         c.lines++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
-        size_t i = skip_ws(line, 0, (size_t)len);
+        size_t i = 0;
+        while (i < (size_t)len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
+            i++;
         if (i == (size_t)len) {
             c.blank++;
             continue;
@@ -289,55 +139,17 @@ int gm_cmd_emit(int argc, char **argv)
                 if (!rc)
                     c.raw++;
             } else {
-                line_scan ls = {0};
-                bool plain = line[i] == '{' && scan_object(line, i, (size_t)len, &ls, true);
-                bool assign = plain && !ls.id && !(ls.data && ls.data_seq);
-                const char *msg = line;
-                size_t msg_len = (size_t)len;
-                if (plain && ls.id != ls.data_seq) {
-                    rc = gm_fail(err, sizeof err, GM_EINVAL,
-                                 "%s: give id and data.seq together (your own numbering) or "
-                                 "neither (the library assigns both)",
-                                 ls.id ? "data.seq" : "id");
-                    break;
-                }
-                if (plain) {
-                    char top[512] = "", now[40];
-                    size_t tl = 0;
-#define ADD(...) tl += (size_t)snprintf(top + tl, sizeof top - tl, __VA_ARGS__)
-                    if (!ls.specversion)
-                        ADD("%s\"specversion\":\"1.0\"", tl ? "," : "");
-                    if (!ls.type)
-                        ADD("%s\"type\":\"gridmeter.usage.v1\"", tl ? "," : "");
-                    if (!ls.source)
-                        ADD("%s\"source\":\"%s\"", tl ? "," : "", cfg.source);
-                    if (assign)
-                        ADD("%s\"id\":\"to-be-assigned\"", tl ? "," : "");
-                    if (!ls.time) {
-                        gm_time_format(gm_now_us(), now, sizeof now);
-                        ADD("%s\"time\":\"%s\"", tl ? "," : "", now);
-                    }
-#undef ADD
-                    char dat[256] = "";
-                    if (ls.data_open)
-                        snprintf(dat, sizeof dat, "%s%s%s%s%s", assign ? "\"seq\":1" : "",
-                                 assign && !ls.data_site ? "," : "",
-                                 ls.data_site ? "" : "\"site\":\"", ls.data_site ? "" : cfg.site,
-                                 ls.data_site ? "" : "\"");
-                    fixed.len = 0;
-                    size_t copied = 0;
-                    insert_members(&fixed, line, &copied, ls.top_open, top, ls.top_empty);
-                    if (ls.data_open)
-                        insert_members(&fixed, line, &copied, ls.data_open, dat, ls.data_empty);
-                    sb_put(&fixed, line + copied, (size_t)len - copied);
-                    msg = fixed.buf;
-                    msg_len = fixed.len;
-                }
                 gm_event ev;
-                rc = gm_event_decode(msg, msg_len, &ev, err, sizeof err);
-                if (rc)
+                gm_event_error e;
+                unsigned filled = 0;
+                gm_event_fill fill = {
+                    .source = cfg.source, .site = cfg.site, .time_us = gm_now_us()};
+                rc = gm_event_complete_decode(line, (size_t)len, &fill, &ev, &filled, &e);
+                if (rc) {
+                    gm_event_error_format(&e, err, sizeof err);
                     break;
-                if (assign) {
+                }
+                if (filled & GM_EVENT_FILLED_NUMBERS) {
                     rc = gm_node_record_event(n, &ev, err, sizeof err);
                     if (!rc)
                         c.assigned++;
@@ -367,7 +179,6 @@ int gm_cmd_emit(int argc, char **argv)
         }
     }
     free(line);
-    free(fixed.buf);
     int flush_rc = gm_node_flush(n, flush_ms, err, sizeof err);
     if (show)
         progress(&c, n, t0, true);

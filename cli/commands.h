@@ -8,6 +8,7 @@ GM_CMD(ratecard, gm_cmd_ratecard, "validate rate cards and contracts, show a car
 GM_CMD(quote, gm_cmd_quote, "price usage events (JSON lines on stdin): each event's amount, invoice lines and totals")
 GM_CMD(validate, gm_cmd_validate, "check usage events (JSON lines on stdin) against the contract")
 GM_CMD(emit, gm_cmd_emit, "send usage events (JSON lines on stdin) to Kafka through the node client spool")
+GM_CMD(agent, gm_cmd_agent, "the node agent: usage events over a Unix socket or loopback HTTP into the spool, with GPU accounting")
 GM_CMD(loadgen, gm_cmd_loadgen, "simulate edge sites and nodes sending usage events; write the expected-totals manifest")
 GM_CMD(rater, gm_cmd_rater, "consume usage events from Kafka and write the priced ledger, exactly once")
 GM_CMD(gpu, gm_cmd_gpu, "GPU accounting: attribute an archive of kernel records to tenants per window (CPU or CUDA)")

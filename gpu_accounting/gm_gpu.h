@@ -51,6 +51,14 @@ typedef enum {
     GM_GPU_TAG_STEP = 2,   /* value: an engine step id with a manifest */
 } gm_gpu_tag_kind;
 
+/* A tag: the work of one CUDA API call (its correlation id) belongs to a tenant tag or to an
+ * engine step (CUPTI's external correlation records; or given by a feed's caller). */
+typedef struct gm_gpu_tag {
+    uint32_t correlation_id;
+    uint8_t kind; /* gm_gpu_tag_kind */
+    uint64_t value;
+} gm_gpu_tag;
+
 /* One request in a batched engine step. */
 typedef struct gm_gpu_step_request {
     const char *tenant;     /* tenant id (GM_EVENT charset "name"), required */
@@ -245,6 +253,10 @@ typedef struct gm_gpu_collector_stats {
     int64_t late_records;     /* records that arrived after their window had closed */
     int64_t windows_closed;
     int64_t bad_buffers; /* records cut short or unparsable */
+    /* Every window that ends at or before this instant (ns since the epoch, the collector's
+     * clock) has been closed and handed to on_windows (the call has returned); 0 before the
+     * first close. A record that starts before it is late. */
+    int64_t closed_until_ns;
 } gm_gpu_collector_stats;
 
 int gm_gpu_collector_start(const gm_gpu_collector_conf *conf, gm_gpu_collector **out, char *err,
@@ -255,6 +267,31 @@ void gm_gpu_collector_stop(gm_gpu_collector *c);
  * does every flush_ms). */
 int gm_gpu_collector_flush(gm_gpu_collector *c, char *err, size_t err_len) GM_MUSTCHECK;
 void gm_gpu_collector_stats_get(gm_gpu_collector *c, gm_gpu_collector_stats *out);
+
+/* A collector fed by its caller instead of CUPTI: records and tags come from
+ * gm_gpu_collector_add (a node agent that receives them over its socket from the server it
+ * serves: docs/node-agent.md). Needs no GPU, no driver and no libcupti; its clock is
+ * gm_now_us(), so records are timed in ns since the epoch on the node's clock. The same
+ * windows, rules, step manifests, callback and counters as the CUPTI collector; any number may
+ * run in one process. The push/pop tagging calls return GM_EUNAVAIL on it (its tags come with
+ * the records). Stopped with gm_gpu_collector_stop. */
+int gm_gpu_feed_start(const gm_gpu_collector_conf *conf, gm_gpu_collector **out, char *err,
+                      size_t err_len) GM_MUSTCHECK;
+/* Adds records and tags to a feed collector, as one CUPTI buffer would (tags before or after
+ * their records, in this call or another; records with zero or inverted times are counted and
+ * skipped). GM_EINVAL on a CUPTI collector (its correlation ids are CUPTI's) or for a tag of
+ * an unknown kind; GM_EUNAVAIL when c is NULL. */
+int gm_gpu_collector_add(gm_gpu_collector *c, const gm_gpu_record *recs, size_t n_recs,
+                         const gm_gpu_tag *tags, size_t n_tags, char *err,
+                         size_t err_len) GM_MUSTCHECK;
+/* The tenant tag value of `tenant` on this collector (1, 2, …, the same for the collector's
+ * life): the value of a GM_GPU_TAG_TENANT tag. GM_EINVAL for a tenant id that breaks the
+ * rule (charset name, 1..64 bytes), GM_EUNAVAIL when c is NULL. */
+int gm_gpu_collector_tenant_tag(gm_gpu_collector *c, const char *tenant, uint64_t *tag, char *err,
+                                size_t err_len) GM_MUSTCHECK;
+/* The collector's clock, ns since the epoch (CUPTI's timestamp, or gm_now_us() for a feed):
+ * windows close when this clock passes their end + grace_ns. 0 when c is NULL. */
+uint64_t gm_gpu_collector_now_ns(gm_gpu_collector *c);
 
 /* Tagging, on the calling thread: the CUDA work launched between push and pop belongs to the
  * tenant (or to the engine step). Pushes nest per kind. A step's manifest may be given

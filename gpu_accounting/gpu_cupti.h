@@ -47,11 +47,7 @@ typedef struct gpu__cupti_api {
 int gpu__cupti_load(gpu__cupti_api *api, const char *path, char *err, size_t err_len);
 
 /* What one activity buffer held. */
-typedef struct gpu__tag {
-    uint32_t correlation_id;
-    uint8_t kind; /* gm_gpu_tag_kind */
-    uint64_t value;
-} gpu__tag;
+typedef gm_gpu_tag gpu__tag;
 
 typedef struct gpu__parsed {
     gm_gpu_record *recs;

@@ -48,6 +48,35 @@ uint64_t *gpu__map_get(const gpu__map *m, uint64_t key);
 /* Returns the value slot for key, inserting (value 0) when absent; *fresh tells which. */
 uint64_t *gpu__map_put(gpu__map *m, uint64_t key, bool *fresh);
 
+/* collector.c: the collector's core, fed by a source of records behind this table. */
+typedef struct gpu__backend {
+    void *ctx;
+    int feed; /* 1: the caller adds records (gm_gpu_collector_add); 0: the source does */
+    /* hands over what the source has buffered (forced: everything, at stop); may be NULL */
+    void (*flush)(void *ctx, int forced);
+    /* the clock the records are timed in, ns since the epoch; windows close on it */
+    uint64_t (*now_ns)(void *ctx);
+    /* tagging on the calling thread: 0, GM_EUNAVAIL; pop: GM_EINVAL when nothing was pushed.
+     * NULL: the collector has no tagging (GM_EUNAVAIL) */
+    int (*push)(void *ctx, gm_gpu_tag_kind kind, uint64_t id);
+    int (*pop)(void *ctx, gm_gpu_tag_kind kind);
+    /* after the last forced flush: the source delivers nothing more; may be NULL */
+    void (*stop)(void *ctx);
+} gpu__backend;
+/* Applies the defaults of gm_gpu_collector_conf and checks it. */
+int gpu__collector_conf_defaults(gm_gpu_collector_conf *cf, char *err, size_t err_len);
+/* A collector on a source (conf with defaults applied); no thread yet. */
+gm_gpu_collector *gpu__collector_new(const gpu__backend *be, const gm_gpu_collector_conf *conf);
+/* Starts the flush thread unless conf.flush_ms is UINT32_MAX. */
+void gpu__collector_start_thread(gm_gpu_collector *c);
+/* Frees a collector that has no running thread (start failed, or after stop). */
+void gpu__collector_free(gm_gpu_collector *c);
+/* What one buffer of the source held: records, tags and their counts (kernels, copies, tags,
+ * api/other records, zero, inverted, bad_buffers are added to the stats), records dropped. */
+void gpu__collector_add_buffer(gm_gpu_collector *c, const gm_gpu_record *recs, size_t n_recs,
+                               const gm_gpu_tag *tags, size_t n_tags,
+                               const gm_gpu_collector_stats *counts, int64_t dropped);
+
 /* Interned strings: index <-> text (attrib.c). */
 typedef struct gpu__strtab {
     char **s;

@@ -1,4 +1,4 @@
-/* The usage event contract (DESIGN.md section 2): the event struct, a strict single-pass
+/* The usage event contract (docs/events.md): the event struct, a strict single-pass
  * decoder for gridmeter.usage.v1 and gridmeter.gpu.v1 CloudEvents, and the canonical encoder.
  *
  * The decoder allocates nothing: strings are copied into the fixed arrays of gm_event, and
@@ -10,6 +10,7 @@
 
 #include "gm_common.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -108,6 +109,42 @@ size_t gm_event_encode(const gm_event *ev, char *buf, size_t buf_len);
 
 /* Field-by-field equality (strings compared as strings, unused fields included). */
 bool gm_event_equal(const gm_event *a, const gm_event *b);
+
+/* ---- Completing a node's event text (ingest/event_complete.c) --------------------------
+ * `gridmeter emit` and the node agent accept events without what the node's client knows
+ * better: specversion ("1.0"), type (gridmeter.usage.v1), source, time, data.site, and id
+ * with data.seq (the node client assigns both). gm_event_complete inserts the missing members
+ * as text after the top-level '{' and data's '{'; it never interprets a value, so the strict
+ * decoder still checks every rule of the completed event. */
+typedef struct gm_event_fill {
+    const char *source; /* for events without "source" (NULL: not filled in) */
+    const char *site;   /* data.site for events without one (NULL: not filled in) */
+    int64_t time_us;    /* "time" for events without one */
+    bool gpu_us;        /* usage events without data.gpu_us get "gpu_us":0 (and the flag) */
+} gm_event_fill;
+
+/* *filled after gm_event_complete: */
+#define GM_EVENT_FILLED_NUMBERS                                                                    \
+    1u                            /* neither id nor data.seq: placeholders put in, to be           \
+                                   * replaced by the node client (gm_node_record_event) */
+#define GM_EVENT_FILLED_GPU_US 2u /* data.gpu_us was missing; 0 put in */
+/* The most bytes gm_event_complete adds to a message. */
+#define GM_EVENT_FILL_EXTRA 640
+
+/* Writes the completed text into out (out_cap >= len + GM_EVENT_FILL_EXTRA + 1 always
+ * suffices; NUL-terminated) and its length into *out_len. Text that is not a plain JSON
+ * object is copied unchanged (the decoder says what is wrong). Returns 0, or GM_EINVAL with
+ * the reason in e when exactly one of id and data.seq is given (either the caller numbers its
+ * events, with both, or the node does, with neither). */
+int gm_event_complete(const char *msg, size_t len, const gm_event_fill *fill, char *out,
+                      size_t out_cap, size_t *out_len, unsigned *filled,
+                      gm_event_error *e) GM_MUSTCHECK;
+/* gm_event_complete, then gm_event_decode_ex of the completed text into *ev. A refusal of the
+ * message as a whole (size, UTF-8, JSON syntax) is reported against the text as sent (its byte
+ * offsets are the sender's); a message that only the filled-in members take over 8192 bytes
+ * says so. e may be NULL. */
+int gm_event_complete_decode(const char *msg, size_t len, const gm_event_fill *fill, gm_event *ev,
+                             unsigned *filled, gm_event_error *e) GM_MUSTCHECK;
 
 /* "gridmeter.usage.v1", "gridmeter.gpu.v1", or "unknown". */
 const char *gm_event_type_name(gm_event_type type);

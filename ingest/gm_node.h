@@ -81,6 +81,12 @@ typedef struct gm_node_stats {
     uint64_t unacked;           /* events in the spool that Kafka has not acknowledged */
     uint64_t spool_bytes;       /* size of the spool files now */
     uint64_t spool_max_bytes;
+    /* Positions in the spool (lsn: every record, numbered for ever): the last record appended,
+     * and the end of the acknowledged prefix (every record at or below it was delivered). A
+     * caller that noted last_lsn after recording knows its records are in Kafka once acked_lsn
+     * reaches it (the node agent's delivery latency). */
+    uint64_t last_lsn;
+    uint64_t acked_lsn;
 } gm_node_stats;
 
 /* Opens the spool (recovering and truncating a torn tail), starts the producer and the pump
@@ -110,6 +116,12 @@ int gm_node_send_raw(gm_node *node, const char *key, const void *msg, size_t len
 /* Waits until everything recorded before the call is acknowledged by Kafka. Returns 0, or
  * GM_EUNAVAIL after timeout_ms (the events stay in the spool and keep being sent). */
 int gm_node_flush(gm_node *node, int timeout_ms, char *err, size_t err_len) GM_MUSTCHECK;
+
+/* Makes everything recorded before the call durable on disk (the spool's msync, done by the
+ * pump thread, so one sync serves every caller waiting at that moment: group commit), also
+ * with the BATCH and INTERVAL policies. Returns 0, GM_EUNAVAIL when it did not happen within
+ * timeout_ms (the events stay in the spool: they are as safe as record() left them). */
+int gm_node_sync(gm_node *node, int timeout_ms, char *err, size_t err_len) GM_MUSTCHECK;
 
 void gm_node_stats_get(gm_node *node, gm_node_stats *out);
 

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #define COMP             "node"
@@ -57,6 +58,10 @@ struct gm_node {
     uint64_t dr_errors_since_log;
 
     _Atomic uint64_t recorded, acked, delivery_errors, produced, queue_full, rebuilds;
+    /* gm_node_sync waiters: the pump broadcasts after each spool sync while there are any */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    atomic_int sync_waiters;
     /* successful delivery reports, applied to the spool under one lock per poll (they are
      * only touched by the thread that polls: the pump, or close after the pump ended) */
     uint64_t acks[ACK_BATCH];
@@ -373,6 +378,11 @@ static void *pump_main(void *arg)
                 }
             }
             last_sync = now;
+            if (atomic_load(&n->sync_waiters)) {
+                pthread_mutex_lock(&n->sync_mu);
+                pthread_cond_broadcast(&n->sync_cv);
+                pthread_mutex_unlock(&n->sync_mu);
+            }
         }
         size_t produced = 0;
         bool qfull = false;
@@ -455,6 +465,8 @@ int gm_node_open(const gm_node_config *cfg, gm_node **out, char *err, size_t err
         n->props[i] = gm_xstrdup(cfg->kafka_props[i]);
     n->cfg.kafka_props = NULL;
     pthread_mutex_init(&n->rk_mu, NULL);
+    pthread_mutex_init(&n->sync_mu, NULL);
+    pthread_cond_init(&n->sync_cv, NULL);
     n->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     int rc;
     if (n->wake_fd < 0) {
@@ -510,6 +522,8 @@ void gm_node_close(gm_node *n)
     if (n->wake_fd >= 0)
         close(n->wake_fd);
     pthread_mutex_destroy(&n->rk_mu);
+    pthread_mutex_destroy(&n->sync_mu);
+    pthread_cond_destroy(&n->sync_cv);
     for (size_t i = 0; n->props && n->props[i]; i++)
         free(n->props[i]);
     free(n->props);
@@ -629,6 +643,43 @@ int gm_node_flush(gm_node *n, int timeout_ms, char *err, size_t err_len)
                    st.unacked, timeout_ms, n->spool_dir);
 }
 
+int gm_node_sync(gm_node *n, int timeout_ms, char *err, size_t err_len)
+{
+    gm_spool_stats st;
+    gm_spool_stats_get(n->sp, &st);
+    uint64_t target = st.next_lsn - 1;
+    if (st.synced_lsn >= target)
+        return 0;
+    int64_t deadline = gm_mono_us() + (int64_t)timeout_ms * 1000;
+    pthread_mutex_lock(&n->sync_mu);
+    atomic_fetch_add(&n->sync_waiters, 1);
+    atomic_store(&n->force_sync, true);
+    wake(n);
+    for (;;) {
+        gm_spool_stats_get(n->sp, &st);
+        int64_t left = deadline - gm_mono_us();
+        if (st.synced_lsn >= target || left <= 0)
+            break;
+        /* a bounded wait on the real clock: the pump broadcasts after each sync */
+        if (left > 20000)
+            left = 20000;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + left * 1000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&n->sync_cv, &n->sync_mu, &ts);
+    }
+    atomic_fetch_sub(&n->sync_waiters, 1);
+    pthread_mutex_unlock(&n->sync_mu);
+    if (st.synced_lsn >= target)
+        return 0;
+    return gm_fail(err, err_len, GM_EUNAVAIL,
+                   "sync: the spool %s was not synced to disk within %d ms (the events are in "
+                   "the spool file and stay there)",
+                   n->spool_dir, timeout_ms);
+}
+
 void gm_node_stats_get(gm_node *n, gm_node_stats *o)
 {
     gm_spool_stats st;
@@ -644,6 +695,8 @@ void gm_node_stats_get(gm_node *n, gm_node_stats *o)
     o->unacked = st.unacked;
     o->spool_bytes = st.bytes;
     o->spool_max_bytes = st.max_bytes;
+    o->last_lsn = st.next_lsn - 1;
+    o->acked_lsn = st.acked_lsn;
 }
 
 int gm_node__inject_fatal(gm_node *n)

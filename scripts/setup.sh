@@ -17,6 +17,8 @@ repo=$(cd "$here/.." && pwd)
 packages=(
     build-essential cmake pkg-config git ca-certificates
     librdkafka-dev libpq-dev libmicrohttpd-dev libcjson-dev check
+    # OpenSSL libcrypto (hashes, HMAC, random bytes) and libcurl (all outgoing HTTP: the API's
+    # rater-metrics relay, the node agent's tests and benchmark)
     libssl-dev libcurl4-openssl-dev
     postgresql-15 postgresql-client-15
     openjdk-17-jre-headless maven

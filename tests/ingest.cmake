@@ -1,5 +1,7 @@
 # ingest: the event contract (decoder, encoder, `gridmeter validate`) and its fuzzing.
 gm_add_test(NAME test_events SOURCES test_events.c LIBS gm_ingest LABELS unit TIMEOUT 300)
+# Completing a node's event text (gm_event_complete: `gridmeter emit`, the node agent).
+gm_add_test(NAME test_event_complete SOURCES test_event_complete.c LIBS gm_ingest LABELS unit)
 
 # The fuzz harness's invariants over the seed corpus, under whatever compiler builds the
 # project (gcc included): a unit test.

@@ -808,6 +808,99 @@ START_TEST(test_rows_become_gpu_v1_events)
 END_TEST
 #endif
 
+/* ---- the feed collector (records from the caller, no CUPTI) ---------------------------- */
+
+static struct {
+    int calls;
+    int64_t ns[3][2]; /* acme, globex, initech x window 0, 1 */
+    int64_t req_ns[2];
+    int64_t closed_until_seen; /* the stat as seen inside the callback */
+    gm_gpu_collector *c;
+} FEED;
+
+static void feed_on_windows(const gm_gpu_result *res, void *arg)
+{
+    (void)arg;
+    char err[256];
+    ck_assert_msg(gm_gpu_result_check(res, err, sizeof err) == 0, "%s", err);
+    FEED.calls++;
+    static const char *names[] = {"acme", "globex", "initech"};
+    for (size_t i = 0; i < res->n_rows; i++)
+        for (int t = 0; t < 3; t++)
+            if (!strcmp(res->rows[i].tenant, names[t]))
+                FEED.ns[t][res->rows[i].window_start_ns / 1000] += res->rows[i].gpu_ns;
+    for (size_t i = 0; i < res->n_requests; i++)
+        FEED.req_ns[!strcmp(res->requests[i].request_id, "req-2")] += res->requests[i].gpu_ns;
+    gm_gpu_collector_stats st;
+    gm_gpu_collector_stats_get(FEED.c, &st);
+    FEED.closed_until_seen = st.closed_until_ns;
+}
+
+START_TEST(test_feed_collector_gives_the_worked_example_window_by_window)
+{
+    memset(&FEED, 0, sizeof FEED);
+    gm_clock_freeze_us(1); /* the feed's clock: 1000 ns */
+    gm_gpu_collector_conf conf = {
+        .window_ns = 1000, .grace_ns = 100, .flush_ms = UINT32_MAX, .on_windows = feed_on_windows};
+    gm_gpu_collector *c = NULL;
+    char err[256];
+    ck_assert_msg(gm_gpu_feed_start(&conf, &c, err, sizeof err) == 0, "%s", err);
+    FEED.c = c;
+    ck_assert_uint_eq(gm_gpu_collector_now_ns(c), 1000);
+    uint64_t acme, globex;
+    ck_assert_int_eq(gm_gpu_collector_tenant_tag(c, "acme", &acme, err, sizeof err), 0);
+    ck_assert_int_eq(gm_gpu_collector_tenant_tag(c, "globex", &globex, err, sizeof err), 0);
+    ck_assert_uint_eq(acme, 1);
+    ck_assert_uint_eq(globex, 2);
+    ck_assert_int_eq(gm_gpu_collector_tenant_tag(c, "not a tenant", &acme, err, sizeof err),
+                     GM_EINVAL);
+    ck_assert_int_eq(gm_gpu_tenant_push(c, "acme"), GM_EUNAVAIL); /* tags come with records */
+    gm_gpu_step_request step7[] = {{"acme", "req-1", 30, 0}, {"initech", "req-2", 0, 10}};
+    ck_assert(gm_gpu_step_manifest(c, 7, step7, 2, err, sizeof err) == 0);
+    /* the worked example in two calls; K4's record comes first, its tags later */
+    gm_gpu_record k1[] = {{1100, 1250, 0, 104, KER}, {0, 0, 0, 105, KER}, {9, 3, 0, 106, KER}};
+    gm_gpu_record k2[] = {{0, 700, 0, 101, KER}, {200, 500, 0, 102, KER}, {400, 1300, 0, 103, KER}};
+    gm_gpu_tag t[] = {
+        {103, GM_GPU_TAG_STEP, 7}, {101, GM_GPU_TAG_TENANT, 1}, {102, GM_GPU_TAG_TENANT, 2}};
+    ck_assert_int_eq(gm_gpu_collector_add(c, k1, 3, NULL, 0, err, sizeof err), 0);
+    gm_gpu_tag bad = {1, 9, 1};
+    ck_assert_int_eq(gm_gpu_collector_add(c, NULL, 0, &bad, 1, err, sizeof err), GM_EINVAL);
+    ck_assert_int_eq(gm_gpu_collector_add(c, k2, 3, t, 3, err, sizeof err), 0);
+    /* at 1000 ns nothing has ended grace ago */
+    ck_assert_int_eq(gm_gpu_collector_flush(c, err, sizeof err), 0);
+    ck_assert_int_eq(FEED.calls, 0);
+    gm_clock_freeze_us(2); /* 2000 ns: window 0 closes (K3 is cut at 1000) */
+    ck_assert_int_eq(gm_gpu_collector_flush(c, err, sizeof err), 0);
+    ck_assert_int_eq(FEED.calls, 1);
+    ck_assert_int_eq(FEED.ns[0][0], 759);
+    ck_assert_int_eq(FEED.ns[1][0], 133);
+    ck_assert_int_eq(FEED.ns[2][0], 108);
+    ck_assert_int_eq(FEED.ns[0][1], 0);
+    /* closed_until moves only after the callback returned */
+    ck_assert_int_eq(FEED.closed_until_seen, 0);
+    gm_gpu_collector_stats st;
+    gm_gpu_collector_stats_get(c, &st);
+    ck_assert_int_eq(st.closed_until_ns, 1000);
+    ck_assert_int_eq(st.kernels, 6);
+    ck_assert_int_eq(st.zero_timestamps, 1);
+    ck_assert_int_eq(st.inverted, 1);
+    ck_assert_int_eq(st.tags, 3);
+    gm_clock_freeze_us(3);
+    ck_assert_int_eq(gm_gpu_collector_flush(c, err, sizeof err), 0);
+    ck_assert_int_eq(FEED.ns[0][1], 169);
+    ck_assert_int_eq(FEED.ns[2][1], 56);
+    ck_assert_int_eq(FEED.req_ns[0], 494);
+    ck_assert_int_eq(FEED.req_ns[1], 164);
+    gm_gpu_collector_stats_get(c, &st);
+    ck_assert_int_eq(st.closed_until_ns, 2000);
+    ck_assert_int_eq(st.untagged_kernels, 1);
+    gm_gpu_collector_stop(c);
+    /* no collector: unavailable, nothing done */
+    ck_assert_int_eq(gm_gpu_collector_add(NULL, k1, 1, NULL, 0, err, sizeof err), GM_EUNAVAIL);
+    ck_assert_uint_eq(gm_gpu_collector_now_ns(NULL), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("gpu_attrib");
@@ -816,6 +909,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_two_overlapping_kernels_split_the_overlap_equally);
     tcase_add_test(t, test_interval_remainder_goes_to_the_pool_and_the_pool_by_largest_remainder);
     tcase_add_test(t, test_worked_example_of_the_doc);
+    tcase_add_test(t, test_feed_collector_gives_the_worked_example_window_by_window);
     tcase_add_test(t, test_tags_and_manifests_arriving_after_their_records_still_join);
     tcase_add_test(t, test_archive_of_the_worked_example_gives_the_doc_numbers);
     tcase_add_test(t, test_archive_errors_name_the_line_and_the_rule);
