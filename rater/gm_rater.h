@@ -7,6 +7,8 @@
 
 #include <signal.h>
 
+struct gm_event;
+
 typedef struct gm_rater_config {
     const char *brokers;      /* bootstrap servers */
     const char *topic;        /* gridmeter.usage.v1 */
@@ -20,7 +22,17 @@ typedef struct gm_rater_config {
     int book_reload_s;        /* re-read rate cards and contracts this often */
     int64_t exit_idle_ms;     /* > 0: stop after this long with nothing to do (demo, tests) */
     int64_t max_messages;     /* > 0: stop after committing at least this many (tests) */
+    /* Time policy (docs/events.md "Time policy"): an event whose time is more than
+     * max_future_s after gm_now_us(), or more than max_age_days before it, is rejected
+     * (rule "time"). 0 turns a limit off. Defaults 300 s and 400 days. */
+    int64_t max_future_s;
+    int64_t max_age_days;
 } gm_rater_config;
+
+/* The time policy on one event: 0, or GM_EINVAL with the reason (field time, the rule and
+ * its limit) in err. now_us is gridmeter's clock for the batch. */
+int gm_rater_check_time(const gm_rater_config *cfg, const struct gm_event *ev, int64_t now_us,
+                        char *err, size_t err_len) GM_MUSTCHECK;
 
 /* Fills the defaults. */
 void gm_rater_config_init(gm_rater_config *cfg);

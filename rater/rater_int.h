@@ -14,6 +14,8 @@ typedef struct gm_rater_metrics_t {
     uint64_t accepted;
     uint64_t duplicates;
     uint64_t rejected;
+    uint64_t conflicts; /* another event's identity (gm.conflicting_events) */
+    uint64_t poison;    /* rejected alone after bisecting a failing batch */
     uint64_t slow_path_batches;
     uint64_t rebalances;
     uint64_t pg_reconnects;

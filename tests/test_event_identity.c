@@ -1,0 +1,255 @@
+/* Integration (issue 12, "nothing vanishes silently"): event identity and conflicting
+ * re-sends, a node that lost its state, the time policy, replay of rejects and poison
+ * messages, against the real Kafka broker and PostgreSQL, checked through the audit views
+ * (docs/events.md "Identity", "Time policy"; docs/auditors.md; docs/operations.md "Rejects"). */
+#include "rater_harness.h"
+
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *const exit_when_idle[] = {"--exit-idle-ms", "3000", NULL};
+
+/* The rater's clock in these tests: events are dated around it, never around today. */
+#define NOW "2026-11-28T12:00:00Z"
+
+typedef struct ev_spec {
+    const char *source, *id;
+    int seq;
+    const char *time;
+    const char *tenant;
+    long input_tokens;
+    const char *request_id;
+} ev_spec;
+
+static void produce(const h_env *e, const ev_spec *evs, size_t n)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", e->brokers, err, sizeof err) ==
+              RD_KAFKA_CONF_OK);
+    ck_assert(rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err) ==
+              RD_KAFKA_CONF_OK);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ck_assert_msg(p != NULL, "%s", err);
+    for (size_t i = 0; i < n; i++) {
+        const ev_spec *s = &evs[i];
+        char msg[1024];
+        int len = snprintf(msg, sizeof msg,
+                           "{\"specversion\":\"1.0\",\"type\":\"gridmeter.usage.v1\","
+                           "\"source\":\"%s\",\"id\":\"%s\",\"time\":\"%s\",\"subject\":\"%s\","
+                           "\"data\":{\"seq\":%d,\"site\":\"fra1\",\"model\":"
+                           "\"llama-3.1-70b-instruct\",\"request_id\":\"%s\","
+                           "\"input_tokens\":%ld,\"cached_tokens\":0,\"output_tokens\":10,"
+                           "\"gpu_us\":0}}",
+                           s->source, s->id, s->time ? s->time : "2026-11-28T10:00:00Z",
+                           s->tenant ? s->tenant : "acme", s->seq,
+                           s->request_id ? s->request_id : "", s->input_tokens);
+        rd_kafka_resp_err_t rc = rd_kafka_producev(
+            p, RD_KAFKA_V_TOPIC(e->topic), RD_KAFKA_V_KEY(s->source, strlen(s->source)),
+            RD_KAFKA_V_VALUE(msg, (size_t)len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_END);
+        ck_assert_msg(rc == 0, "produce: %s", rd_kafka_err2str(rc));
+    }
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), 0);
+    rd_kafka_destroy(p);
+}
+
+/* Runs one rater on the env until it is idle, on the tests' clock. */
+static void rate(const h_env *e, const char *id, const char *const *extra)
+{
+    const char *argv[8];
+    size_t n = 0;
+    for (size_t i = 0; exit_when_idle[i]; i++)
+        argv[n++] = exit_when_idle[i];
+    for (size_t i = 0; extra && extra[i] && n < 7; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    setenv("GRIDMETER_NOW", NOW, 1);
+    pid_t pid = h_rater_start(e, id, argv);
+    unsetenv("GRIDMETER_NOW");
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+}
+
+static char *q(const h_env *e, const char *sql)
+{
+    PGconn *c = gm_test_pg_connect(e->conninfo);
+    char *v = gm_test_pg_value(c, sql);
+    PQfinish(c);
+    return v ? v : strdup("");
+}
+
+#define ASSERT_Q(e, sql, want)                                                                     \
+    do {                                                                                           \
+        char *got_ = q(e, sql);                                                                    \
+        ck_assert_msg(!strcmp(got_, want), "%s\n  got  %s\n  want %s", sql, got_, want);          \
+        free(got_);                                                                                \
+    } while (0)
+
+/* Finding 1: a re-imaged node (state wiped) starts again at seq 1 with new ids. Main kept
+ * a1, a2, a3, b4 and counted b1..b3 as duplicates, in no audit view. */
+START_TEST(test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict)
+{
+    h_env e;
+    h_env_open(&e, "idnode", 1);
+    const char *S = "edge/fra1/reimaged";
+    ev_spec first[] = {{S, "a1", 1, 0, 0, 100, 0}, {S, "a2", 2, 0, 0, 100, 0},
+                       {S, "a3", 3, 0, 0, 100, 0}};
+    produce(&e, first, 3);
+    rate(&e, "r1", NULL);
+    ev_spec again[] = {{S, "b1", 1, 0, 0, 200, 0}, {S, "b2", 2, 0, 0, 200, 0},
+                       {S, "b3", 3, 0, 0, 200, 0}, {S, "b4", 4, 0, 0, 200, 0}};
+    produce(&e, again, 4);
+    rate(&e, "r2", NULL);
+    ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events",
+             "a1,a2,a3,b4");
+    ASSERT_Q(&e,
+             "SELECT string_agg(id || ':' || kind || ':' || accepted_id || ':' || kafka_offset,"
+             " ',' ORDER BY seq) FROM audit.conflicting_events",
+             "b1:seq_taken:a1:3,b2:seq_taken:a2:4,b3:seq_taken:a3:5");
+    ASSERT_Q(&e,
+             "SELECT count(*) FROM audit.conflicting_events WHERE fingerprint ~ '^[0-9a-f]{64}$'"
+             " AND accepted_fingerprint ~ '^[0-9a-f]{64}$' AND fingerprint <> accepted_fingerprint"
+             " AND reason LIKE '%data.seq: ' || seq || ' belongs to the accepted event"
+             " edge/fra1/reimaged#' || accepted_id || ' %'"
+             " AND payload LIKE '%\"id\":\"' || id || '\"%'",
+             "3");
+    ASSERT_Q(&e,
+             "SELECT accepted || ' ' || duplicates || ' ' || conflicting || ' ' || rejected || ' '"
+             " || missing FROM audit.source_completeness",
+             "4 0 3 0 0");
+    /* never charged: the charges hold the four accepted events' input tokens */
+    ASSERT_Q(&e, "SELECT sum(quantity) FROM audit.usage_hourly WHERE dimension = 'input'", "500");
+    ASSERT_Q(&e, "SELECT sum(conflicts) || ' ' || sum(duplicates) FROM gm.batches", "3 0");
+    h_env_close(&e);
+}
+END_TEST
+
+/* Finding 2: the same (source, id, seq) re-sent with input_tokens 999 instead of 100 was
+ * dropped as a duplicate without comparison. A byte-identical re-send stays a quiet
+ * duplicate, in the same batch and in a later one. */
+START_TEST(test_resend_with_other_content_is_a_conflict_identical_resend_a_duplicate)
+{
+    h_env e;
+    h_env_open(&e, "idresend", 1);
+    const char *S = "edge/fra1/n2";
+    ev_spec first[] = {{S, "e1", 1, 0, 0, 100, 0}, {S, "e1", 1, 0, 0, 100, 0}};
+    produce(&e, first, 2); /* one batch: the re-send meets the original in memory */
+    rate(&e, "r1", NULL);
+    ev_spec later[] = {{S, "e1", 1, 0, 0, 999, 0}, {S, "e1", 1, 0, 0, 100, 0}};
+    produce(&e, later, 2); /* a later batch: compared with the ledger row */
+    rate(&e, "r2", NULL);
+    ASSERT_Q(&e, "SELECT count(*) || ' ' || sum(input_tokens) FROM audit.usage_events", "1 100");
+    ASSERT_Q(&e,
+             "SELECT kind || ' ' || id || ' ' || seq || ' ' || accepted_id || ' ' || accepted_seq"
+             " || ' ' || kafka_offset || ' ' || accepted_kafka_offset FROM audit.conflicting_events",
+             "content_differs e1 1 e1 1 2 0");
+    ASSERT_Q(&e,
+             "SELECT count(*) FROM audit.conflicting_events WHERE payload LIKE"
+             " '%\"input_tokens\":999%' AND fingerprint <> accepted_fingerprint"
+             " AND reason LIKE '%content differs from the accepted event%'",
+             "1");
+    ASSERT_Q(&e,
+             "SELECT accepted || ' ' || duplicates || ' ' || conflicting FROM"
+             " audit.source_completeness",
+             "1 2 1");
+    ASSERT_Q(&e, "SELECT sum(quantity) FROM audit.usage_hourly WHERE dimension = 'input'", "100");
+    h_env_close(&e);
+}
+END_TEST
+
+/* Finding 3: an event dated 2030-01-01 was accepted and priced into a 2030 month. More than
+ * 300 s ahead of gridmeter's clock, or more than 400 days behind it, is rejected (rule time). */
+START_TEST(test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule)
+{
+    h_env e;
+    h_env_open(&e, "idtime", 1);
+    const char *S = "edge/fra1/n3";
+    /* The rater's clock starts at NOW and runs on: the margins are its seconds of work. */
+    ev_spec evs[] = {
+        {S, "t1", 1, "2026-11-28T12:04:30Z", 0, 1, 0}, /* 270 s ahead: accepted */
+        {S, "t2", 2, "2026-11-28T12:05:30Z", 0, 1, 0}, /* 330 s ahead: rejected */
+        {S, "t3", 3, "2030-01-01T00:00:00Z", 0, 1, 0},
+        {S, "t4", 4, "2025-10-24T12:01:00Z", 0, 1, 0}, /* just under 400 days old */
+        {S, "t5", 5, "2025-10-24T11:59:00Z", 0, 1, 0}, /* just over: rejected */
+        {S, "t6", 6, "2026-11-28T11:00:00Z", 0, 1, 0},
+    };
+    /* t4 passes the time policy and meets the next rule: no card was valid in 2025 */
+    produce(&e, evs, GM_ARRAY_LEN(evs));
+    rate(&e, "r1", NULL);
+    ASSERT_Q(&e,
+             "SELECT string_agg(id || ':' || rule, ',' ORDER BY seq) FROM audit.rejected_events",
+             "t2:time,t3:time,t4:rating,t5:time");
+    ASSERT_Q(&e,
+             "SELECT count(*) FROM audit.rejected_events WHERE id = 't3' AND reason LIKE"
+             " 'event edge/fra1/n3#t3: time: must be at most 300 s after gridmeter''s clock"
+             " (rater.max_future_s=300), got 2030-01-01T00:00:00.000000Z at"
+             " 2026-11-28T12:0' || '%'",
+             "1");
+    ASSERT_Q(&e,
+             "SELECT count(*) FROM audit.rejected_events WHERE id = 't5' AND reason LIKE"
+             " '%time: must be at most 400 days before gridmeter''s clock"
+             " (rater.max_age_days=400), got 2025-10-24T11:59:00.000000Z%'",
+             "1");
+    ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events", "t1,t6");
+    /* rejected seqs arrived: not gaps */
+    ASSERT_Q(&e, "SELECT count(*) FROM audit.source_gaps", "0");
+    h_env_close(&e);
+}
+END_TEST
+
+/* Finding 5: a batch that failed for a reason tied to one message (a row PostgreSQL
+ * refuses) backed off and retried for ever; the partition stalled. */
+START_TEST(test_poison_message_is_isolated_and_the_partition_goes_on)
+{
+    h_env e;
+    h_env_open(&e, "idpoison", 1);
+    PGconn *c = gm_test_pg_connect(e.conninfo);
+    /* a row PostgreSQL refuses (as a constraint added by an operator would) */
+    gm_test_pg_exec(c, "ALTER TABLE gm.ledger ADD CONSTRAINT test_no_poison"
+                       " CHECK (request_id IS DISTINCT FROM 'poison')");
+    PQfinish(c);
+    const char *S = "edge/fra1/n5";
+    ev_spec evs[8];
+    for (int i = 0; i < 8; i++) {
+        static char ids[8][16];
+        snprintf(ids[i], sizeof ids[i], "p%d", i + 1);
+        evs[i] = (ev_spec){S, ids[i], i + 1, 0, 0, 10, i == 5 ? "poison" : "ok"};
+    }
+    produce(&e, evs, 8);
+    setenv("GRIDMETER_NOW", NOW, 1);
+    pid_t pid = h_rater_start(&e, "r1", exit_when_idle);
+    unsetenv("GRIDMETER_NOW");
+    /* On main this never happens: the batch is retried for ever. */
+    int64_t got = h_wait_accounted(&e, 8, 60);
+    if (got < 8)
+        kill(pid, SIGKILL);
+    ck_assert_int_eq(h_rater_wait(pid), got < 8 ? -1 : 0);
+    ck_assert_int_eq(got, 8);
+    ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events",
+             "p1,p2,p3,p4,p5,p7,p8");
+    ASSERT_Q(&e,
+             "SELECT id || ' ' || rule || ' ' || kafka_offset FROM audit.rejected_events"
+             " WHERE reason LIKE '%poison: PostgreSQL refuses this event''s rows%SQLSTATE 23514%'",
+             "p6 poison 5");
+    ASSERT_Q(&e, "SELECT next_offset FROM gm.consumer_offsets", "8");
+    ASSERT_Q(&e, "SELECT count(*) FROM audit.source_gaps", "0");
+    h_env_close(&e);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("event_identity");
+    TCase *tc = tcase_create("integration");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict);
+    tcase_add_test(tc, test_resend_with_other_content_is_a_conflict_identical_resend_a_duplicate);
+    tcase_add_test(tc, test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule);
+    tcase_add_test(tc, test_poison_message_is_isolated_and_the_partition_goes_on);
+    suite_add_tcase(s, tc);
+    return gm_test_run(s);
+}
