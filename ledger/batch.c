@@ -277,7 +277,14 @@ struct gm_ledger_writer {
     sbuf buf;
     char *fmt;
     size_t fmt_cap;
+    bool replay, dry_run; /* gm_ledger_writer_set_replay */
 };
+
+void gm_ledger_writer_set_replay(gm_ledger_writer *w, bool replay, bool dry_run)
+{
+    w->replay = replay;
+    w->dry_run = replay && dry_run;
+}
 
 gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
 {
@@ -533,13 +540,17 @@ static void classify_against(gm_ledger_writer *w, const gm_ledger_batch *b, size
                              int64_t offset)
 {
     const gm_event *ev = b->rows[i].ev;
+    conflict_info *cf = &w->cf[i];
+    memset(cf, 0, sizeof *cf);
     if (a && !strcmp(a->id, ev->id) && a->seq == ev->seq && gm_event_equal(a, ev)) {
-        w->dup[i] = ROW_DUP;
+        w->dup[i] = ROW_DUP; /* where the accepted event is, for a replay's mark */
+        snprintf(cf->accepted_topic, sizeof cf->accepted_topic, "%s", topic);
+        cf->accepted_partition = partition;
+        cf->accepted_offset = offset;
+        cf->have_accepted = true;
         return;
     }
     w->dup[i] = ROW_CONFLICT;
-    conflict_info *cf = &w->cf[i];
-    memset(cf, 0, sizeof *cf);
     if (gm_event_fingerprint(ev, cf->fp) != 0)
         memset(cf->fp, 0, sizeof cf->fp);
     if (!a) {
@@ -1249,6 +1260,74 @@ static int write_batch_record(gm_ledger_writer *w, const gm_ledger_batch *b,
                       7, params, NULL, "recording the batch", err, err_len);
 }
 
+/* Step 6c (replay mode): marks the rejects this batch rates again, once (L4: a message is
+ * accounted for by one of ledger, duplicate, conflict or reject; a replayed reject points at
+ * the row that accounts for it now). */
+static int mark_replayed(gm_ledger_writer *w, const gm_ledger_batch *b, char *err,
+                         size_t err_len)
+{
+    if (b->n_rows == 0)
+        return 0;
+    sbuf parts = {0}, offs = {0}, outcome = {0}, r_topic = {0}, r_part = {0}, r_off = {0};
+    const char *sep = "";
+    sb_ch(&parts, '{');
+    sb_ch(&offs, '{');
+    sb_ch(&outcome, '{');
+    sb_ch(&r_topic, '{');
+    sb_ch(&r_part, '{');
+    sb_ch(&r_off, '{');
+    for (size_t i = 0; i < b->n_rows; i++) {
+        const gm_ledger_row *row = &b->rows[i];
+        const conflict_info *cf = w->dup[i] == ROW_DUP ? &w->cf[i] : NULL;
+        sb_str(&parts, sep);
+        sb_i64(&parts, row->partition);
+        sb_str(&offs, sep);
+        sb_i64(&offs, row->offset);
+        sb_str(&outcome, sep);
+        sb_str(&outcome, w->dup[i] == ROW_NEW ? "rated" : cf ? "duplicate" : "conflict");
+        /* rated: its own ledger row; conflict: its own audit.conflicting_events row */
+        sb_str(&r_topic, sep);
+        sb_ch(&r_topic, '"');
+        sb_str(&r_topic, cf ? cf->accepted_topic : b->topic); /* topic names: [a-zA-Z0-9._-] */
+        sb_ch(&r_topic, '"');
+        sb_str(&r_part, sep);
+        sb_i64(&r_part, cf ? cf->accepted_partition : row->partition);
+        sb_str(&r_off, sep);
+        sb_i64(&r_off, cf ? cf->accepted_offset : row->offset);
+        sep = ",";
+    }
+    sb_ch(&parts, '}');
+    sb_ch(&offs, '}');
+    sb_ch(&outcome, '}');
+    sb_ch(&r_topic, '}');
+    sb_ch(&r_part, '}');
+    sb_ch(&r_off, '}');
+    const char *params[7] = {b->topic, parts.p, offs.p, outcome.p, r_topic.p, r_part.p, r_off.p};
+    long n = 0;
+    int rc = exec_count(
+        w,
+        "UPDATE gm.rejected_events r SET replayed_at = gm.now(), replay_outcome = u.outcome,"
+        " replayed_kafka_topic = u.r_topic, replayed_kafka_partition = u.r_part,"
+        " replayed_kafka_offset = u.r_off"
+        " FROM unnest($2::integer[], $3::bigint[], $4::text[], $5::text[], $6::integer[],"
+        "  $7::bigint[]) AS u(part, off, outcome, r_topic, r_part, r_off)"
+        " WHERE r.kafka_topic = $1 AND r.kafka_partition = u.part AND r.kafka_offset = u.off"
+        " AND r.replayed_at IS NULL",
+        7, params, &n, "marking the replayed rejects", err, err_len);
+    free(parts.p);
+    free(offs.p);
+    free(outcome.p);
+    free(r_topic.p);
+    free(r_part.p);
+    free(r_off.p);
+    if (rc == 0 && n != (long)b->n_rows)
+        rc = gm_fail(err, err_len, GM_ECONFLICT,
+                     "gm.rejected_events: %ld of %zu rejects were replayed meanwhile (another "
+                     "replay): batch rolled back",
+                     (long)b->n_rows - n, b->n_rows);
+    return rc;
+}
+
 static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
                        gm_ledger_result *res, char *err, size_t err_len)
 {
@@ -1304,6 +1383,8 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     if (conflicts && (rc = write_conflicts(w, b, err, err_len)))
         goto fail;
+    if (w->replay && (rc = mark_replayed(w, b, err, err_len)))
+        goto fail;
     if ((rc = write_offsets(w, b, err, err_len)))
         goto fail;
     t[5] = gm_mono_us();
@@ -1317,8 +1398,14 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
     res->conflicts = conflicts;
     res->rejected = b->n_rejects;
     res->charge_rows = charge_rows;
-    if ((rc = write_batch_record(w, b, res, err, err_len)))
+    if (!w->replay && (rc = write_batch_record(w, b, res, err, err_len)))
         goto fail;
+    if (w->dry_run) {
+        /* what would happen is in res; nothing stays */
+        PQclear(PQexec(w->conn, "ROLLBACK"));
+        gm_ledger_writer_reset(w);
+        return 0;
+    }
     {
         PGresult *r = PQexec(w->conn, "COMMIT");
         if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0) {

@@ -176,6 +176,14 @@ void gm_ledger_writer_free(gm_ledger_writer *w);
  * outcome is unknown. After any error the caller re-reads the offsets and seeks there. */
 int gm_ledger_writer_commit(gm_ledger_writer *w, const gm_ledger_batch *b, gm_ledger_result *res,
                             char *err, size_t err_len) GM_MUSTCHECK;
+/* Replay mode (`gridmeter rejects replay`): every row of a batch is a stored reject (by its
+ * Kafka coordinates, in the batch's topic) being rated again. The commit then also marks
+ * each of those rejects (replayed_at, replay_outcome rated / duplicate / conflict, and the
+ * Kafka coordinates of the row that accounts for it) in the same transaction, only if it
+ * was not marked yet (else GM_ECONFLICT: another replay got there first, nothing written),
+ * and records no gm.batches row (the message was counted when it was rejected).
+ * dry_run: everything is done and rolled back (the result says what would happen). */
+void gm_ledger_writer_set_replay(gm_ledger_writer *w, bool replay, bool dry_run);
 /* Forgets cached source state (after a rebalance or an error). */
 void gm_ledger_writer_reset(gm_ledger_writer *w);
 

@@ -117,6 +117,40 @@ static int pg_reconnect(rater *r, char *err, size_t err_len)
     return 0;
 }
 
+int gm_rater__rate_event(const gm_rater_config *cfg, const gm_rating_book *book,
+                         const gm_event *ev, int64_t now_us, gm_ledger_row *row, char *reason,
+                         size_t reason_len, const char **rule)
+{
+    if (gm_rater_check_time(cfg, ev, now_us, reason, reason_len) != 0) {
+        *rule = "time";
+        return GM_EINVAL;
+    }
+    gm_usage u = {ev->tenant,
+                  ev->model,
+                  ev->site,
+                  ev->time_us,
+                  {ev->input_tokens, ev->cached_tokens, ev->output_tokens, ev->gpu_us}};
+    gm_event_price price;
+    char why[400];
+    if (gm_rating_price_event(book, &u, &price, why, sizeof why) != 0) {
+        *rule = "rating";
+        gm_fail(reason, reason_len, GM_EINVAL, "event %s#%s: rating: %s", ev->source, ev->id, why);
+        return GM_EINVAL;
+    }
+    memset(row, 0, sizeof *row);
+    row->ev = ev;
+    row->card_id = price.card_id;
+    row->card_version = price.card_version;
+    memcpy(row->currency, price.currency, sizeof row->currency);
+    row->site_tier = price.site_tier;
+    for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+        row->unit_price_p[d] = price.unit_price_p[d];
+        row->amount_e18[d] = price.amount_e18[d];
+    }
+    row->flags = price.flags;
+    return 0;
+}
+
 /* Reads PostgreSQL's offsets for the given partitions into r->stored (retrying through
  * outages until stop). */
 static int read_stored(rater *r, const rd_kafka_topic_partition_list_t *parts)
@@ -423,41 +457,16 @@ static int commit_range(rater *r, size_t lo, size_t hi, int64_t now_us, const ch
                      "event %s#%s: poison: PostgreSQL refuses this event's rows (alone, after "
                      "bisecting the batch): %s",
                      ev->source, ev->id, poison);
-        } else if (gm_rater_check_time(r->cfg, ev, now_us, reason, sizeof r->reasons[0]) != 0) {
-            rule = "time";
-        } else {
-            gm_usage u = {ev->tenant,
-                          ev->model,
-                          ev->site,
-                          ev->time_us,
-                          {ev->input_tokens, ev->cached_tokens, ev->output_tokens, ev->gpu_us}};
-            gm_event_price price;
-            char why[400];
-            if (gm_rating_price_event(r->book, &u, &price, why, sizeof why) != 0) {
-                rule = "rating";
-                snprintf(reason, sizeof r->reasons[0], "event %s#%s: rating: %s", ev->source,
-                         ev->id, why);
-            } else {
-                gm_ledger_row *row = &r->rows[n_rows];
-                row->ev = ev;
-                row->partition = p;
-                row->offset = m->offset;
-                row->key = m->key;
-                row->key_len = m->key_len;
-                row->payload = m->payload;
-                row->payload_len = m->len;
-                row->card_id = price.card_id;
-                row->card_version = price.card_version;
-                memcpy(row->currency, price.currency, sizeof row->currency);
-                row->site_tier = price.site_tier;
-                for (int d = 0; d < GM_LEDGER_DIMS; d++) {
-                    row->unit_price_p[d] = price.unit_price_p[d];
-                    row->amount_e18[d] = price.amount_e18[d];
-                }
-                row->flags = price.flags;
-                n_rows++;
-                ok = true;
-            }
+        } else if (gm_rater__rate_event(r->cfg, r->book, ev, now_us, &r->rows[n_rows], reason,
+                                        sizeof r->reasons[0], &rule) == 0) {
+            gm_ledger_row *row = &r->rows[n_rows++];
+            row->partition = p;
+            row->offset = m->offset;
+            row->key = m->key;
+            row->key_len = m->key_len;
+            row->payload = m->payload;
+            row->payload_len = m->len;
+            ok = true;
         }
         if (!ok) {
             gm_ledger_reject *rj = &r->rejects[n_rej++];

@@ -2,6 +2,7 @@
  * re-sends, a node that lost its state, the time policy, replay of rejects and poison
  * messages, against the real Kafka broker and PostgreSQL, checked through the audit views
  * (docs/events.md "Identity", "Time policy"; docs/auditors.md; docs/operations.md "Rejects"). */
+#include "gm_ledger.h"
 #include "rater_harness.h"
 
 #include <librdkafka/rdkafka.h>
@@ -201,6 +202,133 @@ START_TEST(test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule)
 }
 END_TEST
 
+/* Runs `gridmeter rejects ARGS` on the env's database on the tests' clock; returns its
+ * stdout (malloc'd) and puts the exit status in *status. */
+static char *rejects_cmd(const h_env *e, const char *args, int *status)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "GRIDMETER_NOW=%s %s/cli/gridmeter rejects %s --db='%s' 2>&1", NOW,
+             GM_BINARY_DIR, args, e->conninfo);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 65536, n = 0;
+    char *out = malloc(cap);
+    size_t k;
+    while ((k = fread(out + n, 1, cap - n - 1, p)) > 0)
+        n += k;
+    out[n] = '\0';
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+#define ASSERT_CMD(e, args, want_status, want_text)                                                \
+    do {                                                                                           \
+        int st_;                                                                                   \
+        char *out_ = rejects_cmd(e, args, &st_);                                                   \
+        ck_assert_msg(st_ == (want_status) && strstr(out_, want_text),                             \
+                      "gridmeter rejects %s: status %d, want %d and \"%s\":\n%s", args, st_,       \
+                      want_status, want_text, out_);                                               \
+        free(out_);                                                                                \
+    } while (0)
+
+/* A card for 2025 (the one the rejected event lacked), version 2 of list-usd. */
+static const char card_2025[] =
+    "{\"card_id\":\"list-usd\",\"version\":2,\"valid_from\":\"2025-01-01T00:00:00Z\","
+    "\"valid_until\":\"2026-01-01T00:00:00Z\",\"currency\":\"USD\",\"default_card\":true,"
+    "\"unknown_models\":\"default\",\"prices\":{\"default\":{\"input\":{\"per_1m_tokens\":"
+    "\"1.00\"},\"cached\":{\"per_1m_tokens\":\"0.50\"},\"output\":{\"per_1m_tokens\":\"2.00\"},"
+    "\"gpu\":{\"per_gpu_hour\":\"3.60\"}}}}";
+
+/* Finding 4: an event no rate card prices was rejected for good, and audit.source_gaps
+ * showed its seq as never arrived. Now it is a visible reject, not a gap, and after the card
+ * is imported `gridmeter rejects replay` rates it exactly once (twice, or two at once, add
+ * nothing). */
+START_TEST(test_rejected_for_a_missing_card_is_replayed_exactly_once_after_the_import)
+{
+    h_env e;
+    h_env_open(&e, "idreplay", 1);
+    const char *S = "edge/fra1/n4";
+    ev_spec evs[] = {{S, "r1", 1, "2025-12-15T10:00:00Z", 0, 1000000, 0},
+                     {S, "r2", 2, "2026-11-28T10:00:00Z", 0, 1000000, 0},
+                     {S, "r3", 3, "2030-01-01T00:00:00Z", 0, 1000000, 0}};
+    produce(&e, evs, 3);
+    rate(&e, "r1", NULL);
+    ASSERT_Q(&e, "SELECT count(*) FROM audit.source_gaps", "0");
+    ASSERT_Q(&e,
+             "SELECT accepted || ' ' || rejected || ' ' || missing FROM audit.source_completeness",
+             "1 2 0");
+    ASSERT_Q(&e,
+             "SELECT string_agg(id || ':' || rule || ':' || coalesce(replay_outcome, 'pending'),"
+             " ',' ORDER BY seq) FROM audit.rejected_events",
+             "r1:rating:pending,r3:time:pending");
+    ASSERT_CMD(&e, "list", 0, "2 reject(s) not replayed");
+    ASSERT_CMD(&e, "list --rule rating", 0, "1 reject(s) not replayed");
+    ASSERT_CMD(&e, "show --source edge/fra1/n4 --offset 0", 0, "\"id\":\"r1\"");
+    /* before the fix: still refused, nothing changes */
+    ASSERT_CMD(&e, "replay --rule rating", 0,
+               "replay: 1 selected, 0 rated, 0 duplicate, 0 conflict, 1 still rejected");
+    ASSERT_CMD(&e, "replay --bogus", 2, "bogus");
+    ASSERT_CMD(&e, "frobnicate", 2, "expected list, show or replay");
+
+    PGconn *c = gm_test_pg_connect(e.conninfo);
+    char msg[256], err[512];
+    ck_assert_msg(gm_ledger_import(c, card_2025, strlen(card_2025), msg, sizeof msg, err,
+                                   sizeof err) == 0,
+                  "%s", err);
+    PQfinish(c);
+    ASSERT_CMD(&e, "replay --rule rating --dry-run", 0,
+               "replay: 1 selected, 1 rated, 0 duplicate, 0 conflict, 0 still rejected (dry run");
+    ASSERT_Q(&e, "SELECT count(*) FROM audit.usage_events", "1");
+    ASSERT_Q(&e, "SELECT count(*) FROM audit.rejected_events WHERE replayed_at IS NOT NULL", "0");
+
+    /* two replays at once: one rates it, the other finds it done or loses the race */
+    char cmd[2][2048];
+    FILE *p[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd[i], sizeof cmd[i],
+                 "GRIDMETER_NOW=%s %s/cli/gridmeter rejects replay --rule rating --db='%s'", NOW,
+                 GM_BINARY_DIR, e.conninfo);
+        p[i] = popen(cmd[i], "r");
+        ck_assert_ptr_nonnull(p[i]);
+    }
+    int rated = 0;
+    for (int i = 0; i < 2; i++) {
+        char line[512];
+        while (fgets(line, sizeof line, p[i])) {
+            int n;
+            if (sscanf(line, "replay: %*d selected, %d rated", &n) == 1)
+                rated += n;
+        }
+        ck_assert_int_eq(pclose(p[i]), 0);
+    }
+    ck_assert_int_eq(rated, 1);
+    ASSERT_CMD(&e, "replay --rule rating", 0, "replay: 0 selected, 0 rated");
+
+    ASSERT_Q(&e, "SELECT string_agg(id || ':' || kafka_offset || ':' || rate_card_version, ','"
+                 " ORDER BY seq) FROM audit.usage_events",
+             "r1:0:2,r2:1:1");
+    ASSERT_Q(&e,
+             "SELECT replay_outcome || ' ' || replayed_kafka_partition || '/' ||"
+             " replayed_kafka_offset || ' ' || (replayed_at IS NOT NULL) FROM audit.rejected_events"
+             " WHERE id = 'r1'",
+             "rated 0/0 true");
+    ASSERT_Q(&e, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0", "0");
+    ASSERT_Q(&e, "SELECT sum(quantity) FROM audit.usage_hourly WHERE dimension = 'input'",
+             "2000000");
+    ASSERT_Q(&e,
+             "SELECT accepted || ' ' || rejected || ' ' || missing FROM audit.source_completeness",
+             "2 1 0");
+    /* a limit raised: the event from 2030 is rated once the operator allows it */
+    ASSERT_CMD(&e, "replay --rule time", 0, "0 rated, 0 duplicate, 0 conflict, 1 still rejected");
+    ASSERT_CMD(&e, "replay --rule time --max-future-s 0", 0, "1 selected, 1 rated");
+    ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events", "r1,r2,r3");
+    ASSERT_CMD(&e, "list", 0, "0 reject(s) not replayed");
+    ASSERT_CMD(&e, "list --all", 0, "2 reject(s)");
+    h_env_close(&e);
+}
+END_TEST
+
 /* Finding 5: a batch that failed for a reason tied to one message (a row PostgreSQL
  * refuses) backed off and retried for ever; the partition stalled. */
 START_TEST(test_poison_message_is_isolated_and_the_partition_goes_on)
@@ -249,6 +377,7 @@ int main(void)
     tcase_add_test(tc, test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict);
     tcase_add_test(tc, test_resend_with_other_content_is_a_conflict_identical_resend_a_duplicate);
     tcase_add_test(tc, test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule);
+    tcase_add_test(tc, test_rejected_for_a_missing_card_is_replayed_exactly_once_after_the_import);
     tcase_add_test(tc, test_poison_message_is_isolated_and_the_partition_goes_on);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
