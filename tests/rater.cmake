@@ -20,3 +20,4 @@ gm_add_test(NAME test_ledger_writer SOURCES test_ledger_writer.c LIBS gm_ledger 
 gm_add_test(NAME test_event_identity SOURCES test_event_identity.c LIBS gm_rater_harness
             LABELS integration TIMEOUT 300)
 add_dependencies(test_event_identity gridmeter)
+gm_add_test(NAME test_identity_rules SOURCES test_identity_rules.c LIBS gm_rater LABELS unit)
