@@ -99,11 +99,9 @@ static int show(PGconn *c, const gm_rejects_filter *f)
         PQclear(r);
         return 1;
     }
-    static const char *const names[] = {"topic",       "partition",      "offset",
-                                        "received_at", "rule",           "reason",
-                                        "source",      "id",             "seq",
-                                        "tenant",      "time",           "replayed_at",
-                                        "replay",      "accounted_by",   "payload"};
+    static const char *const names[] = {
+        "topic", "partition", "offset", "received_at", "rule",   "reason",       "source", "id",
+        "seq",   "tenant",    "time",   "replayed_at", "replay", "accounted_by", "payload"};
     for (int i = 0; i < PQntuples(r); i++) {
         if (i)
             putchar('\n');
@@ -130,8 +128,7 @@ int gm_cmd_rejects(int argc, char **argv)
     gm_opt opts[] = {
         {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
          "libpq conninfo; empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
-        {"rule", NULL, NULL, "", GM_OPT_STR,
-         "contract, type, time, rating, poison or kafka", 0, 0},
+        {"rule", NULL, NULL, "", GM_OPT_STR, "contract, type, time, rating, poison or kafka", 0, 0},
         {"reason", NULL, NULL, "", GM_OPT_STR, "rejects whose reason contains this text", 0, 0},
         {"source", NULL, NULL, "", GM_OPT_STR, "the event's source", 0, 0},
         {"tenant", NULL, NULL, "", GM_OPT_STR, "the event's tenant (subject)", 0, 0},
@@ -143,10 +140,9 @@ int gm_cmd_rejects(int argc, char **argv)
         {"from", NULL, NULL, "", GM_OPT_STR, "event time at or after (RFC 3339)", 0, 0},
         {"to", NULL, NULL, "", GM_OPT_STR, "event time before (RFC 3339)", 0, 0},
         {"limit", NULL, NULL, "0", GM_OPT_INT, "at most this many (0: all)", 0, 0},
-        {"all", NULL, NULL, "false", GM_OPT_FLAG, "list/show: also rejects already replayed", 0,
-         0},
-        {"dry-run", NULL, NULL, "false", GM_OPT_FLAG, "replay: say what would happen, write nothing",
-         0, 0},
+        {"all", NULL, NULL, "false", GM_OPT_FLAG, "list/show: also rejects already replayed", 0, 0},
+        {"dry-run", NULL, NULL, "false", GM_OPT_FLAG,
+         "replay: say what would happen, write nothing", 0, 0},
         {"max-future-s", "rater.max_future_s", "GRIDMETER_RATER_MAX_FUTURE_S", "300", GM_OPT_INT,
          "replay: the time policy's limit ahead of the clock (as the rater's)", 0, 0},
         {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "400", GM_OPT_INT,
@@ -157,8 +153,8 @@ int gm_cmd_rejects(int argc, char **argv)
     int rc = gm_opts_parse(&info, opts, argc, argv, &npos, err, sizeof err);
     if (rc)
         return rc == 1 ? 0 : (fprintf(stderr, "gridmeter rejects: %s\n", err), 2);
-    if (npos != 1 || (strcmp(argv[1], "list") && strcmp(argv[1], "show") &&
-                      strcmp(argv[1], "replay"))) {
+    if (npos != 1 ||
+        (strcmp(argv[1], "list") && strcmp(argv[1], "show") && strcmp(argv[1], "replay"))) {
         fprintf(stderr, "gridmeter rejects: expected list, show or replay (see --help)\n");
         return 2;
     }
@@ -187,8 +183,9 @@ int gm_cmd_rejects(int argc, char **argv)
     f.offset = off;
     if (*f.rule && strcmp(f.rule, "contract") && strcmp(f.rule, "type") && strcmp(f.rule, "time") &&
         strcmp(f.rule, "rating") && strcmp(f.rule, "poison") && strcmp(f.rule, "kafka")) {
-        fprintf(stderr, "gridmeter rejects: --rule: must be contract, type, time, rating, poison "
-                        "or kafka, got \"%s\"\n",
+        fprintf(stderr,
+                "gridmeter rejects: --rule: must be contract, type, time, rating, poison "
+                "or kafka, got \"%s\"\n",
                 f.rule);
         return 2;
     }

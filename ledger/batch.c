@@ -672,7 +672,8 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
             " CROSS JOIN LATERAL ("
             "  (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.event_id = u.id"
             "    AND l.event_time = u.t)"
-            "  UNION ALL (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.event_id = u.id)"
+            "  UNION ALL (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.event_id = "
+            "u.id)"
             "  UNION ALL (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.seq = u.seq)"
             "  LIMIT 1) x",
             4, NULL, params, NULL, NULL, 0);
@@ -1110,8 +1111,7 @@ static void sb_fp(sbuf *q, const unsigned char *fp)
 }
 
 /* Step 6b: conflicting messages (L5), with both fingerprints and the accepted event. */
-static int write_conflicts(gm_ledger_writer *w, const gm_ledger_batch *b, char *err,
-                           size_t err_len)
+static int write_conflicts(gm_ledger_writer *w, const gm_ledger_batch *b, char *err, size_t err_len)
 {
     sbuf *q = &w->buf;
     q->n = 0;
@@ -1135,14 +1135,12 @@ static int write_conflicts(gm_ledger_writer *w, const gm_ledger_batch *b, char *
             snprintf(reason, sizeof reason,
                      "event %s#%s: data.seq: %llu belongs to the accepted event %s#%s (another "
                      "id; a node that lost its state?): kept as a conflict, not charged",
-                     ev->source, ev->id, (unsigned long long)ev->seq, ev->source,
-                     cf->accepted_id);
+                     ev->source, ev->id, (unsigned long long)ev->seq, ev->source, cf->accepted_id);
         else if (!strcmp(cf->kind, "id_reused"))
             snprintf(reason, sizeof reason,
                      "event %s#%s: id: belongs to the accepted event with data.seq %lld, this "
                      "message has data.seq %llu: kept as a conflict, not charged",
-                     ev->source, ev->id, (long long)cf->accepted_seq,
-                     (unsigned long long)ev->seq);
+                     ev->source, ev->id, (long long)cf->accepted_seq, (unsigned long long)ev->seq);
         else
             snprintf(reason, sizeof reason,
                      "event %s#%s: content differs from the accepted event with the same "
@@ -1252,8 +1250,7 @@ static int write_batch_record(gm_ledger_writer *w, const gm_ledger_batch *b,
     snprintf(dup, sizeof dup, "%zu", res->duplicates);
     snprintf(rej, sizeof rej, "%zu", res->rejected);
     snprintf(cfl, sizeof cfl, "%zu", res->conflicts);
-    const char *params[7] = {b->group_id, b->rater_id ? b->rater_id : "", msgs, acc, dup, rej,
-                             cfl};
+    const char *params[7] = {b->group_id, b->rater_id ? b->rater_id : "", msgs, acc, dup, rej, cfl};
     return exec_count(w,
                       "INSERT INTO gm.batches (group_id, rater, messages, accepted, duplicates,"
                       " rejected, conflicts) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -1263,8 +1260,7 @@ static int write_batch_record(gm_ledger_writer *w, const gm_ledger_batch *b,
 /* Step 6c (replay mode): marks the rejects this batch rates again, once (L4: a message is
  * accounted for by one of ledger, duplicate, conflict or reject; a replayed reject points at
  * the row that accounts for it now). */
-static int mark_replayed(gm_ledger_writer *w, const gm_ledger_batch *b, char *err,
-                         size_t err_len)
+static int mark_replayed(gm_ledger_writer *w, const gm_ledger_batch *b, char *err, size_t err_len)
 {
     if (b->n_rows == 0)
         return 0;

@@ -53,12 +53,12 @@ typedef struct gm_rejects_filter {
     const char *source;
     const char *tenant;
     const char *topic;
-    int32_t partition; /* -1: any */
-    int64_t offset;    /* -1: any */
-    int64_t since_us, until_us;        /* received_at in [since, until); 0: open */
-    int64_t time_from_us, time_to_us;  /* the event's time in [from, to); 0: open */
-    int64_t limit;                     /* > 0: at most this many */
-    bool include_replayed;             /* list: also those already replayed */
+    int32_t partition;                /* -1: any */
+    int64_t offset;                   /* -1: any */
+    int64_t since_us, until_us;       /* received_at in [since, until); 0: open */
+    int64_t time_from_us, time_to_us; /* the event's time in [from, to); 0: open */
+    int64_t limit;                    /* > 0: at most this many */
+    bool include_replayed;            /* list: also those already replayed */
 } gm_rejects_filter;
 
 /* The filter as SQL (" WHERE … ORDER BY kafka coordinates [LIMIT n]") over
@@ -85,8 +85,8 @@ typedef struct gm_replay_result {
  * exactly once (see gm_ledger_writer_set_replay). dry_run: nothing stays, res says what
  * would happen. prog (may be NULL): a progress line; out (may be NULL): one line per reject
  * that is still refused, with the reason. */
-int gm_rater_replay(PGconn *c, const gm_rater_config *cfg, const gm_rejects_filter *f,
-                    bool dry_run, FILE *prog, FILE *out, gm_replay_result *res, char *err,
+int gm_rater_replay(PGconn *c, const gm_rater_config *cfg, const gm_rejects_filter *f, bool dry_run,
+                    FILE *prog, FILE *out, gm_replay_result *res, char *err,
                     size_t err_len) GM_MUSTCHECK;
 
 #endif /* GM_RATER_H */

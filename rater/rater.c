@@ -117,9 +117,9 @@ static int pg_reconnect(rater *r, char *err, size_t err_len)
     return 0;
 }
 
-int gm_rater__rate_event(const gm_rater_config *cfg, const gm_rating_book *book,
-                         const gm_event *ev, int64_t now_us, gm_ledger_row *row, char *reason,
-                         size_t reason_len, const char **rule)
+int gm_rater__rate_event(const gm_rater_config *cfg, const gm_rating_book *book, const gm_event *ev,
+                         int64_t now_us, gm_ledger_row *row, char *reason, size_t reason_len,
+                         const char **rule)
 {
     if (gm_rater_check_time(cfg, ev, now_us, reason, reason_len) != 0) {
         *rule = "time";

@@ -105,9 +105,9 @@ static void progress(FILE *out, const gm_replay_result *r, size_t total, int64_t
 }
 
 /* Rates one chunk of rejects of one topic again and commits it. */
-static int replay_chunk(gm_ledger_writer *w, const gm_rater_config *cfg,
-                        const gm_rating_book *book, pending *p, size_t n, int64_t now_us,
-                        FILE *out, gm_replay_result *res, char *err, size_t err_len)
+static int replay_chunk(gm_ledger_writer *w, const gm_rater_config *cfg, const gm_rating_book *book,
+                        pending *p, size_t n, int64_t now_us, FILE *out, gm_replay_result *res,
+                        char *err, size_t err_len)
 {
     gm_event *evs = gm_xcalloc(n, sizeof *evs);
     gm_ledger_row *rows = gm_xcalloc(n, sizeof *rows);
@@ -168,9 +168,8 @@ static int replay_chunk(gm_ledger_writer *w, const gm_rater_config *cfg,
     return rc;
 }
 
-int gm_rater_replay(PGconn *c, const gm_rater_config *cfg, const gm_rejects_filter *f,
-                    bool dry_run, FILE *prog, FILE *out, gm_replay_result *res, char *err,
-                    size_t err_len)
+int gm_rater_replay(PGconn *c, const gm_rater_config *cfg, const gm_rejects_filter *f, bool dry_run,
+                    FILE *prog, FILE *out, gm_replay_result *res, char *err, size_t err_len)
 {
     memset(res, 0, sizeof *res);
     gm_rating_book *book = NULL;
@@ -208,10 +207,10 @@ int gm_rater_replay(PGconn *c, const gm_rater_config *cfg, const gm_rejects_filt
             p[i].partition = (int32_t)atol(PQgetvalue(r, (int)i, 1));
             p[i].offset = atoll(PQgetvalue(r, (int)i, 2));
             if (!PQgetisnull(r, (int)i, 3))
-                p[i].key = PQunescapeBytea((const unsigned char *)PQgetvalue(r, (int)i, 3),
-                                           &p[i].key_len);
-            p[i].payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, (int)i, 4),
-                                           &p[i].payload_len);
+                p[i].key =
+                    PQunescapeBytea((const unsigned char *)PQgetvalue(r, (int)i, 3), &p[i].key_len);
+            p[i].payload =
+                PQunescapeBytea((const unsigned char *)PQgetvalue(r, (int)i, 4), &p[i].payload_len);
         }
         PQclear(r);
         rc = 0;

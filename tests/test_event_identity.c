@@ -86,7 +86,7 @@ static char *q(const h_env *e, const char *sql)
 #define ASSERT_Q(e, sql, want)                                                                     \
     do {                                                                                           \
         char *got_ = q(e, sql);                                                                    \
-        ck_assert_msg(!strcmp(got_, want), "%s\n  got  %s\n  want %s", sql, got_, want);          \
+        ck_assert_msg(!strcmp(got_, want), "%s\n  got  %s\n  want %s", sql, got_, want);           \
         free(got_);                                                                                \
     } while (0)
 
@@ -97,16 +97,17 @@ START_TEST(test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict)
     h_env e;
     h_env_open(&e, "idnode", 1);
     const char *S = "edge/fra1/reimaged";
-    ev_spec first[] = {{S, "a1", 1, 0, 0, 100, 0}, {S, "a2", 2, 0, 0, 100, 0},
-                       {S, "a3", 3, 0, 0, 100, 0}};
+    ev_spec first[] = {
+        {S, "a1", 1, 0, 0, 100, 0}, {S, "a2", 2, 0, 0, 100, 0}, {S, "a3", 3, 0, 0, 100, 0}};
     produce(&e, first, 3);
     rate(&e, "r1", NULL);
-    ev_spec again[] = {{S, "b1", 1, 0, 0, 200, 0}, {S, "b2", 2, 0, 0, 200, 0},
-                       {S, "b3", 3, 0, 0, 200, 0}, {S, "b4", 4, 0, 0, 200, 0}};
+    ev_spec again[] = {{S, "b1", 1, 0, 0, 200, 0},
+                       {S, "b2", 2, 0, 0, 200, 0},
+                       {S, "b3", 3, 0, 0, 200, 0},
+                       {S, "b4", 4, 0, 0, 200, 0}};
     produce(&e, again, 4);
     rate(&e, "r2", NULL);
-    ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events",
-             "a1,a2,a3,b4");
+    ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events", "a1,a2,a3,b4");
     ASSERT_Q(&e,
              "SELECT string_agg(id || ':' || kind || ':' || accepted_id || ':' || kafka_offset,"
              " ',' ORDER BY seq) FROM audit.conflicting_events",
@@ -144,10 +145,11 @@ START_TEST(test_resend_with_other_content_is_a_conflict_identical_resend_a_dupli
     produce(&e, later, 2); /* a later batch: compared with the ledger row */
     rate(&e, "r2", NULL);
     ASSERT_Q(&e, "SELECT count(*) || ' ' || sum(input_tokens) FROM audit.usage_events", "1 100");
-    ASSERT_Q(&e,
-             "SELECT kind || ' ' || id || ' ' || seq || ' ' || accepted_id || ' ' || accepted_seq"
-             " || ' ' || kafka_offset || ' ' || accepted_kafka_offset FROM audit.conflicting_events",
-             "content_differs e1 1 e1 1 2 0");
+    ASSERT_Q(
+        &e,
+        "SELECT kind || ' ' || id || ' ' || seq || ' ' || accepted_id || ' ' || accepted_seq"
+        " || ' ' || kafka_offset || ' ' || accepted_kafka_offset FROM audit.conflicting_events",
+        "content_differs e1 1 e1 1 2 0");
     ASSERT_Q(&e,
              "SELECT count(*) FROM audit.conflicting_events WHERE payload LIKE"
              " '%\"input_tokens\":999%' AND fingerprint <> accepted_fingerprint"
@@ -273,9 +275,9 @@ START_TEST(test_rejected_for_a_missing_card_is_replayed_exactly_once_after_the_i
 
     PGconn *c = gm_test_pg_connect(e.conninfo);
     char msg[256], err[512];
-    ck_assert_msg(gm_ledger_import(c, card_2025, strlen(card_2025), msg, sizeof msg, err,
-                                   sizeof err) == 0,
-                  "%s", err);
+    ck_assert_msg(
+        gm_ledger_import(c, card_2025, strlen(card_2025), msg, sizeof msg, err, sizeof err) == 0,
+        "%s", err);
     PQfinish(c);
     ASSERT_CMD(&e, "replay --rule rating --dry-run", 0,
                "replay: 1 selected, 1 rated, 0 duplicate, 0 conflict, 0 still rejected (dry run");
@@ -305,8 +307,9 @@ START_TEST(test_rejected_for_a_missing_card_is_replayed_exactly_once_after_the_i
     ck_assert_int_eq(rated, 1);
     ASSERT_CMD(&e, "replay --rule rating", 0, "replay: 0 selected, 0 rated");
 
-    ASSERT_Q(&e, "SELECT string_agg(id || ':' || kafka_offset || ':' || rate_card_version, ','"
-                 " ORDER BY seq) FROM audit.usage_events",
+    ASSERT_Q(&e,
+             "SELECT string_agg(id || ':' || kafka_offset || ':' || rate_card_version, ','"
+             " ORDER BY seq) FROM audit.usage_events",
              "r1:0:2,r2:1:1");
     ASSERT_Q(&e,
              "SELECT replay_outcome || ' ' || replayed_kafka_partition || '/' ||"

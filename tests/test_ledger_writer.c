@@ -210,7 +210,8 @@ int main(void)
     Suite *s = suite_create("ledger_writer");
     TCase *tc = tcase_create("integration");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_reused_id_with_new_seq_goes_the_slow_path_is_a_conflict_and_not_charged);
+    tcase_add_test(tc,
+                   test_reused_id_with_new_seq_goes_the_slow_path_is_a_conflict_and_not_charged);
     tcase_add_test(tc, test_stale_consumer_is_fenced_and_writes_nothing);
     tcase_add_test(tc, test_two_writers_on_one_source_conflict_instead_of_doubling);
     suite_add_tcase(s, tc);
