@@ -59,6 +59,16 @@ static void produce(const h_env *e, const ev_spec *evs, size_t n)
     rd_kafka_destroy(p);
 }
 
+/* Pins this process's clock at NOW: the raters it starts read it (gm_test_clock_to_children),
+ * also when the suite runs on a moved clock (scripts/test.sh --at). */
+static void pin_clock(void)
+{
+    int64_t at;
+    char err[200];
+    ck_assert_msg(gm_time_parse(NOW, strlen(NOW), &at, err, sizeof err) == 0, "%s", err);
+    gm_clock_set_us(at);
+}
+
 /* Runs one rater on the env until it is idle, on the tests' clock. */
 static void rate(const h_env *e, const char *id, const char *const *extra)
 {
@@ -69,9 +79,8 @@ static void rate(const h_env *e, const char *id, const char *const *extra)
     for (size_t i = 0; extra && extra[i] && n < 7; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
-    setenv("GRIDMETER_NOW", NOW, 1);
+    pin_clock();
     pid_t pid = h_rater_start(e, id, argv);
-    unsetenv("GRIDMETER_NOW");
     ck_assert_int_eq(h_rater_wait(pid), 0);
 }
 
@@ -126,6 +135,20 @@ START_TEST(test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict)
     /* never charged: the charges hold the four accepted events' input tokens */
     ASSERT_Q(&e, "SELECT sum(quantity) FROM audit.usage_hourly WHERE dimension = 'input'", "500");
     ASSERT_Q(&e, "SELECT sum(conflicts) || ' ' || sum(duplicates) FROM gm.batches", "3 0");
+    /* what an auditor sees, as gm_auditor */
+    char ci[400];
+    snprintf(ci, sizeof ci, "%s user=gm_auditor", e.conninfo);
+    PGconn *c = gm_test_pg_connect(ci);
+    char *v = gm_test_pg_value(c, "SELECT count(*) FROM audit.conflicting_events");
+    ck_assert_str_eq(v, "3");
+    free(v);
+    v = gm_test_pg_value(c, "SELECT conflicting FROM audit.source_completeness");
+    ck_assert_str_eq(v, "3");
+    free(v);
+    v = gm_test_pg_value(c, "SELECT obj_description('audit.conflicting_events'::regclass)");
+    ck_assert_ptr_nonnull(strstr(v, "never charged"));
+    free(v);
+    PQfinish(c);
     h_env_close(&e);
 }
 END_TEST
@@ -204,12 +227,13 @@ START_TEST(test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule)
 }
 END_TEST
 
-/* Runs `gridmeter rejects ARGS` on the env's database on the tests' clock; returns its
- * stdout (malloc'd) and puts the exit status in *status. */
+/* Runs `gridmeter rejects ARGS` on the env's database as gm_rater (the role the docs name)
+ * on the tests' clock; returns its output (malloc'd) and puts the exit status in *status. */
 static char *rejects_cmd(const h_env *e, const char *args, int *status)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "GRIDMETER_NOW=%s %s/cli/gridmeter rejects %s --db='%s' 2>&1", NOW,
+    snprintf(cmd, sizeof cmd,
+             "GRIDMETER_NOW=%s %s/cli/gridmeter rejects %s --db='%s user=gm_rater' 2>&1", NOW,
              GM_BINARY_DIR, args, e->conninfo);
     FILE *p = popen(cmd, "r");
     ck_assert_ptr_nonnull(p);
@@ -289,8 +313,9 @@ START_TEST(test_rejected_for_a_missing_card_is_replayed_exactly_once_after_the_i
     FILE *p[2];
     for (int i = 0; i < 2; i++) {
         snprintf(cmd[i], sizeof cmd[i],
-                 "GRIDMETER_NOW=%s %s/cli/gridmeter rejects replay --rule rating --db='%s'", NOW,
-                 GM_BINARY_DIR, e.conninfo);
+                 "GRIDMETER_NOW=%s %s/cli/gridmeter rejects replay --rule rating"
+                 " --db='%s user=gm_rater'",
+                 NOW, GM_BINARY_DIR, e.conninfo);
         p[i] = popen(cmd[i], "r");
         ck_assert_ptr_nonnull(p[i]);
     }
@@ -351,9 +376,8 @@ START_TEST(test_poison_message_is_isolated_and_the_partition_goes_on)
         evs[i] = (ev_spec){S, ids[i], i + 1, 0, 0, 10, i == 5 ? "poison" : "ok"};
     }
     produce(&e, evs, 8);
-    setenv("GRIDMETER_NOW", NOW, 1);
+    pin_clock();
     pid_t pid = h_rater_start(&e, "r1", exit_when_idle);
-    unsetenv("GRIDMETER_NOW");
     /* On main this never happens: the batch is retried for ever. */
     int64_t got = h_wait_accounted(&e, 8, 60);
     if (got < 8)
