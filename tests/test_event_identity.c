@@ -115,7 +115,29 @@ START_TEST(test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict)
                        {S, "b3", 3, 0, 0, 200, 0},
                        {S, "b4", 4, 0, 0, 200, 0}};
     produce(&e, again, 4);
-    rate(&e, "r2", NULL);
+    /* this rater stays up with its /metrics until the test has read the counters */
+    char addr[64], url[128];
+    snprintf(addr, sizeof addr, "--metrics=127.0.0.1:%d", gm_test_free_port());
+    snprintf(url, sizeof url, "curl -sf http://%s/metrics", addr + strlen("--metrics="));
+    const char *const live[] = {addr, NULL};
+    pin_clock();
+    pid_t pid = h_rater_start(&e, "r2", live);
+    ck_assert_int_eq(h_wait_accounted(&e, 7, 60), 7);
+    FILE *m = popen(url, "r");
+    ck_assert_ptr_nonnull(m);
+    char line[256];
+    int conflict = -1, duplicate = -1, accepted = -1;
+    while (fgets(line, sizeof line, m)) {
+        sscanf(line, "gridmeter_rater_messages_total{outcome=\"conflict\"} %d", &conflict);
+        sscanf(line, "gridmeter_rater_messages_total{outcome=\"duplicate\"} %d", &duplicate);
+        sscanf(line, "gridmeter_rater_messages_total{outcome=\"accepted\"} %d", &accepted);
+    }
+    ck_assert_int_eq(pclose(m), 0);
+    kill(pid, SIGTERM);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    ck_assert_int_eq(conflict, 3);
+    ck_assert_int_eq(duplicate, 0);
+    ck_assert_int_eq(accepted, 1);
     ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events", "a1,a2,a3,b4");
     ASSERT_Q(&e,
              "SELECT string_agg(id || ':' || kind || ':' || accepted_id || ':' || kafka_offset,"
