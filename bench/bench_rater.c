@@ -5,6 +5,9 @@
  *   bench_rater [events=300000] [partitions=6] [batch=10000]
  * GM_BENCH_ROLLUP=off drops the daily-rollup triggers on gm.charges (sql/0008) first: the
  * rater as it was before them, for the before/after comparison of bench/rollup_cost.sh.
+ * GM_BENCH_RESEND_PERMILLE=n (default 0): in the throughput phase, n of every 1000 events are
+ * also sent a second time, byte for byte (a re-send of one of the last 4096 events): the
+ * duplicate path (each re-send compared with the accepted event, issue 12).
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
  * and drops its own database and topic. Prints a table and writes bench_rater.csv (latency
  * percentiles) into the current directory. */
@@ -357,13 +360,24 @@ int main(int argc, char **argv)
         die("topic", cmd);
     rd_kafka_t *p = producer(brokers);
     int64_t t0 = gm_mono_us();
+    const char *rs = getenv("GM_BENCH_RESEND_PERMILLE");
+    int resend_permille = rs ? atoi(rs) : 0;
+    static gm_event recent[4096];
+    int64_t n_resent = 0;
     for (int64_t i = 0; i < n_events; i++) {
         gm_event ev;
         make_event(&ev, INT64_C(1795816800000000) + i);
         produce(p, topic, &ev);
+        recent[i % 4096] = ev;
+        if (resend_permille > 0 && (int)(rnd() % 1000) < resend_permille) {
+            int64_t back = (int64_t)(rnd() % (uint64_t)(i < 4096 ? i + 1 : 4096));
+            produce(p, topic, &recent[(i - back) % 4096]);
+            n_resent++;
+        }
     }
     rd_kafka_flush(p, 120000);
-    printf("  produced %lld events in %.1f s\n", (long long)n_events,
+    printf("  produced %lld events and %lld re-sends (%d per 1000) in %.1f s\n",
+           (long long)n_events, (long long)n_resent, resend_permille,
            (double)(gm_mono_us() - t0) / 1e6);
     rater_job job;
     gm_rater_config_init(&job.cfg);
@@ -378,14 +392,18 @@ int main(int argc, char **argv)
     pthread_t th;
     stop_rater = 0;
     pthread_create(&th, NULL, rater_thread, &job);
-    wait_for(c, n_events, "throughput");
+    int64_t n_sent = n_events + n_resent;
+    wait_for(c, n_sent, "throughput");
     /* Rate between the first and the last commit (start-up and group join excluded). */
     double span = value_d(c, "SELECT extract(epoch FROM max(committed_at) - min(committed_at))"
                              " FROM gm.batches");
     double first = value_d(c, "SELECT messages FROM gm.batches ORDER BY batch_id LIMIT 1");
-    double rate = span > 0 ? ((double)n_events - first) / span : 0;
-    printf("  end to end: Kafka -> ledger + charges      %10.0f events/s  (%.2f of the ceiling)\n",
+    double rate = span > 0 ? ((double)n_sent - first) / span : 0;
+    printf("  end to end: Kafka -> ledger + charges      %10.0f messages/s  (%.2f of the "
+           "ceiling)\n",
            rate, rate / ceiling);
+    if ((int64_t)value_d(c, "SELECT count(*) FROM gm.ledger") != n_events)
+        die("throughput", "the ledger does not hold each event exactly once");
 
     /* 3. Latency at half that rate, for ~10 s. */
     double half = rate / 2;
@@ -403,7 +421,7 @@ int main(int argc, char **argv)
         produce(p, topic, &ev);
     }
     rd_kafka_flush(p, 60000);
-    wait_for(c, n_events + n_lat, "latency");
+    wait_for(c, n_sent + n_lat, "latency");
     PGresult *r = PQexec(
         c,
         "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms), max(ms),"

@@ -43,6 +43,10 @@ int gm_cmd_rater(int argc, char **argv)
                       GM_OPT_STR, "HOST:PORT for /metrics and /healthz; empty to disable", 0, 0},
                      {"reload-s", "rater.reload_s", NULL, "30", GM_OPT_INT,
                       "re-read rate cards and contracts this often (seconds)", 0, 0},
+                     {"max-future-s", "rater.max_future_s", "GRIDMETER_RATER_MAX_FUTURE_S", "300",
+                      GM_OPT_INT, "refuse events more than this many s ahead (0: off)", 0, 0},
+                     {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "400",
+                      GM_OPT_INT, "refuse events more than this many days old (0: off)", 0, 0},
                      {"exit-idle-ms", NULL, NULL, "0", GM_OPT_INT,
                       "exit after this long with no message (0: never; for scripts and tests)", 0,
                       0},
@@ -70,6 +74,14 @@ int gm_cmd_rater(int argc, char **argv)
     cfg.book_reload_s = (int)gm_opt_int(opts, "reload-s");
     cfg.exit_idle_ms = gm_opt_int(opts, "exit-idle-ms");
     cfg.max_messages = gm_opt_int(opts, "max-messages");
+    cfg.max_future_s = gm_opt_int(opts, "max-future-s");
+    cfg.max_age_days = gm_opt_int(opts, "max-age-days");
+    if (cfg.max_future_s < 0 || cfg.max_future_s > 31622400 || cfg.max_age_days < 0 ||
+        cfg.max_age_days > 36600) {
+        fprintf(stderr, "gridmeter rater: --max-future-s must be 0..31622400 (366 days) and "
+                        "--max-age-days 0..36600\n");
+        return 2;
+    }
     if (cfg.batch_max < 1 || cfg.batch_max > 1000000 || cfg.batch_ms < 1) {
         fprintf(stderr, "gridmeter rater: --batch-size must be 1..1000000 and --batch-ms >= 1\n");
         return 2;

@@ -10,13 +10,22 @@
  * and the partitions' offsets are written with a compare-and-set: if another rater moved
  * either, this batch rolls back whole and the caller resumes from PostgreSQL's offsets.
  *
+ * IDENTITY. A seq already taken is a quiet duplicate only when it is the same event (L5):
+ * for the rows the seq ranges flag (the rare path: re-sends), the accepted event is found
+ * in this batch or in the ledger (by (source, id, time), then (source, id), then
+ * (source, seq)) and compared field by field; anything else is a conflict, kept in
+ * gm.conflicting_events with both SHA-256 fingerprints. Rows the seq ranges accept cost
+ * nothing more than before.
+ *
  * Order inside the transaction:
- *   1 load uncached sources   2 dedupe by seq   3 ledger rows   4 charges
- *   5 sources (CAS)           6 rejected        7 offsets (CAS) 8 batch record   9 COMMIT
+ *   1 load uncached sources   2 dedupe by seq   2b classify seq collisions   3 ledger rows
+ *   4 charges   5 sources (CAS)   6 rejected and conflicting   7 offsets (CAS)
+ *   8 batch record   9 COMMIT
  */
 #include "gm_ingest.h"
 #include "gm_ledger.h"
 
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,6 +226,7 @@ typedef struct source_state {
     gm_seqset seqs;
     char *db_text;   /* gm.sources.seqs as PostgreSQL holds it; NULL: no row */
     int64_t n_added; /* events accepted in the current batch */
+    int64_t n_dups;  /* quiet duplicates in the current batch */
     bool touched;    /* part of the current batch */
     bool loaded;     /* looked up in PostgreSQL */
 } source_state;
@@ -233,6 +243,22 @@ typedef struct charge {
     int64_t events;
 } charge;
 
+/* What a row is after dedupe and classification (w->dup). */
+enum { ROW_NEW = 0, ROW_DUP = 1, ROW_CONFLICT = 2 };
+
+/* Why a row is a conflict, and the accepted event that holds its identity. */
+typedef struct conflict_info {
+    const char *kind; /* content_differs, seq_taken, id_reused */
+    unsigned char fp[32];
+    bool have_accepted;
+    char accepted_id[GM_EVENT_ID_MAX + 1];
+    int64_t accepted_seq;
+    unsigned char accepted_fp[32];
+    char accepted_topic[256];
+    int32_t accepted_partition;
+    int64_t accepted_offset;
+} conflict_info;
+
 struct gm_ledger_writer {
     PGconn *conn;
     bool temp_ready;
@@ -242,12 +268,23 @@ struct gm_ledger_writer {
     size_t n_touched, touched_cap;
     charge *ch;
     size_t ch_cap, ch_n;
-    unsigned char *dup; /* per row: 1 when a duplicate (by seq or by the unique key) */
+    unsigned char *dup; /* per row: ROW_… (not written to the ledger unless ROW_NEW) */
     size_t dup_cap;
+    struct conflict_info *cf; /* per row, for ROW_CONFLICT rows */
+    size_t cf_cap;
+    size_t *seen; /* (source, seq) -> row + 1 of this batch's new rows (open addressing) */
+    size_t seen_cap;
     sbuf buf;
     char *fmt;
     size_t fmt_cap;
+    bool replay, dry_run; /* gm_ledger_writer_set_replay */
 };
+
+void gm_ledger_writer_set_replay(gm_ledger_writer *w, bool replay, bool dry_run)
+{
+    w->replay = replay;
+    w->dry_run = replay && dry_run;
+}
 
 gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
 {
@@ -287,6 +324,8 @@ void gm_ledger_writer_free(gm_ledger_writer *w)
     free(w->touched);
     free(w->ch);
     free(w->dup);
+    free(w->cf);
+    free(w->seen);
     free(w->buf.p);
     free(w->fmt);
     free(w);
@@ -342,7 +381,8 @@ static int ensure_temp_tables(gm_ledger_writer *w, char *err, size_t err_len)
         w->conn,
         "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_charges (LIKE gm.charges) ON COMMIT DELETE ROWS;"
         "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_sources (source text, tenant text,"
-        " old_seqs int8multirange, new_seqs int8multirange, n bigint, is_new boolean)"
+        " old_seqs int8multirange, new_seqs int8multirange, n bigint, is_new boolean,"
+        " d bigint)"
         " ON COMMIT DELETE ROWS;"
         "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_ledger (LIKE gm.ledger INCLUDING DEFAULTS)"
         " ON COMMIT DELETE ROWS",
@@ -452,6 +492,7 @@ static size_t dedupe(gm_ledger_writer *w, const gm_ledger_batch *b)
         if (!s->touched) {
             s->touched = true;
             s->n_added = 0;
+            s->n_dups = 0;
             if (w->n_touched == w->touched_cap) {
                 w->touched_cap = w->touched_cap ? w->touched_cap * 2 : 64;
                 w->touched = gm_xrealloc(w->touched, w->touched_cap * sizeof *w->touched);
@@ -460,14 +501,224 @@ static size_t dedupe(gm_ledger_writer *w, const gm_ledger_batch *b)
             snprintf(s->tenant, sizeof s->tenant, "%s", ev->tenant);
         }
         if (gm_seqset_add(&s->seqs, (int64_t)ev->seq)) {
-            w->dup[i] = 0;
+            w->dup[i] = ROW_NEW;
             s->n_added++;
         } else {
-            w->dup[i] = 1;
+            w->dup[i] = ROW_DUP; /* the seq is taken: classify() says by what */
             dups++;
         }
     }
     return dups;
+}
+
+int gm_event_fingerprint(const gm_event *ev, unsigned char out[32])
+{
+    char buf[GM_EVENT_MAX_BYTES + 1];
+    size_t n = gm_event_encode(ev, buf, sizeof buf);
+    unsigned int out_len = 0;
+    if (n == 0 || EVP_Digest(buf, n, out, &out_len, EVP_sha256(), NULL) != 1 || out_len != 32) {
+        memset(out, 0, 32);
+        return GM_EINVAL;
+    }
+    return 0;
+}
+
+static void hex_prefix(const unsigned char *fp, char out[17])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 8; i++) {
+        out[2 * i] = hex[fp[i] >> 4];
+        out[2 * i + 1] = hex[fp[i] & 15];
+    }
+    out[16] = '\0';
+}
+
+/* Decides what row i is, given the accepted event `a` that holds its (source, seq) or
+ * (source, id) (NULL: none could be found) at Kafka coordinates topic/partition/offset. */
+static void classify_against(gm_ledger_writer *w, const gm_ledger_batch *b, size_t i,
+                             const gm_event *a, const char *topic, int32_t partition,
+                             int64_t offset)
+{
+    const gm_event *ev = b->rows[i].ev;
+    conflict_info *cf = &w->cf[i];
+    memset(cf, 0, sizeof *cf);
+    if (a && !strcmp(a->id, ev->id) && a->seq == ev->seq && gm_event_equal(a, ev)) {
+        w->dup[i] = ROW_DUP; /* where the accepted event is, for a replay's mark */
+        snprintf(cf->accepted_topic, sizeof cf->accepted_topic, "%s", topic);
+        cf->accepted_partition = partition;
+        cf->accepted_offset = offset;
+        cf->have_accepted = true;
+        return;
+    }
+    w->dup[i] = ROW_CONFLICT;
+    if (gm_event_fingerprint(ev, cf->fp) != 0)
+        memset(cf->fp, 0, sizeof cf->fp);
+    if (!a) {
+        cf->kind = "seq_taken";
+        return;
+    }
+    cf->kind = strcmp(a->id, ev->id) ? "seq_taken"
+               : a->seq != ev->seq   ? "id_reused"
+                                     : "content_differs";
+    cf->have_accepted = true;
+    snprintf(cf->accepted_id, sizeof cf->accepted_id, "%s", a->id);
+    cf->accepted_seq = (int64_t)a->seq;
+    if (gm_event_fingerprint(a, cf->accepted_fp) != 0)
+        memset(cf->accepted_fp, 0, sizeof cf->accepted_fp);
+    snprintf(cf->accepted_topic, sizeof cf->accepted_topic, "%s", topic);
+    cf->accepted_partition = partition;
+    cf->accepted_offset = offset;
+}
+
+static uint64_t seen_hash(const char *source, uint64_t seq)
+{
+    return fnv1a(&seq, sizeof seq, fnv1a(source, strlen(source), FNV_SEED));
+}
+
+/* Step 2b: the rows listed in idx[0..n) claim a (source, seq) or (source, id) that is taken;
+ * each becomes ROW_DUP (the same event again) or ROW_CONFLICT (L5). The accepted event is
+ * looked for among this batch's new rows first, then in the ledger. */
+static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t *idx, size_t n,
+                    char *err, size_t err_len)
+{
+    if (n == 0)
+        return 0;
+    if (w->cf_cap < b->n_rows) {
+        free(w->cf);
+        w->cf_cap = b->n_rows;
+        w->cf = gm_xcalloc(w->cf_cap, sizeof *w->cf);
+    }
+    /* This batch's new rows by (source, seq). */
+    size_t cap = 64;
+    while (cap < b->n_rows * 2)
+        cap *= 2;
+    if (w->seen_cap < cap) {
+        free(w->seen);
+        w->seen = gm_xcalloc(cap, sizeof *w->seen);
+        w->seen_cap = cap;
+    } else {
+        memset(w->seen, 0, w->seen_cap * sizeof *w->seen);
+    }
+    size_t mask = w->seen_cap - 1;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        if (w->dup[i] != ROW_NEW)
+            continue;
+        const gm_event *ev = b->rows[i].ev;
+        size_t j = seen_hash(ev->source, ev->seq) & mask;
+        while (w->seen[j])
+            j = (j + 1) & mask;
+        w->seen[j] = i + 1;
+    }
+    size_t *todo = gm_xmalloc(n * sizeof *todo);
+    size_t n_todo = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = idx[k];
+        const gm_event *ev = b->rows[i].ev;
+        size_t found = 0;
+        for (size_t j = seen_hash(ev->source, ev->seq) & mask; w->seen[j]; j = (j + 1) & mask) {
+            const gm_event *o = b->rows[w->seen[j] - 1].ev;
+            if (o->seq == ev->seq && !strcmp(o->source, ev->source)) {
+                found = w->seen[j];
+                break;
+            }
+        }
+        if (found)
+            classify_against(w, b, i, b->rows[found - 1].ev, b->topic, b->rows[found - 1].partition,
+                             b->rows[found - 1].offset);
+        else
+            todo[n_todo++] = i;
+    }
+    int rc = 0;
+    if (n_todo) {
+        /* One query for the rest: by (source, id, time) (one partition), by (source, id),
+         * then by (source, seq); the first that finds a row answers. */
+        sbuf a_src = {0}, a_id = {0}, a_seq = {0}, a_time = {0};
+        sb_ch(&a_src, '{');
+        sb_ch(&a_id, '{');
+        sb_ch(&a_seq, '{');
+        sb_ch(&a_time, '{');
+        for (size_t k = 0; k < n_todo; k++) {
+            const gm_event *ev = b->rows[todo[k]].ev;
+            const char *sep = k ? "," : "";
+            char ts[40];
+            gm_time_format(ev->time_us, ts, sizeof ts);
+            /* the id character set has no quotes, backslashes, commas or braces */
+            sb_str(&a_src, sep);
+            sb_ch(&a_src, '"');
+            sb_str(&a_src, ev->source);
+            sb_ch(&a_src, '"');
+            sb_str(&a_id, sep);
+            sb_ch(&a_id, '"');
+            sb_str(&a_id, ev->id);
+            sb_ch(&a_id, '"');
+            sb_str(&a_seq, sep);
+            sb_i64(&a_seq, (int64_t)ev->seq);
+            sb_str(&a_time, sep);
+            sb_str(&a_time, ts);
+        }
+        sb_ch(&a_src, '}');
+        sb_ch(&a_id, '}');
+        sb_ch(&a_seq, '}');
+        sb_ch(&a_time, '}');
+        const char *params[4] = {a_src.p, a_id.p, a_seq.p, a_time.p};
+        PGresult *r = PQexecParams(
+            w->conn,
+            "SELECT u.i, x.event_id, x.seq, x.tenant,"
+            " (extract(epoch FROM x.event_time) * 1000000)::bigint, x.site, x.model,"
+            " coalesce(x.request_id, ''), x.input_tokens, x.cached_tokens, x.output_tokens,"
+            " x.gpu_us, x.kafka_topic, x.kafka_partition, x.kafka_offset"
+            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[])"
+            "  WITH ORDINALITY AS u(source, id, seq, t, i)"
+            " CROSS JOIN LATERAL ("
+            "  (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.event_id = u.id"
+            "    AND l.event_time = u.t)"
+            "  UNION ALL (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.event_id = "
+            "u.id)"
+            "  UNION ALL (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.seq = u.seq)"
+            "  LIMIT 1) x",
+            4, NULL, params, NULL, NULL, 0);
+        free(a_src.p);
+        free(a_id.p);
+        free(a_seq.p);
+        free(a_time.p);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = gm_pg_fail(w->conn, r, "looking up the accepted events of re-sent seqs", err,
+                            err_len);
+        } else {
+            unsigned char *done = gm_xcalloc(n_todo, 1);
+            for (int k = 0; k < PQntuples(r); k++) {
+                long u = atol(PQgetvalue(r, k, 0)) - 1;
+                if (u < 0 || (size_t)u >= n_todo || done[u])
+                    continue;
+                done[u] = 1;
+                const gm_event *ev = b->rows[todo[u]].ev;
+                gm_event a;
+                memset(&a, 0, sizeof a);
+                a.type = GM_EVENT_USAGE;
+                snprintf(a.source, sizeof a.source, "%s", ev->source);
+                snprintf(a.id, sizeof a.id, "%s", PQgetvalue(r, k, 1));
+                a.seq = (uint64_t)atoll(PQgetvalue(r, k, 2));
+                snprintf(a.tenant, sizeof a.tenant, "%s", PQgetvalue(r, k, 3));
+                a.time_us = atoll(PQgetvalue(r, k, 4));
+                snprintf(a.site, sizeof a.site, "%s", PQgetvalue(r, k, 5));
+                snprintf(a.model, sizeof a.model, "%s", PQgetvalue(r, k, 6));
+                snprintf(a.request_id, sizeof a.request_id, "%s", PQgetvalue(r, k, 7));
+                a.input_tokens = atoll(PQgetvalue(r, k, 8));
+                a.cached_tokens = atoll(PQgetvalue(r, k, 9));
+                a.output_tokens = atoll(PQgetvalue(r, k, 10));
+                a.gpu_us = atoll(PQgetvalue(r, k, 11));
+                classify_against(w, b, todo[u], &a, PQgetvalue(r, k, 12),
+                                 (int32_t)atol(PQgetvalue(r, k, 13)), atoll(PQgetvalue(r, k, 14)));
+            }
+            for (size_t u = 0; u < n_todo; u++)
+                if (!done[u]) /* its seq was received, but no accepted event holds it */
+                    classify_against(w, b, todo[u], NULL, NULL, 0, 0);
+            free(done);
+        }
+        PQclear(r);
+    }
+    free(todo);
+    return rc;
 }
 
 /* One ledger row in COPY binary format, columns in LEDGER_COLUMNS order. */
@@ -557,15 +808,22 @@ static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow
             }
     }
     PQclear(r);
+    /* Rows the unique key refused: (source, id, time) is taken, under another seq or with
+     * the same one (lost source state). Classified like seq collisions (L5). */
+    size_t *idx = gm_xmalloc((b->n_rows ? b->n_rows : 1) * sizeof *idx);
+    size_t n_idx = 0;
     for (size_t i = 0; i < b->n_rows; i++)
         if (!w->dup[i] && !inserted[i]) {
-            w->dup[i] = 1;
+            w->dup[i] = ROW_DUP;
             (*dups)++;
             /* Its seq stays received (no gap), but it is no accepted event. */
             source_find(w, b->rows[i].ev->source)->n_added--;
+            idx[n_idx++] = i;
         }
     free(inserted);
-    return 0;
+    rc = classify(w, b, idx, n_idx, err, err_len);
+    free(idx);
+    return rc;
 }
 
 static uint64_t charge_hash(const gm_ledger_row *row, int dim, int64_t hour_us, int64_t price)
@@ -752,7 +1010,9 @@ static int write_sources(gm_ledger_writer *w, char *err, size_t err_len)
         sb_str(q, w->fmt);
         sb_ch(q, '\t');
         sb_i64(q, s->n_added);
-        sb_str(q, s->db_text ? "\tf\n" : "\tt\n");
+        sb_str(q, s->db_text ? "\tf\t" : "\tt\t");
+        sb_i64(q, s->n_dups);
+        sb_ch(q, '\n');
         if (s->db_text)
             n_old++;
         else
@@ -766,6 +1026,7 @@ static int write_sources(gm_ledger_writer *w, char *err, size_t err_len)
     if (n_old) {
         rc = exec_count(w,
                         "UPDATE gm.sources s SET seqs = t.new_seqs, events = s.events + t.n,"
+                        " duplicates = s.duplicates + t.d,"
                         " last_seen = gm.now() FROM gm_tmp_sources t"
                         " WHERE NOT t.is_new AND s.source = t.source AND s.seqs = t.old_seqs",
                         0, NULL, &n, "updating gm.sources", err, err_len);
@@ -779,8 +1040,8 @@ static int write_sources(gm_ledger_writer *w, char *err, size_t err_len)
     }
     if (n_new) {
         rc = exec_count(w,
-                        "INSERT INTO gm.sources (source, tenant, seqs, events)"
-                        " SELECT source, tenant, new_seqs, n FROM gm_tmp_sources WHERE is_new"
+                        "INSERT INTO gm.sources (source, tenant, seqs, events, duplicates)"
+                        " SELECT source, tenant, new_seqs, n, d FROM gm_tmp_sources WHERE is_new"
                         " ON CONFLICT (source) DO NOTHING",
                         0, NULL, &n, "inserting gm.sources", err, err_len);
         if (rc)
@@ -817,12 +1078,133 @@ static int write_rejects(gm_ledger_writer *w, const gm_ledger_batch *b, char *er
         sb_bytea(q, r->payload ? r->payload : "", r->payload_len);
         sb_ch(q, '\t');
         sb_text(q, r->reason, strlen(r->reason));
+        sb_ch(q, '\t');
+        if (r->ev) { /* identifiers are checked: nothing to escape */
+            char ts[40];
+            gm_time_format(r->ev->time_us, ts, sizeof ts);
+            sb_str(q, r->ev->source);
+            sb_ch(q, '\t');
+            sb_str(q, r->ev->id);
+            sb_ch(q, '\t');
+            sb_i64(q, (int64_t)r->ev->seq);
+            sb_ch(q, '\t');
+            sb_str(q, r->ev->tenant);
+            sb_ch(q, '\t');
+            sb_str(q, ts);
+        } else {
+            sb_str(q, "\\N\t\\N\t\\N\t\\N\t\\N");
+        }
+        sb_ch(q, '\t');
+        sb_str(q, r->rule ? r->rule : "\\N");
         sb_ch(q, '\n');
     }
     return copy_in(w,
                    "COPY gm.rejected_events (kafka_topic, kafka_partition, kafka_offset,"
-                   " kafka_key, payload, reason) FROM STDIN",
+                   " kafka_key, payload, reason, source, event_id, seq, tenant, event_time, rule)"
+                   " FROM STDIN",
                    "COPY into gm.rejected_events", err, err_len);
+}
+
+static void sb_fp(sbuf *q, const unsigned char *fp)
+{
+    sb_bytea(q, fp, 32);
+}
+
+/* Step 6b: conflicting messages (L5), with both fingerprints and the accepted event. */
+static int write_conflicts(gm_ledger_writer *w, const gm_ledger_batch *b, char *err, size_t err_len)
+{
+    sbuf *q = &w->buf;
+    q->n = 0;
+    char canon[GM_EVENT_MAX_BYTES + 1];
+    for (size_t i = 0; i < b->n_rows; i++) {
+        if (w->dup[i] != ROW_CONFLICT)
+            continue;
+        const gm_ledger_row *row = &b->rows[i];
+        const gm_event *ev = row->ev;
+        const conflict_info *cf = &w->cf[i];
+        char ts[40], fp[17], afp[17], reason[768];
+        gm_time_format(ev->time_us, ts, sizeof ts);
+        hex_prefix(cf->fp, fp);
+        hex_prefix(cf->accepted_fp, afp);
+        if (!cf->have_accepted)
+            snprintf(reason, sizeof reason,
+                     "event %s#%s: data.seq: %llu was received before and no accepted event "
+                     "holds it: kept as a conflict, not charged",
+                     ev->source, ev->id, (unsigned long long)ev->seq);
+        else if (!strcmp(cf->kind, "seq_taken"))
+            snprintf(reason, sizeof reason,
+                     "event %s#%s: data.seq: %llu belongs to the accepted event %s#%s (another "
+                     "id; a node that lost its state?): kept as a conflict, not charged",
+                     ev->source, ev->id, (unsigned long long)ev->seq, ev->source, cf->accepted_id);
+        else if (!strcmp(cf->kind, "id_reused"))
+            snprintf(reason, sizeof reason,
+                     "event %s#%s: id: belongs to the accepted event with data.seq %lld, this "
+                     "message has data.seq %llu: kept as a conflict, not charged",
+                     ev->source, ev->id, (long long)cf->accepted_seq, (unsigned long long)ev->seq);
+        else
+            snprintf(reason, sizeof reason,
+                     "event %s#%s: content differs from the accepted event with the same "
+                     "source, id and data.seq %llu (fingerprint %s… against %s…): kept as a "
+                     "conflict, not charged",
+                     ev->source, ev->id, (unsigned long long)ev->seq, fp, afp);
+        sb_text(q, b->topic, strlen(b->topic));
+        sb_ch(q, '\t');
+        sb_i64(q, row->partition);
+        sb_ch(q, '\t');
+        sb_i64(q, row->offset);
+        sb_ch(q, '\t');
+        if (row->key)
+            sb_bytea(q, row->key, row->key_len);
+        else
+            sb_str(q, "\\N");
+        sb_ch(q, '\t');
+        if (row->payload) {
+            sb_bytea(q, row->payload, row->payload_len);
+        } else {
+            size_t n = gm_event_encode(ev, canon, sizeof canon);
+            sb_bytea(q, canon, n);
+        }
+        sb_ch(q, '\t');
+        sb_str(q, ev->source);
+        sb_ch(q, '\t');
+        sb_str(q, ev->id);
+        sb_ch(q, '\t');
+        sb_i64(q, (int64_t)ev->seq);
+        sb_ch(q, '\t');
+        sb_str(q, ev->tenant);
+        sb_ch(q, '\t');
+        sb_str(q, ts);
+        sb_ch(q, '\t');
+        sb_fp(q, cf->fp);
+        sb_ch(q, '\t');
+        sb_str(q, cf->kind);
+        sb_ch(q, '\t');
+        sb_text(q, reason, strlen(reason));
+        if (cf->have_accepted) {
+            sb_ch(q, '\t');
+            sb_str(q, cf->accepted_id);
+            sb_ch(q, '\t');
+            sb_i64(q, cf->accepted_seq);
+            sb_ch(q, '\t');
+            sb_fp(q, cf->accepted_fp);
+            sb_ch(q, '\t');
+            sb_text(q, cf->accepted_topic, strlen(cf->accepted_topic));
+            sb_ch(q, '\t');
+            sb_i64(q, cf->accepted_partition);
+            sb_ch(q, '\t');
+            sb_i64(q, cf->accepted_offset);
+        } else {
+            sb_str(q, "\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
+        }
+        sb_ch(q, '\n');
+    }
+    return copy_in(w,
+                   "COPY gm.conflicting_events (kafka_topic, kafka_partition, kafka_offset,"
+                   " kafka_key, payload, source, event_id, seq, tenant, event_time, fingerprint,"
+                   " kind, reason, accepted_event_id, accepted_seq, accepted_fingerprint,"
+                   " accepted_kafka_topic, accepted_kafka_partition, accepted_kafka_offset)"
+                   " FROM STDIN",
+                   "COPY into gm.conflicting_events", err, err_len);
 }
 
 /* Step 7: offsets, compare-and-set per partition. */
@@ -862,16 +1244,84 @@ static int write_offsets(gm_ledger_writer *w, const gm_ledger_batch *b, char *er
 static int write_batch_record(gm_ledger_writer *w, const gm_ledger_batch *b,
                               const gm_ledger_result *res, char *err, size_t err_len)
 {
-    char msgs[24], acc[24], dup[24], rej[24];
+    char msgs[24], acc[24], dup[24], rej[24], cfl[24];
     snprintf(msgs, sizeof msgs, "%zu", b->n_rows + b->n_rejects);
     snprintf(acc, sizeof acc, "%zu", res->accepted);
     snprintf(dup, sizeof dup, "%zu", res->duplicates);
     snprintf(rej, sizeof rej, "%zu", res->rejected);
-    const char *params[6] = {b->group_id, b->rater_id ? b->rater_id : "", msgs, acc, dup, rej};
+    snprintf(cfl, sizeof cfl, "%zu", res->conflicts);
+    const char *params[7] = {b->group_id, b->rater_id ? b->rater_id : "", msgs, acc, dup, rej, cfl};
     return exec_count(w,
                       "INSERT INTO gm.batches (group_id, rater, messages, accepted, duplicates,"
-                      " rejected) VALUES ($1, $2, $3, $4, $5, $6)",
-                      6, params, NULL, "recording the batch", err, err_len);
+                      " rejected, conflicts) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                      7, params, NULL, "recording the batch", err, err_len);
+}
+
+/* Step 6c (replay mode): marks the rejects this batch rates again, once (L4: a message is
+ * accounted for by one of ledger, duplicate, conflict or reject; a replayed reject points at
+ * the row that accounts for it now). */
+static int mark_replayed(gm_ledger_writer *w, const gm_ledger_batch *b, char *err, size_t err_len)
+{
+    if (b->n_rows == 0)
+        return 0;
+    sbuf parts = {0}, offs = {0}, outcome = {0}, r_topic = {0}, r_part = {0}, r_off = {0};
+    const char *sep = "";
+    sb_ch(&parts, '{');
+    sb_ch(&offs, '{');
+    sb_ch(&outcome, '{');
+    sb_ch(&r_topic, '{');
+    sb_ch(&r_part, '{');
+    sb_ch(&r_off, '{');
+    for (size_t i = 0; i < b->n_rows; i++) {
+        const gm_ledger_row *row = &b->rows[i];
+        const conflict_info *cf = w->dup[i] == ROW_DUP ? &w->cf[i] : NULL;
+        sb_str(&parts, sep);
+        sb_i64(&parts, row->partition);
+        sb_str(&offs, sep);
+        sb_i64(&offs, row->offset);
+        sb_str(&outcome, sep);
+        sb_str(&outcome, w->dup[i] == ROW_NEW ? "rated" : cf ? "duplicate" : "conflict");
+        /* rated: its own ledger row; conflict: its own audit.conflicting_events row */
+        sb_str(&r_topic, sep);
+        sb_ch(&r_topic, '"');
+        sb_str(&r_topic, cf ? cf->accepted_topic : b->topic); /* topic names: [a-zA-Z0-9._-] */
+        sb_ch(&r_topic, '"');
+        sb_str(&r_part, sep);
+        sb_i64(&r_part, cf ? cf->accepted_partition : row->partition);
+        sb_str(&r_off, sep);
+        sb_i64(&r_off, cf ? cf->accepted_offset : row->offset);
+        sep = ",";
+    }
+    sb_ch(&parts, '}');
+    sb_ch(&offs, '}');
+    sb_ch(&outcome, '}');
+    sb_ch(&r_topic, '}');
+    sb_ch(&r_part, '}');
+    sb_ch(&r_off, '}');
+    const char *params[7] = {b->topic, parts.p, offs.p, outcome.p, r_topic.p, r_part.p, r_off.p};
+    long n = 0;
+    int rc = exec_count(
+        w,
+        "UPDATE gm.rejected_events r SET replayed_at = gm.now(), replay_outcome = u.outcome,"
+        " replayed_kafka_topic = u.r_topic, replayed_kafka_partition = u.r_part,"
+        " replayed_kafka_offset = u.r_off"
+        " FROM unnest($2::integer[], $3::bigint[], $4::text[], $5::text[], $6::integer[],"
+        "  $7::bigint[]) AS u(part, off, outcome, r_topic, r_part, r_off)"
+        " WHERE r.kafka_topic = $1 AND r.kafka_partition = u.part AND r.kafka_offset = u.off"
+        " AND r.replayed_at IS NULL",
+        7, params, &n, "marking the replayed rejects", err, err_len);
+    free(parts.p);
+    free(offs.p);
+    free(outcome.p);
+    free(r_topic.p);
+    free(r_part.p);
+    free(r_off.p);
+    if (rc == 0 && n != (long)b->n_rows)
+        rc = gm_fail(err, err_len, GM_ECONFLICT,
+                     "gm.rejected_events: %ld of %zu rejects were replayed meanwhile (another "
+                     "replay): batch rolled back",
+                     (long)b->n_rows - n, b->n_rows);
+    return rc;
 }
 
 static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
@@ -898,9 +1348,26 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
     if ((rc = load_sources(w, b, err, err_len)))
         goto fail;
     dups = dedupe(w, b);
+    if (dups) {
+        size_t *idx = gm_xmalloc(dups * sizeof *idx), n_idx = 0;
+        for (size_t i = 0; i < b->n_rows; i++)
+            if (w->dup[i] == ROW_DUP)
+                idx[n_idx++] = i;
+        rc = classify(w, b, idx, n_idx, err, err_len);
+        free(idx);
+        if (rc)
+            goto fail;
+    }
     t[1] = gm_mono_us();
     if ((rc = write_ledger(w, b, slow, &dups, err, err_len)))
         goto fail;
+    size_t conflicts = 0;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        if (w->dup[i] == ROW_DUP)
+            source_find(w, b->rows[i].ev->source)->n_dups++;
+        else if (w->dup[i] == ROW_CONFLICT)
+            conflicts++;
+    }
     t[2] = gm_mono_us();
     if ((rc = write_charges(w, b, &charge_rows, err, err_len)))
         goto fail;
@@ -909,6 +1376,10 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     t[4] = gm_mono_us();
     if ((rc = write_rejects(w, b, err, err_len)))
+        goto fail;
+    if (conflicts && (rc = write_conflicts(w, b, err, err_len)))
+        goto fail;
+    if (w->replay && (rc = mark_replayed(w, b, err, err_len)))
         goto fail;
     if ((rc = write_offsets(w, b, err, err_len)))
         goto fail;
@@ -919,11 +1390,18 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
              b->n_rows, (long long)(t[1] - t[0]), (long long)(t[2] - t[1]),
              (long long)(t[3] - t[2]), (long long)(t[4] - t[3]), (long long)(t[5] - t[4]));
     res->accepted = b->n_rows - dups;
-    res->duplicates = dups;
+    res->duplicates = dups - conflicts;
+    res->conflicts = conflicts;
     res->rejected = b->n_rejects;
     res->charge_rows = charge_rows;
-    if ((rc = write_batch_record(w, b, res, err, err_len)))
+    if (!w->replay && (rc = write_batch_record(w, b, res, err, err_len)))
         goto fail;
+    if (w->dry_run) {
+        /* what would happen is in res; nothing stays */
+        PQclear(PQexec(w->conn, "ROLLBACK"));
+        gm_ledger_writer_reset(w);
+        return 0;
+    }
     {
         PGresult *r = PQexec(w->conn, "COMMIT");
         if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") != 0) {

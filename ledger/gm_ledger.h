@@ -87,8 +87,12 @@ int gm_ledger_load_book(PGconn *c, struct gm_rating_book **out, char *err,
  *   L2 sum of charges == sum of ledger amounts, per tenant, hour, site, model, dimension;
  *   L3 a partition's stored next_offset moves only forward, and only together with the
  *      rows of the messages below it;
- *   L4 every message below next_offset is in the ledger, counted as a duplicate, or in
- *      gm.rejected_events. */
+ *   L4 every message below next_offset is in the ledger, counted as a duplicate, in
+ *      gm.conflicting_events or in gm.rejected_events;
+ *   L5 a message is a quiet duplicate only when an accepted event has its source, id and seq
+ *      and the same content (gm_event_equal); any other claim on an accepted event's
+ *      (source, seq) or (source, id) is a conflict: kept in gm.conflicting_events, never
+ *      charged (docs/events.md "Identity"). */
 #define GM_LEDGER_DIMS 4 /* input, cached, output, gpu: the order of gm_dim in rating */
 
 #define GM_LEDGER_F_UNKNOWN_TENANT 1u
@@ -105,7 +109,17 @@ typedef struct gm_ledger_row {
     int64_t unit_price_p[GM_LEDGER_DIMS]; /* 10^-12 per token / per GPU-second */
     gm_i128 amount_e18[GM_LEDGER_DIMS];   /* exact, 10^-18 currency units */
     unsigned flags;                       /* GM_LEDGER_F_… */
+    /* The message as received (borrowed; may be NULL: then a conflict keeps the canonical
+     * form of ev as its payload). */
+    const void *key;
+    size_t key_len;
+    const void *payload;
+    size_t payload_len;
 } gm_ledger_row;
+
+/* SHA-256 of the canonical form (gm_event_encode) of an event: its content fingerprint.
+ * GM_EINVAL when the event cannot be encoded. */
+int gm_event_fingerprint(const struct gm_event *ev, unsigned char out[32]) GM_MUSTCHECK;
 
 typedef struct gm_ledger_reject {
     int32_t partition;
@@ -115,6 +129,11 @@ typedef struct gm_ledger_reject {
     const void *payload;
     size_t payload_len;
     const char *reason;
+    /* What could be read of the event (borrowed; NULL when it could not be decoded) and
+     * which rule refused it: "contract", "type", "time", "rating", "poison" or "kafka"
+     * (NULL: not said). */
+    const struct gm_event *ev;
+    const char *rule;
 } gm_ledger_reject;
 
 /* Where a partition stands: `expected` is the next_offset stored in PostgreSQL as this
@@ -139,7 +158,8 @@ typedef struct gm_ledger_batch {
 
 typedef struct gm_ledger_result {
     size_t accepted;
-    size_t duplicates;
+    size_t duplicates; /* quiet: the same event again */
+    size_t conflicts;  /* another event's identity: gm.conflicting_events */
     size_t rejected;
     size_t charge_rows;
     bool slow_path; /* the unique key caught a duplicate that seq ranges did not */
@@ -156,6 +176,14 @@ void gm_ledger_writer_free(gm_ledger_writer *w);
  * outcome is unknown. After any error the caller re-reads the offsets and seeks there. */
 int gm_ledger_writer_commit(gm_ledger_writer *w, const gm_ledger_batch *b, gm_ledger_result *res,
                             char *err, size_t err_len) GM_MUSTCHECK;
+/* Replay mode (`gridmeter rejects replay`): every row of a batch is a stored reject (by its
+ * Kafka coordinates, in the batch's topic) being rated again. The commit then also marks
+ * each of those rejects (replayed_at, replay_outcome rated / duplicate / conflict, and the
+ * Kafka coordinates of the row that accounts for it) in the same transaction, only if it
+ * was not marked yet (else GM_ECONFLICT: another replay got there first, nothing written),
+ * and records no gm.batches row (the message was counted when it was rejected).
+ * dry_run: everything is done and rolled back (the result says what would happen). */
+void gm_ledger_writer_set_replay(gm_ledger_writer *w, bool replay, bool dry_run);
 /* Forgets cached source state (after a rebalance or an error). */
 void gm_ledger_writer_reset(gm_ledger_writer *w);
 

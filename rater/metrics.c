@@ -27,6 +27,7 @@ void gm_rater_metrics_batch(const gm_ledger_result *res, size_t messages, int64_
     gm_rater_metrics.accepted += res->accepted;
     gm_rater_metrics.duplicates += res->duplicates;
     gm_rater_metrics.rejected += res->rejected;
+    gm_rater_metrics.conflicts += res->conflicts;
     gm_rater_metrics.slow_path_batches += res->slow_path;
     gm_rater_metrics.last_batch_messages = messages;
     gm_rater_metrics.commit_us_sum += (uint64_t)commit_us;
@@ -78,9 +79,15 @@ static char *render(size_t *len)
         "# TYPE gridmeter_rater_messages_total counter\n"
         "gridmeter_rater_messages_total{outcome=\"accepted\"} %llu\n"
         "gridmeter_rater_messages_total{outcome=\"duplicate\"} %llu\n"
-        "gridmeter_rater_messages_total{outcome=\"rejected\"} %llu\n",
+        "gridmeter_rater_messages_total{outcome=\"rejected\"} %llu\n"
+        "gridmeter_rater_messages_total{outcome=\"conflict\"} %llu\n"
+        "# HELP gridmeter_rater_poison_messages_total Messages PostgreSQL refused alone, found "
+        "by bisecting a failing batch and kept as rejects (rule poison).\n"
+        "# TYPE gridmeter_rater_poison_messages_total counter\n"
+        "gridmeter_rater_poison_messages_total %llu\n",
         (unsigned long long)g->accepted, (unsigned long long)g->duplicates,
-        (unsigned long long)g->rejected);
+        (unsigned long long)g->rejected, (unsigned long long)g->conflicts,
+        (unsigned long long)g->poison);
     put(&b,
         "# HELP gridmeter_rater_batches_total Batches committed to PostgreSQL.\n"
         "# TYPE gridmeter_rater_batches_total counter\n"

@@ -32,6 +32,35 @@ void gm_rater_config_init(gm_rater_config *cfg)
     cfg->batch_ms = 200;
     cfg->session_timeout_ms = 10000;
     cfg->book_reload_s = 30;
+    cfg->max_future_s = 300;
+    cfg->max_age_days = 400;
+}
+
+int gm_rater_check_time(const gm_rater_config *cfg, const gm_event *ev, int64_t now_us, char *err,
+                        size_t err_len)
+{
+    char t[40], now[40];
+    if (cfg->max_future_s > 0 && ev->time_us > now_us &&
+        ev->time_us - now_us > cfg->max_future_s * GM_US_PER_SEC) {
+        gm_time_format(ev->time_us, t, sizeof t);
+        gm_time_format(now_us, now, sizeof now);
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "event %s#%s: time: must be at most %lld s after gridmeter's clock "
+                       "(rater.max_future_s=%lld), got %s at %s",
+                       ev->source, ev->id, (long long)cfg->max_future_s,
+                       (long long)cfg->max_future_s, t, now);
+    }
+    if (cfg->max_age_days > 0 && ev->time_us < now_us &&
+        now_us - ev->time_us > cfg->max_age_days * GM_US_PER_DAY) {
+        gm_time_format(ev->time_us, t, sizeof t);
+        gm_time_format(now_us, now, sizeof now);
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "event %s#%s: time: must be at most %lld days before gridmeter's clock "
+                       "(rater.max_age_days=%lld), got %s at %s",
+                       ev->source, ev->id, (long long)cfg->max_age_days,
+                       (long long)cfg->max_age_days, t, now);
+    }
+    return 0;
 }
 
 typedef struct rater {
@@ -85,6 +114,40 @@ static int pg_reconnect(rater *r, char *err, size_t err_len)
         return GM_EUNAVAIL;
     r->writer = gm_ledger_writer_new(r->pg);
     gm_rater_metrics.pg_reconnects++;
+    return 0;
+}
+
+int gm_rater__rate_event(const gm_rater_config *cfg, const gm_rating_book *book, const gm_event *ev,
+                         int64_t now_us, gm_ledger_row *row, char *reason, size_t reason_len,
+                         const char **rule)
+{
+    if (gm_rater_check_time(cfg, ev, now_us, reason, reason_len) != 0) {
+        *rule = "time";
+        return GM_EINVAL;
+    }
+    gm_usage u = {ev->tenant,
+                  ev->model,
+                  ev->site,
+                  ev->time_us,
+                  {ev->input_tokens, ev->cached_tokens, ev->output_tokens, ev->gpu_us}};
+    gm_event_price price;
+    char why[400];
+    if (gm_rating_price_event(book, &u, &price, why, sizeof why) != 0) {
+        *rule = "rating";
+        gm_fail(reason, reason_len, GM_EINVAL, "event %s#%s: rating: %s", ev->source, ev->id, why);
+        return GM_EINVAL;
+    }
+    memset(row, 0, sizeof *row);
+    row->ev = ev;
+    row->card_id = price.card_id;
+    row->card_version = price.card_version;
+    memcpy(row->currency, price.currency, sizeof row->currency);
+    row->site_tier = price.site_tier;
+    for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+        row->unit_price_p[d] = price.unit_price_p[d];
+        row->amount_e18[d] = price.amount_e18[d];
+    }
+    row->flags = price.flags;
     return 0;
 }
 
@@ -344,15 +407,17 @@ static void check_contiguity(rater *r)
                  (unsigned long long)below);
 }
 
-/* Decodes and prices the polled messages into rows and rejects, then commits them. */
-static int process_batch(rater *r, size_t *committed)
+/* Decodes and prices messages [lo, hi) of the batch into rows and rejects, then commits
+ * them. `poison` (NULL normally): the one message of the range is kept as a reject with
+ * this reason instead (rule poison), see commit_bisect. */
+static int commit_range(rater *r, size_t lo, size_t hi, int64_t now_us, const char *poison,
+                        size_t *committed, char *err, size_t err_len)
 {
     int64_t t_prep = gm_mono_us();
     size_t n_rows = 0, n_rej = 0;
     gm_ledger_pos *pos = r->pos; /* n_pos <= n_msgs: room for all */
     size_t n_pos = 0;
-    check_contiguity(r);
-    for (size_t i = 0; i < r->n_msgs; i++) {
+    for (size_t i = lo; i < hi; i++) {
         rd_kafka_message_t *m = r->msgs[i];
         int32_t p = m->partition;
         if (p < 0 || p >= MAX_PARTITIONS || !r->owned[p] || m->offset >= r->cut_at[p])
@@ -370,45 +435,38 @@ static int process_batch(rater *r, size_t *committed)
         pos[k].next = m->offset + 1;
 
         char *reason = r->reasons[n_rej];
-        gm_event *ev = &r->events[n_rows];
+        /* events[] holds rows' and rejects' events alike: index by message */
+        gm_event *ev = &r->events[i];
         bool ok = false;
+        const char *rule = "contract";
+        bool decoded = false;
         if (m->err) {
+            rule = "kafka";
             snprintf(reason, sizeof r->reasons[0], "kafka: the message could not be read: %s (%s)",
                      rd_kafka_err2str(m->err), rd_kafka_message_errstr(m));
         } else if (gm_event_decode(m->payload, m->len, ev, reason, sizeof r->reasons[0]) != 0) {
             /* reason says which field broke which rule */
-        } else if (ev->type != GM_EVENT_USAGE) {
+        } else if ((decoded = true, ev->type != GM_EVENT_USAGE)) {
+            rule = "type";
             snprintf(reason, sizeof r->reasons[0],
                      "event %s#%s: type: %s is not accepted on topic %s (only gridmeter.usage.v1)",
                      ev->source, ev->id, gm_event_type_name(ev->type), r->cfg->topic);
-        } else {
-            gm_usage u = {ev->tenant,
-                          ev->model,
-                          ev->site,
-                          ev->time_us,
-                          {ev->input_tokens, ev->cached_tokens, ev->output_tokens, ev->gpu_us}};
-            gm_event_price price;
-            char why[400];
-            if (gm_rating_price_event(r->book, &u, &price, why, sizeof why) != 0) {
-                snprintf(reason, sizeof r->reasons[0], "event %s#%s: rating: %s", ev->source,
-                         ev->id, why);
-            } else {
-                gm_ledger_row *row = &r->rows[n_rows];
-                row->ev = ev;
-                row->partition = p;
-                row->offset = m->offset;
-                row->card_id = price.card_id;
-                row->card_version = price.card_version;
-                memcpy(row->currency, price.currency, sizeof row->currency);
-                row->site_tier = price.site_tier;
-                for (int d = 0; d < GM_LEDGER_DIMS; d++) {
-                    row->unit_price_p[d] = price.unit_price_p[d];
-                    row->amount_e18[d] = price.amount_e18[d];
-                }
-                row->flags = price.flags;
-                n_rows++;
-                ok = true;
-            }
+        } else if (poison) {
+            rule = "poison";
+            snprintf(reason, sizeof r->reasons[0],
+                     "event %s#%s: poison: PostgreSQL refuses this event's rows (alone, after "
+                     "bisecting the batch): %s",
+                     ev->source, ev->id, poison);
+        } else if (gm_rater__rate_event(r->cfg, r->book, ev, now_us, &r->rows[n_rows], reason,
+                                        sizeof r->reasons[0], &rule) == 0) {
+            gm_ledger_row *row = &r->rows[n_rows++];
+            row->partition = p;
+            row->offset = m->offset;
+            row->key = m->key;
+            row->key_len = m->key_len;
+            row->payload = m->payload;
+            row->payload_len = m->len;
+            ok = true;
         }
         if (!ok) {
             gm_ledger_reject *rj = &r->rejects[n_rej++];
@@ -419,6 +477,8 @@ static int process_batch(rater *r, size_t *committed)
             rj->payload = m->payload;
             rj->payload_len = m->len;
             rj->reason = reason;
+            rj->ev = decoded ? ev : NULL;
+            rj->rule = rule;
         }
     }
     if (n_pos == 0)
@@ -431,27 +491,29 @@ static int process_batch(rater *r, size_t *committed)
     gm_ledger_batch b = {r->cfg->group_id, r->cfg->topic, r->rater_id, r->rows, n_rows,
                          r->rejects,       n_rej,         pos,         n_pos};
     gm_ledger_result res;
-    char err[1024];
     int64_t t0 = gm_mono_us();
-    int rc = gm_ledger_writer_commit(r->writer, &b, &res, err, sizeof err);
+    int rc = gm_ledger_writer_commit(r->writer, &b, &res, err, err_len);
     int64_t took_us = gm_mono_us() - t0;
     if (rc) {
         gm_rater_metrics.batch_failures++;
-        gm_warn("rater",
-                "msg=\"batch not committed, resuming from PostgreSQL offsets\" code=%s "
-                "error=\"%s\"",
-                gm_errname(rc), err);
         return rc;
     }
+    if (poison)
+        gm_rater_metrics.poison += n_rej;
     for (size_t k = 0; k < n_pos; k++)
         r->stored[pos[k].partition] = pos[k].next;
     gm_rater_metrics_batch(&res, n_rows + n_rej, took_us);
     *committed += n_rows + n_rej;
     gm_debug("rater",
              "msg=\"batch committed\" messages=%zu accepted=%zu duplicates=%zu "
-             "rejected=%zu charge_rows=%zu commit_ms=%lld",
-             n_rows + n_rej, res.accepted, res.duplicates, res.rejected, res.charge_rows,
-             (long long)(took_us / 1000));
+             "conflicts=%zu rejected=%zu charge_rows=%zu commit_ms=%lld",
+             n_rows + n_rej, res.accepted, res.duplicates, res.conflicts, res.rejected,
+             res.charge_rows, (long long)(took_us / 1000));
+    if (res.conflicts)
+        gm_warn("rater",
+                "msg=\"messages claimed an accepted event's identity with other content: kept "
+                "in audit.conflicting_events, not charged\" conflicts=%zu",
+                res.conflicts);
     /* Advisory only: lag tools read Kafka's committed offsets. */
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new((int)n_pos);
     for (size_t k = 0; k < n_pos; k++)
@@ -460,6 +522,71 @@ static int process_batch(rater *r, size_t *committed)
     rd_kafka_commit(r->rk, offs, 1);
     rd_kafka_topic_partition_list_destroy(offs);
     return 0;
+}
+
+/* A failure that the same messages would meet again on every retry, and that one message
+ * can cause: PostgreSQL refused a value or a constraint (SQLSTATE classes 22 data exception,
+ * 23 integrity constraint, 54 program limit), or a sum overflowed (GM_ERANGE). Outages,
+ * fencing, concurrent writers and unknown commit outcomes are not: they stop and retry. */
+static bool tied_to_a_message(rater *r, int rc, const char *err)
+{
+    if (rc == GM_ERANGE)
+        return true;
+    if (rc != GM_EDB || !r->pg || PQstatus(r->pg) != CONNECTION_OK)
+        return false;
+    return strstr(err, "SQLSTATE 22") || strstr(err, "SQLSTATE 23") || strstr(err, "SQLSTATE 54");
+}
+
+/* POISON. Commits [lo, hi); when that fails for a reason tied to a message, commits each half
+ * (what comes before the bad message is committed first, so offsets stay in order), down to
+ * the one message that fails alone: it is kept as a reject (rule poison) with PostgreSQL's
+ * reason, and the partition goes on. Transient failures return at once (the caller rewinds
+ * and retries, rejecting nothing). */
+static int commit_bisect(rater *r, size_t lo, size_t hi, int64_t now_us, size_t *committed,
+                         int depth)
+{
+    char err[1024];
+    int rc = commit_range(r, lo, hi, now_us, NULL, committed, err, sizeof err);
+    if (rc == 0)
+        return 0;
+    if (!tied_to_a_message(r, rc, err)) {
+        gm_warn("rater",
+                "msg=\"batch not committed, resuming from PostgreSQL offsets\" code=%s "
+                "error=\"%s\"",
+                gm_errname(rc), err);
+        return rc;
+    }
+    gm_ledger_writer_reset(r->writer);
+    if (hi - lo == 1) {
+        const rd_kafka_message_t *m = r->msgs[lo];
+        gm_error("rater",
+                 "msg=\"poison message kept as a reject, the partition goes on\" partition=%d "
+                 "offset=%lld error=\"%s\"",
+                 m->partition, (long long)m->offset, err);
+        char why[1024];
+        rc = commit_range(r, lo, hi, now_us, err, committed, why, sizeof why);
+        if (rc)
+            gm_warn("rater", "msg=\"poison message not kept, retrying\" code=%s error=\"%s\"",
+                    gm_errname(rc), why);
+        return rc;
+    }
+    if (depth == 0)
+        gm_warn("rater",
+                "msg=\"batch refused for a reason tied to a message: bisecting to find it\" "
+                "messages=%zu code=%s error=\"%s\"",
+                hi - lo, gm_errname(rc), err);
+    size_t mid = lo + (hi - lo) / 2;
+    if ((rc = commit_bisect(r, lo, mid, now_us, committed, depth + 1)))
+        return rc;
+    return commit_bisect(r, mid, hi, now_us, committed, depth + 1);
+}
+
+/* Decodes, prices and commits the polled messages (one transaction, or more when a poison
+ * message has to be found). */
+static int process_batch(rater *r, size_t *committed)
+{
+    check_contiguity(r);
+    return commit_bisect(r, 0, r->n_msgs, gm_now_us(), committed, 0);
 }
 
 int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *err, size_t err_len)

@@ -14,6 +14,8 @@ typedef struct gm_rater_metrics_t {
     uint64_t accepted;
     uint64_t duplicates;
     uint64_t rejected;
+    uint64_t conflicts; /* another event's identity (gm.conflicting_events) */
+    uint64_t poison;    /* rejected alone after bisecting a failing batch */
     uint64_t slow_path_batches;
     uint64_t rebalances;
     uint64_t pg_reconnects;
@@ -26,6 +28,15 @@ typedef struct gm_rater_metrics_t {
 } gm_rater_metrics_t;
 
 extern gm_rater_metrics_t gm_rater_metrics;
+
+struct gm_rating_book;
+struct gm_rater_config;
+/* The rules after decoding, for the rater and `gridmeter rejects replay` alike: the time
+ * policy, then the price. 0 with *row filled (ev borrowed; Kafka coordinates and message
+ * left to the caller), or GM_EINVAL with the reason and *rule ("time", "rating"). */
+int gm_rater__rate_event(const struct gm_rater_config *cfg, const struct gm_rating_book *book,
+                         const struct gm_event *ev, int64_t now_us, gm_ledger_row *row,
+                         char *reason, size_t reason_len, const char **rule) GM_MUSTCHECK;
 
 void gm_rater_metrics_batch(const gm_ledger_result *res, size_t messages, int64_t commit_us);
 /* What /metrics reads for consumer lag: the handle (for cached high watermarks) and the

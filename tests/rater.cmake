@@ -16,3 +16,8 @@ gm_add_test(NAME test_pipeline_integration SOURCES test_pipeline_integration.c
 add_dependencies(test_pipeline_integration gridmeter)
 gm_add_test(NAME test_ledger_writer SOURCES test_ledger_writer.c LIBS gm_ledger gm_ingest
             LABELS integration TIMEOUT 120)
+# Issue 12: identity and conflicts, node state loss, time policy, replay, poison messages.
+gm_add_test(NAME test_event_identity SOURCES test_event_identity.c LIBS gm_rater_harness
+            LABELS integration TIMEOUT 300)
+add_dependencies(test_event_identity gridmeter)
+gm_add_test(NAME test_identity_rules SOURCES test_identity_rules.c LIBS gm_rater LABELS unit)

@@ -69,7 +69,7 @@ static int64_t count(PGconn *c, const char *sql)
     return n;
 }
 
-START_TEST(test_reused_id_with_new_seq_goes_the_slow_path_and_is_not_charged)
+START_TEST(test_reused_id_with_new_seq_goes_the_slow_path_is_a_conflict_and_not_charged)
 {
     fixture f;
     open_db(&f, "wslow");
@@ -96,7 +96,14 @@ START_TEST(test_reused_id_with_new_seq_goes_the_slow_path_and_is_not_charged)
     ck_assert_msg(gm_ledger_writer_commit(w, &b2, &res, err, sizeof err) == 0, "%s", err);
     ck_assert(res.slow_path);
     ck_assert_uint_eq(res.accepted, 0);
-    ck_assert_uint_eq(res.duplicates, 1);
+    /* issue 12: another event's id is a conflict, kept for auditors, not a quiet duplicate */
+    ck_assert_uint_eq(res.duplicates, 0);
+    ck_assert_uint_eq(res.conflicts, 1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.conflicting_events WHERE"
+                                " kind = 'id_reused' AND id = 'n1-1' AND seq = 3"
+                                " AND accepted_seq = 1 AND accepted_kafka_offset = 0"
+                                " AND fingerprint <> accepted_fingerprint"),
+                     1);
     ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger"), 2);
     ck_assert_int_eq(count(f.c, "SELECT sum(quantity) FROM gm.charges WHERE dimension = 'input'"),
                      20);
@@ -127,7 +134,7 @@ START_TEST(test_stale_consumer_is_fenced_and_writes_nothing)
     gm_ledger_writer *stale = gm_ledger_writer_new(f.c);
     make_event(&ev[1], "edge/fra1/n2", 1, "n2-1");
     make_row(&rows[1], &ev[1], 1);
-    gm_ledger_reject rj = {0, 2, NULL, 0, "x", 1, "event: broken"};
+    gm_ledger_reject rj = {0, 2, NULL, 0, "x", 1, "event: broken", NULL, NULL};
     gm_ledger_pos old = {0, -1, 3};
     gm_ledger_batch b2 = {"g", TOPIC, "old-owner", &rows[1], 1, &rj, 1, &old, 1};
     ck_assert_int_eq(gm_ledger_writer_commit(stale, &b2, &res, err, sizeof err), GM_EFENCED);
@@ -178,10 +185,15 @@ START_TEST(test_two_writers_on_one_source_conflict_instead_of_doubling)
     gm_ledger_pos pa2 = {0, 1, 2};
     gm_ledger_batch ba2 = {"g", TOPIC, "a", &rows[2], 1, NULL, 0, &pa2, 1};
     ck_assert_int_eq(gm_ledger_writer_commit(a, &ba2, &res, err, sizeof err), GM_ECONFLICT);
-    /* After the conflict A reloads the ranges: the same batch is now a duplicate. */
+    /* After the conflict A reloads the ranges: seq 2 is taken, by an event with the same id
+     * and another time: a conflict (content differs), never charged. */
     ck_assert_msg(gm_ledger_writer_commit(a, &ba2, &res, err, sizeof err) == 0, "%s", err);
-    ck_assert_uint_eq(res.duplicates, 1);
+    ck_assert_uint_eq(res.duplicates, 0);
+    ck_assert_uint_eq(res.conflicts, 1);
     ck_assert_uint_eq(res.accepted, 0);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.conflicting_events WHERE"
+                                " kind = 'content_differs' AND accepted_id = 'n1-2'"),
+                     1);
     ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger"), 2);
     ck_assert_int_eq(count(f.c, "SELECT events FROM gm.sources"), 2);
     ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"),
@@ -198,7 +210,8 @@ int main(void)
     Suite *s = suite_create("ledger_writer");
     TCase *tc = tcase_create("integration");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_reused_id_with_new_seq_goes_the_slow_path_and_is_not_charged);
+    tcase_add_test(tc,
+                   test_reused_id_with_new_seq_goes_the_slow_path_is_a_conflict_and_not_charged);
     tcase_add_test(tc, test_stale_consumer_is_fenced_and_writes_nothing);
     tcase_add_test(tc, test_two_writers_on_one_source_conflict_instead_of_doubling);
     suite_add_tcase(s, tc);
