@@ -20,6 +20,7 @@ typedef struct gm_rater_config {
     int book_reload_s;        /* re-read rate cards and contracts this often */
     int64_t exit_idle_ms;     /* > 0: stop after this long with nothing to do (demo, tests) */
     int64_t max_messages;     /* > 0: stop after committing at least this many (tests) */
+    const char *gpu_topic;    /* gridmeter.gpu.v1 windows (rater/gpu.c); NULL or "": none */
 } gm_rater_config;
 
 /* Fills the defaults. */

@@ -16,3 +16,7 @@ gm_add_test(NAME test_pipeline_integration SOURCES test_pipeline_integration.c
 add_dependencies(test_pipeline_integration gridmeter)
 gm_add_test(NAME test_ledger_writer SOURCES test_ledger_writer.c LIBS gm_ledger gm_ingest
             LABELS integration TIMEOUT 120)
+# GPU windows (rater/gpu.c): exactly once through SIGKILL, conflicts, reconciliation.
+gm_add_test(NAME test_rater_gpu SOURCES test_rater_gpu.c LIBS gm_rater_harness
+            LABELS integration TIMEOUT 600)
+add_dependencies(test_rater_gpu gridmeter)
