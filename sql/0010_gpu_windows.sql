@@ -144,3 +144,109 @@ COMMENT ON COLUMN audit.gpu_reconciliation.unattributed_share IS 'node_unattribu
 
 RESET ROLE;
 GRANT SELECT ON audit.gpu_windows, audit.gpu_reconciliation TO gm_auditor, gm_api;
+
+-- ---- Unit economics: site cost cards and the cost and margin of tokens -------------------
+SET ROLE gm_owner;
+
+-- What a GPU-hour costs the operator at a site, versioned like rate cards: a version is never
+-- rewritten; the version in force at an hour is the one with the latest valid_from at or before
+-- it. Site '*' is the fleet default for sites without a card of their own in force.
+CREATE TABLE gm.cost_cards (
+    site                 text           NOT NULL CHECK (site ~ '^([A-Za-z0-9][A-Za-z0-9._-]{0,63}|\*)$'),
+    version              integer        NOT NULL CHECK (version >= 1),
+    valid_from           timestamptz    NOT NULL,
+    currency             char(3)        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    gpu_hour_cost        numeric(30,12) NOT NULL CHECK (gpu_hour_cost >= 0),
+    reference_per_1m_output numeric(30,12) CHECK (reference_per_1m_output >= 0),
+    note                 text,
+    imported_at          timestamptz    NOT NULL DEFAULT gm.now(),
+    PRIMARY KEY (site, version),
+    UNIQUE (site, valid_from)
+);
+COMMENT ON TABLE gm.cost_cards IS 'Versioned site cost cards: cost per GPU-hour per site (or * for the fleet), immutable versions';
+CREATE TRIGGER cost_cards_immutable BEFORE UPDATE OR DELETE ON gm.cost_cards
+    FOR EACH ROW EXECUTE FUNCTION gm.refuse_change();
+
+CREATE VIEW audit.cost_cards AS
+SELECT site, version, valid_from, currency, gpu_hour_cost, reference_per_1m_output, note, imported_at
+FROM gm.cost_cards;
+COMMENT ON VIEW audit.cost_cards IS 'Site cost cards as imported: what a GPU-hour costs the operator per site (* = fleet default), from valid_from on';
+COMMENT ON COLUMN audit.cost_cards.gpu_hour_cost IS 'Cost of one GPU-hour (3,600,000,000 GPU-microseconds) in currency, 12 decimals';
+COMMENT ON COLUMN audit.cost_cards.reference_per_1m_output IS 'A reference price per 1M output tokens the operator compares with (e.g. a central cloud list price); NULL: none';
+
+-- The cost and margin of tokens. Two bases, never mixed in one row:
+--   requests: per site, tenant, model and hour, GPU time = the per-request gpu_us of the
+--             usage events (as billed today, gm.charges dimension gpu);
+--   windows:  per site, tenant and hour (model '*': windows carry no model), GPU time = the
+--             kernel time gpu_accounting attributed (kernel-share-v1 rows of gm.gpu_windows);
+--             tokens and revenue of all the tenant's models at the site in the hour.
+-- Revenue is the list amount of the usage (the ledger's exact amounts, before invoice-level
+-- tiers, discounts, commitments and credits).
+CREATE VIEW audit.gpu_economics AS
+WITH usage AS (
+    SELECT site, tenant, model, hour, currency,
+           coalesce(sum(quantity) FILTER (WHERE dimension = 'input'), 0)::numeric(40,0)  AS input_tokens,
+           coalesce(sum(quantity) FILTER (WHERE dimension = 'cached'), 0)::numeric(40,0) AS cached_tokens,
+           coalesce(sum(quantity) FILTER (WHERE dimension = 'output'), 0)::numeric(40,0) AS output_tokens,
+           coalesce(sum(quantity) FILTER (WHERE dimension = 'gpu'), 0)::numeric(40,0)    AS gpu_us,
+           sum(amount) AS revenue
+    FROM gm.charges
+    GROUP BY 1, 2, 3, 4, 5
+), usage_all AS (
+    SELECT site, tenant, hour, currency, sum(input_tokens) AS input_tokens,
+           sum(cached_tokens) AS cached_tokens, sum(output_tokens) AS output_tokens,
+           sum(revenue) AS revenue
+    FROM usage GROUP BY 1, 2, 3, 4
+), attributed AS (
+    SELECT site, tenant, date_trunc('hour', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
+           sum(gpu_us)::numeric(40,0) AS gpu_us
+    FROM gm.gpu_windows WHERE policy = 'kernel-share-v1'
+    GROUP BY 1, 2, 3
+), rows AS (
+    SELECT 'requests'::text AS basis, site, tenant, model, hour, currency, input_tokens,
+           cached_tokens, output_tokens, gpu_us, revenue
+    FROM usage
+    UNION ALL
+    SELECT 'windows', coalesce(u.site, a.site), coalesce(u.tenant, a.tenant), '*',
+           coalesce(u.hour, a.hour), u.currency, coalesce(u.input_tokens, 0),
+           coalesce(u.cached_tokens, 0), coalesce(u.output_tokens, 0), coalesce(a.gpu_us, 0),
+           coalesce(u.revenue, 0)
+    FROM usage_all u
+    FULL JOIN attributed a ON a.site = u.site AND a.tenant = u.tenant AND a.hour = u.hour
+), costed AS (
+    SELECT x.*, k.site AS cost_card_site, k.version AS cost_card_version,
+           k.currency AS cost_currency, k.gpu_hour_cost, k.reference_per_1m_output,
+           round(x.gpu_us * k.gpu_hour_cost / 3600000000, 18) AS gpu_cost
+    FROM rows x
+    LEFT JOIN LATERAL (
+        SELECT * FROM gm.cost_cards c
+        WHERE c.site IN (x.site, '*') AND c.valid_from <= x.hour
+        ORDER BY (c.site = x.site) DESC, c.valid_from DESC LIMIT 1) k ON true
+)
+SELECT basis, site, tenant, model, hour, input_tokens, cached_tokens, output_tokens, gpu_us,
+       currency AS revenue_currency, coalesce(revenue, 0)::numeric(38,18) AS revenue,
+       cost_card_site, cost_card_version, cost_currency, gpu_hour_cost, gpu_cost::numeric(38,18) AS gpu_cost,
+       CASE WHEN gpu_cost IS NOT NULL AND (currency IS NULL OR currency = cost_currency)
+            THEN (coalesce(revenue, 0) - gpu_cost)::numeric(38,18) END AS margin,
+       CASE WHEN output_tokens > 0 THEN round(gpu_cost * 1000000 / output_tokens, 18)::numeric(38,18) END
+           AS cost_per_1m_output_tokens,
+       CASE WHEN output_tokens > 0 THEN round(coalesce(revenue, 0) * 1000000 / output_tokens, 18)::numeric(38,18) END
+           AS revenue_per_1m_output_tokens,
+       reference_per_1m_output AS reference_per_1m_output_tokens
+FROM costed;
+COMMENT ON VIEW audit.gpu_economics IS
+    'Cost and margin of tokens per site, tenant, model and UTC hour: GPU time priced by the site''s cost card beside the list revenue. basis requests: per model, GPU time from the usage events'' per-request gpu_us; basis windows: model *, GPU time attributed by gpu_accounting (kernel-share-v1 windows).';
+COMMENT ON COLUMN audit.gpu_economics.basis IS 'requests (GPU time = per-request gpu_us, per model) or windows (GPU time = attributed kernel windows, all models as *)';
+COMMENT ON COLUMN audit.gpu_economics.gpu_us IS 'GPU-microseconds of the basis';
+COMMENT ON COLUMN audit.gpu_economics.revenue IS 'List amount of the usage in revenue_currency (exact, 18 decimals), before invoice-level tiers, discounts, commitments and credits';
+COMMENT ON COLUMN audit.gpu_economics.cost_card_site IS 'The cost card used: the site''s own in force at the hour, else the fleet default *; NULL: none in force (no cost, no margin)';
+COMMENT ON COLUMN audit.gpu_economics.gpu_cost IS 'gpu_us x gpu_hour_cost / 3,600,000,000, rounded half away from zero to 18 decimals, in cost_currency';
+COMMENT ON COLUMN audit.gpu_economics.margin IS 'revenue - gpu_cost; NULL when no cost card is in force or the currencies differ';
+COMMENT ON COLUMN audit.gpu_economics.cost_per_1m_output_tokens IS 'gpu_cost x 1,000,000 / output_tokens, rounded half away from zero to 18 decimals; NULL without output tokens';
+COMMENT ON COLUMN audit.gpu_economics.revenue_per_1m_output_tokens IS 'revenue x 1,000,000 / output_tokens, rounded half away from zero to 18 decimals; NULL without output tokens';
+COMMENT ON COLUMN audit.gpu_economics.reference_per_1m_output_tokens IS 'The cost card''s reference price per 1M output tokens, to compare cost_per_1m_output_tokens with';
+
+RESET ROLE;
+GRANT SELECT ON gm.cost_cards TO gm_api, gm_rater;
+GRANT INSERT ON gm.cost_cards TO gm_api;
+GRANT SELECT ON audit.cost_cards, audit.gpu_economics TO gm_auditor, gm_api;

@@ -359,10 +359,56 @@ START_TEST(test_gpu_reconciliation_shows_the_node_that_under_reports)
                           "row %d column %d: got %s, want %s", i, k, PQgetvalue(r, i, k),
                           want[i][k]);
     PQclear(r);
+    /* unit economics by hand: the fleet default costs 9.00 per GPU-hour from 22:00, fra1 its
+     * own 2.50 from 23:00 */
+    gm_test_pg_exec(c, "INSERT INTO gm.cost_cards (site, version, valid_from, currency,"
+                       " gpu_hour_cost, reference_per_1m_output) VALUES"
+                       " ('*', 1, '2026-11-27 22:00+00', 'USD', 9.00, NULL),"
+                       " ('fra1', 1, '2026-11-27 23:00+00', 'USD', 2.50, 0.60)");
+    r = PQexec(c, "SELECT basis, tenant, model, to_char(hour AT TIME ZONE 'UTC', 'HH24'), gpu_us,"
+                  " output_tokens, cost_card_site, gpu_cost, coalesce(cost_per_1m_output_tokens"
+                  "::text, 'null'), coalesce(reference_per_1m_output_tokens::text, 'null'),"
+                  " (margin = revenue - gpu_cost)::text, coalesce(revenue_currency, 'null')"
+                  " FROM audit.gpu_economics ORDER BY 1, 4, 2");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    /* requests, 22h: 700 us x 9 / 3.6e9 = 0.00000175; 23h: (6000 + 100) us x 2.5 / 3.6e9 =
+     * 0.0000042361111…, 18 decimals ...111111; per 1M of 40 output tokens: 4.236111111111 / 40.
+     * windows, 23h: acme 2500 + 3500 + 5000 = 11000 us -> 0.00000763888…89; globex 1000 us,
+     * no usage, no revenue: 0.000000694444444444. */
+    static const char *const econ[][12] = {
+        {"requests", "acme", "llama-3.1-70b-instruct", "22", "700", "10", "*",
+         "0.000001750000000000", "0.175000000000000000", "null", "true", "USD"},
+        {"requests", "acme", "llama-3.1-70b-instruct", "23", "6100", "40", "fra1",
+         "0.000004236111111111", "0.105902777777775000", "0.600000000000", "true", "USD"},
+        {"windows", "acme", "*", "22", "0", "10", "*", "0.000000000000000000",
+         "0.000000000000000000", "null", "true", "USD"},
+        {"windows", "acme", "*", "23", "11000", "40", "fra1", "0.000007638888888889",
+         "0.190972222222225000", "0.600000000000", "true", "USD"},
+        {"windows", "globex", "*", "23", "1000", "0", "fra1", "0.000000694444444444", "null",
+         "0.600000000000", "true", "null"},
+    };
+    ck_assert_int_eq(PQntuples(r), (int)(sizeof econ / sizeof econ[0]));
+    for (int i = 0; i < PQntuples(r); i++)
+        for (int k = 0; k < 12; k++)
+            ck_assert_msg(!strcmp(PQgetvalue(r, i, k), econ[i][k]),
+                          "economics row %d column %d: got %s, want %s", i, k, PQgetvalue(r, i, k),
+                          econ[i][k]);
+    PQclear(r);
+    /* revenue is the ledger's list amount */
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_economics g WHERE basis = 'requests'"
+                              " AND revenue <> (SELECT sum(amount) FROM audit.usage_events u"
+                              " WHERE u.tenant = g.tenant AND u.site = g.site AND u.model = g.model"
+                              " AND date_trunc('hour', u.time) = g.hour)"),
+                     0);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_economics WHERE revenue = 0 AND"
+                              " tenant = 'acme'"),
+                     0);
     /* the auditor reads both views */
     gm_test_pg_exec(c, "SET ROLE gm_auditor");
     ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_reconciliation"), 4);
     ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_windows"), 5);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_economics"), 5);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.cost_cards"), 2);
     gm_test_pg_exec(c, "RESET ROLE");
     PQfinish(c);
     gm_test_topic_delete(gpu_topic);
