@@ -188,6 +188,51 @@ static void *produce_kill_traffic(void *arg)
     return NULL;
 }
 
+/* Every valid window once, nothing doubled, the sums exact; conflicts and malformed messages
+ * kept with their reason; duplicates counted once. */
+static void verify_kill_traffic(PGconn *c, const kill_traffic *tp, const char *gpu_topic)
+{
+    const kill_traffic t = *tp;
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.gpu_windows"), t.accepted);
+    ck_assert_int_eq(q_i64(c, "SELECT coalesce(sum(gpu_us), 0) FROM audit.gpu_windows"), t.gpu_us);
+    for (int ti = 0; ti < 3; ti++) {
+        char sql[200];
+        snprintf(sql, sizeof sql,
+                 "SELECT coalesce(sum(gpu_us), 0) FROM audit.gpu_windows WHERE tenant = '%s'",
+                 k_tenants[ti]);
+        ck_assert_int_eq(q_i64(c, sql), t.gpu_us_tenant[ti]);
+    }
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM (SELECT source, seq FROM gm.gpu_windows"
+                              " GROUP BY 1, 2 HAVING count(*) > 1) d"),
+                     0);
+    /* the conflicting versions never replaced the first ones */
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_windows WHERE id LIKE 'other-%'"), 0);
+    /* conflicts and malformed messages kept with their reason; duplicates counted once */
+    char sql[600];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit.rejected_events WHERE kafka_topic = '%s'",
+             gpu_topic);
+    ck_assert_int_eq(q_i64(c, sql), t.conflicts + t.malformed);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit.rejected_events WHERE kafka_topic = '%s' AND reason"
+             " LIKE '%%: conflict: (source, id) is already taken by the accepted GPU window %%'",
+             gpu_topic);
+    ck_assert_int_eq(q_i64(c, sql), (int64_t)K_SOURCES * (K_EVENTS / 101));
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit.rejected_events WHERE kafka_topic = '%s' AND reason"
+             " LIKE '%%: conflict: data.seq is already taken by the accepted GPU window %%'",
+             gpu_topic);
+    ck_assert_int_eq(q_i64(c, sql), (int64_t)K_SOURCES * (K_EVENTS / 211));
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit.rejected_events WHERE kafka_topic = '%s' AND reason"
+             " LIKE '%%type: gridmeter.usage.v1 is not accepted on topic %%'",
+             gpu_topic);
+    ck_assert_int_eq(q_i64(c, sql), (int64_t)K_SOURCES * (K_EVENTS / 450));
+    /* the usage topic saw nothing; the ledger is empty */
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.ledger"), 0);
+    ck_assert_int_eq(stored_total(c, gpu_topic), t.messages);
+    ck_assert_int_eq(t.messages, t.accepted + t.duplicates + t.conflicts + t.malformed);
+}
+
 START_TEST(test_gpu_windows_exactly_once_through_kill9)
 {
     h_env e;
@@ -228,47 +273,108 @@ START_TEST(test_gpu_windows_exactly_once_through_kill9)
     wait_stored(&e, gpu_topic, t.messages, 180);
     ck_assert_int_eq(h_rater_wait(last), 0);
 
-    /* every valid window once, nothing doubled, the sums exact */
-    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.gpu_windows"), t.accepted);
-    ck_assert_int_eq(q_i64(c, "SELECT coalesce(sum(gpu_us), 0) FROM audit.gpu_windows"), t.gpu_us);
-    for (int ti = 0; ti < 3; ti++) {
-        char sql[200];
-        snprintf(sql, sizeof sql,
-                 "SELECT coalesce(sum(gpu_us), 0) FROM audit.gpu_windows WHERE tenant = '%s'",
-                 k_tenants[ti]);
-        ck_assert_int_eq(q_i64(c, sql), t.gpu_us_tenant[ti]);
-    }
-    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM (SELECT source, seq FROM gm.gpu_windows"
-                              " GROUP BY 1, 2 HAVING count(*) > 1) d"),
-                     0);
-    /* the conflicting versions never replaced the first ones */
-    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_windows WHERE id LIKE 'other-%'"), 0);
-    /* conflicts and malformed messages kept with their reason; duplicates counted once */
-    char sql[600];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit.rejected_events WHERE kafka_topic = '%s'",
-             gpu_topic);
-    ck_assert_int_eq(q_i64(c, sql), t.conflicts + t.malformed);
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM audit.rejected_events WHERE kafka_topic = '%s' AND reason"
-             " LIKE '%%: conflict: (source, id) is already taken by the accepted GPU window %%'",
-             gpu_topic);
-    ck_assert_int_eq(q_i64(c, sql), (int64_t)K_SOURCES * (K_EVENTS / 101));
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM audit.rejected_events WHERE kafka_topic = '%s' AND reason"
-             " LIKE '%%: conflict: data.seq is already taken by the accepted GPU window %%'",
-             gpu_topic);
-    ck_assert_int_eq(q_i64(c, sql), (int64_t)K_SOURCES * (K_EVENTS / 211));
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM audit.rejected_events WHERE kafka_topic = '%s' AND reason"
-             " LIKE '%%type: gridmeter.usage.v1 is not accepted on topic %%'",
-             gpu_topic);
-    ck_assert_int_eq(q_i64(c, sql), (int64_t)K_SOURCES * (K_EVENTS / 450));
-    /* the usage topic saw nothing; the ledger is empty */
-    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.ledger"), 0);
-    ck_assert_int_eq(stored_total(c, gpu_topic), t.messages);
-    ck_assert_int_eq(t.messages, t.accepted + t.duplicates + t.conflicts + t.malformed);
+    verify_kill_traffic(c, &t, gpu_topic);
     /* most kills landed while the rater was writing windows, not after the work was done */
     ck_assert_int_ge(kills_with_progress, 2);
+    PQfinish(c);
+    gm_test_topic_delete(gpu_topic);
+    h_env_close(&e);
+}
+END_TEST
+
+/* Two raters share the GPU partitions; one freezes (SIGSTOP) past the session timeout while it
+ * holds partitions, the other takes them over, and when the first wakes up whatever it still
+ * commits is fenced by the offsets' compare-and-set: still every window exactly once. */
+START_TEST(test_gpu_windows_exactly_once_when_a_frozen_rater_wakes_up)
+{
+    h_env e;
+    h_env_open(&e, "gpustop", 2);
+    char gpu_topic[160], arg[200];
+    snprintf(gpu_topic, sizeof gpu_topic, "%s.gpu", e.topic);
+    gm_test_topic_create(gpu_topic, 3);
+    snprintf(arg, sizeof arg, "--gpu-topic=%s", gpu_topic);
+    const char *extra[] = {arg, "--batch-size", "150", NULL};
+    kill_traffic t = {.e = &e, .topic = gpu_topic};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, produce_kill_traffic, &t), 0);
+    PGconn *c = gm_test_pg_connect(e.conninfo);
+    pid_t a = h_rater_start(&e, "gpu-a", extra);
+    pid_t b = h_rater_start(&e, "gpu-b", extra);
+    for (int i = 0; i < 300 && q_i64(c, "SELECT count(*) FROM gm.gpu_windows") == 0; i++)
+        usleep(100000);
+    usleep(1000000);
+    kill(a, SIGSTOP); /* frozen with its partitions, maybe in a batch */
+    usleep(9000000);  /* past the 6 s session timeout: b owns everything */
+    kill(a, SIGCONT);
+    usleep(2000000);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    wait_stored(&e, gpu_topic, t.messages, 180);
+    kill(a, SIGTERM);
+    kill(b, SIGTERM);
+    ck_assert_int_eq(h_rater_wait(a), 0);
+    ck_assert_int_eq(h_rater_wait(b), 0);
+    verify_kill_traffic(c, &t, gpu_topic);
+    PQfinish(c);
+    gm_test_topic_delete(gpu_topic);
+    h_env_close(&e);
+}
+END_TEST
+
+/* Fencing, made to happen: rater a is held inside its first batch's transaction (the test
+ * locks gm.gpu_windows) and frozen past the session timeout; rater b gets the partition and
+ * blocks on the offset row a has written but not committed. When a wakes up and commits, b's
+ * compare-and-set finds the row taken: b's batch is rolled back whole, b resumes from a's
+ * offset, and every window is there exactly once. */
+START_TEST(test_gpu_batch_of_a_rater_that_lost_the_race_is_fenced)
+{
+    h_env e;
+    h_env_open(&e, "gpufence", 1);
+    char gpu_topic[160], arg[200];
+    snprintf(gpu_topic, sizeof gpu_topic, "%s.gpu", e.topic);
+    gm_test_topic_create(gpu_topic, 1);
+    snprintf(arg, sizeof arg, "--gpu-topic=%s", gpu_topic);
+    const char *extra[] = {arg, "--batch-size", "100", NULL};
+    rd_kafka_t *p = producer(&e);
+    gm_event ev;
+    int64_t sum = 0;
+    for (int n = 1; n <= 300; n++) {
+        gpu_event(&ev, "edge/fra1/node-f/gpu", (uint64_t)n, "acme", "gpu0", "kernel-share-v1",
+                  H0 + n * GM_US_PER_SEC, H0 + (n + 1) * GM_US_PER_SEC, n, 1, 0);
+        send_event(p, gpu_topic, &ev);
+        sum += n;
+    }
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), 0);
+    rd_kafka_destroy(p);
+    PGconn *c = gm_test_pg_connect(e.conninfo), *lk = gm_test_pg_connect(e.conninfo);
+    gm_test_pg_exec(lk, "BEGIN");
+    gm_test_pg_exec(lk, "LOCK TABLE gm.gpu_windows IN SHARE MODE");
+    const char *waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                          " 'gridmeter-rater-gpu' AND wait_event_type = 'Lock'";
+    pid_t a = h_rater_start(&e, "gpu-fence-a", extra);
+    int i;
+    for (i = 0; i < 600 && q_i64(c, waiting) < 1; i++)
+        usleep(100000);
+    ck_assert_msg(i < 600, "rater a never reached its first batch");
+    kill(a, SIGSTOP); /* inside its transaction, offset row written, not committed */
+    usleep(8000000);  /* past the 6 s session timeout */
+    pid_t b = h_rater_start(&e, "gpu-fence-b", extra);
+    for (i = 0; i < 600 && q_i64(c, waiting) < 2; i++)
+        usleep(100000);
+    ck_assert_msg(i < 600, "rater b never blocked on a's offset row");
+    gm_test_pg_exec(lk, "COMMIT"); /* a's insert goes through; a itself is still frozen */
+    usleep(500000);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.gpu_windows"), 0); /* nothing yet */
+    kill(a, SIGCONT); /* a commits its batch: b's compare-and-set fails */
+    wait_stored(&e, gpu_topic, 300, 180);
+    kill(a, SIGTERM);
+    kill(b, SIGTERM);
+    ck_assert_int_eq(h_rater_wait(a), 0);
+    ck_assert_int_eq(h_rater_wait(b), 0);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.gpu_windows"), 300);
+    ck_assert_int_eq(q_i64(c, "SELECT count(DISTINCT seq) FROM gm.gpu_windows"), 300);
+    ck_assert_int_eq(q_i64(c, "SELECT sum(gpu_us) FROM gm.gpu_windows"), sum);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.rejected_events"), 0);
+    PQfinish(lk);
     PQfinish(c);
     gm_test_topic_delete(gpu_topic);
     h_env_close(&e);
@@ -422,6 +528,8 @@ int main(void)
     TCase *tc = tcase_create("gpu");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_gpu_windows_exactly_once_through_kill9);
+    tcase_add_test(tc, test_gpu_windows_exactly_once_when_a_frozen_rater_wakes_up);
+    tcase_add_test(tc, test_gpu_batch_of_a_rater_that_lost_the_race_is_fenced);
     tcase_add_test(tc, test_gpu_reconciliation_shows_the_node_that_under_reports);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
