@@ -413,6 +413,20 @@ static int pos_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+typedef struct coord {
+    int32_t partition;
+    int64_t offset;
+    size_t idx;
+} coord;
+
+static int coord_cmp(const void *a, const void *b)
+{
+    const coord *x = a, *y = b;
+    if (x->partition != y->partition)
+        return x->partition < y->partition ? -1 : 1;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
 /* Inserts the candidates; classifies the ones the unique keys skipped. */
 static int write_windows(gm_rater_gpu *g, cand *cs, size_t n_c, cols *c, char *err, size_t err_len)
 {
@@ -443,21 +457,26 @@ static int write_windows(gm_rater_gpu *g, cand *cs, size_t n_c, cols *c, char *e
         N_COLS + 1, vals, "inserting gm.gpu_windows", &r, err, err_len);
     if (rc)
         return rc;
-    for (int k = 0; k < PQntuples(r); k++) {
-        int32_t p = (int32_t)atol(PQgetvalue(r, k, 0));
-        int64_t off = atoll(PQgetvalue(r, k, 1));
-        for (size_t i = 0; i < n_c; i++) {
-            const rd_kafka_message_t *m = g->msgs[cs[i].msg];
-            if (m->partition == p && m->offset == off) {
-                cs[i].inserted = true;
-                break;
-            }
-        }
-    }
     size_t skipped = n_c - (size_t)PQntuples(r);
-    PQclear(r);
-    if (!skipped)
+    if (!skipped) { /* the usual batch: every candidate inserted */
+        for (size_t i = 0; i < n_c; i++)
+            cs[i].inserted = true;
+        PQclear(r);
         return 0;
+    }
+    /* Which ones: the returned Kafka coordinates, looked up in the candidates sorted by them. */
+    coord *byc = gm_xcalloc(n_c, sizeof *byc);
+    for (size_t i = 0; i < n_c; i++)
+        byc[i] = (coord){g->msgs[cs[i].msg]->partition, g->msgs[cs[i].msg]->offset, i};
+    qsort(byc, n_c, sizeof *byc, coord_cmp);
+    for (int k = 0; k < PQntuples(r); k++) {
+        coord key = {(int32_t)atol(PQgetvalue(r, k, 0)), atoll(PQgetvalue(r, k, 1)), 0};
+        const coord *hit = bsearch(&key, byc, n_c, sizeof *byc, coord_cmp);
+        if (hit)
+            cs[hit->idx].inserted = true;
+    }
+    free(byc);
+    PQclear(r);
     /* What took the keys of the skipped ones: the same content (a duplicate), or not. */
     cols_reset(c);
     for (size_t i = 0; i < n_c; i++)
