@@ -77,6 +77,16 @@ COMMENT ON COLUMN audit.gpu_windows.kernels IS 'data.kernels: kernels (record pi
 COMMENT ON COLUMN audit.gpu_windows.unattributed_us IS 'data.unattributed_us: time of the device-window attributed to no tenant; the same on every row of one close of the window';
 COMMENT ON COLUMN audit.gpu_windows.time IS 'CloudEvents time (the window end)';
 
+-- Completeness of GPU windows: seq ranges a GPU source never delivered (or whose event was
+-- rejected), like audit.source_gaps for usage events.
+CREATE VIEW audit.gpu_source_gaps AS
+SELECT source, prev + 1 AS first_missing, seq - 1 AS last_missing
+FROM (SELECT source, seq, coalesce(lag(seq) OVER (PARTITION BY source ORDER BY seq), 0) AS prev
+      FROM gm.gpu_windows) s
+WHERE seq > prev + 1;
+COMMENT ON VIEW audit.gpu_source_gaps IS
+    'Ranges of data.seq that a GPU source skipped (from 1 to its highest accepted seq): windows never received, or rejected (see audit.rejected_events). A range closes when a late event fills it.';
+
 -- Reconciliation per site, node, tenant and hour (UTC): the kernel time nodes reported per
 -- request (gpu_us of usage events, hour of the event time) beside the kernel time CUPTI
 -- attributed (kernel-share-v1 windows, hour of window_start). A node that reports less per
@@ -143,7 +153,7 @@ COMMENT ON COLUMN audit.gpu_reconciliation.node_attributed_us IS 'Kernel time th
 COMMENT ON COLUMN audit.gpu_reconciliation.unattributed_share IS 'node_unattributed_us / (node_attributed_us + node_unattributed_us), 6 decimals rounded half away from zero; NULL when both are 0';
 
 RESET ROLE;
-GRANT SELECT ON audit.gpu_windows, audit.gpu_reconciliation TO gm_auditor, gm_api;
+GRANT SELECT ON audit.gpu_windows, audit.gpu_source_gaps, audit.gpu_reconciliation TO gm_auditor, gm_api;
 
 -- ---- Unit economics: site cost cards and the cost and margin of tokens -------------------
 SET ROLE gm_owner;

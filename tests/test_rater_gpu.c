@@ -229,6 +229,7 @@ static void verify_kill_traffic(PGconn *c, const kill_traffic *tp, const char *g
     ck_assert_int_eq(q_i64(c, sql), (int64_t)K_SOURCES * (K_EVENTS / 450));
     /* the usage topic saw nothing; the ledger is empty */
     ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.ledger"), 0);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_source_gaps"), 0);
     ck_assert_int_eq(stored_total(c, gpu_topic), t.messages);
     ck_assert_int_eq(t.messages, t.accepted + t.duplicates + t.conflicts + t.malformed);
 }
@@ -374,6 +375,7 @@ START_TEST(test_gpu_batch_of_a_rater_that_lost_the_race_is_fenced)
     ck_assert_int_eq(q_i64(c, "SELECT count(DISTINCT seq) FROM gm.gpu_windows"), 300);
     ck_assert_int_eq(q_i64(c, "SELECT sum(gpu_us) FROM gm.gpu_windows"), sum);
     ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM gm.rejected_events"), 0);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_source_gaps"), 0);
     PQfinish(lk);
     PQfinish(c);
     gm_test_topic_delete(gpu_topic);
@@ -427,11 +429,15 @@ START_TEST(test_gpu_reconciliation_shows_the_node_that_under_reports)
     gpu_event(&ev, "edge/fra1/node-b/gpu", 1, "acme", "gpu1", "kernel-share-v1", h, h + w, 5000, 9,
               0);
     send_event(p, gpu_topic, &ev);
+    /* node b's seqs 2 and 3 never arrive (audit.gpu_source_gaps); seq 4 is a window of 0 us */
+    gpu_event(&ev, "edge/fra1/node-b/gpu", 4, "acme", "gpu1", "kernel-share-v1", h + w, h + 2 * w,
+              0, 0, 0);
+    send_event(p, gpu_topic, &ev);
     ck_assert_int_eq(rd_kafka_flush(p, 30000), 0);
     rd_kafka_destroy(p);
 
     pid_t pid = h_rater_start(&e, "gpu-recon", extra);
-    wait_stored(&e, gpu_topic, 5, 120);
+    wait_stored(&e, gpu_topic, 6, 120);
     wait_stored(&e, e.topic, 5, 120);
     kill(pid, SIGTERM);
     ck_assert_int_eq(h_rater_wait(pid), 0);
@@ -455,7 +461,7 @@ START_TEST(test_gpu_reconciliation_shows_the_node_that_under_reports)
          "0.054054"},
         {"edge/fra1/node-a", "globex", "2026-11-27 23", "0", "1000", "-1000", "0", "1", "400",
          "7000", "0.054054"},
-        {"edge/fra1/node-b", "acme", "2026-11-27 23", "100", "5000", "-4900", "1", "1", "0", "5000",
+        {"edge/fra1/node-b", "acme", "2026-11-27 23", "100", "5000", "-4900", "1", "2", "0", "5000",
          "0.000000"},
     };
     ck_assert_int_eq(PQntuples(r), (int)(sizeof want / sizeof want[0]));
@@ -512,7 +518,11 @@ START_TEST(test_gpu_reconciliation_shows_the_node_that_under_reports)
     /* the auditor reads both views */
     gm_test_pg_exec(c, "SET ROLE gm_auditor");
     ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_reconciliation"), 4);
-    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_windows"), 5);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_windows"), 6);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_source_gaps WHERE source ="
+                              " 'edge/fra1/node-b/gpu' AND first_missing = 2 AND last_missing = 3"),
+                     1);
+    ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_source_gaps"), 1);
     ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.gpu_economics"), 5);
     ck_assert_int_eq(q_i64(c, "SELECT count(*) FROM audit.cost_cards"), 2);
     gm_test_pg_exec(c, "RESET ROLE");
