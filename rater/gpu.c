@@ -441,20 +441,18 @@ static int write_windows(gm_rater_gpu *g, cand *cs, size_t n_c, cols *c, char *e
         vals[i] = c->a[i].p;
     vals[N_COLS] = g->topic;
     PGresult *r = NULL;
-    int rc = exec_params(
-        g,
+    /* clang-format off */
+    static const char insert_sql[] =
         "INSERT INTO gm.gpu_windows (source, event_id, seq, site, device, policy, window_start,"
         " window_end, tenant, gpu_us, kernels, unattributed_us, event_time, kafka_topic,"
         " kafka_partition, kafka_offset)"
-        " SELECT source, event_id, seq, site, device, policy, " US_TS("ws") ", " US_TS(
-            "we") ", tenant, gpu_us, kernels, unattributed_us, " US_TS("tm") ", $17, part, off"
-                                                                             " FROM " UNNEST
-                                                                             " ORDER BY idx ON "
-                                                                             "CONFLICT DO NOTHING "
-                                                                             "RETURNING "
-                                                                             "kafka_partition,"
-                                                                             " kafka_offset",
-        N_COLS + 1, vals, "inserting gm.gpu_windows", &r, err, err_len);
+        " SELECT source, event_id, seq, site, device, policy, " US_TS("ws") ", " US_TS("we") ","
+        " tenant, gpu_us, kernels, unattributed_us, " US_TS("tm") ", $17, part, off"
+        " FROM " UNNEST " ORDER BY idx"
+        " ON CONFLICT DO NOTHING RETURNING kafka_partition, kafka_offset";
+    /* clang-format on */
+    int rc =
+        exec_params(g, insert_sql, N_COLS + 1, vals, "inserting gm.gpu_windows", &r, err, err_len);
     if (rc)
         return rc;
     size_t skipped = n_c - (size_t)PQntuples(r);
@@ -487,23 +485,24 @@ static int write_windows(gm_rater_gpu *g, cand *cs, size_t n_c, cols *c, char *e
     cols_close(c);
     for (int i = 0; i < N_COLS; i++)
         vals[i] = c->a[i].p;
-    rc = exec_params(
-        g,
+    /* clang-format off */
+    static const char classify_sql[] =
         "SELECT t.idx, e.event_id, e.seq, e.kafka_partition, e.kafka_offset,"
-        " (e.event_id = t.event_id AND e.seq = t.seq AND e.site = t.site AND e.device = t.device"
-        " AND e.policy = t.policy AND e.window_start = " US_TS("t.ws") " AND e.window_end = " US_TS(
-            "t.we") " AND e.tenant = t.tenant AND e.gpu_us = t.gpu_us"
-                    " AND e.kernels = t.kernels AND e.unattributed_us = t.unattributed_us"
-                    " AND e.event_time = " US_TS(
-                        "t.tm") ") AS same,"
-                                " (e.kafka_topic = $17 AND e.kafka_partition = t.part AND "
-                                "e.kafka_offset = t.off) AS self"
-                                " FROM " UNNEST " JOIN gm.gpu_windows e ON (e.source = t.source AND"
-                                " (e.event_id = t.event_id OR e.seq = t.seq)) OR (e.kafka_topic = "
-                                "$17 AND"
-                                " e.kafka_partition = t.part AND e.kafka_offset = t.off)"
-                                " ORDER BY t.idx, same DESC",
-        N_COLS + 1, vals, "classifying GPU windows", &r, err, err_len);
+        " (e.event_id = t.event_id AND e.seq = t.seq AND e.site = t.site"
+        "  AND e.device = t.device AND e.policy = t.policy"
+        "  AND e.window_start = " US_TS("t.ws") " AND e.window_end = " US_TS("t.we")
+        "  AND e.tenant = t.tenant AND e.gpu_us = t.gpu_us AND e.kernels = t.kernels"
+        "  AND e.unattributed_us = t.unattributed_us"
+        "  AND e.event_time = " US_TS("t.tm") ") AS same,"
+        " (e.kafka_topic = $17 AND e.kafka_partition = t.part AND e.kafka_offset = t.off) AS self"
+        " FROM " UNNEST
+        " JOIN gm.gpu_windows e"
+        "  ON (e.source = t.source AND (e.event_id = t.event_id OR e.seq = t.seq))"
+        "  OR (e.kafka_topic = $17 AND e.kafka_partition = t.part AND e.kafka_offset = t.off)"
+        " ORDER BY t.idx, same DESC";
+    /* clang-format on */
+    rc =
+        exec_params(g, classify_sql, N_COLS + 1, vals, "classifying GPU windows", &r, err, err_len);
     if (rc)
         return rc;
     for (int k = 0; k < PQntuples(r); k++) {
