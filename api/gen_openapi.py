@@ -55,6 +55,17 @@ schemas = {
         "rows": S("array", items=S("object", properties={
             "tenant": STR, "site": STR, "model": STR, "currency": STR, "amount_exact": DEC,
             "amount": DEC, "dimension_events": INT_TXT}))}),
+    "Economics": S("object", required=["period", "basis", "group_by", "rows"], properties={
+        "period": STR, "basis": S("string", enum=["requests", "windows"]), "group_by": S("array", items=STR), "rule": STR,
+        "rows": S("array", items=S("object", properties={
+            "site": STR, "tenant": STR, "model": STR, "revenue_currency": NSTR, "cost_currency": NSTR,
+            "input_tokens": INT_TXT, "cached_tokens": INT_TXT, "output_tokens": INT_TXT, "gpu_us": INT_TXT,
+            "revenue": DEC, "gpu_cost": {"type": ["string", "null"], "description": "exact decimal as text"},
+            "margin": {"type": ["string", "null"], "description": "revenue - gpu_cost; null when an hour has no cost card or the currencies differ"},
+            "cost_per_1m_output_tokens": {"type": ["string", "null"]},
+            "revenue_per_1m_output_tokens": {"type": ["string", "null"]},
+            "reference_per_1m_output_tokens": {"type": ["string", "null"]},
+            "hours_without_cost_card": INT_TXT}))}),
     "RevenueSeries": S("object", required=["from", "to", "bucket", "series"], properties={
         "from": STR, "to": STR, "bucket": S("string", enum=["day", "month"]), "basis": STR,
         "series": S("array", items=S("object", properties={
@@ -201,6 +212,10 @@ paths = {
                                q("from", "series: first month YYYY-MM", S("string", pattern=r"^[0-9]{4}-[0-9]{2}$")),
                                q("to", "series: month after the last (exclusive) YYYY-MM", S("string", pattern=r"^[0-9]{4}-[0-9]{2}$")),
                                q("bucket", "series: day (<= 366 days) or month (<= 120 months; default)", S("string", enum=["day", "month"]))], tags=["finance"])},
+    "/v1/economics": {"get": op("economics", "A month's unit economics: GPU cost by the sites' cost cards, list revenue, margin and cost per 1M output tokens by site, tenant and/or model, losing rows first (Accept: text/csv for CSV)", ["admin", "finance"],
+                                ok("Economics", csv=True),
+                                [dict(PERIOD, required=True), q("basis", "requests (per-request gpu_us, per model; default) or windows (attributed GPU windows, model *)", S("string", enum=["requests", "windows"])),
+                                 q("group_by", "comma-separated subset of site,tenant,model (default site)")], tags=["finance"])},
     "/v1/rerating-runs": {"post": op("rerate", "Re-rate a month with the current rate cards: line-by-line diff (dry_run) or appended corrections", ["finance"],
                                      dict(ok("ReratingResult", "201", "Applied"), **ok("ReratingResult", "200", "Dry run")), body="ReratingRequest", post=True, tags=["finance"]),
                           "get": op("listReratingRuns", "Applied re-rating runs, newest first", ["finance"], ok("ReratingRunList"),

@@ -51,6 +51,7 @@ static const api_handler handlers[API_R_COUNT] = {
     [API_R_CREDIT_NOTE_CREATE] = api__h_credit_note_create,
     [API_R_CREDIT_NOTES_LIST] = api__h_credit_notes_list,
     [API_R_REVENUE] = api__h_revenue,
+    [API_R_ECONOMICS] = api__h_economics,
     [API_R_RERATING_RUN] = api__h_rerating_run,
     [API_R_RERATING_RUNS_LIST] = api__h_rerating_runs_list,
     [API_R_USAGE] = api__h_usage,

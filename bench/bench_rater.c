@@ -389,6 +389,7 @@ int main(int argc, char **argv)
     job.cfg.db_conninfo = ci;
     job.cfg.batch_max = batch;
     job.cfg.metrics_addr = "";
+    job.cfg.gpu_topic = ""; /* usage events only, as before rater/gpu.c */
     pthread_t th;
     stop_rater = 0;
     pthread_create(&th, NULL, rater_thread, &job);

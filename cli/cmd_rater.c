@@ -27,6 +27,8 @@ int gm_cmd_rater(int argc, char **argv)
                       GM_OPT_STR, "Kafka bootstrap servers", 0, 0},
                      {"topic", "kafka.topic", "GRIDMETER_TOPIC", cfg.topic, GM_OPT_STR,
                       "usage event topic", 0, 0},
+                     {"gpu-topic", "kafka.gpu_topic", "GRIDMETER_GPU_TOPIC", cfg.gpu_topic,
+                      GM_OPT_STR, "gridmeter.gpu.v1 topic (GPU windows); empty for none", 0, 0},
                      {"group", "rater.group", "GRIDMETER_RATER_GROUP", cfg.group_id, GM_OPT_STR,
                       "consumer group (also the key of the offsets stored in PostgreSQL)", 0, 0},
                      {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
@@ -64,6 +66,7 @@ int gm_cmd_rater(int argc, char **argv)
     }
     cfg.brokers = gm_opt_str(opts, "brokers");
     cfg.topic = gm_opt_str(opts, "topic");
+    cfg.gpu_topic = gm_opt_str(opts, "gpu-topic");
     cfg.group_id = gm_opt_str(opts, "group");
     cfg.db_conninfo = gm_opt_str(opts, "db");
     cfg.rater_id = gm_opt_str(opts, "id");

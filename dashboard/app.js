@@ -666,6 +666,7 @@
     if (!data.rows.length) setMsg(msg, 'empty', 'No rated usage in ' + period + '. Choose another month.');
     else setMsg(msg, '', data.rows.length + ' rows: ' + data.basis + '.');
     await loadRevenueSeries(period);
+    await loadEconomics(period);
   }
 
   // Revenue over time: the chosen month day by day, or the 12 months up to it.
@@ -705,6 +706,45 @@
       'Revenue by ' + bucket + ', ' + from + ' to ' + to + ' (exclusive)');
     if (!rows.length) setMsg(msg, 'empty', 'No rated usage from ' + from + ' to ' + to + '.');
     else setMsg(msg, '', rows.length + ' ' + bucket + (rows.length === 1 ? '' : 's') + ', ' + from + ' to ' + to + ' (exclusive).');
+  }
+
+  // Unit economics (/v1/economics): rows losing money first (the API's order), cost per 1M
+  // output tokens beside the cost card's reference price.
+  let lastEconomics = null;
+  async function loadEconomics(period) {
+    const basis = $('fin-econ-basis').value, group = $('fin-econ-group').value, msg = $('fin-econ-msg');
+    setMsg(msg, 'loading', 'Loading unit economics…');
+    let data;
+    try {
+      data = await api('/v1/economics?period=' + encodeURIComponent(period) + '&basis=' + basis + '&group_by=' + group);
+    } catch (e) {
+      setMsg(msg, 'error', explain(e, 'unit economics'));
+      renderTable($('fin-econ-table'), [], [], [], null);
+      $('fin-econ-chart').replaceChildren();
+      return;
+    }
+    const cols = data.group_by;
+    const vals = ['revenue_currency', 'revenue', 'cost_currency', 'gpu_cost', 'margin', 'output_tokens', 'gpu_us',
+      'cost_per_1m_output_tokens', 'reference_per_1m_output_tokens', 'revenue_per_1m_output_tokens', 'hours_without_cost_card'];
+    const header = [...cols, ...vals];
+    const show = (v) => (v === null || v === undefined ? '' : v);
+    const rows = data.rows.map((r) => [...cols.map((c) => r[c]), ...vals.map((v) => show(r[v]))]);
+    const numeric = header.map((hd) => !cols.includes(hd) && !hd.endsWith('currency'));
+    renderTable($('fin-econ-table'), header, rows, numeric, null);
+    [...$('fin-econ-table').tBodies[0].rows].forEach((tr, i) => {
+      const m = data.rows[i].margin;
+      if (m !== null && m.startsWith('-')) tr.dataset.loss = 'true';
+    });
+    lastEconomics = { header, rows, name: 'economics-' + period + '-' + basis + '-' + group.replace(/,/g, '-') + '.csv' };
+    const withCost = data.rows.filter((r) => r.cost_per_1m_output_tokens !== null);
+    drawBars($('fin-econ-chart'),
+      withCost.map((r) => cols.map((c) => r[c]).join(' / ') + (r.reference_per_1m_output_tokens !== null ? ' (ref ' + r.reference_per_1m_output_tokens + ')' : '')),
+      withCost.map((r) => toPlot(r.cost_per_1m_output_tokens)), 'GPU cost per 1M output tokens ' + period + ' by ' + group);
+    const losing = data.rows.filter((r) => r.margin !== null && r.margin.startsWith('-')).length;
+    const uncosted = data.rows.filter((r) => r.hours_without_cost_card !== '0').length;
+    if (!data.rows.length) setMsg(msg, 'empty', 'No usage or GPU windows in ' + period + '.');
+    else setMsg(msg, '', data.rows.length + ' rows, ' + losing + ' losing money (listed first)' +
+      (uncosted ? '; ' + uncosted + ' with hours that no cost card prices (no margin: add a cost card)' : '') + '.');
   }
 
   // ---- operator ----------------------------------------------------------------------------
@@ -819,6 +859,11 @@
       download(lastRevenueSeries.name, 'text/csv', toCsv(lastRevenueSeries.header, lastRevenueSeries.rows));
     });
     $('fin-bucket').addEventListener('change', () => loadRevenueSeries($('fin-period').value));
+    $('fin-econ-csv').addEventListener('click', () => {
+      if (!lastEconomics || !lastEconomics.rows.length) { setMsg($('fin-econ-msg'), 'empty', 'Nothing to download: the table is empty.'); return; }
+      download(lastEconomics.name, 'text/csv', toCsv(lastEconomics.header, lastEconomics.rows));
+    });
+    for (const id of ['fin-econ-basis', 'fin-econ-group']) $(id).addEventListener('change', () => loadEconomics($('fin-period').value));
     $('fin-period').addEventListener('change', () => { writeHash({ period: $('fin-period').value }); loadFinance(); });
     $('fin-group').addEventListener('change', () => { writeHash({ fgroup: $('fin-group').value }); loadFinance(); });
     $('fin-open').addEventListener('click', () => { if ($('fin-tenant').value) { writeHash({ view: 'usage', tenant: $('fin-tenant').value }); route(); } });

@@ -13,6 +13,7 @@
 #include "gm_ledger.h"
 #include "gm_rating.h"
 #include "rater_int.h"
+#include "gpu_int.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ void gm_rater_config_init(gm_rater_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->brokers = GM_DEFAULT_KAFKA_BROKERS;
     cfg->topic = "gridmeter.usage.v1";
+    cfg->gpu_topic = "gridmeter.gpu.v1";
     cfg->group_id = "gridmeter-rater";
     cfg->db_conninfo = "";
     cfg->batch_max = 10000; /* bench_rater: faster and lower p99 than 5,000 on 2 cores */
@@ -592,6 +594,8 @@ static int process_batch(rater *r, size_t *committed)
 int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *err, size_t err_len)
 {
     rater *r = gm_xcalloc(1, sizeof *r);
+    gm_rater_gpu *gpu = NULL; /* the GPU window consumer (rater/gpu.c) */
+    bool idle_exit = false;
     r->cfg = cfg;
     r->stop = stop;
     for (int p = 0; p < MAX_PARTITIONS; p++)
@@ -642,6 +646,8 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
         goto out;
     }
     gm_rater_metrics_set_rk(r->rk, cfg->topic, r->stored, r->owned, MAX_PARTITIONS);
+    if ((rc = gm_rater_gpu_start(cfg, r->rater_id, stop, &gpu, err, err_len)))
+        goto out;
     if (cfg->metrics_addr && *cfg->metrics_addr &&
         (rc = gm_rater_metrics_start(cfg->metrics_addr, err, err_len)))
         goto out;
@@ -693,6 +699,7 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
         if (r->n_msgs == 0) {
             if (cfg->exit_idle_ms > 0 && gm_mono_us() - last_activity > cfg->exit_idle_ms * 1000) {
                 gm_info("rater", "msg=\"idle, exiting\" committed=%zu", committed);
+                idle_exit = true;
                 break;
             }
         } else {
@@ -758,6 +765,7 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
     gm_info("rater", "msg=\"rater stopping\" committed=%zu", committed);
     rc = 0;
 out:
+    gm_rater_gpu_stop(gpu, idle_exit);
     free_msgs(r);
     gm_rater_metrics_stop();
     gm_rater_metrics_set_rk(NULL, cfg->topic, NULL, NULL, 0);

@@ -31,7 +31,7 @@ else()
 endif()
 if(CURL_FOUND AND TARGET gridmeter)
     gm_add_test(NAME test_agent_gpu SOURCES test_agent_gpu.c test_agent_util.c test_node_util.c
-                LIBS gm_node gm_gpu PkgConfig::CURL LABELS integration TIMEOUT 240)
+                LIBS gm_node gm_gpu gm_ledger PkgConfig::CURL LABELS integration TIMEOUT 240)
     target_compile_definitions(test_agent_gpu PRIVATE GM_GRIDMETER="$<TARGET_FILE:gridmeter>")
     add_dependencies(test_agent_gpu gridmeter)
 else()

@@ -21,3 +21,7 @@ gm_add_test(NAME test_event_identity SOURCES test_event_identity.c LIBS gm_rater
             LABELS integration TIMEOUT 300)
 add_dependencies(test_event_identity gridmeter)
 gm_add_test(NAME test_identity_rules SOURCES test_identity_rules.c LIBS gm_rater LABELS unit)
+# GPU windows (rater/gpu.c): exactly once through SIGKILL, conflicts, reconciliation.
+gm_add_test(NAME test_rater_gpu SOURCES test_rater_gpu.c LIBS gm_rater_harness
+            LABELS integration TIMEOUT 600)
+add_dependencies(test_rater_gpu gridmeter)

@@ -313,8 +313,13 @@ pid_t h_rater_start(const h_env *e, const char *id, const char *const *extra)
                             "--session-timeout-ms",
                             "6000"};
     int n = 18;
-    for (int i = 0; extra && extra[i] && n < 38; i++)
+    bool gpu_topic = false;
+    for (int i = 0; extra && extra[i] && n < 38; i++) {
+        gpu_topic = gpu_topic || !strncmp(extra[i], "--gpu-topic", 11);
         argv[n++] = extra[i];
+    }
+    if (!gpu_topic)
+        argv[n++] = "--gpu-topic="; /* tests of usage events leave GPU windows off */
     argv[n] = NULL;
     gm_test_clock_to_children();
     pid_t pid = fork();

@@ -243,7 +243,7 @@ START_TEST(test_authorization_matrix_every_endpoint_every_role)
         }
         if (strstr(path, "/usage"))
             strcat(path, "?from=2026-10-01T00:00:00Z&to=2026-10-02T00:00:00Z");
-        if (!strcmp(path, "/v1/revenue"))
+        if (!strcmp(path, "/v1/revenue") || !strcmp(path, "/v1/economics"))
             strcat(path, "?period=2026-10");
         for (size_t k = 0; k < GM_ARRAY_LEN(who); k++) {
             char idem[64];
@@ -1610,6 +1610,71 @@ START_TEST(test_february_has_29_days_in_2028_and_28_in_2027)
 }
 END_TEST
 
+/* GET /v1/economics against a hand computation: site econ1 earns 1.40 + 3.00 for 2M output
+ * tokens and one GPU-hour that costs 2.50 there; econ2 earns 1.00 for two GPU-hours at 2.50
+ * and loses 4.00, so it comes first. CSV has the same numbers; customers may not see it. */
+START_TEST(test_economics_margin_and_cost_per_token_by_site)
+{
+    PGconn *c = db();
+    gm_test_pg_exec(c, "INSERT INTO gm.charges (tenant, hour, site, model, dimension, card_id,"
+                       " card_version, site_tier, currency, unit_price, quantity, amount, events)"
+                       " VALUES ('tecon', '2026-06-03 10:00+00', 'econ1', 'm1', 'output',"
+                       " 'list-usd', 1, NULL, 'USD', 0.0000007, 2000000, 1.40, 5),"
+                       " ('tecon', '2026-06-03 10:00+00', 'econ1', 'm1', 'gpu', 'list-usd', 1,"
+                       " NULL, 'USD', 0.000833333333, 3600000000, 3.00, 5),"
+                       " ('tecon', '2026-06-04 11:00+00', 'econ2', 'm1', 'gpu', 'list-usd', 1,"
+                       " NULL, 'USD', 0.000138888889, 7200000000, 1.00, 2)");
+    gm_test_pg_exec(c, "INSERT INTO gm.cost_cards (site, version, valid_from, currency,"
+                       " gpu_hour_cost, reference_per_1m_output) VALUES"
+                       " ('econ1', 1, '2026-06-01 00:00+00', 'USD', 2.50, 0.50),"
+                       " ('econ2', 1, '2026-06-01 00:00+00', 'USD', 2.50, NULL)");
+    PQfinish(c);
+    http_resp r;
+    http_do(F.port, "GET", "/v1/economics?period=2026-06", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    ck_assert_str_eq(jstr(j, "basis"), "requests");
+    cJSON *rows = cJSON_GetObjectItemCaseSensitive(j, "rows");
+    ck_assert_int_eq(cJSON_GetArraySize(rows), 2);
+    cJSON *lose = cJSON_GetArrayItem(rows, 0), *earn = cJSON_GetArrayItem(rows, 1);
+    ck_assert_str_eq(jstr(lose, "site"), "econ2");
+    ck_assert_str_eq(jstr(lose, "gpu_cost"), "5.000000000000000000");
+    ck_assert_str_eq(jstr(lose, "margin"), "-4.000000000000000000");
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(lose, "cost_per_1m_output_tokens")));
+    ck_assert_str_eq(jstr(earn, "site"), "econ1");
+    ck_assert_str_eq(jstr(earn, "output_tokens"), "2000000");
+    ck_assert_str_eq(jstr(earn, "gpu_us"), "3600000000");
+    ck_assert_str_eq(jstr(earn, "revenue"), "4.400000000000000000");
+    ck_assert_str_eq(jstr(earn, "gpu_cost"), "2.500000000000000000");
+    ck_assert_str_eq(jstr(earn, "margin"), "1.900000000000000000");
+    ck_assert_str_eq(jstr(earn, "cost_per_1m_output_tokens"), "1.250000000000000000");
+    ck_assert_str_eq(jstr(earn, "revenue_per_1m_output_tokens"), "2.200000000000000000");
+    ck_assert_str_eq(jstr(earn, "reference_per_1m_output_tokens"), "0.500000000000");
+    ck_assert_str_eq(jstr(earn, "hours_without_cost_card"), "0");
+    cJSON_Delete(j);
+    http_do(F.port, "GET", "/v1/economics?period=2026-06&group_by=site,model", F.finance, NULL,
+            NULL, "Accept: text/csv\r\n", &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(strstr(r.body, "site,model,revenue_currency,cost_currency,input_tokens,") ==
+                      r.body,
+                  "%s", r.body);
+    ck_assert_ptr_nonnull(strstr(r.body, "\r\necon1,m1,USD,USD,0,0,2000000,3600000000,"
+                                         "4.400000000000000000,2.500000000000000000,"
+                                         "1.900000000000000000,1.250000000000000000,"
+                                         "2.200000000000000000,0.500000000000,0\r\n"));
+    http_free(&r);
+    http_do(F.port, "GET", "/v1/economics?period=2026-06&basis=cupti", F.finance, NULL, NULL, NULL,
+            &r);
+    ck_assert_int_eq(r.status, 400);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"field\":\"basis\""));
+    http_free(&r);
+    http_do(F.port, "GET", "/v1/economics?period=2026-06", F.acme, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 403);
+    http_free(&r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -1632,6 +1697,7 @@ int main(void)
     tcase_add_test(tc, test_invoice_csv_and_usage_series);
     tcase_add_test(tc, test_spend_shows_commitment_and_prepaid_credit_of_the_draft);
     tcase_add_test(tc, test_rerating_over_the_api_is_idempotent_and_listed);
+    tcase_add_test(tc, test_economics_margin_and_cost_per_token_by_site);
     tcase_add_test(tc, test_ops_ingest_returns_the_raters_metrics_and_503_without_it);
     tcase_add_test(tc, test_bad_requests_are_4xx_and_leave_the_database_unchanged);
     tcase_add_test(tc, test_per_key_rate_limit_answers_429);

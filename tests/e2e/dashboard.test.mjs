@@ -491,6 +491,25 @@ async function main() {
         await shot(fp, '09d-finance-by-month');
         ok(`revenue over time: ${days.series.length} days and ${months.series.length} months equal the API`);
       }
+      // Unit economics: the table equals /v1/economics (losing rows first), per basis.
+      for (const basis of ['requests', 'windows']) {
+        if (basis !== 'requests') await pageResponse(fp, /\/v1\/economics\?.*basis=windows/, () => fp.selectOption('#fin-econ-basis', basis));
+        await fp.waitForFunction(() => !document.querySelector('#fin-econ-msg').classList.contains('loading'));
+        const econ = (await apiGet(FINANCE, `/v1/economics?period=${period}&basis=${basis}&group_by=site`)).body;
+        assert.ok(econ.rows.length > 0, `economics rows (${basis})`);
+        const vals = ['revenue_currency', 'revenue', 'cost_currency', 'gpu_cost', 'margin', 'output_tokens', 'gpu_us',
+          'cost_per_1m_output_tokens', 'reference_per_1m_output_tokens', 'revenue_per_1m_output_tokens', 'hours_without_cost_card'];
+        assert.deepEqual(await tableCells(fp, '#fin-econ-table'), econ.rows.map((r) => [r.site, ...vals.map((v) => (r[v] === null ? '' : r[v]))]),
+          `economics by site (${basis}) equals the API`);
+        if (basis === 'requests') {
+          assert.ok(econ.rows.every((r) => r.hours_without_cost_card === '0' && r.reference_per_1m_output_tokens === '0.600000000000'), 'the fleet card prices every hour');
+          const m = econ.rows.map((r) => r.margin);
+          const key = (x) => { const [i, f = ''] = x.replace('-', '').split('.'); return (x.startsWith('-') ? -1n : 1n) * BigInt(i + f.padEnd(18, '0')); };
+          for (let i = 1; i < m.length; i++) assert.ok(key(m[i - 1]) <= key(m[i]), 'losing rows first');
+        }
+        await shot(fp, `09e-finance-economics-${basis}`);
+        ok(`unit economics ${period} (${basis}): ${econ.rows.length} sites equal the API`);
+      }
       const [dl] = await Promise.all([fp.waitForEvent('download'), fp.click('#fin-csv')]);
       const f = path.join(ART, dl.suggestedFilename());
       await dl.saveAs(f);

@@ -111,15 +111,19 @@ recent=$((now - 600 > month0 ? now - 600 : month0))
 "$gm" loadgen --topic "$topic" --spool-dir "$work/spool" --sites 3 --nodes-per-site 2 --tenants 3 \
     --models 3 --start "$(date -u -d "@$recent" +%Y-%m-%dT%H:%M:%SZ)" --rate 2 --count 150 --seed 99 \
     --manifest "$work/manifest-recent.json" >>"$art/loadgen.log" 2>&1 || { tail -n 20 "$art/loadgen.log" >&2; fail "loadgen"; }
-"$gm" rater --topic "$topic" --group "$id" --db "dbname=$db" --metrics "" --exit-idle-ms 4000 \
+"$gm" rater --topic "$topic" --gpu-topic "" --group "$id" --db "dbname=$db" --metrics "" --exit-idle-ms 4000 \
     >"$art/rater.log" 2>&1 || { tail -n 20 "$art/rater.log" >&2; fail "rater"; }
 events=$(psql -X -qtA -d "$db" -c "SELECT count(*) FROM gm.ledger")
 [ "$events" -gt 0 ] || fail "the rater wrote no ledger rows (log: $art/rater.log)"
 say "$events events rated"
+# A fleet-wide cost card, for the finance view's unit economics (docs/api.md).
+psql -X -q -d "$db" -c "INSERT INTO gm.cost_cards (site, version, valid_from, currency, gpu_hour_cost,
+    reference_per_1m_output) VALUES ('*', 1, '2000-01-01 00:00+00', 'USD', 2.50, 0.60)" >/dev/null ||
+    fail "cost card insert"
 # A rater that stays up (same group: nothing left to rate) with its /metrics on a free port,
 # for the operator view's ingest numbers (GET /v1/ops/ingest reads them through the API).
 mport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$gm" rater --topic "$topic" --group "$id" --db "dbname=$db" --metrics "127.0.0.1:$mport" \
+"$gm" rater --topic "$topic" --gpu-topic "" --group "$id" --db "dbname=$db" --metrics "127.0.0.1:$mport" \
     >"$art/rater-live.log" 2>&1 &
 rater_pid=$!
 for _ in $(seq 1 100); do
