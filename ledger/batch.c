@@ -12,7 +12,8 @@
  *
  * Order inside the transaction:
  *   1 load uncached sources   2 dedupe by seq   3 ledger rows   4 charges
- *   5 sources (CAS)           6 rejected        7 offsets (CAS) 8 batch record   9 COMMIT
+ *   5 sources (CAS)           6 rejected        7 offsets (CAS) 7b chain digest (chain.c)
+ *   8 batch record            9 COMMIT
  */
 #include "gm_ingest.h"
 #include "gm_ledger.h"
@@ -247,6 +248,7 @@ struct gm_ledger_writer {
     sbuf buf;
     char *fmt;
     size_t fmt_cap;
+    gm_chain *chain; /* tamper evidence (ledger/chain.c) */
 };
 
 gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
@@ -255,6 +257,7 @@ gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
     w->conn = c;
     w->src_cap = 1024;
     w->src = gm_xcalloc(w->src_cap, sizeof *w->src);
+    w->chain = gm_chain_new();
     return w;
 }
 
@@ -289,6 +292,7 @@ void gm_ledger_writer_free(gm_ledger_writer *w)
     free(w->dup);
     free(w->buf.p);
     free(w->fmt);
+    gm_chain_free(w->chain);
     free(w);
 }
 
@@ -912,6 +916,8 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     if ((rc = write_offsets(w, b, err, err_len)))
         goto fail;
+    if ((rc = gm_chain_record_batch(w->chain, w->conn, b, w->dup, err, err_len)))
+        goto fail; /* the batch's digest, chained per partition (after the offsets' lock) */
     t[5] = gm_mono_us();
     gm_debug("ledger",
              "msg=\"batch steps\" rows=%zu sources_us=%lld ledger_us=%lld "

@@ -164,6 +164,42 @@ int gm_ledger_read_offsets(PGconn *c, const char *group_id, const char *topic,
                            const int32_t *partitions, size_t n, int64_t *next_out, char *err,
                            size_t err_len) GM_MUSTCHECK;
 
+/* ---- Tamper evidence (ledger/chain.c, ledger/chain_verify.c; docs/auditors.md) -----------
+ * Every committed batch writes, per Kafka partition, one gm.chain_batches row: SHA-256 over
+ * the canonical bytes of what it wrote (scheme 1), chained to the partition's previous
+ * batch. Finalized invoices, credit notes and re-rating runs are chained by triggers
+ * (sql/0011_chain.sql). */
+typedef struct gm_chain gm_chain;
+gm_chain *gm_chain_new(void);
+void gm_chain_free(gm_chain *c);
+/* In the batch's open transaction, after the offsets' compare-and-set: appends one chain
+ * row per partition of `b`; dup[i] is 1 for rows not inserted (duplicates). */
+int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
+                          const unsigned char *dup, char *err, size_t err_len) GM_MUSTCHECK;
+
+typedef struct gm_chain_verify_opts {
+    int64_t from_us, to_us;  /* batches and documents recorded in [from, to); 0: unbounded */
+    const char *anchor_path; /* NULL: no anchor file */
+    /* Called about twice a second (may be NULL): rows verified so far of about `total`. */
+    void (*progress)(void *arg, int64_t done, int64_t total, double elapsed_s);
+    void *arg;
+} gm_chain_verify_opts;
+
+typedef struct gm_chain_report {
+    int64_t batches, chains, rows, rejects, documents, doc_chains, anchors;
+    int64_t problems;    /* mismatches found (0: everything verified) */
+    char first[4096];    /* the first mismatch: what and where, what differs */
+    double elapsed_s;
+} gm_chain_report;
+
+/* Recomputes every digest from the rows, checks the links, offsets, the state tables and the
+ * anchors. Returns 0 with rep->problems (0 = sound), or an error code when verification could
+ * not run (then err says why). */
+int gm_chain_verify(PGconn *c, const gm_chain_verify_opts *o, gm_chain_report *rep, char *err,
+                    size_t err_len) GM_MUSTCHECK;
+/* Writes the chain heads as an anchor (docs/auditors.md, "Anchors") to out. */
+int gm_chain_anchor(PGconn *c, FILE *out, int64_t now_us, char *err, size_t err_len) GM_MUSTCHECK;
+
 /* ---- Seq ranges (exposed for tests) ------------------------------------------------------*/
 typedef struct gm_seqset {
     int64_t (*r)[2]; /* sorted, disjoint, non-adjacent inclusive ranges [lo, hi] */

@@ -16,3 +16,5 @@ gm_add_test(NAME test_pipeline_integration SOURCES test_pipeline_integration.c
 add_dependencies(test_pipeline_integration gridmeter)
 gm_add_test(NAME test_ledger_writer SOURCES test_ledger_writer.c LIBS gm_ledger gm_ingest
             LABELS integration TIMEOUT 120)
+gm_add_test(NAME test_chain SOURCES test_chain.c LIBS gm_ledger gm_ingest LABELS integration
+            TIMEOUT 120)

@@ -1,0 +1,571 @@
+/* Tamper evidence, writing side: the digest of a rater batch, per partition, chained to the
+ * previous batch of the partition and stored in the batch's own transaction.
+ *
+ * DESIGN. The digest covers the LOGICAL content of what the batch wrote (the event contract
+ * fields, tenant, card reference, exact amounts; the rejected messages; the changes to the
+ * charges; the offsets moved), never the storage layout, so that a change of column types
+ * or indexes does not change a digest. The canonical bytes (scheme 1, docs/auditors.md
+ * "Tamper evidence") are built from the rows in memory, exactly as `gridmeter audit verify`
+ * (ledger/chain_verify.c), the audit.chain_batch_check view and examples/verify_chain.py
+ * rebuild them from the rows PostgreSQL holds. Concurrency: the hook runs after the offsets'
+ * compare-and-set, whose row lock serializes every writer of a partition until COMMIT, so
+ * reading the chain head and appending to it cannot race.
+ */
+#include "chain_int.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const dim_names[GM_LEDGER_DIMS] = {"input", "cached", "output", "gpu"};
+
+/* ---- Canonical encoding ---------------------------------------------------------------------*/
+void chain__reserve(chain__buf *b, size_t extra)
+{
+    if (b->n + extra + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->n + extra + 1)
+            cap *= 2;
+        b->p = gm_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+}
+
+void chain__put(chain__buf *b, const char *s, size_t len)
+{
+    chain__reserve(b, len);
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    b->p[b->n] = '\0';
+}
+
+void chain__f(chain__buf *b, const char *s, size_t len)
+{
+    char t[24];
+    int k = snprintf(t, sizeof t, "%zu:", len);
+    chain__put(b, t, (size_t)k);
+    chain__put(b, s, len);
+}
+
+void chain__fs(chain__buf *b, const char *s)
+{
+    if (!s)
+        chain__put(b, "-", 1);
+    else
+        chain__f(b, s, strlen(s));
+}
+
+void chain__fi(chain__buf *b, int64_t v)
+{
+    char t[24];
+    int k = snprintf(t, sizeof t, "%lld", (long long)v);
+    chain__f(b, t, (size_t)k);
+}
+
+size_t chain__dec_text(gm_i128 v, int scale, char *out, size_t out_len)
+{
+    size_t n = gm_dec_format(v, scale, out, out_len);
+    return chain__trim_dec(out, n);
+}
+
+size_t chain__trim_dec(char *s, size_t n)
+{
+    if (memchr(s, '.', n)) {
+        while (n > 0 && s[n - 1] == '0')
+            n--;
+        if (n > 0 && s[n - 1] == '.')
+            n--;
+        s[n] = '\0';
+    }
+    if (n == 2 && s[0] == '-' && s[1] == '0') { /* "-0.000" -> "0" */
+        s[0] = '0';
+        s[1] = '\0';
+        n = 1;
+    }
+    return n;
+}
+
+void chain__fd(chain__buf *b, gm_i128 v, int scale)
+{
+    char t[64];
+    size_t n = chain__dec_text(v, scale, t, sizeof t);
+    chain__f(b, t, n);
+}
+
+/* A JSON string of s, escaped as PostgreSQL's to_json(text) does. */
+void chain__json_str(chain__buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t len = strlen(s);
+    chain__reserve(b, len * 6 + 2);
+    b->p[b->n++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *e = NULL;
+        switch (c) {
+        case '"':
+            e = "\\\"";
+            break;
+        case '\\':
+            e = "\\\\";
+            break;
+        case '\b':
+            e = "\\b";
+            break;
+        case '\f':
+            e = "\\f";
+            break;
+        case '\n':
+            e = "\\n";
+            break;
+        case '\r':
+            e = "\\r";
+            break;
+        case '\t':
+            e = "\\t";
+            break;
+        default:
+            break;
+        }
+        if (e) {
+            b->p[b->n++] = e[0];
+            b->p[b->n++] = e[1];
+        } else if (c < 0x20) {
+            memcpy(b->p + b->n, "\\u00", 4);
+            b->n += 4;
+            b->p[b->n++] = hex[c >> 4];
+            b->p[b->n++] = hex[c & 15];
+        } else {
+            b->p[b->n++] = (char)c;
+        }
+    }
+    b->p[b->n++] = '"';
+    b->p[b->n] = '\0';
+}
+
+void chain__hex(const unsigned char d[32], char out[65])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+/* The header record "B". */
+void chain__header(chain__buf *b, const chain__head *h)
+{
+    chain__put(b, "B", 1);
+    chain__fs(b, "1");
+    chain__fs(b, h->group_id);
+    chain__fs(b, h->topic);
+    chain__fi(b, h->partition);
+    chain__fi(b, h->seq);
+    chain__fi(b, h->from_offset);
+    chain__fi(b, h->next_offset);
+    chain__fi(b, h->rows);
+    chain__fi(b, h->rejects);
+    chain__fi(b, h->duplicates);
+    for (int d = 0; d < GM_LEDGER_DIMS; d++)
+        chain__fd(b, h->qty[d], 0);
+    for (int d = 0; d < GM_LEDGER_DIMS; d++)
+        chain__fd(b, h->amount_e18[d], 18);
+    chain__fs(b, h->prev_hex);
+    chain__put(b, "\n", 1);
+}
+
+/* One ledger row, record "L". */
+static void put_row(chain__buf *b, const gm_ledger_row *row)
+{
+    const gm_event *ev = row->ev;
+    chain__put(b, "L", 1);
+    chain__fi(b, row->offset);
+    chain__fs(b, ev->tenant);
+    chain__fi(b, ev->time_us);
+    chain__fs(b, ev->source);
+    chain__fs(b, ev->id);
+    chain__fi(b, (int64_t)ev->seq);
+    chain__fs(b, ev->site);
+    chain__fs(b, ev->model);
+    chain__fs(b, ev->request_id[0] ? ev->request_id : NULL); /* "" is stored as NULL */
+    chain__fi(b, ev->input_tokens);
+    chain__fi(b, ev->cached_tokens);
+    chain__fi(b, ev->output_tokens);
+    chain__fi(b, ev->gpu_us);
+    chain__fs(b, row->site_tier);
+    chain__fs(b, row->card_id);
+    chain__fi(b, row->card_version);
+    chain__fs(b, row->currency);
+    for (int d = 0; d < GM_LEDGER_DIMS; d++)
+        chain__fd(b, row->amount_e18[d], 18);
+    chain__fi(b, (int64_t)row->flags);
+    chain__put(b, "\n", 1);
+}
+
+void chain__hexbytes(chain__buf *b, const void *data, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *d = data;
+    char t[24];
+    int k = snprintf(t, sizeof t, "%zu:", len * 2);
+    chain__put(b, t, (size_t)k);
+    chain__reserve(b, len * 2);
+    for (size_t i = 0; i < len; i++) {
+        b->p[b->n++] = hex[d[i] >> 4];
+        b->p[b->n++] = hex[d[i] & 15];
+    }
+    b->p[b->n] = '\0';
+}
+
+/* One rejected message, record "R". */
+static void put_reject(chain__buf *b, const gm_ledger_reject *r)
+{
+    chain__put(b, "R", 1);
+    chain__fi(b, r->offset);
+    if (r->key)
+        chain__hexbytes(b, r->key, r->key_len);
+    else
+        chain__put(b, "-", 1);
+    chain__hexbytes(b, r->payload ? r->payload : "", r->payload_len);
+    chain__fs(b, r->reason);
+    chain__put(b, "\n", 1);
+}
+
+/* ---- Charges of one partition ---------------------------------------------------------------*/
+typedef struct ch_entry {
+    bool used;
+    uint64_t hash;
+    const gm_ledger_row *row;
+    int dim;
+    int64_t hour_us;
+    int64_t price_p;
+    gm_i128 qty;
+    gm_i128 amount_e18;
+    int64_t events;
+} ch_entry;
+
+struct gm_chain {
+    ch_entry *ch;
+    size_t ch_cap;
+    chain__buf head, recs, json;
+};
+
+gm_chain *gm_chain_new(void)
+{
+    return gm_xcalloc(1, sizeof(gm_chain));
+}
+
+void gm_chain_free(gm_chain *c)
+{
+    if (!c)
+        return;
+    free(c->ch);
+    free(c->head.p);
+    free(c->recs.p);
+    free(c->json.p);
+    free(c);
+}
+
+static uint64_t fnv(const void *data, size_t len, uint64_t h)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static uint64_t key_hash(const gm_ledger_row *row, int dim, int64_t hour_us, int64_t price)
+{
+    const gm_event *ev = row->ev;
+    uint64_t h = 14695981039346656037ULL;
+    h = fnv(ev->tenant, strlen(ev->tenant) + 1, h);
+    h = fnv(ev->site, strlen(ev->site) + 1, h);
+    h = fnv(ev->model, strlen(ev->model) + 1, h);
+    h = fnv(row->card_id, strlen(row->card_id) + 1, h);
+    h = fnv(&row->card_version, sizeof row->card_version, h);
+    h = fnv(&dim, sizeof dim, h);
+    h = fnv(&hour_us, sizeof hour_us, h);
+    h = fnv(&price, sizeof price, h);
+    return h;
+}
+
+static bool key_same(const ch_entry *c, const gm_ledger_row *row, int dim, int64_t hour_us,
+                     int64_t price)
+{
+    const gm_event *a = c->row->ev, *e = row->ev;
+    return c->dim == dim && c->hour_us == hour_us && c->price_p == price &&
+           c->row->card_version == row->card_version && !strcmp(a->tenant, e->tenant) &&
+           !strcmp(a->site, e->site) && !strcmp(a->model, e->model) &&
+           !strcmp(c->row->card_id, row->card_id);
+}
+
+/* gm.charges' key order: tenant, hour, site, model, dimension, card_id, card_version,
+ * unit_price (strings by bytes). */
+static int key_cmp(const void *pa, const void *pb)
+{
+    const ch_entry *a = pa, *b = pb;
+    const gm_event *x = a->row->ev, *y = b->row->ev;
+    int c;
+    if ((c = strcmp(x->tenant, y->tenant)))
+        return c;
+    if (a->hour_us != b->hour_us)
+        return a->hour_us < b->hour_us ? -1 : 1;
+    if ((c = strcmp(x->site, y->site)))
+        return c;
+    if ((c = strcmp(x->model, y->model)))
+        return c;
+    if ((c = strcmp(dim_names[a->dim], dim_names[b->dim])))
+        return c;
+    if ((c = strcmp(a->row->card_id, b->row->card_id)))
+        return c;
+    if (a->row->card_version != b->row->card_version)
+        return a->row->card_version < b->row->card_version ? -1 : 1;
+    if (a->price_p != b->price_p)
+        return a->price_p < b->price_p ? -1 : 1;
+    return 0;
+}
+
+/* Sums the partition's inserted rows into charges as the writer does (a dimension counts
+ * when its quantity or amount is not zero), sorted by key; returns how many. */
+static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned char *dup, int32_t p,
+                       size_t n_rows, size_t *n_out, char *err, size_t err_len)
+{
+    size_t need = 64;
+    while (need < n_rows * GM_LEDGER_DIMS * 2)
+        need *= 2;
+    if (c->ch_cap < need) {
+        free(c->ch);
+        c->ch = gm_xcalloc(need, sizeof *c->ch);
+        c->ch_cap = need;
+    } else {
+        memset(c->ch, 0, need * sizeof *c->ch);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        const gm_ledger_row *row = &b->rows[i];
+        if (dup[i] || row->partition != p)
+            continue;
+        const gm_event *ev = row->ev;
+        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
+                                       ev->gpu_us};
+        int64_t hour_us = ev->time_us - ev->time_us % GM_US_PER_HOUR;
+        for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+            if (qty[d] == 0 && row->amount_e18[d] == 0)
+                continue;
+            int64_t price = row->unit_price_p[d];
+            uint64_t h = key_hash(row, d, hour_us, price);
+            size_t j = h & (need - 1);
+            while (c->ch[j].used &&
+                   !(c->ch[j].hash == h && key_same(&c->ch[j], row, d, hour_us, price)))
+                j = (j + 1) & (need - 1);
+            ch_entry *e = &c->ch[j];
+            if (!e->used) {
+                e->used = true;
+                e->hash = h;
+                e->row = row;
+                e->dim = d;
+                e->hour_us = hour_us;
+                e->price_p = price;
+                n++;
+            }
+            if (gm_i128_add(e->qty, qty[d], &e->qty) ||
+                gm_i128_add(e->amount_e18, row->amount_e18[d], &e->amount_e18))
+                return gm_fail(err, err_len, GM_ERANGE, "chain: charge sum overflows");
+            e->events++;
+        }
+    }
+    size_t k = 0;
+    for (size_t j = 0; j < need && k < n; j++)
+        if (c->ch[j].used)
+            c->ch[k++] = c->ch[j];
+    qsort(c->ch, k, sizeof *c->ch, key_cmp);
+    *n_out = k;
+    return 0;
+}
+
+/* The 13 strings of a charge change, in the order of gm.chain_batches.charges. */
+static void charge_fields(const ch_entry *e, char f[13][64], const char *s[13])
+{
+    const gm_event *ev = e->row->ev;
+    s[0] = ev->tenant;
+    snprintf(f[1], 64, "%lld", (long long)e->hour_us);
+    s[1] = f[1];
+    s[2] = ev->site;
+    s[3] = ev->model;
+    s[4] = dim_names[e->dim];
+    s[5] = e->row->card_id;
+    snprintf(f[6], 64, "%lld", (long long)e->row->card_version);
+    s[6] = f[6];
+    s[7] = e->row->site_tier;
+    s[8] = e->row->currency;
+    chain__dec_text(e->price_p, GM_PRICE_SCALE, f[9], 64);
+    s[9] = f[9];
+    chain__dec_text(e->qty, 0, f[10], 64);
+    s[10] = f[10];
+    chain__dec_text(e->amount_e18, 18, f[11], 64);
+    s[11] = f[11];
+    snprintf(f[12], 64, "%lld", (long long)e->events);
+    s[12] = f[12];
+}
+
+/* ---- The hook --------------------------------------------------------------------------------*/
+static int read_heads(PGconn *conn, const gm_ledger_batch *b, int64_t *seq, char (*hex)[65],
+                      char *err, size_t err_len)
+{
+    chain__buf q = {0};
+    chain__put(&q, "{", 1);
+    for (size_t k = 0; k < b->n_pos; k++) {
+        char t[16];
+        int n = snprintf(t, sizeof t, "%s%d", k ? "," : "", b->pos[k].partition);
+        chain__put(&q, t, (size_t)n);
+        seq[k] = 0;
+        memset(hex[k], '0', 64);
+        hex[k][64] = '\0';
+    }
+    chain__put(&q, "}", 1);
+    const char *params[3] = {b->group_id, b->topic, q.p};
+    PGresult *r =
+        PQexecParams(conn,
+                     "SELECT DISTINCT ON (partition) partition, seq, encode(digest, 'hex')"
+                     " FROM gm.chain_batches WHERE group_id = $1 AND topic = $2"
+                     " AND partition = ANY($3::int[]) ORDER BY partition, seq DESC",
+                     3, NULL, params, NULL, NULL, 0);
+    free(q.p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = gm_pg_fail(conn, r, "reading the chain heads", err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        int32_t p = (int32_t)atol(PQgetvalue(r, i, 0));
+        for (size_t k = 0; k < b->n_pos; k++)
+            if (b->pos[k].partition == p) {
+                seq[k] = atoll(PQgetvalue(r, i, 1));
+                snprintf(hex[k], 65, "%s", PQgetvalue(r, i, 2));
+            }
+    }
+    PQclear(r);
+    return 0;
+}
+
+int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
+                          const unsigned char *dup, char *err, size_t err_len)
+{
+    if (b->n_pos == 0)
+        return 0;
+    int64_t *head_seq = gm_xcalloc(b->n_pos, sizeof *head_seq);
+    char(*head_hex)[65] = gm_xcalloc(b->n_pos, sizeof *head_hex);
+    int rc = read_heads(conn, b, head_seq, head_hex, err, err_len);
+    for (size_t k = 0; rc == 0 && k < b->n_pos; k++) {
+        const gm_ledger_pos *pos = &b->pos[k];
+        int32_t p = pos->partition;
+        chain__head h = {
+            b->group_id, b->topic, p,   head_seq[k] + 1, pos->expected, pos->next, 0, 0,
+            0,           {0},      {0}, head_hex[k]};
+        c->recs.n = 0;
+        int64_t first = INT64_MAX;
+        size_t n_part = 0;
+        for (size_t i = 0; i < b->n_rows; i++) {
+            const gm_ledger_row *row = &b->rows[i];
+            if (row->partition != p)
+                continue;
+            n_part++;
+            if (row->offset < first)
+                first = row->offset;
+            if (dup[i]) {
+                h.duplicates++;
+                continue;
+            }
+            h.rows++;
+            const gm_event *ev = row->ev;
+            int64_t q[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
+                                         ev->gpu_us};
+            for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+                h.qty[d] += q[d];
+                h.amount_e18[d] += row->amount_e18[d]; /* bounded by gm.charges' sums */
+            }
+            put_row(&c->recs, row);
+        }
+        for (size_t i = 0; i < b->n_rejects; i++) {
+            const gm_ledger_reject *rj = &b->rejects[i];
+            if (rj->partition != p)
+                continue;
+            if (rj->offset < first)
+                first = rj->offset;
+            h.rejects++;
+            put_reject(&c->recs, rj);
+        }
+        if (h.from_offset < 0)
+            h.from_offset = first; /* the partition's first batch: from its first message */
+        size_t n_ch = 0;
+        if ((rc = sum_charges(c, b, dup, p, n_part, &n_ch, err, err_len)))
+            break;
+        c->json.n = 0;
+        chain__put(&c->json, "[", 1);
+        for (size_t j = 0; j < n_ch; j++) {
+            char f[13][64];
+            const char *s[13];
+            charge_fields(&c->ch[j], f, s);
+            chain__put(&c->recs, "C", 1);
+            chain__put(&c->json, j ? ",[" : "[", j ? 2 : 1);
+            for (int x = 0; x < 13; x++) {
+                chain__fs(&c->recs, s[x]);
+                if (x)
+                    chain__put(&c->json, ",", 1);
+                if (s[x])
+                    chain__json_str(&c->json, s[x]);
+                else
+                    chain__put(&c->json, "null", 4);
+            }
+            chain__put(&c->recs, "\n", 1);
+            chain__put(&c->json, "]", 1);
+        }
+        chain__put(&c->json, "]", 1);
+        c->head.n = 0;
+        chain__header(&c->head, &h);
+        unsigned char md[32];
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
+            !EVP_DigestUpdate(ctx, c->head.p, c->head.n) ||
+            !EVP_DigestUpdate(ctx, c->recs.p ? c->recs.p : "", c->recs.n) ||
+            !EVP_DigestFinal_ex(ctx, md, NULL))
+            abort(); /* libcrypto without SHA-256 is a broken installation */
+        EVP_MD_CTX_free(ctx);
+        char v[17][64];
+        snprintf(v[0], 64, "%d", p);
+        snprintf(v[1], 64, "%lld", (long long)h.seq);
+        snprintf(v[2], 64, "%lld", (long long)h.from_offset);
+        snprintf(v[3], 64, "%lld", (long long)h.next_offset);
+        snprintf(v[4], 64, "%lld", (long long)h.rows);
+        snprintf(v[5], 64, "%lld", (long long)h.rejects);
+        snprintf(v[6], 64, "%lld", (long long)h.duplicates);
+        for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+            chain__dec_text(h.qty[d], 0, v[7 + d], 64);
+            chain__dec_text(h.amount_e18[d], 18, v[11 + d], 64);
+        }
+        char prev[68] = "\\x", dig[68] = "\\x", hex[65];
+        snprintf(prev + 2, 66, "%s", head_hex[k]);
+        chain__hex(md, hex);
+        snprintf(dig + 2, 66, "%s", hex);
+        const char *params[20] = {b->group_id, b->topic, v[0],  v[1],      v[2], v[3],  v[4],
+                                  v[5],        v[6],     v[7],  v[8],      v[9], v[10], v[11],
+                                  v[12],       v[13],    v[14], c->json.p, prev, dig};
+        PGresult *r = PQexecParams(
+            conn,
+            "INSERT INTO gm.chain_batches (group_id, topic, partition, seq, from_offset,"
+            " next_offset, rows, rejects, duplicates, input_tokens, cached_tokens, output_tokens,"
+            " gpu_us, amount_input, amount_cached, amount_output, amount_gpu, charges,"
+            " prev_digest, digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+            " $13, $14, $15, $16, $17, $18, $19, $20)",
+            20, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = gm_pg_fail(conn, r, "recording the batch digest", err, err_len);
+        PQclear(r);
+    }
+    free(head_seq);
+    free(head_hex);
+    return rc;
+}
