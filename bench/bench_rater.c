@@ -5,6 +5,8 @@
  *   bench_rater [events=300000] [partitions=6] [batch=10000]
  * GM_BENCH_ROLLUP=off drops the daily-rollup triggers on gm.charges (sql/0008) first: the
  * rater as it was before them, for the before/after comparison of bench/rollup_cost.sh.
+ * GM_BENCH_CHAIN=off skips the batch digests (ledger/chain.c), for bench/chain_cost.sh; with
+ * them on, the time spent recording them is printed as a share of the rater's time.
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
  * and drops its own database and topic. Prints a table and writes bench_rater.csv (latency
  * percentiles) into the current directory. */
@@ -335,6 +337,10 @@ int main(int argc, char **argv)
         exec_ok(c, "DROP TRIGGER charges_rollup_ins ON gm.charges;"
                    " DROP TRIGGER charges_rollup_upd ON gm.charges");
     printf("bench_rater: daily rollup triggers on gm.charges: %s\n", rollup_off ? "off" : "on");
+    const char *chain = getenv("GM_BENCH_CHAIN");
+    gm_chain__bench_off = chain && !strcmp(chain, "off");
+    printf("bench_rater: batch digests (tamper evidence): %s\n",
+           gm_chain__bench_off ? "off" : "on");
 
     printf("bench_rater: %lld events, %d partitions, batch %d, PostgreSQL %d, 2-core host\n",
            (long long)n_events, partitions, batch, PQserverVersion(c));
@@ -386,6 +392,14 @@ int main(int argc, char **argv)
     double rate = span > 0 ? ((double)n_events - first) / span : 0;
     printf("  end to end: Kafka -> ledger + charges      %10.0f events/s  (%.2f of the ceiling)\n",
            rate, rate / ceiling);
+    if (!gm_chain__bench_off) {
+        int64_t busy = __atomic_load_n(&gm_chain__busy_us, __ATOMIC_RELAXED);
+        int64_t nb = __atomic_load_n(&gm_chain__batches, __ATOMIC_RELAXED);
+        printf("  batch digests: %lld partition-batches, %.1f ms in all, %.0f us each: %.2f%% of"
+               " the rater's time\n",
+               (long long)nb, (double)busy / 1e3, nb ? (double)busy / (double)nb : 0.0,
+               span > 0 ? 100.0 * (double)busy / 1e6 / span : 0.0);
+    }
 
     /* 3. Latency at half that rate, for ~10 s. */
     double half = rate / 2;

@@ -19,6 +19,9 @@
 
 static const char *const dim_names[GM_LEDGER_DIMS] = {"input", "cached", "output", "gpu"};
 
+bool gm_chain__bench_off;
+int64_t gm_chain__busy_us, gm_chain__batches;
+
 /* ---- Canonical encoding ---------------------------------------------------------------------*/
 void chain__reserve(chain__buf *b, size_t extra)
 {
@@ -39,12 +42,30 @@ void chain__put(chain__buf *b, const char *s, size_t len)
     b->p[b->n] = '\0';
 }
 
+/* Decimal digits of v into the end of t[24]; returns where they start (snprintf is most of
+ * the cost of a record otherwise). */
+static char *u64_text(uint64_t v, char t[24])
+{
+    char *p = t + 24;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return p;
+}
+
 void chain__f(chain__buf *b, const char *s, size_t len)
 {
     char t[24];
-    int k = snprintf(t, sizeof t, "%zu:", len);
-    chain__put(b, t, (size_t)k);
-    chain__put(b, s, len);
+    char *d = u64_text(len, t);
+    size_t dn = (size_t)(t + 24 - d);
+    chain__reserve(b, dn + 1 + len);
+    memcpy(b->p + b->n, d, dn);
+    b->n += dn;
+    b->p[b->n++] = ':';
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    b->p[b->n] = '\0';
 }
 
 void chain__fs(chain__buf *b, const char *s)
@@ -57,15 +78,54 @@ void chain__fs(chain__buf *b, const char *s)
 
 void chain__fi(chain__buf *b, int64_t v)
 {
-    char t[24];
-    int k = snprintf(t, sizeof t, "%lld", (long long)v);
-    chain__f(b, t, (size_t)k);
+    char t[25];
+    char *d = u64_text(v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, t + 1);
+    if (v < 0)
+        *--d = '-';
+    chain__f(b, d, (size_t)(t + 25 - d));
 }
 
 size_t chain__dec_text(gm_i128 v, int scale, char *out, size_t out_len)
 {
-    size_t n = gm_dec_format(v, scale, out, out_len);
-    return chain__trim_dec(out, n);
+    /* Digits least significant first; 64-bit division while the value fits (a 128-bit
+     * division per digit made this the hook's main cost). */
+    char dig[48];
+    size_t n = 0;
+    unsigned __int128 u =
+        v < 0 ? (unsigned __int128)0 - (unsigned __int128)v : (unsigned __int128)v;
+    while (u > UINT64_MAX) {
+        dig[n++] = (char)('0' + (int)(u % 10));
+        u /= 10;
+    }
+    uint64_t x = (uint64_t)u;
+    do {
+        dig[n++] = (char)('0' + (int)(x % 10));
+        x /= 10;
+    } while (x);
+    size_t lo = 0; /* trailing fraction zeros are dropped */
+    while (lo < (size_t)scale && lo < n && dig[lo] == '0')
+        lo++;
+    if (lo == n) { /* zero */
+        snprintf(out, out_len, "0");
+        return 1;
+    }
+    char t[96];
+    size_t w = 0;
+    if (v < 0)
+        t[w++] = '-';
+    size_t int_digits = n > (size_t)scale ? n - (size_t)scale : 0;
+    if (int_digits == 0)
+        t[w++] = '0';
+    for (size_t k = n; k > (size_t)scale; k--)
+        t[w++] = dig[k - 1];
+    if (lo < (size_t)scale) {
+        t[w++] = '.';
+        for (size_t k = (size_t)scale; k > lo; k--)
+            t[w++] = k <= n ? dig[k - 1] : '0';
+    }
+    t[w] = '\0';
+    snprintf(out, out_len, "%s", t);
+    return w < out_len ? w : (out_len ? out_len - 1 : 0);
 }
 
 size_t chain__trim_dec(char *s, size_t n)
@@ -87,6 +147,10 @@ size_t chain__trim_dec(char *s, size_t n)
 
 void chain__fd(chain__buf *b, gm_i128 v, int scale)
 {
+    if (v == 0) {
+        chain__put(b, "1:0", 3);
+        return;
+    }
     char t[64];
     size_t n = chain__dec_text(v, scale, t, sizeof t);
     chain__f(b, t, n);
@@ -330,23 +394,37 @@ static int key_cmp(const void *pa, const void *pb)
 
 /* Sums the partition's inserted rows into charges as the writer does (a dimension counts
  * when its quantity or amount is not zero), sorted by key; returns how many. */
-static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned char *dup, int32_t p,
-                       size_t n_rows, size_t *n_out, char *err, size_t err_len)
+static void ch_grow(gm_chain *c)
 {
-    size_t need = 64;
-    while (need < n_rows * GM_LEDGER_DIMS * 2)
-        need *= 2;
-    if (c->ch_cap < need) {
-        free(c->ch);
-        c->ch = gm_xcalloc(need, sizeof *c->ch);
-        c->ch_cap = need;
-    } else {
-        memset(c->ch, 0, need * sizeof *c->ch);
+    size_t old_cap = c->ch_cap;
+    ch_entry *old = c->ch;
+    c->ch_cap = old_cap ? old_cap * 2 : 4096;
+    c->ch = gm_xcalloc(c->ch_cap, sizeof *c->ch);
+    for (size_t i = 0; i < old_cap; i++) {
+        if (!old[i].used)
+            continue;
+        size_t j = old[i].hash & (c->ch_cap - 1);
+        while (c->ch[j].used)
+            j = (j + 1) & (c->ch_cap - 1);
+        c->ch[j] = old[i];
     }
+    free(old);
+}
+
+/* Sums the batch's inserted rows (every partition) into charges as the writer does (a
+ * dimension counts when its quantity or amount is not zero), sorted by key: the batch's
+ * changes to gm.charges. Returns how many in *n_out (c->ch[0..n)). */
+static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned char *dup,
+                       size_t *n_out, char *err, size_t err_len)
+{
+    if (c->ch_cap == 0)
+        ch_grow(c);
+    else
+        memset(c->ch, 0, c->ch_cap * sizeof *c->ch);
     size_t n = 0;
     for (size_t i = 0; i < b->n_rows; i++) {
         const gm_ledger_row *row = &b->rows[i];
-        if (dup[i] || row->partition != p)
+        if (dup[i])
             continue;
         const gm_event *ev = row->ev;
         int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
@@ -355,12 +433,14 @@ static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned cha
         for (int d = 0; d < GM_LEDGER_DIMS; d++) {
             if (qty[d] == 0 && row->amount_e18[d] == 0)
                 continue;
+            if ((n + 1) * 2 > c->ch_cap)
+                ch_grow(c);
             int64_t price = row->unit_price_p[d];
             uint64_t h = key_hash(row, d, hour_us, price);
-            size_t j = h & (need - 1);
+            size_t j = h & (c->ch_cap - 1);
             while (c->ch[j].used &&
                    !(c->ch[j].hash == h && key_same(&c->ch[j], row, d, hour_us, price)))
-                j = (j + 1) & (need - 1);
+                j = (j + 1) & (c->ch_cap - 1);
             ch_entry *e = &c->ch[j];
             if (!e->used) {
                 e->used = true;
@@ -378,7 +458,7 @@ static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned cha
         }
     }
     size_t k = 0;
-    for (size_t j = 0; j < need && k < n; j++)
+    for (size_t j = 0; j < c->ch_cap && k < n; j++)
         if (c->ch[j].used)
             c->ch[k++] = c->ch[j];
     qsort(c->ch, k, sizeof *c->ch, key_cmp);
@@ -410,6 +490,12 @@ static void charge_fields(const ch_entry *e, char f[13][64], const char *s[13])
     snprintf(f[12], 64, "%lld", (long long)e->events);
     s[12] = f[12];
 }
+
+/* The text of one gm.chain_batches row: 17 short values, then the charges' JSON. */
+typedef struct chain__val {
+    char s[17][72];
+    char *json;
+} chain__val;
 
 /* ---- The hook --------------------------------------------------------------------------------*/
 static int read_heads(PGconn *conn, const gm_ledger_batch *b, int64_t *seq, char (*hex)[65],
@@ -454,10 +540,16 @@ static int read_heads(PGconn *conn, const gm_ledger_batch *b, int64_t *seq, char
 int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
                           const unsigned char *dup, char *err, size_t err_len)
 {
-    if (b->n_pos == 0)
+    if (b->n_pos == 0 || gm_chain__bench_off)
         return 0;
+    int64_t t0 = gm_mono_us();
     int64_t *head_seq = gm_xcalloc(b->n_pos, sizeof *head_seq);
     char(*head_hex)[65] = gm_xcalloc(b->n_pos, sizeof *head_hex);
+    chain__val *vals = gm_xcalloc(b->n_pos, sizeof *vals);
+    size_t lowest = 0;
+    for (size_t k = 1; k < b->n_pos; k++)
+        if (b->pos[k].partition < b->pos[lowest].partition)
+            lowest = k;
     int rc = read_heads(conn, b, head_seq, head_hex, err, err_len);
     for (size_t k = 0; rc == 0 && k < b->n_pos; k++) {
         const gm_ledger_pos *pos = &b->pos[k];
@@ -467,12 +559,10 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
             0,           {0},      {0}, head_hex[k]};
         c->recs.n = 0;
         int64_t first = INT64_MAX;
-        size_t n_part = 0;
         for (size_t i = 0; i < b->n_rows; i++) {
             const gm_ledger_row *row = &b->rows[i];
             if (row->partition != p)
                 continue;
-            n_part++;
             if (row->offset < first)
                 first = row->offset;
             if (dup[i]) {
@@ -500,8 +590,9 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
         }
         if (h.from_offset < 0)
             h.from_offset = first; /* the partition's first batch: from its first message */
+        /* The batch's charge changes go with its lowest partition's entry. */
         size_t n_ch = 0;
-        if ((rc = sum_charges(c, b, dup, p, n_part, &n_ch, err, err_len)))
+        if (k == lowest && (rc = sum_charges(c, b, dup, &n_ch, err, err_len)))
             break;
         c->json.n = 0;
         chain__put(&c->json, "[", 1);
@@ -534,38 +625,60 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
             !EVP_DigestFinal_ex(ctx, md, NULL))
             abort(); /* libcrypto without SHA-256 is a broken installation */
         EVP_MD_CTX_free(ctx);
-        char v[17][64];
-        snprintf(v[0], 64, "%d", p);
-        snprintf(v[1], 64, "%lld", (long long)h.seq);
-        snprintf(v[2], 64, "%lld", (long long)h.from_offset);
-        snprintf(v[3], 64, "%lld", (long long)h.next_offset);
-        snprintf(v[4], 64, "%lld", (long long)h.rows);
-        snprintf(v[5], 64, "%lld", (long long)h.rejects);
-        snprintf(v[6], 64, "%lld", (long long)h.duplicates);
+        /* One multi-row INSERT for every partition of the batch: one round trip. */
+        chain__val *v = &vals[k];
+        snprintf(v->s[0], 64, "%d", p);
+        snprintf(v->s[1], 64, "%lld", (long long)h.seq);
+        snprintf(v->s[2], 64, "%lld", (long long)h.from_offset);
+        snprintf(v->s[3], 64, "%lld", (long long)h.next_offset);
+        snprintf(v->s[4], 64, "%lld", (long long)h.rows);
+        snprintf(v->s[5], 64, "%lld", (long long)h.rejects);
+        snprintf(v->s[6], 64, "%lld", (long long)h.duplicates);
         for (int d = 0; d < GM_LEDGER_DIMS; d++) {
-            chain__dec_text(h.qty[d], 0, v[7 + d], 64);
-            chain__dec_text(h.amount_e18[d], 18, v[11 + d], 64);
+            chain__dec_text(h.qty[d], 0, v->s[7 + d], 64);
+            chain__dec_text(h.amount_e18[d], 18, v->s[11 + d], 64);
         }
-        char prev[68] = "\\x", dig[68] = "\\x", hex[65];
-        snprintf(prev + 2, 66, "%s", head_hex[k]);
+        char hex[65];
         chain__hex(md, hex);
-        snprintf(dig + 2, 66, "%s", hex);
-        const char *params[20] = {b->group_id, b->topic, v[0],  v[1],      v[2], v[3],  v[4],
-                                  v[5],        v[6],     v[7],  v[8],      v[9], v[10], v[11],
-                                  v[12],       v[13],    v[14], c->json.p, prev, dig};
-        PGresult *r = PQexecParams(
-            conn,
-            "INSERT INTO gm.chain_batches (group_id, topic, partition, seq, from_offset,"
-            " next_offset, rows, rejects, duplicates, input_tokens, cached_tokens, output_tokens,"
-            " gpu_us, amount_input, amount_cached, amount_output, amount_gpu, charges,"
-            " prev_digest, digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-            " $13, $14, $15, $16, $17, $18, $19, $20)",
-            20, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            rc = gm_pg_fail(conn, r, "recording the batch digest", err, err_len);
-        PQclear(r);
+        snprintf(v->s[15], sizeof v->s[15], "\\x%s", head_hex[k]);
+        snprintf(v->s[16], sizeof v->s[16], "\\x%s", hex);
+        v->json = gm_xstrdup(c->json.p);
     }
+    if (rc == 0) {
+        size_t np = 2 + b->n_pos * 18;
+        const char **params = gm_xcalloc(np, sizeof *params);
+        params[0] = b->group_id;
+        params[1] = b->topic;
+        chain__buf q = {0};
+        const char *ins = "INSERT INTO gm.chain_batches (group_id, topic, partition, seq,"
+                          " from_offset, next_offset, rows, rejects, duplicates, input_tokens,"
+                          " cached_tokens, output_tokens, gpu_us, amount_input, amount_cached,"
+                          " amount_output, amount_gpu, prev_digest, digest, charges) VALUES ";
+        chain__put(&q, ins, strlen(ins));
+        for (size_t k = 0; k < b->n_pos; k++) {
+            chain__put(&q, k ? ", ($1, $2" : "($1, $2", k ? 9 : 7);
+            for (int x = 0; x < 18; x++) {
+                size_t at = 2 + k * 18 + (size_t)x;
+                params[at] = x < 17 ? vals[k].s[x] : vals[k].json;
+                char t[24];
+                int n = snprintf(t, sizeof t, ", $%zu", at + 1);
+                chain__put(&q, t, (size_t)n);
+            }
+            chain__put(&q, ")", 1);
+        }
+        PGresult *r = PQexecParams(conn, q.p, (int)np, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = gm_pg_fail(conn, r, "recording the batch digests", err, err_len);
+        PQclear(r);
+        free(q.p);
+        free(params);
+    }
+    for (size_t k = 0; k < b->n_pos; k++)
+        free(vals[k].json);
+    free(vals);
     free(head_seq);
     free(head_hex);
+    __atomic_add_fetch(&gm_chain__busy_us, gm_mono_us() - t0, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&gm_chain__batches, 1, __ATOMIC_RELAXED);
     return rc;
 }

@@ -177,6 +177,11 @@ void gm_chain_free(gm_chain *c);
 int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
                           const unsigned char *dup, char *err, size_t err_len) GM_MUSTCHECK;
 
+/* For benchmarks only (nothing in gridmeter sets it; bench_rater's and bench_chain's before
+ * and after): skip the digest. And the time spent recording digests, for the same. */
+extern bool gm_chain__bench_off;
+extern int64_t gm_chain__busy_us, gm_chain__batches;
+
 typedef struct gm_chain_verify_opts {
     int64_t from_us, to_us;  /* batches and documents recorded in [from, to); 0: unbounded */
     const char *anchor_path; /* NULL: no anchor file */

@@ -58,7 +58,7 @@ COMMENT ON COLUMN gm.chain_batches.next_offset IS 'gm.consumer_offsets.next_offs
 COMMENT ON COLUMN gm.chain_batches.rows IS 'Ledger rows the batch inserted for this partition';
 COMMENT ON COLUMN gm.chain_batches.rejects IS 'gm.rejected_events rows the batch inserted for this partition';
 COMMENT ON COLUMN gm.chain_batches.duplicates IS 'Messages of this partition found to be duplicates (no row inserted)';
-COMMENT ON COLUMN gm.chain_batches.charges IS 'The batch''s changes to gm.charges from this partition: array of [tenant, hour_us, site, model, dimension, card_id, card_version, site_tier, currency, unit_price, quantity, amount, events] (strings; site_tier may be null), in key order';
+COMMENT ON COLUMN gm.chain_batches.charges IS 'The batch''s changes to gm.charges (all its partitions), on the entry of its lowest partition ([] on the others): array of [tenant, hour_us, site, model, dimension, card_id, card_version, site_tier, currency, unit_price, quantity, amount, events] (strings; site_tier may be null), in key order';
 COMMENT ON COLUMN gm.chain_batches.prev_digest IS 'digest of the previous batch of the chain; 32 zero bytes for seq 1';
 COMMENT ON COLUMN gm.chain_batches.digest IS 'SHA-256 over the canonical bytes of the batch (docs/auditors.md, "Batch digest")';
 
