@@ -239,32 +239,80 @@ void chain__header(chain__buf *b, const chain__head *h)
     chain__put(b, "\n", 1);
 }
 
-/* One ledger row, record "L". */
+/* Unchecked appends for put_row, which reserves the row's bound first. */
+static inline void raw_f(char **w, const char *s, size_t len)
+{
+    char t[24];
+    char *d = u64_text(len, t);
+    size_t dn = (size_t)(t + 24 - d);
+    memcpy(*w, d, dn);
+    *w += dn;
+    *(*w)++ = ':';
+    memcpy(*w, s, len);
+    *w += len;
+}
+
+static inline void raw_s(char **w, const char *s, size_t len)
+{
+    if (!s) {
+        *(*w)++ = '-';
+        return;
+    }
+    raw_f(w, s, len);
+}
+
+static inline void raw_i(char **w, int64_t v)
+{
+    char t[25];
+    char *d = u64_text(v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, t + 1);
+    if (v < 0)
+        *--d = '-';
+    raw_f(w, d, (size_t)(t + 25 - d));
+}
+
+static inline void raw_d(char **w, gm_i128 v, int scale)
+{
+    char t[64];
+    size_t n = v == 0 ? (t[0] = '0', 1) : chain__dec_text(v, scale, t, sizeof t);
+    raw_f(w, t, n);
+}
+
+/* One ledger row, record "L" (the hot loop of the hook: one reservation per row). */
 static void put_row(chain__buf *b, const gm_ledger_row *row)
 {
     const gm_event *ev = row->ev;
-    chain__put(b, "L", 1);
-    chain__fi(b, row->offset);
-    chain__fs(b, ev->tenant);
-    chain__fi(b, ev->time_us);
-    chain__fs(b, ev->source);
-    chain__fs(b, ev->id);
-    chain__fi(b, (int64_t)ev->seq);
-    chain__fs(b, ev->site);
-    chain__fs(b, ev->model);
-    chain__fs(b, ev->request_id[0] ? ev->request_id : NULL); /* "" is stored as NULL */
-    chain__fi(b, ev->input_tokens);
-    chain__fi(b, ev->cached_tokens);
-    chain__fi(b, ev->output_tokens);
-    chain__fi(b, ev->gpu_us);
-    chain__fs(b, row->site_tier);
-    chain__fs(b, row->card_id);
-    chain__fi(b, row->card_version);
-    chain__fs(b, row->currency);
+    size_t l_ten = strlen(ev->tenant), l_src = strlen(ev->source), l_id = strlen(ev->id);
+    size_t l_site = strlen(ev->site), l_model = strlen(ev->model);
+    size_t l_req = strlen(ev->request_id), l_card = strlen(row->card_id);
+    size_t l_tier = row->site_tier ? strlen(row->site_tier) : 0, l_cur = strlen(row->currency);
+    /* strings + their length prefixes (<= 21 each) + 13 numbers (<= 21 + 41 each) */
+    chain__reserve(b, l_ten + l_src + l_id + l_site + l_model + l_req + l_card + l_tier + l_cur +
+                          9 * 21 + 13 * 64 + 4);
+    char *w = b->p + b->n;
+    *w++ = 'L';
+    raw_i(&w, row->offset);
+    raw_f(&w, ev->tenant, l_ten);
+    raw_i(&w, ev->time_us);
+    raw_f(&w, ev->source, l_src);
+    raw_f(&w, ev->id, l_id);
+    raw_i(&w, (int64_t)ev->seq);
+    raw_f(&w, ev->site, l_site);
+    raw_f(&w, ev->model, l_model);
+    raw_s(&w, l_req ? ev->request_id : NULL, l_req); /* "" is stored as NULL */
+    raw_i(&w, ev->input_tokens);
+    raw_i(&w, ev->cached_tokens);
+    raw_i(&w, ev->output_tokens);
+    raw_i(&w, ev->gpu_us);
+    raw_s(&w, row->site_tier, l_tier);
+    raw_f(&w, row->card_id, l_card);
+    raw_i(&w, row->card_version);
+    raw_f(&w, row->currency, l_cur);
     for (int d = 0; d < GM_LEDGER_DIMS; d++)
-        chain__fd(b, row->amount_e18[d], 18);
-    chain__fi(b, (int64_t)row->flags);
-    chain__put(b, "\n", 1);
+        raw_d(&w, row->amount_e18[d], 18);
+    raw_i(&w, (int64_t)row->flags);
+    *w++ = '\n';
+    b->n = (size_t)(w - b->p);
+    b->p[b->n] = '\0';
 }
 
 void chain__hexbytes(chain__buf *b, const void *data, size_t len)
@@ -341,7 +389,8 @@ static uint64_t fnv(const void *data, size_t len, uint64_t h)
     return h;
 }
 
-static uint64_t key_hash(const gm_ledger_row *row, int dim, int64_t hour_us, int64_t price)
+/* The row's part of a charge key's hash (the strings: once per row, not per dimension). */
+static uint64_t row_hash(const gm_ledger_row *row)
 {
     const gm_event *ev = row->ev;
     uint64_t h = 14695981039346656037ULL;
@@ -349,11 +398,18 @@ static uint64_t key_hash(const gm_ledger_row *row, int dim, int64_t hour_us, int
     h = fnv(ev->site, strlen(ev->site) + 1, h);
     h = fnv(ev->model, strlen(ev->model) + 1, h);
     h = fnv(row->card_id, strlen(row->card_id) + 1, h);
-    h = fnv(&row->card_version, sizeof row->card_version, h);
-    h = fnv(&dim, sizeof dim, h);
-    h = fnv(&hour_us, sizeof hour_us, h);
-    h = fnv(&price, sizeof price, h);
-    return h;
+    return fnv(&row->card_version, sizeof row->card_version, h);
+}
+
+static uint64_t key_hash(uint64_t row_h, int dim, int64_t hour_us, int64_t price)
+{
+    uint64_t x = row_h ^ ((uint64_t)dim * 0x9e3779b97f4a7c15ULL);
+    x ^= (uint64_t)hour_us * 0xbf58476d1ce4e5b9ULL;
+    x ^= (uint64_t)price * 0x94d049bb133111ebULL;
+    x ^= x >> 31; /* splitmix64's finalizer */
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    return x;
 }
 
 static bool key_same(const ch_entry *c, const gm_ledger_row *row, int dim, int64_t hour_us,
@@ -430,13 +486,14 @@ static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned cha
         int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
                                        ev->gpu_us};
         int64_t hour_us = ev->time_us - ev->time_us % GM_US_PER_HOUR;
+        uint64_t rh = row_hash(row);
         for (int d = 0; d < GM_LEDGER_DIMS; d++) {
             if (qty[d] == 0 && row->amount_e18[d] == 0)
                 continue;
             if ((n + 1) * 2 > c->ch_cap)
                 ch_grow(c);
             int64_t price = row->unit_price_p[d];
-            uint64_t h = key_hash(row, d, hour_us, price);
+            uint64_t h = key_hash(rh, d, hour_us, price);
             size_t j = h & (c->ch_cap - 1);
             while (c->ch[j].used &&
                    !(c->ch[j].hash == h && key_same(&c->ch[j], row, d, hour_us, price)))
