@@ -18,3 +18,4 @@ gm_add_test(NAME test_ledger_writer SOURCES test_ledger_writer.c LIBS gm_ledger 
             LABELS integration TIMEOUT 120)
 gm_add_test(NAME test_chain SOURCES test_chain.c LIBS gm_ledger gm_ingest LABELS integration
             TIMEOUT 120)
+add_dependencies(test_chain gridmeter)

@@ -199,6 +199,15 @@ START_TEST(test_untouched_ledger_and_invoices_verify)
     snprintf(cmd, sizeof cmd, "python3 %s/examples/verify_chain.py --db '%s' >/dev/null",
              GM_SOURCE_DIR, f.conninfo);
     ck_assert_int_eq(system(cmd), 0);
+    /* The command: exit status 0, and its anchor. */
+    snprintf(cmd, sizeof cmd, "%s/cli/gridmeter audit verify --db '%s' | grep -q '^ok: '",
+             GM_BINARY_DIR, f.conninfo);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd,
+             "%s/cli/gridmeter audit anchor --db '%s' | grep -c '^batch:g/" TOPIC "/[01]\t'"
+             " | grep -qx 2",
+             GM_BINARY_DIR, f.conninfo);
+    ck_assert_int_eq(system(cmd), 0);
     close_db(&f);
 }
 END_TEST
@@ -219,6 +228,9 @@ START_TEST(test_changed_ledger_row_is_found)
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "python3 %s/examples/verify_chain.py --db '%s' >/dev/null",
              GM_SOURCE_DIR, f.conninfo);
+    ck_assert_int_eq(WEXITSTATUS(system(cmd)), 1);
+    snprintf(cmd, sizeof cmd, "%s/cli/gridmeter audit verify --db '%s' >/dev/null", GM_BINARY_DIR,
+             f.conninfo);
     ck_assert_int_eq(WEXITSTATUS(system(cmd)), 1);
     close_db(&f);
 }
@@ -329,6 +341,41 @@ START_TEST(test_changed_invoice_line_and_credit_note_are_found)
 }
 END_TEST
 
+START_TEST(test_rerating_run_is_chained_and_a_changed_correction_is_found)
+{
+    fixture f;
+    open_db(&f, "chrr");
+    finalize_invoice(&f);
+    gm_test_pg_exec(f.c,
+                    "BEGIN;"
+                    "INSERT INTO gm.rerating_runs (period_start, tenant, requested_by, reason,"
+                    " tenants, lines_changed, delta_exact, delta_minor) VALUES ('2026-11-01Z',"
+                    " 'acme', 'finance', 'card v2 backdated', 1, 1, -0.05, '{\"USD\": -5}');"
+                    "INSERT INTO gm.rerating_corrections (run_id, tenant, period_start, invoice_id,"
+                    " invoice_status, kind, dimension, model, currency, quantity_before,"
+                    " quantity_after, unit_price_before, unit_price_after, amount_exact_before,"
+                    " amount_exact_after, amount_minor_before, amount_minor_after) SELECT"
+                    " max(run_id), 'acme', '2026-11-01Z', 'inv_1', 'finalized', 'usage', 'gpu',"
+                    " 'm', 'USD', 7000000, 7000000, 0.03, 0.0235, 0.21, 0.1645, 21, 16"
+                    " FROM gm.rerating_runs;"
+                    "COMMIT");
+    gm_chain_report rep = verify(&f);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(rep.documents, 3);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_documents WHERE chain ="
+                                " 'rerating' AND kind = 'rerating_run'"),
+                     1);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "python3 %s/examples/verify_chain.py --db '%s' >/dev/null",
+             GM_SOURCE_DIR, f.conninfo);
+    ck_assert_int_eq(system(cmd), 0);
+    tamper(&f, "UPDATE gm.rerating_corrections SET amount_exact_after = 0.15");
+    rep = verify(&f);
+    assert_found(&rep, "document rerating #1: rerating_run 1", "changed");
+    close_db(&f);
+}
+END_TEST
+
 START_TEST(test_restored_older_backup_is_found_by_the_anchor)
 {
     fixture f;
@@ -393,6 +440,7 @@ int main(void)
     tcase_add_test(tc, test_swapped_rows_are_found);
     tcase_add_test(tc, test_row_added_behind_the_raters_back_is_found);
     tcase_add_test(tc, test_changed_invoice_line_and_credit_note_are_found);
+    tcase_add_test(tc, test_rerating_run_is_chained_and_a_changed_correction_is_found);
     tcase_add_test(tc, test_restored_older_backup_is_found_by_the_anchor);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
