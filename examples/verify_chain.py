@@ -103,9 +103,7 @@ class Verifier:
             elif seq != 1 or b[18] != ZERO:
                 self.problem("batch chain %s/%s/%d starts at #%d, not #1" % (group, topic, part, seq))
             prev = (group, topic, part, seq, b[19], nxt)
-            h = hashlib.sha256()
-            h.update(b"B" + f("1") + f(group) + f(topic) + f(part) + f(seq) + f(frm) + f(nxt) + f(b[6]) + f(b[7])
-                     + f(b[8]) + b"".join(f(dec(x)) for x in b[9:17]) + f(b[18]) + b"\n")
+            h = hashlib.sha256()  # the records' digest, then the header that names it
             recs = [r for r in by_part.get((topic, part), []) if frm <= r[1] < nxt]
             for kind, off, r in recs:
                 if kind == "L":
@@ -119,9 +117,12 @@ class Verifier:
             charges = b[17] if isinstance(b[17], list) else json.loads(b[17])
             for c in charges:
                 h.update(b"C" + b"".join(f(x) for x in c) + b"\n")
-            if h.hexdigest() != b[19]:
+            header = (b"B" + f("1") + f(group) + f(topic) + f(part) + f(seq) + f(frm) + f(nxt) + f(b[6]) + f(b[7])
+                      + f(b[8]) + b"".join(f(dec(x)) for x in b[9:17]) + f(b[18]) + f(h.hexdigest()) + b"\n")
+            got = hashlib.sha256(header).hexdigest()
+            if got != b[19]:
                 self.problem("%s (offsets %d..%d): digest recorded %s, recomputed %s" % (
-                    name, frm, nxt - 1, b[19][:16], h.hexdigest()[:16]))
+                    name, frm, nxt - 1, b[19][:16], got[:16]))
         for (topic, part), recs in sorted(by_part.items()):
             for kind, off, r in recs:
                 if (kind, topic, part, off) not in covered:

@@ -248,7 +248,8 @@ struct gm_ledger_writer {
     sbuf buf;
     char *fmt;
     size_t fmt_cap;
-    gm_chain *chain; /* tamper evidence (ledger/chain.c) */
+    gm_chain *chain;                   /* tamper evidence (ledger/chain.c) */
+    const gm_ledger_batch *chain_prep; /* digests to prepare during the next COPY */
 };
 
 gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
@@ -369,6 +370,10 @@ static int copy_in(gm_ledger_writer *w, const char *sql, const char *what, char 
     if (PQputCopyData(w->conn, w->buf.p, (int)w->buf.n) != 1 || PQputCopyEnd(w->conn, NULL) != 1)
         return gm_pg_fail(w->conn, NULL, what, err, err_len);
     int rc = 0;
+    if (w->chain_prep) { /* while the server works: the batch digests' record part */
+        rc = gm_chain_prepare(w->chain, w->chain_prep, w->dup, err, err_len);
+        w->chain_prep = NULL;
+    }
     while ((r = PQgetResult(w->conn)) != NULL) {
         if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
             rc = gm_pg_fail(w->conn, r, what, err, err_len);
@@ -533,9 +538,11 @@ static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow
     bin_u16(q, 0xffff); /* trailer */
     if (n == 0)
         return 0;
-    if (!slow)
+    if (!slow) {
+        w->chain_prep = b;
         return copy_in(w, "COPY gm.ledger (" LEDGER_COLUMNS ") FROM STDIN (FORMAT binary)",
                        "COPY into gm.ledger", err, err_len);
+    }
     int rc = copy_in(w, "COPY gm_tmp_ledger (" LEDGER_COLUMNS ") FROM STDIN (FORMAT binary)",
                      "COPY into the ledger staging table", err, err_len);
     if (rc)
@@ -883,6 +890,8 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
 {
     memset(res, 0, sizeof *res);
     res->slow_path = slow;
+    gm_chain_forget(w->chain); /* digests: prepared during this attempt's COPY, or at the end */
+    w->chain_prep = NULL;
     int rc = ensure_temp_tables(w, err, err_len);
     if (rc)
         return rc;

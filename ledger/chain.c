@@ -20,7 +20,7 @@
 static const char *const dim_names[GM_LEDGER_DIMS] = {"input", "cached", "output", "gpu"};
 
 bool gm_chain__bench_off;
-int64_t gm_chain__busy_us, gm_chain__batches;
+int64_t gm_chain__busy_us, gm_chain__prep_us, gm_chain__batches;
 
 /* ---- Canonical encoding ---------------------------------------------------------------------*/
 void chain__reserve(chain__buf *b, size_t extra)
@@ -236,6 +236,7 @@ void chain__header(chain__buf *b, const chain__head *h)
     for (int d = 0; d < GM_LEDGER_DIMS; d++)
         chain__fd(b, h->amount_e18[d], 18);
     chain__fs(b, h->prev_hex);
+    chain__fs(b, h->records_hex);
     chain__put(b, "\n", 1);
 }
 
@@ -357,10 +358,14 @@ typedef struct ch_entry {
     int64_t events;
 } ch_entry;
 
+struct chain__part;
 struct gm_chain {
     ch_entry *ch;
     size_t ch_cap;
     chain__buf head, recs, json;
+    struct chain__part *prep; /* gm_chain_prepare's result, for prep_batch */
+    size_t n_prep, prep_cap, prep_dups, prep_rows;
+    const gm_ledger_batch *prep_batch;
 };
 
 gm_chain *gm_chain_new(void)
@@ -368,10 +373,19 @@ gm_chain *gm_chain_new(void)
     return gm_xcalloc(1, sizeof(gm_chain));
 }
 
+static void prep_clear(gm_chain *c);
+
+void gm_chain_forget(gm_chain *c)
+{
+    prep_clear(c);
+}
+
 void gm_chain_free(gm_chain *c)
 {
     if (!c)
         return;
+    prep_clear(c);
+    free(c->prep);
     free(c->ch);
     free(c->head.p);
     free(c->recs.p);
@@ -594,59 +608,78 @@ static int read_heads(PGconn *conn, const gm_ledger_batch *b, int64_t *seq, char
     return 0;
 }
 
-int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
-                          const unsigned char *dup, char *err, size_t err_len)
+/* Per partition of the prepared batch: the header's counts and totals, the records' digest
+ * and the charge changes' JSON. */
+typedef struct chain__part {
+    int64_t first, rows, rejects, duplicates;
+    gm_i128 qty[GM_LEDGER_DIMS], amount_e18[GM_LEDGER_DIMS];
+    char records_hex[65];
+    char *json;
+} chain__part;
+
+static void prep_clear(gm_chain *c)
 {
+    for (size_t k = 0; k < c->n_prep; k++)
+        free(c->prep[k].json);
+    c->n_prep = 0;
+    c->prep_batch = NULL;
+}
+
+int gm_chain_prepare(gm_chain *c, const gm_ledger_batch *b, const unsigned char *dup, char *err,
+                     size_t err_len)
+{
+    prep_clear(c);
     if (b->n_pos == 0 || gm_chain__bench_off)
         return 0;
     int64_t t0 = gm_mono_us();
-    int64_t *head_seq = gm_xcalloc(b->n_pos, sizeof *head_seq);
-    char(*head_hex)[65] = gm_xcalloc(b->n_pos, sizeof *head_hex);
-    chain__val *vals = gm_xcalloc(b->n_pos, sizeof *vals);
+    if (c->prep_cap < b->n_pos) {
+        free(c->prep);
+        c->prep = gm_xcalloc(b->n_pos, sizeof *c->prep);
+        c->prep_cap = b->n_pos;
+    }
     size_t lowest = 0;
     for (size_t k = 1; k < b->n_pos; k++)
         if (b->pos[k].partition < b->pos[lowest].partition)
             lowest = k;
-    int rc = read_heads(conn, b, head_seq, head_hex, err, err_len);
+    int rc = 0;
+    size_t n_dup = 0;
     for (size_t k = 0; rc == 0 && k < b->n_pos; k++) {
-        const gm_ledger_pos *pos = &b->pos[k];
-        int32_t p = pos->partition;
-        chain__head h = {
-            b->group_id, b->topic, p,   head_seq[k] + 1, pos->expected, pos->next, 0, 0,
-            0,           {0},      {0}, head_hex[k]};
+        int32_t p = b->pos[k].partition;
+        chain__part *h = &c->prep[k];
+        memset(h, 0, sizeof *h);
+        c->n_prep = k + 1;
         c->recs.n = 0;
-        int64_t first = INT64_MAX;
+        h->first = INT64_MAX;
         for (size_t i = 0; i < b->n_rows; i++) {
             const gm_ledger_row *row = &b->rows[i];
             if (row->partition != p)
                 continue;
-            if (row->offset < first)
-                first = row->offset;
+            if (row->offset < h->first)
+                h->first = row->offset;
             if (dup[i]) {
-                h.duplicates++;
+                h->duplicates++;
                 continue;
             }
-            h.rows++;
+            h->rows++;
             const gm_event *ev = row->ev;
             int64_t q[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
                                          ev->gpu_us};
             for (int d = 0; d < GM_LEDGER_DIMS; d++) {
-                h.qty[d] += q[d];
-                h.amount_e18[d] += row->amount_e18[d]; /* bounded by gm.charges' sums */
+                h->qty[d] += q[d];
+                h->amount_e18[d] += row->amount_e18[d]; /* bounded by gm.charges' sums */
             }
             put_row(&c->recs, row);
         }
+        n_dup += (size_t)h->duplicates;
         for (size_t i = 0; i < b->n_rejects; i++) {
             const gm_ledger_reject *rj = &b->rejects[i];
             if (rj->partition != p)
                 continue;
-            if (rj->offset < first)
-                first = rj->offset;
-            h.rejects++;
+            if (rj->offset < h->first)
+                h->first = rj->offset;
+            h->rejects++;
             put_reject(&c->recs, rj);
         }
-        if (h.from_offset < 0)
-            h.from_offset = first; /* the partition's first batch: from its first message */
         /* The batch's charge changes go with its lowest partition's entry. */
         size_t n_ch = 0;
         if (k == lowest && (rc = sum_charges(c, b, dup, &n_ch, err, err_len)))
@@ -672,16 +705,60 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
             chain__put(&c->json, "]", 1);
         }
         chain__put(&c->json, "]", 1);
+        h->json = gm_xstrdup(c->json.p);
+        unsigned char md[32];
+        if (!EVP_Digest(c->recs.p ? c->recs.p : "", c->recs.n, md, NULL, EVP_sha256(), NULL))
+            abort(); /* libcrypto without SHA-256 is a broken installation */
+        chain__hex(md, h->records_hex);
+    }
+    if (rc) {
+        prep_clear(c);
+        return rc;
+    }
+    c->prep_batch = b;
+    c->prep_dups = n_dup;
+    c->prep_rows = b->n_rows;
+    __atomic_add_fetch(&gm_chain__prep_us, gm_mono_us() - t0, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
+                          const unsigned char *dup, char *err, size_t err_len)
+{
+    if (b->n_pos == 0 || gm_chain__bench_off)
+        return 0;
+    /* Prepared during the ledger COPY, unless the batch or its duplicates changed since (the
+     * slow path marks more rows as duplicates). */
+    size_t n_dup = 0;
+    for (size_t i = 0; i < b->n_rows; i++)
+        n_dup += dup[i];
+    int rc = 0;
+    if (c->prep_batch != b || c->n_prep != b->n_pos || c->prep_dups != n_dup ||
+        c->prep_rows != b->n_rows)
+        if ((rc = gm_chain_prepare(c, b, dup, err, err_len)))
+            return rc;
+    int64_t t0 = gm_mono_us();
+    int64_t *head_seq = gm_xcalloc(b->n_pos, sizeof *head_seq);
+    char(*head_hex)[65] = gm_xcalloc(b->n_pos, sizeof *head_hex);
+    chain__val *vals = gm_xcalloc(b->n_pos, sizeof *vals);
+    rc = read_heads(conn, b, head_seq, head_hex, err, err_len);
+    for (size_t k = 0; rc == 0 && k < b->n_pos; k++) {
+        const gm_ledger_pos *pos = &b->pos[k];
+        const chain__part *pp = &c->prep[k];
+        int32_t p = pos->partition;
+        chain__head h = {b->group_id,    b->topic,  p,        head_seq[k] + 1,
+                         pos->expected,  pos->next, pp->rows, pp->rejects,
+                         pp->duplicates, {0},       {0},      head_hex[k],
+                         pp->records_hex};
+        memcpy(h.qty, pp->qty, sizeof h.qty);
+        memcpy(h.amount_e18, pp->amount_e18, sizeof h.amount_e18);
+        if (h.from_offset < 0)
+            h.from_offset = pp->first; /* the partition's first batch: from its first message */
         c->head.n = 0;
         chain__header(&c->head, &h);
         unsigned char md[32];
-        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-        if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
-            !EVP_DigestUpdate(ctx, c->head.p, c->head.n) ||
-            !EVP_DigestUpdate(ctx, c->recs.p ? c->recs.p : "", c->recs.n) ||
-            !EVP_DigestFinal_ex(ctx, md, NULL))
-            abort(); /* libcrypto without SHA-256 is a broken installation */
-        EVP_MD_CTX_free(ctx);
+        if (!EVP_Digest(c->head.p, c->head.n, md, NULL, EVP_sha256(), NULL))
+            abort();
         /* One multi-row INSERT for every partition of the batch: one round trip. */
         chain__val *v = &vals[k];
         snprintf(v->s[0], 64, "%d", p);
@@ -699,7 +776,7 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
         chain__hex(md, hex);
         snprintf(v->s[15], sizeof v->s[15], "\\x%s", head_hex[k]);
         snprintf(v->s[16], sizeof v->s[16], "\\x%s", hex);
-        v->json = gm_xstrdup(c->json.p);
+        v->json = gm_xstrdup(pp->json);
     }
     if (rc == 0) {
         size_t np = 2 + b->n_pos * 18;
@@ -733,6 +810,7 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
     for (size_t k = 0; k < b->n_pos; k++)
         free(vals[k].json);
     free(vals);
+    prep_clear(c);
     free(head_seq);
     free(head_hex);
     __atomic_add_fetch(&gm_chain__busy_us, gm_mono_us() - t0, __ATOMIC_RELAXED);

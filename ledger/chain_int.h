@@ -23,6 +23,7 @@ typedef struct chain__head {
     gm_i128 qty[GM_LEDGER_DIMS];        /* input, cached, output tokens, gpu_us */
     gm_i128 amount_e18[GM_LEDGER_DIMS]; /* amount_input … amount_gpu, 10^-18 */
     const char *prev_hex;               /* 64 lowercase hex digits */
+    const char *records_hex;            /* SHA-256 of the L, R and C records, hex */
 } chain__head;
 
 void chain__reserve(chain__buf *b, size_t extra);

@@ -116,17 +116,11 @@ static int ord_cmp(const void *x, const void *y)
 
 static void open_batch(verifier *v, vbatch *b)
 {
+    (void)v;
     if (b->ctx)
         return;
-    chain__head h = {b->group, b->topic,   b->part, b->seq, b->from, b->next,
-                     b->rows,  b->rejects, b->dups, {0},    {0},     b->prev};
-    memcpy(h.qty, b->qty, sizeof h.qty);
-    memcpy(h.amount_e18, b->amt, sizeof h.amount_e18);
-    v->rec.n = 0;
-    chain__header(&v->rec, &h);
-    b->ctx = EVP_MD_CTX_new();
-    if (!b->ctx || !EVP_DigestInit_ex(b->ctx, EVP_sha256(), NULL) ||
-        !EVP_DigestUpdate(b->ctx, v->rec.p, v->rec.n))
+    b->ctx = EVP_MD_CTX_new(); /* the records' digest; the header comes at close_batch */
+    if (!b->ctx || !EVP_DigestInit_ex(b->ctx, EVP_sha256(), NULL))
         abort();
     b->last_offset = -1;
 }
@@ -218,10 +212,19 @@ static void close_batch(verifier *v, vbatch *b)
     }
     cJSON_Delete(arr);
     unsigned char md[32];
-    char hex[65];
+    char hex[65], records_hex[65];
     EVP_DigestFinal_ex(b->ctx, md, NULL);
     EVP_MD_CTX_free(b->ctx);
     b->ctx = NULL;
+    chain__hex(md, records_hex);
+    chain__head h = {b->group,   b->topic, b->part, b->seq, b->from, b->next,    b->rows,
+                     b->rejects, b->dups,  {0},     {0},    b->prev, records_hex};
+    memcpy(h.qty, b->qty, sizeof h.qty);
+    memcpy(h.amount_e18, b->amt, sizeof h.amount_e18);
+    v->rec.n = 0;
+    chain__header(&v->rec, &h);
+    if (!EVP_Digest(v->rec.p, v->rec.n, md, NULL, EVP_sha256(), NULL))
+        abort();
     chain__hex(md, hex);
     v->rep->batches++;
     if (bad)

@@ -172,15 +172,23 @@ int gm_ledger_read_offsets(PGconn *c, const char *group_id, const char *topic,
 typedef struct gm_chain gm_chain;
 gm_chain *gm_chain_new(void);
 void gm_chain_free(gm_chain *c);
+/* Computes the digests' record part of `b` (no database access): the writer calls it while
+ * the server ingests the ledger COPY, so that the work is off the commit's critical path.
+ * gm_chain_forget drops a prepared batch (at the start of every commit attempt). */
+int gm_chain_prepare(gm_chain *c, const gm_ledger_batch *b, const unsigned char *dup, char *err,
+                     size_t err_len) GM_MUSTCHECK;
+void gm_chain_forget(gm_chain *c);
 /* In the batch's open transaction, after the offsets' compare-and-set: appends one chain
- * row per partition of `b`; dup[i] is 1 for rows not inserted (duplicates). */
+ * row per partition of `b`; dup[i] is 1 for rows not inserted (duplicates). Uses what
+ * gm_chain_prepare computed for this batch and these duplicates, or computes it now. */
 int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
                           const unsigned char *dup, char *err, size_t err_len) GM_MUSTCHECK;
 
 /* For benchmarks only (nothing in gridmeter sets it; bench_rater's and bench_chain's before
- * and after): skip the digest. And the time spent recording digests, for the same. */
+ * and after): skip the digest. And the time spent in the digest code, for the same: busy in
+ * gm_chain_record_batch (on the commit's path), prep in gm_chain_prepare (during the COPY). */
 extern bool gm_chain__bench_off;
-extern int64_t gm_chain__busy_us, gm_chain__batches;
+extern int64_t gm_chain__busy_us, gm_chain__prep_us, gm_chain__batches;
 
 typedef struct gm_chain_verify_opts {
     int64_t from_us, to_us;  /* batches and documents recorded in [from, to); 0: unbounded */

@@ -297,13 +297,15 @@ SELECT b.group_id, b.topic, b.partition, b.seq, b.from_offset, b.next_offset,
            || gm.chain_f(gm.chain_dec(b.cached_tokens)) || gm.chain_f(gm.chain_dec(b.output_tokens))
            || gm.chain_f(gm.chain_dec(b.gpu_us)) || gm.chain_f(gm.chain_dec(b.amount_input))
            || gm.chain_f(gm.chain_dec(b.amount_cached)) || gm.chain_f(gm.chain_dec(b.amount_output))
-           || gm.chain_f(gm.chain_dec(b.amount_gpu)) || gm.chain_f(encode(b.prev_digest, 'hex')) || E'\n'
-           || coalesce(rec.l_records, '') || coalesce(rec.r_records, '')
-           || coalesce((SELECT string_agg('C' || gm.chain_f(e->>0) || gm.chain_f(e->>1) || gm.chain_f(e->>2)
-                          || gm.chain_f(e->>3) || gm.chain_f(e->>4) || gm.chain_f(e->>5) || gm.chain_f(e->>6)
-                          || gm.chain_f(e->>7) || gm.chain_f(e->>8) || gm.chain_f(e->>9) || gm.chain_f(e->>10)
-                          || gm.chain_f(e->>11) || gm.chain_f(e->>12) || E'\n', '' ORDER BY o)
-                        FROM jsonb_array_elements(b.charges) WITH ORDINALITY AS x(e, o)), ''),
+           || gm.chain_f(gm.chain_dec(b.amount_gpu)) || gm.chain_f(encode(b.prev_digest, 'hex'))
+           || gm.chain_f(encode(sha256(convert_to(
+                  coalesce(rec.l_records, '') || coalesce(rec.r_records, '')
+                  || coalesce((SELECT string_agg('C' || gm.chain_f(e->>0) || gm.chain_f(e->>1) || gm.chain_f(e->>2)
+                                 || gm.chain_f(e->>3) || gm.chain_f(e->>4) || gm.chain_f(e->>5) || gm.chain_f(e->>6)
+                                 || gm.chain_f(e->>7) || gm.chain_f(e->>8) || gm.chain_f(e->>9) || gm.chain_f(e->>10)
+                                 || gm.chain_f(e->>11) || gm.chain_f(e->>12) || E'\n', '' ORDER BY o)
+                               FROM jsonb_array_elements(b.charges) WITH ORDINALITY AS x(e, o)), ''),
+                  'UTF8')), 'hex')) || E'\n',
            'UTF8')), 'hex') AS digest_recomputed,
        (b.seq = 1 AND b.prev_digest = decode(repeat('00', 32), 'hex'))
            OR (b.prev_seq = b.seq - 1 AND b.prev_digest = b.prev_row_digest AND b.from_offset = b.prev_next)
