@@ -8,6 +8,8 @@
  * GM_BENCH_RESEND_PERMILLE=n (default 0): in the throughput phase, n of every 1000 events are
  * also sent a second time, byte for byte (a re-send of one of the last 4096 events): the
  * duplicate path (each re-send compared with the accepted event, issue 12).
+ * GM_BENCH_CHAIN=off skips the batch digests (ledger/chain.c), for bench/chain_cost.sh; with
+ * them on, the time spent recording them is printed as a share of the rater's time.
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
  * and drops its own database and topic. Prints a table and writes bench_rater.csv (latency
  * percentiles) into the current directory. */
@@ -338,6 +340,10 @@ int main(int argc, char **argv)
         exec_ok(c, "DROP TRIGGER charges_rollup_ins ON gm.charges;"
                    " DROP TRIGGER charges_rollup_upd ON gm.charges");
     printf("bench_rater: daily rollup triggers on gm.charges: %s\n", rollup_off ? "off" : "on");
+    const char *chain = getenv("GM_BENCH_CHAIN");
+    gm_chain__bench_off = chain && !strcmp(chain, "off");
+    printf("bench_rater: batch digests (tamper evidence): %s\n",
+           gm_chain__bench_off ? "off" : "on");
 
     printf("bench_rater: %lld events, %d partitions, batch %d, PostgreSQL %d, 2-core host\n",
            (long long)n_events, partitions, batch, PQserverVersion(c));
@@ -405,6 +411,15 @@ int main(int argc, char **argv)
            rate, rate / ceiling);
     if ((int64_t)value_d(c, "SELECT count(*) FROM gm.ledger") != n_events)
         die("throughput", "the ledger does not hold each event exactly once");
+    if (!gm_chain__bench_off) {
+        int64_t busy = __atomic_load_n(&gm_chain__busy_us, __ATOMIC_RELAXED);
+        int64_t nb = __atomic_load_n(&gm_chain__batches, __ATOMIC_RELAXED);
+        int64_t prep = __atomic_load_n(&gm_chain__prep_us, __ATOMIC_RELAXED);
+        printf("  batch digests: %lld batches, on the commit's path %.1f ms in all (%.0f us each,"
+               " %.2f%% of the rater's time); prepared during the ledger COPY %.1f ms\n",
+               (long long)nb, (double)busy / 1e3, nb ? (double)busy / (double)nb : 0.0,
+               span > 0 ? 100.0 * (double)busy / 1e6 / span : 0.0, (double)prep / 1e3);
+    }
 
     /* 3. Latency at half that rate, for ~10 s. */
     double half = rate / 2;

@@ -18,5 +18,6 @@ GM_CMD(close, gm_cmd_close, "close a billing month: create its drafts and finali
 GM_CMD(rerate, gm_cmd_rerate, "re-rate a month after a price change: line-by-line diff, append-only corrections")
 GM_CMD(api, gm_cmd_api, "serve the REST API (invoices, usage, admin; OpenAPI at /v1/openapi.json)")
 GM_CMD(apikey, gm_cmd_apikey, "create or revoke REST API keys (the first admin key of an install)")
+GM_CMD(audit, gm_cmd_audit, "tamper evidence: verify the hash chains over the ledger, invoices and credit notes; write anchors")
 GM_CMD(version, gm_cmd_version, "print the version and the libraries it was built with")
 // clang-format on

@@ -20,7 +20,7 @@
  * Order inside the transaction:
  *   1 load uncached sources   2 dedupe by seq   2b classify seq collisions   3 ledger rows
  *   4 charges   5 sources (CAS)   6 rejected and conflicting   7 offsets (CAS)
- *   8 batch record   9 COMMIT
+ *   7b chain digest (chain.c)   8 batch record   9 COMMIT
  */
 #include "gm_ingest.h"
 #include "gm_ledger.h"
@@ -278,6 +278,8 @@ struct gm_ledger_writer {
     char *fmt;
     size_t fmt_cap;
     bool replay, dry_run; /* gm_ledger_writer_set_replay */
+    gm_chain *chain;                   /* tamper evidence (ledger/chain.c) */
+    const gm_ledger_batch *chain_prep; /* digests to prepare during the next COPY */
 };
 
 void gm_ledger_writer_set_replay(gm_ledger_writer *w, bool replay, bool dry_run)
@@ -292,6 +294,7 @@ gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
     w->conn = c;
     w->src_cap = 1024;
     w->src = gm_xcalloc(w->src_cap, sizeof *w->src);
+    w->chain = gm_chain_new();
     return w;
 }
 
@@ -328,6 +331,7 @@ void gm_ledger_writer_free(gm_ledger_writer *w)
     free(w->seen);
     free(w->buf.p);
     free(w->fmt);
+    gm_chain_free(w->chain);
     free(w);
 }
 
@@ -405,6 +409,10 @@ static int copy_in(gm_ledger_writer *w, const char *sql, const char *what, char 
     if (PQputCopyData(w->conn, w->buf.p, (int)w->buf.n) != 1 || PQputCopyEnd(w->conn, NULL) != 1)
         return gm_pg_fail(w->conn, NULL, what, err, err_len);
     int rc = 0;
+    if (w->chain_prep) { /* while the server works: the batch digests' record part */
+        rc = gm_chain_prepare(w->chain, w->chain_prep, w->dup, err, err_len);
+        w->chain_prep = NULL;
+    }
     while ((r = PQgetResult(w->conn)) != NULL) {
         if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
             rc = gm_pg_fail(w->conn, r, what, err, err_len);
@@ -780,9 +788,11 @@ static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow
     bin_u16(q, 0xffff); /* trailer */
     if (n == 0)
         return 0;
-    if (!slow)
+    if (!slow) {
+        w->chain_prep = b;
         return copy_in(w, "COPY gm.ledger (" LEDGER_COLUMNS ") FROM STDIN (FORMAT binary)",
                        "COPY into gm.ledger", err, err_len);
+    }
     int rc = copy_in(w, "COPY gm_tmp_ledger (" LEDGER_COLUMNS ") FROM STDIN (FORMAT binary)",
                      "COPY into the ledger staging table", err, err_len);
     if (rc)
@@ -1329,6 +1339,8 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
 {
     memset(res, 0, sizeof *res);
     res->slow_path = slow;
+    gm_chain_forget(w->chain); /* digests: prepared during this attempt's COPY, or at the end */
+    w->chain_prep = NULL;
     int rc = ensure_temp_tables(w, err, err_len);
     if (rc)
         return rc;
@@ -1383,6 +1395,8 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     if ((rc = write_offsets(w, b, err, err_len)))
         goto fail;
+    if ((rc = gm_chain_record_batch(w->chain, w->conn, b, w->dup, err, err_len)))
+        goto fail; /* the batch's digest, chained per partition (after the offsets' lock) */
     t[5] = gm_mono_us();
     gm_debug("ledger",
              "msg=\"batch steps\" rows=%zu sources_us=%lld ledger_us=%lld "

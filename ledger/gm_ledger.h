@@ -192,6 +192,55 @@ int gm_ledger_read_offsets(PGconn *c, const char *group_id, const char *topic,
                            const int32_t *partitions, size_t n, int64_t *next_out, char *err,
                            size_t err_len) GM_MUSTCHECK;
 
+/* ---- Tamper evidence (ledger/chain.c, ledger/chain_verify.c; docs/auditors.md) -----------
+ * Every committed batch writes, per Kafka partition, one gm.chain_batches row: SHA-256 over
+ * the canonical bytes of what it wrote (scheme 1), chained to the partition's previous
+ * batch. Finalized invoices, credit notes and re-rating runs are chained by triggers
+ * (sql/0011_chain.sql). */
+typedef struct gm_chain gm_chain;
+gm_chain *gm_chain_new(void);
+void gm_chain_free(gm_chain *c);
+/* Computes the digests' record part of `b` (no database access): the writer calls it while
+ * the server ingests the ledger COPY, so that the work is off the commit's critical path.
+ * gm_chain_forget drops a prepared batch (at the start of every commit attempt). */
+int gm_chain_prepare(gm_chain *c, const gm_ledger_batch *b, const unsigned char *dup, char *err,
+                     size_t err_len) GM_MUSTCHECK;
+void gm_chain_forget(gm_chain *c);
+/* In the batch's open transaction, after the offsets' compare-and-set: appends one chain
+ * row per partition of `b`; dup[i] is 1 for rows not inserted (duplicates). Uses what
+ * gm_chain_prepare computed for this batch and these duplicates, or computes it now. */
+int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
+                          const unsigned char *dup, char *err, size_t err_len) GM_MUSTCHECK;
+
+/* For benchmarks only (nothing in gridmeter sets it; bench_rater's and bench_chain's before
+ * and after): skip the digest. And the time spent in the digest code, for the same: busy in
+ * gm_chain_record_batch (on the commit's path), prep in gm_chain_prepare (during the COPY). */
+extern bool gm_chain__bench_off;
+extern int64_t gm_chain__busy_us, gm_chain__prep_us, gm_chain__batches;
+
+typedef struct gm_chain_verify_opts {
+    int64_t from_us, to_us;  /* batches and documents recorded in [from, to); 0: unbounded */
+    const char *anchor_path; /* NULL: no anchor file */
+    /* Called about twice a second (may be NULL): rows verified so far of about `total`. */
+    void (*progress)(void *arg, int64_t done, int64_t total, double elapsed_s);
+    void *arg;
+} gm_chain_verify_opts;
+
+typedef struct gm_chain_report {
+    int64_t batches, chains, rows, rejects, documents, doc_chains, anchors;
+    int64_t problems;    /* mismatches found (0: everything verified) */
+    char first[4096];    /* the first mismatch: what and where, what differs */
+    double elapsed_s;
+} gm_chain_report;
+
+/* Recomputes every digest from the rows, checks the links, offsets, the state tables and the
+ * anchors. Returns 0 with rep->problems (0 = sound), or an error code when verification could
+ * not run (then err says why). */
+int gm_chain_verify(PGconn *c, const gm_chain_verify_opts *o, gm_chain_report *rep, char *err,
+                    size_t err_len) GM_MUSTCHECK;
+/* Writes the chain heads as an anchor (docs/auditors.md, "Anchors") to out. */
+int gm_chain_anchor(PGconn *c, FILE *out, int64_t now_us, char *err, size_t err_len) GM_MUSTCHECK;
+
 /* ---- Seq ranges (exposed for tests) ------------------------------------------------------*/
 typedef struct gm_seqset {
     int64_t (*r)[2]; /* sorted, disjoint, non-adjacent inclusive ranges [lo, hi] */

@@ -25,3 +25,6 @@ gm_add_test(NAME test_identity_rules SOURCES test_identity_rules.c LIBS gm_rater
 gm_add_test(NAME test_rater_gpu SOURCES test_rater_gpu.c LIBS gm_rater_harness
             LABELS integration TIMEOUT 600)
 add_dependencies(test_rater_gpu gridmeter)
+gm_add_test(NAME test_chain SOURCES test_chain.c LIBS gm_ledger gm_ingest LABELS integration
+            TIMEOUT 120)
+add_dependencies(test_chain gridmeter)

@@ -366,6 +366,16 @@ static int64_t value_i64(PGconn *c, const char *sql)
 void h_verify(const h_env *e, const h_expect *x)
 {
     PGconn *c = gm_test_pg_connect(e->conninfo);
+    /* Tamper evidence: every batch the raters committed is chained, and the chains, offsets,
+     * charges and sources agree with the rows (whatever the test did to the raters). */
+    {
+        gm_chain_verify_opts o = {0};
+        gm_chain_report rep;
+        char err[1024];
+        ck_assert_msg(gm_chain_verify(c, &o, &rep, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(rep.problems == 0, "audit verify: %s", rep.first);
+        ck_assert_int_eq(rep.rows, x->events);
+    }
     /* Every valid, distinct event exactly once. */
     ck_assert_int_eq(value_i64(c, "SELECT count(*) FROM gm.ledger"), x->events);
     ck_assert_int_eq(value_i64(c, "SELECT count(*) FROM (SELECT source, seq FROM gm.ledger"

@@ -177,9 +177,13 @@ START_TEST(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write)
     char ci[400];
     snprintf(ci, sizeof ci, "%s user=gm_rater", e.conninfo);
     PGconn *c = gm_test_pg_connect(ci);
-    const char *refused[] = {"UPDATE gm.ledger SET input_tokens = 0", "DELETE FROM gm.ledger",
-                             "TRUNCATE gm.ledger", "UPDATE gm.rejected_events SET reason = ''",
-                             "DROP TABLE gm.charges"};
+    const char *refused[] = {"UPDATE gm.ledger SET input_tokens = 0",
+                             "DELETE FROM gm.ledger",
+                             "TRUNCATE gm.ledger",
+                             "UPDATE gm.rejected_events SET reason = ''",
+                             "DROP TABLE gm.charges",
+                             "UPDATE gm.chain_batches SET rows = 0",
+                             "DELETE FROM gm.chain_batches"};
     for (size_t i = 0; i < GM_ARRAY_LEN(refused); i++) {
         PGresult *r = PQexec(c, refused[i]);
         ck_assert_msg(PQresultStatus(r) == PGRES_FATAL_ERROR, "gm_rater could run: %s", refused[i]);
@@ -198,6 +202,14 @@ START_TEST(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write)
     free(v);
     v = gm_test_pg_value(c, "SELECT count(*) FROM audit.usage_events");
     ck_assert_str_eq(v, "100");
+    free(v);
+    /* The auditor recomputes the chains in SQL: all sound. */
+    v = gm_test_pg_value(c, "SELECT count(*) FROM audit.chain_batch_check WHERE digest <>"
+                            " digest_recomputed OR NOT link_ok");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    v = gm_test_pg_value(c, "SELECT count(*) FROM audit.chain_state_check");
+    ck_assert_str_eq(v, "0");
     free(v);
     const char *refused_auditor[] = {
         "SELECT count(*) FROM gm.ledger", /* internal tables: views only */
