@@ -250,6 +250,8 @@ void api__h_credit_note_create(api_req *r);
 void api__h_credit_notes_list(api_req *r);
 void api__h_revenue(api_req *r);
 void api__h_economics(api_req *r); /* economics.c */
+void api__h_cost_cards_list(api_req *r);
+void api__h_cost_card_create(api_req *r);
 void api__h_rerating_run(api_req *r);
 /* Around a re-rating POST's transaction (see invoice_http.c). */
 int64_t api__rerating_lock(api_req *r);

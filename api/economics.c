@@ -141,3 +141,145 @@ void api__h_economics(api_req *r)
               " commitments and credits; rows losing the most first");
     api__json(r, 200, o);
 }
+
+/* ---- Cost cards: GET /v1/cost-cards (admin, finance), POST /v1/cost-cards (admin) -------- */
+#define CC_COLS                                                                                    \
+    "site, version, to_char(valid_from AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"  \
+    " currency, gpu_hour_cost::text, reference_per_1m_output::text, note,"                         \
+    " to_char(imported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+static cJSON *cost_card_json(const PGresult *res, int i)
+{
+    static const char *const names[] = {"site",     "version",       "valid_from",
+                                        "currency", "gpu_hour_cost", "reference_per_1m_output",
+                                        "note",     "imported_at"};
+    cJSON *o = cJSON_CreateObject();
+    for (int k = 0; k < 8; k++) {
+        if (PQgetisnull(res, i, k))
+            cJSON_AddNullToObject(o, names[k]);
+        else if (k == 1)
+            cJSON_AddNumberToObject(o, names[k], atoi(PQgetvalue(res, i, k)));
+        else
+            cJSON_AddStringToObject(o, names[k], PQgetvalue(res, i, k));
+    }
+    return o;
+}
+
+void api__h_cost_cards_list(api_req *r)
+{
+    const char *site = api__query(r, "site");
+    const char *p[1] = {site};
+    PGresult *res = PQexecParams(r->db,
+                                 "SELECT " CC_COLS " FROM gm.cost_cards WHERE ($1::text IS NULL"
+                                 " OR site = $1) ORDER BY site, version",
+                                 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        api__db_problem(r, res, "cost cards");
+        PQclear(res);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *items = cJSON_AddArrayToObject(o, "items");
+    for (int i = 0; i < PQntuples(res); i++)
+        cJSON_AddItemToArray(items, cost_card_json(res, i));
+    PQclear(res);
+    api__json(r, 200, o);
+}
+
+static bool site_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (!strcmp(s, "*"))
+        return true;
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+/* A non-negative decimal string with at most 12 fraction digits, or false. */
+static bool price_ok(const cJSON *v)
+{
+    gm_i128 x;
+    return cJSON_IsString(v) && *v->valuestring &&
+           gm_dec_parse(v->valuestring, strlen(v->valuestring), 12, &x, NULL, 0) == 0 && x >= 0;
+}
+
+void api__h_cost_card_create(api_req *r)
+{
+    cJSON *b = api__body_object(
+        r, "site,valid_from,currency,gpu_hour_cost,reference_per_1m_output,note", false);
+    if (!b)
+        return;
+    const cJSON *site = cJSON_GetObjectItemCaseSensitive(b, "site");
+    const cJSON *from = cJSON_GetObjectItemCaseSensitive(b, "valid_from");
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(b, "currency");
+    const cJSON *cost = cJSON_GetObjectItemCaseSensitive(b, "gpu_hour_cost");
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(b, "reference_per_1m_output");
+    const cJSON *note = cJSON_GetObjectItemCaseSensitive(b, "note");
+    int64_t from_us = 0;
+    char why[256] = "";
+    const char *field = NULL, *rule = NULL;
+    if (!cJSON_IsString(site) || !site_ok(site->valuestring))
+        field = "site", rule = "a site id (1-64 of A-Z a-z 0-9 . _ -, first a letter or digit)"
+                               " or * for the fleet default";
+    else if (!cJSON_IsString(from) ||
+             gm_time_parse(from->valuestring, strlen(from->valuestring), &from_us, why, sizeof why))
+        field = "valid_from", rule = "an RFC 3339 instant";
+    else if (!cJSON_IsString(cur) || strlen(cur->valuestring) != 3 ||
+             strspn(cur->valuestring, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3)
+        field = "currency", rule = "an ISO 4217 code, 3 capital letters";
+    else if (!price_ok(cost))
+        field = "gpu_hour_cost", rule = "a decimal string >= 0 with at most 12 fraction digits";
+    else if (ref && !cJSON_IsNull(ref) && !price_ok(ref))
+        field = "reference_per_1m_output",
+        rule = "null or a decimal string >= 0 with at most 12 fraction digits";
+    else if (note && !cJSON_IsNull(note) &&
+             (!cJSON_IsString(note) || strlen(note->valuestring) > 500))
+        field = "note", rule = "null or a string of at most 500 bytes";
+    if (field) {
+        api__problem(r, 400, "invalid-body", field, "body.%s: must be %s%s%s", field, rule,
+                     why[0] ? ": " : "", why);
+        cJSON_Delete(b);
+        return;
+    }
+    char ts[40];
+    gm_time_format(from_us, ts, sizeof ts);
+    const char *p[6] = {site->valuestring,
+                        ts,
+                        cur->valuestring,
+                        cost->valuestring,
+                        ref && cJSON_IsString(ref) ? ref->valuestring : NULL,
+                        note && cJSON_IsString(note) ? note->valuestring : NULL};
+    /* The next version of the site; a concurrent one or the same valid_from is a 409. */
+    PGresult *res = PQexecParams(
+        r->db,
+        "INSERT INTO gm.cost_cards (site, version, valid_from, currency, gpu_hour_cost,"
+        " reference_per_1m_output, note)"
+        " SELECT $1, coalesce(max(version), 0) + 1, $2::timestamptz, $3, $4::numeric,"
+        " $5::numeric, $6 FROM gm.cost_cards WHERE site = $1 RETURNING " CC_COLS,
+        6, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (state && !strcmp(state, "23505"))
+            api__problem(r, 409, "conflict", "valid_from",
+                         "body.valid_from: site %s already has a cost card from %s (a version is"
+                         " never rewritten; add one with a later valid_from), or another version"
+                         " was added at the same moment (retry)",
+                         site->valuestring, ts);
+        else
+            api__db_problem(r, res, "cost card");
+        cJSON_Delete(b);
+        PQclear(res);
+        return;
+    }
+    cJSON_Delete(b);
+    cJSON *o = cost_card_json(res, 0);
+    PQclear(res);
+    api__json(r, 201, o);
+}

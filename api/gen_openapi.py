@@ -118,6 +118,17 @@ schemas = {
         "tenant": STR, "card_id": STR, "version": S("integer"), "currency": STR, "imported_at": TS,
         "document": ref("Document")}))}),
     "ImportResult": S("object", required=["message"], properties={"message": STR}),
+    "CostCard": S("object", required=["site", "version", "valid_from", "currency", "gpu_hour_cost"], properties={
+        "site": S("string", description="a site id, or * for the fleet default"), "version": S("integer"),
+        "valid_from": TS, "currency": S("string", pattern=r"^[A-Z]{3}$"), "gpu_hour_cost": DEC,
+        "reference_per_1m_output": {"type": ["string", "null"], "description": "exact decimal as text"},
+        "note": NSTR, "imported_at": TS}),
+    "CostCardList": S("object", required=["items"], properties={"items": S("array", items=ref("CostCard"))}),
+    "CostCardRequest": S("object", required=["site", "valid_from", "currency", "gpu_hour_cost"], additionalProperties=False, properties={
+        "site": STR, "valid_from": TS, "currency": S("string", pattern=r"^[A-Z]{3}$"),
+        "gpu_hour_cost": S("string", pattern=r"^[0-9]+(\.[0-9]{1,12})?$"),
+        "reference_per_1m_output": {"type": ["string", "null"], "pattern": r"^[0-9]+(\.[0-9]{1,12})?$"},
+        "note": {"type": ["string", "null"], "maxLength": 500}}),
     "ApiKey": S("object", required=["key_id", "role"], properties={
         "key_id": STR, "role": S("string", enum=["admin", "finance", "customer"]), "tenant": NSTR,
         "name": STR, "created_at": NTS, "expires_at": NTS, "revoked_at": NTS}),
@@ -216,6 +227,8 @@ paths = {
                                 ok("Economics", csv=True),
                                 [dict(PERIOD, required=True), q("basis", "requests (per-request gpu_us, per model; default) or windows (attributed GPU windows, model *)", S("string", enum=["requests", "windows"])),
                                  q("group_by", "comma-separated subset of site,tenant,model (default site)")], tags=["finance"])},
+    "/v1/cost-cards": {"get": op("listCostCards", "Site cost cards (cost per GPU-hour per site, * = fleet default), every version", ["admin", "finance"], ok("CostCardList"), [q("site", "site id or *")], tags=["finance"]),
+                       "post": op("createCostCard", "Add the next version of a site's cost card (versions are never rewritten)", ["admin"], ok("CostCard", "201", "Created"), body="CostCardRequest", post=True, tags=["admin"])},
     "/v1/rerating-runs": {"post": op("rerate", "Re-rate a month with the current rate cards: line-by-line diff (dry_run) or appended corrections", ["finance"],
                                      dict(ok("ReratingResult", "201", "Applied"), **ok("ReratingResult", "200", "Dry run")), body="ReratingRequest", post=True, tags=["finance"]),
                           "get": op("listReratingRuns", "Applied re-rating runs, newest first", ["finance"], ok("ReratingRunList"),

@@ -33,6 +33,8 @@ const api_route_spec api__routes[API_R_COUNT] = {
                                  0},
     [API_R_REVENUE] = {{"GET", "/v1/revenue", F, false}, "period,group_by,from,to,bucket", 0},
     [API_R_ECONOMICS] = {{"GET", "/v1/economics", A | F, false}, "period,basis,group_by", 0},
+    [API_R_COST_CARDS_LIST] = {{"GET", "/v1/cost-cards", A | F, false}, "site", 0},
+    [API_R_COST_CARD_CREATE] = {{"POST", "/v1/cost-cards", A, false}, "", 0},
     [API_R_RERATING_RUN] = {{"POST", "/v1/rerating-runs", F, false}, "", API_RF_REPEATABLE_READ},
     [API_R_RERATING_RUNS_LIST] = {{"GET", "/v1/rerating-runs", F, false}, "period,tenant", 0},
     [API_R_USAGE] = {{"GET", "/v1/tenants/{tenant}/usage", C | F, true},

@@ -1675,6 +1675,84 @@ START_TEST(test_economics_margin_and_cost_per_token_by_site)
 }
 END_TEST
 
+/* Cost cards over the API: an admin adds versions (numbered per site, never rewritten), a
+ * second card at the same valid_from is a 409, a bad field a 400 naming it, finance may list
+ * but not add; GET /v1/economics then prices an hour with the version in force. */
+START_TEST(test_cost_cards_are_versioned_per_site_and_price_economics)
+{
+    cJSON *j = NULL;
+    ck_assert_int_eq(post("/v1/cost-cards", F.admin, "cc-1",
+                          "{\"site\":\"cc1\",\"valid_from\":\"2026-05-01T00:00:00Z\","
+                          "\"currency\":\"USD\",\"gpu_hour_cost\":\"3.60\",\"note\":\"lease\"}",
+                          &j),
+                     201);
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(j, "version")->valueint, 1);
+    ck_assert_str_eq(jstr(j, "gpu_hour_cost"), "3.600000000000");
+    ck_assert_str_eq(jstr(j, "valid_from"), "2026-05-01T00:00:00.000000Z");
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "reference_per_1m_output")));
+    cJSON_Delete(j);
+    ck_assert_int_eq(post("/v1/cost-cards", F.admin, "cc-2",
+                          "{\"site\":\"cc1\",\"valid_from\":\"2026-05-15T00:00:00Z\","
+                          "\"currency\":\"USD\",\"gpu_hour_cost\":\"1.80\","
+                          "\"reference_per_1m_output\":\"0.25\"}",
+                          &j),
+                     201);
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(j, "version")->valueint, 2);
+    cJSON_Delete(j);
+    ck_assert_int_eq(post("/v1/cost-cards", F.admin, "cc-3",
+                          "{\"site\":\"cc1\",\"valid_from\":\"2026-05-15T00:00:00Z\","
+                          "\"currency\":\"USD\",\"gpu_hour_cost\":\"9\"}",
+                          &j),
+                     409);
+    cJSON_Delete(j);
+    ck_assert_int_eq(post("/v1/cost-cards", F.admin, "cc-4",
+                          "{\"site\":\"cc1\",\"valid_from\":\"2026-06-01T00:00:00Z\","
+                          "\"currency\":\"usd\",\"gpu_hour_cost\":\"1\"}",
+                          &j),
+                     400);
+    ck_assert_str_eq(jstr(j, "field"), "currency");
+    cJSON_Delete(j);
+    ck_assert_int_eq(post("/v1/cost-cards", F.admin, "cc-5",
+                          "{\"site\":\"cc1\",\"valid_from\":\"2026-06-01T00:00:00Z\","
+                          "\"currency\":\"USD\",\"gpu_hour_cost\":\"0.0000000000001\"}",
+                          &j),
+                     400);
+    ck_assert_str_eq(jstr(j, "field"), "gpu_hour_cost");
+    cJSON_Delete(j);
+    ck_assert_int_eq(post("/v1/cost-cards", F.finance, "cc-6",
+                          "{\"site\":\"cc1\",\"valid_from\":\"2026-06-01T00:00:00Z\","
+                          "\"currency\":\"USD\",\"gpu_hour_cost\":\"1\"}",
+                          NULL),
+                     403);
+    http_resp r;
+    http_do(F.port, "GET", "/v1/cost-cards?site=cc1", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    http_free(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "items")), 2);
+    cJSON_Delete(j);
+    /* one GPU-hour on 2026-05-10 (version 1: 3.60) and one on 2026-05-20 (version 2: 1.80) */
+    PGconn *c = db();
+    gm_test_pg_exec(c, "INSERT INTO gm.charges (tenant, hour, site, model, dimension, card_id,"
+                       " card_version, site_tier, currency, unit_price, quantity, amount, events)"
+                       " VALUES ('tcc', '2026-05-10 10:00+00', 'cc1', 'm1', 'gpu', 'list-usd', 1,"
+                       " NULL, 'USD', 0.001, 3600000000, 3.60, 1),"
+                       " ('tcc', '2026-05-20 10:00+00', 'cc1', 'm1', 'gpu', 'list-usd', 1,"
+                       " NULL, 'USD', 0.001, 3600000000, 3.60, 1)");
+    PQfinish(c);
+    http_do(F.port, "GET", "/v1/economics?period=2026-05", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    http_free(&r);
+    cJSON *row = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "rows"), 0);
+    ck_assert_str_eq(jstr(row, "site"), "cc1");
+    ck_assert_str_eq(jstr(row, "gpu_cost"), "5.400000000000000000"); /* 3.60 + 1.80 */
+    ck_assert_str_eq(jstr(row, "margin"), "1.800000000000000000");   /* 7.20 - 5.40 */
+    ck_assert_str_eq(jstr(row, "reference_per_1m_output_tokens"), "0.250000000000");
+    cJSON_Delete(j);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -1698,6 +1776,7 @@ int main(void)
     tcase_add_test(tc, test_spend_shows_commitment_and_prepaid_credit_of_the_draft);
     tcase_add_test(tc, test_rerating_over_the_api_is_idempotent_and_listed);
     tcase_add_test(tc, test_economics_margin_and_cost_per_token_by_site);
+    tcase_add_test(tc, test_cost_cards_are_versioned_per_site_and_price_economics);
     tcase_add_test(tc, test_ops_ingest_returns_the_raters_metrics_and_503_without_it);
     tcase_add_test(tc, test_bad_requests_are_4xx_and_leave_the_database_unchanged);
     tcase_add_test(tc, test_per_key_rate_limit_answers_429);
