@@ -700,6 +700,9 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
                     continue;
                 done[u] = 1;
                 const gm_event *ev = b->rows[todo[u]].ev;
+                /* The accepted event, rebuilt from its ledger row. Every field of gm_event that
+                 * a usage event carries must be read back here (a new token field included):
+                 * one left out makes every re-send of an event with it a conflict. */
                 gm_event a;
                 memset(&a, 0, sizeof a);
                 a.type = GM_EVENT_USAGE;

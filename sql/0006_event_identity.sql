@@ -106,8 +106,23 @@ COMMENT ON COLUMN audit.conflicting_events.fingerprint IS
 COMMENT ON COLUMN audit.conflicting_events.accepted_id IS 'id of the accepted event that holds the identity (NULL only if it could not be found)';
 COMMENT ON COLUMN audit.conflicting_events.accepted_fingerprint IS
     'SHA-256 (hex) of the canonical form of the accepted event, rebuilt from its ledger row';
-COMMENT ON COLUMN audit.conflicting_events.kafka_offset IS 'Where the conflicting message is (kafka_topic, kafka_partition, kafka_offset)';
-COMMENT ON COLUMN audit.conflicting_events.accepted_kafka_offset IS 'Where the accepted event''s message is';
+COMMENT ON COLUMN audit.conflicting_events.received_at IS 'When the rater kept it (gm.now() of its batch)';
+COMMENT ON COLUMN audit.conflicting_events.source IS 'The message''s CloudEvents source (also id, seq, tenant, time: as the message says)';
+COMMENT ON COLUMN audit.conflicting_events.id IS 'The message''s CloudEvents id';
+COMMENT ON COLUMN audit.conflicting_events.seq IS 'The message''s data.seq';
+COMMENT ON COLUMN audit.conflicting_events.tenant IS 'The message''s subject (tenant)';
+COMMENT ON COLUMN audit.conflicting_events.time IS 'The message''s event time';
+COMMENT ON COLUMN audit.conflicting_events.reason IS 'The rule, naming the accepted event: why it was not charged';
+COMMENT ON COLUMN audit.conflicting_events.accepted_seq IS 'data.seq of the accepted event';
+COMMENT ON COLUMN audit.conflicting_events.accepted_kafka_topic IS 'Kafka topic of the accepted event''s message';
+COMMENT ON COLUMN audit.conflicting_events.accepted_kafka_partition IS 'Kafka partition of the accepted event''s message';
+COMMENT ON COLUMN audit.conflicting_events.accepted_kafka_offset IS 'Kafka offset of the accepted event''s message (the row of audit.usage_events with these coordinates)';
+COMMENT ON COLUMN audit.conflicting_events.kafka_topic IS 'Kafka topic of the conflicting message';
+COMMENT ON COLUMN audit.conflicting_events.kafka_partition IS 'Kafka partition of the conflicting message';
+COMMENT ON COLUMN audit.conflicting_events.kafka_offset IS 'Kafka offset of the conflicting message';
+COMMENT ON COLUMN audit.conflicting_events.payload IS 'The message as received: text when valid UTF-8, else PostgreSQL''s escape form';
+COMMENT ON COLUMN audit.conflicting_events.payload_bytes IS 'The message as received, bytes';
+COMMENT ON COLUMN audit.conflicting_events.kafka_key IS 'The message''s Kafka key (the source)';
 
 -- Existing columns stay as they were; the new ones follow.
 CREATE OR REPLACE VIEW audit.rejected_events AS
@@ -134,6 +149,12 @@ FROM gm.rejected_events r;
 COMMENT ON COLUMN audit.rejected_events.rule IS
     'Which rule refused it: contract (the event contract), type (wrong type for the topic), time (time policy), rating (no card or tenant prices it), poison (PostgreSQL refused its row), kafka (unreadable message); NULL for rejects stored before migration 0006';
 COMMENT ON COLUMN audit.rejected_events.source IS 'The event''s source, when the message could be decoded (also id, seq, tenant, time)';
+COMMENT ON COLUMN audit.rejected_events.id IS 'The event''s CloudEvents id, when the message could be decoded';
+COMMENT ON COLUMN audit.rejected_events.seq IS 'The event''s data.seq, when the message could be decoded: an arrived seq, never a gap';
+COMMENT ON COLUMN audit.rejected_events.tenant IS 'The event''s subject (tenant), when the message could be decoded';
+COMMENT ON COLUMN audit.rejected_events.time IS 'The event''s time, when the message could be decoded';
+COMMENT ON COLUMN audit.rejected_events.replayed_kafka_topic IS 'Kafka topic of the row that accounts for the replayed event';
+COMMENT ON COLUMN audit.rejected_events.replayed_kafka_partition IS 'Kafka partition of the row that accounts for the replayed event';
 COMMENT ON COLUMN audit.rejected_events.replayed_at IS 'When `gridmeter rejects replay` accounted for it (gm.now()); NULL: not replayed';
 COMMENT ON COLUMN audit.rejected_events.replay_outcome IS
     'rated: a ledger row now holds it; duplicate: the same event was already in the ledger; conflict: kept in audit.conflicting_events';
@@ -167,6 +188,9 @@ SELECT s.source,
 FROM gm.sources s;
 COMMENT ON VIEW audit.source_completeness IS
     'Per source: accepted events, quiet duplicates, conflicting messages, rejects not replayed, and seqs that never arrived (missing, as in audit.source_gaps)';
+COMMENT ON COLUMN audit.source_completeness.source IS 'The emitting node (CloudEvents source)';
+COMMENT ON COLUMN audit.source_completeness.tenant IS 'The tenant of the first event accepted from this source';
+COMMENT ON COLUMN audit.source_completeness.highest_seq IS 'The highest accepted data.seq';
 COMMENT ON COLUMN audit.source_completeness.accepted IS 'Events in the ledger from this source';
 COMMENT ON COLUMN audit.source_completeness.duplicates IS 'Re-sends of an accepted event with the same content (not charged)';
 COMMENT ON COLUMN audit.source_completeness.conflicting IS 'Messages in audit.conflicting_events from this source (not charged)';

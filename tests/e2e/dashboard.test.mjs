@@ -532,7 +532,7 @@ async function main() {
       wantIng.push(['batches committed', d.batches], ['commit time, seconds (sum)', d.commit_seconds.sum],
         ['commits timed (count)', d.commit_seconds.count]);
       assert.deepEqual(await tableCells(fp, '#ing-table'), wantIng, 'ingest counters as the endpoint returned them');
-      assert.deepEqual(Object.keys(d.messages).sort(), ['accepted', 'duplicate', 'rejected']);
+      assert.deepEqual(Object.keys(d.messages).sort(), ['accepted', 'conflict', 'duplicate', 'rejected']);
       assert.deepEqual(await tableCells(fp, '#lag-table'), d.consumer_lag.map((l) => [l.topic, String(l.partition), l.lag]),
         'lag per partition as the endpoint returned it');
       // The rate from the page's second sample: delta over the two fetched_at instants.
