@@ -47,7 +47,7 @@ int gm_cmd_rater(int argc, char **argv)
                       "re-read rate cards and contracts this often (seconds)", 0, 0},
                      {"max-future-s", "rater.max_future_s", "GRIDMETER_RATER_MAX_FUTURE_S", "300",
                       GM_OPT_INT, "refuse events more than this many s ahead (0: off)", 0, 0},
-                     {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "400",
+                     {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "0",
                       GM_OPT_INT, "refuse events more than this many days old (0: off)", 0, 0},
                      {"exit-idle-ms", NULL, NULL, "0", GM_OPT_INT,
                       "exit after this long with no message (0: never; for scripts and tests)", 0,

@@ -145,7 +145,7 @@ int gm_cmd_rejects(int argc, char **argv)
          "replay: say what would happen, write nothing", 0, 0},
         {"max-future-s", "rater.max_future_s", "GRIDMETER_RATER_MAX_FUTURE_S", "300", GM_OPT_INT,
          "replay: the time policy's limit ahead of the clock (as the rater's)", 0, 0},
-        {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "400", GM_OPT_INT,
+        {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "0", GM_OPT_INT,
          "replay: the time policy's age limit (as the rater's)", 0, 0},
         {0}};
     char err[1024];

@@ -35,7 +35,7 @@ void gm_rater_config_init(gm_rater_config *cfg)
     cfg->session_timeout_ms = 10000;
     cfg->book_reload_s = 30;
     cfg->max_future_s = 300;
-    cfg->max_age_days = 400;
+    cfg->max_age_days = 0; /* off: an old event is priced only where a card was in force */
 }
 
 int gm_rater_check_time(const gm_rater_config *cfg, const gm_event *ev, int64_t now_us, char *err,

@@ -210,7 +210,8 @@ START_TEST(test_resend_with_other_content_is_a_conflict_identical_resend_a_dupli
 END_TEST
 
 /* Finding 3: an event dated 2030-01-01 was accepted and priced into a 2030 month. More than
- * 300 s ahead of gridmeter's clock, or more than 400 days behind it, is rejected (rule time). */
+ * 300 s ahead of gridmeter's clock (default), or more than --max-age-days behind it (off by
+ * default; 400 here), is rejected (rule time). */
 START_TEST(test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule)
 {
     h_env e;
@@ -227,7 +228,8 @@ START_TEST(test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule)
     };
     /* t4 passes the time policy and meets the next rule: no card was valid in 2025 */
     produce(&e, evs, GM_ARRAY_LEN(evs));
-    rate(&e, "r1", NULL);
+    const char *const age[] = {"--max-age-days=400", NULL}; /* the age limit is off by default */
+    rate(&e, "r1", age);
     ASSERT_Q(&e,
              "SELECT string_agg(id || ':' || rule, ',' ORDER BY seq) FROM audit.rejected_events",
              "t2:time,t3:time,t4:rating,t5:time");
