@@ -112,13 +112,22 @@ static char *render(size_t *len)
         "partitions ahead (rows then land in gm.ledger_default).\n"
         "# TYPE gridmeter_rater_partition_failures_total counter\n"
         "gridmeter_rater_partition_failures_total %llu\n"
+        "# HELP gridmeter_rater_watermark_failures_total Offset holes whose low-watermark "
+        "query failed (never accepted as gaps; the partition seeks back).\n"
+        "# TYPE gridmeter_rater_watermark_failures_total counter\n"
+        "gridmeter_rater_watermark_failures_total %llu\n"
+        "# HELP gridmeter_rater_assign_failures_total Partition assignments librdkafka refused "
+        "(the rater leaves and rejoins its group).\n"
+        "# TYPE gridmeter_rater_assign_failures_total counter\n"
+        "gridmeter_rater_assign_failures_total %llu\n"
         "# HELP gridmeter_rater_batch_size Messages in the last committed batch.\n"
         "# TYPE gridmeter_rater_batch_size gauge\n"
         "gridmeter_rater_batch_size %llu\n",
         (unsigned long long)g->batches, (unsigned long long)g->batch_failures,
         (unsigned long long)g->slow_path_batches, (unsigned long long)g->rebalances,
         (unsigned long long)g->pg_reconnects, (unsigned long long)g->offset_gaps,
-        (unsigned long long)g->partition_failures, (unsigned long long)g->last_batch_messages);
+        (unsigned long long)g->partition_failures, (unsigned long long)g->watermark_failures,
+        (unsigned long long)g->assign_failures, (unsigned long long)g->last_batch_messages);
     put(&b, "# HELP gridmeter_rater_commit_seconds Time to write and commit one batch.\n"
             "# TYPE gridmeter_rater_commit_seconds histogram\n");
     for (size_t i = 0; i < GM_ARRAY_LEN(bucket_le_us); i++)

@@ -81,6 +81,7 @@ typedef struct rater {
     int gap_tries[MAX_PARTITIONS];
     int64_t cut_at[MAX_PARTITIONS]; /* this batch: messages from here on are not rated */
     volatile bool rebalanced;       /* set by the rebalance callback during a poll */
+    bool assign_failed;             /* rd_kafka_assign refused: rejoin the group */
     size_t drop_upto;               /* messages polled before the last rebalance: stale */
     volatile sig_atomic_t *stop;
     /* batch buffers */
@@ -206,7 +207,20 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                 "msg=\"partitions assigned, seeking to PostgreSQL offsets\" "
                 "partitions=%s",
                 list);
-        rd_kafka_assign(rk, parts);
+        rd_kafka_resp_err_t ae = rd_kafka_assign(rk, parts);
+        if (ae != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            /* nothing is consumed from these partitions: say so, own none of them, and
+             * leave the group so that another rater (or this one, rejoining) takes them */
+            gm_error("rater", "msg=\"partition assignment failed\" partitions=%s error=\"%s\"",
+                     list, rd_kafka_err2str(ae));
+            gm_rater_metrics.assign_failures++;
+            for (int i = 0; i < parts->cnt; i++) {
+                int32_t p = parts->elems[i].partition;
+                if (p >= 0 && p < MAX_PARTITIONS)
+                    r->owned[p] = false;
+            }
+            r->assign_failed = true;
+        }
     } else {
         for (int i = 0; i < parts->cnt; i++) {
             int32_t p = parts->elems[i].partition;
@@ -214,7 +228,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                 r->owned[p] = false;
         }
         gm_info("rater", "msg=\"partitions revoked\" count=%d", parts->cnt);
-        rd_kafka_assign(rk, NULL);
+        rd_kafka_resp_err_t ae = rd_kafka_assign(rk, NULL);
+        if (ae != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            gm_error("rater", "msg=\"partition unassignment failed\" error=\"%s\"",
+                     rd_kafka_err2str(ae));
+            gm_rater_metrics.assign_failures++;
+        }
     }
     gm_rater_metrics.rebalances++;
 }
@@ -381,13 +400,29 @@ static void check_contiguity(rater *r)
             continue;
         }
         int64_t lo = -1, hi = -1;
-        rd_kafka_query_watermark_offsets(r->rk, r->cfg->topic, p, &lo, &hi, 5000);
+        rd_kafka_resp_err_t qe =
+            rd_kafka_query_watermark_offsets(r->rk, r->cfg->topic, p, &lo, &hi, 5000);
+        if (qe != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            /* the broker was not asked successfully: nothing is known about the hole, so it
+             * is never accepted on this try (no try is counted); rate up to it, seek back */
+            gm_warn("rater",
+                    "msg=\"offset hole: the low watermark query failed, seeking back\" "
+                    "partition=%d expected=%lld got=%lld error=\"%s\"",
+                    p, (long long)*want, (long long)m->offset, rd_kafka_err2str(qe));
+            gm_rater_metrics.watermark_failures++;
+            r->cut_at[p] = m->offset;
+            seek_partition(r, p, *want);
+            continue;
+        }
         if (r->gap_at[p] == *want)
             r->gap_tries[p]++;
         else {
             r->gap_at[p] = *want;
             r->gap_tries[p] = 1;
         }
+        /* accepted only when the broker says the messages are gone (below its low
+         * watermark), or after three seeks back that each asked it successfully and still
+         * found no message at these offsets (transaction markers, compaction) */
         if (lo > *want || r->gap_tries[p] >= 3) {
             gm_warn("rater",
                     "msg=\"offset gap accepted: messages in it are gone from the "
@@ -660,6 +695,23 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
     int failures_in_row = 0;
     int64_t last_activity = gm_mono_us(), last_partitions = gm_mono_us();
     while (!*stop) {
+        if (r->assign_failed) {
+            /* an assignment librdkafka refused leaves partitions nobody consumes: leave the
+             * group and join again, so that they are assigned anew (here or elsewhere) */
+            r->assign_failed = false;
+            rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(subs, cfg->topic, RD_KAFKA_PARTITION_UA);
+            rd_kafka_resp_err_t ue = rd_kafka_unsubscribe(r->rk);
+            rd_kafka_resp_err_t se = rd_kafka_subscribe(r->rk, subs);
+            rd_kafka_topic_partition_list_destroy(subs);
+            if (ue || se) {
+                gm_fail(err, err_len, GM_EKAFKA,
+                        "rejoining the group after a failed assignment: %s",
+                        rd_kafka_err2str(se ? se : ue));
+                rc = GM_EKAFKA;
+                goto out;
+            }
+        }
         /* Fill a batch: up to batch_max messages or batch_ms. */
         int64_t deadline = gm_mono_us() + (int64_t)cfg->batch_ms * 1000;
         r->rebalanced = false;

@@ -21,6 +21,8 @@ typedef struct gm_rater_metrics_t {
     uint64_t pg_reconnects;
     uint64_t offset_gaps;
     uint64_t partition_failures;
+    uint64_t watermark_failures; /* offset holes whose low-watermark query failed */
+    uint64_t assign_failures;    /* rd_kafka_assign refused (the rater rejoins the group) */
     uint64_t last_batch_messages;
     uint64_t commit_us_sum;
     uint64_t commit_buckets[12]; /* cumulative counts per le bucket, see metrics.c */
