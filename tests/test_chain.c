@@ -432,6 +432,15 @@ START_TEST(test_restored_older_backup_is_found_by_the_anchor)
     ck_assert_msg(rep.problems == 0, "%s", rep.first);
     rep = verify_with(old, anchor);
     assert_found(&rep, "chain batch:g/" TOPIC "/1 had #2", "ends at #1");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "python3 %s/examples/verify_chain.py --db '%s' --anchor %s >/dev/null", GM_SOURCE_DIR,
+             f.conninfo, anchor);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd,
+             "python3 %s/examples/verify_chain.py --db '%s' --anchor %s >/dev/null", GM_SOURCE_DIR,
+             backup, anchor);
+    ck_assert_int_eq(WEXITSTATUS(system(cmd)), 1);
     PQfinish(old);
     unlink(anchor);
     gm_test_db_drop(backup);
