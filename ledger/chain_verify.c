@@ -359,9 +359,14 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
                         (long long)a->seq, (long long)a->next);
         } else {
             v->rep->chains++;
-            if (!v->ranged && (b->seq != 1 || strspn(b->prev, "0") != 64))
+            if (!v->ranged && b->seq != 1)
                 problem(v, "batch chain %s/%s/%d starts at #%lld, not #1 (batches missing)",
                         b->group, b->topic, b->part, (long long)b->seq);
+            else if (!v->ranged && strspn(b->prev, "0") != 64)
+                problem(v,
+                        "batch chain %s/%s/%d: #1 names a previous digest (batches before it "
+                        "are missing, or batches were reordered)",
+                        b->group, b->topic, b->part);
         }
     }
     sort_base = v->b;
@@ -608,9 +613,14 @@ static int verify_documents(verifier *v, char *err, size_t err_len)
                         chain, (long long)seq, kind, id, (long long)pseq);
         } else {
             v->rep->doc_chains++;
-            if (!v->ranged && (seq != 1 || strspn(prev, "0") != 64))
+            if (!v->ranged && seq != 1)
                 problem(v, "document chain %s starts at #%lld, not #1 (documents missing)", chain,
                         (long long)seq);
+            else if (!v->ranged && strspn(prev, "0") != 64)
+                problem(v,
+                        "document chain %s: #1 names a previous digest (documents missing or "
+                        "reordered)",
+                        chain);
         }
         q.n = 0;
         chain__put(&q, "D", 1);

@@ -48,6 +48,7 @@ CREATE TABLE gm.chain_batches (
     prev_digest    bytea       NOT NULL CHECK (octet_length(prev_digest) = 32),
     digest         bytea       NOT NULL CHECK (octet_length(digest) = 32),
     committed_at   timestamptz NOT NULL DEFAULT gm.now(),
+    scheme         smallint    NOT NULL DEFAULT 1 CHECK (scheme = 1),
     PRIMARY KEY (group_id, topic, partition, seq)
 );
 CREATE INDEX chain_batches_range ON gm.chain_batches (topic, partition, next_offset);
@@ -60,6 +61,7 @@ COMMENT ON COLUMN gm.chain_batches.rejects IS 'gm.rejected_events rows the batch
 COMMENT ON COLUMN gm.chain_batches.duplicates IS 'Messages of this partition found to be duplicates (no row inserted)';
 COMMENT ON COLUMN gm.chain_batches.charges IS 'The batch''s changes to gm.charges (all its partitions), on the entry of its lowest partition ([] on the others): array of [tenant, hour_us, site, model, dimension, card_id, card_version, site_tier, currency, unit_price, quantity, amount, events] (strings; site_tier may be null), in key order';
 COMMENT ON COLUMN gm.chain_batches.prev_digest IS 'digest of the previous batch of the chain; 32 zero bytes for seq 1';
+COMMENT ON COLUMN gm.chain_batches.scheme IS 'The hash rules the digest follows (docs/auditors.md, "Canonical encoding (scheme 1)")';
 COMMENT ON COLUMN gm.chain_batches.digest IS 'SHA-256 over the canonical bytes of the batch (docs/auditors.md, "Batch digest")';
 
 -- ---- Documents: finalized invoices, credit notes, re-rating runs -----------------------------
@@ -72,12 +74,14 @@ CREATE TABLE gm.chain_documents (
     prev_digest  bytea       NOT NULL CHECK (octet_length(prev_digest) = 32),
     digest       bytea       NOT NULL CHECK (octet_length(digest) = 32),
     recorded_at  timestamptz NOT NULL DEFAULT gm.now(),
+    scheme       smallint    NOT NULL DEFAULT 1 CHECK (scheme = 1),
     PRIMARY KEY (chain, seq),
     UNIQUE (kind, doc_id)
 );
 COMMENT ON TABLE gm.chain_documents IS 'One row per finalized invoice, credit note and re-rating run: SHA-256 of its canonical JSON chained per issuer and kind in number order (scheme 1, docs/auditors.md)';
 COMMENT ON COLUMN gm.chain_documents.chain IS '"invoice:ISSUER", "credit_note:ISSUER" or "rerating"';
 COMMENT ON COLUMN gm.chain_documents.doc_id IS 'invoice_id, credit_note_id, or run_id';
+COMMENT ON COLUMN gm.chain_documents.scheme IS 'The hash rules the digest follows (docs/auditors.md)';
 COMMENT ON COLUMN gm.chain_documents.number IS 'The document number (invoices and credit notes)';
 
 CREATE TRIGGER chain_batches_immutable BEFORE UPDATE OR DELETE ON gm.chain_batches
@@ -235,13 +239,14 @@ CREATE VIEW audit.chain_batches AS
 SELECT group_id, topic, partition, seq, from_offset, next_offset, rows, rejects, duplicates,
        input_tokens, cached_tokens, output_tokens, gpu_us,
        amount_input, amount_cached, amount_output, amount_gpu, charges,
-       encode(prev_digest, 'hex') AS prev_digest, encode(digest, 'hex') AS digest, committed_at
+       encode(prev_digest, 'hex') AS prev_digest, encode(digest, 'hex') AS digest, committed_at,
+       scheme
 FROM gm.chain_batches;
 COMMENT ON VIEW audit.chain_batches IS 'The batch chains: one row per committed rater batch and partition, digests in lowercase hex (docs/auditors.md, "Tamper evidence")';
 
 CREATE VIEW audit.chain_documents AS
 SELECT chain, seq, kind, doc_id, number, encode(prev_digest, 'hex') AS prev_digest,
-       encode(digest, 'hex') AS digest, recorded_at
+       encode(digest, 'hex') AS digest, recorded_at, scheme
 FROM gm.chain_documents;
 COMMENT ON VIEW audit.chain_documents IS 'The document chains: one row per finalized invoice, credit note and re-rating run, digests in lowercase hex';
 

@@ -308,6 +308,21 @@ START_TEST(test_swapped_rows_are_found)
 }
 END_TEST
 
+START_TEST(test_reordered_batches_are_found)
+{
+    fixture f;
+    open_db(&f, "chreord");
+    /* Batches #1 and #2 of partition 0 trade places in the chain. */
+    tamper(&f, "UPDATE gm.chain_batches SET seq = seq + 100 WHERE partition = 0;"
+               " UPDATE gm.chain_batches SET seq = CASE seq WHEN 101 THEN 2 ELSE 1 END"
+               " WHERE partition = 0");
+    gm_chain_report rep = verify(&f);
+    assert_found(&rep, "batch chain g/" TOPIC "/0: #1 names a previous digest", "reordered");
+    ck_assert_int_ge(rep.problems, 2); /* the link and both digests */
+    close_db(&f);
+}
+END_TEST
+
 START_TEST(test_row_added_behind_the_raters_back_is_found)
 {
     fixture f;
@@ -417,6 +432,15 @@ START_TEST(test_restored_older_backup_is_found_by_the_anchor)
     ck_assert_msg(rep.problems == 0, "%s", rep.first);
     rep = verify_with(old, anchor);
     assert_found(&rep, "chain batch:g/" TOPIC "/1 had #2", "ends at #1");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "python3 %s/examples/verify_chain.py --db '%s' --anchor %s >/dev/null", GM_SOURCE_DIR,
+             f.conninfo, anchor);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd,
+             "python3 %s/examples/verify_chain.py --db '%s' --anchor %s >/dev/null", GM_SOURCE_DIR,
+             backup, anchor);
+    ck_assert_int_eq(WEXITSTATUS(system(cmd)), 1);
     PQfinish(old);
     unlink(anchor);
     gm_test_db_drop(backup);
@@ -438,6 +462,7 @@ int main(void)
     tcase_add_test(tc, test_deleted_row_is_found);
     tcase_add_test(tc, test_deleted_batch_is_found);
     tcase_add_test(tc, test_swapped_rows_are_found);
+    tcase_add_test(tc, test_reordered_batches_are_found);
     tcase_add_test(tc, test_row_added_behind_the_raters_back_is_found);
     tcase_add_test(tc, test_changed_invoice_line_and_credit_note_are_found);
     tcase_add_test(tc, test_rerating_run_is_chained_and_a_changed_correction_is_found);
