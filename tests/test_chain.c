@@ -90,7 +90,7 @@ static void open_db(fixture *f, const char *tag)
     make_event(&f->ev[4], "edge/fra1/n1", 3, 40);
     make_row(&f->rows[3], &f->ev[3], 0, 2);
     make_row(&f->rows[4], &f->ev[4], 0, 4);
-    gm_ledger_reject rj = {0, 3, "k\x01", 2, "{\"bad\":\x02}", 10, "event: data: missing"};
+    gm_ledger_reject rj = {0, 3, "k\x01", 2, "{\"bad\":\x02}", 10, "event: data: missing", NULL, "contract"};
     gm_ledger_pos pos2 = {0, 2, 5};
     gm_ledger_batch b2 = {"g", TOPIC, "t", &f->rows[3], 2, &rj, 1, &pos2, 1};
     commit(f, &b2);
