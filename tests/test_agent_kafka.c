@@ -94,15 +94,21 @@ static char *batch_body(uint64_t first, int n)
     return b;
 }
 
+/* Kills the agent after_ms after its start, or as soon as the stream has reached request id
+ * `at`, whichever comes first: mid-stream however fast or slow the machine is. */
 typedef struct killer {
     pid_t pid;
     int after_ms;
+    const uint64_t *next; /* the stream's next request id (written by the test thread) */
+    uint64_t at;
 } killer;
 
 static void *kill_later(void *arg)
 {
     killer *k = arg;
-    usleep((useconds_t)k->after_ms * 1000);
+    int64_t until = gm_mono_us() + (int64_t)k->after_ms * 1000;
+    while (gm_mono_us() < until && __atomic_load_n(k->next, __ATOMIC_RELAXED) < k->at)
+        usleep(1000);
     kill(k->pid, SIGKILL);
     return NULL;
 }
@@ -129,7 +135,7 @@ START_TEST(test_kill9_during_a_stream_loses_no_acknowledged_event_and_leaves_no_
     enum { ROUNDS = 12, BATCH = 50, MAX_REQ = 400000 };
     uint8_t *acked = gm_xcalloc(MAX_REQ, 1);   /* answered as accepted */
     uint8_t *unknown = gm_xcalloc(MAX_REQ, 1); /* sent, no answer: the agent was killed */
-    uint64_t next = 0, n_acked = 0, kills_mid_stream = 0, kills_at_start = 0;
+    uint64_t next = 0, n_acked = 0, kills_mid_stream = 0, kills_at_start = 0, kills_idle = 0;
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     for (int round = 0; round < ROUNDS; round++) {
         rng = rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -141,11 +147,19 @@ START_TEST(test_kill9_during_a_stream_loses_no_acknowledged_event_and_leaves_no_
             continue;
         }
         pid_t pid = start_agent(true);
-        killer k = {pid, 300 + (int)((rng >> 33) % 1200)};
+        /* each round has its share of request ids; the kill comes within it (at 20 to 90 %
+         * of it, or after 0.3 to 1.5 s if the agent is slower) */
+        uint64_t share = MAX_REQ / ROUNDS, round_end = next + share;
+        killer k = {pid, 300 + (int)((rng >> 33) % 1200), &next,
+                    next + share / 5 + (rng >> 20) % (share * 7 / 10)};
         pthread_t th;
         pthread_create(&th, NULL, kill_later, &k);
         for (;;) {
             ck_assert_uint_lt(next + BATCH, MAX_REQ);
+            if (next + BATCH > round_end) {
+                kills_idle++;
+                break;
+            }
             char *body = batch_body(next, BATCH);
             ta_resp r;
             ta_request(sock, 0, NULL, "/v1/events", "application/x-ndjson", body, strlen(body), &r);
@@ -162,7 +176,7 @@ START_TEST(test_kill9_during_a_stream_loses_no_acknowledged_event_and_leaves_no_
             for (int i = 0; i < BATCH; i++)
                 acked[next + (uint64_t)i] = 1;
             n_acked += BATCH;
-            next += BATCH;
+            __atomic_store_n(&next, next + BATCH, __ATOMIC_RELAXED);
             ta_resp_free(&r);
         }
         pthread_join(th, NULL);
@@ -174,10 +188,12 @@ START_TEST(test_kill9_during_a_stream_loses_no_acknowledged_event_and_leaves_no_
     pid_t pid = start_agent(true);
     wait_delivered(120000);
     ck_assert_int_eq(ta_agent_stop(pid), 0);
-    printf("kill9: %llu requests ids sent, %llu acknowledged, %llu kills mid-stream, %llu at "
-           "start\n",
+    printf("kill9: %llu requests ids sent, %llu acknowledged, %llu kills (%llu of them after "
+           "the round's share was sent), %llu at start\n",
            (unsigned long long)next, (unsigned long long)n_acked,
-           (unsigned long long)kills_mid_stream, (unsigned long long)kills_at_start);
+           (unsigned long long)kills_mid_stream, (unsigned long long)kills_idle,
+           (unsigned long long)kills_at_start);
+    ck_assert_msg(kills_idle < kills_mid_stream, "no kill came in the middle of a stream");
     ck_assert_uint_gt(n_acked, 1000);
 
     tn_msg *m;
