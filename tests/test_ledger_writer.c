@@ -172,9 +172,8 @@ START_TEST(test_two_writers_on_one_source_conflict_instead_of_doubling)
     ck_assert_msg(gm_ledger_writer_commit(b, &bb, &res, err, sizeof err) == 0, "%s", err);
     /* A, with its cached ranges {1}, now sees seq 2 again: its compare-and-set on the
      * source fails instead of writing seq 2 twice. */
-    make_event(&ev[2], "edge/fra1/n1", 2, "n1-2");
-    make_row(&rows[2], &ev[2], 1);
-    ev[2].time_us += 1; /* another time: the unique key alone would not catch it */
+    make_event(&ev[2], "edge/fra1/n1", 2, "n1-2-resent");
+    make_row(&rows[2], &ev[2], 1); /* another id: the unique key alone would not catch it */
     gm_ledger_pos pa2 = {0, 1, 2};
     gm_ledger_batch ba2 = {"g", TOPIC, "a", &rows[2], 1, NULL, 0, &pa2, 1};
     ck_assert_int_eq(gm_ledger_writer_commit(a, &ba2, &res, err, sizeof err), GM_ECONFLICT);
