@@ -849,9 +849,11 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         w->rid = gm_xmalloc(w->rid_cap * sizeof *w->rid);
     }
     /* Step 0, before the transaction: the ids of new names, partitions and pricings. */
+    int64_t t_ids = gm_mono_us();
     if ((rc = ledger__ids_resolve(w->ids, w->conn, b->topic, b->rows, b->n_rows, w->rid, err,
                                   err_len)))
         return rc;
+    t_ids = gm_mono_us() - t_ids;
     if ((rc = gm_pg_exec(w->conn, "BEGIN", err, err_len)))
         return rc;
     if (w->dup_cap < b->n_rows) {
@@ -884,9 +886,9 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     t[5] = gm_mono_us();
     gm_debug("ledger",
-             "msg=\"batch steps\" rows=%zu sources_us=%lld ledger_us=%lld "
+             "msg=\"batch steps\" rows=%zu ids_us=%lld sources_us=%lld ledger_us=%lld "
              "charges_us=%lld seqs_us=%lld rest_us=%lld",
-             b->n_rows, (long long)(t[1] - t[0]), (long long)(t[2] - t[1]),
+             b->n_rows, (long long)t_ids, (long long)(t[1] - t[0]), (long long)(t[2] - t[1]),
              (long long)(t[3] - t[2]), (long long)(t[4] - t[3]), (long long)(t[5] - t[4]));
     res->accepted = b->n_rows - dups;
     res->duplicates = dups;

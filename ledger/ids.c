@@ -3,7 +3,7 @@
  *
  * DESIGN. One open-addressing table maps (kind, key text) to an id. Names use their own
  * text as the key; a topic partition "topic\x1fpartition"; a pricing every field rating
- * decided, as text ("card\x1fversion\x1fcurrency\x1ftier\x1fflags\x1fp0\x1fp1\x1fp2\x1fp3").
+ * decided (card, currency, tier as text; version, flags and the four prices in hex).
  * A row's pricing key is built only when its fields differ from the previous row's, so that a
  * warm batch costs a few hash lookups a row and no round trip. */
 #include "gm_ingest.h"
@@ -31,16 +31,26 @@ struct ledger__ids {
         const gm_ledger_row *row;
     } * miss;
     size_t n_miss, miss_cap;
+    char *key; /* the current row's pricing key */
+    size_t key_cap;
 };
 
-static uint64_t hash_key(unsigned kind, const char *key)
+/* A word at a time (a few ns for a typical 20-byte name; FNV's byte loop cost a microsecond a
+ * row over the six keys). */
+static uint64_t hash_key(unsigned kind, const char *key, size_t len)
 {
-    uint64_t h = 14695981039346656037ULL ^ kind;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-        h ^= *p;
-        h *= 1099511628211ULL;
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)kind * 0xff51afd7ed558ccdULL) ^ len;
+    size_t i = 0;
+    uint64_t w;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, key + i, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+        h ^= h >> 31;
     }
-    return h;
+    w = 0;
+    memcpy(&w, key + i, len - i);
+    h = (h ^ w) * 0x94d049bb133111ebULL;
+    return h ^ (h >> 29);
 }
 
 ledger__ids *ledger__ids_new(void)
@@ -59,6 +69,7 @@ void ledger__ids_free(ledger__ids *x)
         free(x->s[i].key);
     free(x->s);
     free(x->miss);
+    free(x->key);
     free(x);
 }
 
@@ -86,7 +97,7 @@ static slot *get(ledger__ids *x, unsigned kind, const char *key)
                 *find(x, old[i].kind, old[i].key, old[i].hash) = old[i];
         free(old);
     }
-    uint64_t h = hash_key(kind, key);
+    uint64_t h = hash_key(kind, key, strlen(key));
     slot *s = find(x, kind, key, h);
     if (!s->key) {
         s->key = gm_xstrdup(key);
@@ -110,14 +121,41 @@ static void add_miss(ledger__ids *x, unsigned kind, const slot *s, const gm_ledg
     x->miss[x->n_miss++] = (struct miss){(unsigned char)kind, s->key, row};
 }
 
-static void pricing_key(const gm_ledger_row *row, char *buf, size_t len)
+/* The pricing's key: its strings, then version, flags and the four prices in hex (cheap to
+ * build for every row: no decimal formatting; the key is never read back). */
+static char *put_str(char *p, const char *s, size_t n)
 {
-    char p[GM_LEDGER_DIMS][48];
-    for (int d = 0; d < GM_LEDGER_DIMS; d++)
-        gm_dec_format(row->unit_price_p[d], 12, p[d], sizeof p[d]);
-    snprintf(buf, len, "%s\x1f%lld\x1f%s\x1f%s%s\x1f%u\x1f%s\x1f%s\x1f%s\x1f%s", row->card_id,
-             (long long)row->card_version, row->currency, row->site_tier ? "=" : "-",
-             row->site_tier ? row->site_tier : "", row->flags, p[0], p[1], p[2], p[3]);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* The pricing's key into *buf (grown as needed): card, currency and tier, then version, flags
+ * and the four prices in hex (cheap to build for every row; never read back). */
+static void pricing_key(const gm_ledger_row *row, char **buf, size_t *cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t lc = strlen(row->card_id), lu = strlen(row->currency),
+           lt = row->site_tier ? strlen(row->site_tier) : 0;
+    size_t need = lc + lu + lt + 4 + 6 * 16 + 1;
+    if (need > *cap) {
+        *cap = need * 2;
+        *buf = gm_xrealloc(*buf, *cap);
+    }
+    char *p = *buf;
+    p = put_str(p, row->card_id, lc);
+    *p++ = '\x1f';
+    p = put_str(p, row->currency, lu);
+    *p++ = '\x1f';
+    *p++ = row->site_tier ? '=' : '-';
+    p = put_str(p, row->site_tier ? row->site_tier : "", lt);
+    *p++ = '\x1f';
+    uint64_t v[6] = {(uint64_t)row->card_version,    row->flags,
+                     (uint64_t)row->unit_price_p[0], (uint64_t)row->unit_price_p[1],
+                     (uint64_t)row->unit_price_p[2], (uint64_t)row->unit_price_p[3]};
+    for (int i = 0; i < 6; i++)
+        for (int sh = 60; sh >= 0; sh -= 4)
+            *p++ = hex[(v[i] >> sh) & 15];
+    *p = '\0';
 }
 
 static bool same_pricing(const gm_ledger_row *a, const gm_ledger_row *b)
@@ -137,7 +175,7 @@ static size_t lookup(ledger__ids *x, const char *topic, const gm_ledger_row *row
                      ledger__row_ids *out, bool record)
 {
     size_t missing = 0;
-    char key[1024];
+    char key[300]; /* a topic partition's key (Kafka topic names are at most 249 bytes) */
     const gm_ledger_row *prev = NULL;
     int32_t prev_pricing = 0, prev_partition = -1, prev_stream = 0;
     for (size_t i = 0; i < n; i++) {
@@ -179,8 +217,8 @@ static size_t lookup(ledger__ids *x, const char *topic, const gm_ledger_row *row
         if (prev && prev_pricing && same_pricing(prev, row)) {
             o->pricing = prev_pricing;
         } else {
-            pricing_key(row, key, sizeof key);
-            slot *s = get(x, K_PRICING, key);
+            pricing_key(row, &x->key, &x->key_cap);
+            slot *s = get(x, K_PRICING, x->key);
             o->pricing = s->id;
             if (!s->id) {
                 miss = true;
