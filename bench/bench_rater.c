@@ -7,6 +7,7 @@
  * point queries (one event by source and id; one tenant's hour) on the ledger just written.
  *
  *   bench_rater [events=300000] [partitions=6] [batch=10000]
+ * GM_BENCH_BATCH_MS=N runs the rater with --batch-ms N (default 200).
  * GM_BENCH_ROLLUP=off drops the daily-rollup triggers on gm.charges (sql/0008) first: the
  * rater as it was before them, for the before/after comparison of bench/rollup_cost.sh.
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
@@ -22,6 +23,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The 1, 5 and 15 minute load averages ("?" where /proc/loadavg is missing). */
+static const char *load_average(void)
+{
+    static char buf[64];
+    char a[16] = "?", b[16] = "", c[16] = "";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%15s %15s %15s", a, b, c) != 3)
+            snprintf(a, sizeof a, "?");
+        fclose(f);
+    }
+    snprintf(buf, sizeof buf, "%s %s %s", a, b, c);
+    return buf;
+}
 
 static void die(const char *what, const char *err)
 {
@@ -382,8 +398,11 @@ int main(int argc, char **argv)
                    " DROP TRIGGER charges_rollup_upd ON gm.charges");
     printf("bench_rater: daily rollup triggers on gm.charges: %s\n", rollup_off ? "off" : "on");
 
-    printf("bench_rater: %lld events, %d partitions, batch %d, PostgreSQL %d, 2-core host\n",
-           (long long)n_events, partitions, batch, PQserverVersion(c));
+    printf("bench_rater: %lld events, %d partitions, batch %d, batch_ms %s, PostgreSQL %d, 2-core "
+           "host, load average %s\n",
+           (long long)n_events, partitions, batch,
+           getenv("GM_BENCH_BATCH_MS") ? getenv("GM_BENCH_BATCH_MS") : "200", PQserverVersion(c),
+           load_average());
     /* 1. Ceiling. */
     double ceiling = copy_rate(c, n_events, "bench_copy");
     printf("  ceiling: binary COPY into an unindexed table   %10.0f rows/s\n", ceiling);
@@ -421,6 +440,9 @@ int main(int argc, char **argv)
     job.cfg.group_id = "bench";
     job.cfg.db_conninfo = ci;
     job.cfg.batch_max = batch;
+    const char *batch_ms = getenv("GM_BENCH_BATCH_MS"); /* the rater's --batch-ms (default 200) */
+    if (batch_ms && atoi(batch_ms) > 0)
+        job.cfg.batch_ms = atoi(batch_ms);
     job.cfg.metrics_addr = "";
     pthread_t th;
     stop_rater = 0;
