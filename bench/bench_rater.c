@@ -202,6 +202,7 @@ static double copy_rate(PGconn *c, int64_t rows, const char *table)
         put32(&b, 0);
         put32(&b, 0);
         int64_t batch = rows - done < 5000 ? rows - done : 5000;
+        int64_t t_ingested = gm_now_us();
         for (int64_t i = 0; i < batch; i++) {
             gm_event ev;
             make_event(&ev, INT64_C(1795816800000000) + (done + i) * EVENT_SPACING_US);
@@ -216,7 +217,7 @@ static double copy_rate(PGconn *c, int64_t rows, const char *table)
                 put_text(&b, ev.model);
                 put32(&b, 0xffffffffu); /* request_id NULL */
             } else {
-                put16(&b, 15);
+                put16(&b, 16);
                 put_ts(&b, ev.time_us);
                 put_int8(&b, (int64_t)ev.seq);
                 put_int8(&b, done + i);
@@ -226,6 +227,7 @@ static double copy_rate(PGconn *c, int64_t rows, const char *table)
             put_int8(&b, ev.output_tokens);
             put_int8(&b, ev.gpu_us);
             if (!scratch) {
+                put_ts(&b, t_ingested);
                 int k = atoi(ev.source + strlen(ev.source) - 3); /* node-NNN */
                 int32_t ids[6] = {1000 + k, 1 + k % 5, 10 + k % 6, 20 + (int)(ev.input_tokens % 4),
                                   1,        1 + k % 6};
@@ -245,7 +247,8 @@ static double copy_rate(PGconn *c, int64_t rows, const char *table)
         else
             snprintf(copy_sql, sizeof copy_sql,
                      "COPY gm.ledger_rows (event_time, seq, kafka_offset, input_tokens,"
-                     " cached_tokens, output_tokens, gpu_us, source_id, tenant_id, site_id,"
+                     " cached_tokens, output_tokens, gpu_us, ingested_at, source_id, tenant_id,"
+                     " site_id,"
                      " model_id, pricing_id, stream_id, event_id, request_id)"
                      " FROM STDIN (FORMAT binary)");
         PGresult *r = PQexec(c, copy_sql);

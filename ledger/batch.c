@@ -447,10 +447,11 @@ static size_t dedupe(gm_ledger_writer *w, const gm_ledger_batch *b)
 
 /* One compact ledger row (gm.ledger_rows, sql/0012) in COPY binary format, columns in
  * LEDGER_COLUMNS order: no text but the two ids, no numerics. */
-static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row_ids *id)
+static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row_ids *id,
+                            int64_t ingested_us)
 {
     const gm_event *ev = row->ev;
-    bin_u16(q, 15);
+    bin_u16(q, 16);
     bin_ts(q, ev->time_us);
     bin_i64(q, (int64_t)ev->seq);
     bin_i64(q, row->offset);
@@ -458,6 +459,7 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
     bin_i64(q, ev->cached_tokens);
     bin_i64(q, ev->output_tokens);
     bin_i64(q, ev->gpu_us);
+    bin_ts(q, ingested_us);
     bin_i32(q, id->source);
     bin_i32(q, id->tenant);
     bin_i32(q, id->site);
@@ -470,12 +472,13 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
 
 #define LEDGER_COLUMNS                                                                             \
     "event_time, seq, kafka_offset, input_tokens, cached_tokens, output_tokens, gpu_us,"           \
-    " source_id, tenant_id, site_id, model_id, pricing_id, stream_id, event_id, request_id"
+    " ingested_at, source_id, tenant_id, site_id, model_id, pricing_id, stream_id, event_id, "     \
+    "request_id"
 
 /* Step 3: the ledger rows. Fast: COPY straight in. Slow: COPY into a temp table, then
  * INSERT … ON CONFLICT DO NOTHING RETURNING, and mark the rows it skipped as duplicates. */
-static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow, size_t *dups,
-                        char *err, size_t err_len)
+static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow, int64_t now_us,
+                        size_t *dups, char *err, size_t err_len)
 {
     sbuf *q = &w->buf;
     q->n = 0;
@@ -483,7 +486,7 @@ static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow
     size_t n = 0;
     for (size_t i = 0; i < b->n_rows; i++)
         if (!w->dup[i]) {
-            ledger_copy_row(q, &b->rows[i], &w->rid[i]);
+            ledger_copy_row(q, &b->rows[i], &w->rid[i], now_us);
             n++;
         }
     bin_u16(q, 0xffff); /* trailer */
@@ -854,8 +857,23 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
                                   err_len)))
         return rc;
     t_ids = gm_mono_us() - t_ids;
-    if ((rc = gm_pg_exec(w->conn, "BEGIN", err, err_len)))
-        return rc;
+    /* BEGIN, and the transaction's gm.now() in the same round trip: every row's ingested_at
+     * is that instant (what the column's default would give), sent in the COPY rather than
+     * computed by PostgreSQL once per row (about 0.6 us a row). */
+    int64_t now_us = 0;
+    {
+        PGresult *r =
+            PQexec(w->conn, "BEGIN; SELECT (extract(epoch FROM gm.now()) * 1000000)::int8");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            rc = gm_pg_fail(w->conn, r, "BEGIN", err, err_len);
+            PQclear(r);
+            if (PQstatus(w->conn) == CONNECTION_OK)
+                PQclear(PQexec(w->conn, "ROLLBACK"));
+            return rc;
+        }
+        now_us = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
     if (w->dup_cap < b->n_rows) {
         free(w->dup);
         w->dup_cap = b->n_rows;
@@ -871,7 +889,7 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     dups = dedupe(w, b);
     t[1] = gm_mono_us();
-    if ((rc = write_ledger(w, b, slow, &dups, err, err_len)))
+    if ((rc = write_ledger(w, b, slow, now_us, &dups, err, err_len)))
         goto fail;
     t[2] = gm_mono_us();
     if ((rc = write_charges(w, b, &charge_rows, err, err_len)))
