@@ -19,6 +19,27 @@
 
 SET ROLE gm_owner;
 
+-- A column another migration added to gm.ledger would be lost by the move below: refuse
+-- instead (carry it into gm.ledger_rows and the view first).
+DO $$
+DECLARE
+    extra text;
+BEGIN
+    SELECT string_agg(column_name, ', ') INTO extra
+    FROM information_schema.columns
+    WHERE table_schema = 'gm' AND table_name = 'ledger'
+      AND column_name NOT IN ('tenant', 'event_time', 'source', 'event_id', 'seq', 'site', 'model',
+                              'request_id', 'input_tokens', 'cached_tokens', 'output_tokens',
+                              'gpu_us', 'site_tier', 'card_id', 'card_version', 'currency',
+                              'amount_input', 'amount_cached', 'amount_output', 'amount_gpu',
+                              'flags', 'kafka_topic', 'kafka_partition', 'kafka_offset',
+                              'ingested_at');
+    IF extra IS NOT NULL THEN
+        RAISE EXCEPTION 'sql/0012: gm.ledger has columns this migration does not move: %', extra
+            USING HINT = 'add them to gm.ledger_rows, the view gm.ledger and its INSERT trigger';
+    END IF;
+END $$;
+
 ALTER TABLE gm.ledger RENAME TO ledger_v0;
 
 -- Interned strings. kind: 1 tenant, 2 site, 3 model, 4 source. Ids are never reused.

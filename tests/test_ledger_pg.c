@@ -177,6 +177,34 @@ START_TEST(test_compact_ledger_keeps_rows_exactly)
 }
 END_TEST
 
+/* A column another migration added to the wide table is never dropped by the move: sql/0012
+ * refuses, naming it, and leaves nothing of itself behind. */
+START_TEST(test_compact_ledger_refuses_to_drop_an_unknown_column)
+{
+    char ci[256];
+    snprintf(ci, sizeof ci, "%s", gm_test_db_create("compactcol"));
+    PGconn *c = gm_test_pg_connect(ci);
+    char err[1024];
+    size_t before = 0;
+    while (before < gm_ledger_migrations_count && gm_ledger_migrations[before].version < 12)
+        before++;
+    ck_assert_int_eq(
+        gm_ledger_migrate(c, gm_ledger_migrations, before, GM_MIGRATE_APPLY, NULL, err, sizeof err),
+        0);
+    gm_test_pg_exec(c, "ALTER TABLE gm.ledger ADD COLUMN payload_fingerprint bytea");
+    ck_assert_int_ne(gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err),
+                     0);
+    ck_assert_msg(strstr(err, "payload_fingerprint") != NULL, "%s", err);
+    char *v = gm_test_pg_value(c, "SELECT to_regclass('gm.ledger_rows') IS NULL"
+                                  " AND to_regclass('gm.ledger') IS NOT NULL");
+    ck_assert_str_eq(v, "t");
+    free(v);
+    PQfinish(c);
+    gm_test_db_drop(ci);
+}
+END_TEST
+
 START_TEST(test_card_versions_are_never_rewritten)
 {
     char ci[256];
@@ -246,6 +274,7 @@ int main(void)
     tcase_add_test(tc, test_failed_migration_leaves_nothing_half_applied);
     tcase_add_test(tc, test_card_versions_are_never_rewritten);
     tcase_add_test(tc, test_compact_ledger_keeps_rows_exactly);
+    tcase_add_test(tc, test_compact_ledger_refuses_to_drop_an_unknown_column);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
