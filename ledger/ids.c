@@ -304,35 +304,108 @@ static int resolve_names(ledger__ids *x, PGconn *c, char *err, size_t err_len)
     return rc;
 }
 
-static int resolve_one(ledger__ids *x, PGconn *c, const char *topic, const struct miss *m,
-                       char *err, size_t err_len)
+/* A PostgreSQL array literal, built element by element. */
+typedef struct abuf {
+    char *p;
+    size_t n, cap;
+} abuf;
+
+static void abuf_elem(abuf *a, const char *s) /* s NULL: the element NULL */
 {
-    const gm_ledger_row *row = m->row;
-    PGresult *r;
-    if (m->kind == K_STREAM) {
-        char part[16];
-        snprintf(part, sizeof part, "%d", row->partition);
-        const char *params[2] = {topic, part};
-        r = PQexecParams(c, "SELECT gm.ledger_stream_id($1, $2::integer)", 2, NULL, params, NULL,
-                         NULL, 0);
+    size_t need = a->n + (s ? 2 * strlen(s) : 4) + 4;
+    if (need > a->cap) {
+        a->cap = need * 2 > 256 ? need * 2 : 256;
+        a->p = gm_xrealloc(a->p, a->cap);
+    }
+    char *p = a->p + a->n;
+    *p++ = a->n ? ',' : '{';
+    if (s) {
+        p = array_elem(p, s, true);
     } else {
+        memcpy(p, "NULL", 4);
+        p += 4;
+    }
+    a->n = (size_t)(p - a->p);
+}
+
+static const char *abuf_end(abuf *a)
+{
+    if (a->n == 0)
+        abuf_elem(a, NULL); /* not reached: there is at least one element */
+    a->p[a->n] = '}';
+    a->p[a->n + 1] = '\0';
+    return a->p;
+}
+
+/* Every missing pricing of the batch in one round trip (a cold rater meets as many as its
+ * first batch has distinct prices). */
+static int resolve_pricings(ledger__ids *x, PGconn *c, char *err, size_t err_len)
+{
+    abuf a[9] = {{0}};
+    size_t n = 0;
+    for (size_t i = 0; i < x->n_miss; i++) {
+        const struct miss *m = &x->miss[i];
+        if (m->kind != K_PRICING)
+            continue;
+        const gm_ledger_row *row = m->row;
         char ver[24], flags[16], p[GM_LEDGER_DIMS][48];
         snprintf(ver, sizeof ver, "%lld", (long long)row->card_version);
         snprintf(flags, sizeof flags, "%u", row->flags);
         for (int d = 0; d < GM_LEDGER_DIMS; d++)
             gm_dec_format(row->unit_price_p[d], 12, p[d], sizeof p[d]);
-        const char *params[9] = {row->card_id, ver,  row->currency, row->site_tier, flags, p[0],
-                                 p[1],         p[2], p[3]};
-        r = PQexecParams(c,
-                         "SELECT gm.ledger_pricing_id($1, $2::integer, $3, $4, $5::smallint,"
-                         " $6::numeric, $7::numeric, $8::numeric, $9::numeric,"
-                         " NULL, NULL, NULL, NULL)",
-                         9, NULL, params, NULL, NULL, 0);
+        abuf_elem(&a[0], row->card_id);
+        abuf_elem(&a[1], ver);
+        abuf_elem(&a[2], row->currency);
+        abuf_elem(&a[3], row->site_tier);
+        abuf_elem(&a[4], flags);
+        for (int d = 0; d < GM_LEDGER_DIMS; d++)
+            abuf_elem(&a[5 + d], p[d]);
+        n++;
     }
+    int rc = 0;
+    if (n) {
+        const char *params[9];
+        for (int k = 0; k < 9; k++) {
+            a[k].cap += 2; /* room for the closing brace and NUL */
+            a[k].p = gm_xrealloc(a[k].p, a[k].cap);
+            params[k] = abuf_end(&a[k]);
+        }
+        PGresult *r = PQexecParams(c,
+                                   "SELECT ord, id FROM gm.ledger_pricing_ids($1::text[],"
+                                   " $2::integer[], $3::text[], $4::text[], $5::smallint[],"
+                                   " $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[])",
+                                   9, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || (size_t)PQntuples(r) != n) {
+            rc = fail_result(c, r, "interning pricings", err, err_len);
+        } else {
+            /* ord k (1-based) is the k-th pricing miss, in miss order. */
+            size_t k = 0;
+            for (size_t i = 0; i < x->n_miss && rc == 0; i++) {
+                if (x->miss[i].kind != K_PRICING)
+                    continue;
+                k++;
+                for (int j = 0; j < PQntuples(r); j++)
+                    if ((size_t)atol(PQgetvalue(r, j, 0)) == k && !PQgetisnull(r, j, 1))
+                        get(x, K_PRICING, x->miss[i].key)->id = (int32_t)atol(PQgetvalue(r, j, 1));
+            }
+            PQclear(r);
+        }
+    }
+    for (int k = 0; k < 9; k++)
+        free(a[k].p);
+    return rc;
+}
+
+static int resolve_stream(ledger__ids *x, PGconn *c, const char *topic, const struct miss *m,
+                          char *err, size_t err_len)
+{
+    char part[16];
+    snprintf(part, sizeof part, "%d", m->row->partition);
+    const char *params[2] = {topic, part};
+    PGresult *r = PQexecParams(c, "SELECT gm.ledger_stream_id($1, $2::integer)", 2, NULL, params,
+                               NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-        return fail_result(
-            c, r, m->kind == K_STREAM ? "interning a topic partition" : "interning a pricing", err,
-            err_len);
+        return fail_result(c, r, "interning a topic partition", err, err_len);
     get(x, m->kind, m->key)->id = (int32_t)atol(PQgetvalue(r, 0, 0));
     PQclear(r);
     return 0;
@@ -345,9 +418,11 @@ int ledger__ids_resolve(ledger__ids *x, PGconn *c, const char *topic, const gm_l
     if (lookup(x, topic, rows, n, out, true) == 0)
         return 0;
     int rc = resolve_names(x, c, err, err_len);
+    if (rc == 0)
+        rc = resolve_pricings(x, c, err, err_len);
     for (size_t i = 0; rc == 0 && i < x->n_miss; i++)
-        if (x->miss[i].kind > K_SOURCE)
-            rc = resolve_one(x, c, topic, &x->miss[i], err, err_len);
+        if (x->miss[i].kind == K_STREAM)
+            rc = resolve_stream(x, c, topic, &x->miss[i], err, err_len);
     x->n_miss = 0;
     if (rc)
         return rc;

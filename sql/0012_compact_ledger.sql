@@ -221,6 +221,21 @@ BEGIN
     RETURN i;
 END $$;
 
+-- Many pricings in one round trip (a rater's cache misses of a batch): ord is the 1-based
+-- position in the arrays.
+CREATE FUNCTION gm.ledger_pricing_ids(c_ids text[], c_versions integer[], curs text[],
+                                      tiers text[], fs smallint[], p_in numeric[],
+                                      p_ca numeric[], p_out numeric[], p_gpu numeric[])
+RETURNS TABLE (ord integer, id integer)
+LANGUAGE sql SET search_path = pg_catalog, gm AS $$
+    SELECT u.ord::integer,
+           gm.ledger_pricing_id(u.c, u.v, u.cur::char(3), u.t, u.f, u.a, u.b, u.o, u.g,
+                                NULL, NULL, NULL, NULL)
+    FROM unnest(c_ids, c_versions, curs, tiers, fs, p_in, p_ca, p_out, p_gpu)
+         WITH ORDINALITY AS u(c, v, cur, t, f, a, b, o, g, ord)
+    ORDER BY u.ord
+$$;
+
 -- A unit price that gives `amount` for `qty` exactly (per token; per GPU-second when gpu),
 -- or NULL when there is none.
 CREATE FUNCTION gm.ledger_unit_price(qty bigint, amount numeric, gpu boolean) RETURNS numeric
@@ -360,5 +375,7 @@ GRANT INSERT, SELECT ON gm.ledger_names, gm.ledger_streams, gm.ledger_pricings T
 GRANT SELECT ON gm.ledger_rows, gm.ledger_names, gm.ledger_streams, gm.ledger_pricings TO gm_api;
 GRANT EXECUTE ON FUNCTION gm.ledger_name_id(smallint, text), gm.ledger_name_ids(smallint[], text[]),
       gm.ledger_stream_id(text, integer),
+      gm.ledger_pricing_ids(text[], integer[], text[], text[], smallint[], numeric[], numeric[],
+                            numeric[], numeric[]),
       gm.ledger_pricing_id(text, integer, char, text, smallint, numeric, numeric, numeric, numeric,
                            numeric, numeric, numeric, numeric) TO gm_rater;
