@@ -176,6 +176,10 @@ void api__gate_notify(void *cls, struct MHD_Connection *c, void **socket_context
  * the connection is being closed), the request arrived whole (false: likewise). */
 bool api__gate_begin(api_gate *g, struct MHD_Connection *c, bool expect_continue);
 bool api__gate_received(api_gate *g, struct MHD_Connection *c);
+/* Whether the answer being queued may leave the connection open (keep_alive_requests). */
+bool api__gate_keep(api_gate *g, struct MHD_Connection *c);
+/* A request's answer was delivered: the next request's deadline starts now. */
+void api__gate_next(api_gate *g, struct MHD_Connection *c);
 
 /* ---- Auth -------------------------------------------------------------------------------- */
 typedef struct api_auth_cache api_auth_cache;

@@ -19,6 +19,13 @@
  *     and per_ip_connections per address (503 problem+json with Retry-After above), except
  *     GET/HEAD /healthz and /readyz, which may use health_reserve more, so health checks
  *     are answered while one address holds its whole share.
+ *   - keep-alive (keep_alive_requests > 1; off by default): only the FIRST request of a
+ *     connection passes the gate's head check. Later ones are parsed by libmicrohttpd alone
+ *     and checked by the pipeline on its parse (framing, target, parameters: the same rules,
+ *     as with TLS); an answer before the body is read, a 408, 413, 5xx, a health check's
+ *     connection and the keep_alive_requests-th answer all close. Each next request must
+ *     arrive whole within request_timeout_s of the previous answer's end, or the connection
+ *     is closed without an answer.
  * Refusals are sent whole, then the write side is shut and the rest read and dropped for up
  * to a second (a close with unread data would reset the connection and lose the answer).
  * With TLS (inside libmicrohttpd), the gate cannot read heads: it applies the connection
@@ -62,6 +69,8 @@ struct gate_conn {
     /* PH_SERVED, under mu */
     int64_t handed_us, received_us;
     bool health, started, received, killed, mhd_writes;
+    bool between; /* keep-alive: waiting for the next request (its deadline kills silently) */
+    int requests; /* requests received whole on this connection */
     int kill_stage;
     int64_t killed_us;
     gate_conn *prev, *next;
@@ -79,6 +88,7 @@ struct api_gate {
     bool tls;
     int64_t max_body;
     int64_t timeout_us, answer_us;
+    int keep_alive;      /* requests per connection (1: every answer closes) */
     size_t peeks_wanted; /* heads waiting for their next peek (the loop then wakes sooner) */
     int max_conn, per_ip, reserve, per_ip_heads, max_heads;
     struct MHD_Daemon *d;
@@ -414,7 +424,12 @@ static void watchdog(api_gate *g, int64_t now)
         if (c->kill_stage == 0 && now >= c->accepted_us + g->timeout_us) {
             c->killed = true;
             c->killed_us = now;
-            if (!g->tls && !c->mhd_writes) {
+            if (c->between) {
+                /* kept alive, and no next request whole within request_timeout_s of the
+                 * last answer: closed without an answer (none may have begun) */
+                shutdown(c->fd, SHUT_RDWR);
+                c->kill_stage = 2;
+            } else if (!g->tls && !c->mhd_writes) {
                 char d[160];
                 snprintf(d, sizeof d,
                          "request: not received whole within %lld s of connecting "
@@ -520,6 +535,7 @@ api_gate *api__gate_new(api_server *s, const gm_api_config *cfg, bool tls, char 
     g->max_body = cfg->max_body_bytes;
     g->timeout_us = (int64_t)cfg->request_timeout_s * GM_US_PER_SEC;
     g->answer_us = (int64_t)cfg->answer_timeout_s * GM_US_PER_SEC;
+    g->keep_alive = cfg->keep_alive_requests > 1 ? cfg->keep_alive_requests : 1;
     g->max_conn = cfg->max_connections;
     g->per_ip = cfg->per_ip_connections;
     g->reserve = cfg->health_reserve;
@@ -687,6 +703,37 @@ bool api__gate_received(api_gate *g, struct MHD_Connection *mc)
     bool ok = !c->killed;
     c->received = true;
     c->received_us = gm_mono_us();
+    c->between = false;
+    c->requests++;
     pthread_mutex_unlock(&g->mu);
     return ok;
+}
+
+bool api__gate_keep(api_gate *g, struct MHD_Connection *mc)
+{
+    if (g->keep_alive <= 1)
+        return false;
+    gate_conn *c = conn_of(mc);
+    if (!c)
+        return false; /* not tracked: no deadline could be kept for a next request */
+    pthread_mutex_lock(&g->mu);
+    /* a health check's connection used the reserve: it serves nothing else */
+    bool keep = !c->killed && !c->health && c->received && c->requests < g->keep_alive;
+    pthread_mutex_unlock(&g->mu);
+    return keep;
+}
+
+void api__gate_next(api_gate *g, struct MHD_Connection *mc)
+{
+    gate_conn *c = conn_of(mc);
+    if (!c || g->keep_alive <= 1)
+        return;
+    pthread_mutex_lock(&g->mu);
+    if (!c->killed) { /* the next request's deadline counts from this answer's end */
+        c->accepted_us = gm_mono_us();
+        c->received = false;
+        c->mhd_writes = false;
+        c->between = true;
+    }
+    pthread_mutex_unlock(&g->mu);
 }

@@ -26,6 +26,7 @@ typedef struct gm_api_config {
     int conn_timeout_s;              /* idle connection timeout (response phase included) */
     int request_timeout_s;           /* a whole request (head and body) within this of connecting */
     int answer_timeout_s;            /* then its answer delivered within this (slow readers) */
+    int keep_alive_requests;         /* requests per connection; 1 (default): every answer closes */
     int64_t max_body_bytes;          /* request body limit (413 above) */
     int rate_per_s;                  /* per API key: sustained requests per second (429 above) */
     int rate_burst;                  /* per API key: burst */

@@ -16,8 +16,10 @@
  *   5. the body (its length already checked against the limit), UTF-8 (400);
  *   6. a pooled PostgreSQL connection (503 when none frees up in time); a POST runs in one
  *      transaction with its idempotency record (idempotency.c); the handler;
- *   7. metrics per route. Every answer closes the connection: one request per connection,
- *      so every request passes the gate and no bytes after a body are read as a request.
+ *   7. metrics per route. By default every answer closes the connection: one request per
+ *      connection, so every request passes the gate and no bytes after a body are read as a
+ *      request. With keep_alive_requests > 1 later requests on a connection are checked from
+ *      step 1 on libmicrohttpd's parse (gate.c says what closes a kept connection).
  * Refusals found before the body is read (steps 2-4) are sent once it has been read (and
  * dropped); framing refusals at once (the body's end is unknown). */
 #include "api_int.h"
@@ -784,7 +786,9 @@ void api__metrics_gate(api_server *s, int status)
     record(s, (int)API_R_COUNT, status, gm_mono_us());
 }
 
-static enum MHD_Result send_resp(struct MHD_Connection *conn, api_req *r)
+/* keep: the connection may serve another request (keep-alive, api__gate_keep); the answer
+ * then carries no Connection: close and libmicrohttpd keeps it open if the client asked. */
+static enum MHD_Result send_resp(struct MHD_Connection *conn, api_req *r, bool keep)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer_with_free_callback(r->resp_len, r->resp, free);
@@ -792,7 +796,8 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, api_req *r)
     MHD_add_response_header(resp, "Content-Type", r->ctype);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(resp, "Connection", "close");
+    if (!keep)
+        MHD_add_response_header(resp, "Connection", "close");
     if (r->header_name[0])
         MHD_add_response_header(resp, r->header_name, r->header_value);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->status, resp);
@@ -832,7 +837,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             if (!api__gate_received(s->gate, conn))
                 return MHD_NO;
             record(s, (int)API_R_COUNT, st->r.status, st->t0_us);
-            return send_resp(conn, &st->r);
+            return send_resp(conn, &st->r, false); /* the body, if any, was not read */
         }
         return MHD_YES;
     }
@@ -866,13 +871,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->status >= 500)
         gm_warn("api", "msg=\"request failed\" method=%.16s path=\"%.200s\" status=%d", method,
                 st->instance, r->status);
-    return send_resp(conn, r);
+    bool keep =
+        r->status != 408 && r->status != 413 && r->status < 500 && api__gate_keep(s->gate, conn);
+    return send_resp(conn, r, keep);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn, (void)toe;
+    api_server *s = cls;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && s && s->gate)
+        api__gate_next(s->gate, conn);
     req_state *st = *con_cls;
     if (st) {
         free(st->body);
@@ -897,8 +906,9 @@ void gm_api_config_defaults(gm_api_config *c)
     c->per_ip_connections = 16; /* one host cannot hold every connection */
     c->health_reserve = 8;
     c->conn_timeout_s = 30;
-    c->request_timeout_s = 10; /* dribbling a head or a body holds nothing for long */
-    c->answer_timeout_s = 120; /* nor does reading the answer a few bytes at a time */
+    c->request_timeout_s = 10;  /* dribbling a head or a body holds nothing for long */
+    c->keep_alive_requests = 1; /* every request passes the gate's head check */
+    c->answer_timeout_s = 120;  /* nor does reading the answer a few bytes at a time */
     c->max_body_bytes = 1 << 20;
     c->rate_per_s = 50;
     c->rate_burst = 100;
@@ -1058,7 +1068,7 @@ gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
         {MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
         {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)api__gate_notify, s->gate},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, s},
         {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_none, NULL},

@@ -9,6 +9,8 @@
  *      a bare libmicrohttpd daemon in this process with the same answer, once with a new
  *      connection per request (the gate's cost) and once with keep-alive (what the server
  *      did before the gate: the cost of one request per connection).
+ *   3. GET /nope (through the whole pipeline to a 404 problem+json, no database): the default
+ *      server (a connection per request) beside --keep-alive-requests 1000.
  *
  * usage: bench_api_edge [--threads N] [--seconds S] [--iterations N] */
 #include "api_edge.h"
@@ -91,6 +93,7 @@ static double scan_ns(long iters)
 typedef struct {
     int port;
     bool keep_alive;
+    const char *req, *want; /* the request and the answer's status */
     int64_t until_us;
     int64_t *lat;
     size_t n, cap;
@@ -111,11 +114,12 @@ static int dial(int port)
     return fd;
 }
 
-/* One GET /healthz; 0 on success. Reads exactly the answer (Content-Length). */
-static int get_healthz(int fd)
+/* One request; 0 when answered with the wanted status. Reads exactly the answer
+ * (Content-Length); 1 when the answer closed the connection (Connection: close). */
+static int get_once(int fd, const char *req, const char *want)
 {
-    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n";
-    if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1))
+    size_t rl = strlen(req);
+    if (send(fd, req, rl, MSG_NOSIGNAL) != (ssize_t)rl)
         return -1;
     char buf[4096];
     size_t got = 0;
@@ -130,13 +134,15 @@ static int get_healthz(int fd)
     }
     const char *cl = strcasestr(buf, "\r\nContent-Length:");
     size_t need = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 17, NULL, 10) : 0);
+    bool closes = strcasestr(buf, "\r\nConnection: close") != NULL;
+    bool ok = !strncmp(buf + 9, want, 3);
     while (got < need) {
         ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
         if (n <= 0)
             return -1;
         got += (size_t)n;
     }
-    return strncmp(buf + 9, "200", 3) ? -1 : 0;
+    return ok ? (closes ? 1 : 0) : -1;
 }
 
 static void *work(void *arg)
@@ -147,13 +153,13 @@ static void *work(void *arg)
         int64_t t0 = gm_mono_us();
         if (fd < 0)
             fd = dial(w->port);
-        int rc = fd < 0 ? -1 : get_healthz(fd);
+        int rc = fd < 0 ? -1 : get_once(fd, w->req, w->want);
         if (!w->keep_alive || rc) {
             if (fd >= 0)
                 close(fd);
             fd = -1;
         }
-        if (rc)
+        if (rc < 0)
             w->errors++;
         if (w->n == w->cap)
             w->lat = realloc(w->lat, (w->cap = w->cap ? 2 * w->cap : 4096) * sizeof *w->lat);
@@ -170,13 +176,19 @@ static int cmp64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void run(const char *name, int port, bool keep_alive, int threads, int seconds)
+static const char HEALTHZ[] = "GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n";
+/* through the whole pipeline (target, route: a 404 problem+json), no database */
+static const char NOT_FOUND[] = "GET /nope HTTP/1.1\r\nHost: bench\r\n\r\n";
+
+static void run(const char *name, int port, bool keep_alive, const char *req, const char *want,
+                int threads, int seconds)
 {
     worker w[64];
     pthread_t th[64];
     int64_t start = gm_mono_us();
     for (int i = 0; i < threads; i++) {
-        w[i] = (worker){port, keep_alive, start + seconds * GM_US_PER_SEC, NULL, 0, 0, 0};
+        w[i] =
+            (worker){port, keep_alive, req, want, start + seconds * GM_US_PER_SEC, NULL, 0, 0, 0};
         pthread_create(&th[i], NULL, work, &w[i]);
     }
     size_t total = 0;
@@ -248,7 +260,6 @@ int main(int argc, char **argv)
            base);
     printf("  %-56s %8.0f ns/head (CPU, %.1fx)\n", "head, framing, target and route rules (edge.c)",
            full, full / base);
-    printf("GET /healthz, %d clients, %d s each\n", threads, seconds);
     gm_api_config cfg;
     gm_api_config_defaults(&cfg);
     cfg.port = 0;
@@ -268,11 +279,26 @@ int main(int argc, char **argv)
         return 1;
     }
     int bare_port = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port;
-    run("  baseline: bare libmicrohttpd, keep-alive", bare_port, true, threads, seconds);
-    run("  baseline: bare libmicrohttpd, a connection per request", bare_port, false, threads,
+    cfg.keep_alive_requests = 1000;
+    gm_api_server *ka = gm_api_start(&cfg, err, sizeof err);
+    if (!ka) {
+        fprintf(stderr, "bench_api_edge: %s\n", err);
+        return 1;
+    }
+    printf("GET /healthz, %d clients, %d s each\n", threads, seconds);
+    run("  baseline: bare libmicrohttpd, keep-alive", bare_port, true, HEALTHZ, "200", threads,
         seconds);
+    run("  baseline: bare libmicrohttpd, a connection per request", bare_port, false, HEALTHZ,
+        "200", threads, seconds);
     run("  gridmeter api: gate + libmicrohttpd, a connection per request", gm_api_port(s), false,
+        HEALTHZ, "200", threads, seconds);
+    printf("GET /nope (the whole pipeline, a 404 problem+json), %d clients, %d s each\n", threads,
+           seconds);
+    run("  gridmeter api: a connection per request (default)", gm_api_port(s), false, NOT_FOUND,
+        "404", threads, seconds);
+    run("  gridmeter api: --keep-alive-requests 1000", gm_api_port(ka), true, NOT_FOUND, "404",
         threads, seconds);
+    gm_api_stop(ka);
     MHD_stop_daemon(d);
     gm_api_stop(s);
     return (int)(sink & 0);

@@ -18,7 +18,7 @@ int gm_cmd_api(int argc, char **argv)
     gm_api_config d;
     gm_api_config_defaults(&d);
     char port[16], pool[16], body[24], rate[16], burst[16], grace[16], maxc[16], to[16], st[16],
-        rto[16], ato[16], hres[16], afb[16], afm[16], ret[16];
+        rto[16], ato[16], hres[16], afb[16], afm[16], ret[16], kar[16];
     snprintf(port, sizeof port, "%d", d.port);
     snprintf(pool, sizeof pool, "%d", d.db_pool_size);
     snprintf(body, sizeof body, "%lld", (long long)d.max_body_bytes);
@@ -34,6 +34,7 @@ int gm_cmd_api(int argc, char **argv)
     snprintf(afb, sizeof afb, "%d", d.auth_fail_burst);
     snprintf(afm, sizeof afm, "%d", d.auth_fail_per_min);
     snprintf(ret, sizeof ret, "%d", d.idempotency_retention_hours);
+    snprintf(kar, sizeof kar, "%d", d.keep_alive_requests);
     gm_opt opts[] = {
         {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
          "libpq conninfo (role gm_api); empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
@@ -61,6 +62,10 @@ int gm_cmd_api(int argc, char **argv)
          "a whole request (head and body) must arrive within this of connecting (408)", 0, 0},
         {"answer-timeout-s", "api.answer_timeout_s", NULL, ato, GM_OPT_INT,
          "then its answer must be delivered within this (slow readers are cut off)", 0, 0},
+        {"keep-alive-requests", "api.keep_alive_requests", NULL, kar, GM_OPT_INT,
+         "requests one connection may carry (1: every answer closes; later requests skip the "
+         "gate's head check, see docs/api.md)",
+         0, 0},
         {"auth-fail-burst", "api.auth_fail_burst", NULL, afb, GM_OPT_INT,
          "failed authentications per client address before 429 (0: no limit)", 0, 0},
         {"auth-fail-per-min", "api.auth_fail_per_min", NULL, afm, GM_OPT_INT,
@@ -111,17 +116,20 @@ int gm_cmd_api(int argc, char **argv)
     cfg.auth_fail_burst = (int)gm_opt_int(opts, "auth-fail-burst");
     cfg.auth_fail_per_min = (int)gm_opt_int(opts, "auth-fail-per-min");
     cfg.idempotency_retention_hours = (int)gm_opt_int(opts, "idempotency-retention-hours");
+    cfg.keep_alive_requests = (int)gm_opt_int(opts, "keep-alive-requests");
     cfg.cursor_key_file = gm_opt_str(opts, "cursor-key-file");
     cfg.cursor_key_previous_file = gm_opt_str(opts, "cursor-key-previous-file");
     if (cfg.port < 0 || cfg.port > 65535 || cfg.db_pool_size < 1 || cfg.grace_hours < 0 ||
         cfg.conn_timeout_s < 1 || cfg.per_ip_connections < 0 || cfg.request_timeout_s < 1 ||
         cfg.answer_timeout_s < 1 || cfg.health_reserve < 0 || cfg.auth_fail_burst < 0 ||
-        cfg.auth_fail_per_min < 0 || cfg.idempotency_retention_hours < 1) {
-        fprintf(stderr, "gridmeter api: --port 0..65535, --db-pool >= 1, --grace-hours >= 0, "
-                        "--timeout-s >= 1, --request-timeout-s >= 1, --answer-timeout-s >= 1, "
-                        "--per-ip-connections >= 0, "
-                        "--health-reserve >= 0, --auth-fail-burst >= 0, --auth-fail-per-min "
-                        ">= 0, --idempotency-retention-hours >= 1\n");
+        cfg.auth_fail_per_min < 0 || cfg.idempotency_retention_hours < 1 ||
+        cfg.keep_alive_requests < 1 || cfg.keep_alive_requests > 100000) {
+        fprintf(stderr,
+                "gridmeter api: --port 0..65535, --db-pool >= 1, --grace-hours >= 0, "
+                "--timeout-s >= 1, --request-timeout-s >= 1, --answer-timeout-s >= 1, "
+                "--per-ip-connections >= 0, "
+                "--health-reserve >= 0, --auth-fail-burst >= 0, --auth-fail-per-min "
+                ">= 0, --idempotency-retention-hours >= 1, --keep-alive-requests 1..100000\n");
         return 2;
     }
     sigset_t set;

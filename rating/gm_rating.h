@@ -167,7 +167,7 @@ typedef struct {
 } gm_event_price;
 
 #define GM_PRICE_F_UNKNOWN_TENANT                                                                  \
-    1u /* priced by the default card and flagged, never rejected (DESIGN 5) */
+    1u /* priced by the default card and flagged, never rejected (docs/rating.md) */
 #define GM_PRICE_F_DEFAULT_MODEL  2u /* model not on the card: priced by its "default" entry */
 #define GM_PRICE_F_DEFAULT_SITE   4u /* site not on the card: priced at its default site tier */
 #define GM_PRICE_F_CONTRACT_PRICE 8u /* at least one dimension priced by a contract override */

@@ -689,6 +689,193 @@ START_TEST(test_regression_two_content_lengths_are_400_and_nothing_after_is_read
 }
 END_TEST
 
+/* ---- Keep-alive (keep_alive_requests > 1): what a kept connection may and may not do -----*/
+/* Reads one answer (head, and a body of its Content-Length) from a connection left open:
+ * status 0 when the server closed it or sent nothing within 5 s. */
+static void read_one(int fd, raw_resp *out)
+{
+    memset(out, 0, sizeof *out);
+    char buf[65536];
+    size_t len = 0, need = 0;
+    char *sep = NULL;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 5000) <= 0)
+            break;
+        ssize_t n = recv(fd, buf + len, sizeof buf - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = 0;
+        if (!sep && (sep = strstr(buf, "\r\n\r\n"))) {
+            const char *cl = strcasestr(buf, "\r\nContent-Length:");
+            need = (size_t)(sep + 4 - buf) + (cl && cl < sep ? strtoul(cl + 17, NULL, 10) : 0);
+        }
+        if (sep && len >= need)
+            break;
+    }
+    if (!sep || strncmp(buf, "HTTP/1.", 7)) {
+        out->head = gm_xstrdup("");
+        out->body = gm_xstrdup("");
+        return;
+    }
+    out->status = atoi(buf + 9);
+    *sep = 0;
+    out->head = gm_xstrdup(buf);
+    size_t off = (size_t)(sep + 4 - buf);
+    out->body_len = len > off ? (need > len ? len : need) - off : 0;
+    out->body = gm_xmalloc(out->body_len + 1);
+    memcpy(out->body, sep + 4, out->body_len);
+    out->body[out->body_len] = 0;
+    out->extra = len > need ? len - need : 0;
+}
+
+/* true when the server closed the connection (end of stream or reset) within 5 s */
+static bool closed_by_server(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 5000) <= 0)
+        return false;
+    char c;
+    return recv(fd, &c, 1, 0) <= 0;
+}
+
+static bool says_close(const raw_resp *r)
+{
+    char v[64];
+    return header_of(r, "Connection", v, sizeof v) && !strcasecmp(v, "close");
+}
+
+static void tune_keep_alive_3(gm_api_config *c)
+{
+    c->keep_alive_requests = 3;
+    c->request_timeout_s = 2;
+}
+
+START_TEST(test_keep_alive_serves_n_requests_then_closes_and_checks_each_request)
+{
+    int port;
+    gm_api_server *s = server_with(tune_keep_alive_3, &port);
+    char *get = req("GET", "/v1/me", F.admin, NULL);
+    /* 1. three requests on one connection; the third answer closes it */
+    int fd = dial(port);
+    for (int i = 1; i <= 3; i++) {
+        send_all(fd, get, strlen(get));
+        raw_resp r;
+        read_one(fd, &r);
+        ck_assert_msg(r.status == 200, "request %d on the kept connection: %d", i, r.status);
+        ck_assert_msg(says_close(&r) == (i == 3), "request %d: Connection: close %s", i,
+                      i == 3 ? "missing on the last" : "on a kept one");
+        raw_free(&r);
+    }
+    ck_assert_msg(closed_by_server(fd), "the connection stays open after keep_alive_requests");
+    close(fd);
+    /* 2. a second request with two Content-Lengths (libmicrohttpd's parse, not the gate's):
+     *    400 naming the field, the connection closed, the request after it never run */
+    fd = dial(port);
+    send_all(fd, get, strlen(get));
+    raw_resp r;
+    read_one(fd, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(!says_close(&r));
+    raw_free(&r);
+    char bytes[1024];
+    snprintf(bytes, sizeof bytes,
+             "POST /v1/tenants HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+             "Idempotency-Key: ka-smuggle-1\r\nContent-Type: application/json\r\n"
+             "Content-Length: 25\r\nContent-Length: 5\r\n\r\n{\"tenant\":\"ka-smuggle-a\"}"
+             "POST /v1/tenants HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+             "Idempotency-Key: ka-smuggle-2\r\nContent-Type: application/json\r\n"
+             "Content-Length: 25\r\n\r\n{\"tenant\":\"ka-smuggle-b\"}",
+             F.admin, F.admin);
+    send_all(fd, bytes, strlen(bytes));
+    read_one(fd, &r);
+    ck_assert_msg(r.status == 400, "two Content-Lengths on a kept connection: %d %.200s", r.status,
+                  r.body);
+    ck_assert(says_close(&r));
+    cJSON *j = problem_json(&r);
+    ck_assert_msg(jstr(j, "field") && !strcmp(jstr(j, "field"), "Content-Length"), "field");
+    cJSON_Delete(j);
+    ck_assert_msg(r.extra == 0, "a second answer followed (%zu bytes)", r.extra);
+    raw_free(&r);
+    ck_assert(closed_by_server(fd));
+    close(fd);
+    /* 3. Content-Length with Transfer-Encoding on a kept connection: 400 and closed */
+    fd = dial(port);
+    send_all(fd, get, strlen(get));
+    read_one(fd, &r);
+    ck_assert_int_eq(r.status, 200);
+    raw_free(&r);
+    snprintf(bytes, sizeof bytes,
+             "POST /v1/tenants HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+             "Idempotency-Key: ka-smuggle-3\r\nContent-Type: application/json\r\n"
+             "Content-Length: 25\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "19\r\n{\"tenant\":\"ka-smuggle-c\"}\r\n0\r\n\r\n",
+             F.admin);
+    send_all(fd, bytes, strlen(bytes));
+    read_one(fd, &r);
+    ck_assert_msg(r.status == 400, "Content-Length with Transfer-Encoding, kept: %d", r.status);
+    ck_assert(says_close(&r));
+    raw_free(&r);
+    ck_assert(closed_by_server(fd));
+    close(fd);
+    char *n = sql1("SELECT count(*) FROM gm.tenants WHERE tenant LIKE '%s'", "ka-smuggle%");
+    ck_assert_str_eq(n, "0");
+    free(n);
+    /* 4. a NUL in a later request's target is refused as in the first */
+    fd = dial(port);
+    send_all(fd, get, strlen(get));
+    read_one(fd, &r);
+    raw_free(&r);
+    char *nul = req("GET", "/v1/me%00/x", F.admin, NULL);
+    send_all(fd, nul, strlen(nul));
+    free(nul);
+    read_one(fd, &r);
+    ck_assert_msg(r.status == 400, "NUL in a kept connection's target: %d", r.status);
+    raw_free(&r);
+    close(fd);
+    /* 5. a health check's connection is never kept (it used the reserve) */
+    fd = dial(port);
+    const char *hz = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    send_all(fd, hz, strlen(hz));
+    read_one(fd, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(says_close(&r), "a health check's connection was kept");
+    raw_free(&r);
+    close(fd);
+    /* 6. idle past request_timeout_s after an answer: closed without an answer */
+    fd = dial(port);
+    send_all(fd, get, strlen(get));
+    read_one(fd, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(!says_close(&r));
+    raw_free(&r);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ck_assert_msg(poll(&p, 1, 6000) == 1, "an idle kept connection outlived request_timeout_s");
+    char c;
+    ck_assert_msg(recv(fd, &c, 1, 0) <= 0, "an idle kept connection got bytes");
+    close(fd);
+    free(get);
+    gm_api_stop(s);
+}
+END_TEST
+
+START_TEST(test_by_default_every_answer_closes_the_connection)
+{
+    char *get = req("GET", "/v1/me", F.admin, NULL);
+    int fd = dial(F.port);
+    send_all(fd, get, strlen(get));
+    raw_resp r;
+    read_one(fd, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(says_close(&r), "keep-alive offered without keep_alive_requests");
+    raw_free(&r);
+    ck_assert(closed_by_server(fd));
+    close(fd);
+    free(get);
+}
+END_TEST
+
 START_TEST(test_regression_transfer_encoding_is_refused_with_or_without_content_length)
 {
     struct {
@@ -1460,6 +1647,8 @@ int main(void)
     tcase_add_test(tc, test_regression_unauthenticated_requests_never_take_a_pool_connection);
     tcase_add_test(tc, test_two_rerating_runs_at_once_apply_the_correction_once);
     tcase_add_test(tc, test_dashboard_errors_are_problem_json);
+    tcase_add_test(tc, test_keep_alive_serves_n_requests_then_closes_and_checks_each_request);
+    tcase_add_test(tc, test_by_default_every_answer_closes_the_connection);
     tcase_add_test(tc, test_tls_requests_keep_the_target_and_framing_rules);
     suite_add_tcase(s, tc);
     /* No fork: the servers' threads live in this process. */
