@@ -89,29 +89,42 @@ static void fill(PGconn *c, long events)
                 exec(c, sql);
             }
     gm_rating_book_free(book);
+    /* The compact ledger (sql/0012): ids for the names, the sources and each price row, so
+     * that the rows go straight into gm.ledger_rows (the view's row trigger is for a few rows
+     * by hand, not ten million). */
+    exec(c, "ALTER TABLE bench_prices ADD tenant_id int, ADD model_id int, ADD site_id int,"
+            " ADD pricing_id int");
+    exec(c, "UPDATE bench_prices SET tenant_id = gm.ledger_name_id(1::smallint, tenant),"
+            " site_id = gm.ledger_name_id(2::smallint, site),"
+            " model_id = gm.ledger_name_id(3::smallint, model),"
+            " pricing_id = gm.ledger_pricing_id(card_id, card_version, currency, site_tier,"
+            " flags, p0, p1, p2, p3, NULL, NULL, NULL, NULL)");
+    exec(c, "CREATE TEMP TABLE bench_sources AS SELECT site, k,"
+            " gm.ledger_name_id(4::smallint, 'bench/' || site || '/' || k) AS id"
+            " FROM (SELECT DISTINCT site FROM bench_prices) s, generate_series(0, 49) k");
+    exec(c, "CREATE TEMP TABLE bench_stream AS SELECT gm.ledger_stream_id('bench', 0) AS id");
     char sql[4096];
     int64_t t0 = gm_mono_us();
-    /* Events spread over October 2026; quantities from a hash of the row number. Token
-     * amounts: qty * price (price per token); GPU: gpu_us * price / 10^6 (per GPU-second). */
+    /* Events spread over October 2026; quantities from a hash of the row number. The view
+     * gm.ledger derives the amounts: qty * price (per token); GPU: gpu_us * price / 10^6
+     * (per GPU-second). */
     long chunk = 1000000;
     for (long done = 0; done < events; done += chunk) {
         long n = events - done < chunk ? events - done : chunk;
         snprintf(sql, sizeof sql,
-                 "INSERT INTO gm.ledger (tenant, event_time, source, event_id, seq, site, model,"
-                 " input_tokens, cached_tokens, output_tokens, gpu_us, site_tier, card_id,"
-                 " card_version, currency, amount_input, amount_cached, amount_output, amount_gpu,"
-                 " flags, kafka_topic, kafka_partition, kafka_offset)"
-                 " SELECT p.tenant, timestamptz '2026-10-01Z' + (g.i * (2678400.0 / %ld)) *"
-                 " interval '1 second', 'bench/' || p.site || '/' || (g.i %% 50), 'e' || g.i,"
-                 " g.i + 1, p.site, p.model, q.a, q.b, q.c, q.d, p.site_tier, p.card_id,"
-                 " p.card_version, p.currency, q.a * p.p0, q.b * p.p1, q.c * p.p2,"
-                 " q.d * p.p3 / 1000000, p.flags, 'bench', 0, g.i"
+                 "INSERT INTO gm.ledger_rows (event_time, seq, kafka_offset, input_tokens,"
+                 " cached_tokens, output_tokens, gpu_us, source_id, tenant_id, site_id, model_id,"
+                 " pricing_id, stream_id, event_id)"
+                 " SELECT timestamptz '2026-10-01Z' + (g.i * (2678400.0 / %ld)) *"
+                 " interval '1 second', g.i + 1, g.i, q.a, q.b, q.c, q.d, bs.id, p.tenant_id,"
+                 " p.site_id, p.model_id, p.pricing_id, (SELECT id FROM bench_stream), 'e' || g.i"
                  " FROM generate_series(%ld::bigint, %ld::bigint) g(i)"
                  " CROSS JOIN LATERAL (SELECT (g.i * 7919) %% 2048 a, (g.i * 104729) %% 512 b,"
                  "   (g.i * 1299709) %% 1024 c, (g.i * 15485863) %% 200000 d,"
                  "   ((g.i * 2654435761) %% 4294967296) h) q"
                  " JOIN bench_prices p ON p.t = (q.h %% %d) AND p.m = ((q.h / 32) %% %zu)"
-                 "   AND p.s = ((q.h / 1024) %% %zu)",
+                 "   AND p.s = ((q.h / 1024) %% %zu)"
+                 " JOIN bench_sources bs ON bs.site = p.site AND bs.k = g.i %% 50",
                  events, done, done + n - 1, N_TENANTS, GM_ARRAY_LEN(models), GM_ARRAY_LEN(sites));
         exec(c, sql);
         fprintf(stderr, "\rbench_api: ledger %ld / %ld events (%.0f s)", done + n, events,
@@ -130,7 +143,7 @@ static void fill(PGconn *c, long events)
          "  ('cached', l.cached_tokens, l.amount_cached, p.p1), ('output', l.output_tokens,"
          "  l.amount_output, p.p2), ('gpu', l.gpu_us, l.amount_gpu, p.p3)) d(dim, qty, amt, price)"
          " GROUP BY 1, 2, 3, 4, 5, 6, 7, 9, 10");
-    exec(c, "ANALYZE gm.ledger");
+    exec(c, "ANALYZE gm.ledger_rows");
     exec(c, "ANALYZE gm.charges");
     exec(c, "VACUUM ANALYZE gm.charges_daily");
     exec(c, "VACUUM ANALYZE gm.charges_daily_model");

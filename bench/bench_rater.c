@@ -1,8 +1,13 @@
 /* Rater benchmark: end-to-end events/s from Kafka to committed ledger rows and charges, and
  * produce-to-commit latency at half that rate, beside the ceiling measured in the same run:
- * binary COPY of the same rows into an unindexed table on the same server.
+ * binary COPY of the events' contract fields (source, id, seq, time, tenant, site, model,
+ * request_id and the four quantities) into an unindexed table on the same server. Also: the
+ * ledger's bytes per event on disk with every index, the throughput curve as the ledger grows
+ * (bench_rater_growth.csv, drawn by bench/ledger_growth.sh), and the p99 of an auditor's two
+ * point queries (one event by source and id; one tenant's hour) on the ledger just written.
  *
  *   bench_rater [events=300000] [partitions=6] [batch=10000]
+ * GM_BENCH_BATCH_MS=N runs the rater with --batch-ms N (default 200).
  * GM_BENCH_ROLLUP=off drops the daily-rollup triggers on gm.charges (sql/0008) first: the
  * rater as it was before them, for the before/after comparison of bench/rollup_cost.sh.
  * GM_BENCH_RESEND_PERMILLE=n (default 0): in the throughput phase, n of every 1000 events are
@@ -23,6 +28,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The 1, 5 and 15 minute load averages ("?" where /proc/loadavg is missing). */
+static const char *load_average(void)
+{
+    static char buf[64];
+    char a[16] = "?", b[16] = "", c[16] = "";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%15s %15s %15s", a, b, c) != 3)
+            snprintf(a, sizeof a, "?");
+        fclose(f);
+    }
+    snprintf(buf, sizeof buf, "%s %s %s", a, b, c);
+    return buf;
+}
 
 static void die(const char *what, const char *err)
 {
@@ -71,8 +91,11 @@ static const char *const models[] = {"llama-3.1-70b-instruct", "llama-3.1-8b-ins
 static const char *const sites[] = {"fra1", "ams1", "tro1", "core-fra", "sin1", "lhr1"};
 static const char *const tenants[] = {"acme", "globex", "initech", "umbrella", "newco"};
 #define N_SOURCES 200
+/* Throughput events are this far apart in event time: an hour holds 72,000 of them. */
+#define EVENT_SPACING_US 50000
 
 static uint64_t seqs[N_SOURCES];
+static uint64_t seq_lo[N_SOURCES]; /* the last seq of each source before the rater's events */
 
 static void make_event(gm_event *ev, int64_t time_us)
 {
@@ -157,47 +180,23 @@ static void put_int8(buf_t *b, int64_t v)
     put32(b, 8);
     put64(b, (uint64_t)v);
 }
-/* numeric in binary: base-10000 digits, weight, sign, dscale. */
-static void put_numeric(buf_t *b, gm_i128 v, int scale)
-{
-    unsigned __int128 u = v < 0 ? (unsigned __int128)(-v) : (unsigned __int128)v;
-    /* Align the fraction to a multiple of 4 digits. */
-    int pad = (4 - scale % 4) % 4;
-    for (int i = 0; i < pad; i++)
-        u *= 10;
-    uint16_t d[16];
-    int n = 0;
-    while (u) {
-        d[n++] = (uint16_t)(u % 10000);
-        u /= 10000;
-    }
-    int frac_groups = (scale + pad) / 4;
-    int weight = n - frac_groups - 1;
-    /* Strip trailing zero groups. */
-    int lo = 0;
-    while (lo < n && d[lo] == 0)
-        lo++;
-    int ndigits = n - lo;
-    put32(b, (uint32_t)(8 + 2 * ndigits));
-    put16(b, (uint16_t)ndigits);
-    put16(b, (uint16_t)(int16_t)(ndigits ? weight : 0));
-    put16(b, v < 0 ? 0x4000 : 0);
-    put16(b, (uint16_t)scale);
-    for (int i = n - 1; i >= lo; i--)
-        put16(b, d[i]);
-}
 static void put_ts(buf_t *b, int64_t us)
 {
     put_int8(b, us - INT64_C(946684800000000)); /* PostgreSQL epoch 2000-01-01 */
 }
 
-/* Binary COPY of `rows` ledger-shaped rows into `table` (created as an unindexed copy of
- * gm.ledger when it is "bench_copy"), 5,000 rows a transaction; rows/s. */
+/* Binary COPY of `rows` rows, 5,000 a transaction; rows/s. Two shapes:
+ *   "bench_copy": the events' contract fields into an unindexed scratch table (the ceiling);
+ *   "gm.ledger_rows": compact rows as the rater writes them (sql/0012), into the real,
+ *   partitioned and indexed storage (ids are made up: the table has no foreign keys). */
 static double copy_rate(PGconn *c, int64_t rows, const char *table)
 {
     bool scratch = !strcmp(table, "bench_copy");
     if (scratch)
-        exec_ok(c, "DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE gm.ledger)");
+        exec_ok(c, "DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (source text,"
+                   " id text, seq bigint, time timestamptz, tenant text, site text, model text,"
+                   " request_id text, input_tokens bigint, cached_tokens bigint,"
+                   " output_tokens bigint, gpu_us bigint)");
     buf_t b = {0};
     const char sig[] = "PGCOPY\n\377\r\n";
     int64_t t0 = gm_mono_us();
@@ -208,41 +207,55 @@ static double copy_rate(PGconn *c, int64_t rows, const char *table)
         put32(&b, 0);
         put32(&b, 0);
         int64_t batch = rows - done < 5000 ? rows - done : 5000;
+        int64_t t_ingested = gm_now_us();
         for (int64_t i = 0; i < batch; i++) {
             gm_event ev;
-            make_event(&ev, INT64_C(1795816800000000) + done + i);
-            put16(&b, 25);
-            put_text(&b, ev.tenant);
-            put_ts(&b, ev.time_us);
-            put_text(&b, ev.source);
-            put_text(&b, ev.id);
-            put_int8(&b, (int64_t)ev.seq);
-            put_text(&b, ev.site);
-            put_text(&b, ev.model);
-            put32(&b, 0xffffffffu); /* request_id NULL */
+            make_event(&ev, INT64_C(1795816800000000) + (done + i) * EVENT_SPACING_US);
+            if (scratch) {
+                put16(&b, 12);
+                put_text(&b, ev.source);
+                put_text(&b, ev.id);
+                put_int8(&b, (int64_t)ev.seq);
+                put_ts(&b, ev.time_us);
+                put_text(&b, ev.tenant);
+                put_text(&b, ev.site);
+                put_text(&b, ev.model);
+                put32(&b, 0xffffffffu); /* request_id NULL */
+            } else {
+                put16(&b, 16);
+                put_ts(&b, ev.time_us);
+                put_int8(&b, (int64_t)ev.seq);
+                put_int8(&b, done + i);
+            }
             put_int8(&b, ev.input_tokens);
             put_int8(&b, ev.cached_tokens);
             put_int8(&b, ev.output_tokens);
             put_int8(&b, ev.gpu_us);
-            put_text(&b, "metro");
-            put_text(&b, "list-usd");
-            put32(&b, 4);
-            put32(&b, 1);
-            put_text(&b, "USD");
-            for (int d = 0; d < 4; d++)
-                put_numeric(&b, (gm_i128)ev.input_tokens * 600000000000LL, 18);
-            put32(&b, 2);
-            put16(&b, 0);
-            put_text(&b, "gridmeter.usage.v1");
-            put32(&b, 4);
-            put32(&b, 0);
-            put_int8(&b, done + i);
-            put_ts(&b, gm_now_us());
+            if (!scratch) {
+                put_ts(&b, t_ingested);
+                int k = atoi(ev.source + strlen(ev.source) - 3); /* node-NNN */
+                int32_t ids[6] = {1000 + k, 1 + k % 5, 10 + k % 6, 20 + (int)(ev.input_tokens % 4),
+                                  1,        1 + k % 6};
+                for (int j = 0; j < 6; j++) {
+                    put32(&b, 4);
+                    put32(&b, (uint32_t)ids[j]);
+                }
+                put_text(&b, ev.id);
+                put_text(&b, "");
+            }
         }
         put16(&b, 0xffff);
         exec_ok(c, "BEGIN");
-        char copy_sql[128];
-        snprintf(copy_sql, sizeof copy_sql, "COPY %s FROM STDIN (FORMAT binary)", table);
+        char copy_sql[256];
+        if (scratch)
+            snprintf(copy_sql, sizeof copy_sql, "COPY bench_copy FROM STDIN (FORMAT binary)");
+        else
+            snprintf(copy_sql, sizeof copy_sql,
+                     "COPY gm.ledger_rows (event_time, seq, kafka_offset, input_tokens,"
+                     " cached_tokens, output_tokens, gpu_us, ingested_at, source_id, tenant_id,"
+                     " site_id,"
+                     " model_id, pricing_id, stream_id, event_id, request_id)"
+                     " FROM STDIN (FORMAT binary)");
         PGresult *r = PQexec(c, copy_sql);
         if (PQresultStatus(r) != PGRES_COPY_IN)
             die("COPY binary", PQerrorMessage(c));
@@ -267,6 +280,58 @@ static double copy_rate(PGconn *c, int64_t rows, const char *table)
     snprintf(count_sql, sizeof count_sql, "%s %s", scratch ? "DROP TABLE" : "TRUNCATE", table);
     exec_ok(c, count_sql);
     return (double)rows / secs;
+}
+
+/* The ledger's bytes on disk: every partition of gm.ledger_rows with its indexes, TOAST,
+ * free space and visibility maps, and the id tables it refers to. */
+static double ledger_bytes(PGconn *c)
+{
+    return value_d(c, "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+                      " WHERE inhparent = 'gm.ledger_rows'::regclass") +
+           value_d(c, "SELECT pg_total_relation_size('gm.ledger_names')"
+                      " + pg_total_relation_size('gm.ledger_streams')"
+                      " + pg_total_relation_size('gm.ledger_pricings')");
+}
+
+/* p50 and p99 in ms of `n` runs of an auditor's query with one or two parameters. */
+static void query_latency(PGconn *c, const char *sql, int n, int64_t n_events, bool by_id,
+                          double *p50, double *p99)
+{
+    double *ms = gm_xmalloc((size_t)n * sizeof *ms);
+    for (int i = 0; i < n; i++) {
+        char a[96], t[64];
+        const char *params[2] = {a, t};
+        if (by_id) {
+            int k = (int)(rnd() % N_SOURCES);
+            uint64_t seq = seq_lo[k] + 1 + rnd() % (seqs[k] > seq_lo[k] ? seqs[k] - seq_lo[k] : 1);
+            snprintf(a, sizeof a, "edge/%s/node-%03d", sites[k % 6], k);
+            snprintf(t, sizeof t, "n%03d-%012llu", k, (unsigned long long)seq);
+        } else {
+            snprintf(a, sizeof a, "%s", tenants[rnd() % 5]);
+            int64_t hours = n_events * EVENT_SPACING_US / GM_US_PER_HOUR;
+            int64_t h = hours > 1 ? (int64_t)(rnd() % (uint64_t)(hours - 1)) : 0;
+            gm_time_format(INT64_C(1795816800000000) - INT64_C(1795816800000000) % GM_US_PER_HOUR +
+                               (h + 1) * GM_US_PER_HOUR,
+                           t, sizeof t);
+        }
+        int64_t t0 = gm_mono_us();
+        PGresult *r = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
+        ms[i] = (double)(gm_mono_us() - t0) / 1000.0;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1)
+            die(sql, PQerrorMessage(c));
+        if (by_id && atol(PQgetvalue(r, 0, 0)) != 1)
+            die(sql, "the event was not found exactly once");
+        PQclear(r);
+    }
+    for (int i = 1; i < n; i++) /* insertion sort: n is small */
+        for (int j = i; j > 0 && ms[j - 1] > ms[j]; j--) {
+            double x = ms[j];
+            ms[j] = ms[j - 1];
+            ms[j - 1] = x;
+        }
+    *p50 = ms[n / 2];
+    *p99 = ms[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+    free(ms);
 }
 
 /* ---- The rater, in a thread ------------------------------------------------------------- */
@@ -345,14 +410,17 @@ int main(int argc, char **argv)
     printf("bench_rater: batch digests (tamper evidence): %s\n",
            gm_chain__bench_off ? "off" : "on");
 
-    printf("bench_rater: %lld events, %d partitions, batch %d, PostgreSQL %d, 2-core host\n",
-           (long long)n_events, partitions, batch, PQserverVersion(c));
+    printf("bench_rater: %lld events, %d partitions, batch %d, batch_ms %s, PostgreSQL %d, 2-core "
+           "host, load average %s\n",
+           (long long)n_events, partitions, batch,
+           getenv("GM_BENCH_BATCH_MS") ? getenv("GM_BENCH_BATCH_MS") : "200", PQserverVersion(c),
+           load_average());
     /* 1. Ceiling. */
     double ceiling = copy_rate(c, n_events, "bench_copy");
     printf("  ceiling: binary COPY into an unindexed table   %10.0f rows/s\n", ceiling);
-    double into_ledger = copy_rate(c, n_events, "gm.ledger");
-    printf("  binary COPY into gm.ledger (partitioned, 2 indexes) %5.0f rows/s  (%.2f of the "
-           "ceiling)\n",
+    double into_ledger = copy_rate(c, n_events, "gm.ledger_rows");
+    printf("  binary COPY of compact rows into gm.ledger_rows (indexed) %5.0f rows/s  (%.2f of "
+           "the ceiling)\n",
            into_ledger, into_ledger / ceiling);
 
     /* 2. Throughput: the topic holds every event before the rater starts. */
@@ -365,6 +433,7 @@ int main(int argc, char **argv)
     if (system(cmd) != 0)
         die("topic", cmd);
     rd_kafka_t *p = producer(brokers);
+    memcpy(seq_lo, seqs, sizeof seqs);
     int64_t t0 = gm_mono_us();
     const char *rs = getenv("GM_BENCH_RESEND_PERMILLE");
     int resend_permille = rs ? atoi(rs) : 0;
@@ -372,7 +441,7 @@ int main(int argc, char **argv)
     int64_t n_resent = 0;
     for (int64_t i = 0; i < n_events; i++) {
         gm_event ev;
-        make_event(&ev, INT64_C(1795816800000000) + i);
+        make_event(&ev, INT64_C(1795816800000000) + i * EVENT_SPACING_US);
         produce(p, topic, &ev);
         recent[i % 4096] = ev;
         if (resend_permille > 0 && (int)(rnd() % 1000) < resend_permille) {
@@ -394,6 +463,9 @@ int main(int argc, char **argv)
     job.cfg.group_id = "bench";
     job.cfg.db_conninfo = ci;
     job.cfg.batch_max = batch;
+    const char *batch_ms = getenv("GM_BENCH_BATCH_MS"); /* the rater's --batch-ms (default 200) */
+    if (batch_ms && atoi(batch_ms) > 0)
+        job.cfg.batch_ms = atoi(batch_ms);
     job.cfg.metrics_addr = "";
     job.cfg.gpu_topic = ""; /* usage events only, as before rater/gpu.c */
     pthread_t th;
@@ -421,6 +493,60 @@ int main(int argc, char **argv)
                span > 0 ? 100.0 * (double)busy / 1e6 / span : 0.0, (double)prep / 1e3);
     }
 
+    /* Growth: the rate of each tenth of the run against the ledger's size when it began. */
+    FILE *growth = fopen("bench_rater_growth.csv", "w");
+    if (growth)
+        fprintf(growth, "ledger_events,events_per_s\n");
+    PGresult *g = PQexec(
+        c, "WITH b AS (SELECT batch_id, accepted, committed_at,"
+           " sum(accepted) OVER (ORDER BY batch_id) - accepted AS before,"
+           " lag(committed_at) OVER (ORDER BY batch_id) AS prev FROM gm.batches),"
+           " t AS (SELECT *, ntile(10) OVER (ORDER BY batch_id) AS tenth FROM b"
+           " WHERE prev IS NOT NULL)"
+           " SELECT min(before), sum(accepted) / extract(epoch FROM max(committed_at) - min(prev))"
+           " FROM t GROUP BY tenth ORDER BY tenth");
+    if (PQresultStatus(g) != PGRES_TUPLES_OK)
+        die("growth query", PQerrorMessage(c));
+    double g_min = 0, g_max = 0;
+    printf("  throughput as the ledger grows (rater, per tenth of the run):\n");
+    for (int i = 0; i < PQntuples(g); i++) {
+        double at = atof(PQgetvalue(g, i, 0)), v = atof(PQgetvalue(g, i, 1));
+        if (i == 0 || v < g_min)
+            g_min = v;
+        if (i == 0 || v > g_max)
+            g_max = v;
+        printf("    from %9.0f events: %8.0f events/s  %.*s\n", at, v,
+               (int)(v / (rate > 0 ? rate : 1) * 30),
+               "##############################################"
+               "##############################");
+        if (growth)
+            fprintf(growth, "%.0f,%.0f\n", at, v);
+    }
+    PQclear(g);
+    if (growth)
+        fclose(growth);
+    printf("    spread (max - min) / max = %.2f\n", g_max > 0 ? (g_max - g_min) / g_max : 0);
+    exec_ok(c, "VACUUM ANALYZE gm.ledger_rows, gm.ledger_names, gm.ledger_pricings,"
+               " gm.ledger_streams");
+    double ledger_rows = value_d(c, "SELECT count(*) FROM gm.ledger_rows");
+    double bytes = ledger_bytes(c);
+    printf("  ledger on disk (heap, TOAST and every index): %.0f bytes for %.0f events = %.1f "
+           "bytes/event\n",
+           bytes, ledger_rows, bytes / ledger_rows);
+    double id50, id99, hr50, hr99;
+    query_latency(c,
+                  "SELECT count(*), min(amount) FROM audit.usage_events"
+                  " WHERE source = $1 AND id = $2",
+                  200, n_events, true, &id50, &id99);
+    query_latency(c,
+                  "SELECT count(*), sum(amount) FROM audit.usage_events WHERE tenant = $1"
+                  " AND time >= $2::timestamptz AND time < $2::timestamptz + interval '1 hour'",
+                  100, n_events, false, &hr50, &hr99);
+    printf("  auditor: one event by source and id   p50 %.2f ms, p99 %.2f ms (200 queries)\n", id50,
+           id99);
+    printf("  auditor: one tenant's hour (~%d events) p50 %.2f ms, p99 %.2f ms (100 queries)\n",
+           (int)(GM_US_PER_HOUR / EVENT_SPACING_US / 5), hr50, hr99);
+
     /* 3. Latency at half that rate, for ~10 s. */
     double half = rate / 2;
     int64_t n_lat = (int64_t)(half * 10);
@@ -444,7 +570,7 @@ int main(int argc, char **argv)
         " round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)),"
         " round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))"
         " FROM (SELECT extract(epoch FROM b.committed_at - l.event_time) * 1000 AS ms"
-        " FROM gm.ledger l JOIN gm.batches b ON l.xmin = b.xmin"
+        " FROM gm.ledger_rows l JOIN gm.batches b ON l.xmin = b.xmin"
         " WHERE b.batch_id > (SELECT last FROM bench_mark)) x");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         die("latency query", PQerrorMessage(c));
@@ -452,8 +578,10 @@ int main(int argc, char **argv)
     printf("    p50, p90, p99, p99.9 = %s ms; max %s ms\n", PQgetvalue(r, 0, 0),
            PQgetvalue(r, 0, 1));
     /* One machine-readable line for bench/rater_sweep.sh. */
-    printf("RESULT batch=%d ceiling=%.0f ledger_copy=%.0f end_to_end=%.0f p50_ms=%s p99_ms=%s\n",
-           batch, ceiling, into_ledger, rate, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+    printf("RESULT batch=%d ceiling=%.0f ledger_copy=%.0f end_to_end=%.0f p50_ms=%s p99_ms=%s"
+           " bytes_per_event=%.1f\n",
+           batch, ceiling, into_ledger, rate, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
+           bytes / ledger_rows);
     PQclear(r);
     FILE *csv = fopen("bench_rater.csv", "w");
     if (csv) {

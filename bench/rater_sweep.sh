@@ -19,7 +19,7 @@ for b in $sizes; do
     n=$((n + 1))
     printf '[%d/%d] batch %s (elapsed %ds)\n' "$n" "$total" "$b" $((SECONDS - t0)) >&2
     line=$("$build/bench/bench_rater" "$events" 6 "$b" 2>/dev/null | tee /dev/stderr | grep '^RESULT')
-    echo "$line" | sed -E 's/RESULT batch=([0-9]+) ceiling=([0-9]+) ledger_copy=([0-9]+) end_to_end=([0-9]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+)/\1,\2,\3,\4,\5,\6/' >>"$out"
+    echo "$line" | sed -E 's/RESULT batch=([0-9]+) ceiling=([0-9]+) ledger_copy=([0-9]+) end_to_end=([0-9]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+).*/\1,\2,\3,\4,\5,\6/' >>"$out"
 done
 python3 - "$out" <<'PY'
 import csv, sys
@@ -52,7 +52,7 @@ svg.append(line("ceiling", Y, "#999", 'stroke-dasharray="4 3"'))
 svg.append(line("ledger_copy", Y, "#e69f00", 'stroke-dasharray="6 3"'))
 svg.append(line("end_to_end", Y, "#0072b2"))
 svg.append(line("p99_ms", P, "#d55e00"))
-legend = [("#999", "binary COPY, unindexed table (ceiling)"), ("#e69f00", "binary COPY into gm.ledger"),
+legend = [("#999", "binary COPY, unindexed table (ceiling)"), ("#e69f00", "binary COPY of compact rows into gm.ledger_rows"),
           ("#0072b2", "rater end to end"), ("#d55e00", "p99 produce->commit at half load (right axis)")]
 for i, (c, t) in enumerate(legend):
     svg.append(f'<rect x="{L+10}" y="{T+8+i*16}" width="12" height="3" fill="{c}"/><text x="{L+28}" y="{T+13+i*16}">{t}</text>')

@@ -1,5 +1,6 @@
 /* Integration (real PostgreSQL): migrations are ordered, idempotent, atomic and guarded by
- * checksums; rate cards and contracts import without ever rewriting a version. */
+ * checksums; rate cards and contracts import without ever rewriting a version; the compact
+ * ledger (sql/0012) keeps every row exactly as the wide table held it. */
 #include "gm_ledger.h"
 #include "support.h"
 
@@ -78,6 +79,132 @@ START_TEST(test_failed_migration_leaves_nothing_half_applied)
 }
 END_TEST
 
+#define LEDGER_ROWS_TEXT                                                                           \
+    "SELECT coalesce(string_agg(l::text, E'\\n' ORDER BY event_id), '') FROM gm.ledger l"
+#define USAGE_EVENTS_TEXT                                                                          \
+    "SELECT coalesce(string_agg(u::text, E'\\n' ORDER BY id), '') FROM audit.usage_events u"
+
+static void insert_wide_rows(PGconn *c)
+{
+    /* e1: amounts are quantity x unit price; e2: they are not (a hand-made row: 1/3 of a
+     * unit, a GPU amount no 12-decimal price gives, an amount on a zero quantity). */
+    gm_test_pg_exec(
+        c, "INSERT INTO gm.ledger (tenant, event_time, source, event_id, seq, site, model,"
+           " request_id, input_tokens, cached_tokens, output_tokens, gpu_us, site_tier, card_id,"
+           " card_version, currency, amount_input, amount_cached, amount_output, amount_gpu,"
+           " flags, kafka_topic, kafka_partition, kafka_offset) VALUES"
+           " ('acme', '2025-03-10T10:00:00Z', 'edge/fra1/n1', 'e1', 1, 'fra1', 'm-large',"
+           "  'req-1', 1000, 200, 30, 1500000, 'metro', 'list-usd', 1, 'USD', 0.003, 0.0001,"
+           "  0.00045, 0.0015, 0, 'gridmeter.usage.v1', 3, 41),"
+           " ('acme', '2025-03-10T11:00:00Z', 'edge/fra1/n1', 'e2', 2, 'fra1', 'm-large', NULL,"
+           "  3, 0, 7, 3, NULL, 'list-usd', 1, 'USD', 0.000000000000000001,"
+           "  0.000000000000000007, 0.333333333333333333, 0.000000000000000001, 9,"
+           "  'gridmeter.usage.v1', 3, 42)");
+}
+
+START_TEST(test_compact_ledger_keeps_rows_exactly)
+{
+    char ci[256];
+    snprintf(ci, sizeof ci, "%s", gm_test_db_create("compact"));
+    PGconn *c = gm_test_pg_connect(ci);
+    char err[1024];
+    size_t before = 0;
+    while (before < gm_ledger_migrations_count && gm_ledger_migrations[before].version < 12)
+        before++;
+    ck_assert_uint_lt(before, gm_ledger_migrations_count);
+    ck_assert_int_eq(
+        gm_ledger_migrate(c, gm_ledger_migrations, before, GM_MIGRATE_APPLY, NULL, err, sizeof err),
+        0);
+    insert_wide_rows(c); /* into the wide table of sql/0001 */
+    char *rows_wide = gm_test_pg_value(c, LEDGER_ROWS_TEXT);
+    char *usage_wide = gm_test_pg_value(c, USAGE_EVENTS_TEXT);
+    char *recon_wide = gm_test_pg_value(c, "SELECT events || ' ' || ledger_amount"
+                                           " FROM audit.reconciliation");
+    ck_assert_int_eq(gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err),
+                     0);
+    /* The rows moved: the same text, column by column, through gm.ledger and the audit view. */
+    char *v = gm_test_pg_value(c, LEDGER_ROWS_TEXT);
+    ck_assert_str_eq(v, rows_wide);
+    free(v);
+    v = gm_test_pg_value(c, USAGE_EVENTS_TEXT);
+    ck_assert_str_eq(v, usage_wide);
+    free(v);
+    v = gm_test_pg_value(c, "SELECT events || ' ' || ledger_amount FROM audit.reconciliation");
+    ck_assert_str_eq(v, recon_wide);
+    free(v);
+    v = gm_test_pg_value(c, "SELECT to_regclass('gm.ledger_v0') IS NULL"
+                            " AND to_regclass('gm.ledger_rows_2025_03') IS NOT NULL");
+    ck_assert_str_eq(v, "t");
+    free(v);
+    /* e1 is stored as unit prices (no amounts), e2 with its fixed amounts. */
+    v = gm_test_pg_value(c, "SELECT string_agg(r.event_id || ':' || (p.amount_input IS NULL)"
+                            " || ':' || p.price_input, ',' ORDER BY r.event_id)"
+                            " FROM gm.ledger_rows r JOIN gm.ledger_pricings p"
+                            " ON p.id = r.pricing_id");
+    ck_assert_str_eq(v, "e1:true:0.000003000000,e2:false:0.000000000000");
+    free(v);
+    /* The same rows written by hand into the compact ledger read back the same. */
+    gm_test_pg_exec(c, "CREATE TABLE wide_copy AS SELECT * FROM gm.ledger");
+    gm_test_pg_exec(c, "INSERT INTO gm.ledger SELECT tenant, event_time, source,"
+                       " event_id || '-again', seq + 10, site, model, request_id, input_tokens,"
+                       " cached_tokens, output_tokens, gpu_us, site_tier, card_id, card_version,"
+                       " currency, amount_input, amount_cached, amount_output, amount_gpu, flags,"
+                       " kafka_topic, kafka_partition, kafka_offset + 10, ingested_at"
+                       " FROM wide_copy");
+    v = gm_test_pg_value(c, "SELECT count(*) FROM (SELECT tenant, event_time, source,"
+                            " event_id || '-again', seq + 10, site, model, request_id,"
+                            " input_tokens, cached_tokens, output_tokens, gpu_us, site_tier,"
+                            " card_id, card_version, currency, amount_input, amount_cached,"
+                            " amount_output, amount_gpu, flags, kafka_topic, kafka_partition,"
+                            " kafka_offset + 10, ingested_at FROM wide_copy"
+                            " EXCEPT SELECT * FROM gm.ledger) x");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    /* Dedup by (source, id): the same id again is refused by the unique key. */
+    PGresult *r = PQexec(c, "INSERT INTO gm.ledger SELECT * FROM wide_copy LIMIT 1");
+    ck_assert_str_eq(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23505");
+    PQclear(r);
+    /* Append-only, even for the owner. */
+    r = PQexec(c, "UPDATE gm.ledger SET input_tokens = 0");
+    ck_assert_str_eq(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42501");
+    PQclear(r);
+    free(rows_wide);
+    free(usage_wide);
+    free(recon_wide);
+    PQfinish(c);
+    gm_test_db_drop(ci);
+}
+END_TEST
+
+/* A column another migration added to the wide table is never dropped by the move: sql/0012
+ * refuses, naming it, and leaves nothing of itself behind. */
+START_TEST(test_compact_ledger_refuses_to_drop_an_unknown_column)
+{
+    char ci[256];
+    snprintf(ci, sizeof ci, "%s", gm_test_db_create("compactcol"));
+    PGconn *c = gm_test_pg_connect(ci);
+    char err[1024];
+    size_t before = 0;
+    while (before < gm_ledger_migrations_count && gm_ledger_migrations[before].version < 12)
+        before++;
+    ck_assert_int_eq(
+        gm_ledger_migrate(c, gm_ledger_migrations, before, GM_MIGRATE_APPLY, NULL, err, sizeof err),
+        0);
+    gm_test_pg_exec(c, "ALTER TABLE gm.ledger ADD COLUMN payload_fingerprint bytea");
+    ck_assert_int_ne(gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err),
+                     0);
+    ck_assert_msg(strstr(err, "payload_fingerprint") != NULL, "%s", err);
+    char *v = gm_test_pg_value(c, "SELECT to_regclass('gm.ledger_rows') IS NULL"
+                                  " AND to_regclass('gm.ledger') IS NOT NULL");
+    ck_assert_str_eq(v, "t");
+    free(v);
+    PQfinish(c);
+    gm_test_db_drop(ci);
+}
+END_TEST
+
 START_TEST(test_card_versions_are_never_rewritten)
 {
     char ci[256];
@@ -146,6 +273,8 @@ int main(void)
     tcase_add_test(tc, test_migrate_twice_is_a_no_op);
     tcase_add_test(tc, test_failed_migration_leaves_nothing_half_applied);
     tcase_add_test(tc, test_card_versions_are_never_rewritten);
+    tcase_add_test(tc, test_compact_ledger_keeps_rows_exactly);
+    tcase_add_test(tc, test_compact_ledger_refuses_to_drop_an_unknown_column);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }

@@ -1,6 +1,7 @@
 /* Integration (real PostgreSQL): the exactly-once batch writer on its own, with batches
  * built by hand, for the paths that traffic seldom takes: the unique-key safety net (slow
- * path), a fenced consumer, and two writers racing on one source. */
+ * path), a fenced consumer, and two writers racing on one source; and the compact rows
+ * (sql/0012) reading back through gm.ledger exactly as written. */
 #include "gm_ingest.h"
 #include "gm_ledger.h"
 #include "support.h"
@@ -179,9 +180,8 @@ START_TEST(test_two_writers_on_one_source_conflict_instead_of_doubling)
     ck_assert_msg(gm_ledger_writer_commit(b, &bb, &res, err, sizeof err) == 0, "%s", err);
     /* A, with its cached ranges {1}, now sees seq 2 again: its compare-and-set on the
      * source fails instead of writing seq 2 twice. */
-    make_event(&ev[2], "edge/fra1/n1", 2, "n1-2");
-    make_row(&rows[2], &ev[2], 1);
-    ev[2].time_us += 1; /* another time: the unique key alone would not catch it */
+    make_event(&ev[2], "edge/fra1/n1", 2, "n1-2-resent");
+    make_row(&rows[2], &ev[2], 1); /* another id: the unique key alone would not catch it */
     gm_ledger_pos pa2 = {0, 1, 2};
     gm_ledger_batch ba2 = {"g", TOPIC, "a", &rows[2], 1, NULL, 0, &pa2, 1};
     ck_assert_int_eq(gm_ledger_writer_commit(a, &ba2, &res, err, sizeof err), GM_ECONFLICT);
@@ -205,6 +205,130 @@ START_TEST(test_two_writers_on_one_source_conflict_instead_of_doubling)
 }
 END_TEST
 
+/* What gm.ledger must answer for a row, column by column. */
+static void expect_row(PGconn *c, const gm_ledger_row *row)
+{
+    const gm_event *ev = row->ev;
+    const char *params[2] = {ev->source, ev->id};
+    PGresult *r = PQexecParams(
+        c,
+        "SELECT tenant, site, model, coalesce(request_id, '<null>'), seq, input_tokens,"
+        " cached_tokens, output_tokens, gpu_us, coalesce(site_tier, '<null>'), card_id,"
+        " card_version, currency, amount_input, amount_cached, amount_output, amount_gpu, flags,"
+        " kafka_topic, kafka_partition, kafka_offset,"
+        " (extract(epoch FROM event_time) * 1000000)::bigint"
+        " FROM gm.ledger WHERE source = $1 AND event_id = $2",
+        2, NULL, params, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    ck_assert_int_eq(PQntuples(r), 1);
+    char want[22][160];
+    snprintf(want[0], sizeof want[0], "%s", ev->tenant);
+    snprintf(want[1], sizeof want[0], "%s", ev->site);
+    snprintf(want[2], sizeof want[0], "%s", ev->model);
+    snprintf(want[3], sizeof want[0], "%s", ev->request_id[0] ? ev->request_id : "<null>");
+    snprintf(want[4], sizeof want[0], "%llu", (unsigned long long)ev->seq);
+    int64_t q[4] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens, ev->gpu_us};
+    for (int d = 0; d < 4; d++)
+        snprintf(want[5 + d], sizeof want[0], "%lld", (long long)q[d]);
+    snprintf(want[9], sizeof want[0], "%s", row->site_tier ? row->site_tier : "<null>");
+    snprintf(want[10], sizeof want[0], "%s", row->card_id);
+    snprintf(want[11], sizeof want[0], "%lld", (long long)row->card_version);
+    snprintf(want[12], sizeof want[0], "%s", row->currency);
+    for (int d = 0; d < 4; d++)
+        gm_dec_format(row->amount_e18[d], 18, want[13 + d], sizeof want[0]);
+    snprintf(want[17], sizeof want[0], "%u", row->flags);
+    snprintf(want[18], sizeof want[0], "%s", TOPIC);
+    snprintf(want[19], sizeof want[0], "%d", row->partition);
+    snprintf(want[20], sizeof want[0], "%lld", (long long)row->offset);
+    snprintf(want[21], sizeof want[0], "%lld", (long long)ev->time_us);
+    for (int k = 0; k < 22; k++)
+        ck_assert_msg(!strcmp(PQgetvalue(r, 0, k), want[k]), "%s#%s column %d: got %s, want %s",
+                      ev->source, ev->id, k, PQgetvalue(r, 0, k), want[k]);
+    PQclear(r);
+}
+
+START_TEST(test_compact_rows_read_back_exactly)
+{
+    fixture f;
+    open_db(&f, "wcompact");
+    gm_event ev[6];
+    gm_ledger_row rows[6];
+    /* Sources, tenants, sites, models and prices that differ in one field at a time. */
+    static const char *const src[6] = {"edge/fra1/n1", "edge/fra1/n1", "edge/ams1/n2",
+                                       "edge/ams1/n2", "core/x@y+z=~", "core/x@y+z=~"};
+    for (int i = 0; i < 6; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "id-%d", i);
+        make_event(&ev[i], src[i], (uint64_t)(i / 2 * 10 + i % 2 + 1), id);
+        make_row(&rows[i], &ev[i], i);
+        rows[i].partition = i % 2;
+    }
+    snprintf(ev[1].model, sizeof ev[1].model, "org/model:tag");
+    snprintf(ev[2].tenant, sizeof ev[2].tenant, "globex.eu");
+    snprintf(ev[3].request_id, sizeof ev[3].request_id, "req-3");
+    ev[4].time_us += 3 * 24 * INT64_C(3600000000); /* another day, same month */
+    ev[5].input_tokens = (INT64_C(1) << 40) + 7;
+    ev[5].cached_tokens = 3;
+    ev[5].gpu_us = 123456789;
+    rows[2].site_tier = "metro";
+    rows[3].site_tier = "metro";
+    rows[3].unit_price_p[0] += 1; /* only one price differs */
+    rows[4].flags = 1 | 2;
+    rows[4].card_version = 2;
+    rows[5].unit_price_p[0] = 500000000000; /* 0.5 a token */
+    rows[5].unit_price_p[1] = 1;            /* 10^-12 a token */
+    rows[5].unit_price_p[3] = 7777777;      /* per GPU-second */
+    for (int i = 0; i < 6; i++) {
+        const gm_event *e = &ev[i];
+        int64_t q[4] = {e->input_tokens, e->cached_tokens, e->output_tokens, e->gpu_us};
+        for (int d = 0; d < 4; d++)
+            rows[i].amount_e18[d] =
+                (gm_i128)q[d] * rows[i].unit_price_p[d] * (d == 3 ? 1 : 1000000);
+    }
+    gm_ledger_pos pos[2] = {{0, -1, 6}, {1, -1, 6}};
+    gm_ledger_batch b = {"g", TOPIC, "t", rows, 6, NULL, 0, pos, 2};
+    gm_ledger_result res;
+    char err[1024];
+    gm_ledger_writer *w = gm_ledger_writer_new(f.c);
+    ck_assert_msg(gm_ledger_writer_commit(w, &b, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(res.accepted, 6);
+    for (int i = 0; i < 6; i++)
+        expect_row(f.c, &rows[i]);
+    /* Rows 0 and 1 differ in model only: one pricing for both. */
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger_pricings"), 5);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger_streams"), 2);
+    int64_t names = count(f.c, "SELECT count(*) FROM gm.ledger_names");
+    ck_assert_int_eq(names, 3 + 2 + 1 + 2); /* sources, tenants, sites, models */
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"),
+                     0);
+    /* A second writer (cold cache, own connection) finds the same ids and adds none. */
+    PGconn *c2 = gm_test_pg_connect(f.conninfo);
+    gm_ledger_writer *w2 = gm_ledger_writer_new(c2);
+    gm_event ev2[6];
+    gm_ledger_row rows2[6];
+    for (int i = 0; i < 6; i++) {
+        ev2[i] = ev[i];
+        snprintf(ev2[i].id, sizeof ev2[i].id, "again-%d", i);
+        ev2[i].seq += 100;
+        rows2[i] = rows[i];
+        rows2[i].ev = &ev2[i];
+        rows2[i].offset += 6;
+    }
+    gm_ledger_pos pos2[2] = {{0, 6, 12}, {1, 6, 12}};
+    gm_ledger_batch b2 = {"g", TOPIC, "t2", rows2, 6, NULL, 0, pos2, 2};
+    ck_assert_msg(gm_ledger_writer_commit(w2, &b2, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(res.accepted, 6);
+    for (int i = 0; i < 6; i++)
+        expect_row(c2, &rows2[i]);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger_names"), names);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger_pricings"), 5);
+    gm_ledger_writer_free(w);
+    gm_ledger_writer_free(w2);
+    PQfinish(c2);
+    close_db(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ledger_writer");
@@ -214,6 +338,7 @@ int main(void)
                    test_reused_id_with_new_seq_goes_the_slow_path_is_a_conflict_and_not_charged);
     tcase_add_test(tc, test_stale_consumer_is_fenced_and_writes_nothing);
     tcase_add_test(tc, test_two_writers_on_one_source_conflict_instead_of_doubling);
+    tcase_add_test(tc, test_compact_rows_read_back_exactly);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }

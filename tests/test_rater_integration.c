@@ -177,9 +177,14 @@ START_TEST(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write)
     char ci[400];
     snprintf(ci, sizeof ci, "%s user=gm_rater", e.conninfo);
     PGconn *c = gm_test_pg_connect(ci);
+    /* gm.ledger is a view over gm.ledger_rows (sql/0012): both refuse changes. */
     const char *refused[] = {"UPDATE gm.ledger SET input_tokens = 0",
                              "DELETE FROM gm.ledger",
-                             "TRUNCATE gm.ledger",
+                             "UPDATE gm.ledger_rows SET input_tokens = 0",
+                             "DELETE FROM gm.ledger_rows",
+                             "TRUNCATE gm.ledger_rows",
+                             "UPDATE gm.ledger_names SET name = 'x'",
+                             "UPDATE gm.ledger_pricings SET price_input = 0",
                              "UPDATE gm.rejected_events SET reason = ''",
                              "DROP TABLE gm.charges",
                              "UPDATE gm.chain_batches SET rows = 0",
@@ -213,7 +218,8 @@ START_TEST(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write)
     free(v);
     const char *refused_auditor[] = {
         "SELECT count(*) FROM gm.ledger", /* internal tables: views only */
-        "CREATE TABLE audit.x (a int)", "CREATE TEMP TABLE x (a int)",
+        "SELECT count(*) FROM gm.ledger_rows", "CREATE TABLE audit.x (a int)",
+        "CREATE TEMP TABLE x (a int)",
         "BEGIN READ WRITE; INSERT INTO gm.sources VALUES ('x', 'x', '{}'); COMMIT"};
     for (size_t i = 0; i < GM_ARRAY_LEN(refused_auditor); i++) {
         r = PQexec(c, refused_auditor[i]);
