@@ -54,8 +54,8 @@ static void make_row(gm_ledger_row *row, const gm_event *ev, int32_t partition, 
     row->amount_e18[0] = (gm_i128)ev->input_tokens * 1500000 * 1000000;
     row->unit_price_p[2] = 2000000;
     row->amount_e18[2] = (gm_i128)ev->output_tokens * 2000000 * 1000000;
-    row->unit_price_p[3] = 30000000000; /* 0.03 per GPU-second */
-    row->amount_e18[3] = (gm_i128)ev->gpu_us * 30000;
+    row->unit_price_p[3] = 30000000000;                     /* 0.03 per GPU-second */
+    row->amount_e18[3] = (gm_i128)ev->gpu_us * 30000000000; /* per us: 0.03 / 10^6 */
     row->flags = partition ? 4 : 0;
 }
 
@@ -90,7 +90,8 @@ static void open_db(fixture *f, const char *tag)
     make_event(&f->ev[4], "edge/fra1/n1", 3, 40);
     make_row(&f->rows[3], &f->ev[3], 0, 2);
     make_row(&f->rows[4], &f->ev[4], 0, 4);
-    gm_ledger_reject rj = {0, 3, "k\x01", 2, "{\"bad\":\x02}", 10, "event: data: missing", NULL, "contract"};
+    gm_ledger_reject rj = {
+        0, 3, "k\x01", 2, "{\"bad\":\x02}", 10, "event: data: missing", NULL, "contract"};
     gm_ledger_pos pos2 = {0, 2, 5};
     gm_ledger_batch b2 = {"g", TOPIC, "t", &f->rows[3], 2, &rj, 1, &pos2, 1};
     commit(f, &b2);
@@ -119,6 +120,11 @@ static gm_chain_report verify(fixture *f)
 }
 
 /* As the superuser, past the immutability triggers: what a DBA or a disk edit can do. */
+/* The ledger's storage (sql/0012): rows of Kafka partition 0 and 1 of the test topic. A
+ * superuser edits gm.ledger_rows itself (the view gm.ledger refuses changes). */
+#define S0 "stream_id = (SELECT id FROM gm.ledger_streams WHERE partition = 0)"
+#define S1 "stream_id = (SELECT id FROM gm.ledger_streams WHERE partition = 1)"
+
 static void tamper(fixture *f, const char *sql)
 {
     char buf[2048];
@@ -216,8 +222,7 @@ START_TEST(test_changed_ledger_row_is_found)
 {
     fixture f;
     open_db(&f, "chrow");
-    tamper(&f, "UPDATE gm.ledger SET input_tokens = 11 WHERE kafka_partition = 0 AND"
-               " kafka_offset = 0");
+    tamper(&f, "UPDATE gm.ledger_rows SET input_tokens = 11 WHERE " S0 " AND kafka_offset = 0");
     gm_chain_report rep = verify(&f);
     assert_found(&rep, "batch g/" TOPIC "/0 #1 (offsets 0..1)",
                  "input_tokens: recorded 30, found 31");
@@ -240,7 +245,9 @@ START_TEST(test_changed_tenant_is_found)
 {
     fixture f;
     open_db(&f, "chten");
-    tamper(&f, "UPDATE gm.ledger SET tenant = 'other' WHERE kafka_partition = 1");
+    tamper(&f, "INSERT INTO gm.ledger_names (kind, name) VALUES (1, 'other');"
+               " UPDATE gm.ledger_rows SET tenant_id = (SELECT id FROM gm.ledger_names WHERE"
+               " kind = 1 AND name = 'other') WHERE " S1);
     gm_chain_report rep = verify(&f);
     assert_found(&rep, "batch g/" TOPIC "/1 #1", "a field other than the quantities");
     close_db(&f);
@@ -274,7 +281,7 @@ START_TEST(test_deleted_row_is_found)
 {
     fixture f;
     open_db(&f, "chdel");
-    tamper(&f, "DELETE FROM gm.ledger WHERE kafka_partition = 0 AND kafka_offset = 4");
+    tamper(&f, "DELETE FROM gm.ledger_rows WHERE " S0 " AND kafka_offset = 4");
     gm_chain_report rep = verify(&f);
     assert_found(&rep, "batch g/" TOPIC "/0 #2 (offsets 2..4)", "rows: recorded 1, found 0");
     close_db(&f);
@@ -286,7 +293,7 @@ START_TEST(test_deleted_batch_is_found)
     fixture f;
     open_db(&f, "chdelb");
     /* The first batch of partition 0 with its rows: the chain has a hole. */
-    tamper(&f, "DELETE FROM gm.ledger WHERE kafka_partition = 0 AND kafka_offset < 2;"
+    tamper(&f, "DELETE FROM gm.ledger_rows WHERE " S0 " AND kafka_offset < 2;"
                " DELETE FROM gm.chain_batches WHERE partition = 0 AND seq = 1");
     gm_chain_report rep = verify(&f);
     assert_found(&rep, "batch chain g/" TOPIC "/0 starts at #2", NULL);
@@ -298,10 +305,9 @@ START_TEST(test_swapped_rows_are_found)
 {
     fixture f;
     open_db(&f, "chswap");
-    tamper(&f, "UPDATE gm.ledger SET kafka_offset = -1 WHERE kafka_partition = 0 AND"
-               " kafka_offset = 0; UPDATE gm.ledger SET kafka_offset = 0 WHERE"
-               " kafka_partition = 0 AND kafka_offset = 1; UPDATE gm.ledger SET kafka_offset = 1"
-               " WHERE kafka_partition = 0 AND kafka_offset = -1");
+    tamper(&f, "UPDATE gm.ledger_rows SET kafka_offset = -1 WHERE " S0 " AND kafka_offset = 0;"
+               " UPDATE gm.ledger_rows SET kafka_offset = 0 WHERE " S0 " AND kafka_offset = 1;"
+               " UPDATE gm.ledger_rows SET kafka_offset = 1 WHERE " S0 " AND kafka_offset = -1");
     gm_chain_report rep = verify(&f);
     assert_found(&rep, "batch g/" TOPIC "/0 #1", "rows swapped offsets");
     close_db(&f);
@@ -327,9 +333,9 @@ START_TEST(test_row_added_behind_the_raters_back_is_found)
 {
     fixture f;
     open_db(&f, "chadd");
-    tamper(&f, "CREATE TEMP TABLE t AS SELECT * FROM gm.ledger WHERE kafka_partition = 1;"
+    tamper(&f, "CREATE TEMP TABLE t AS SELECT * FROM gm.ledger_rows WHERE " S1 ";"
                " UPDATE t SET kafka_offset = 9, event_id = 'x';"
-               " INSERT INTO gm.ledger SELECT * FROM t");
+               " INSERT INTO gm.ledger_rows SELECT * FROM t");
     gm_chain_report rep = verify(&f);
     assert_found(&rep, "ledger row " TOPIC "/1@9", "in no chained batch");
     close_db(&f);

@@ -185,14 +185,14 @@ START_TEST(test_two_writers_on_one_source_conflict_instead_of_doubling)
     gm_ledger_pos pa2 = {0, 1, 2};
     gm_ledger_batch ba2 = {"g", TOPIC, "a", &rows[2], 1, NULL, 0, &pa2, 1};
     ck_assert_int_eq(gm_ledger_writer_commit(a, &ba2, &res, err, sizeof err), GM_ECONFLICT);
-    /* After the conflict A reloads the ranges: seq 2 is taken, by an event with the same id
-     * and another time: a conflict (content differs), never charged. */
+    /* After the conflict A reloads the ranges: seq 2 is taken, by an event with another id:
+     * a conflict (seq_taken), never charged. */
     ck_assert_msg(gm_ledger_writer_commit(a, &ba2, &res, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_eq(res.duplicates, 0);
     ck_assert_uint_eq(res.conflicts, 1);
     ck_assert_uint_eq(res.accepted, 0);
     ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.conflicting_events WHERE"
-                                " kind = 'content_differs' AND accepted_id = 'n1-2'"),
+                                " kind = 'seq_taken' AND accepted_id = 'n1-2'"),
                      1);
     ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger"), 2);
     ck_assert_int_eq(count(f.c, "SELECT events FROM gm.sources"), 2);
