@@ -474,7 +474,7 @@ static size_t dedupe(gm_ledger_writer *w, const gm_ledger_batch *b)
 static void ledger_copy_row(sbuf *q, const char *topic, const gm_ledger_row *row)
 {
     const gm_event *ev = row->ev;
-    bin_u16(q, 24);
+    bin_u16(q, 27);
     bin_text(q, ev->tenant);
     bin_ts(q, ev->time_us);
     bin_text(q, ev->source);
@@ -504,13 +504,17 @@ static void ledger_copy_row(sbuf *q, const char *topic, const gm_ledger_row *row
     bin_text(q, topic);
     bin_i32(q, row->partition);
     bin_i64(q, row->offset);
+    /* usage revision 1.1 (sql/0009) */
+    bin_i64(q, ev->reasoning_tokens);
+    bin_i64(q, ev->cache_write_tokens);
+    bin_text(q, gm_service_tier_name(ev->service_tier));
 }
 
 #define LEDGER_COLUMNS                                                                             \
     "tenant, event_time, source, event_id, seq, site, model, request_id, input_tokens,"            \
     " cached_tokens, output_tokens, gpu_us, site_tier, card_id, card_version, currency,"           \
     " amount_input, amount_cached, amount_output, amount_gpu, flags, kafka_topic,"                 \
-    " kafka_partition, kafka_offset"
+    " kafka_partition, kafka_offset, reasoning_tokens, cache_write_tokens, service_tier"
 
 /* Step 3: the ledger rows. Fast: COPY straight in. Slow: COPY into a temp table, then
  * INSERT … ON CONFLICT DO NOTHING RETURNING, and mark the rows it skipped as duplicates. */
