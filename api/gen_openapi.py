@@ -24,9 +24,9 @@ schemas = {
                     "kind": S("string", enum=["usage", "tier", "discount", "commitment", "credit", "adjustment"]),
                     "adjusted_kind": STR, "description": STR, "dimension": NSTR, "model": NSTR,
                     "site_tier": NSTR, "card_version": S("integer"), "band": S("integer"),
-                    "quantity": S("string", pattern=r"^-?[0-9]+(\.[0-9]{6})?$", description="in the unit of unit_price: tokens, or GPU-seconds with 6 decimals (dimension gpu)"),
-                    "unit": S("string", enum=["token", "gpu_second"]),
-                    "metered_quantity": INT_TXT, "metered_unit": S("string", enum=["token", "gpu_us"]),
+                    "quantity": S("string", pattern=r"^-?[0-9]+(\.[0-9]{6})?$", description="in the unit of unit_price: tokens, requests (dimension request), or GPU-seconds with 6 decimals (dimension gpu)"),
+                    "unit": S("string", enum=["token", "gpu_second", "request"]),
+                    "metered_quantity": INT_TXT, "metered_unit": S("string", enum=["token", "gpu_us", "request"]),
                     "unit_price": DEC, "amount_exact": DEC, "amount": DEC,
                     "discount_share": DEC, "credit_share": DEC,
                     "corrects_period": S("string", pattern=r"^[0-9]{4}-[0-9]{2}$")}),
@@ -82,7 +82,8 @@ schemas = {
         "series": S("array", items=S("object", properties={
             "bucket_start": TS, "model": STR, "site": STR, "dimension": STR, "unit": STR,
             "quantity": INT_TXT, "input_tokens": INT_TXT, "cached_tokens": INT_TXT,
-            "output_tokens": INT_TXT, "gpu_us": INT_TXT, "amount_exact": DEC, "amount": DEC}))}),
+            "output_tokens": INT_TXT, "gpu_us": INT_TXT, "cache_write_tokens": INT_TXT,
+            "reasoning_tokens": INT_TXT, "requests": INT_TXT, "amount_exact": DEC, "amount": DEC}))}),
     "Spend": S("object", required=["tenant", "period", "month_to_date", "projection"], properties={
         "tenant": STR, "period": STR, "as_of": TS, "currency": NSTR,
         "month_to_date": S("object", properties={"list_amount_exact": DEC, "list_amount": DEC,

@@ -272,7 +272,7 @@
     $('usage-body').hidden = false;
     const t = encodeURIComponent(tenant);
     setMsg($('usage-msg'), 'loading', 'Loading month to date…');
-    for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '…';
+    for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-cache-write', 'tok-output', 'tok-reasoning', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '…';
     $('terms-note').textContent = '';
     $('commitment').textContent = '';
     const now = nowMs();
@@ -292,11 +292,11 @@
       $('draft-total').textContent = group3(spend.month_to_date.draft_invoice_total) + ' ' + cur;
       $('draft-total').dataset.value = spend.month_to_date.draft_invoice_total;
       showTerms(spend);
-      const sums = { input_tokens: [], cached_tokens: [], output_tokens: [], gpu_us: [] };
+      const sums = { input_tokens: [], cached_tokens: [], cache_write_tokens: [], output_tokens: [], reasoning_tokens: [], gpu_us: [] };
       for (const r of month.series) for (const k of Object.keys(sums)) sums[k].push(r[k]);
       const tot = {};
       for (const k of Object.keys(sums)) tot[k] = decSum(sums[k]);
-      for (const [id, k] of [['tok-input', 'input_tokens'], ['tok-cached', 'cached_tokens'], ['tok-output', 'output_tokens']]) {
+      for (const [id, k] of [['tok-input', 'input_tokens'], ['tok-cached', 'cached_tokens'], ['tok-cache-write', 'cache_write_tokens'], ['tok-output', 'output_tokens'], ['tok-reasoning', 'reasoning_tokens']]) {
         $(id).textContent = group3(tot[k]);
         $(id).dataset.value = tot[k];
       }
@@ -308,7 +308,7 @@
     }).catch((e) => {
       if (seq !== usageSeq) return;
       setMsg($('usage-msg'), 'error', explain(e, 'tenant ' + tenant));
-      for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '—';
+      for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-cache-write', 'tok-output', 'tok-reasoning', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '—';
       if (e.status === 404 || e.status === 401) $('usage-body').hidden = true;
       throw e;
     });
@@ -359,10 +359,10 @@
     if (metric === 'amount') return row.amount_exact;
     if (group === 'dimension') {
       if (metric === 'gpu') return row.dimension === 'gpu' ? usToSeconds(row.quantity) : null;
-      return row.dimension === 'gpu' ? null : row.quantity;
+      return row.dimension === 'gpu' || row.dimension === 'request' ? null : row.quantity;
     }
     if (metric === 'gpu') return usToSeconds(row.gpu_us);
-    return decSum([row.input_tokens, row.cached_tokens, row.output_tokens]);
+    return decSum([row.input_tokens, row.cached_tokens, row.cache_write_tokens, row.output_tokens, row.reasoning_tokens]);
   }
   async function loadSeries(tenant, seq) {
     const bucket = $('bucket').value, group = $('group').value, metric = $('metric').value;
@@ -394,8 +394,8 @@
       header = ['bucket_start', 'dimension', 'quantity', 'unit', amt, exact];
       rows = data.series.map((r) => [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount, r.amount_exact]);
     } else {
-      header = ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', amt, exact];
-      rows = data.series.map((r) => [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToSeconds(r.gpu_us), r.amount, r.amount_exact]);
+      header = ['bucket_start', group, 'input_tokens', 'cached_tokens', 'cache_write_tokens', 'output_tokens', 'reasoning_tokens', 'gpu_seconds', 'requests', amt, exact];
+      rows = data.series.map((r) => [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, usToSeconds(r.gpu_us), r.requests, r.amount, r.amount_exact]);
     }
     const numeric = header.map((h, i) => i >= 2 && h !== 'unit');
     const foot = header.map((h, i) => {

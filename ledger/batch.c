@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const dim_names[GM_LEDGER_DIMS] = {"input", "cached", "output", "gpu"};
+static const char *const dim_names[GM_LEDGER_DIMS] = {"input",       "cached",    "output", "gpu",
+                                                      "cache_write", "reasoning", "request"};
+#define DIM_REQUEST 6 /* requests: metered only where a fee applies (docs/rating.md) */
 
 /* ---- A growable text buffer for COPY data ------------------------------------------------*/
 typedef struct sbuf {
@@ -474,7 +476,7 @@ static size_t dedupe(gm_ledger_writer *w, const gm_ledger_batch *b)
 static void ledger_copy_row(sbuf *q, const char *topic, const gm_ledger_row *row)
 {
     const gm_event *ev = row->ev;
-    bin_u16(q, 27);
+    bin_u16(q, 30);
     bin_text(q, ev->tenant);
     bin_ts(q, ev->time_us);
     bin_text(q, ev->source);
@@ -497,7 +499,7 @@ static void ledger_copy_row(sbuf *q, const char *topic, const gm_ledger_row *row
     bin_text(q, row->card_id);
     bin_i32(q, (int32_t)row->card_version);
     bin_text(q, row->currency);
-    for (int d = 0; d < GM_LEDGER_DIMS; d++)
+    for (int d = 0; d < 4; d++) /* amount_input .. amount_gpu */
         bin_numeric(q, row->amount_e18[d], 18);
     bin_u32(q, 2);
     bin_u16(q, (uint16_t)row->flags);
@@ -508,13 +510,16 @@ static void ledger_copy_row(sbuf *q, const char *topic, const gm_ledger_row *row
     bin_i64(q, ev->reasoning_tokens);
     bin_i64(q, ev->cache_write_tokens);
     bin_text(q, gm_service_tier_name(ev->service_tier));
+    for (int d = 4; d < GM_LEDGER_DIMS; d++) /* amount_cache_write, _reasoning, _request */
+        bin_numeric(q, row->amount_e18[d], 18);
 }
 
 #define LEDGER_COLUMNS                                                                             \
     "tenant, event_time, source, event_id, seq, site, model, request_id, input_tokens,"            \
     " cached_tokens, output_tokens, gpu_us, site_tier, card_id, card_version, currency,"           \
     " amount_input, amount_cached, amount_output, amount_gpu, flags, kafka_topic,"                 \
-    " kafka_partition, kafka_offset, reasoning_tokens, cache_write_tokens, service_tier"
+    " kafka_partition, kafka_offset, reasoning_tokens, cache_write_tokens, service_tier,"          \
+    " amount_cache_write, amount_reasoning, amount_request"
 
 /* Step 3: the ledger rows. Fast: COPY straight in. Slow: COPY into a temp table, then
  * INSERT … ON CONFLICT DO NOTHING RETURNING, and mark the rows it skipped as duplicates. */
@@ -641,8 +646,13 @@ static int write_charges(gm_ledger_writer *w, const gm_ledger_batch *b, size_t *
             continue;
         const gm_ledger_row *row = &b->rows[i];
         const gm_event *ev = row->ev;
-        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
-                                       ev->gpu_us};
+        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens,
+                                       ev->cached_tokens,
+                                       ev->output_tokens - ev->reasoning_tokens,
+                                       ev->gpu_us,
+                                       ev->cache_write_tokens,
+                                       ev->reasoning_tokens,
+                                       row->unit_price_p[DIM_REQUEST] ? 1 : 0};
         int64_t hour_us = ev->time_us - ev->time_us % GM_US_PER_HOUR;
         for (int d = 0; d < GM_LEDGER_DIMS; d++) {
             if (qty[d] == 0 && row->amount_e18[d] == 0)

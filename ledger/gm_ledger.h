@@ -89,7 +89,9 @@ int gm_ledger_load_book(PGconn *c, struct gm_rating_book **out, char *err,
  *      rows of the messages below it;
  *   L4 every message below next_offset is in the ledger, counted as a duplicate, or in
  *      gm.rejected_events. */
-#define GM_LEDGER_DIMS 4 /* input, cached, output, gpu: the order of gm_dim in rating */
+/* input, cached, output, gpu, cache_write, reasoning, request: the order of gm_dim in rating
+ * (the last three since sql/0009; output holds output_tokens - reasoning_tokens) */
+#define GM_LEDGER_DIMS 7
 
 #define GM_LEDGER_F_UNKNOWN_TENANT 1u
 #define GM_LEDGER_F_DEFAULT_MODEL  2u

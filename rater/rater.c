@@ -382,11 +382,10 @@ static int process_batch(rater *r, size_t *committed)
                      "event %s#%s: type: %s is not accepted on topic %s (only gridmeter.usage.v1)",
                      ev->source, ev->id, gm_event_type_name(ev->type), r->cfg->topic);
         } else {
-            gm_usage u = {ev->tenant,
-                          ev->model,
-                          ev->site,
-                          ev->time_us,
-                          {ev->input_tokens, ev->cached_tokens, ev->output_tokens, ev->gpu_us}};
+            gm_usage u = {ev->tenant, ev->model, ev->site, ev->time_us, {0}};
+            gm_rating_usage_tokens(u.qty, ev->input_tokens, ev->cached_tokens,
+                                   ev->cache_write_tokens, ev->output_tokens, ev->reasoning_tokens,
+                                   ev->gpu_us);
             gm_event_price price;
             char why[400];
             if (gm_rating_price_event(r->book, &u, &price, why, sizeof why) != 0) {

@@ -126,15 +126,39 @@ START_TEST(test_revision_1_1_fields_are_kept_in_the_ledger)
     make_event(&ev[1], "edge/fra1/n1", 2, "n1-2");
     make_row(&rows[0], &ev[0], 0);
     make_row(&rows[1], &ev[1], 1);
+    /* as the rater prices it (gm_rating_usage_tokens): output 100 at the output price, 200
+     * reasoning at 3 x 10^-6, 1024 cache writes at 10^-6, and a fee of 0.0001 */
+    rows[0].amount_e18[2] = (gm_i128)100 * 2000000 * 1000000;
+    rows[0].unit_price_p[4] = 1000000;
+    rows[0].amount_e18[4] = (gm_i128)1024 * 1000000 * 1000000;
+    rows[0].unit_price_p[5] = 3000000;
+    rows[0].amount_e18[5] = (gm_i128)200 * 3000000 * 1000000;
+    rows[0].unit_price_p[6] = 100000000;
+    rows[0].amount_e18[6] = (gm_i128)100000000 * 1000000;
     gm_ledger_pos pos = {0, -1, 2};
     gm_ledger_batch b = {"g", TOPIC, "t", rows, 2, NULL, 0, &pos, 1};
     gm_ledger_result res;
     char err[1024];
     ck_assert_msg(gm_ledger_writer_commit(w, &b, &res, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_eq(res.accepted, 2);
-    char *v = gm_test_pg_value(f.c, "SELECT string_agg(concat_ws(':', seq, output_tokens,"
-                                    " reasoning_tokens, cache_write_tokens, service_tier), ','"
-                                    " ORDER BY seq) FROM audit.usage_events");
+    /* charges per dimension: output is the non-reasoning part; the request dimension counts
+     * only the event with a fee */
+    char *v = gm_test_pg_value(f.c, "SELECT string_agg(dimension || '=' || quantity || '@' ||"
+                                    " amount::text, ',' ORDER BY dimension) FROM gm.charges");
+    ck_assert_str_eq(v, "cache_write=1024@0.001024000000000000,input=20@0.000020000000000000,"
+                        "output=105@0.000210000000000000,reasoning=200@0.000600000000000000,"
+                        "request=1@0.000100000000000000");
+    free(v);
+    v = gm_test_pg_value(f.c, "SELECT string_agg(amount::text, ',' ORDER BY seq)"
+                              " FROM audit.usage_events");
+    ck_assert_str_eq(v, "0.001934000000000000,0.000020000000000000");
+    free(v);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"
+                                " OR ledger_amount <> 0.001954"),
+                     0);
+    v = gm_test_pg_value(f.c, "SELECT string_agg(concat_ws(':', seq, output_tokens,"
+                              " reasoning_tokens, cache_write_tokens, service_tier), ','"
+                              " ORDER BY seq) FROM audit.usage_events");
     ck_assert_str_eq(v, "1:300:200:1024:batch,2:5:0:0:standard");
     free(v);
     /* the slow path (a reused id under a new seq, then a new event) copies the same columns */

@@ -102,10 +102,10 @@ async function checkSeriesTable(page, key, resp) {
   // Each row shows its exact amount beside the rounded one (issue 18: hourly rows read 0.00).
   const expectHeader = group === 'dimension'
     ? ['bucket_start', 'dimension', 'quantity', 'unit', `amount (${cur})`, `amount_exact (${cur})`]
-    : ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', `amount (${cur})`, `amount_exact (${cur})`];
+    : ['bucket_start', group, 'input_tokens', 'cached_tokens', 'cache_write_tokens', 'output_tokens', 'reasoning_tokens', 'gpu_seconds', 'requests', `amount (${cur})`, `amount_exact (${cur})`];
   const expectRows = api.body.series.map((r) => (group === 'dimension'
     ? [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount, r.amount_exact]
-    : [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToS(r.gpu_us), r.amount, r.amount_exact]));
+    : [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, usToS(r.gpu_us), r.requests, r.amount, r.amount_exact]));
   for (const row of expectRows) assert.match(row[row.length - 1], /^-?[0-9]+\.[0-9]{18}$/, 'exact amount: 18 decimals');
   assert.deepEqual(await headerCells(page, '#series-table'), expectHeader);
   assert.deepEqual(await tableCells(page, '#series-table'), expectRows, 'table rows equal the API rows');
@@ -240,11 +240,11 @@ async function main() {
       const ms = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString().replace('.000Z', 'Z');
       const end = new Date(Math.floor(now.getTime() / 86400e3) * 86400e3 + 86400e3).toISOString().replace('.000Z', 'Z');
       const month = (await apiGet(CUSTOMER, `/v1/tenants/${TENANT}/usage?bucket=day&from=${ms}&to=${end}`)).body.series;
-      for (const [id, k] of [['#tok-input', 'input_tokens'], ['#tok-cached', 'cached_tokens'], ['#tok-output', 'output_tokens']]) {
+      for (const [id, k] of [['#tok-input', 'input_tokens'], ['#tok-cached', 'cached_tokens'], ['#tok-cache-write', 'cache_write_tokens'], ['#tok-output', 'output_tokens'], ['#tok-reasoning', 'reasoning_tokens']]) {
         const want = bsum(month.map((r) => r[k])).toString();
         assert.equal(await v(id), want, id);
         assert.equal(await page.textContent(id), grouped(want), id);
-        assert.ok(BigInt(want) > 0n, `${k} > 0`);
+        if (!['cache_write_tokens', 'reasoning_tokens'].includes(k)) assert.ok(BigInt(want) > 0n, `${k} > 0`);
       }
       assert.equal(await v('#gpu-s'), usToS(bsum(month.map((r) => r.gpu_us))));
       const draft = (await apiGet(CUSTOMER, `/v1/tenants/${TENANT}/invoices?status=draft`)).body.items.find((i) => i.period === spend.period);
