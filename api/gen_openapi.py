@@ -84,6 +84,15 @@ schemas = {
             "quantity": INT_TXT, "input_tokens": INT_TXT, "cached_tokens": INT_TXT,
             "output_tokens": INT_TXT, "gpu_us": INT_TXT, "cache_write_tokens": INT_TXT,
             "reasoning_tokens": INT_TXT, "requests": INT_TXT, "amount_exact": DEC, "amount": DEC}))}),
+    "Entitlement": S("object", required=["tenant", "period", "allowed", "reason", "as_of"], properties={
+        "tenant": STR, "period": STR, "allowed": S("boolean"),
+        "reason": S("string", enum=["no budget", "within budget", "monthly limit reached"]),
+        "currency": NSTR, "limit": {"type": ["string", "null"], "description": "exact decimal"},
+        "spend": {"type": ["string", "null"], "description": "exact decimal: the month's list amount of committed charges"},
+        "hard_limit": S("boolean"), "thresholds_percent": S("array", items=S("integer")),
+        "thresholds_crossed": S("array", items=S("integer")),
+        "spend_as_of": NTS, "age_us": {"type": ["integer", "null"], "description": "as_of - spend_as_of, microseconds"},
+        "as_of": TS}),
     "Spend": S("object", required=["tenant", "period", "month_to_date", "projection"], properties={
         "tenant": STR, "period": STR, "as_of": TS, "currency": NSTR,
         "month_to_date": S("object", properties={"list_amount_exact": DEC, "list_amount": DEC,
@@ -211,6 +220,7 @@ paths = {
                                               q("bucket", "minute (range <= 1 day), hour (<= 93 days) or day (<= 366 days); default hour", S("string", enum=["minute", "hour", "day"])),
                                               q("group_by", "comma-separated subset of model,site,dimension")], tags=["customer"])},
     "/v1/tenants/{tenant}/spend": {"get": op("spend", "Month-to-date spend and projection to month end", ["customer", "finance"], ok("Spend"), [TEN], tags=["customer"])},
+    "/v1/tenants/{tenant}/entitlement": {"get": op("entitlement", "Whether the tenant is within its monthly budget (the hard-limit answer), with the spend, the limit and the age of the spend figure", ["admin", "customer", "finance"], ok("Entitlement"), [TEN], tags=["customer"])},
     "/v1/tenants/{tenant}/invoices": {"get": op("tenantInvoices", "A tenant's invoices", ["customer", "finance"], ok("InvoiceList"),
                                                 [TEN, q("status", "draft, finalized or void", S("string", enum=["draft", "finalized", "void"])), CURSOR, LIMIT], tags=["customer"])},
     "/v1/tenants": {"get": op("listTenants", "Tenants (billing rows and contract tenants)", ["admin"], ok("TenantList"), tags=["admin"]),

@@ -4,6 +4,12 @@
 -- fields (every event before the revision) is stored with the defaults, which mean what it
 -- meant, and its new amounts are 0.
 --
+-- And budgets (docs/api.md, "Budgets and alerts"): a monthly budget per tenant with
+-- thresholds, the month's spend kept by statement-level triggers on gm.charges in the
+-- rater's own transaction (gm.month_spend), one alert per tenant, month and threshold
+-- (gm.budget_alerts, unique), and a transactional outbox (gm.webhook_outbox) written by the
+-- same statement as the alert.
+--
 --   * reasoning_tokens: the part of output_tokens spent on reasoning (never above it);
 --   * cache_write_tokens: prompt tokens written into the prompt cache (separate from
 --     input_tokens and cached_tokens, like cached_tokens is separate from input_tokens);
@@ -170,3 +176,156 @@ FROM gm.invoice_lines l;
 
 RESET ROLE;
 GRANT SELECT ON audit.usage_events TO gm_auditor;
+
+SET ROLE gm_owner;
+
+-- ---- Budgets ---------------------------------------------------------------------------
+CREATE TABLE gm.budgets (
+    tenant          text        PRIMARY KEY,
+    currency        char(3)     NOT NULL,
+    monthly_limit   numeric(38,18) NOT NULL CHECK (monthly_limit > 0),
+    thresholds      integer[]   NOT NULL DEFAULT '{50,80,100}'
+        CHECK (cardinality(thresholds) BETWEEN 1 AND 16 AND 0 < ALL (thresholds)
+               AND 1000 >= ALL (thresholds)),
+    hard_limit      boolean     NOT NULL DEFAULT true,
+    updated_at      timestamptz NOT NULL DEFAULT gm.now()
+);
+COMMENT ON TABLE gm.budgets IS 'Monthly budget per tenant: limit in the currency (list amounts of the month''s charges), alert thresholds in percent of the limit, and whether the entitlement endpoint refuses at the limit';
+COMMENT ON COLUMN gm.budgets.monthly_limit IS 'Spend limit per UTC calendar month, in the currency (exact decimal)';
+COMMENT ON COLUMN gm.budgets.thresholds IS 'Percentages of monthly_limit (1..1000) at which one alert per month is raised, e.g. {50,80,100}';
+COMMENT ON COLUMN gm.budgets.hard_limit IS 'true: GET /v1/tenants/{t}/entitlement answers allowed=false once the month''s spend reaches the limit';
+
+-- The month's spend per tenant and currency: the exact list amount of its charges, kept in
+-- the charging transaction. One row per (tenant, month, currency): concurrent raters
+-- charging one tenant serialize on it, which is what makes the alerts exactly once.
+CREATE TABLE gm.month_spend (
+    tenant        text        NOT NULL,
+    period_start  timestamptz NOT NULL,
+    currency      char(3)     NOT NULL,
+    amount        numeric(38,18) NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (tenant, period_start, currency)
+);
+COMMENT ON TABLE gm.month_spend IS 'Exact list amount of each tenant''s charges per UTC month and currency, updated in the same transaction as gm.charges (so it equals the month''s sum of gm.charges.amount at every commit)';
+COMMENT ON COLUMN gm.month_spend.updated_at IS 'gm.now() of the last charging transaction that moved the amount';
+
+CREATE TABLE gm.budget_alerts (
+    tenant            text        NOT NULL,
+    period_start      timestamptz NOT NULL,
+    threshold_percent integer     NOT NULL,
+    currency          char(3)     NOT NULL,
+    monthly_limit     numeric(38,18) NOT NULL,
+    spend             numeric(38,18) NOT NULL,
+    crossed_at        timestamptz NOT NULL,
+    event_id          text        NOT NULL UNIQUE,
+    PRIMARY KEY (tenant, period_start, threshold_percent)
+);
+COMMENT ON TABLE gm.budget_alerts IS 'One row per tenant, UTC month and budget threshold crossed (the primary key makes it exactly once): the limit and the month''s spend in the transaction that crossed it';
+COMMENT ON COLUMN gm.budget_alerts.spend IS 'The month''s spend (list amount) right after the charges that crossed the threshold';
+COMMENT ON COLUMN gm.budget_alerts.event_id IS 'Stable id of the alert (budget.<tenant>.<YYYY-MM>.<percent>): the webhook event id receivers deduplicate on';
+
+-- ---- Transactional outbox of webhook events --------------------------------------------
+CREATE TABLE gm.webhook_outbox (
+    event_id      text        PRIMARY KEY,
+    event_type    text        NOT NULL,
+    tenant        text,
+    payload       jsonb       NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT gm.now(),
+    attempts      integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT gm.now(),
+    delivered_at  timestamptz,
+    last_error    text
+);
+CREATE INDEX webhook_outbox_pending ON gm.webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL;
+COMMENT ON TABLE gm.webhook_outbox IS 'Webhook events, written in the same transaction as the fact they report (at least once: a delivery marks delivered_at; event_id is the receivers'' idempotency key)';
+COMMENT ON COLUMN gm.webhook_outbox.event_type IS 'budget.threshold_crossed (so far)';
+COMMENT ON COLUMN gm.webhook_outbox.payload IS 'The event body as sent (JSON)';
+
+-- Spend of the charges a statement wrote (inserted rows, or new minus old of updated rows),
+-- then the alerts that spend crosses, then their outbox rows: one statement, in the
+-- charging transaction, keys in order (tenant, month, currency).
+CREATE FUNCTION gm.budget_apply(delta jsonb) RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, gm AS $$
+BEGIN
+    WITH d AS (
+        SELECT x.tenant, x.period_start, x.currency, x.amount
+        FROM jsonb_to_recordset(delta) AS x(tenant text, period_start timestamptz,
+                                            currency char(3), amount numeric)
+        ORDER BY 1, 2, 3
+    ), s AS (
+        INSERT INTO gm.month_spend AS m (tenant, period_start, currency, amount, updated_at)
+        SELECT tenant, period_start, currency, amount, gm.now() FROM d
+        ON CONFLICT (tenant, period_start, currency) DO UPDATE
+        SET amount = m.amount + EXCLUDED.amount, updated_at = EXCLUDED.updated_at
+        RETURNING m.tenant, m.period_start, m.currency, m.amount
+    ), a AS (
+        INSERT INTO gm.budget_alerts (tenant, period_start, threshold_percent, currency,
+                                      monthly_limit, spend, crossed_at, event_id)
+        SELECT s.tenant, s.period_start, t.pct, s.currency, b.monthly_limit, s.amount, gm.now(),
+               'budget.' || s.tenant || '.' || to_char(s.period_start AT TIME ZONE 'UTC', 'YYYY-MM')
+                 || '.' || t.pct
+        FROM s JOIN gm.budgets b ON b.tenant = s.tenant AND b.currency = s.currency
+             CROSS JOIN LATERAL unnest(b.thresholds) AS t(pct)
+        WHERE s.amount * 100 >= b.monthly_limit * t.pct
+        ORDER BY 1, 2, 3
+        ON CONFLICT DO NOTHING
+        RETURNING *
+    )
+    INSERT INTO gm.webhook_outbox (event_id, event_type, tenant, payload)
+    SELECT a.event_id, 'budget.threshold_crossed', a.tenant,
+           jsonb_build_object('id', a.event_id, 'type', 'budget.threshold_crossed',
+                              'tenant', a.tenant,
+                              'period', to_char(a.period_start AT TIME ZONE 'UTC', 'YYYY-MM'),
+                              'threshold_percent', a.threshold_percent,
+                              'currency', a.currency,
+                              'limit', a.monthly_limit::text, 'spend', a.spend::text,
+                              'crossed_at', to_char(a.crossed_at AT TIME ZONE 'UTC',
+                                                    'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+    FROM a ORDER BY a.event_id
+    ON CONFLICT DO NOTHING;
+END $$;
+
+CREATE FUNCTION gm.charges_spend_ins() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, gm AS $$
+BEGIN
+    PERFORM gm.budget_apply((SELECT coalesce(jsonb_agg(x), '[]') FROM (
+        SELECT tenant, gm.month_of(hour) AS period_start, currency, sum(amount)::text AS amount
+        FROM new_rows GROUP BY 1, 2, 3) x));
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION gm.charges_spend_upd() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, gm AS $$
+BEGIN
+    PERFORM gm.budget_apply((SELECT coalesce(jsonb_agg(x), '[]') FROM (
+        SELECT tenant, gm.month_of(hour) AS period_start, currency, sum(a)::text AS amount
+        FROM (SELECT tenant, hour, currency, amount AS a FROM new_rows
+              UNION ALL SELECT tenant, hour, currency, -amount FROM old_rows) y
+        GROUP BY 1, 2, 3 HAVING sum(a) <> 0) x));
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER charges_spend_ins AFTER INSERT ON gm.charges
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION gm.charges_spend_ins();
+CREATE TRIGGER charges_spend_upd AFTER UPDATE ON gm.charges
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION gm.charges_spend_upd();
+
+-- The spend of what is already there.
+INSERT INTO gm.month_spend (tenant, period_start, currency, amount, updated_at)
+SELECT tenant, gm.month_of(hour), currency, sum(amount), gm.now() FROM gm.charges
+GROUP BY 1, 2, 3;
+
+CREATE VIEW audit.budget_alerts AS
+SELECT a.tenant, a.period_start, a.threshold_percent, a.currency, a.monthly_limit, a.spend,
+       a.crossed_at, a.event_id, o.delivered_at, o.attempts
+FROM gm.budget_alerts a LEFT JOIN gm.webhook_outbox o USING (event_id);
+COMMENT ON VIEW audit.budget_alerts IS 'One row per tenant, UTC month and budget threshold crossed (exactly once), with the spend right after the crossing charges and the delivery state of its webhook event';
+COMMENT ON COLUMN audit.budget_alerts.spend IS 'The month''s list amount of committed charges right after the transaction that crossed the threshold';
+COMMENT ON COLUMN audit.budget_alerts.delivered_at IS 'When the webhook event was delivered (NULL: not yet)';
+
+RESET ROLE;
+GRANT SELECT ON audit.budget_alerts TO gm_auditor, gm_api;
+GRANT SELECT ON gm.budgets, gm.month_spend, gm.budget_alerts, gm.webhook_outbox TO gm_api, gm_rater;
+GRANT INSERT, UPDATE, DELETE ON gm.budgets TO gm_api;
+GRANT UPDATE (attempts, next_attempt_at, delivered_at, last_error) ON gm.webhook_outbox TO gm_api;

@@ -1073,6 +1073,77 @@ START_TEST(test_spend_shows_commitment_and_prepaid_credit_of_the_draft)
 }
 END_TEST
 
+/* GET /v1/tenants/{t}/entitlement (docs/api.md "Budgets and alerts"): allowed without a
+ * budget; within it, the spend equals the month's charges (gm.month_spend, kept in the
+ * charging transaction) and the limit is the budget's; at the limit a hard budget answers
+ * allowed=false, a soft one stays allowed; crossed thresholds are listed. */
+START_TEST(test_entitlement_answers_from_the_budget_and_the_committed_spend)
+{
+    int64_t now = gm_now_us(), month = gm_month_start(now);
+    PGconn *c = db();
+    /* this connection stamps gm.month_spend.updated_at: on gridmeter's clock, as a rater's */
+    char off[96];
+    snprintf(off, sizeof off, "SET gridmeter.clock_offset_us = '%lld'",
+             (long long)gm_clock_offset_us());
+    gm_test_pg_exec(c, off);
+    ev(c, "budgeted", "llama-3.1-8b-instruct", "fra1", month + (now - month) / 2, 1000, 0, 2000, 0);
+    http_resp r;
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    ck_assert_str_eq(jstr(j, "reason"), "no budget");
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "limit")));
+    cJSON_Delete(j);
+    char *spend =
+        gm_test_pg_value(c, "SELECT sum(amount)::text FROM gm.charges WHERE tenant = 'budgeted'");
+    gm_test_pg_exec(c, "INSERT INTO gm.budgets (tenant, currency, monthly_limit, thresholds)"
+                       " VALUES ('budgeted', 'USD', 1000, '{50,100}')");
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.admin, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    j = json_of(&r);
+    http_free(&r);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    ck_assert_str_eq(jstr(j, "reason"), "within budget");
+    ck_assert_str_eq(jstr(j, "spend"), spend);
+    ck_assert_str_eq(jstr(j, "limit"), "1000.000000000000000000");
+    ck_assert_str_eq(jstr(j, "currency"), "USD");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "thresholds_crossed")),
+                     0);
+    const cJSON *age = cJSON_GetObjectItemCaseSensitive(j, "age_us");
+    ck_assert(cJSON_IsNumber(age) && age->valuedouble >= 0);
+    cJSON_Delete(j);
+    /* a hard limit at exactly the spend: refused; the next charge crosses both thresholds */
+    char sql[512];
+    snprintf(sql, sizeof sql, "UPDATE gm.budgets SET monthly_limit = %s WHERE tenant = 'budgeted'",
+             spend);
+    gm_test_pg_exec(c, sql);
+    ev(c, "budgeted", "llama-3.1-8b-instruct", "fra1", month + (now - month) / 2, 1000, 0, 0, 0);
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.finance, NULL, NULL, NULL, &r);
+    j = json_of(&r);
+    http_free(&r);
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    ck_assert_str_eq(jstr(j, "reason"), "monthly limit reached");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "thresholds_crossed")),
+                     2);
+    cJSON_Delete(j);
+    gm_test_pg_exec(c, "UPDATE gm.budgets SET hard_limit = false WHERE tenant = 'budgeted'");
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.finance, NULL, NULL, NULL, &r);
+    j = json_of(&r);
+    http_free(&r);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    cJSON_Delete(j);
+    /* another tenant's customer key does not see it */
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.acme, NULL, NULL, NULL, &r);
+    ck_assert_int_ne(r.status, 200);
+    http_free(&r);
+    gm_test_pg_exec(c, "DELETE FROM gm.budgets WHERE tenant = 'budgeted'");
+    free(spend);
+    PQfinish(c);
+}
+END_TEST
+
 /* The fake rater /metrics of the fixture (tests/test_api_client.c): text to serve, NULL to
  * close connections without an answer. */
 void api_fake_rater_set(const char *text);
@@ -1640,6 +1711,7 @@ int main(void)
     tcase_add_test(tc, test_tls_serves_https_with_the_configured_certificate);
     tcase_add_test(tc, test_month_to_date_turns_over_at_the_last_microsecond_of_the_year);
     tcase_add_test(tc, test_february_has_29_days_in_2028_and_28_in_2027);
+    tcase_add_test(tc, test_entitlement_answers_from_the_budget_and_the_committed_spend);
     suite_add_tcase(s, tc);
     /* No fork: the server's threads live in this process (a child forked from a threaded
      * parent can deadlock on a lock held at fork time). */
