@@ -230,16 +230,40 @@ CREATE TABLE gm.webhook_outbox (
     event_type    text        NOT NULL,
     tenant        text,
     payload       jsonb       NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT gm.now(),
-    attempts      integer     NOT NULL DEFAULT 0,
-    next_attempt_at timestamptz NOT NULL DEFAULT gm.now(),
-    delivered_at  timestamptz,
-    last_error    text
+    created_at    timestamptz NOT NULL DEFAULT gm.now()
 );
-CREATE INDEX webhook_outbox_pending ON gm.webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL;
-COMMENT ON TABLE gm.webhook_outbox IS 'Webhook events, written in the same transaction as the fact they report (at least once: a delivery marks delivered_at; event_id is the receivers'' idempotency key)';
+COMMENT ON TABLE gm.webhook_outbox IS 'Webhook events, written in the same transaction as the fact they report; event_id is the receivers'' idempotency key. Delivery state per endpoint: gm.webhook_deliveries';
 COMMENT ON COLUMN gm.webhook_outbox.event_type IS 'budget.threshold_crossed (so far)';
-COMMENT ON COLUMN gm.webhook_outbox.payload IS 'The event body as sent (JSON)';
+COMMENT ON COLUMN gm.webhook_outbox.payload IS 'The event body; its text (payload::text) is the HTTP body sent and signed';
+
+-- Endpoints registered by admins: per tenant (its events) or global (tenant NULL: all
+-- events). Two secrets for rotation: every delivery is signed with each non-NULL secret.
+CREATE TABLE gm.webhook_endpoints (
+    endpoint_id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant          text,
+    url             text        NOT NULL CHECK (url ~ '^https?://'),
+    secret          text        NOT NULL CHECK (length(secret) >= 16),
+    secret_previous text        CHECK (length(secret_previous) >= 16),
+    created_at      timestamptz NOT NULL DEFAULT gm.now(),
+    disabled_at     timestamptz
+);
+COMMENT ON TABLE gm.webhook_endpoints IS 'Webhook receivers: per tenant or global (tenant NULL); an endpoint receives the events created from its created_at on';
+COMMENT ON COLUMN gm.webhook_endpoints.secret_previous IS 'The secret before a rotation: deliveries carry a signature with each secret until this is set to NULL';
+
+CREATE TABLE gm.webhook_deliveries (
+    event_id        text        NOT NULL REFERENCES gm.webhook_outbox,
+    endpoint_id     bigint      NOT NULL REFERENCES gm.webhook_endpoints,
+    attempts        integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT gm.now(),
+    delivered_at    timestamptz,
+    last_status     integer,
+    last_error      text,
+    PRIMARY KEY (event_id, endpoint_id)
+);
+CREATE INDEX webhook_deliveries_pending ON gm.webhook_deliveries (next_attempt_at)
+    WHERE delivered_at IS NULL;
+COMMENT ON TABLE gm.webhook_deliveries IS 'Delivery of each outbox event to each endpoint: attempts, when the next one is due (exponential backoff), when a 2xx answer was received';
+COMMENT ON COLUMN gm.webhook_deliveries.last_status IS 'HTTP status of the last attempt (NULL: no answer: connection refused, timeout)';
 
 -- Spend of the charges a statement wrote (inserted rows, or new minus old of updated rows),
 -- then the alerts that spend crosses, then their outbox rows: one statement, in the
@@ -318,14 +342,26 @@ GROUP BY 1, 2, 3;
 
 CREATE VIEW audit.budget_alerts AS
 SELECT a.tenant, a.period_start, a.threshold_percent, a.currency, a.monthly_limit, a.spend,
-       a.crossed_at, a.event_id, o.delivered_at, o.attempts
-FROM gm.budget_alerts a LEFT JOIN gm.webhook_outbox o USING (event_id);
+       a.crossed_at, a.event_id,
+       (SELECT max(d.delivered_at) FROM gm.webhook_deliveries d WHERE d.event_id = a.event_id)
+           AS delivered_at,
+       (SELECT coalesce(sum(d.attempts), 0) FROM gm.webhook_deliveries d
+        WHERE d.event_id = a.event_id) AS attempts
+FROM gm.budget_alerts a;
 COMMENT ON VIEW audit.budget_alerts IS 'One row per tenant, UTC month and budget threshold crossed (exactly once), with the spend right after the crossing charges and the delivery state of its webhook event';
 COMMENT ON COLUMN audit.budget_alerts.spend IS 'The month''s list amount of committed charges right after the transaction that crossed the threshold';
-COMMENT ON COLUMN audit.budget_alerts.delivered_at IS 'When the webhook event was delivered (NULL: not yet)';
+COMMENT ON COLUMN audit.budget_alerts.delivered_at IS 'When the webhook event was last delivered to an endpoint (NULL: to none yet)';
+COMMENT ON COLUMN audit.budget_alerts.attempts IS 'Delivery attempts of its webhook event, over all endpoints';
+
+CREATE VIEW audit.webhook_deliveries AS
+SELECT d.event_id, o.event_type, o.tenant, d.endpoint_id, e.url, d.attempts, d.next_attempt_at,
+       d.delivered_at, d.last_status, d.last_error, o.created_at
+FROM gm.webhook_deliveries d JOIN gm.webhook_outbox o USING (event_id)
+JOIN gm.webhook_endpoints e USING (endpoint_id);
+COMMENT ON VIEW audit.webhook_deliveries IS 'Every webhook event and endpoint: attempts, next attempt, delivery time and the last answer (what admins look at)';
 
 RESET ROLE;
-GRANT SELECT ON audit.budget_alerts TO gm_auditor, gm_api;
+GRANT SELECT ON audit.budget_alerts, audit.webhook_deliveries TO gm_auditor, gm_api;
 GRANT SELECT ON gm.budgets, gm.month_spend, gm.budget_alerts, gm.webhook_outbox TO gm_api, gm_rater;
 GRANT INSERT, UPDATE, DELETE ON gm.budgets TO gm_api;
-GRANT UPDATE (attempts, next_attempt_at, delivered_at, last_error) ON gm.webhook_outbox TO gm_api;
+GRANT SELECT, INSERT, UPDATE ON gm.webhook_endpoints, gm.webhook_deliveries TO gm_api;
