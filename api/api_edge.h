@@ -156,6 +156,7 @@ typedef enum {
     API_R_KEY_CREATE,
     API_R_KEY_REVOKE,
     API_R_ENTITLEMENT,
+    API_R_BUDGET_SET,
     API_R_COUNT
 } api_route_id;
 

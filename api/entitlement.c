@@ -80,3 +80,129 @@ void api__h_entitlement(api_req *r)
     PQclear(res);
     api__json(r, 200, o);
 }
+
+/* POST /v1/tenants/{t}/budget: sets the tenant's monthly budget (replaces it). Admins always;
+ * the tenant's customer key only when an admin set customer_may_set, and then without
+ * changing the currency or that flag. Body: {"currency": "USD", "monthly_limit": "1000.00",
+ * "thresholds_percent": [50, 80, 100], "hard_limit": true, "customer_may_set": false}. */
+void api__h_budget_set(api_req *r)
+{
+    const char *t = r->param[0];
+    if (!api__valid_tenant(t)) {
+        api__problem(r, 400, "invalid-parameter", "tenant",
+                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        return;
+    }
+    cJSON *b = api__body_object(
+        r, "currency,monthly_limit,thresholds_percent,hard_limit,customer_may_set", false);
+    if (!b)
+        return;
+    bool admin = r->auth.role == GM_API_ROLE_ADMIN;
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(b, "currency");
+    const cJSON *lim = cJSON_GetObjectItemCaseSensitive(b, "monthly_limit");
+    const cJSON *th = cJSON_GetObjectItemCaseSensitive(b, "thresholds_percent");
+    const cJSON *hard = cJSON_GetObjectItemCaseSensitive(b, "hard_limit");
+    const cJSON *may = cJSON_GetObjectItemCaseSensitive(b, "customer_may_set");
+    char thr[16 * 8 + 4] = "{";
+    gm_i128 limit_e18 = 0;
+    char why[160];
+    bool cur_ok = cJSON_IsString(cur) && strlen(cur->valuestring) == 3;
+    for (int i = 0; cur_ok && i < 3; i++)
+        cur_ok = cur->valuestring[i] >= 'A' && cur->valuestring[i] <= 'Z';
+    if (!cur_ok) {
+        api__problem(r, 400, "invalid-field", "currency",
+                     "body.currency: required, an ISO 4217 code of 3 letters A-Z, e.g. \"USD\"");
+        goto out;
+    }
+    if (!cJSON_IsString(lim) ||
+        gm_dec_parse(lim->valuestring, strlen(lim->valuestring), 18, &limit_e18, why, sizeof why) ||
+        limit_e18 <= 0) {
+        api__problem(r, 400, "invalid-field", "monthly_limit",
+                     "body.monthly_limit: required, a decimal string > 0 with at most 18 "
+                     "fraction digits, e.g. \"1000.00\" (not a JSON number)");
+        goto out;
+    }
+    if (th) {
+        int n = cJSON_IsArray(th) ? cJSON_GetArraySize(th) : -1, prev = 0;
+        bool ok = n >= 1 && n <= 16;
+        for (int i = 0; ok && i < n; i++) {
+            const cJSON *v = cJSON_GetArrayItem(th, i);
+            ok = cJSON_IsNumber(v) && v->valuedouble == (double)(int)v->valuedouble &&
+                 v->valueint > prev && v->valueint <= 1000;
+            if (ok) {
+                prev = v->valueint;
+                snprintf(thr + strlen(thr), sizeof thr - strlen(thr), "%s%d", i ? "," : "",
+                         v->valueint);
+            }
+        }
+        if (!ok) {
+            api__problem(r, 400, "invalid-field", "thresholds_percent",
+                         "body.thresholds_percent: 1 to 16 integers from 1 to 1000, strictly "
+                         "increasing, e.g. [50, 80, 100]");
+            goto out;
+        }
+        strcat(thr, "}");
+    } else {
+        snprintf(thr, sizeof thr, "{50,80,100}");
+    }
+    if ((hard && !cJSON_IsBool(hard)) || (may && !cJSON_IsBool(may))) {
+        api__problem(r, 400, "invalid-field",
+                     hard && !cJSON_IsBool(hard) ? "hard_limit" : "customer_may_set",
+                     "body.%s: true or false",
+                     hard && !cJSON_IsBool(hard) ? "hard_limit" : "customer_may_set");
+        goto out;
+    }
+    if (!admin && may) {
+        api__problem(r, 403, "forbidden", "customer_may_set",
+                     "body.customer_may_set: only an admin may set it");
+        goto out;
+    }
+    const char *p[6] = {t,
+                        cur->valuestring,
+                        lim->valuestring,
+                        thr,
+                        hard && cJSON_IsFalse(hard) ? "f" : "t",
+                        may && cJSON_IsTrue(may) ? "t" : "f"};
+    /* A customer changes an existing budget that allows it, in its currency; an admin
+     * inserts or replaces. */
+    const char *sql =
+        admin ? "INSERT INTO gm.budgets AS g (tenant, currency, monthly_limit, thresholds,"
+                " hard_limit, customer_may_set) VALUES ($1, $2, $3::numeric, $4::int[],"
+                " $5::bool, $6::bool) ON CONFLICT (tenant) DO UPDATE SET currency ="
+                " EXCLUDED.currency, monthly_limit = EXCLUDED.monthly_limit, thresholds ="
+                " EXCLUDED.thresholds, hard_limit = EXCLUDED.hard_limit, customer_may_set ="
+                " EXCLUDED.customer_may_set, updated_at = gm.now()"
+                " RETURNING monthly_limit::text, array_to_string(thresholds, ','), hard_limit,"
+                " customer_may_set"
+              : "UPDATE gm.budgets SET monthly_limit = $3::numeric, thresholds = $4::int[],"
+                " hard_limit = $5::bool, updated_at = gm.now() WHERE tenant = $1 AND"
+                " currency = $2 AND customer_may_set AND $6::bool IS NOT NULL"
+                " RETURNING monthly_limit::text, array_to_string(thresholds, ','), hard_limit,"
+                " customer_may_set";
+    PGresult *res = PQexecParams(r->db, sql, 6, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        api__db_problem(r, res, "budget");
+    } else if (PQntuples(res) != 1) {
+        api__problem(r, 403, "forbidden", "tenant",
+                     "budget of %s: an admin has not allowed this tenant to set its budget "
+                     "(customer_may_set), or the currency is not the budget's",
+                     t);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "tenant", t);
+        cJSON_AddStringToObject(o, "currency", cur->valuestring);
+        cJSON_AddStringToObject(o, "monthly_limit", PQgetvalue(res, 0, 0));
+        cJSON *arr = cJSON_AddArrayToObject(o, "thresholds_percent");
+        for (char *s = PQgetvalue(res, 0, 1); *s;) {
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(atoi(s)));
+            s += strcspn(s, ",");
+            s += *s == ',';
+        }
+        cJSON_AddBoolToObject(o, "hard_limit", !strcmp(PQgetvalue(res, 0, 2), "t"));
+        cJSON_AddBoolToObject(o, "customer_may_set", !strcmp(PQgetvalue(res, 0, 3), "t"));
+        api__json(r, 200, o);
+    }
+    PQclear(res);
+out:
+    cJSON_Delete(b);
+}

@@ -84,6 +84,14 @@ schemas = {
             "quantity": INT_TXT, "input_tokens": INT_TXT, "cached_tokens": INT_TXT,
             "output_tokens": INT_TXT, "gpu_us": INT_TXT, "cache_write_tokens": INT_TXT,
             "reasoning_tokens": INT_TXT, "requests": INT_TXT, "amount_exact": DEC, "amount": DEC}))}),
+    "BudgetRequest": S("object", required=["currency", "monthly_limit"], additionalProperties=False, properties={
+        "currency": S("string", pattern="^[A-Z]{3}$"), "monthly_limit": DEC,
+        "thresholds_percent": S("array", items=S("integer", minimum=1, maximum=1000), minItems=1, maxItems=16),
+        "hard_limit": S("boolean"), "customer_may_set": S("boolean", description="admins only")}),
+    "Budget": S("object", required=["tenant", "currency", "monthly_limit", "thresholds_percent", "hard_limit", "customer_may_set"], properties={
+        "tenant": STR, "currency": STR, "monthly_limit": DEC,
+        "thresholds_percent": S("array", items=S("integer")), "hard_limit": S("boolean"),
+        "customer_may_set": S("boolean")}),
     "Entitlement": S("object", required=["tenant", "period", "allowed", "reason", "as_of"], properties={
         "tenant": STR, "period": STR, "allowed": S("boolean"),
         "reason": S("string", enum=["no budget", "within budget", "monthly limit reached"]),
@@ -221,6 +229,7 @@ paths = {
                                               q("group_by", "comma-separated subset of model,site,dimension")], tags=["customer"])},
     "/v1/tenants/{tenant}/spend": {"get": op("spend", "Month-to-date spend and projection to month end", ["customer", "finance"], ok("Spend"), [TEN], tags=["customer"])},
     "/v1/tenants/{tenant}/entitlement": {"get": op("entitlement", "Whether the tenant is within its monthly budget (the hard-limit answer), with the spend, the limit and the age of the spend figure", ["admin", "customer", "finance"], ok("Entitlement"), [TEN], tags=["customer"])},
+    "/v1/tenants/{tenant}/budget": {"post": op("setBudget", "Set (replace) the tenant's monthly budget; a customer key only where an admin set customer_may_set", ["admin", "customer"], ok("Budget"), [TEN], body="BudgetRequest", post=True, tags=["customer"])},
     "/v1/tenants/{tenant}/invoices": {"get": op("tenantInvoices", "A tenant's invoices", ["customer", "finance"], ok("InvoiceList"),
                                                 [TEN, q("status", "draft, finalized or void", S("string", enum=["draft", "finalized", "void"])), CURSOR, LIMIT], tags=["customer"])},
     "/v1/tenants": {"get": op("listTenants", "Tenants (billing rows and contract tenants)", ["admin"], ok("TenantList"), tags=["admin"]),

@@ -65,6 +65,7 @@ static const api_handler handlers[API_R_COUNT] = {
     [API_R_KEY_CREATE] = api__h_key_create,
     [API_R_KEY_REVOKE] = api__h_key_revoke,
     [API_R_ENTITLEMENT] = api__h_entitlement,
+    [API_R_BUDGET_SET] = api__h_budget_set,
 };
 
 static gm_api_route_info route_infos[API_R_COUNT];

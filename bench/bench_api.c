@@ -435,6 +435,12 @@ int main(int argc, char **argv)
         " sum(amount)::text, currency FROM gm.charges WHERE tenant = $1 AND hour >= $2 AND"
         " hour < $3 GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4";
     run("baseline GET /healthz (no DB)", port, token, health, 1, NULL, NULL, threads, seconds);
+    /* the hard-limit answer (docs/api.md "Budgets and alerts") beside /healthz */
+    PQclear(PQexec(c, "INSERT INTO gm.budgets (tenant, currency, monthly_limit) VALUES"
+                      " ('tenant07', 'USD', 1000000) ON CONFLICT (tenant) DO NOTHING"));
+    static const char *entitlement[] = {"/v1/tenants/tenant07/entitlement"};
+    run("entitlement (budget + month spend)", port, cust, entitlement, 1, NULL, NULL, threads,
+        seconds);
     run("baseline libpq usage SQL (1 day)", 0, NULL, health, 1, conninfo, sql_day, threads,
         seconds);
     run("usage, 1 day by hour", port, cust, usage_hour, 3, NULL, NULL, threads, seconds);

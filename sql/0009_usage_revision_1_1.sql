@@ -188,11 +188,13 @@ CREATE TABLE gm.budgets (
         CHECK (cardinality(thresholds) BETWEEN 1 AND 16 AND 0 < ALL (thresholds)
                AND 1000 >= ALL (thresholds)),
     hard_limit      boolean     NOT NULL DEFAULT true,
+    customer_may_set boolean    NOT NULL DEFAULT false,
     updated_at      timestamptz NOT NULL DEFAULT gm.now()
 );
 COMMENT ON TABLE gm.budgets IS 'Monthly budget per tenant: limit in the currency (list amounts of the month''s charges), alert thresholds in percent of the limit, and whether the entitlement endpoint refuses at the limit';
 COMMENT ON COLUMN gm.budgets.monthly_limit IS 'Spend limit per UTC calendar month, in the currency (exact decimal)';
 COMMENT ON COLUMN gm.budgets.thresholds IS 'Percentages of monthly_limit (1..1000) at which one alert per month is raised, e.g. {50,80,100}';
+COMMENT ON COLUMN gm.budgets.customer_may_set IS 'true: the tenant''s own customer keys may change monthly_limit, thresholds and hard_limit (POST /v1/tenants/{t}/budget); set by admins only';
 COMMENT ON COLUMN gm.budgets.hard_limit IS 'true: GET /v1/tenants/{t}/entitlement answers allowed=false once the month''s spend reaches the limit';
 
 -- The month's spend per tenant and currency: the exact list amount of its charges, kept in

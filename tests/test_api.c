@@ -1144,6 +1144,74 @@ START_TEST(test_entitlement_answers_from_the_budget_and_the_committed_spend)
 }
 END_TEST
 
+/* POST /v1/tenants/{t}/budget: admins set it; a customer key only where the admin allowed it,
+ * in the budget's currency and without the flag; bad fields are refused by name. */
+START_TEST(test_budget_is_set_by_admins_and_by_customers_only_where_allowed)
+{
+    http_resp r;
+    const char *body = "{\"currency\":\"USD\",\"monthly_limit\":\"250.50\","
+                       "\"thresholds_percent\":[75,100]}";
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-1", body, NULL, &r);
+    ck_assert_msg(r.status == 403, "no budget yet: %d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.admin, "b-2", body, NULL, &r);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    ck_assert_str_eq(jstr(j, "monthly_limit"), "250.500000000000000000");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "thresholds_percent")),
+                     2);
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "customer_may_set")));
+    cJSON_Delete(j);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-3", body, NULL, &r);
+    ck_assert_msg(r.status == 403, "not allowed: %d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.admin, "b-4",
+            "{\"currency\":\"USD\",\"monthly_limit\":\"100\",\"customer_may_set\":true}", NULL, &r);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-5", body, NULL, &r);
+    ck_assert_msg(r.status == 200, "allowed: %d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-6",
+            "{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"customer_may_set\":false}", NULL, &r);
+    ck_assert_msg(r.status == 403 && strstr(r.body, "customer_may_set"), "%d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-7",
+            "{\"currency\":\"EUR\",\"monthly_limit\":\"1\"}", NULL, &r);
+    ck_assert_msg(r.status == 403, "another currency: %d %s", r.status, r.body);
+    http_free(&r);
+    struct {
+        const char *body, *field;
+    } bad[] = {{"{\"currency\":\"usd\",\"monthly_limit\":\"1\"}", "currency"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":1}", "monthly_limit"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":\"0\"}", "monthly_limit"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[80,50]}",
+                "thresholds_percent"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"hard_limit\":1}", "hard_limit"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"limit\":1}", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char idem[16];
+        snprintf(idem, sizeof idem, "b-bad-%zu", i);
+        http_do(F.port, "POST", "/v1/tenants/acme/budget", F.admin, idem, bad[i].body, NULL, &r);
+        ck_assert_msg(r.status == 400, "%s: %d %s", bad[i].body, r.status, r.body);
+        if (bad[i].field) {
+            char want[64];
+            snprintf(want, sizeof want, "\"field\":\"%s\"", bad[i].field);
+            ck_assert_msg(strstr(r.body, want), "%s: %s", bad[i].body, r.body);
+        }
+        http_free(&r);
+    }
+    PGconn *c = db();
+    char *v = gm_test_pg_value(c, "SELECT monthly_limit::numeric(10,2) || ' ' || thresholds::text"
+                                  " FROM gm.budgets WHERE tenant = 'acme'");
+    ck_assert_str_eq(v, "250.50 {75,100}");
+    free(v);
+    gm_test_pg_exec(c, "DELETE FROM gm.budgets WHERE tenant = 'acme'");
+    PQfinish(c);
+}
+END_TEST
+
 /* The fake rater /metrics of the fixture (tests/test_api_client.c): text to serve, NULL to
  * close connections without an answer. */
 void api_fake_rater_set(const char *text);
@@ -1712,6 +1780,7 @@ int main(void)
     tcase_add_test(tc, test_month_to_date_turns_over_at_the_last_microsecond_of_the_year);
     tcase_add_test(tc, test_february_has_29_days_in_2028_and_28_in_2027);
     tcase_add_test(tc, test_entitlement_answers_from_the_budget_and_the_committed_spend);
+    tcase_add_test(tc, test_budget_is_set_by_admins_and_by_customers_only_where_allowed);
     suite_add_tcase(s, tc);
     /* No fork: the server's threads live in this process (a child forked from a threaded
      * parent can deadlock on a lock held at fork time). */
