@@ -29,6 +29,28 @@ void api__h_entitlement(api_req *r)
         " FROM p LEFT JOIN gm.budgets b ON b.tenant = $1"
         " LEFT JOIN gm.month_spend s ON s.tenant = $1 AND s.period_start = p.m"
         " AND s.currency = b.currency";
+    /* Optionally from memory (entitlement_cache_ms): the answer as computed, its as_of says
+     * when; slots shared with the usage cache, keys prefixed "entitlement|". */
+    char ckey[160];
+    snprintf(ckey, sizeof ckey, "entitlement|%s", r->param[0]);
+    int ttl_ms = api__config(r->srv)->entitlement_cache_ms;
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = ckey; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    pthread_mutex_t *cache_mu;
+    api_cached *slot = &api__usage_cache(r->srv, &cache_mu)[h % API_USAGE_CACHE_SLOTS];
+    if (ttl_ms > 0) {
+        pthread_mutex_lock(cache_mu);
+        if (slot->key && !strcmp(slot->key, ckey) && slot->expires_us > gm_mono_us()) {
+            char *copy = gm_xmalloc(slot->len + 1);
+            memcpy(copy, slot->body, slot->len + 1);
+            size_t len = slot->len;
+            pthread_mutex_unlock(cache_mu);
+            api__text(r, 200, "application/json", copy, len);
+            return;
+        }
+        pthread_mutex_unlock(cache_mu);
+    }
     const char *params[1] = {r->param[0]};
     PGresult *res = PQexecParams(r->db, sql, 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
@@ -78,6 +100,22 @@ void api__h_entitlement(api_req *r)
     }
     api__add_time(o, "as_of", now);
     PQclear(res);
+    if (ttl_ms > 0) {
+        char *body = cJSON_PrintUnformatted(o);
+        size_t len = strlen(body);
+        pthread_mutex_lock(cache_mu);
+        free(slot->key);
+        free(slot->body);
+        slot->key = gm_xstrdup(ckey);
+        slot->body = gm_xmalloc(len + 1);
+        memcpy(slot->body, body, len + 1);
+        slot->len = len;
+        slot->expires_us = gm_mono_us() + (int64_t)ttl_ms * 1000;
+        pthread_mutex_unlock(cache_mu);
+        cJSON_Delete(o);
+        api__text(r, 200, "application/json", body, len);
+        return;
+    }
     api__json(r, 200, o);
 }
 

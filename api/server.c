@@ -910,6 +910,7 @@ void gm_api_config_defaults(gm_api_config *c)
     c->grace_hours = 72;
     c->auth_cache_ms = 2000;
     c->usage_cache_ms = 1000;
+    c->entitlement_cache_ms = 0; /* exact by default: every answer reads the committed spend */
     c->rater_metrics_url = "http://127.0.0.1:9464/metrics";
 }
 
