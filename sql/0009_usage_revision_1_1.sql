@@ -235,7 +235,7 @@ CREATE TABLE gm.webhook_outbox (
     created_at    timestamptz NOT NULL DEFAULT gm.now()
 );
 COMMENT ON TABLE gm.webhook_outbox IS 'Webhook events, written in the same transaction as the fact they report; event_id is the receivers'' idempotency key. Delivery state per endpoint: gm.webhook_deliveries';
-COMMENT ON COLUMN gm.webhook_outbox.event_type IS 'budget.threshold_crossed (so far)';
+COMMENT ON COLUMN gm.webhook_outbox.event_type IS 'budget.threshold_crossed, invoice.finalized, invoice.voided or credit_note.created';
 COMMENT ON COLUMN gm.webhook_outbox.payload IS 'The event body; its text (payload::text) is the HTTP body sent and signed';
 
 -- Endpoints registered by admins: per tenant (its events) or global (tenant NULL: all
@@ -336,6 +336,57 @@ CREATE TRIGGER charges_spend_ins AFTER INSERT ON gm.charges
 CREATE TRIGGER charges_spend_upd AFTER UPDATE ON gm.charges
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION gm.charges_spend_upd();
+
+-- Invoice and credit-note events, written in the transaction that finalizes, voids or issues
+-- them. Deferred to the commit, and reading the row as it is then, so the event carries the
+-- final number and totals whatever order the transaction set them in.
+CREATE FUNCTION gm.invoice_event() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, gm AS $$
+DECLARE
+    i gm.invoices%ROWTYPE;
+    kind text;
+BEGIN
+    SELECT * INTO i FROM gm.invoices WHERE invoice_id = NEW.invoice_id;
+    kind := CASE i.status WHEN 'finalized' THEN 'finalized' WHEN 'void' THEN 'voided' END;
+    IF kind IS NULL OR (TG_OP = 'UPDATE' AND OLD.status = i.status) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO gm.webhook_outbox (event_id, event_type, tenant, payload)
+    VALUES ('invoice.' || i.invoice_id || '.' || kind, 'invoice.' || kind, i.tenant,
+            jsonb_build_object('id', 'invoice.' || i.invoice_id || '.' || kind,
+                               'type', 'invoice.' || kind, 'tenant', i.tenant,
+                               'invoice_id', i.invoice_id, 'number', i.number,
+                               'period', to_char(i.period_start AT TIME ZONE 'UTC', 'YYYY-MM'),
+                               'currency', i.currency, 'total', i.total::text,
+                               'at', to_char(coalesce(CASE kind WHEN 'voided' THEN i.voided_at
+                                                      ELSE i.finalized_at END, gm.now())
+                                             AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER invoices_event AFTER UPDATE OF status ON gm.invoices
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status IN ('finalized', 'void'))
+    EXECUTE FUNCTION gm.invoice_event();
+
+CREATE FUNCTION gm.credit_note_event() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, gm AS $$
+DECLARE
+    n gm.credit_notes%ROWTYPE;
+BEGIN
+    SELECT * INTO n FROM gm.credit_notes WHERE credit_note_id = NEW.credit_note_id;
+    INSERT INTO gm.webhook_outbox (event_id, event_type, tenant, payload)
+    VALUES ('credit_note.' || n.credit_note_id, 'credit_note.created', n.tenant,
+            jsonb_build_object('id', 'credit_note.' || n.credit_note_id,
+                               'type', 'credit_note.created', 'tenant', n.tenant,
+                               'credit_note_id', n.credit_note_id, 'invoice_id', n.invoice_id,
+                               'number', n.number, 'currency', n.currency,
+                               'amount', n.amount::text, 'reason', n.reason))
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER credit_notes_event AFTER INSERT ON gm.credit_notes
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION gm.credit_note_event();
 
 -- The spend of what is already there.
 INSERT INTO gm.month_spend (tenant, period_start, currency, amount, updated_at)

@@ -1212,6 +1212,41 @@ START_TEST(test_budget_is_set_by_admins_and_by_customers_only_where_allowed)
 }
 END_TEST
 
+/* Runs after the tests that finalize, void and credit invoices (registered last): each of
+ * those facts has its webhook event in the outbox (docs/api.md "Webhooks"), written by the
+ * same transaction, with the invoice's final number and total. */
+START_TEST(test_invoice_and_credit_note_events_are_in_the_outbox)
+{
+    PGconn *c = db();
+    char *v = gm_test_pg_value(
+        c, "SELECT (SELECT count(*) FROM gm.invoices WHERE finalized_at IS NOT NULL) || ' ' ||"
+           " (SELECT count(*) FROM gm.invoices WHERE status = 'void') || ' ' ||"
+           " (SELECT count(*) FROM gm.credit_notes)");
+    int fin = 0, vo = 0, cn = 0;
+    ck_assert_int_eq(sscanf(v, "%d %d %d", &fin, &vo, &cn), 3);
+    ck_assert_msg(fin > 0 && vo > 0 && cn > 0, "the suite made finalized, void and credited: %s",
+                  v);
+    free(v);
+    v = gm_test_pg_value(
+        c, "SELECT count(*) FILTER (WHERE event_type = 'invoice.finalized') || ' ' ||"
+           " count(*) FILTER (WHERE event_type = 'invoice.voided') || ' ' ||"
+           " count(*) FILTER (WHERE event_type = 'credit_note.created') FROM gm.webhook_outbox");
+    char want[64];
+    snprintf(want, sizeof want, "%d %d %d", fin, vo, cn);
+    ck_assert_str_eq(v, want);
+    free(v);
+    /* the payload carries the invoice as finalized */
+    v = gm_test_pg_value(
+        c, "SELECT count(*) FROM gm.invoices i JOIN gm.webhook_outbox o ON o.event_id ="
+           " 'invoice.' || i.invoice_id || '.finalized' WHERE o.payload->>'number' IS DISTINCT"
+           " FROM i.number OR o.payload->>'total' IS DISTINCT FROM i.total::text OR o.tenant <>"
+           " i.tenant");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    PQfinish(c);
+}
+END_TEST
+
 /* The fake rater /metrics of the fixture (tests/test_api_client.c): text to serve, NULL to
  * close connections without an answer. */
 void api_fake_rater_set(const char *text);
@@ -1781,6 +1816,7 @@ int main(void)
     tcase_add_test(tc, test_february_has_29_days_in_2028_and_28_in_2027);
     tcase_add_test(tc, test_entitlement_answers_from_the_budget_and_the_committed_spend);
     tcase_add_test(tc, test_budget_is_set_by_admins_and_by_customers_only_where_allowed);
+    tcase_add_test(tc, test_invoice_and_credit_note_events_are_in_the_outbox);
     suite_add_tcase(s, tc);
     /* No fork: the server's threads live in this process (a child forked from a threaded
      * parent can deadlock on a lock held at fork time). */
