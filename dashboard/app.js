@@ -304,6 +304,7 @@
       $('gpu-s').dataset.value = usToSeconds(tot.gpu_us);
       if (!month.series.length) setMsg($('usage-msg'), 'empty', 'No usage recorded this month yet. Usage appears here within seconds of your requests being rated.');
       else setMsg($('usage-msg'), '', '');
+      await loadBudget(t, seq);
       await loadCommitment(t, spend, cur, seq);
     }).catch((e) => {
       if (seq !== usageSeq) return;
@@ -314,6 +315,32 @@
     });
     try { await cards; } catch (e) { return; }
     await loadSeries(tenant, seq);
+  }
+  // The budget, its thresholds (crossed ones marked) and the hard-limit answer, as
+  // /v1/tenants/{t}/entitlement states them.
+  async function loadBudget(t, seq) {
+    let e;
+    try { e = await api('/v1/tenants/' + t + '/entitlement'); } catch (err) { e = null; }
+    if (seq !== usageSeq) return;
+    const ids = ['budget-limit', 'budget-spend', 'budget-thresholds', 'budget-status'];
+    if (!e) { for (const id of ids) $(id).textContent = '—'; $('budget-note').textContent = 'The budget could not be read.'; return; }
+    if (e.limit == null) {
+      for (const id of ids.slice(0, 3)) { $(id).textContent = 'none'; delete $(id).dataset.value; }
+      $('budget-status').textContent = 'allowed (no budget)';
+      $('budget-note').textContent = 'No monthly budget is set for this tenant.';
+      return;
+    }
+    // The API's 18 decimals, shown without trailing zeros (at least 2); data-value stays exact.
+    const trim = (d) => d.includes('.') ? d.replace(/0+$/, '').replace(/\.(\d?)$/, (m, x) => '.' + (x + '00').slice(0, 2)) : d;
+    $('budget-limit').textContent = group3(trim(e.limit)) + ' ' + e.currency;
+    $('budget-limit').dataset.value = e.limit;
+    $('budget-spend').textContent = group3(trim(e.spend)) + ' ' + e.currency;
+    $('budget-spend').dataset.value = e.spend;
+    const crossed = new Set(e.thresholds_crossed);
+    $('budget-thresholds').textContent = e.thresholds_percent.map((p) => p + ' %' + (crossed.has(p) ? ' (reached)' : '')).join(', ');
+    $('budget-status').textContent = e.allowed ? 'allowed' : 'refused: monthly limit reached';
+    $('budget-note').textContent = (e.hard_limit ? 'Hard limit: requests are refused from the limit on.' : 'Soft limit: alerts only.') +
+      (e.spend_as_of ? ' Spend as of ' + e.spend_as_of.slice(0, 19).replace('T', ' ') + ' UTC.' : '');
   }
   // The contract's monthly minimum and prepaid credit, as /v1/tenants/{t}/spend states them.
   function showTerms(spend) {

@@ -189,6 +189,17 @@ async function main() {
       ok(`invoice ${finalized.number} (${OLD_PERIOD}, total ${finalized.total} ${finalized.currency})`);
     });
 
+    await step('an admin sets the tenant\'s budget (the Budget card shows it)', async () => {
+      const res = await fetch(`${BASE}/v1/tenants/${TENANT}/budget`, {
+        method: 'POST', headers: { Authorization: `Bearer ${ADMIN}`, 'Idempotency-Key': `e2e-b-${Date.now()}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ currency: 'USD', monthly_limit: '1000000.00', thresholds_percent: [50, 100] }),
+      });
+      const b = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(b));
+      assert.equal(b.monthly_limit, '1000000.000000000000000000');
+      ok('budget 1,000,000.00 USD, thresholds 50 % and 100 %');
+    });
+
     const page = await ctx.newPage();
     watch(page);
     let firstSeries, firstSpend;
@@ -247,6 +258,14 @@ async function main() {
         if (!['cache_write_tokens', 'reasoning_tokens'].includes(k)) assert.ok(BigInt(want) > 0n, `${k} > 0`);
       }
       assert.equal(await v('#gpu-s'), usToS(bsum(month.map((r) => r.gpu_us))));
+      // Budget card: what /entitlement answers.
+      const ent = (await apiGet(CUSTOMER, `/v1/tenants/${TENANT}/entitlement`)).body;
+      await page.waitForFunction(() => document.querySelector('#budget-status').textContent !== '…');
+      assert.equal(await v('#budget-limit'), ent.limit);
+      assert.equal(await v('#budget-spend'), ent.spend);
+      assert.equal(await page.textContent('#budget-thresholds'), ent.thresholds_percent.map((p) => p + ' %' + (ent.thresholds_crossed.includes(p) ? ' (reached)' : '')).join(', '));
+      assert.equal(await page.textContent('#budget-status'), ent.allowed ? 'allowed' : 'refused: monthly limit reached');
+      assert.ok(ent.allowed, 'far below a limit of 1,000,000');
       const draft = (await apiGet(CUSTOMER, `/v1/tenants/${TENANT}/invoices?status=draft`)).body.items.find((i) => i.period === spend.period);
       const lines = (await apiGet(CUSTOMER, `/v1/invoices/${draft.invoice_id}`)).body.lines;
       const commit = lines.filter((l) => l.kind === 'commitment');
