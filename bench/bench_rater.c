@@ -4,7 +4,8 @@
  *
  *   bench_rater [events=300000] [partitions=6] [batch=10000]
  * GM_BENCH_ROLLUP=off drops the daily-rollup triggers on gm.charges (sql/0008) first: the
- * rater as it was before them, for the before/after comparison of bench/rollup_cost.sh.
+ * rater as it was before them, for the before/after comparison of bench/rollup_cost.sh;
+ * GM_BENCH_SPEND=off drops the month-spend and budget triggers of sql/0009 likewise.
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
  * and drops its own database and topic. Prints a table and writes bench_rater.csv (latency
  * percentiles) into the current directory. */
@@ -206,7 +207,7 @@ static double copy_rate(PGconn *c, int64_t rows, const char *table)
         for (int64_t i = 0; i < batch; i++) {
             gm_event ev;
             make_event(&ev, INT64_C(1795816800000000) + done + i);
-            put16(&b, 25);
+            put16(&b, 31); /* every column of gm.ledger, as the rater writes them */
             put_text(&b, ev.tenant);
             put_ts(&b, ev.time_us);
             put_text(&b, ev.source);
@@ -233,6 +234,11 @@ static double copy_rate(PGconn *c, int64_t rows, const char *table)
             put32(&b, 0);
             put_int8(&b, done + i);
             put_ts(&b, gm_now_us());
+            put_int8(&b, 0); /* sql/0009: reasoning_tokens, cache_write_tokens, service_tier */
+            put_int8(&b, 0);
+            put_text(&b, "standard");
+            for (int d = 0; d < 3; d++) /* amount_cache_write, _reasoning, _request */
+                put_numeric(&b, 0, 18);
         }
         put16(&b, 0xffff);
         exec_ok(c, "BEGIN");
@@ -335,6 +341,13 @@ int main(int argc, char **argv)
         exec_ok(c, "DROP TRIGGER charges_rollup_ins ON gm.charges;"
                    " DROP TRIGGER charges_rollup_upd ON gm.charges");
     printf("bench_rater: daily rollup triggers on gm.charges: %s\n", rollup_off ? "off" : "on");
+    /* GM_BENCH_SPEND=off drops the month-spend and budget triggers (sql/0009) the same way. */
+    const char *spend = getenv("GM_BENCH_SPEND");
+    bool spend_off = spend && !strcmp(spend, "off");
+    if (spend_off)
+        exec_ok(c, "DROP TRIGGER charges_spend_ins ON gm.charges;"
+                   " DROP TRIGGER charges_spend_upd ON gm.charges");
+    printf("bench_rater: month-spend triggers on gm.charges: %s\n", spend_off ? "off" : "on");
 
     printf("bench_rater: %lld events, %d partitions, batch %d, PostgreSQL %d, 2-core host\n",
            (long long)n_events, partitions, batch, PQserverVersion(c));
