@@ -135,7 +135,7 @@ static int exec_ok(PGconn *c, const char *sql, int n, const char *const *p, Exec
 static int deliver_one(PGconn *c, const gm_webhook_opts *o, const char *pass_start,
                        gm_webhook_stats *st, char *err, size_t err_len)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = exec_ok(c, "BEGIN", 0, NULL, PGRES_COMMAND_OK, "BEGIN", NULL, err, err_len);
     if (rc)
         return rc;
@@ -209,7 +209,7 @@ int gm_webhook_deliver(PGconn *c, const gm_webhook_opts *o, gm_webhook_stats *st
         o = &def;
     }
     memset(st, 0, sizeof *st);
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = exec_ok(c,
                      "INSERT INTO gm.webhook_deliveries (event_id, endpoint_id)"
                      " SELECT o.event_id, e.endpoint_id FROM gm.webhook_outbox o"
