@@ -158,6 +158,8 @@ typedef enum {
     API_R_KEYS_LIST,
     API_R_KEY_CREATE,
     API_R_KEY_REVOKE,
+    API_R_ENTITLEMENT,
+    API_R_BUDGET_SET,
     API_R_COUNT
 } api_route_id;
 

@@ -260,6 +260,8 @@ void api__h_rerating_runs_list(api_req *r);
 void api__h_tenant_invoices(api_req *r);
 void api__h_usage(api_req *r);
 void api__h_spend(api_req *r);
+void api__h_entitlement(api_req *r); /* entitlement.c */
+void api__h_budget_set(api_req *r);  /* entitlement.c */
 void api__h_tenants_list(api_req *r);
 void api__h_tenant_create(api_req *r);
 void api__h_tenant_get(api_req *r);

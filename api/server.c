@@ -69,6 +69,8 @@ static const api_handler handlers[API_R_COUNT] = {
     [API_R_KEYS_LIST] = api__h_keys_list,
     [API_R_KEY_CREATE] = api__h_key_create,
     [API_R_KEY_REVOKE] = api__h_key_revoke,
+    [API_R_ENTITLEMENT] = api__h_entitlement,
+    [API_R_BUDGET_SET] = api__h_budget_set,
 };
 
 static gm_api_route_info route_infos[API_R_COUNT];
@@ -921,6 +923,7 @@ void gm_api_config_defaults(gm_api_config *c)
     c->grace_hours = 72;
     c->auth_cache_ms = 2000;
     c->usage_cache_ms = 1000;
+    c->entitlement_cache_ms = 0; /* exact by default: every answer reads the committed spend */
     c->rater_metrics_url = "http://127.0.0.1:9464/metrics";
 }
 

@@ -29,6 +29,11 @@ static bool time_param(api_req *r, const char *name, int64_t *us)
     return true;
 }
 
+/* A dimension's name -> its gm_dim number (0-based, the order of gm_dim). */
+#define DIM_INDEX                                                                                  \
+    "array_position(ARRAY['input', 'cached', 'output', 'gpu', 'cache_write', 'reasoning',"         \
+    " 'request'], dimension::text) - 1"
+
 typedef struct {
     char bucket[40], model[160], site[160];
     gm_i128 qty[GM_DIM_COUNT];
@@ -44,8 +49,10 @@ static void emit_row(cJSON *series, const usage_row *u, unsigned mask, int mu)
         cJSON_AddStringToObject(o, "model", u->model);
     if (mask & 2)
         cJSON_AddStringToObject(o, "site", u->site);
-    static const char *names[GM_DIM_COUNT] = {"input_tokens", "cached_tokens", "output_tokens",
-                                              "gpu_us"};
+    /* output_tokens: the output dimension, i.e. output other than reasoning (docs/api.md) */
+    static const char *names[GM_DIM_COUNT] = {
+        "input_tokens",       "cached_tokens",    "output_tokens", "gpu_us",
+        "cache_write_tokens", "reasoning_tokens", "requests"};
     for (int d = 0; d < GM_DIM_COUNT; d++)
         api__add_i128(o, names[d], u->qty[d]);
     api__add_e18(o, "amount_exact", u->amount_e18);
@@ -137,32 +144,33 @@ void api__h_usage(api_req *r)
                  "coalesce((extract(epoch FROM date_trunc('minute', l.event_time)) *"
                  " 1000000)::bigint, 0) b, %s, %s, d.dim, sum(d.qty)::text, sum(d.amt)::text,"
                  " l.currency FROM gm.ledger l CROSS JOIN LATERAL (VALUES (0, l.input_tokens,"
-                 " l.amount_input), (1, l.cached_tokens, l.amount_cached), (2, l.output_tokens,"
-                 " l.amount_output), (3, l.gpu_us, l.amount_gpu)) d(dim, qty, amt)"
+                 " l.amount_input), (1, l.cached_tokens, l.amount_cached), (2, l.output_tokens"
+                 " - l.reasoning_tokens, l.amount_output), (3, l.gpu_us, l.amount_gpu),"
+                 " (4, l.cache_write_tokens, l.amount_cache_write), (5, l.reasoning_tokens,"
+                 " l.amount_reasoning), (6, (l.amount_request <> 0)::int, l.amount_request))"
+                 " d(dim, qty, amt)"
                  " WHERE l.tenant = $1 AND l.event_time >= $2 AND l.event_time < $3"
+                 " AND (d.dim < 4 OR d.qty <> 0 OR d.amt <> 0)" /* new dims: only when used */
                  " GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4",
                  m, s);
     else if (bucket[0] == 'h')
         snprintf(sql, sizeof sql,
                  "SELECT coalesce((extract(epoch FROM hour) * 1000000)::bigint, 0) b, %s, %s,"
-                 " CASE dimension WHEN 'input' THEN 0 WHEN 'cached' THEN 1 WHEN 'output' THEN 2"
-                 " ELSE 3 END, sum(quantity)::text, sum(amount)::text, currency FROM gm.charges"
+                 " " DIM_INDEX ", sum(quantity)::text, sum(amount)::text, currency FROM gm.charges"
                  " WHERE tenant = $1 AND hour >= $2 AND hour < $3"
                  " GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4",
                  m, s);
     else if (!(mask & 2)) /* day buckets without site: the day x model rollup (sql/0008) */
         snprintf(sql, sizeof sql,
                  "SELECT coalesce((extract(epoch FROM day) * 1000000)::bigint, 0) b, %s, '',"
-                 " CASE dimension WHEN 'input' THEN 0 WHEN 'cached' THEN 1 WHEN 'output' THEN 2"
-                 " ELSE 3 END, sum(quantity)::text, sum(amount)::text, currency"
+                 " " DIM_INDEX ", sum(quantity)::text, sum(amount)::text, currency"
                  " FROM gm.charges_daily_model WHERE tenant = $1 AND day >= $2 AND day < $3"
                  " GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4",
                  m);
     else /* day buckets from the daily rollup (sql/0008): ~24x fewer rows than the hours */
         snprintf(sql, sizeof sql,
                  "SELECT coalesce((extract(epoch FROM day) * 1000000)::bigint, 0) b, %s, %s,"
-                 " CASE dimension WHEN 'input' THEN 0 WHEN 'cached' THEN 1 WHEN 'output' THEN 2"
-                 " ELSE 3 END, sum(quantity)::text, sum(amount)::text, currency"
+                 " " DIM_INDEX ", sum(quantity)::text, sum(amount)::text, currency"
                  " FROM gm.charges_daily WHERE tenant = $1 AND day >= $2 AND day < $3"
                  " GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4",
                  m, s);
@@ -202,7 +210,8 @@ void api__h_usage(api_req *r)
         cJSON_AddNullToObject(o, "currency");
     cJSON *series = cJSON_AddArrayToObject(o, "series");
     usage_row u = {0};
-    static const char *dn[GM_DIM_COUNT] = {"input", "cached", "output", "gpu"};
+    static const char *dn[GM_DIM_COUNT] = {"input",       "cached",    "output", "gpu",
+                                           "cache_write", "reasoning", "request"};
     for (int i = 0; i < PQntuples(res); i++) {
         int64_t bus = 0;
         if (gm_parse_i64(PQgetvalue(res, i, 0), strlen(PQgetvalue(res, i, 0)), &bus))
@@ -223,7 +232,7 @@ void api__h_usage(api_req *r)
             if (mask & 2)
                 cJSON_AddStringToObject(row, "site", PQgetvalue(res, i, 2));
             cJSON_AddStringToObject(row, "dimension", dn[dim]);
-            cJSON_AddStringToObject(row, "unit", dim == GM_DIM_GPU ? "gpu_us" : "token");
+            cJSON_AddStringToObject(row, "unit", gm_dim_unit((gm_dim)dim));
             api__add_i128(row, "quantity", q);
             api__add_e18(row, "amount_exact", amt);
             api__add_minor(row, "amount", gm_rating_round_e18(amt, mu), mu);

@@ -237,6 +237,8 @@ static void *work(void *arg)
             bool closing = false;
             int st = roundtrip(fd, req, (size_t)n, buf, cap, &closing);
             ok = st == 200;
+            if (!ok && w->errors == 0) /* the first failure of each connection, for the reader */
+                fprintf(stderr, "bench_api: GET %s answered %d\n", path, st);
             if (!st || closing) {
                 close(fd);
                 fd = -1; /* the next request connects again (its time counts) */
@@ -380,7 +382,8 @@ int main(int argc, char **argv)
     if (!s)
         die("api", err);
     int port = gm_api_port(s);
-    cfg.usage_cache_ms = 1000; /* the default: usage responses kept 1 s */
+    cfg.usage_cache_ms = 1000;       /* the default: usage responses kept 1 s */
+    cfg.entitlement_cache_ms = 1000; /* off by default; 1 s here */
     gm_api_server *s_cached = gm_api_start(&cfg, err, sizeof err);
     if (!s_cached)
         die("api", err);
@@ -448,6 +451,13 @@ int main(int argc, char **argv)
         " sum(amount)::text, currency FROM gm.charges WHERE tenant = $1 AND hour >= $2 AND"
         " hour < $3 GROUP BY 1, 2, 3, 4, 7 ORDER BY 1, 2, 3, 4";
     run("baseline GET /healthz (no DB)", port, token, health, 1, NULL, NULL, threads, seconds);
+    /* the hard-limit answer (docs/api.md "Budgets and alerts") beside /healthz */
+    PQclear(PQexec(c, "INSERT INTO gm.budgets (tenant, currency, monthly_limit) VALUES"
+                      " ('tenant07', 'USD', 1000000) ON CONFLICT (tenant) DO NOTHING"));
+    static const char *entitlement[] = {"/v1/tenants/tenant07/entitlement"};
+    run("entitlement (budget + month spend)", port, cust, entitlement, 1, NULL, NULL, threads,
+        seconds);
+    run("entitlement, 1 s cache", port_cached, cust, entitlement, 1, NULL, NULL, threads, seconds);
     run("baseline libpq usage SQL (1 day)", 0, NULL, health, 1, conninfo, sql_day, threads,
         seconds);
     run("usage, 1 day by hour", port, cust, usage_hour, 3, NULL, NULL, threads, seconds);

@@ -15,6 +15,7 @@
  * duplicate path (each re-send compared with the accepted event, issue 12).
  * GM_BENCH_CHAIN=off skips the batch digests (ledger/chain.c), for bench/chain_cost.sh; with
  * them on, the time spent recording them is printed as a share of the rater's time.
+ * GM_BENCH_SPEND=off drops the month-spend and budget triggers of sql/0009 likewise.
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
  * and drops its own database and topic. Prints a table and writes bench_rater.csv (latency
  * percentiles) into the current directory. */

@@ -255,7 +255,9 @@ const char *gm_billing_line_unit(const gm_billing_line *l)
 {
     if (!l->dimension[0])
         return NULL;
-    return strcmp(l->dimension, "gpu") ? "token" : "gpu_second";
+    return !strcmp(l->dimension, "gpu")       ? "gpu_second"
+           : !strcmp(l->dimension, "request") ? "request"
+                                              : "token";
 }
 
 void gm_billing_line_quantity(const gm_billing_line *l, char *buf, size_t len)
@@ -294,7 +296,10 @@ int gm_billing_fingerprint(PGconn *db, const char *tenant, int64_t start_us, int
     " coalesce(sum(quantity) FILTER (WHERE dimension = 'input'), 0),"                              \
     " coalesce(sum(quantity) FILTER (WHERE dimension = 'cached'), 0),"                             \
     " coalesce(sum(quantity) FILTER (WHERE dimension = 'output'), 0),"                             \
-    " coalesce(sum(quantity) FILTER (WHERE dimension = 'gpu'), 0)"
+    " coalesce(sum(quantity) FILTER (WHERE dimension = 'gpu'), 0),"                                \
+    " coalesce(sum(quantity) FILTER (WHERE dimension = 'cache_write'), 0),"                        \
+    " coalesce(sum(quantity) FILTER (WHERE dimension = 'reasoning'), 0),"                          \
+    " coalesce(sum(quantity) FILTER (WHERE dimension = 'request'), 0)" /* gm_dim order */
 
 /* The hours of one (model, site, card) group, each priced at its own hour. */
 static int add_hours(const gm_billing_ctx *ctx, gm_rating_period *per, const char *tenant,

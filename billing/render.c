@@ -62,7 +62,9 @@ cJSON *gm_billing_line_json(const gm_billing_line *l, int minor_units)
         gm_i128_format(l->qty, mq, sizeof mq);
         cJSON_AddStringToObject(j, "metered_quantity", mq);
         cJSON_AddStringToObject(j, "metered_unit",
-                                strcmp(l->dimension, "gpu") ? "token" : "gpu_us");
+                                !strcmp(l->dimension, "gpu")       ? "gpu_us"
+                                : !strcmp(l->dimension, "request") ? "request"
+                                                                   : "token");
     }
     add_dec(j, "amount_exact", l->amount_e18, 18);
     add_minor(j, "amount", l->amount_minor, minor_units);

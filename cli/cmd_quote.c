@@ -287,11 +287,9 @@ int gm_cmd_quote(int argc, char **argv)
             }
         }
         quote_period *qp = NULL;
-        gm_usage u = {ev.tenant,
-                      ev.model,
-                      ev.site,
-                      ev.time_us,
-                      {ev.input_tokens, ev.cached_tokens, ev.output_tokens, ev.gpu_us}};
+        gm_usage u = {ev.tenant, ev.model, ev.site, ev.time_us, {0}};
+        gm_rating_usage_tokens(u.qty, ev.input_tokens, ev.cached_tokens, ev.cache_write_tokens,
+                               ev.output_tokens, ev.reasoning_tokens, ev.gpu_us);
         if (!rc) {
             int64_t month = gm_month_start(ev.time_us);
             for (size_t k = 0; k < n_per && !qp; k++)
@@ -334,8 +332,18 @@ int gm_cmd_quote(int argc, char **argv)
         json_kv_int(out, &first, "card_version", (long long)p.card_version);
         json_kv_str(out, &first, "currency", p.currency);
         json_flags(out, &first, p.flags);
-        json_key(out, &first, "unit_prices");
+        /* the priced quantity of each dimension (output: the non-reasoning part; request: 1,
+         * or 0 where no fee applies, as on the invoice) */
+        json_key(out, &first, "quantities");
         bool f2 = true;
+        fputc('{', out);
+        for (int d = 0; d < GM_DIM_COUNT; d++)
+            json_kv_int(out, &f2, gm_dim_name((gm_dim)d),
+                        d == GM_DIM_REQUEST && !p.unit_price_p[d] ? 0 : (long long)u.qty[d]);
+        fputc('}', out);
+        json_kv_str(out, &first, "service_tier", gm_service_tier_name(ev.service_tier));
+        json_key(out, &first, "unit_prices");
+        f2 = true;
         fputc('{', out);
         for (int d = 0; d < GM_DIM_COUNT; d++)
             json_kv_dec(out, &f2, gm_dim_name((gm_dim)d), p.unit_price_p[d], 12);

@@ -215,7 +215,10 @@ static int cmd_show(int argc, char **argv)
         char p[48];
         gm_dec_format(rows[i].price_p, 12, p, sizeof p);
         printf("%s\t%s\t%s\t%s\t%s\n", rows[i].model, rows[i].site_tier, gm_dim_name(rows[i].dim),
-               p, rows[i].dim == GM_DIM_GPU ? "gpu_second" : "token");
+               p,
+               rows[i].dim == GM_DIM_GPU       ? "gpu_second"
+               : rows[i].dim == GM_DIM_REQUEST ? "request"
+                                               : "token");
     }
     const gm_rating_site_row *sites;
     n = gm_rating_card_sites(c, &sites);

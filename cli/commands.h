@@ -16,6 +16,7 @@ GM_CMD(gpu, gm_cmd_gpu, "GPU accounting: attribute an archive of kernel records 
 GM_CMD(invoice, gm_cmd_invoice, "invoices from the command line: list, show, finalize, void, credit-note")
 GM_CMD(close, gm_cmd_close, "close a billing month: create its drafts and finalize every draft past its grace window")
 GM_CMD(rerate, gm_cmd_rerate, "re-rate a month after a price change: line-by-line diff, append-only corrections")
+GM_CMD(webhooks, gm_cmd_webhooks, "deliver the webhook outbox: signed POSTs to the registered endpoints, retried with backoff")
 GM_CMD(api, gm_cmd_api, "serve the REST API (invoices, usage, admin; OpenAPI at /v1/openapi.json)")
 GM_CMD(apikey, gm_cmd_apikey, "create or revoke REST API keys (the first admin key of an install)")
 GM_CMD(audit, gm_cmd_audit, "tamper evidence: verify the hash chains over the ledger, invoices and credit notes; write anchors")

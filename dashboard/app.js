@@ -272,7 +272,7 @@
     $('usage-body').hidden = false;
     const t = encodeURIComponent(tenant);
     setMsg($('usage-msg'), 'loading', 'Loading month to date…');
-    for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '…';
+    for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-cache-write', 'tok-output', 'tok-reasoning', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '…';
     $('terms-note').textContent = '';
     $('commitment').textContent = '';
     const now = nowMs();
@@ -292,11 +292,11 @@
       $('draft-total').textContent = group3(spend.month_to_date.draft_invoice_total) + ' ' + cur;
       $('draft-total').dataset.value = spend.month_to_date.draft_invoice_total;
       showTerms(spend);
-      const sums = { input_tokens: [], cached_tokens: [], output_tokens: [], gpu_us: [] };
+      const sums = { input_tokens: [], cached_tokens: [], cache_write_tokens: [], output_tokens: [], reasoning_tokens: [], gpu_us: [] };
       for (const r of month.series) for (const k of Object.keys(sums)) sums[k].push(r[k]);
       const tot = {};
       for (const k of Object.keys(sums)) tot[k] = decSum(sums[k]);
-      for (const [id, k] of [['tok-input', 'input_tokens'], ['tok-cached', 'cached_tokens'], ['tok-output', 'output_tokens']]) {
+      for (const [id, k] of [['tok-input', 'input_tokens'], ['tok-cached', 'cached_tokens'], ['tok-cache-write', 'cache_write_tokens'], ['tok-output', 'output_tokens'], ['tok-reasoning', 'reasoning_tokens']]) {
         $(id).textContent = group3(tot[k]);
         $(id).dataset.value = tot[k];
       }
@@ -304,16 +304,43 @@
       $('gpu-s').dataset.value = usToSeconds(tot.gpu_us);
       if (!month.series.length) setMsg($('usage-msg'), 'empty', 'No usage recorded this month yet. Usage appears here within seconds of your requests being rated.');
       else setMsg($('usage-msg'), '', '');
+      await loadBudget(t, seq);
       await loadCommitment(t, spend, cur, seq);
     }).catch((e) => {
       if (seq !== usageSeq) return;
       setMsg($('usage-msg'), 'error', explain(e, 'tenant ' + tenant));
-      for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-output', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '—';
+      for (const id of ['mtd', 'projection', 'draft-total', 'tok-input', 'tok-cached', 'tok-cache-write', 'tok-output', 'tok-reasoning', 'gpu-s', 'commit-min', 'commit-short', 'credit-granted', 'credit-start', 'credit-used', 'credit-left']) $(id).textContent = '—';
       if (e.status === 404 || e.status === 401) $('usage-body').hidden = true;
       throw e;
     });
     try { await cards; } catch (e) { return; }
     await loadSeries(tenant, seq);
+  }
+  // The budget, its thresholds (crossed ones marked) and the hard-limit answer, as
+  // /v1/tenants/{t}/entitlement states them.
+  async function loadBudget(t, seq) {
+    let e;
+    try { e = await api('/v1/tenants/' + t + '/entitlement'); } catch (err) { e = null; }
+    if (seq !== usageSeq) return;
+    const ids = ['budget-limit', 'budget-spend', 'budget-thresholds', 'budget-status'];
+    if (!e) { for (const id of ids) $(id).textContent = '—'; $('budget-note').textContent = 'The budget could not be read.'; return; }
+    if (e.limit == null) {
+      for (const id of ids.slice(0, 3)) { $(id).textContent = 'none'; delete $(id).dataset.value; }
+      $('budget-status').textContent = 'allowed (no budget)';
+      $('budget-note').textContent = 'No monthly budget is set for this tenant.';
+      return;
+    }
+    // The API's 18 decimals, shown without trailing zeros (at least 2); data-value stays exact.
+    const trim = (d) => d.includes('.') ? d.replace(/0+$/, '').replace(/\.(\d?)$/, (m, x) => '.' + (x + '00').slice(0, 2)) : d;
+    $('budget-limit').textContent = group3(trim(e.limit)) + ' ' + e.currency;
+    $('budget-limit').dataset.value = e.limit;
+    $('budget-spend').textContent = group3(trim(e.spend)) + ' ' + e.currency;
+    $('budget-spend').dataset.value = e.spend;
+    const crossed = new Set(e.thresholds_crossed);
+    $('budget-thresholds').textContent = e.thresholds_percent.map((p) => p + ' %' + (crossed.has(p) ? ' (reached)' : '')).join(', ');
+    $('budget-status').textContent = e.allowed ? 'allowed' : 'refused: monthly limit reached';
+    $('budget-note').textContent = (e.hard_limit ? 'Hard limit: requests are refused from the limit on.' : 'Soft limit: alerts only.') +
+      (e.spend_as_of ? ' Spend as of ' + e.spend_as_of.slice(0, 19).replace('T', ' ') + ' UTC.' : '');
   }
   // The contract's monthly minimum and prepaid credit, as /v1/tenants/{t}/spend states them.
   function showTerms(spend) {
@@ -359,10 +386,10 @@
     if (metric === 'amount') return row.amount_exact;
     if (group === 'dimension') {
       if (metric === 'gpu') return row.dimension === 'gpu' ? usToSeconds(row.quantity) : null;
-      return row.dimension === 'gpu' ? null : row.quantity;
+      return row.dimension === 'gpu' || row.dimension === 'request' ? null : row.quantity;
     }
     if (metric === 'gpu') return usToSeconds(row.gpu_us);
-    return decSum([row.input_tokens, row.cached_tokens, row.output_tokens]);
+    return decSum([row.input_tokens, row.cached_tokens, row.cache_write_tokens, row.output_tokens, row.reasoning_tokens]);
   }
   async function loadSeries(tenant, seq) {
     const bucket = $('bucket').value, group = $('group').value, metric = $('metric').value;
@@ -394,8 +421,8 @@
       header = ['bucket_start', 'dimension', 'quantity', 'unit', amt, exact];
       rows = data.series.map((r) => [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount, r.amount_exact]);
     } else {
-      header = ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', amt, exact];
-      rows = data.series.map((r) => [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToSeconds(r.gpu_us), r.amount, r.amount_exact]);
+      header = ['bucket_start', group, 'input_tokens', 'cached_tokens', 'cache_write_tokens', 'output_tokens', 'reasoning_tokens', 'gpu_seconds', 'requests', amt, exact];
+      rows = data.series.map((r) => [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, usToSeconds(r.gpu_us), r.requests, r.amount, r.amount_exact]);
     }
     const numeric = header.map((h, i) => i >= 2 && h !== 'unit');
     const foot = header.map((h, i) => {

@@ -44,6 +44,9 @@ enum {
     F_POLICY,
     F_KERNELS,
     F_UNATTRIBUTED_US,
+    F_REASONING_TOKENS,
+    F_CACHE_WRITE_TOKENS,
+    F_SERVICE_TIER,
     F_COUNT
 };
 #define T_USAGE (1u << GM_EVENT_USAGE)
@@ -70,6 +73,10 @@ static const struct {
     [F_POLICY] = {"policy", 6, T_GPU, false, "data.policy"},
     [F_KERNELS] = {"kernels", 7, T_GPU, false, "data.kernels"},
     [F_UNATTRIBUTED_US] = {"unattributed_us", 15, T_GPU, false, "data.unattributed_us"},
+    /* revision 1.1 of the usage data: optional, absent = 0 / "standard" */
+    [F_REASONING_TOKENS] = {"reasoning_tokens", 16, T_USAGE, true, "data.reasoning_tokens"},
+    [F_CACHE_WRITE_TOKENS] = {"cache_write_tokens", 18, T_USAGE, true, "data.cache_write_tokens"},
+    [F_SERVICE_TIER] = {"service_tier", 12, T_USAGE, true, "data.service_tier"},
 };
 
 /* Top-level members. */
@@ -545,6 +552,22 @@ static int parse_const(dec *d, const char *field, const char *a, const char *b, 
     return fail(d, at, field, "must be \"%s\", got %s", a, got);
 }
 
+/* data.service_tier: exactly "standard", "batch" or "priority". */
+static int parse_service_tier(dec *d, const char *field, gm_service_tier *out)
+{
+    const char *at = d->p;
+    char buf[32];
+    size_t n = 0;
+    int rc = parse_string_into(d, field, buf, sizeof buf - 1, &n);
+    if (rc)
+        return rc;
+    if (n < sizeof buf && !gm_service_tier_parse(buf, n, out))
+        return 0;
+    char got[SHOW_MAX * 4 + 8];
+    describe(d, at, got, sizeof got);
+    return fail(d, at, field, "must be \"standard\", \"batch\" or \"priority\", got %s", got);
+}
+
 /* ---- Members --------------------------------------------------------------------------*/
 
 /* Reads `"key" :` and leaves d->p at the value. */
@@ -624,6 +647,12 @@ static int parse_data_value(dec *d, int f, const char *field)
         return parse_quantity(d, field, 0, &ev->kernels);
     case F_UNATTRIBUTED_US:
         return parse_quantity(d, field, 0, &ev->unattributed_us);
+    case F_REASONING_TOKENS:
+        return parse_quantity(d, field, 0, &ev->reasoning_tokens);
+    case F_CACHE_WRITE_TOKENS:
+        return parse_quantity(d, field, 0, &ev->cache_write_tokens);
+    case F_SERVICE_TIER:
+        return parse_service_tier(d, field, &ev->service_tier);
     }
     return fail(d, d->p, field, "internal error: unhandled field");
 }
@@ -859,6 +888,9 @@ done:
     }
     if (ev->type == GM_EVENT_GPU && ev->window_end_us <= ev->window_start_us)
         return fail(d, d->end, "data.window_end", "must be later than data.window_start");
+    if (ev->type == GM_EVENT_USAGE && ev->reasoning_tokens > ev->output_tokens)
+        return fail(d, d->end, EVENT__PART_FIELD, EVENT__PART_RULE_ONLY, ev->reasoning_tokens,
+                    ev->output_tokens);
     return 0;
 }
 
@@ -935,6 +967,8 @@ int gm_event_decode_ex(const char *msg, size_t len, gm_event *out, gm_event_erro
     out->seq = 0;
     out->input_tokens = out->cached_tokens = out->output_tokens = out->gpu_us = 0;
     out->window_start_us = out->window_end_us = out->kernels = out->unattributed_us = 0;
+    out->reasoning_tokens = out->cache_write_tokens = 0;
+    out->service_tier = GM_SERVICE_TIER_STANDARD;
     int rc = parse_event(&d);
     if (rc && e) {
         e->source[0] = e->id[0] = '\0';

@@ -66,6 +66,24 @@ const char *gm_event_type_name(gm_event_type type)
     return "unknown";
 }
 
+static const char *const service_tier_names[GM_SERVICE_TIER_COUNT] = {"standard", "batch",
+                                                                      "priority"};
+
+const char *gm_service_tier_name(gm_service_tier tier)
+{
+    return (unsigned)tier < GM_SERVICE_TIER_COUNT ? service_tier_names[tier] : "unknown";
+}
+
+int gm_service_tier_parse(const char *s, size_t len, gm_service_tier *out)
+{
+    for (int t = 0; t < GM_SERVICE_TIER_COUNT; t++)
+        if (strlen(service_tier_names[t]) == len && !memcmp(service_tier_names[t], s, len)) {
+            *out = (gm_service_tier)t;
+            return 0;
+        }
+    return -1;
+}
+
 static int check_ident(const char *field, const char *s, size_t cap, size_t max, event__charset cs,
                        bool optional, char *err, size_t err_len)
 {
@@ -133,7 +151,17 @@ int gm_event_check(const gm_event *ev, char *err, size_t err_len)
         QTY("data.input_tokens", ev->input_tokens, 0);
         QTY("data.cached_tokens", ev->cached_tokens, 0);
         QTY("data.output_tokens", ev->output_tokens, 0);
+        QTY("data.reasoning_tokens", ev->reasoning_tokens, 0);
+        QTY("data.cache_write_tokens", ev->cache_write_tokens, 0);
         QTY("data.gpu_us", ev->gpu_us, 0);
+        if (ev->reasoning_tokens > ev->output_tokens)
+            return gm_fail(err, err_len, GM_EINVAL, EVENT__PART_RULE, ev->reasoning_tokens,
+                           ev->output_tokens);
+        if ((unsigned)ev->service_tier >= GM_SERVICE_TIER_COUNT)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "data.service_tier: must be \"standard\", \"batch\" or \"priority\", "
+                           "got %d",
+                           (int)ev->service_tier);
     } else {
         IDENT("data.device", device, GM_EVENT_DEVICE_MAX, EVENT__CS_ID, false);
         TIME("data.window_start", ev->window_start_us);
@@ -221,10 +249,23 @@ size_t gm_event_encode(const gm_event *ev, char *buf, size_t buf_len)
         put_u64(&w, (uint64_t)ev->input_tokens);
         PUT_LIT(&w, ",\"cached_tokens\":");
         put_u64(&w, (uint64_t)ev->cached_tokens);
+        if (ev->cache_write_tokens) {
+            PUT_LIT(&w, ",\"cache_write_tokens\":");
+            put_u64(&w, (uint64_t)ev->cache_write_tokens);
+        }
         PUT_LIT(&w, ",\"output_tokens\":");
         put_u64(&w, (uint64_t)ev->output_tokens);
+        if (ev->reasoning_tokens) {
+            PUT_LIT(&w, ",\"reasoning_tokens\":");
+            put_u64(&w, (uint64_t)ev->reasoning_tokens);
+        }
         PUT_LIT(&w, ",\"gpu_us\":");
         put_u64(&w, (uint64_t)ev->gpu_us);
+        if (ev->service_tier != GM_SERVICE_TIER_STANDARD) {
+            PUT_LIT(&w, ",\"service_tier\":\"");
+            put_str(&w, gm_service_tier_name(ev->service_tier));
+            PUT_LIT(&w, "\"");
+        }
     } else {
         PUT_LIT(&w, "\",\"device\":\"");
         put_str(&w, ev->device);
@@ -255,6 +296,8 @@ bool gm_event_equal(const gm_event *a, const gm_event *b)
            !strcmp(a->site, b->site) && !strcmp(a->model, b->model) &&
            !strcmp(a->request_id, b->request_id) && a->input_tokens == b->input_tokens &&
            a->cached_tokens == b->cached_tokens && a->output_tokens == b->output_tokens &&
+           a->reasoning_tokens == b->reasoning_tokens &&
+           a->cache_write_tokens == b->cache_write_tokens && a->service_tier == b->service_tier &&
            a->gpu_us == b->gpu_us && !strcmp(a->device, b->device) &&
            a->window_start_us == b->window_start_us && a->window_end_us == b->window_end_us &&
            !strcmp(a->policy, b->policy) && a->kernels == b->kernels &&

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <inttypes.h>
 
 /* Bits of event__class[c]. */
 enum {
@@ -28,5 +29,16 @@ int event__ident_check(const char *s, size_t len, size_t max, event__charset cs,
                        char *rule, size_t rule_len);
 
 #define EVENT__TIME_MAX_US GM_EVENT_TIME_MAX_US
+
+/* Parts may not exceed their whole: the one refusal of a usage event whose reasoning tokens
+ * (part of the output) are more than its output tokens. Both fields are named; the values
+ * are the reasoning and output counts (int64_t). */
+#define EVENT__PART_RULE                                                                           \
+    "data.reasoning_tokens: must not exceed data.output_tokens (reasoning tokens are part of "     \
+    "the output), got %" PRId64 " > %" PRId64
+#define EVENT__PART_FIELD "data.reasoning_tokens"
+#define EVENT__PART_RULE_ONLY                                                                      \
+    "must not exceed data.output_tokens (reasoning tokens are part of the output), got %" PRId64   \
+    " > %" PRId64
 
 #endif

@@ -16,6 +16,16 @@
 
 typedef enum { GM_EVENT_USAGE = 1, GM_EVENT_GPU = 2 } gm_event_type;
 
+/* data.service_tier of a usage event (optional; absent means standard). The order is the
+ * wire order of gm_service_tier_name() and must not change (it is stored in the ledger by
+ * name, never by number). */
+typedef enum {
+    GM_SERVICE_TIER_STANDARD = 0,
+    GM_SERVICE_TIER_BATCH = 1,
+    GM_SERVICE_TIER_PRIORITY = 2,
+    GM_SERVICE_TIER_COUNT
+} gm_service_tier;
+
 /* A message over 8 KiB is refused before it is parsed. */
 #define GM_EVENT_MAX_BYTES 8192
 /* Every quantity (tokens, microseconds, counts, seq) is a JSON integer 0..2^53-1. */
@@ -60,7 +70,13 @@ typedef struct gm_event {
     int64_t input_tokens;                         /* uncached prompt tokens */
     int64_t cached_tokens;                        /* prompt tokens served from the cache */
     int64_t output_tokens;                        /* generated tokens */
-    int64_t gpu_us;                               /* both types: GPU kernel time */
+    /* Optional usage fields (revision 1.1 of the v1 data, docs/events.md "Versions"); 0 and
+     * GM_SERVICE_TIER_STANDARD when absent, which is what an event without them meant. */
+    int64_t reasoning_tokens;     /* PART of output_tokens: 0 <= reasoning <= output */
+    int64_t cache_write_tokens;   /* prompt tokens written into the prompt cache: SEPARATE from
+                                   * input_tokens and cached_tokens (prompt = the three) */
+    gm_service_tier service_tier; /* standard, batch or priority */
+    int64_t gpu_us;               /* both types: GPU kernel time */
     /* gridmeter.gpu.v1 */
     char device[GM_EVENT_DEVICE_MAX + 1];
     int64_t window_start_us; /* data.window_start */
@@ -148,5 +164,9 @@ int gm_event_complete_decode(const char *msg, size_t len, const gm_event_fill *f
 
 /* "gridmeter.usage.v1", "gridmeter.gpu.v1", or "unknown". */
 const char *gm_event_type_name(gm_event_type type);
+/* "standard", "batch", "priority", or "unknown". */
+const char *gm_service_tier_name(gm_service_tier tier);
+/* Parses a tier name (exactly one of the three, lower case): 0, or -1 for anything else. */
+int gm_service_tier_parse(const char *s, size_t len, gm_service_tier *out);
 
 #endif /* GM_INGEST_H */

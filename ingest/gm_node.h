@@ -67,6 +67,10 @@ typedef struct gm_node_usage {
     int64_t cached_tokens;  /* prompt tokens served from the prompt cache */
     int64_t output_tokens;  /* generated tokens */
     int64_t gpu_us;         /* GPU kernel time of the request */
+    /* usage revision 1.1 (docs/events.md "Versions"); 0 / standard: not stated */
+    int64_t reasoning_tokens;     /* part of output_tokens (<= output_tokens) */
+    int64_t cache_write_tokens;   /* prompt tokens written into the cache (separate) */
+    gm_service_tier service_tier; /* GM_SERVICE_TIER_STANDARD, _BATCH or _PRIORITY */
 } gm_node_usage;
 
 typedef struct gm_node_stats {

@@ -610,6 +610,9 @@ int gm_node_record(gm_node *n, const gm_node_usage *u, uint64_t *seq_out, char *
     ev.cached_tokens = u->cached_tokens;
     ev.output_tokens = u->output_tokens;
     ev.gpu_us = u->gpu_us;
+    ev.reasoning_tokens = u->reasoning_tokens;
+    ev.cache_write_tokens = u->cache_write_tokens;
+    ev.service_tier = u->service_tier;
     rc = gm_spool_append(n->sp, ev.source, true, encode_cb, &ev, seq_out, NULL, err, err_len);
     if (rc)
         return rc;

@@ -31,7 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const dim_names[GM_LEDGER_DIMS] = {"input", "cached", "output", "gpu"};
+static const char *const dim_names[GM_LEDGER_DIMS] = {"input",       "cached",    "output", "gpu",
+                                                      "cache_write", "reasoning", "request"};
+#define DIM_REQUEST 6 /* requests: metered only where a fee applies (docs/rating.md) */
 
 /* ---- A growable text buffer for COPY data ------------------------------------------------*/
 typedef struct sbuf {
@@ -246,11 +248,11 @@ struct gm_ledger_writer {
     sbuf buf;
     char *fmt;
     size_t fmt_cap;
-    bool replay, dry_run; /* gm_ledger_writer_set_replay */
+    bool replay, dry_run;              /* gm_ledger_writer_set_replay */
     gm_chain *chain;                   /* tamper evidence (ledger/chain.c) */
     const gm_ledger_batch *chain_prep; /* digests to prepare during the next COPY */
-    ledger__ids *ids;     /* interned ids, kept across batches and resets */
-    ledger__row_ids *rid; /* per row of the current batch */
+    ledger__ids *ids;                  /* interned ids, kept across batches and resets */
+    ledger__row_ids *rid;              /* per row of the current batch */
     size_t rid_cap;
 };
 
@@ -649,7 +651,8 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
             "SELECT u.i, x.event_id, x.seq, x.tenant,"
             " (extract(epoch FROM x.event_time) * 1000000)::bigint, x.site, x.model,"
             " coalesce(x.request_id, ''), x.input_tokens, x.cached_tokens, x.output_tokens,"
-            " x.gpu_us, x.kafka_topic, x.kafka_partition, x.kafka_offset"
+            " x.gpu_us, x.kafka_topic, x.kafka_partition, x.kafka_offset,"
+            " x.reasoning_tokens, x.cache_write_tokens, x.service_tier"
             " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[])"
             "  WITH ORDINALITY AS u(source, id, seq, t, i)"
             " CROSS JOIN LATERAL ("
@@ -693,6 +696,11 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
                 a.cached_tokens = atoll(PQgetvalue(r, k, 9));
                 a.output_tokens = atoll(PQgetvalue(r, k, 10));
                 a.gpu_us = atoll(PQgetvalue(r, k, 11));
+                a.reasoning_tokens = atoll(PQgetvalue(r, k, 15)); /* usage revision 1.1 */
+                a.cache_write_tokens = atoll(PQgetvalue(r, k, 16));
+                if (gm_service_tier_parse(PQgetvalue(r, k, 17), (size_t)PQgetlength(r, k, 17),
+                                          &a.service_tier))
+                    a.service_tier = GM_SERVICE_TIER_COUNT; /* never equal to a decoded one */
                 classify_against(w, b, todo[u], &a, PQgetvalue(r, k, 12),
                                  (int32_t)atol(PQgetvalue(r, k, 13)), atoll(PQgetvalue(r, k, 14)));
             }
@@ -713,7 +721,7 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
                             int64_t ingested_us)
 {
     const gm_event *ev = row->ev;
-    bin_u16(q, 16);
+    bin_u16(q, 19);
     bin_ts(q, ev->time_us);
     bin_i64(q, (int64_t)ev->seq);
     bin_i64(q, row->offset);
@@ -721,6 +729,8 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
     bin_i64(q, ev->cached_tokens);
     bin_i64(q, ev->output_tokens);
     bin_i64(q, ev->gpu_us);
+    bin_i64(q, ev->reasoning_tokens); /* usage revision 1.1 (sql/0009) */
+    bin_i64(q, ev->cache_write_tokens);
     bin_ts(q, ingested_us);
     bin_i32(q, id->source);
     bin_i32(q, id->tenant);
@@ -728,14 +738,16 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
     bin_i32(q, id->model);
     bin_i32(q, id->pricing);
     bin_i32(q, id->stream);
+    bin_u32(q, 2);
+    bin_u16(q, (uint16_t)ev->service_tier); /* 0 standard, 1 batch, 2 priority */
     bin_text(q, ev->id);
     bin_text(q, ev->request_id); /* '' when none */
 }
 
 #define LEDGER_COLUMNS                                                                             \
     "event_time, seq, kafka_offset, input_tokens, cached_tokens, output_tokens, gpu_us,"           \
-    " ingested_at, source_id, tenant_id, site_id, model_id, pricing_id, stream_id, event_id, "     \
-    "request_id"
+    " reasoning_tokens, cache_write_tokens, ingested_at, source_id, tenant_id, site_id, model_id," \
+    " pricing_id, stream_id, service_tier, event_id, request_id"
 
 /* Step 3: the ledger rows. Fast: COPY straight in. Slow: COPY into a temp table, then
  * INSERT … ON CONFLICT DO NOTHING RETURNING, and mark the rows it skipped as duplicates. */
@@ -873,8 +885,13 @@ static int write_charges(gm_ledger_writer *w, const gm_ledger_batch *b, size_t *
             continue;
         const gm_ledger_row *row = &b->rows[i];
         const gm_event *ev = row->ev;
-        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
-                                       ev->gpu_us};
+        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens,
+                                       ev->cached_tokens,
+                                       ev->output_tokens - ev->reasoning_tokens,
+                                       ev->gpu_us,
+                                       ev->cache_write_tokens,
+                                       ev->reasoning_tokens,
+                                       row->unit_price_p[DIM_REQUEST] ? 1 : 0};
         int64_t hour_us = ev->time_us - ev->time_us % GM_US_PER_HOUR;
         for (int d = 0; d < GM_LEDGER_DIMS; d++) {
             if (qty[d] == 0 && row->amount_e18[d] == 0)

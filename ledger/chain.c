@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const dim_names[GM_LEDGER_DIMS] = {"input", "cached", "output", "gpu"};
+/* gm.charges' dimension names, in gm_dim order (rating/gm_rating.h) */
+static const char *const dim_names[GM_LEDGER_DIMS] = {"input",       "cached",    "output", "gpu",
+                                                      "cache_write", "reasoning", "request"};
 
 bool gm_chain__bench_off;
 int64_t gm_chain__busy_us, gm_chain__prep_us, gm_chain__batches;
@@ -231,9 +233,9 @@ void chain__header(chain__buf *b, const chain__head *h)
     chain__fi(b, h->rows);
     chain__fi(b, h->rejects);
     chain__fi(b, h->duplicates);
-    for (int d = 0; d < GM_LEDGER_DIMS; d++)
+    for (int d = 0; d < CHAIN_DIMS; d++)
         chain__fd(b, h->qty[d], 0);
-    for (int d = 0; d < GM_LEDGER_DIMS; d++)
+    for (int d = 0; d < CHAIN_DIMS; d++)
         chain__fd(b, h->amount_e18[d], 18);
     chain__fs(b, h->prev_hex);
     chain__fs(b, h->records_hex);
@@ -308,7 +310,7 @@ static void put_row(chain__buf *b, const gm_ledger_row *row)
     raw_f(&w, row->card_id, l_card);
     raw_i(&w, row->card_version);
     raw_f(&w, row->currency, l_cur);
-    for (int d = 0; d < GM_LEDGER_DIMS; d++)
+    for (int d = 0; d < CHAIN_DIMS; d++)
         raw_d(&w, row->amount_e18[d], 18);
     raw_i(&w, (int64_t)row->flags);
     *w++ = '\n';
@@ -497,8 +499,14 @@ static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned cha
         if (dup[i])
             continue;
         const gm_event *ev = row->ev;
-        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
-                                       ev->gpu_us};
+        /* the quantities gm.charges holds (ledger/batch.c: output is its non-reasoning part) */
+        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens,
+                                       ev->cached_tokens,
+                                       ev->output_tokens - ev->reasoning_tokens,
+                                       ev->gpu_us,
+                                       ev->cache_write_tokens,
+                                       ev->reasoning_tokens,
+                                       row->unit_price_p[GM_LEDGER_DIMS - 1] ? 1 : 0};
         int64_t hour_us = ev->time_us - ev->time_us % GM_US_PER_HOUR;
         uint64_t rh = row_hash(row);
         for (int d = 0; d < GM_LEDGER_DIMS; d++) {
@@ -612,7 +620,7 @@ static int read_heads(PGconn *conn, const gm_ledger_batch *b, int64_t *seq, char
  * and the charge changes' JSON. */
 typedef struct chain__part {
     int64_t first, rows, rejects, duplicates;
-    gm_i128 qty[GM_LEDGER_DIMS], amount_e18[GM_LEDGER_DIMS];
+    gm_i128 qty[CHAIN_DIMS], amount_e18[CHAIN_DIMS];
     char records_hex[65];
     char *json;
 } chain__part;
@@ -662,9 +670,9 @@ int gm_chain_prepare(gm_chain *c, const gm_ledger_batch *b, const unsigned char 
             }
             h->rows++;
             const gm_event *ev = row->ev;
-            int64_t q[GM_LEDGER_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
-                                         ev->gpu_us};
-            for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+            int64_t q[CHAIN_DIMS] = {ev->input_tokens, ev->cached_tokens, ev->output_tokens,
+                                     ev->gpu_us};
+            for (int d = 0; d < CHAIN_DIMS; d++) {
                 h->qty[d] += q[d];
                 h->amount_e18[d] += row->amount_e18[d]; /* bounded by gm.charges' sums */
             }
@@ -768,7 +776,7 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
         snprintf(v->s[4], 64, "%lld", (long long)h.rows);
         snprintf(v->s[5], 64, "%lld", (long long)h.rejects);
         snprintf(v->s[6], 64, "%lld", (long long)h.duplicates);
-        for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+        for (int d = 0; d < CHAIN_DIMS; d++) {
             chain__dec_text(h.qty[d], 0, v->s[7 + d], 64);
             chain__dec_text(h.amount_e18[d], 18, v->s[11 + d], 64);
         }

@@ -12,6 +12,12 @@ typedef struct chain__buf {
 } chain__buf;
 
 /* The fields of a batch's header record "B". */
+/* Scheme 1 chains the quantities and amounts of the first four dimensions (input, cached,
+ * output, gpu) in its headers and ledger records; the charge changes (C records) carry every
+ * dimension of gm.charges (GM_LEDGER_DIMS), the fields of usage revision 1.1 are covered
+ * through them only (docs/auditors.md, "What scheme 1 does not cover"). */
+#define CHAIN_DIMS 4
+
 typedef struct chain__head {
     const char *group_id;
     const char *topic;
@@ -20,10 +26,10 @@ typedef struct chain__head {
     int64_t from_offset;
     int64_t next_offset;
     int64_t rows, rejects, duplicates;
-    gm_i128 qty[GM_LEDGER_DIMS];        /* input, cached, output tokens, gpu_us */
-    gm_i128 amount_e18[GM_LEDGER_DIMS]; /* amount_input … amount_gpu, 10^-18 */
-    const char *prev_hex;               /* 64 lowercase hex digits */
-    const char *records_hex;            /* SHA-256 of the L, R and C records, hex */
+    gm_i128 qty[CHAIN_DIMS];        /* input, cached, output tokens, gpu_us */
+    gm_i128 amount_e18[CHAIN_DIMS]; /* amount_input … amount_gpu, 10^-18 */
+    const char *prev_hex;           /* 64 lowercase hex digits */
+    const char *records_hex;        /* SHA-256 of the L, R and C records, hex */
 } chain__head;
 
 void chain__reserve(chain__buf *b, size_t extra);

@@ -22,12 +22,12 @@ typedef struct vbatch {
     const char *group, *topic; /* into the result */
     int32_t part;
     int64_t seq, from, next, rows, rejects, dups;
-    gm_i128 qty[GM_LEDGER_DIMS], amt[GM_LEDGER_DIMS];
+    gm_i128 qty[CHAIN_DIMS], amt[CHAIN_DIMS];
     const char *charges, *prev, *digest;
     /* found in the rows */
     int64_t rows_found, rejects_found, last_offset;
     bool offset_repeats;
-    gm_i128 fqty[GM_LEDGER_DIMS], famt[GM_LEDGER_DIMS];
+    gm_i128 fqty[CHAIN_DIMS], famt[CHAIN_DIMS];
     EVP_MD_CTX *ctx;
 } vbatch;
 

@@ -93,7 +93,9 @@ int gm_ledger_load_book(PGconn *c, struct gm_rating_book **out, char *err,
  *      and the same content (gm_event_equal); any other claim on an accepted event's
  *      (source, seq) or (source, id) is a conflict: kept in gm.conflicting_events, never
  *      charged (docs/events.md "Identity"). */
-#define GM_LEDGER_DIMS 4 /* input, cached, output, gpu: the order of gm_dim in rating */
+/* input, cached, output, gpu, cache_write, reasoning, request: the order of gm_dim in rating
+ * (the last three since sql/0009; output holds output_tokens - reasoning_tokens) */
+#define GM_LEDGER_DIMS 7
 
 #define GM_LEDGER_F_UNKNOWN_TENANT 1u
 #define GM_LEDGER_F_DEFAULT_MODEL  2u

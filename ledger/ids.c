@@ -130,13 +130,13 @@ static char *put_str(char *p, const char *s, size_t n)
 }
 
 /* The pricing's key into *buf (grown as needed): card, currency and tier, then version, flags
- * and the four prices in hex (cheap to build for every row; never read back). */
+ * and the prices of every dimension in hex (cheap to build for every row; never read back). */
 static void pricing_key(const gm_ledger_row *row, char **buf, size_t *cap)
 {
     static const char hex[] = "0123456789abcdef";
     size_t lc = strlen(row->card_id), lu = strlen(row->currency),
            lt = row->site_tier ? strlen(row->site_tier) : 0;
-    size_t need = lc + lu + lt + 4 + 6 * 16 + 1;
+    size_t need = lc + lu + lt + 4 + (2 + GM_LEDGER_DIMS) * 16 + 1;
     if (need > *cap) {
         *cap = need * 2;
         *buf = gm_xrealloc(*buf, *cap);
@@ -149,10 +149,10 @@ static void pricing_key(const gm_ledger_row *row, char **buf, size_t *cap)
     *p++ = row->site_tier ? '=' : '-';
     p = put_str(p, row->site_tier ? row->site_tier : "", lt);
     *p++ = '\x1f';
-    uint64_t v[6] = {(uint64_t)row->card_version,    row->flags,
-                     (uint64_t)row->unit_price_p[0], (uint64_t)row->unit_price_p[1],
-                     (uint64_t)row->unit_price_p[2], (uint64_t)row->unit_price_p[3]};
-    for (int i = 0; i < 6; i++)
+    uint64_t v[2 + GM_LEDGER_DIMS] = {(uint64_t)row->card_version, row->flags};
+    for (int d = 0; d < GM_LEDGER_DIMS; d++)
+        v[2 + d] = (uint64_t)row->unit_price_p[d];
+    for (int i = 0; i < 2 + GM_LEDGER_DIMS; i++)
         for (int sh = 60; sh >= 0; sh -= 4)
             *p++ = hex[(v[i] >> sh) & 15];
     *p = '\0';
@@ -341,7 +341,8 @@ static const char *abuf_end(abuf *a)
  * first batch has distinct prices). */
 static int resolve_pricings(ledger__ids *x, PGconn *c, char *err, size_t err_len)
 {
-    abuf a[9] = {{0}};
+    enum { NA = 5 + GM_LEDGER_DIMS }; /* the arrays of gm.ledger_pricing_ids */
+    abuf a[NA] = {{0}};
     size_t n = 0;
     for (size_t i = 0; i < x->n_miss; i++) {
         const struct miss *m = &x->miss[i];
@@ -364,8 +365,8 @@ static int resolve_pricings(ledger__ids *x, PGconn *c, char *err, size_t err_len
     }
     int rc = 0;
     if (n) {
-        const char *params[9];
-        for (int k = 0; k < 9; k++) {
+        const char *params[NA];
+        for (int k = 0; k < NA; k++) {
             a[k].cap += 2; /* room for the closing brace and NUL */
             a[k].p = gm_xrealloc(a[k].p, a[k].cap);
             params[k] = abuf_end(&a[k]);
@@ -373,8 +374,9 @@ static int resolve_pricings(ledger__ids *x, PGconn *c, char *err, size_t err_len
         PGresult *r = PQexecParams(c,
                                    "SELECT ord, id FROM gm.ledger_pricing_ids($1::text[],"
                                    " $2::integer[], $3::text[], $4::text[], $5::smallint[],"
-                                   " $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[])",
-                                   9, NULL, params, NULL, NULL, 0);
+                                   " $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[],"
+                                   " $10::numeric[], $11::numeric[], $12::numeric[])",
+                                   NA, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK || (size_t)PQntuples(r) != n) {
             rc = fail_result(c, r, "interning pricings", err, err_len);
         } else {
@@ -391,7 +393,7 @@ static int resolve_pricings(ledger__ids *x, PGconn *c, char *err, size_t err_len
             PQclear(r);
         }
     }
-    for (int k = 0; k < 9; k++)
+    for (int k = 0; k < NA; k++)
         free(a[k].p);
     return rc;
 }

@@ -128,11 +128,9 @@ int gm_rater__rate_event(const gm_rater_config *cfg, const gm_rating_book *book,
         *rule = "time";
         return GM_EINVAL;
     }
-    gm_usage u = {ev->tenant,
-                  ev->model,
-                  ev->site,
-                  ev->time_us,
-                  {ev->input_tokens, ev->cached_tokens, ev->output_tokens, ev->gpu_us}};
+    gm_usage u = {ev->tenant, ev->model, ev->site, ev->time_us, {0}};
+    gm_rating_usage_tokens(u.qty, ev->input_tokens, ev->cached_tokens, ev->cache_write_tokens,
+                           ev->output_tokens, ev->reasoning_tokens, ev->gpu_us);
     gm_event_price price;
     char why[400];
     if (gm_rating_price_event(book, &u, &price, why, sizeof why) != 0) {

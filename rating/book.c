@@ -284,7 +284,8 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
     if (si < 0)
         flags |= GM_PRICE_F_DEFAULT_SITE;
     if (mi < 0 || mi == c->default_model) {
-        if (o && o->mask == (1u << GM_DIM_COUNT) - 1) {
+        /* (the optional dimensions of revision 1.1 follow or default, parse_model_prices) */
+        if (o && (o->mask & ((1u << GM_DIM_LEGACY_COUNT) - 1)) == (1u << GM_DIM_LEGACY_COUNT) - 1) {
             /* The contract prices every dimension of a model the card does not list. */
             memcpy(out->price_p, o->price_p, sizeof out->price_p);
             out->card = c;

@@ -4,7 +4,8 @@
 
 #include <stdlib.h>
 
-static const char *dim_keys[GM_DIM_COUNT] = {"input", "cached", "output", "gpu"};
+static const char *dim_keys[GM_DIM_COUNT] = {"input",       "cached",    "output", "gpu",
+                                             "cache_write", "reasoning", "request"};
 
 static int dim_from_name(const char *s)
 {
@@ -89,16 +90,28 @@ static int parse_price(const rating__json *j, const cJSON *v, gm_dim d, const ch
         return rc;
     const char *tok_units[] = {"per_token", "per_1m_tokens", NULL};
     const char *gpu_units[] = {"per_gpu_second", "per_gpu_hour", NULL};
-    const char *const *units = d == GM_DIM_GPU ? gpu_units : tok_units;
+    const char *req_units[] = {"per_request", "per_request", NULL};
+    const char *const *units = d == GM_DIM_GPU       ? gpu_units
+                               : d == GM_DIM_REQUEST ? req_units
+                                                     : tok_units;
+    if (d == GM_DIM_REQUEST && (!v->child || v->child->next))
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: must have exactly \"per_request\" (e.g. {\"per_request\": \"0.001\"})",
+                       path);
     if (!v->child || v->child->next)
         return gm_fail(err, err_len, GM_EINVAL,
                        "%s: must have exactly one of \"%s\" or \"%s\" (e.g. {\"%s\": \"0.60\"})",
                        path, units[0], units[1], units[1]);
     const cJSON *u = v->child;
-    if (strcmp(u->string, units[0]) && strcmp(u->string, units[1]))
+    if (strcmp(u->string, units[0]) && strcmp(u->string, units[1])) {
+        if (d == GM_DIM_REQUEST)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "%s.%s: unknown price unit for requests (allowed: per_request)", path,
+                           u->string);
         return gm_fail(err, err_len, GM_EINVAL,
                        "%s.%s: unknown price unit for %s (allowed: %s, %s)", path, u->string,
                        d == GM_DIM_GPU ? "GPU time" : "tokens", units[0], units[1]);
+    }
     char sub[512];
     snprintf(sub, sizeof sub, "%s.%s", path, u->string);
     if ((rc = need_decimal_text(j, u, sub, "0.60", err, err_len)))
@@ -196,7 +209,12 @@ void gm_rating_card_free(gm_rating_card *c)
     free(c);
 }
 
-/* Parses prices.<model> (all four dimensions) into price[4]. */
+/* Parses prices.<model> into price[GM_DIM_COUNT]. The four original dimensions are required
+ * when all_dims; the three of revision 1.1 are optional everywhere, and an object that does
+ * not state them follows its own statements (docs/rating.md, "Token kinds"):
+ *   cache_write absent: the object's input price (when it states input);
+ *   reasoning absent:   the object's output price (when it states output);
+ *   request absent:     0 (no fee) in a complete entry (all_dims), else inherited. */
 static int parse_model_prices(const rating__json *j, const cJSON *m, const char *path,
                               bool all_dims, int64_t price[GM_DIM_COUNT], unsigned *mask, char *err,
                               size_t err_len)
@@ -204,7 +222,8 @@ static int parse_model_prices(const rating__json *j, const cJSON *m, const char 
     int rc = need_object(j, m, path, err, err_len);
     if (rc)
         return rc;
-    static const char *const allowed[] = {"input", "cached", "output", "gpu", NULL};
+    static const char *const allowed[] = {"input",       "cached",    "output",  "gpu",
+                                          "cache_write", "reasoning", "request", NULL};
     if ((rc = check_keys(m, path, allowed, err, err_len)))
         return rc;
     *mask = 0;
@@ -213,7 +232,7 @@ static int parse_model_prices(const rating__json *j, const cJSON *m, const char 
         char sub[512];
         snprintf(sub, sizeof sub, "%s.%s", path, dim_keys[d]);
         if (!p) {
-            if (all_dims)
+            if (all_dims && d < GM_DIM_LEGACY_COUNT)
                 return gm_fail(err, err_len, GM_EINVAL,
                                "%s: missing: every model states all four dimensions (input, "
                                "cached, output, gpu); write \"0\" for a free one",
@@ -223,6 +242,18 @@ static int parse_model_prices(const rating__json *j, const cJSON *m, const char 
         if ((rc = parse_price(j, p, (gm_dim)d, sub, &price[d], err, err_len)))
             return rc;
         *mask |= 1u << d;
+    }
+    static const struct {
+        gm_dim dim, from;
+    } follow[] = {{GM_DIM_CACHE_WRITE, GM_DIM_INPUT}, {GM_DIM_REASONING, GM_DIM_OUTPUT}};
+    for (size_t i = 0; i < GM_ARRAY_LEN(follow); i++)
+        if (!(*mask & (1u << follow[i].dim)) && (*mask & (1u << follow[i].from))) {
+            price[follow[i].dim] = price[follow[i].from];
+            *mask |= 1u << follow[i].dim;
+        }
+    if (all_dims && !(*mask & (1u << GM_DIM_REQUEST))) {
+        price[GM_DIM_REQUEST] = 0;
+        *mask |= 1u << GM_DIM_REQUEST;
     }
     return 0;
 }
@@ -458,8 +489,11 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                                      "fraction digits; give the tier its own price for it "
                                      "(%s.prices.%s.%s) or pick a multiplier that keeps it exact",
                                      mpath, mv ? mv->valuestring : "1", c->model_names[mi],
-                                     dim_keys[d], bp, d == GM_DIM_GPU ? "GPU-second" : "token", ep,
-                                     path, c->model_names[mi], dim_keys[d]);
+                                     dim_keys[d], bp,
+                                     d == GM_DIM_GPU       ? "GPU-second"
+                                     : d == GM_DIM_REQUEST ? "request"
+                                                           : "token",
+                                     ep, path, c->model_names[mi], dim_keys[d]);
                         break;
                     }
                     c->price[(mi * nt + ti) * GM_DIM_COUNT + d] = (int64_t)(p / one);

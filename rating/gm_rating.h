@@ -23,12 +23,45 @@
 #include "gm_common.h"
 
 /* ---- Dimensions ------------------------------------------------------------------------ */
-typedef enum { GM_DIM_INPUT = 0, GM_DIM_CACHED, GM_DIM_OUTPUT, GM_DIM_GPU, GM_DIM_COUNT } gm_dim;
+/* The first four are the original dimensions; the next three came with usage revision 1.1
+ * (docs/rating.md, "Token kinds and the request fee"):
+ *   GM_DIM_CACHE_WRITE  prompt tokens written into the cache (the event's cache_write_tokens)
+ *   GM_DIM_REASONING    reasoning tokens (the event's reasoning_tokens, a part of its output;
+ *                       GM_DIM_OUTPUT then holds output_tokens - reasoning_tokens)
+ *   GM_DIM_REQUEST      requests (1 per usage event), for a per-request fee
+ * Use gm_rating_usage_tokens() to fill the quantities from an event's fields. */
+typedef enum {
+    GM_DIM_INPUT = 0,
+    GM_DIM_CACHED,
+    GM_DIM_OUTPUT,
+    GM_DIM_GPU,
+    GM_DIM_CACHE_WRITE,
+    GM_DIM_REASONING,
+    GM_DIM_REQUEST,
+    GM_DIM_COUNT
+} gm_dim;
+#define GM_DIM_LEGACY_COUNT 4 /* input, cached, output, gpu: required on every card entry */
 
-/* "input", "cached", "output", "gpu"; "?" for anything else. */
+/* "input", "cached", "output", "gpu", "cache_write", "reasoning", "request"; "?" else. */
 const char *gm_dim_name(gm_dim d);
-/* The metered unit of a dimension: "token" or "gpu_us". */
+/* The metered unit of a dimension: "token", "gpu_us" or "request". */
 const char *gm_dim_unit(gm_dim d);
+
+/* Fills qty[GM_DIM_COUNT] from a usage event's fields: the output dimension gets the
+ * non-reasoning part (output - reasoning), so that no token is priced twice; one request.
+ * The caller has checked reasoning <= output (the event decoder refuses more). */
+static inline void gm_rating_usage_tokens(int64_t qty[], int64_t input, int64_t cached,
+                                          int64_t cache_write, int64_t output, int64_t reasoning,
+                                          int64_t gpu_us)
+{
+    qty[GM_DIM_INPUT] = input;
+    qty[GM_DIM_CACHED] = cached;
+    qty[GM_DIM_OUTPUT] = output - reasoning;
+    qty[GM_DIM_GPU] = gpu_us;
+    qty[GM_DIM_CACHE_WRITE] = cache_write;
+    qty[GM_DIM_REASONING] = reasoning;
+    qty[GM_DIM_REQUEST] = 1;
+}
 
 /* ---- Currencies ------------------------------------------------------------------------
  * ISO 4217 code -> minor-unit exponent (USD 2, EUR 2, JPY 0, KWD 3, BHD 3, ...). Returns
@@ -341,7 +374,8 @@ int gm_rating_allocate(gm_i128 total, const gm_i128 *weights, size_t n,
 /* Formats a minor-unit amount as "12.34" (JPY "1234", KWD "1.234"); buf >= 48 bytes. */
 size_t gm_rating_format_minor(gm_i128 minor, int minor_units, char *buf, size_t buf_len);
 /* Converts a stated price into price_p exactly, or refuses naming the nearest exact values.
- * unit: "per_token", "per_1m_tokens", "per_gpu_second", "per_gpu_hour". */
+ * unit: "per_token", "per_1m_tokens", "per_gpu_second", "per_gpu_hour", "per_request"
+ * (12 fraction digits per request, like per_token). */
 int gm_rating_price_convert(const char *unit, const char *text, size_t len, int64_t *price_p,
                             char *err, size_t err_len) GM_MUSTCHECK;
 

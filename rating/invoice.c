@@ -193,6 +193,9 @@ int gm_rating_period_add_event(gm_rating_period *p, const gm_usage *u, gm_event_
     gm_i128 q[GM_DIM_COUNT];
     for (int d = 0; d < GM_DIM_COUNT; d++)
         q[d] = u->qty[d];
+    /* Requests are metered only where a fee applies (as the rater's charges are). */
+    if (!ep.unit_price_p[GM_DIM_REQUEST])
+        q[GM_DIM_REQUEST] = 0;
     if ((rc = entry_add(e, q, err, err_len)))
         return rc;
     e->flags |= ep.flags; /* the key's flags are the union over its usage: order-independent */
@@ -215,7 +218,11 @@ int gm_rating_period_add_sum(gm_rating_period *p, const gm_usage_sum *s, char *e
         return rc;
     period_entry *e = period_entry_get(p, r.card, r.model, s->model, r.card->tier_names[r.tier],
                                        r.price_p, r.flags);
-    if ((rc = entry_add(e, s->qty, err, err_len)))
+    gm_i128 q[GM_DIM_COUNT];
+    memcpy(q, s->qty, sizeof q);
+    if (!r.price_p[GM_DIM_REQUEST]) /* metered only where a fee applies, as add_event */
+        q[GM_DIM_REQUEST] = 0;
+    if ((rc = entry_add(e, q, err, err_len)))
         return rc;
     e->flags |= r.flags;
     return 0;
@@ -280,8 +287,9 @@ static const char *inv_str(invoice_priv *v, const char *s)
 
 static const char *dim_label(gm_dim d)
 {
-    static const char *labels[] = {"input tokens", "cached tokens", "output tokens",
-                                   "GPU time (us)"};
+    static const char *labels[] = {"input tokens",  "cached tokens",      "output tokens",
+                                   "GPU time (us)", "cache write tokens", "reasoning tokens",
+                                   "requests"};
     return (unsigned)d < GM_DIM_COUNT ? labels[d] : "?";
 }
 

@@ -7,13 +7,17 @@
 
 const char *gm_dim_name(gm_dim d)
 {
-    static const char *names[] = {"input", "cached", "output", "gpu"};
+    static const char *names[] = {"input",       "cached",    "output", "gpu",
+                                  "cache_write", "reasoning", "request"};
     return (unsigned)d < GM_DIM_COUNT ? names[d] : "?";
 }
 
 const char *gm_dim_unit(gm_dim d)
 {
-    return d == GM_DIM_GPU ? "gpu_us" : (unsigned)d < GM_DIM_COUNT ? "token" : "?";
+    return d == GM_DIM_GPU              ? "gpu_us"
+           : d == GM_DIM_REQUEST        ? "request"
+           : (unsigned)d < GM_DIM_COUNT ? "token"
+                                        : "?";
 }
 
 const char *gm_line_kind_name(gm_line_kind k)
@@ -170,13 +174,16 @@ int gm_rating_price_convert(const char *unit, const char *text, size_t len, int6
                             char *err, size_t err_len)
 {
     int per_1m = !strcmp(unit, "per_1m_tokens"), per_hour = !strcmp(unit, "per_gpu_hour");
-    int per_token = !strcmp(unit, "per_token"), per_second = !strcmp(unit, "per_gpu_second");
+    int per_token = !strcmp(unit, "per_token") || !strcmp(unit, "per_request"),
+        per_second = !strcmp(unit, "per_gpu_second");
     if (!per_1m && !per_hour && !per_token && !per_second)
         return gm_fail(err, err_len, GM_EINVAL,
                        "unknown price unit \"%s\" (per_token, per_1m_tokens, per_gpu_second, "
-                       "per_gpu_hour)",
+                       "per_gpu_hour, per_request)",
                        unit);
-    const char *what = per_hour || per_second ? "GPU-second" : "token";
+    const char *what = per_hour || per_second         ? "GPU-second"
+                       : !strcmp(unit, "per_request") ? "request"
+                                                      : "token";
     if (len > 0 && text[0] == '-')
         return gm_fail(err, err_len, GM_EINVAL, "must not be negative, got \"%.*s\"", (int)len,
                        text);

@@ -33,7 +33,9 @@ BEGIN
                               'gpu_us', 'site_tier', 'card_id', 'card_version', 'currency',
                               'amount_input', 'amount_cached', 'amount_output', 'amount_gpu',
                               'flags', 'kafka_topic', 'kafka_partition', 'kafka_offset',
-                              'ingested_at');
+                              'ingested_at', 'reasoning_tokens', 'cache_write_tokens',
+                              'service_tier', 'amount_cache_write', 'amount_reasoning',
+                              'amount_request');
     IF extra IS NOT NULL THEN
         RAISE EXCEPTION 'sql/0012: gm.ledger has columns this migration does not move: %', extra
             USING HINT = 'add them to gm.ledger_rows, the view gm.ledger and its INSERT trigger';
@@ -77,9 +79,19 @@ CREATE TABLE gm.ledger_pricings (
     amount_cached numeric(38,18),
     amount_output numeric(38,18),
     amount_gpu    numeric(38,18),
+    -- usage revision 1.1 (sql/0009): cache writes, reasoning (priced apart from the rest of
+    -- the output) and the per-request fee
+    price_cache_write  numeric(30,12) NOT NULL DEFAULT 0,
+    price_reasoning    numeric(30,12) NOT NULL DEFAULT 0,
+    price_request      numeric(30,12) NOT NULL DEFAULT 0,
+    amount_cache_write numeric(38,18),
+    amount_reasoning   numeric(38,18),
+    amount_request     numeric(38,18),
     UNIQUE NULLS NOT DISTINCT (card_id, card_version, currency, site_tier, flags, price_input,
                                price_cached, price_output, price_gpu, amount_input,
-                               amount_cached, amount_output, amount_gpu)
+                               amount_cached, amount_output, amount_gpu, price_cache_write,
+                               price_reasoning, price_request, amount_cache_write,
+                               amount_reasoning, amount_request)
 );
 COMMENT ON TABLE gm.ledger_pricings IS 'Rating decisions that gm.ledger_rows refers to: rate card and version, currency, site tier, flags and unit prices (per token; per GPU-second for gpu)';
 COMMENT ON COLUMN gm.ledger_pricings.amount_input IS 'NULL: amount = quantity x unit price; else the fixed amount of each event of this pricing (hand-written rows only)';
@@ -94,6 +106,9 @@ CREATE TABLE gm.ledger_rows (
     cached_tokens  bigint      NOT NULL CHECK (cached_tokens >= 0),
     output_tokens  bigint      NOT NULL CHECK (output_tokens >= 0),
     gpu_us         bigint      NOT NULL CHECK (gpu_us >= 0),
+    reasoning_tokens   bigint  NOT NULL DEFAULT 0
+        CHECK (reasoning_tokens >= 0 AND reasoning_tokens <= output_tokens),
+    cache_write_tokens bigint  NOT NULL DEFAULT 0 CHECK (cache_write_tokens >= 0),
     ingested_at    timestamptz NOT NULL DEFAULT gm.now(),
     source_id      integer     NOT NULL,
     tenant_id      integer     NOT NULL,
@@ -101,6 +116,7 @@ CREATE TABLE gm.ledger_rows (
     model_id       integer     NOT NULL,
     pricing_id     integer     NOT NULL,
     stream_id      integer     NOT NULL,
+    service_tier   smallint    NOT NULL DEFAULT 0 CHECK (service_tier BETWEEN 0 AND 2),
     event_id       text        NOT NULL,
     request_id     text        NOT NULL DEFAULT ''
 ) PARTITION BY RANGE (event_time);
@@ -133,13 +149,22 @@ SELECT tn.name                                     AS tenant,
        p.currency,
        coalesce(p.amount_input, l.input_tokens * p.price_input)::numeric(38,18)     AS amount_input,
        coalesce(p.amount_cached, l.cached_tokens * p.price_cached)::numeric(38,18)  AS amount_cached,
-       coalesce(p.amount_output, l.output_tokens * p.price_output)::numeric(38,18)  AS amount_output,
+       coalesce(p.amount_output, (l.output_tokens - l.reasoning_tokens) * p.price_output)::numeric(38,18)
+                                                                                    AS amount_output,
        coalesce(p.amount_gpu, l.gpu_us * p.price_gpu * 0.000001)::numeric(38,18)    AS amount_gpu,
        p.flags,
        st.topic                                    AS kafka_topic,
        st.partition                                AS kafka_partition,
        l.kafka_offset,
-       l.ingested_at
+       l.ingested_at,
+       l.reasoning_tokens,
+       l.cache_write_tokens,
+       (ARRAY['standard', 'batch', 'priority'])[l.service_tier + 1]            AS service_tier,
+       coalesce(p.amount_cache_write, l.cache_write_tokens * p.price_cache_write)::numeric(38,18)
+                                                                                AS amount_cache_write,
+       coalesce(p.amount_reasoning, l.reasoning_tokens * p.price_reasoning)::numeric(38,18)
+                                                                                AS amount_reasoning,
+       coalesce(p.amount_request, p.price_request)::numeric(38,18)             AS amount_request
 FROM gm.ledger_rows l
 JOIN gm.ledger_names tn ON tn.id = l.tenant_id
 JOIN gm.ledger_names so ON so.id = l.source_id
@@ -198,7 +223,8 @@ END $$;
 CREATE FUNCTION gm.ledger_pricing_id(c_id text, c_version integer, cur char(3), tier text,
                                      f smallint, p_in numeric, p_ca numeric, p_out numeric,
                                      p_gpu numeric, a_in numeric, a_ca numeric, a_out numeric,
-                                     a_gpu numeric) RETURNS integer
+                                     a_gpu numeric, p_cw numeric, p_re numeric, p_rq numeric,
+                                     a_cw numeric, a_re numeric, a_rq numeric) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, gm AS $$
 DECLARE
     i integer;
@@ -209,12 +235,19 @@ BEGIN
           AND site_tier IS NOT DISTINCT FROM tier AND flags = f AND price_input = p_in
           AND price_cached = p_ca AND price_output = p_out AND price_gpu = p_gpu
           AND amount_input IS NOT DISTINCT FROM a_in AND amount_cached IS NOT DISTINCT FROM a_ca
-          AND amount_output IS NOT DISTINCT FROM a_out AND amount_gpu IS NOT DISTINCT FROM a_gpu;
+          AND amount_output IS NOT DISTINCT FROM a_out AND amount_gpu IS NOT DISTINCT FROM a_gpu
+          AND price_cache_write = p_cw AND price_reasoning = p_re AND price_request = p_rq
+          AND amount_cache_write IS NOT DISTINCT FROM a_cw
+          AND amount_reasoning IS NOT DISTINCT FROM a_re
+          AND amount_request IS NOT DISTINCT FROM a_rq;
         EXIT WHEN i IS NOT NULL OR attempt = 2;
         INSERT INTO gm.ledger_pricings (card_id, card_version, currency, site_tier, flags,
                                         price_input, price_cached, price_output, price_gpu,
-                                        amount_input, amount_cached, amount_output, amount_gpu)
-        VALUES (c_id, c_version, cur, tier, f, p_in, p_ca, p_out, p_gpu, a_in, a_ca, a_out, a_gpu)
+                                        amount_input, amount_cached, amount_output, amount_gpu,
+                                        price_cache_write, price_reasoning, price_request,
+                                        amount_cache_write, amount_reasoning, amount_request)
+        VALUES (c_id, c_version, cur, tier, f, p_in, p_ca, p_out, p_gpu, a_in, a_ca, a_out, a_gpu,
+                p_cw, p_re, p_rq, a_cw, a_re, a_rq)
         ON CONFLICT DO NOTHING RETURNING id INTO i;
         EXIT WHEN i IS NOT NULL;
     END LOOP;
@@ -225,14 +258,15 @@ END $$;
 -- position in the arrays.
 CREATE FUNCTION gm.ledger_pricing_ids(c_ids text[], c_versions integer[], curs text[],
                                       tiers text[], fs smallint[], p_in numeric[],
-                                      p_ca numeric[], p_out numeric[], p_gpu numeric[])
+                                      p_ca numeric[], p_out numeric[], p_gpu numeric[],
+                                      p_cw numeric[], p_re numeric[], p_rq numeric[])
 RETURNS TABLE (ord integer, id integer)
 LANGUAGE sql SET search_path = pg_catalog, gm AS $$
     SELECT u.ord::integer,
            gm.ledger_pricing_id(u.c, u.v, u.cur::char(3), u.t, u.f, u.a, u.b, u.o, u.g,
-                                NULL, NULL, NULL, NULL)
-    FROM unnest(c_ids, c_versions, curs, tiers, fs, p_in, p_ca, p_out, p_gpu)
-         WITH ORDINALITY AS u(c, v, cur, t, f, a, b, o, g, ord)
+                                NULL, NULL, NULL, NULL, u.cw, u.re, u.rq, NULL, NULL, NULL)
+    FROM unnest(c_ids, c_versions, curs, tiers, fs, p_in, p_ca, p_out, p_gpu, p_cw, p_re, p_rq)
+         WITH ORDINALITY AS u(c, v, cur, t, f, a, b, o, g, cw, re, rq, ord)
     ORDER BY u.ord
 $$;
 
@@ -255,16 +289,26 @@ LANGUAGE plpgsql SET search_path = pg_catalog, gm AS $$
 DECLARE
     p_in  numeric := gm.ledger_unit_price(NEW.input_tokens, NEW.amount_input, false);
     p_ca  numeric := gm.ledger_unit_price(NEW.cached_tokens, NEW.amount_cached, false);
-    p_out numeric := gm.ledger_unit_price(NEW.output_tokens, NEW.amount_output, false);
+    p_out numeric := gm.ledger_unit_price(NEW.output_tokens - coalesce(NEW.reasoning_tokens, 0),
+                                          NEW.amount_output, false);
     p_gpu numeric := gm.ledger_unit_price(NEW.gpu_us, NEW.amount_gpu, true);
+    p_cw  numeric := gm.ledger_unit_price(coalesce(NEW.cache_write_tokens, 0),
+                                          coalesce(NEW.amount_cache_write, 0), false);
+    p_re  numeric := gm.ledger_unit_price(coalesce(NEW.reasoning_tokens, 0),
+                                          coalesce(NEW.amount_reasoning, 0), false);
+    p_rq  numeric := coalesce(NEW.amount_request, 0); /* one request: the fee is the amount */
     fixed boolean;
 BEGIN
-    fixed := p_in IS NULL OR p_ca IS NULL OR p_out IS NULL OR p_gpu IS NULL;
+    fixed := p_in IS NULL OR p_ca IS NULL OR p_out IS NULL OR p_gpu IS NULL OR p_cw IS NULL
+             OR p_re IS NULL;
     INSERT INTO gm.ledger_rows (event_time, seq, kafka_offset, input_tokens, cached_tokens,
-                                output_tokens, gpu_us, ingested_at, source_id, tenant_id, site_id,
-                                model_id, pricing_id, stream_id, event_id, request_id)
+                                output_tokens, gpu_us, reasoning_tokens, cache_write_tokens,
+                                ingested_at, source_id, tenant_id, site_id,
+                                model_id, pricing_id, stream_id, service_tier, event_id,
+                                request_id)
     VALUES (NEW.event_time, NEW.seq, NEW.kafka_offset, NEW.input_tokens, NEW.cached_tokens,
-            NEW.output_tokens, NEW.gpu_us, coalesce(NEW.ingested_at, gm.now()),
+            NEW.output_tokens, NEW.gpu_us, coalesce(NEW.reasoning_tokens, 0),
+            coalesce(NEW.cache_write_tokens, 0), coalesce(NEW.ingested_at, gm.now()),
             gm.ledger_name_id(4::smallint, NEW.source), gm.ledger_name_id(1::smallint, NEW.tenant),
             gm.ledger_name_id(2::smallint, NEW.site), gm.ledger_name_id(3::smallint, NEW.model),
             gm.ledger_pricing_id(NEW.card_id, NEW.card_version, NEW.currency, NEW.site_tier,
@@ -274,8 +318,14 @@ BEGIN
                                  CASE WHEN fixed THEN NEW.amount_input END,
                                  CASE WHEN fixed THEN NEW.amount_cached END,
                                  CASE WHEN fixed THEN NEW.amount_output END,
-                                 CASE WHEN fixed THEN NEW.amount_gpu END),
+                                 CASE WHEN fixed THEN NEW.amount_gpu END,
+                                 coalesce(p_cw, 0), coalesce(p_re, 0), p_rq,
+                                 CASE WHEN fixed THEN coalesce(NEW.amount_cache_write, 0) END,
+                                 CASE WHEN fixed THEN coalesce(NEW.amount_reasoning, 0) END,
+                                 CASE WHEN fixed THEN coalesce(NEW.amount_request, 0) END),
             gm.ledger_stream_id(NEW.kafka_topic, NEW.kafka_partition),
+            CASE coalesce(NEW.service_tier, 'standard') WHEN 'standard' THEN 0 WHEN 'batch' THEN 1
+                 WHEN 'priority' THEN 2 END,
             NEW.event_id, coalesce(NEW.request_id, ''));
     RETURN NEW;
 END $$;
@@ -333,11 +383,14 @@ FROM (SELECT DISTINCT date_trunc('month', event_time AT TIME ZONE 'UTC') AT TIME
 INSERT INTO gm.ledger (tenant, event_time, source, event_id, seq, site, model, request_id,
                        input_tokens, cached_tokens, output_tokens, gpu_us, site_tier, card_id,
                        card_version, currency, amount_input, amount_cached, amount_output,
-                       amount_gpu, flags, kafka_topic, kafka_partition, kafka_offset, ingested_at)
+                       amount_gpu, flags, kafka_topic, kafka_partition, kafka_offset, ingested_at,
+                       reasoning_tokens, cache_write_tokens, service_tier, amount_cache_write,
+                       amount_reasoning, amount_request)
 SELECT tenant, event_time, source, event_id, seq, site, model, request_id, input_tokens,
        cached_tokens, output_tokens, gpu_us, site_tier, card_id, card_version, currency,
        amount_input, amount_cached, amount_output, amount_gpu, flags, kafka_topic,
-       kafka_partition, kafka_offset, ingested_at
+       kafka_partition, kafka_offset, ingested_at, reasoning_tokens, cache_write_tokens,
+       service_tier, amount_cache_write, amount_reasoning, amount_request
 FROM gm.ledger_v0 ORDER BY event_time, kafka_partition, kafka_offset;
 
 -- Every view over the old table, re-created over gm.ledger with its own definition (same
@@ -376,6 +429,7 @@ GRANT SELECT ON gm.ledger_rows, gm.ledger_names, gm.ledger_streams, gm.ledger_pr
 GRANT EXECUTE ON FUNCTION gm.ledger_name_id(smallint, text), gm.ledger_name_ids(smallint[], text[]),
       gm.ledger_stream_id(text, integer),
       gm.ledger_pricing_ids(text[], integer[], text[], text[], smallint[], numeric[], numeric[],
-                            numeric[], numeric[]),
+                            numeric[], numeric[], numeric[], numeric[], numeric[]),
       gm.ledger_pricing_id(text, integer, char, text, smallint, numeric, numeric, numeric, numeric,
-                           numeric, numeric, numeric, numeric) TO gm_rater;
+                           numeric, numeric, numeric, numeric, numeric, numeric, numeric, numeric,
+                           numeric, numeric) TO gm_rater;

@@ -1073,6 +1073,180 @@ START_TEST(test_spend_shows_commitment_and_prepaid_credit_of_the_draft)
 }
 END_TEST
 
+/* GET /v1/tenants/{t}/entitlement (docs/api.md "Budgets and alerts"): allowed without a
+ * budget; within it, the spend equals the month's charges (gm.month_spend, kept in the
+ * charging transaction) and the limit is the budget's; at the limit a hard budget answers
+ * allowed=false, a soft one stays allowed; crossed thresholds are listed. */
+START_TEST(test_entitlement_answers_from_the_budget_and_the_committed_spend)
+{
+    int64_t now = gm_now_us(), month = gm_month_start(now);
+    PGconn *c = db();
+    /* this connection stamps gm.month_spend.updated_at: on gridmeter's clock, as a rater's */
+    char off[96];
+    snprintf(off, sizeof off, "SET gridmeter.clock_offset_us = '%lld'",
+             (long long)gm_clock_offset_us());
+    gm_test_pg_exec(c, off);
+    ev(c, "budgeted", "llama-3.1-8b-instruct", "fra1", month + (now - month) / 2, 1000, 0, 2000, 0);
+    http_resp r;
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.finance, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    ck_assert_str_eq(jstr(j, "reason"), "no budget");
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "limit")));
+    cJSON_Delete(j);
+    char *spend =
+        gm_test_pg_value(c, "SELECT sum(amount)::text FROM gm.charges WHERE tenant = 'budgeted'");
+    gm_test_pg_exec(c, "INSERT INTO gm.budgets (tenant, currency, monthly_limit, thresholds)"
+                       " VALUES ('budgeted', 'USD', 1000, '{50,100}')");
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.admin, NULL, NULL, NULL, &r);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    j = json_of(&r);
+    http_free(&r);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    ck_assert_str_eq(jstr(j, "reason"), "within budget");
+    ck_assert_str_eq(jstr(j, "spend"), spend);
+    ck_assert_str_eq(jstr(j, "limit"), "1000.000000000000000000");
+    ck_assert_str_eq(jstr(j, "currency"), "USD");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "thresholds_crossed")),
+                     0);
+    const cJSON *age = cJSON_GetObjectItemCaseSensitive(j, "age_us");
+    ck_assert(cJSON_IsNumber(age) && age->valuedouble >= 0);
+    cJSON_Delete(j);
+    /* a hard limit at exactly the spend: refused; the next charge crosses both thresholds */
+    char sql[512];
+    snprintf(sql, sizeof sql, "UPDATE gm.budgets SET monthly_limit = %s WHERE tenant = 'budgeted'",
+             spend);
+    gm_test_pg_exec(c, sql);
+    ev(c, "budgeted", "llama-3.1-8b-instruct", "fra1", month + (now - month) / 2, 1000, 0, 0, 0);
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.finance, NULL, NULL, NULL, &r);
+    j = json_of(&r);
+    http_free(&r);
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    ck_assert_str_eq(jstr(j, "reason"), "monthly limit reached");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "thresholds_crossed")),
+                     2);
+    cJSON_Delete(j);
+    gm_test_pg_exec(c, "UPDATE gm.budgets SET hard_limit = false WHERE tenant = 'budgeted'");
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.finance, NULL, NULL, NULL, &r);
+    j = json_of(&r);
+    http_free(&r);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    cJSON_Delete(j);
+    /* another tenant's customer key does not see it */
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.acme, NULL, NULL, NULL, &r);
+    ck_assert_int_ne(r.status, 200);
+    http_free(&r);
+    gm_test_pg_exec(c, "DELETE FROM gm.budgets WHERE tenant = 'budgeted'");
+    free(spend);
+    PQfinish(c);
+}
+END_TEST
+
+/* POST /v1/tenants/{t}/budget: admins set it; a customer key only where the admin allowed it,
+ * in the budget's currency and without the flag; bad fields are refused by name. */
+START_TEST(test_budget_is_set_by_admins_and_by_customers_only_where_allowed)
+{
+    http_resp r;
+    const char *body = "{\"currency\":\"USD\",\"monthly_limit\":\"250.50\","
+                       "\"thresholds_percent\":[75,100]}";
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-1", body, NULL, &r);
+    ck_assert_msg(r.status == 403, "no budget yet: %d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.admin, "b-2", body, NULL, &r);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    cJSON *j = json_of(&r);
+    http_free(&r);
+    ck_assert_str_eq(jstr(j, "monthly_limit"), "250.500000000000000000");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "thresholds_percent")),
+                     2);
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "customer_may_set")));
+    cJSON_Delete(j);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-3", body, NULL, &r);
+    ck_assert_msg(r.status == 403, "not allowed: %d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.admin, "b-4",
+            "{\"currency\":\"USD\",\"monthly_limit\":\"100\",\"customer_may_set\":true}", NULL, &r);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-5", body, NULL, &r);
+    ck_assert_msg(r.status == 200, "allowed: %d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-6",
+            "{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"customer_may_set\":false}", NULL, &r);
+    ck_assert_msg(r.status == 403 && strstr(r.body, "customer_may_set"), "%d %s", r.status, r.body);
+    http_free(&r);
+    http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-7",
+            "{\"currency\":\"EUR\",\"monthly_limit\":\"1\"}", NULL, &r);
+    ck_assert_msg(r.status == 403, "another currency: %d %s", r.status, r.body);
+    http_free(&r);
+    struct {
+        const char *body, *field;
+    } bad[] = {{"{\"currency\":\"usd\",\"monthly_limit\":\"1\"}", "currency"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":1}", "monthly_limit"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":\"0\"}", "monthly_limit"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[80,50]}",
+                "thresholds_percent"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"hard_limit\":1}", "hard_limit"},
+               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"limit\":1}", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char idem[16];
+        snprintf(idem, sizeof idem, "b-bad-%zu", i);
+        http_do(F.port, "POST", "/v1/tenants/acme/budget", F.admin, idem, bad[i].body, NULL, &r);
+        ck_assert_msg(r.status == 400, "%s: %d %s", bad[i].body, r.status, r.body);
+        if (bad[i].field) {
+            char want[64];
+            snprintf(want, sizeof want, "\"field\":\"%s\"", bad[i].field);
+            ck_assert_msg(strstr(r.body, want), "%s: %s", bad[i].body, r.body);
+        }
+        http_free(&r);
+    }
+    PGconn *c = db();
+    char *v = gm_test_pg_value(c, "SELECT monthly_limit::numeric(10,2) || ' ' || thresholds::text"
+                                  " FROM gm.budgets WHERE tenant = 'acme'");
+    ck_assert_str_eq(v, "250.50 {75,100}");
+    free(v);
+    gm_test_pg_exec(c, "DELETE FROM gm.budgets WHERE tenant = 'acme'");
+    PQfinish(c);
+}
+END_TEST
+
+/* Runs after the tests that finalize, void and credit invoices (registered last): each of
+ * those facts has its webhook event in the outbox (docs/api.md "Webhooks"), written by the
+ * same transaction, with the invoice's final number and total. */
+START_TEST(test_invoice_and_credit_note_events_are_in_the_outbox)
+{
+    PGconn *c = db();
+    char *v = gm_test_pg_value(
+        c, "SELECT (SELECT count(*) FROM gm.invoices WHERE finalized_at IS NOT NULL) || ' ' ||"
+           " (SELECT count(*) FROM gm.invoices WHERE status = 'void') || ' ' ||"
+           " (SELECT count(*) FROM gm.credit_notes)");
+    int fin = 0, vo = 0, cn = 0;
+    ck_assert_int_eq(sscanf(v, "%d %d %d", &fin, &vo, &cn), 3);
+    ck_assert_msg(fin > 0 && vo > 0 && cn > 0, "the suite made finalized, void and credited: %s",
+                  v);
+    free(v);
+    v = gm_test_pg_value(
+        c, "SELECT count(*) FILTER (WHERE event_type = 'invoice.finalized') || ' ' ||"
+           " count(*) FILTER (WHERE event_type = 'invoice.voided') || ' ' ||"
+           " count(*) FILTER (WHERE event_type = 'credit_note.created') FROM gm.webhook_outbox");
+    char want[64];
+    snprintf(want, sizeof want, "%d %d %d", fin, vo, cn);
+    ck_assert_str_eq(v, want);
+    free(v);
+    /* the payload carries the invoice as finalized */
+    v = gm_test_pg_value(
+        c, "SELECT count(*) FROM gm.invoices i JOIN gm.webhook_outbox o ON o.event_id ="
+           " 'invoice.' || i.invoice_id || '.finalized' WHERE o.payload->>'number' IS DISTINCT"
+           " FROM i.number OR o.payload->>'total' IS DISTINCT FROM i.total::text OR o.tenant <>"
+           " i.tenant");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    PQfinish(c);
+}
+END_TEST
+
 /* The fake rater /metrics of the fixture (tests/test_api_client.c): text to serve, NULL to
  * close connections without an answer. */
 void api_fake_rater_set(const char *text);
@@ -1785,6 +1959,9 @@ int main(void)
     tcase_add_test(tc, test_tls_serves_https_with_the_configured_certificate);
     tcase_add_test(tc, test_month_to_date_turns_over_at_the_last_microsecond_of_the_year);
     tcase_add_test(tc, test_february_has_29_days_in_2028_and_28_in_2027);
+    tcase_add_test(tc, test_entitlement_answers_from_the_budget_and_the_committed_spend);
+    tcase_add_test(tc, test_budget_is_set_by_admins_and_by_customers_only_where_allowed);
+    tcase_add_test(tc, test_invoice_and_credit_note_events_are_in_the_outbox);
     suite_add_tcase(s, tc);
     /* No fork: the server's threads live in this process (a child forked from a threaded
      * parent can deadlock on a lock held at fork time). */

@@ -426,6 +426,71 @@ START_TEST(test_encode_refuses_a_buffer_too_small_and_an_invalid_event)
 }
 END_TEST
 
+/* Revision 1.1 (docs/events.md "Versions"): an event without the new fields decodes to 0
+ * and standard, and its canonical form is byte for byte what it was before the revision. */
+START_TEST(test_old_events_keep_their_meaning_and_canonical_bytes)
+{
+    gm_event ev;
+    char err[512], buf[GM_EVENT_MAX_BYTES + 1];
+    ck_assert_int_eq(gm_event_decode(USAGE, strlen(USAGE), &ev, err, sizeof err), 0);
+    ck_assert_int_eq(ev.reasoning_tokens, 0);
+    ck_assert_int_eq(ev.cache_write_tokens, 0);
+    ck_assert_int_eq(ev.service_tier, GM_SERVICE_TIER_STANDARD);
+    ck_assert_uint_gt(gm_event_encode(&ev, buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "{\"specversion\":\"1.0\",\"type\":\"gridmeter.usage.v1\","
+                          "\"source\":\"edge/fra1/n17\",\"id\":\"991\","
+                          "\"time\":\"2026-11-27T22:00:00.123456Z\",\"subject\":\"acme\","
+                          "\"datacontenttype\":\"application/json\",\"data\":{\"seq\":123456,"
+                          "\"site\":\"fra1\",\"model\":\"llama-3.1-70b-instruct\","
+                          "\"request_id\":\"req_8f3a\",\"input_tokens\":512,"
+                          "\"cached_tokens\":256,\"output_tokens\":128,\"gpu_us\":84200}}");
+    ev.reasoning_tokens = 100;
+    ev.cache_write_tokens = 7;
+    ev.service_tier = GM_SERVICE_TIER_PRIORITY;
+    size_t n = gm_event_encode(&ev, buf, sizeof buf);
+    ck_assert_uint_gt(n, 0);
+    ck_assert_ptr_nonnull(strstr(buf, "\"cache_write_tokens\":7,\"output_tokens\":128,"
+                                      "\"reasoning_tokens\":100,\"gpu_us\":84200,"
+                                      "\"service_tier\":\"priority\"}}"));
+    gm_event back;
+    ck_assert_int_eq(gm_event_decode(buf, n, &back, err, sizeof err), 0);
+    ck_assert(gm_event_equal(&ev, &back));
+}
+END_TEST
+
+/* Parts may not exceed their whole: reasoning tokens are part of the output. The decoder and
+ * gm_event_check refuse more reasoning than output tokens, naming both fields; equal is fine. */
+START_TEST(test_reasoning_above_output_is_refused_naming_both_fields)
+{
+    gm_event ev;
+    char err[512];
+    gm_event_error e;
+    ck_assert_int_eq(gm_event_decode(USAGE, strlen(USAGE), &ev, err, sizeof err), 0);
+    ev.reasoning_tokens = ev.output_tokens;
+    ck_assert_int_eq(gm_event_check(&ev, err, sizeof err), 0);
+    ev.reasoning_tokens = ev.output_tokens + 1;
+    ck_assert_int_eq(gm_event_check(&ev, err, sizeof err), GM_EINVAL);
+    ck_assert_str_eq(err, "data.reasoning_tokens: must not exceed data.output_tokens (reasoning "
+                          "tokens are part of the output), got 129 > 128");
+    char buf[GM_EVENT_MAX_BYTES + 1];
+    ck_assert_uint_eq(gm_event_encode(&ev, buf, sizeof buf), 0);
+
+    char msg[1024];
+    const char *at = strstr(USAGE, "\"gpu_us\"");
+    snprintf(msg, sizeof msg, "%.*s\"reasoning_tokens\":9007199254740991,%s", (int)(at - USAGE),
+             USAGE, at);
+    ck_assert_int_eq(gm_event_decode_ex(msg, strlen(msg), &ev, &e), GM_EINVAL);
+    ck_assert_str_eq(e.field, "data.reasoning_tokens");
+    ck_assert_str_eq(e.rule, "must not exceed data.output_tokens (reasoning tokens are part of "
+                             "the output), got 9007199254740991 > 128");
+    ck_assert_str_eq(e.source, "edge/fra1/n17");
+    ev.service_tier = (gm_service_tier)7;
+    ev.reasoning_tokens = 0;
+    ck_assert_int_eq(gm_event_check(&ev, err, sizeof err), GM_EINVAL);
+    ck_assert_msg(strstr(err, "data.service_tier: ") == err, "%s", err);
+}
+END_TEST
+
 START_TEST(test_empty_and_null_messages_are_refused)
 {
     gm_event ev;
@@ -509,6 +574,11 @@ static void rnd_event(gm_event *ev)
         ev->input_tokens = rnd_qty();
         ev->cached_tokens = rnd_qty();
         ev->output_tokens = rnd_qty();
+        if (rnd() % 2)
+            ev->reasoning_tokens = (int64_t)(rnd() % ((uint64_t)ev->output_tokens + 1));
+        if (rnd() % 2)
+            ev->cache_write_tokens = rnd_qty();
+        ev->service_tier = (gm_service_tier)(rnd() % GM_SERVICE_TIER_COUNT);
     } else {
         rnd_ident(ev->device, GM_EVENT_DEVICE_MAX, false);
         rnd_ident(ev->policy, GM_EVENT_POLICY_MAX, true);
@@ -607,6 +677,8 @@ int main(void)
     tcase_add_test(tc, test_invalid_utf8_is_refused_with_its_byte_offset);
     tcase_add_test(tc, test_encode_refuses_a_buffer_too_small_and_an_invalid_event);
     tcase_add_test(tc, test_empty_and_null_messages_are_refused);
+    tcase_add_test(tc, test_old_events_keep_their_meaning_and_canonical_bytes);
+    tcase_add_test(tc, test_reasoning_above_output_is_refused_naming_both_fields);
     suite_add_tcase(s, tc);
     TCase *prop = tcase_create("properties");
     tcase_add_test(prop, test_random_valid_events_round_trip_through_the_canonical_form);

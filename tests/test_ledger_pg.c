@@ -100,6 +100,18 @@ static void insert_wide_rows(PGconn *c)
            "  3, 0, 7, 3, NULL, 'list-usd', 1, 'USD', 0.000000000000000001,"
            "  0.000000000000000007, 0.333333333333333333, 0.000000000000000001, 9,"
            "  'gridmeter.usage.v1', 3, 42)");
+    /* e3: usage revision 1.1 (sql/0009): reasoning inside the output, cache writes, a tier,
+     * and the three amounts of the new dimensions (output priced on its other 4 tokens) */
+    gm_test_pg_exec(
+        c, "INSERT INTO gm.ledger (tenant, event_time, source, event_id, seq, site, model,"
+           " request_id, input_tokens, cached_tokens, output_tokens, gpu_us, site_tier, card_id,"
+           " card_version, currency, amount_input, amount_cached, amount_output, amount_gpu,"
+           " flags, kafka_topic, kafka_partition, kafka_offset, reasoning_tokens,"
+           " cache_write_tokens, service_tier, amount_cache_write, amount_reasoning,"
+           " amount_request) VALUES"
+           " ('acme', '2025-03-10T12:00:00Z', 'edge/fra1/n1', 'e3', 3, 'fra1', 'm-large', NULL,"
+           "  10, 0, 7, 0, NULL, 'list-usd', 1, 'USD', 0.00001, 0, 0.000012, 0, 0,"
+           "  'gridmeter.usage.v1', 3, 43, 3, 5, 'batch', 0.00001, 0.000009, 0.01)");
 }
 
 START_TEST(test_compact_ledger_keeps_rows_exactly)
@@ -142,7 +154,7 @@ START_TEST(test_compact_ledger_keeps_rows_exactly)
                             " || ':' || p.price_input, ',' ORDER BY r.event_id)"
                             " FROM gm.ledger_rows r JOIN gm.ledger_pricings p"
                             " ON p.id = r.pricing_id");
-    ck_assert_str_eq(v, "e1:true:0.000003000000,e2:false:0.000000000000");
+    ck_assert_str_eq(v, "e1:true:0.000003000000,e2:false:0.000000000000,e3:true:0.000001000000");
     free(v);
     /* The same rows written by hand into the compact ledger read back the same. */
     gm_test_pg_exec(c, "CREATE TABLE wide_copy AS SELECT * FROM gm.ledger");
@@ -150,14 +162,17 @@ START_TEST(test_compact_ledger_keeps_rows_exactly)
                        " event_id || '-again', seq + 10, site, model, request_id, input_tokens,"
                        " cached_tokens, output_tokens, gpu_us, site_tier, card_id, card_version,"
                        " currency, amount_input, amount_cached, amount_output, amount_gpu, flags,"
-                       " kafka_topic, kafka_partition, kafka_offset + 10, ingested_at"
-                       " FROM wide_copy");
+                       " kafka_topic, kafka_partition, kafka_offset + 10, ingested_at,"
+                       " reasoning_tokens, cache_write_tokens, service_tier, amount_cache_write,"
+                       " amount_reasoning, amount_request FROM wide_copy");
     v = gm_test_pg_value(c, "SELECT count(*) FROM (SELECT tenant, event_time, source,"
                             " event_id || '-again', seq + 10, site, model, request_id,"
                             " input_tokens, cached_tokens, output_tokens, gpu_us, site_tier,"
                             " card_id, card_version, currency, amount_input, amount_cached,"
                             " amount_output, amount_gpu, flags, kafka_topic, kafka_partition,"
-                            " kafka_offset + 10, ingested_at FROM wide_copy"
+                            " kafka_offset + 10, ingested_at, reasoning_tokens,"
+                            " cache_write_tokens, service_tier, amount_cache_write,"
+                            " amount_reasoning, amount_request FROM wide_copy"
                             " EXCEPT SELECT * FROM gm.ledger) x");
     ck_assert_str_eq(v, "0");
     free(v);

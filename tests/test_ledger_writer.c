@@ -117,6 +117,85 @@ START_TEST(test_reused_id_with_new_seq_goes_the_slow_path_is_a_conflict_and_not_
 }
 END_TEST
 
+/* Usage revision 1.1 (docs/events.md "Versions"): the three optional fields are stored as
+ * sent, on the fast path and the slow path, and an event without them gets the defaults. */
+START_TEST(test_revision_1_1_fields_are_kept_in_the_ledger)
+{
+    fixture f;
+    open_db(&f, "wrev11");
+    gm_ledger_writer *w = gm_ledger_writer_new(f.c);
+    gm_event ev[3];
+    gm_ledger_row rows[3];
+    make_event(&ev[0], "edge/fra1/n1", 1, "n1-1");
+    ev[0].output_tokens = 300;
+    ev[0].reasoning_tokens = 200;
+    ev[0].cache_write_tokens = 1024;
+    ev[0].service_tier = GM_SERVICE_TIER_BATCH;
+    make_event(&ev[1], "edge/fra1/n1", 2, "n1-2");
+    make_row(&rows[0], &ev[0], 0);
+    make_row(&rows[1], &ev[1], 1);
+    /* as the rater prices it (gm_rating_usage_tokens): output 100 at the output price, 200
+     * reasoning at 3 x 10^-6, 1024 cache writes at 10^-6, and a fee of 0.0001 */
+    rows[0].amount_e18[2] = (gm_i128)100 * 2000000 * 1000000;
+    rows[0].unit_price_p[4] = 1000000;
+    rows[0].amount_e18[4] = (gm_i128)1024 * 1000000 * 1000000;
+    rows[0].unit_price_p[5] = 3000000;
+    rows[0].amount_e18[5] = (gm_i128)200 * 3000000 * 1000000;
+    rows[0].unit_price_p[6] = 100000000;
+    rows[0].amount_e18[6] = (gm_i128)100000000 * 1000000;
+    gm_ledger_pos pos = {0, -1, 2};
+    gm_ledger_batch b = {"g", TOPIC, "t", rows, 2, NULL, 0, &pos, 1};
+    gm_ledger_result res;
+    char err[1024];
+    ck_assert_msg(gm_ledger_writer_commit(w, &b, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(res.accepted, 2);
+    /* charges per dimension: output is the non-reasoning part; the request dimension counts
+     * only the event with a fee */
+    char *v = gm_test_pg_value(f.c, "SELECT string_agg(dimension || '=' || quantity || '@' ||"
+                                    " amount::text, ',' ORDER BY dimension) FROM gm.charges");
+    ck_assert_str_eq(v, "cache_write=1024@0.001024000000000000,input=20@0.000020000000000000,"
+                        "output=105@0.000210000000000000,reasoning=200@0.000600000000000000,"
+                        "request=1@0.000100000000000000");
+    free(v);
+    v = gm_test_pg_value(f.c, "SELECT string_agg(amount::text, ',' ORDER BY seq)"
+                              " FROM audit.usage_events");
+    ck_assert_str_eq(v, "0.001934000000000000,0.000020000000000000");
+    free(v);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"
+                                " OR ledger_amount <> 0.001954"),
+                     0);
+    v = gm_test_pg_value(f.c, "SELECT string_agg(concat_ws(':', seq, output_tokens,"
+                              " reasoning_tokens, cache_write_tokens, service_tier), ','"
+                              " ORDER BY seq) FROM audit.usage_events");
+    ck_assert_str_eq(v, "1:300:200:1024:batch,2:5:0:0:standard");
+    free(v);
+    /* the slow path (a reused id under a new seq, then a new event) copies the same columns */
+    make_event(&ev[2], "edge/fra1/n1", 3, "n1-3");
+    ev[2].reasoning_tokens = 5;
+    ev[2].service_tier = GM_SERVICE_TIER_PRIORITY;
+    make_row(&rows[2], &ev[2], 2);
+    gm_ledger_row slow[2] = {rows[0], rows[2]};
+    slow[0].offset = 3;
+    gm_event again = ev[0];
+    again.seq = 4;
+    slow[0].ev = &again;
+    slow[1].offset = 2;
+    gm_ledger_pos pos2 = {0, 2, 4};
+    gm_ledger_batch b2 = {"g", TOPIC, "t", slow, 2, NULL, 0, &pos2, 1};
+    ck_assert_msg(gm_ledger_writer_commit(w, &b2, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert(res.slow_path);
+    ck_assert_uint_eq(res.accepted, 1);
+    ck_assert_uint_eq(res.duplicates, 0);
+    ck_assert_uint_eq(res.conflicts, 1); /* an accepted id under another seq (docs/events.md) */
+    v = gm_test_pg_value(f.c, "SELECT concat_ws(':', reasoning_tokens, cache_write_tokens,"
+                              " service_tier) FROM gm.ledger WHERE seq = 3");
+    ck_assert_str_eq(v, "5:0:priority");
+    free(v);
+    gm_ledger_writer_free(w);
+    close_db(&f);
+}
+END_TEST
+
 START_TEST(test_stale_consumer_is_fenced_and_writes_nothing)
 {
     fixture f;
@@ -337,6 +416,7 @@ int main(void)
     tcase_add_test(tc,
                    test_reused_id_with_new_seq_goes_the_slow_path_is_a_conflict_and_not_charged);
     tcase_add_test(tc, test_stale_consumer_is_fenced_and_writes_nothing);
+    tcase_add_test(tc, test_revision_1_1_fields_are_kept_in_the_ledger);
     tcase_add_test(tc, test_two_writers_on_one_source_conflict_instead_of_doubling);
     tcase_add_test(tc, test_compact_rows_read_back_exactly);
     suite_add_tcase(s, tc);

@@ -148,12 +148,75 @@ START_TEST(test_loadgen_to_ledger_equals_manifest)
 }
 END_TEST
 
+static void expect_sql(const char *conninfo, const char *sql, const char *want)
+{
+    PGconn *c = gm_test_pg_connect(conninfo);
+    char *v = gm_test_pg_value(c, sql);
+    ck_assert_msg(!strcmp(v, want), "%s\n  got:  %s\n  want: %s", sql, v, want);
+    free(v);
+    PQfinish(c);
+}
+
+/* Usage revision 1.1 through the real path: `gridmeter emit` -> Kafka -> `gridmeter rater` ->
+ * PostgreSQL. The ledger keeps the new fields, prices output as its non-reasoning part and
+ * reasoning and cache writes at the card's defaults (examples/ratecards/list-usd-v1.json:
+ * llama-3.1-70b-instruct input 0.60, output 0.80 per 1M), the charges carry the new
+ * dimensions, and the reconciliation holds. */
+START_TEST(test_revision_1_1_events_are_rated_end_to_end)
+{
+    h_env e;
+    h_env_open(&e, "rev11", 1);
+    char spool[256], input[256];
+    snprintf(spool, sizeof spool, "/tmp/gmtest-rev11-spool-%d", (int)getpid());
+    snprintf(input, sizeof input, "/tmp/gmtest-rev11-%d.jsonl", (int)getpid());
+    FILE *f = fopen(input, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"subject\":\"solo\",\"time\":\"2026-11-05T10:00:00Z\",\"data\":{"
+          "\"model\":\"llama-3.1-70b-instruct\",\"input_tokens\":768,\"cached_tokens\":256,"
+          "\"cache_write_tokens\":1024,\"output_tokens\":300,\"reasoning_tokens\":200,"
+          "\"gpu_us\":0,\"service_tier\":\"batch\"}}\n"
+          "{\"subject\":\"solo\",\"time\":\"2026-11-05T10:00:01Z\",\"data\":{"
+          "\"model\":\"llama-3.1-70b-instruct\",\"input_tokens\":10,\"cached_tokens\":0,"
+          "\"output_tokens\":5,\"gpu_us\":0}}\n",
+          f);
+    fclose(f);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "GRIDMETER_LOG_LEVEL=warn %s/cli/gridmeter emit --brokers %s --topic %s"
+             " --spool-dir %s --source test/rev11 --site fra1 < %s",
+             GM_BINARY_DIR, e.brokers, e.topic, spool, input);
+    gm_test_clock_to_children();
+    ck_assert_int_eq(system(cmd), 0);
+    static const char *const idle[] = {"--exit-idle-ms", "3000", NULL};
+    ck_assert_int_eq(h_rater_wait(h_rater_start(&e, "rev11", idle)), 0);
+    expect_sql(e.conninfo,
+               "SELECT string_agg(concat_ws(':', output_tokens, reasoning_tokens,"
+               " cache_write_tokens, service_tier, amount_output::numeric(20,10),"
+               " amount_reasoning::numeric(20,10), amount_cache_write::numeric(20,10)), ','"
+               " ORDER BY seq) FROM gm.ledger",
+               "300:200:1024:batch:0.0000800000:0.0001600000:0.0006144000,"
+               "5:0:0:standard:0.0000040000:0.0000000000:0.0000000000");
+    expect_sql(e.conninfo,
+               "SELECT string_agg(dimension || '=' || quantity, ',' ORDER BY dimension)"
+               " FROM gm.charges",
+               "cache_write=1024,cached=256,input=778,output=105,reasoning=200");
+    expect_sql(e.conninfo, "SELECT count(*) || ' ' || sum(difference) FROM audit.reconciliation",
+               "1 0.000000000000000000");
+    h_env_close(&e);
+    unlink(input);
+    char rm[300];
+    snprintf(rm, sizeof rm, "rm -rf %s", spool);
+    ck_assert_int_eq(system(rm), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pipeline");
     TCase *tc = tcase_create("integration");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_loadgen_to_ledger_equals_manifest);
+    tcase_add_test(tc, test_revision_1_1_events_are_rated_end_to_end);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }

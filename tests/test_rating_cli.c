@@ -50,6 +50,32 @@ START_TEST(test_quote_prints_event_amounts_and_invoice_totals)
 }
 END_TEST
 
+/* docs/rating.md, Token kinds, example 1 through the command: a usage revision 1.1 event on
+ * examples/ratecards/kinds-usd-v1.json prices each kind once (output 300 - 200 reasoning) and
+ * the request fee; the event total is 0.0021056. */
+START_TEST(test_quote_prices_token_kinds_and_the_request_fee)
+{
+    char *out;
+    int rc = run("echo '{\"specversion\":\"1.0\",\"type\":\"gridmeter.usage.v1\","
+                 "\"source\":\"n1\",\"id\":\"1\",\"time\":\"2026-11-05T10:00:00Z\","
+                 "\"subject\":\"acme\",\"data\":{\"seq\":1,\"site\":\"fra1\","
+                 "\"model\":\"think-70b\",\"input_tokens\":768,\"cached_tokens\":256,"
+                 "\"cache_write_tokens\":1024,\"output_tokens\":300,\"reasoning_tokens\":200,"
+                 "\"gpu_us\":0,\"service_tier\":\"batch\"}}' | " BIN " quote --rate-card " EX
+                 "kinds-usd-v1.json",
+                 &out);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+    ck_assert_msg(strstr(out, "\"quantities\":{\"input\":768,\"cached\":256,\"output\":100,"
+                              "\"gpu\":0,\"cache_write\":1024,\"reasoning\":200,\"request\":1}"),
+                  "%s", out);
+    ck_assert_msg(strstr(out, "\"service_tier\":\"batch\""), "%s", out);
+    ck_assert_msg(strstr(out, "\"reasoning\":\"0.000500000000000000\""), "%s", out);
+    ck_assert_msg(strstr(out, "\"request\":\"0.000100000000000000\""), "%s", out);
+    ck_assert_msg(strstr(out, "\"amount\":\"0.002105600000000000\""), "%s", out);
+    free(out);
+}
+END_TEST
+
 /* Regression (issue 18: `quote` billed duplicate events, same source and id, twice): the
  * sample sent twice gives the same invoices as once, every second copy listed as a duplicate. */
 START_TEST(test_quote_drops_duplicate_events_as_the_rater_does)
@@ -175,6 +201,7 @@ int main(void)
     Suite *s = suite_create("rating cli");
     TCase *tc = tcase_create("cli");
     tcase_add_test(tc, test_quote_prints_event_amounts_and_invoice_totals);
+    tcase_add_test(tc, test_quote_prices_token_kinds_and_the_request_fee);
     tcase_add_test(tc, test_quote_lists_invalid_events_and_exits_1);
     tcase_add_test(tc, test_quote_drops_duplicate_events_as_the_rater_does);
     tcase_add_test(tc, test_quote_gpu_lines_are_in_gpu_seconds);

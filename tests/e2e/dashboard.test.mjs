@@ -102,10 +102,10 @@ async function checkSeriesTable(page, key, resp) {
   // Each row shows its exact amount beside the rounded one (issue 18: hourly rows read 0.00).
   const expectHeader = group === 'dimension'
     ? ['bucket_start', 'dimension', 'quantity', 'unit', `amount (${cur})`, `amount_exact (${cur})`]
-    : ['bucket_start', group, 'input_tokens', 'cached_tokens', 'output_tokens', 'gpu_seconds', `amount (${cur})`, `amount_exact (${cur})`];
+    : ['bucket_start', group, 'input_tokens', 'cached_tokens', 'cache_write_tokens', 'output_tokens', 'reasoning_tokens', 'gpu_seconds', 'requests', `amount (${cur})`, `amount_exact (${cur})`];
   const expectRows = api.body.series.map((r) => (group === 'dimension'
     ? [r.bucket_start, r.dimension, r.quantity, r.unit, r.amount, r.amount_exact]
-    : [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.output_tokens, usToS(r.gpu_us), r.amount, r.amount_exact]));
+    : [r.bucket_start, r[group], r.input_tokens, r.cached_tokens, r.cache_write_tokens, r.output_tokens, r.reasoning_tokens, usToS(r.gpu_us), r.requests, r.amount, r.amount_exact]));
   for (const row of expectRows) assert.match(row[row.length - 1], /^-?[0-9]+\.[0-9]{18}$/, 'exact amount: 18 decimals');
   assert.deepEqual(await headerCells(page, '#series-table'), expectHeader);
   assert.deepEqual(await tableCells(page, '#series-table'), expectRows, 'table rows equal the API rows');
@@ -189,6 +189,17 @@ async function main() {
       ok(`invoice ${finalized.number} (${OLD_PERIOD}, total ${finalized.total} ${finalized.currency})`);
     });
 
+    await step('an admin sets the tenant\'s budget (the Budget card shows it)', async () => {
+      const res = await fetch(`${BASE}/v1/tenants/${TENANT}/budget`, {
+        method: 'POST', headers: { Authorization: `Bearer ${ADMIN}`, 'Idempotency-Key': `e2e-b-${Date.now()}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ currency: 'USD', monthly_limit: '1000000.00', thresholds_percent: [50, 100] }),
+      });
+      const b = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(b));
+      assert.equal(b.monthly_limit, '1000000.000000000000000000');
+      ok('budget 1,000,000.00 USD, thresholds 50 % and 100 %');
+    });
+
     const page = await ctx.newPage();
     watch(page);
     let firstSeries, firstSpend;
@@ -240,13 +251,21 @@ async function main() {
       const ms = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString().replace('.000Z', 'Z');
       const end = new Date(Math.floor(now.getTime() / 86400e3) * 86400e3 + 86400e3).toISOString().replace('.000Z', 'Z');
       const month = (await apiGet(CUSTOMER, `/v1/tenants/${TENANT}/usage?bucket=day&from=${ms}&to=${end}`)).body.series;
-      for (const [id, k] of [['#tok-input', 'input_tokens'], ['#tok-cached', 'cached_tokens'], ['#tok-output', 'output_tokens']]) {
+      for (const [id, k] of [['#tok-input', 'input_tokens'], ['#tok-cached', 'cached_tokens'], ['#tok-cache-write', 'cache_write_tokens'], ['#tok-output', 'output_tokens'], ['#tok-reasoning', 'reasoning_tokens']]) {
         const want = bsum(month.map((r) => r[k])).toString();
         assert.equal(await v(id), want, id);
         assert.equal(await page.textContent(id), grouped(want), id);
-        assert.ok(BigInt(want) > 0n, `${k} > 0`);
+        if (!['cache_write_tokens', 'reasoning_tokens'].includes(k)) assert.ok(BigInt(want) > 0n, `${k} > 0`);
       }
       assert.equal(await v('#gpu-s'), usToS(bsum(month.map((r) => r.gpu_us))));
+      // Budget card: what /entitlement answers.
+      const ent = (await apiGet(CUSTOMER, `/v1/tenants/${TENANT}/entitlement`)).body;
+      await page.waitForFunction(() => document.querySelector('#budget-status').textContent !== '…');
+      assert.equal(await v('#budget-limit'), ent.limit);
+      assert.equal(await v('#budget-spend'), ent.spend);
+      assert.equal(await page.textContent('#budget-thresholds'), ent.thresholds_percent.map((p) => p + ' %' + (ent.thresholds_crossed.includes(p) ? ' (reached)' : '')).join(', '));
+      assert.equal(await page.textContent('#budget-status'), ent.allowed ? 'allowed' : 'refused: monthly limit reached');
+      assert.ok(ent.allowed, 'far below a limit of 1,000,000');
       const draft = (await apiGet(CUSTOMER, `/v1/tenants/${TENANT}/invoices?status=draft`)).body.items.find((i) => i.period === spend.period);
       const lines = (await apiGet(CUSTOMER, `/v1/invoices/${draft.invoice_id}`)).body.lines;
       const commit = lines.filter((l) => l.kind === 'commitment');
