@@ -749,6 +749,34 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
     " reasoning_tokens, cache_write_tokens, ingested_at, source_id, tenant_id, site_id, model_id," \
     " pricing_id, stream_id, service_tier, event_id, request_id"
 
+/* The compact ledger keeps unit prices, not amounts (sql/0012: amount = quantity x unit
+ * price): a row whose amounts are not exactly that would read back other amounts than its
+ * charges hold. Refused (GM_ERANGE: tied to this message, so the rater isolates it as
+ * poison) instead of stored. Scales: 10^-18 amounts, 10^-12 prices per token or request,
+ * per GPU-second for gpu_us (microseconds). */
+static int check_amounts(const gm_ledger_row *row, char *err, size_t err_len)
+{
+    static const char *const names[GM_LEDGER_DIMS] = {"input",       "cached",    "output", "gpu",
+                                                      "cache_write", "reasoning", "request"};
+    const gm_event *ev = row->ev;
+    int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens,
+                                   ev->cached_tokens,
+                                   ev->output_tokens - ev->reasoning_tokens,
+                                   ev->gpu_us,
+                                   ev->cache_write_tokens,
+                                   ev->reasoning_tokens,
+                                   row->unit_price_p[DIM_REQUEST] ? 1 : 0};
+    for (int d = 0; d < GM_LEDGER_DIMS; d++) {
+        gm_i128 want = (gm_i128)qty[d] * row->unit_price_p[d] * (d == 3 ? 1 : 1000000);
+        if (row->amount_e18[d] != want)
+            return gm_fail(err, err_len, GM_ERANGE,
+                           "event %s#%s: amount of %s is not its quantity x unit price (the "
+                           "ledger stores prices, not amounts)",
+                           ev->source, ev->id, names[d]);
+    }
+    return 0;
+}
+
 /* Step 3: the ledger rows. Fast: COPY straight in. Slow: COPY into a temp table, then
  * INSERT … ON CONFLICT DO NOTHING RETURNING, and mark the rows it skipped as duplicates. */
 static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow, int64_t now_us,
@@ -760,6 +788,9 @@ static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow
     size_t n = 0;
     for (size_t i = 0; i < b->n_rows; i++)
         if (!w->dup[i]) {
+            int rc = check_amounts(&b->rows[i], err, err_len);
+            if (rc)
+                return rc;
             ledger_copy_row(q, &b->rows[i], &w->rid[i], now_us);
             n++;
         }

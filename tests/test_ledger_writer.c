@@ -59,7 +59,7 @@ static void make_row(gm_ledger_row *row, const gm_event *ev, int64_t offset)
     row->unit_price_p[0] = 1000000; /* 10^-6 per token */
     row->amount_e18[0] = (gm_i128)ev->input_tokens * 1000000 * 1000000;
     row->unit_price_p[2] = 2000000;
-    row->amount_e18[2] = (gm_i128)ev->output_tokens * 2000000 * 1000000;
+    row->amount_e18[2] = (gm_i128)(ev->output_tokens - ev->reasoning_tokens) * 2000000 * 1000000;
 }
 
 static int64_t count(PGconn *c, const char *sql)
