@@ -33,7 +33,6 @@
 
 static const char *const dim_names[GM_LEDGER_DIMS] = {"input",       "cached",    "output", "gpu",
                                                       "cache_write", "reasoning", "request"};
-#define DIM_REQUEST 6 /* requests: metered only where a fee applies (docs/rating.md) */
 
 /* ---- A growable text buffer for COPY data ------------------------------------------------*/
 typedef struct sbuf {
@@ -756,23 +755,16 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
  * per GPU-second for gpu_us (microseconds). */
 static int check_amounts(const gm_ledger_row *row, char *err, size_t err_len)
 {
-    static const char *const names[GM_LEDGER_DIMS] = {"input",       "cached",    "output", "gpu",
-                                                      "cache_write", "reasoning", "request"};
     const gm_event *ev = row->ev;
-    int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens,
-                                   ev->cached_tokens,
-                                   ev->output_tokens - ev->reasoning_tokens,
-                                   ev->gpu_us,
-                                   ev->cache_write_tokens,
-                                   ev->reasoning_tokens,
-                                   row->unit_price_p[DIM_REQUEST] ? 1 : 0};
+    int64_t qty[GM_LEDGER_DIMS];
+    ledger__charge_qty(row, qty);
     for (int d = 0; d < GM_LEDGER_DIMS; d++) {
-        gm_i128 want = (gm_i128)qty[d] * row->unit_price_p[d] * (d == 3 ? 1 : 1000000);
+        gm_i128 want = (gm_i128)qty[d] * row->unit_price_p[d] * (d == LEDGER_DIM_GPU ? 1 : 1000000);
         if (row->amount_e18[d] != want)
             return gm_fail(err, err_len, GM_ERANGE,
                            "event %s#%s: amount of %s is not its quantity x unit price (the "
                            "ledger stores prices, not amounts)",
-                           ev->source, ev->id, names[d]);
+                           ev->source, ev->id, ledger__dim_names[d]);
     }
     return 0;
 }
@@ -916,13 +908,8 @@ static int write_charges(gm_ledger_writer *w, const gm_ledger_batch *b, size_t *
             continue;
         const gm_ledger_row *row = &b->rows[i];
         const gm_event *ev = row->ev;
-        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens,
-                                       ev->cached_tokens,
-                                       ev->output_tokens - ev->reasoning_tokens,
-                                       ev->gpu_us,
-                                       ev->cache_write_tokens,
-                                       ev->reasoning_tokens,
-                                       row->unit_price_p[DIM_REQUEST] ? 1 : 0};
+        int64_t qty[GM_LEDGER_DIMS];
+        ledger__charge_qty(row, qty);
         int64_t hour_us = ev->time_us - ev->time_us % GM_US_PER_HOUR;
         for (int d = 0; d < GM_LEDGER_DIMS; d++) {
             if (qty[d] == 0 && row->amount_e18[d] == 0)

@@ -12,14 +12,16 @@
  * reading the chain head and appending to it cannot race.
  */
 #include "chain_int.h"
+#include "ledger_int.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* gm.charges' dimension names, in gm_dim order (rating/gm_rating.h) */
-static const char *const dim_names[GM_LEDGER_DIMS] = {"input",       "cached",    "output", "gpu",
-                                                      "cache_write", "reasoning", "request"};
+/* gm.charges' dimension names, in gm_dim order (rating/gm_rating.h); ledger/ledger_int.h */
+const char *const ledger__dim_names[GM_LEDGER_DIMS] = {"input",       "cached",    "output", "gpu",
+                                                       "cache_write", "reasoning", "request"};
+#define dim_names ledger__dim_names
 
 bool gm_chain__bench_off;
 int64_t gm_chain__busy_us, gm_chain__prep_us, gm_chain__batches;
@@ -499,14 +501,8 @@ static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned cha
         if (dup[i])
             continue;
         const gm_event *ev = row->ev;
-        /* the quantities gm.charges holds (ledger/batch.c: output is its non-reasoning part) */
-        int64_t qty[GM_LEDGER_DIMS] = {ev->input_tokens,
-                                       ev->cached_tokens,
-                                       ev->output_tokens - ev->reasoning_tokens,
-                                       ev->gpu_us,
-                                       ev->cache_write_tokens,
-                                       ev->reasoning_tokens,
-                                       row->unit_price_p[GM_LEDGER_DIMS - 1] ? 1 : 0};
+        int64_t qty[GM_LEDGER_DIMS]; /* what gm.charges holds (ledger_int.h) */
+        ledger__charge_qty(row, qty);
         int64_t hour_us = ev->time_us - ev->time_us % GM_US_PER_HOUR;
         uint64_t rh = row_hash(row);
         for (int d = 0; d < GM_LEDGER_DIMS; d++) {

@@ -2,6 +2,7 @@
 #ifndef GM_LEDGER_INT_H
 #define GM_LEDGER_INT_H
 
+#include "gm_ingest.h"
 #include "gm_ledger.h"
 
 /* The ids one compact ledger row refers to (sql/0012: gm.ledger_names, gm.ledger_streams,
@@ -21,5 +22,24 @@ void ledger__ids_free(ledger__ids *x);
  * interning statement commits by itself). */
 int ledger__ids_resolve(ledger__ids *x, PGconn *c, const char *topic, const gm_ledger_row *rows,
                         size_t n, ledger__row_ids *out, char *err, size_t err_len) GM_MUSTCHECK;
+
+/* The dimensions of gm.charges, in gm_dim order (rating/gm_rating.h), and a row's quantity
+ * in each: output is its non-reasoning part, request is 1 where a per-request fee applies
+ * (docs/rating.md "Token kinds and the request fee"). One definition for the charges, the
+ * writer's amount check and the chain's charge changes. */
+#define LEDGER_DIM_GPU     3
+#define LEDGER_DIM_REQUEST 6
+extern const char *const ledger__dim_names[GM_LEDGER_DIMS];
+static inline void ledger__charge_qty(const gm_ledger_row *row, int64_t qty[GM_LEDGER_DIMS])
+{
+    const gm_event *ev = row->ev;
+    qty[0] = ev->input_tokens;
+    qty[1] = ev->cached_tokens;
+    qty[2] = ev->output_tokens - ev->reasoning_tokens;
+    qty[3] = ev->gpu_us;
+    qty[4] = ev->cache_write_tokens;
+    qty[5] = ev->reasoning_tokens;
+    qty[6] = row->unit_price_p[LEDGER_DIM_REQUEST] ? 1 : 0;
+}
 
 #endif /* GM_LEDGER_INT_H */
