@@ -24,6 +24,7 @@
  */
 #include "gm_ingest.h"
 #include "gm_ledger.h"
+#include "chain_int.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -277,7 +278,7 @@ struct gm_ledger_writer {
     sbuf buf;
     char *fmt;
     size_t fmt_cap;
-    bool replay, dry_run; /* gm_ledger_writer_set_replay */
+    bool replay, dry_run;              /* gm_ledger_writer_set_replay */
     gm_chain *chain;                   /* tamper evidence (ledger/chain.c) */
     const gm_ledger_batch *chain_prep; /* digests to prepare during the next COPY */
 };
@@ -1396,6 +1397,8 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     if (w->replay && (rc = mark_replayed(w, b, err, err_len)))
         goto fail;
+    if (w->replay && (rc = gm_chain_record_replay(w->chain, w->conn, b, w->dup, err, err_len)))
+        goto fail; /* the replay's entry in the chain "replay" (after its marks) */
     if ((rc = write_offsets(w, b, err, err_len)))
         goto fail;
     if ((rc = gm_chain_record_batch(w->chain, w->conn, b, w->dup, err, err_len)))

@@ -377,6 +377,17 @@ START_TEST(test_rejected_for_a_missing_card_is_replayed_exactly_once_after_the_i
     ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events", "r1,r2,r3");
     ASSERT_CMD(&e, "list", 0, "0 reject(s) not replayed");
     ASSERT_CMD(&e, "list --all", 0, "2 reject(s)");
+    /* tamper evidence after the replays: the rows they wrote lie in the offset ranges of the
+     * batches that rejected them; each replay that rated something has its own chain entry */
+    c = gm_test_pg_connect(e.conninfo);
+    gm_chain_verify_opts vo = {0};
+    gm_chain_report rep;
+    ck_assert_msg(gm_chain_verify(c, &vo, &rep, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(rep.replays, 2);
+    ck_assert_int_eq(rep.replayed_rows, 2);
+    ck_assert_int_eq(rep.rejects, 2);
+    PQfinish(c);
     h_env_close(&e);
 }
 END_TEST
