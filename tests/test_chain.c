@@ -508,6 +508,22 @@ START_TEST(test_replayed_reject_verifies)
     snprintf(cmd, sizeof cmd, "%s/cli/gridmeter audit verify --db '%s' | grep -q '^ok: '",
              GM_BINARY_DIR, f.conninfo);
     ck_assert_int_eq(system(cmd), 0);
+    /* the replay chain's head is anchored like the others */
+    char anchor[] = "/tmp/gm_anchor_XXXXXX";
+    int fd = mkstemp(anchor);
+    ck_assert_int_ge(fd, 0);
+    FILE *out = fdopen(fd, "w");
+    char err[1024];
+    ck_assert_msg(gm_chain_anchor(f.c, out, INT64_C(1795900000000000), err, sizeof err) == 0, "%s",
+                  err);
+    fclose(out);
+    rep = verify_with(f.c, anchor);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(rep.anchors, 3); /* the 2 batch chains and the replay chain */
+    tamper(&f, "UPDATE gm.chain_replays SET digest = sha256(digest)");
+    rep = verify_with(f.c, anchor);
+    ck_assert_msg(rep.problems > 0 && strstr(rep.first, "replay"), "%s", rep.first);
+    unlink(anchor);
     close_db(&f);
 }
 END_TEST
