@@ -98,7 +98,15 @@ class Verifier:
                             " l.kafka_partition AND r.replayed_kafka_offset = l.kafka_offset)) FROM gm.ledger l")
         rej = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, kafka_key, payload,"
                             " reason) FROM gm.rejected_events")
+        cfl = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, kafka_key, payload,"
+                            " fingerprint, kind) FROM gm.conflicting_events x WHERE NOT EXISTS (SELECT 1 FROM"
+                            " gm.rejected_events r WHERE r.kafka_topic = x.kafka_topic AND r.kafka_partition ="
+                            " x.kafka_partition AND r.kafka_offset = x.kafka_offset AND r.replay_outcome = 'conflict'"
+                            " AND r.replayed_kafka_topic = x.kafka_topic AND r.replayed_kafka_partition ="
+                            " x.kafka_partition AND r.replayed_kafka_offset = x.kafka_offset)")
         by_part = {}
+        for r in cfl:
+            by_part.setdefault((r[0], int(r[1])), []).append(("X", int(r[2]), r))
         for r in led:
             if r[24]:  # written by a replay at its reject's coordinates: see replays()
                 self.replayed_rows[(r[0], int(r[1]), int(r[2]))] = r
@@ -129,6 +137,11 @@ class Verifier:
                 if kind == "R":
                     covered.add(("R", topic, part, off))
                     h.update(b"R" + f(off) + f(hexbytes(r[3])) + f(hexbytes(r[4])) + f(r[5]) + b"\n")
+            for kind, off, r in recs:
+                if kind == "X":
+                    covered.add(("X", topic, part, off))
+                    h.update(b"X" + f(off) + f(hexbytes(r[3])) + f(hexbytes(r[4])) + f(hexbytes(r[5])) + f(r[6])
+                             + b"\n")
             charges = b[17] if isinstance(b[17], list) else json.loads(b[17])
             for c in charges:
                 h.update(b"C" + b"".join(f(x) for x in c) + b"\n")
@@ -142,7 +155,8 @@ class Verifier:
             for kind, off, r in recs:
                 if (kind, topic, part, off) not in covered:
                     self.problem("%s %s/%d@%d is in no chained batch" % (
-                        "ledger row" if kind == "L" else "rejected message", topic, part, off))
+                        {"L": "ledger row", "R": "rejected message", "X": "conflicting message"}[kind],
+                        topic, part, off))
         return len(bs), len(led)
 
     def replays(self):

@@ -283,6 +283,14 @@ struct gm_ledger_writer {
     const gm_ledger_batch *chain_prep; /* digests to prepare during the next COPY */
 };
 
+/* For the chain hook: what gm.conflicting_events keeps of conflicting row i. */
+static void conflict_of(const void *arg, size_t i, const char **kind, const unsigned char **fp)
+{
+    const gm_ledger_writer *w = arg;
+    *kind = w->cf[i].kind;
+    *fp = w->cf[i].fp;
+}
+
 void gm_ledger_writer_set_replay(gm_ledger_writer *w, bool replay, bool dry_run)
 {
     w->replay = replay;
@@ -296,6 +304,7 @@ gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
     w->src_cap = 1024;
     w->src = gm_xcalloc(w->src_cap, sizeof *w->src);
     w->chain = gm_chain_new();
+    gm_chain__on_conflicts(w->chain, conflict_of, w);
     return w;
 }
 

@@ -383,7 +383,15 @@ struct gm_chain {
     struct chain__part *prep; /* gm_chain_prepare's result, for prep_batch */
     size_t n_prep, prep_cap, prep_dups, prep_rows;
     const gm_ledger_batch *prep_batch;
+    chain__conflict_fn conflict_of; /* gm_chain__on_conflicts */
+    const void *conflict_arg;
 };
+
+void gm_chain__on_conflicts(gm_chain *c, chain__conflict_fn fn, const void *arg)
+{
+    c->conflict_of = fn;
+    c->conflict_arg = arg;
+}
 
 gm_chain *gm_chain_new(void)
 {
@@ -634,6 +642,35 @@ typedef struct chain__part {
     char *json;
 } chain__part;
 
+/* One conflicting message (a row marked 2), record "X": what gm.conflicting_events holds of
+ * it (ledger/batch.c write_conflicts: the payload, or the event's canonical form without one). */
+static void put_conflict(gm_chain *c, chain__buf *b, const gm_ledger_row *row, size_t i)
+{
+    const char *kind = NULL;
+    const unsigned char *fp = NULL;
+    if (c->conflict_of)
+        c->conflict_of(c->conflict_arg, i, &kind, &fp);
+    chain__put(b, "X", 1);
+    chain__fi(b, row->offset);
+    if (row->key)
+        chain__hexbytes(b, row->key, row->key_len);
+    else
+        chain__put(b, "-", 1);
+    if (row->payload) {
+        chain__hexbytes(b, row->payload, row->payload_len);
+    } else {
+        char canon[GM_EVENT_MAX_BYTES + 1];
+        size_t n = gm_event_encode(row->ev, canon, sizeof canon);
+        chain__hexbytes(b, canon, n);
+    }
+    if (fp)
+        chain__hexbytes(b, fp, 32);
+    else
+        chain__put(b, "-", 1);
+    chain__fs(b, kind);
+    chain__put(b, "\n", 1);
+}
+
 /* The C records of c->ch[0..n_ch) into c->recs, their JSON into c->json. */
 static void put_charges(gm_chain *c, size_t n_ch)
 {
@@ -726,6 +763,9 @@ int gm_chain_prepare(gm_chain *c, const gm_ledger_batch *b, const unsigned char 
             h->rejects++;
             put_reject(&c->recs, rj);
         }
+        for (size_t i = 0; i < b->n_rows; i++)
+            if (dup[i] == 2 && b->rows[i].partition == p)
+                put_conflict(c, &c->recs, &b->rows[i], i);
         /* The batch's charge changes go with its lowest partition's entry. */
         size_t n_ch = 0;
         if (k == lowest && (rc = sum_charges(c, b, dup, &n_ch, err, err_len)))

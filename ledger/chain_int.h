@@ -46,6 +46,12 @@ void chain__replay_header(chain__buf *b, const char *topic, int64_t seq, int64_t
                           int64_t duplicates, int64_t conflicts, const char *prev_hex,
                           const char *records_hex);
 
+/* How the writer (ledger/batch.c) tells the hook what it keeps of a row marked 2 (conflict)
+ * in gm.conflicting_events: its kind and its fingerprint. */
+typedef void (*chain__conflict_fn)(const void *arg, size_t row, const char **kind,
+                                   const unsigned char **fp);
+void gm_chain__on_conflicts(gm_chain *c, chain__conflict_fn fn, const void *arg);
+
 /* Replay mode of the writer (ledger/batch.c, after the rejects' marks): appends the replay's
  * entry to the chain "replay" (gm.chain_replays) in the replay's transaction. dup: per row,
  * 0 rated (ledger row written), 1 duplicate, 2 conflict. */

@@ -25,7 +25,7 @@ typedef struct vbatch {
     gm_i128 qty[GM_LEDGER_DIMS], amt[GM_LEDGER_DIMS];
     const char *charges, *prev, *digest;
     /* found in the rows */
-    int64_t rows_found, rejects_found, last_offset;
+    int64_t rows_found, rejects_found, conflicts_found, last_offset;
     bool offset_repeats;
     gm_i128 fqty[GM_LEDGER_DIMS], famt[GM_LEDGER_DIMS];
     EVP_MD_CTX *ctx;
@@ -41,6 +41,8 @@ typedef struct verifier {
     size_t *ord;
     PGresult *rj; /* rejected messages, ordered */
     int rj_n, rj_at;
+    PGresult *cx; /* conflicting messages (not from a replay), ordered */
+    int cx_n, cx_at;
     chain__buf rec;
     size_t at; /* the scan's position in ord */
     int64_t t0, last_progress, total_rows;
@@ -133,6 +135,9 @@ static void describe(verifier *v, const vbatch *b, const char *what)
     if (b->rows != b->rows_found)
         w += (size_t)snprintf(diff + w, sizeof diff - w, "; rows: recorded %lld, found %lld",
                               (long long)b->rows, (long long)b->rows_found);
+    if (b->conflicts != b->conflicts_found && w < sizeof diff)
+        w += (size_t)snprintf(diff + w, sizeof diff - w, "; conflicts: recorded %lld, found %lld",
+                              (long long)b->conflicts, (long long)b->conflicts_found);
     if (b->rejects != b->rejects_found && w < sizeof diff)
         w += (size_t)snprintf(diff + w, sizeof diff - w, "; rejects: recorded %lld, found %lld",
                               (long long)b->rejects, (long long)b->rejects_found);
@@ -215,10 +220,41 @@ static bool charge_records(verifier *v, EVP_MD_CTX *ctx, const char *charges)
     return bad;
 }
 
+/* The batch's conflicting messages, records "X" (cx: topic, partition, offset, key, payload,
+ * fingerprint, kind). */
+static void add_conflict_records(verifier *v, vbatch *b)
+{
+    while (v->cx_at < v->cx_n) {
+        const char *t = PQgetvalue(v->cx, v->cx_at, 0);
+        int32_t p = (int32_t)atol(PQgetvalue(v->cx, v->cx_at, 1));
+        int64_t off = atoll(PQgetvalue(v->cx, v->cx_at, 2));
+        int c = bcmp_key(b, t, p);
+        if (c < 0 || (c == 0 && off >= b->next))
+            return;
+        if (c > 0 || off < b->from) {
+            if (!v->ranged)
+                problem(v, "conflicting message %s/%d@%lld is in no chained batch", t, p,
+                        (long long)off);
+            v->cx_at++;
+            continue;
+        }
+        v->rec.n = 0;
+        chain__put(&v->rec, "X", 1);
+        for (int k = 2; k <= 6; k++)
+            chain__fs(&v->rec,
+                      PQgetisnull(v->cx, v->cx_at, k) ? NULL : PQgetvalue(v->cx, v->cx_at, k));
+        chain__put(&v->rec, "\n", 1);
+        EVP_DigestUpdate(b->ctx, v->rec.p, v->rec.n);
+        b->conflicts_found++;
+        v->cx_at++;
+    }
+}
+
 static void close_batch(verifier *v, vbatch *b)
 {
     open_batch(v, b);
     add_reject_records(v, b);
+    add_conflict_records(v, b);
     bool bad = charge_records(v, b->ctx, b->charges);
     unsigned char md[32];
     char hex[65], records_hex[65];
@@ -416,6 +452,18 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
     const char *RJ = "SELECT kafka_topic, kafka_partition, kafka_offset, encode(kafka_key, 'hex'),"
                      " encode(payload, 'hex'), reason FROM gm.rejected_events";
     chain__put(&rsql, RJ, strlen(RJ));
+    /* conflicting messages, less those a replay kept (its entry covers their marks) */
+    chain__buf csql = {0};
+    const char *CX =
+        "SELECT * FROM (SELECT c.kafka_topic, c.kafka_partition, c.kafka_offset,"
+        " encode(c.kafka_key, 'hex'), encode(c.payload, 'hex'), encode(c.fingerprint, 'hex'),"
+        " c.kind FROM gm.conflicting_events c WHERE NOT EXISTS (SELECT 1 FROM"
+        " gm.rejected_events r WHERE r.kafka_topic = c.kafka_topic AND r.kafka_partition ="
+        " c.kafka_partition AND r.kafka_offset = c.kafka_offset AND r.replay_outcome ="
+        " 'conflict' AND r.replayed_kafka_topic = c.kafka_topic AND r.replayed_kafka_partition"
+        " = c.kafka_partition AND r.replayed_kafka_offset = c.kafka_offset))"
+        " AS x(kafka_topic, kafka_partition, kafka_offset, k, p, f, kind)";
+    chain__put(&csql, CX, strlen(CX));
     if (v->ranged) {
         chain__buf w = {0};
         chain__put(&w, " WHERE false", 12);
@@ -437,18 +485,26 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
         }
         chain__put(&sql, w.p, w.n);
         chain__put(&rsql, w.p, w.n);
+        chain__put(&csql, w.p, w.n);
         free(w.p);
     }
     chain__put(&sql, " ORDER BY 1, 2, 3", 17);
     chain__put(&rsql, " ORDER BY 1, 2, 3", 17);
+    chain__put(&csql, " ORDER BY 1, 2, 3", 17);
     v->rj = query(v, rsql.p, 0, NULL, err, err_len, &rc);
     free(rsql.p);
-    if (!v->rj) {
+    if (v->rj)
+        v->cx = query(v, csql.p, 0, NULL, err, err_len, &rc);
+    free(csql.p);
+    if (!v->rj || !v->cx) {
+        PQclear(v->rj);
+        v->rj = NULL;
         free(sql.p);
         PQclear(r);
         return rc;
     }
     v->rj_n = PQntuples(v->rj);
+    v->cx_n = PQntuples(v->cx);
     chain__buf decl = {0};
     chain__put(&decl, "DECLARE gm_verify NO SCROLL CURSOR FOR ", 39);
     chain__put(&decl, sql.p, sql.n);
@@ -481,11 +537,18 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
                 problem(v, "rejected message %s/%s@%s is in no chained batch",
                         PQgetvalue(v->rj, v->rj_at, 0), PQgetvalue(v->rj, v->rj_at, 1),
                         PQgetvalue(v->rj, v->rj_at, 2));
+        if (!v->ranged)
+            for (; v->cx_at < v->cx_n; v->cx_at++)
+                problem(v, "conflicting message %s/%s@%s is in no chained batch",
+                        PQgetvalue(v->cx, v->cx_at, 0), PQgetvalue(v->cx, v->cx_at, 1),
+                        PQgetvalue(v->cx, v->cx_at, 2));
     }
     for (size_t i = 0; i < v->n; i++)
         EVP_MD_CTX_free(v->b[i].ctx);
     PQclear(v->rj);
     v->rj = NULL;
+    PQclear(v->cx);
+    v->cx = NULL;
     free(v->b);
     free(v->ord);
     v->b = NULL;

@@ -320,8 +320,25 @@ SELECT r.kafka_topic, r.kafka_partition, r.kafka_offset, 'R',
           AND c.from_offset <= r.kafka_offset ORDER BY c.next_offset LIMIT 1),
        'R' || gm.chain_f(r.kafka_offset::text) || gm.chain_f(encode(r.kafka_key, 'hex'))
        || gm.chain_f(encode(r.payload, 'hex')) || gm.chain_f(r.reason) || E'\n', NULL
-FROM gm.rejected_events r;
-COMMENT ON VIEW audit.chain_records IS 'Canonical record (scheme 1) of every ledger row (kind L) and rejected message (kind R), and the chained batch whose offset range holds it (batch_seq NULL: not covered by any batch, e.g. a row added behind the rater''s back). A ledger row written by a replay (its reject is marked rated at the same coordinates) belongs to no batch: replay_seq is the gm.chain_replays entry that lists it (NULL on a replayed row: a replay mark no replay entry covers, e.g. forged)';
+FROM gm.rejected_events r
+UNION ALL
+SELECT x.kafka_topic, x.kafka_partition, x.kafka_offset, 'X',
+       CASE WHEN rp.kafka_offset IS NULL THEN
+       (SELECT c.seq FROM gm.chain_batches c WHERE c.topic = x.kafka_topic
+          AND c.partition = x.kafka_partition AND c.next_offset > x.kafka_offset
+          AND c.from_offset <= x.kafka_offset ORDER BY c.next_offset LIMIT 1) END,
+       'X' || gm.chain_f(x.kafka_offset::text) || gm.chain_f(encode(x.kafka_key, 'hex'))
+       || gm.chain_f(encode(x.payload, 'hex')) || gm.chain_f(encode(x.fingerprint, 'hex'))
+       || gm.chain_f(x.kind) || E'\n',
+       CASE WHEN rp.kafka_offset IS NOT NULL THEN
+       (SELECT min(p.seq) FROM gm.chain_replays p, unnest(p.partitions, p.offsets) AS u(part, off)
+        WHERE p.topic = x.kafka_topic AND u.part = x.kafka_partition AND u.off = x.kafka_offset) END
+FROM gm.conflicting_events x
+LEFT JOIN gm.rejected_events rp ON rp.kafka_topic = x.kafka_topic AND rp.kafka_partition = x.kafka_partition
+    AND rp.kafka_offset = x.kafka_offset AND rp.replay_outcome = 'conflict'
+    AND rp.replayed_kafka_topic = x.kafka_topic AND rp.replayed_kafka_partition = x.kafka_partition
+    AND rp.replayed_kafka_offset = x.kafka_offset;
+COMMENT ON VIEW audit.chain_records IS 'Canonical record (scheme 1) of every ledger row (kind L), rejected message (kind R) and conflicting message (kind X, gm.conflicting_events), and the chained batch whose offset range holds it (batch_seq NULL: not covered by any batch, e.g. a row added behind the rater''s back). A ledger row written by a replay (its reject is marked rated at the same coordinates) belongs to no batch: replay_seq is the gm.chain_replays entry that lists it (NULL on a replayed row: a replay mark no replay entry covers, e.g. forged); likewise a conflicting message a replay kept (its reject marked conflict at the same coordinates)';
 
 -- Every batch recomputed: digest from its rows, link to the previous batch, offsets contiguous.
 CREATE VIEW audit.chain_batch_check AS
@@ -329,6 +346,8 @@ WITH rec AS (
     SELECT topic, partition, batch_seq,
            string_agg(record, '' ORDER BY kafka_offset) FILTER (WHERE kind = 'L') AS l_records,
            string_agg(record, '' ORDER BY kafka_offset) FILTER (WHERE kind = 'R') AS r_records,
+           string_agg(record, '' ORDER BY kafka_offset) FILTER (WHERE kind = 'X') AS x_records,
+           count(*) FILTER (WHERE kind = 'X') AS conflicts_found,
            count(*) FILTER (WHERE kind = 'L') AS rows_found,
            count(*) FILTER (WHERE kind = 'R') AS rejects_found
     FROM audit.chain_records WHERE batch_seq IS NOT NULL GROUP BY 1, 2, 3
@@ -351,7 +370,7 @@ SELECT b.group_id, b.topic, b.partition, b.seq, b.from_offset, b.next_offset,
            || gm.chain_f(gm.chain_dec(b.amount_cached)) || gm.chain_f(gm.chain_dec(b.amount_output))
            || gm.chain_f(gm.chain_dec(b.amount_gpu)) || gm.chain_f(encode(b.prev_digest, 'hex'))
            || gm.chain_f(encode(sha256(convert_to(
-                  coalesce(rec.l_records, '') || coalesce(rec.r_records, '')
+                  coalesce(rec.l_records, '') || coalesce(rec.r_records, '') || coalesce(rec.x_records, '')
                   || coalesce((SELECT string_agg('C' || gm.chain_f(e->>0) || gm.chain_f(e->>1) || gm.chain_f(e->>2)
                                  || gm.chain_f(e->>3) || gm.chain_f(e->>4) || gm.chain_f(e->>5) || gm.chain_f(e->>6)
                                  || gm.chain_f(e->>7) || gm.chain_f(e->>8) || gm.chain_f(e->>9) || gm.chain_f(e->>10)
@@ -361,7 +380,8 @@ SELECT b.group_id, b.topic, b.partition, b.seq, b.from_offset, b.next_offset,
            'UTF8')), 'hex') AS digest_recomputed,
        (b.seq = 1 AND b.prev_digest = decode(repeat('00', 32), 'hex'))
            OR (b.prev_seq = b.seq - 1 AND b.prev_digest = b.prev_row_digest AND b.from_offset = b.prev_next)
-           AS link_ok
+           AS link_ok,
+       b.conflicts, coalesce(rec.conflicts_found, 0) AS conflicts_found
 FROM b LEFT JOIN rec ON rec.topic = b.topic AND rec.partition = b.partition AND rec.batch_seq = b.seq;
 COMMENT ON VIEW audit.chain_batch_check IS 'Every chained batch recomputed from the rows: digest (stored) against digest_recomputed, rows and rejects counted, link_ok = seq follows the previous one, prev_digest is its digest and from_offset its next_offset. A batch is sound when digest = digest_recomputed AND link_ok';
 

@@ -573,7 +573,7 @@ START_TEST(test_forged_replay_mark_is_found)
 END_TEST
 
 /* A message that claims an accepted event's identity with other content is a conflict: counted
- * apart from the duplicates, and the batch verifies. */
+ * apart from the duplicates and covered by its batch's digest (record X). */
 START_TEST(test_conflict_is_counted_apart_from_duplicates)
 {
     fixture f;
@@ -599,6 +599,24 @@ START_TEST(test_conflict_is_counted_apart_from_duplicates)
                                 " digest = digest_recomputed AND link_ok"),
                      4);
     ck_assert_int_eq(run_py(&f), 0);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_records WHERE kind = 'X' AND"
+                                " batch_seq = 3"),
+                     1);
+    /* the conflicting message's content is in the digest */
+    tamper(&f, "UPDATE gm.conflicting_events SET kind = 'seq_taken'");
+    rep = verify(&f);
+    assert_found(&rep, "batch g/" TOPIC "/0 #3", "digest recorded");
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_batch_check WHERE"
+                                " digest <> digest_recomputed"),
+                     1);
+    ck_assert_int_eq(run_py(&f), 1);
+    tamper(&f, "UPDATE gm.conflicting_events SET kind = 'content_differs'");
+    rep = verify(&f);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    tamper(&f, "DELETE FROM gm.conflicting_events");
+    rep = verify(&f);
+    assert_found(&rep, "batch g/" TOPIC "/0 #3", "conflicts: recorded 1, found 0");
+    ck_assert_int_eq(run_py(&f), 1);
     /* the count is in the digest */
     tamper(&f, "UPDATE gm.chain_batches SET conflicts = 0, duplicates = 1 WHERE partition = 0"
                " AND seq = 3");
