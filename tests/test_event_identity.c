@@ -99,6 +99,27 @@ static char *q(const h_env *e, const char *sql)
         free(got_);                                                                                \
     } while (0)
 
+/* Tamper evidence over what the rater wrote: every digest recomputes (C verifier and the
+ * auditor's SQL), and the batches counted `conflicts` conflicting messages apart from the
+ * duplicates. */
+static void assert_chain_sound(const h_env *e, int conflicts)
+{
+    PGconn *c = gm_test_pg_connect(e->conninfo);
+    gm_chain_verify_opts vo = {0};
+    gm_chain_report rep;
+    char err[512];
+    ck_assert_msg(gm_chain_verify(c, &vo, &rep, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    char *v = gm_test_pg_value(c, "SELECT sum(conflicts) || ' ' || sum(conflicts_found) || ' ' ||"
+                                  " count(*) FILTER (WHERE digest <> digest_recomputed)"
+                                  " FROM audit.chain_batch_check");
+    char want[64];
+    snprintf(want, sizeof want, "%d %d 0", conflicts, conflicts);
+    ck_assert_str_eq(v, want);
+    free(v);
+    PQfinish(c);
+}
+
 /* Finding 1: a re-imaged node (state wiped) starts again at seq 1 with new ids. Main kept
  * a1, a2, a3, b4 and counted b1..b3 as duplicates, in no audit view. */
 START_TEST(test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict)
@@ -171,6 +192,7 @@ START_TEST(test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict)
     ck_assert_ptr_nonnull(strstr(v, "never charged"));
     free(v);
     PQfinish(c);
+    assert_chain_sound(&e, 3);
     h_env_close(&e);
 }
 END_TEST
@@ -205,6 +227,7 @@ START_TEST(test_resend_with_other_content_is_a_conflict_identical_resend_a_dupli
              " audit.source_completeness",
              "1 2 1");
     ASSERT_Q(&e, "SELECT sum(quantity) FROM audit.usage_hourly WHERE dimension = 'input'", "100");
+    assert_chain_sound(&e, 1);
     h_env_close(&e);
 }
 END_TEST
