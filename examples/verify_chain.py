@@ -65,6 +65,11 @@ def lrec(r):
             + b"".join(f(dec(x)) for x in r[19:23]) + f(r[23]) + b"\n")
 
 
+def xrec(r):
+    """The X record of a gm.conflicting_events row (columns as selected in Verifier.batches)."""
+    return b"X" + f(r[2]) + f(hexbytes(r[3])) + f(hexbytes(r[4])) + f(hexbytes(r[5])) + f(r[6]) + b"\n"
+
+
 def j(v):
     return "null" if v is None else json.dumps(v, ensure_ascii=False)
 
@@ -78,6 +83,7 @@ class Verifier:
         self.problems = []
         self.replayed_rows = {}  # (topic, partition, offset) -> ledger row written by a replay
         self.replay_covered = set()
+        self.replayed_conflicts = {}  # (topic, partition, offset) -> conflict a replay kept
 
     def problem(self, msg):
         self.problems.append(msg)
@@ -99,13 +105,17 @@ class Verifier:
         rej = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, kafka_key, payload,"
                             " reason) FROM gm.rejected_events")
         cfl = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, kafka_key, payload,"
-                            " fingerprint, kind) FROM gm.conflicting_events x WHERE NOT EXISTS (SELECT 1 FROM"
+                            " fingerprint, kind, EXISTS (SELECT 1 FROM"
                             " gm.rejected_events r WHERE r.kafka_topic = x.kafka_topic AND r.kafka_partition ="
                             " x.kafka_partition AND r.kafka_offset = x.kafka_offset AND r.replay_outcome = 'conflict'"
                             " AND r.replayed_kafka_topic = x.kafka_topic AND r.replayed_kafka_partition ="
-                            " x.kafka_partition AND r.replayed_kafka_offset = x.kafka_offset)")
+                            " x.kafka_partition AND r.replayed_kafka_offset = x.kafka_offset))"
+                            " FROM gm.conflicting_events x")
         by_part = {}
         for r in cfl:
+            if r[7]:  # kept by a replay at its reject's coordinates: see replays()
+                self.replayed_conflicts[(r[0], int(r[1]), int(r[2]))] = r
+                continue
             by_part.setdefault((r[0], int(r[1])), []).append(("X", int(r[2]), r))
         for r in led:
             if r[24]:  # written by a replay at its reject's coordinates: see replays()
@@ -140,8 +150,7 @@ class Verifier:
             for kind, off, r in recs:
                 if kind == "X":
                     covered.add(("X", topic, part, off))
-                    h.update(b"X" + f(off) + f(hexbytes(r[3])) + f(hexbytes(r[4])) + f(hexbytes(r[5])) + f(r[6])
-                             + b"\n")
+                    h.update(xrec(r))
             charges = b[17] if isinstance(b[17], list) else json.loads(b[17])
             for c in charges:
                 h.update(b"C" + b"".join(f(x) for x in c) + b"\n")
@@ -189,6 +198,8 @@ class Verifier:
                 if m[0] == "rated" and key in self.replayed_rows:
                     h.update(lrec(self.replayed_rows[key]))
                     self.replay_covered.add(key)
+                elif m[0] == "conflict" and key in self.replayed_conflicts:
+                    h.update(xrec(self.replayed_conflicts[key]))
             charges = e[7] if isinstance(e[7], list) else json.loads(e[7])
             for c in charges:
                 h.update(b"C" + b"".join(f(x) for x in c) + b"\n")

@@ -976,6 +976,8 @@ int gm_chain_record_replay(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
             chain__put(&c->recs, "\n", 1);
             if (dup[ord[k]] == 0)
                 put_row(&c->recs, row);
+            else if (dup[ord[k]] == 2)
+                put_conflict(c, &c->recs, row, ord[k]);
         }
         PQclear(r);
     }

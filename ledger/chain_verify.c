@@ -597,14 +597,18 @@ static int verify_replays(verifier *v, char *err, size_t err_len)
         PGresult *m = query(v,
                             "SELECT " L_COLS ", u.part::text, u.off::text, r.replay_outcome,"
                             " r.replayed_kafka_topic, r.replayed_kafka_partition::text,"
-                            " r.replayed_kafka_offset::text"
+                            " r.replayed_kafka_offset::text, x.kafka_offset::text,"
+                            " encode(x.kafka_key, 'hex'), encode(x.payload, 'hex'),"
+                            " encode(x.fingerprint, 'hex'), x.kind"
                             " FROM unnest($2::integer[], $3::bigint[]) WITH ORDINALITY"
                             " AS u(part, off, n) LEFT JOIN gm.rejected_events r"
                             " ON r.kafka_topic = $1 AND r.kafka_partition = u.part"
                             " AND r.kafka_offset = u.off LEFT JOIN gm.ledger l"
                             " ON r.replay_outcome = 'rated' AND l.kafka_topic = $1"
                             " AND l.kafka_partition = u.part AND l.kafka_offset = u.off"
-                            " ORDER BY u.n",
+                            " LEFT JOIN gm.conflicting_events x ON r.replay_outcome ="
+                            " 'conflict' AND x.kafka_topic = $1 AND x.kafka_partition = u.part"
+                            " AND x.kafka_offset = u.off ORDER BY u.n",
                             3, mp, err, err_len, &rc);
         if (!m)
             break;
@@ -626,6 +630,16 @@ static int verify_replays(verifier *v, char *err, size_t err_len)
                 else {
                     l_record(&v->rec, m, k, 0, fq, fa);
                     found++;
+                }
+            } else if (!PQgetisnull(m, k, 26) && !strcmp(PQgetvalue(m, k, 26), "conflict")) {
+                if (PQgetisnull(m, k, 30))
+                    problem(v, "replay #%lld: the conflicting message %s/%s@%s it kept is gone",
+                            (long long)seq, topic, PQgetvalue(m, k, 24), PQgetvalue(m, k, 25));
+                else {
+                    chain__put(&v->rec, "X", 1);
+                    for (int x = 30; x < 35; x++)
+                        chain__fs(&v->rec, PQgetisnull(m, k, x) ? NULL : PQgetvalue(m, k, x));
+                    chain__put(&v->rec, "\n", 1);
                 }
             } else if (PQgetisnull(m, k, 26)) {
                 problem(v,

@@ -386,14 +386,16 @@ FROM b LEFT JOIN rec ON rec.topic = b.topic AND rec.partition = b.partition AND 
 COMMENT ON VIEW audit.chain_batch_check IS 'Every chained batch recomputed from the rows: digest (stored) against digest_recomputed, rows and rejects counted, link_ok = seq follows the previous one, prev_digest is its digest and from_offset its next_offset. A batch is sound when digest = digest_recomputed AND link_ok';
 
 -- Every replay recomputed: its M records (the reject's mark) and, for a reject rated again,
--- the L record of the ledger row at the reject's coordinates; its charge changes; its link.
+-- the L record of the ledger row at the reject's coordinates (for one kept as a conflict, the
+-- X record of its gm.conflicting_events row); its charge changes; its link.
 CREATE VIEW audit.chain_replay_check AS
 WITH m AS (
     SELECT p.seq,
            string_agg('M' || gm.chain_f(u.part::text) || gm.chain_f(u.off::text) || gm.chain_f(r.replay_outcome)
                       || gm.chain_f(r.replayed_kafka_topic) || gm.chain_f(r.replayed_kafka_partition::text)
                       || gm.chain_f(r.replayed_kafka_offset::text) || E'\n'
-                      || CASE WHEN r.replay_outcome = 'rated' THEN coalesce(cr.record, '') ELSE '' END,
+                      || CASE WHEN r.replay_outcome = 'rated' THEN coalesce(cr.record, '')
+                              WHEN r.replay_outcome = 'conflict' THEN coalesce(cx.record, '') ELSE '' END,
                       '' ORDER BY u.n) AS records,
            count(cr.record) AS rows_found
     FROM gm.chain_replays p
@@ -402,6 +404,8 @@ WITH m AS (
         AND r.kafka_offset = u.off
     LEFT JOIN audit.chain_records cr ON r.replay_outcome = 'rated' AND cr.kind = 'L' AND cr.topic = p.topic
         AND cr.partition = u.part AND cr.kafka_offset = u.off
+    LEFT JOIN audit.chain_records cx ON r.replay_outcome = 'conflict' AND cx.kind = 'X' AND cx.topic = p.topic
+        AND cx.partition = u.part AND cx.kafka_offset = u.off
     GROUP BY p.seq
 )
 SELECT p.seq, p.topic, p.rows, coalesce(m.rows_found, 0) AS rows_found, encode(p.digest, 'hex') AS digest,

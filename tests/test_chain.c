@@ -545,6 +545,49 @@ START_TEST(test_changed_replayed_row_is_found)
 }
 END_TEST
 
+/* A replayed reject that turns out to claim an accepted event's identity is kept as a
+ * conflict at its coordinates: the replay entry covers it, and a change to it is found. */
+START_TEST(test_replay_kept_as_conflict_verifies_and_is_covered)
+{
+    fixture f;
+    open_db(&f, "chreplaycf");
+    make_event(&f.ev[5], "edge/fra1/n1", 3, 99); /* seq 3 was accepted with 40 tokens */
+    make_row(&f.rows[5], &f.ev[5], 0, 3);
+    gm_ledger_writer *w = gm_ledger_writer_new(f.c);
+    gm_ledger_writer_set_replay(w, true, false);
+    gm_ledger_batch b = {"gridmeter-rejects-replay", TOPIC, "t", &f.rows[5], 1, NULL, 0, NULL, 0};
+    gm_ledger_result res;
+    char err[1024];
+    ck_assert_msg(gm_ledger_writer_commit(w, &b, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(res.conflicts, 1);
+    gm_ledger_writer_free(w);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.rejected_events WHERE"
+                                " replay_outcome = 'conflict'"),
+                     1);
+    gm_chain_report rep = verify(&f);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(rep.replays, 1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_replay_check WHERE"
+                                " digest = digest_recomputed AND link_ok"),
+                     1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_batch_check WHERE"
+                                " digest = digest_recomputed AND link_ok"),
+                     3);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_records WHERE"
+                                " batch_seq IS NULL AND replay_seq IS NULL"),
+                     0);
+    ck_assert_int_eq(run_py(&f), 0);
+    tamper(&f, "UPDATE gm.conflicting_events SET kind = 'seq_taken'");
+    rep = verify(&f);
+    assert_found(&rep, "replay #1", "digest recorded");
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_replay_check WHERE"
+                                " digest <> digest_recomputed"),
+                     1);
+    ck_assert_int_eq(run_py(&f), 1);
+    close_db(&f);
+}
+END_TEST
+
 /* A row slipped in at a reject's coordinates and the reject marked as replayed by hand: the
  * row is no longer in its batch's digest, but no replay entry lists the reject. */
 START_TEST(test_forged_replay_mark_is_found)
@@ -648,6 +691,7 @@ int main(void)
     tcase_add_test(tc, test_replayed_reject_verifies);
     tcase_add_test(tc, test_changed_replayed_row_is_found);
     tcase_add_test(tc, test_forged_replay_mark_is_found);
+    tcase_add_test(tc, test_replay_kept_as_conflict_verifies_and_is_covered);
     tcase_add_test(tc, test_conflict_is_counted_apart_from_duplicates);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
