@@ -29,7 +29,7 @@ typedef struct gm_rater_config {
      * (rule "time"). 0 turns a limit off. Defaults 300 s and 400 days. */
     int64_t max_future_s;
     int64_t max_age_days;
-    const char *gpu_topic;    /* gridmeter.gpu.v1 windows (rater/gpu.c); NULL or "": none */
+    const char *gpu_topic; /* gridmeter.gpu.v1 windows (rater/gpu.c); NULL or "": none */
 } gm_rater_config;
 
 /* The time policy on one event: 0, or GM_EINVAL with the reason (field time, the rule and
