@@ -282,9 +282,9 @@ static void close_batch(verifier *v, vbatch *b)
 }
 
 /* The L record of a ledger row: columns base+2 .. base+23 of r as in ROW_SQL; adds its
- * quantities and amounts to fqty and famt. */
-static void l_record(chain__buf *q, const PGresult *r, int i, int base,
-                     gm_i128 fqty[GM_LEDGER_DIMS], gm_i128 famt[GM_LEDGER_DIMS])
+ * quantities and amounts to fqty[0..4) and famt[0..4) (input, cached, output, gpu). */
+static void l_record(chain__buf *q, const PGresult *r, int i, int base, gm_i128 *fqty,
+                     gm_i128 *famt)
 {
     chain__put(q, "L", 1);
     for (int k = 2; k <= 23; k++) {
