@@ -4,8 +4,9 @@
 Standard library only: rows are read with `psql` (each row as one JSON array, so that NULLs and
 exact decimals survive), canonical bytes are rebuilt here from the raw column values, hashed with
 hashlib.sha256 and compared with the stored digests and links. Checks: every batch digest and
-link, every ledger row and rejected message lies in a chained batch, every document digest and
-link, and (with --anchor) the anchored heads.
+link, every ledger row and rejected message lies in a chained batch (a row a replay wrote: in
+the replay chain entry that lists its reject), every replay digest and link, every replay mark
+listed once, every document digest and link, and (with --anchor) the anchored heads.
 
     python3 examples/verify_chain.py --db "host=... dbname=gridmeter user=..." [--anchor FILE]
 
@@ -58,6 +59,17 @@ def hexbytes(v):
     return None if v is None else v[2:]  # PostgreSQL's JSON of bytea is "\\x..."
 
 
+def lrec(r):
+    """The L record of a ledger row (columns as selected in Verifier.batches)."""
+    return (b"L" + f(r[2]) + f(r[3]) + f(us(r[4])) + b"".join(f(x) for x in r[5:19])
+            + b"".join(f(dec(x)) for x in r[19:23]) + f(r[23]) + b"\n")
+
+
+def xrec(r):
+    """The X record of a gm.conflicting_events row (columns as selected in Verifier.batches)."""
+    return b"X" + f(r[2]) + f(hexbytes(r[3])) + f(hexbytes(r[4])) + f(hexbytes(r[5])) + f(r[6]) + b"\n"
+
+
 def j(v):
     return "null" if v is None else json.dumps(v, ensure_ascii=False)
 
@@ -69,6 +81,9 @@ class Verifier:
     def __init__(self, db):
         self.db = db
         self.problems = []
+        self.replayed_rows = {}  # (topic, partition, offset) -> ledger row written by a replay
+        self.replay_covered = set()
+        self.replayed_conflicts = {}  # (topic, partition, offset) -> conflict a replay kept
 
     def problem(self, msg):
         self.problems.append(msg)
@@ -77,16 +92,35 @@ class Verifier:
         bs = rows(self.db, "SELECT json_build_array(group_id, topic, partition, seq, from_offset, next_offset,"
                            " rows, rejects, duplicates, input_tokens, cached_tokens, output_tokens, gpu_us,"
                            " amount_input, amount_cached, amount_output, amount_gpu, charges,"
-                           " encode(prev_digest, 'hex'), encode(digest, 'hex'))"
+                           " encode(prev_digest, 'hex'), encode(digest, 'hex'), conflicts)"
                            " FROM gm.chain_batches ORDER BY group_id, topic, partition, seq")
         led = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, tenant, event_time,"
                             " source, event_id, seq, site, model, request_id, input_tokens, cached_tokens,"
                             " output_tokens, gpu_us, site_tier, card_id, card_version, currency, amount_input,"
-                            " amount_cached, amount_output, amount_gpu, flags) FROM gm.ledger")
+                            " amount_cached, amount_output, amount_gpu, flags, EXISTS (SELECT 1 FROM"
+                            " gm.rejected_events r WHERE r.kafka_topic = l.kafka_topic AND r.kafka_partition ="
+                            " l.kafka_partition AND r.kafka_offset = l.kafka_offset AND r.replay_outcome = 'rated'"
+                            " AND r.replayed_kafka_topic = l.kafka_topic AND r.replayed_kafka_partition ="
+                            " l.kafka_partition AND r.replayed_kafka_offset = l.kafka_offset)) FROM gm.ledger l")
         rej = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, kafka_key, payload,"
                             " reason) FROM gm.rejected_events")
+        cfl = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, kafka_key, payload,"
+                            " fingerprint, kind, EXISTS (SELECT 1 FROM"
+                            " gm.rejected_events r WHERE r.kafka_topic = x.kafka_topic AND r.kafka_partition ="
+                            " x.kafka_partition AND r.kafka_offset = x.kafka_offset AND r.replay_outcome = 'conflict'"
+                            " AND r.replayed_kafka_topic = x.kafka_topic AND r.replayed_kafka_partition ="
+                            " x.kafka_partition AND r.replayed_kafka_offset = x.kafka_offset))"
+                            " FROM gm.conflicting_events x")
         by_part = {}
+        for r in cfl:
+            if r[7]:  # kept by a replay at its reject's coordinates: see replays()
+                self.replayed_conflicts[(r[0], int(r[1]), int(r[2]))] = r
+                continue
+            by_part.setdefault((r[0], int(r[1])), []).append(("X", int(r[2]), r))
         for r in led:
+            if r[24]:  # written by a replay at its reject's coordinates: see replays()
+                self.replayed_rows[(r[0], int(r[1]), int(r[2]))] = r
+                continue
             by_part.setdefault((r[0], int(r[1])), []).append(("L", int(r[2]), r))
         for r in rej:
             by_part.setdefault((r[0], int(r[1])), []).append(("R", int(r[2]), r))
@@ -108,17 +142,20 @@ class Verifier:
             for kind, off, r in recs:
                 if kind == "L":
                     covered.add(("L", topic, part, off))
-                    h.update(b"L" + f(off) + f(r[3]) + f(us(r[4])) + b"".join(f(x) for x in r[5:19])
-                             + b"".join(f(dec(x)) for x in r[19:23]) + f(r[23]) + b"\n")
+                    h.update(lrec(r))
             for kind, off, r in recs:
                 if kind == "R":
                     covered.add(("R", topic, part, off))
                     h.update(b"R" + f(off) + f(hexbytes(r[3])) + f(hexbytes(r[4])) + f(r[5]) + b"\n")
+            for kind, off, r in recs:
+                if kind == "X":
+                    covered.add(("X", topic, part, off))
+                    h.update(xrec(r))
             charges = b[17] if isinstance(b[17], list) else json.loads(b[17])
             for c in charges:
                 h.update(b"C" + b"".join(f(x) for x in c) + b"\n")
             header = (b"B" + f("1") + f(group) + f(topic) + f(part) + f(seq) + f(frm) + f(nxt) + f(b[6]) + f(b[7])
-                      + f(b[8]) + b"".join(f(dec(x)) for x in b[9:17]) + f(b[18]) + f(h.hexdigest()) + b"\n")
+                      + f(b[8]) + f(b[20]) + b"".join(f(dec(x)) for x in b[9:17]) + f(b[18]) + f(h.hexdigest()) + b"\n")
             got = hashlib.sha256(header).hexdigest()
             if got != b[19]:
                 self.problem("%s (offsets %d..%d): digest recorded %s, recomputed %s" % (
@@ -127,8 +164,58 @@ class Verifier:
             for kind, off, r in recs:
                 if (kind, topic, part, off) not in covered:
                     self.problem("%s %s/%d@%d is in no chained batch" % (
-                        "ledger row" if kind == "L" else "rejected message", topic, part, off))
+                        {"L": "ledger row", "R": "rejected message", "X": "conflicting message"}[kind],
+                        topic, part, off))
         return len(bs), len(led)
+
+    def replays(self):
+        """The chain "replay": links, digests from the rejects' marks and the rows they rated,
+        and every replay mark listed by exactly one entry."""
+        es = rows(self.db, "SELECT json_build_array(seq, topic, partitions, offsets, rows, duplicates, conflicts,"
+                           " charges, encode(prev_digest, 'hex'), encode(digest, 'hex'))"
+                           " FROM gm.chain_replays ORDER BY seq")
+        marks = {}
+        for r in rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, replay_outcome,"
+                               " replayed_kafka_topic, replayed_kafka_partition, replayed_kafka_offset)"
+                               " FROM gm.rejected_events WHERE replayed_at IS NOT NULL"):
+            marks[(r[0], int(r[1]), int(r[2]))] = r[3:]
+        listed = {}
+        prev = None
+        for e in es:
+            seq, topic = int(e[0]), e[1]
+            if prev is None:
+                if seq != 1 or e[8] != ZERO:
+                    self.problem("replay chain starts at #%d, not #1" % seq)
+            elif seq != prev[0] + 1 or e[8] != prev[1]:
+                self.problem("replay #%d: does not follow #%d (link or seq)" % (seq, prev[0]))
+            prev = (seq, e[9])
+            h = hashlib.sha256()
+            for p, o in zip(e[2], e[3]):
+                key = (topic, int(p), int(o))
+                listed[key] = listed.get(key, 0) + 1
+                m = marks.get(key, [None, None, None, None])
+                h.update(b"M" + f(p) + f(o) + b"".join(f(x) for x in m) + b"\n")
+                if m[0] == "rated" and key in self.replayed_rows:
+                    h.update(lrec(self.replayed_rows[key]))
+                    self.replay_covered.add(key)
+                elif m[0] == "conflict" and key in self.replayed_conflicts:
+                    h.update(xrec(self.replayed_conflicts[key]))
+            charges = e[7] if isinstance(e[7], list) else json.loads(e[7])
+            for c in charges:
+                h.update(b"C" + b"".join(f(x) for x in c) + b"\n")
+            header = (b"P" + f("1") + f(topic) + f(seq) + f(e[4]) + f(e[5]) + f(e[6]) + f(e[8])
+                      + f(h.hexdigest()) + b"\n")
+            got = hashlib.sha256(header).hexdigest()
+            if got != e[9]:
+                self.problem("replay #%d: digest recorded %s, recomputed %s" % (seq, e[9][:16], got[:16]))
+        for key in sorted(marks):
+            if listed.get(key, 0) != 1:
+                self.problem("replay mark of %s/%d@%d is listed by %d replay entries, not 1" % (
+                    key + (listed.get(key, 0),)))
+        for key in sorted(self.replayed_rows):
+            if key not in self.replay_covered:
+                self.problem("ledger row %s/%d@%d carries a replay mark no replay entry covers" % key)
+        return len(es)
 
     def doc_json(self, kind, doc_id):
         lit = "'" + doc_id.replace("'", "''") + "'"
@@ -218,7 +305,8 @@ class Verifier:
         for chain, seq, dg in rows(self.db, "SELECT json_build_array('batch:' || group_id || '/' || topic || '/'"
                                             " || partition, seq, encode(digest, 'hex')) FROM gm.chain_batches"
                                             " UNION ALL SELECT json_build_array(chain, seq, encode(digest, 'hex'))"
-                                            " FROM gm.chain_documents"):
+                                            " FROM gm.chain_documents UNION ALL SELECT json_build_array("
+                                            "'replay', seq, encode(digest, 'hex')) FROM gm.chain_replays"):
             heads[(chain, int(seq))] = dg
         with open(path, encoding="utf-8") as fh:
             for line in fh:
@@ -242,13 +330,14 @@ def main():
     v = Verifier(a.db)
     try:
         n_b, n_rows = v.batches()
+        n_r = v.replays()
         n_d = v.documents()
         if a.anchor:
             v.anchor(a.anchor)
     except (subprocess.CalledProcessError, OSError, ValueError) as e:
         print("verify_chain: could not verify: %s %s" % (e, getattr(e, "stderr", "") or ""), file=sys.stderr)
         return 2
-    print("verified %d batches (%d ledger rows) and %d documents" % (n_b, n_rows, n_d))
+    print("verified %d batches (%d ledger rows), %d replays and %d documents" % (n_b, n_rows, n_r, n_d))
     if v.problems:
         print("MISMATCH (%d found); the first: %s" % (len(v.problems), v.problems[0]))
         return 1

@@ -26,6 +26,7 @@
  */
 #include "gm_ingest.h"
 #include "ledger_int.h"
+#include "chain_int.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -255,6 +256,14 @@ struct gm_ledger_writer {
     size_t rid_cap;
 };
 
+/* For the chain hook: what gm.conflicting_events keeps of conflicting row i. */
+static void conflict_of(const void *arg, size_t i, const char **kind, const unsigned char **fp)
+{
+    const gm_ledger_writer *w = arg;
+    *kind = w->cf[i].kind;
+    *fp = w->cf[i].fp;
+}
+
 void gm_ledger_writer_set_replay(gm_ledger_writer *w, bool replay, bool dry_run)
 {
     w->replay = replay;
@@ -269,6 +278,7 @@ gm_ledger_writer *gm_ledger_writer_new(PGconn *c)
     w->src = gm_xcalloc(w->src_cap, sizeof *w->src);
     w->chain = gm_chain_new();
     w->ids = ledger__ids_new();
+    gm_chain__on_conflicts(w->chain, conflict_of, w);
     return w;
 }
 
@@ -1422,6 +1432,8 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
         goto fail;
     if (w->replay && (rc = mark_replayed(w, b, err, err_len)))
         goto fail;
+    if (w->replay && (rc = gm_chain_record_replay(w->chain, w->conn, b, w->dup, err, err_len)))
+        goto fail; /* the replay's entry in the chain "replay" (after its marks) */
     if ((rc = write_offsets(w, b, err, err_len)))
         goto fail;
     if ((rc = gm_chain_record_batch(w->chain, w->conn, b, w->dup, err, err_len)))

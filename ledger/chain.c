@@ -235,12 +235,29 @@ void chain__header(chain__buf *b, const chain__head *h)
     chain__fi(b, h->rows);
     chain__fi(b, h->rejects);
     chain__fi(b, h->duplicates);
+    chain__fi(b, h->conflicts);
     for (int d = 0; d < CHAIN_DIMS; d++)
         chain__fd(b, h->qty[d], 0);
     for (int d = 0; d < CHAIN_DIMS; d++)
         chain__fd(b, h->amount_e18[d], 18);
     chain__fs(b, h->prev_hex);
     chain__fs(b, h->records_hex);
+    chain__put(b, "\n", 1);
+}
+
+void chain__replay_header(chain__buf *b, const char *topic, int64_t seq, int64_t rows,
+                          int64_t duplicates, int64_t conflicts, const char *prev_hex,
+                          const char *records_hex)
+{
+    chain__put(b, "P", 1);
+    chain__fs(b, "1");
+    chain__fs(b, topic);
+    chain__fi(b, seq);
+    chain__fi(b, rows);
+    chain__fi(b, duplicates);
+    chain__fi(b, conflicts);
+    chain__fs(b, prev_hex);
+    chain__fs(b, records_hex);
     chain__put(b, "\n", 1);
 }
 
@@ -370,7 +387,15 @@ struct gm_chain {
     struct chain__part *prep; /* gm_chain_prepare's result, for prep_batch */
     size_t n_prep, prep_cap, prep_dups, prep_rows;
     const gm_ledger_batch *prep_batch;
+    chain__conflict_fn conflict_of; /* gm_chain__on_conflicts */
+    const void *conflict_arg;
 };
+
+void gm_chain__on_conflicts(gm_chain *c, chain__conflict_fn fn, const void *arg)
+{
+    c->conflict_of = fn;
+    c->conflict_arg = arg;
+}
 
 gm_chain *gm_chain_new(void)
 {
@@ -566,9 +591,9 @@ static void charge_fields(const ch_entry *e, char f[13][64], const char *s[13])
     s[12] = f[12];
 }
 
-/* The text of one gm.chain_batches row: 17 short values, then the charges' JSON. */
+/* The text of one gm.chain_batches row: 18 short values, then the charges' JSON. */
 typedef struct chain__val {
-    char s[17][72];
+    char s[18][72];
     char *json;
 } chain__val;
 
@@ -615,11 +640,66 @@ static int read_heads(PGconn *conn, const gm_ledger_batch *b, int64_t *seq, char
 /* Per partition of the prepared batch: the header's counts and totals, the records' digest
  * and the charge changes' JSON. */
 typedef struct chain__part {
-    int64_t first, rows, rejects, duplicates;
+    int64_t first, rows, rejects, duplicates, conflicts;
     gm_i128 qty[CHAIN_DIMS], amount_e18[CHAIN_DIMS];
     char records_hex[65];
     char *json;
 } chain__part;
+
+/* One conflicting message (a row marked 2), record "X": what gm.conflicting_events holds of
+ * it (ledger/batch.c write_conflicts: the payload, or the event's canonical form without one). */
+static void put_conflict(gm_chain *c, chain__buf *b, const gm_ledger_row *row, size_t i)
+{
+    const char *kind = NULL;
+    const unsigned char *fp = NULL;
+    if (c->conflict_of)
+        c->conflict_of(c->conflict_arg, i, &kind, &fp);
+    chain__put(b, "X", 1);
+    chain__fi(b, row->offset);
+    if (row->key)
+        chain__hexbytes(b, row->key, row->key_len);
+    else
+        chain__put(b, "-", 1);
+    if (row->payload) {
+        chain__hexbytes(b, row->payload, row->payload_len);
+    } else {
+        char canon[GM_EVENT_MAX_BYTES + 1];
+        size_t n = gm_event_encode(row->ev, canon, sizeof canon);
+        chain__hexbytes(b, canon, n);
+    }
+    if (fp)
+        chain__hexbytes(b, fp, 32);
+    else
+        chain__put(b, "-", 1);
+    chain__fs(b, kind);
+    chain__put(b, "\n", 1);
+}
+
+/* The C records of c->ch[0..n_ch) into c->recs, their JSON into c->json. */
+static void put_charges(gm_chain *c, size_t n_ch)
+{
+    c->json.n = 0;
+    chain__put(&c->json, "[", 1);
+    for (size_t j = 0; j < n_ch; j++) {
+        char f[13][64];
+        const char *s[13];
+        charge_fields(&c->ch[j], f, s);
+        chain__put(&c->recs, "C", 1);
+        chain__put(&c->json, j ? ",[" : "[", j ? 2 : 1);
+        for (int x = 0; x < 13; x++) {
+            chain__fs(&c->recs, s[x]);
+            if (x)
+                chain__put(&c->json, ",", 1);
+            if (s[x])
+                chain__json_str(&c->json, s[x]);
+            else
+                chain__put(&c->json, "null", 4);
+        }
+        chain__put(&c->recs, "\n", 1);
+        chain__put(&c->json, "]", 1);
+    }
+    chain__put(&c->json, "]", 1);
+}
 
 static void prep_clear(gm_chain *c)
 {
@@ -660,8 +740,11 @@ int gm_chain_prepare(gm_chain *c, const gm_ledger_batch *b, const unsigned char 
                 continue;
             if (row->offset < h->first)
                 h->first = row->offset;
-            if (dup[i]) {
-                h->duplicates++;
+            if (dup[i]) { /* 1: the same event again, 2: a conflict (ledger/batch.c) */
+                if (dup[i] == 2)
+                    h->conflicts++;
+                else
+                    h->duplicates++;
                 continue;
             }
             h->rows++;
@@ -674,7 +757,7 @@ int gm_chain_prepare(gm_chain *c, const gm_ledger_batch *b, const unsigned char 
             }
             put_row(&c->recs, row);
         }
-        n_dup += (size_t)h->duplicates;
+        n_dup += (size_t)(h->duplicates + h->conflicts);
         for (size_t i = 0; i < b->n_rejects; i++) {
             const gm_ledger_reject *rj = &b->rejects[i];
             if (rj->partition != p)
@@ -684,31 +767,14 @@ int gm_chain_prepare(gm_chain *c, const gm_ledger_batch *b, const unsigned char 
             h->rejects++;
             put_reject(&c->recs, rj);
         }
+        for (size_t i = 0; i < b->n_rows; i++)
+            if (dup[i] == 2 && b->rows[i].partition == p)
+                put_conflict(c, &c->recs, &b->rows[i], i);
         /* The batch's charge changes go with its lowest partition's entry. */
         size_t n_ch = 0;
         if (k == lowest && (rc = sum_charges(c, b, dup, &n_ch, err, err_len)))
             break;
-        c->json.n = 0;
-        chain__put(&c->json, "[", 1);
-        for (size_t j = 0; j < n_ch; j++) {
-            char f[13][64];
-            const char *s[13];
-            charge_fields(&c->ch[j], f, s);
-            chain__put(&c->recs, "C", 1);
-            chain__put(&c->json, j ? ",[" : "[", j ? 2 : 1);
-            for (int x = 0; x < 13; x++) {
-                chain__fs(&c->recs, s[x]);
-                if (x)
-                    chain__put(&c->json, ",", 1);
-                if (s[x])
-                    chain__json_str(&c->json, s[x]);
-                else
-                    chain__put(&c->json, "null", 4);
-            }
-            chain__put(&c->recs, "\n", 1);
-            chain__put(&c->json, "]", 1);
-        }
-        chain__put(&c->json, "]", 1);
+        put_charges(c, n_ch);
         h->json = gm_xstrdup(c->json.p);
         unsigned char md[32];
         if (!EVP_Digest(c->recs.p ? c->recs.p : "", c->recs.n, md, NULL, EVP_sha256(), NULL))
@@ -735,7 +801,7 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
      * slow path marks more rows as duplicates). */
     size_t n_dup = 0;
     for (size_t i = 0; i < b->n_rows; i++)
-        n_dup += dup[i];
+        n_dup += dup[i] != 0;
     int rc = 0;
     if (c->prep_batch != b || c->n_prep != b->n_pos || c->prep_dups != n_dup ||
         c->prep_rows != b->n_rows)
@@ -750,10 +816,9 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
         const gm_ledger_pos *pos = &b->pos[k];
         const chain__part *pp = &c->prep[k];
         int32_t p = pos->partition;
-        chain__head h = {b->group_id,    b->topic,  p,        head_seq[k] + 1,
-                         pos->expected,  pos->next, pp->rows, pp->rejects,
-                         pp->duplicates, {0},       {0},      head_hex[k],
-                         pp->records_hex};
+        chain__head h = {b->group_id, b->topic, p,           head_seq[k] + 1, pos->expected,
+                         pos->next,   pp->rows, pp->rejects, pp->duplicates,  pp->conflicts,
+                         {0},         {0},      head_hex[k], pp->records_hex};
         memcpy(h.qty, pp->qty, sizeof h.qty);
         memcpy(h.amount_e18, pp->amount_e18, sizeof h.amount_e18);
         if (h.from_offset < 0)
@@ -772,32 +837,34 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
         snprintf(v->s[4], 64, "%lld", (long long)h.rows);
         snprintf(v->s[5], 64, "%lld", (long long)h.rejects);
         snprintf(v->s[6], 64, "%lld", (long long)h.duplicates);
+        snprintf(v->s[7], 64, "%lld", (long long)h.conflicts);
         for (int d = 0; d < CHAIN_DIMS; d++) {
-            chain__dec_text(h.qty[d], 0, v->s[7 + d], 64);
-            chain__dec_text(h.amount_e18[d], 18, v->s[11 + d], 64);
+            chain__dec_text(h.qty[d], 0, v->s[8 + d], 64);
+            chain__dec_text(h.amount_e18[d], 18, v->s[12 + d], 64);
         }
         char hex[65];
         chain__hex(md, hex);
-        snprintf(v->s[15], sizeof v->s[15], "\\x%s", head_hex[k]);
-        snprintf(v->s[16], sizeof v->s[16], "\\x%s", hex);
+        snprintf(v->s[16], sizeof v->s[16], "\\x%s", head_hex[k]);
+        snprintf(v->s[17], sizeof v->s[17], "\\x%s", hex);
         v->json = gm_xstrdup(pp->json);
     }
     if (rc == 0) {
-        size_t np = 2 + b->n_pos * 18;
+        size_t np = 2 + b->n_pos * 19;
         const char **params = gm_xcalloc(np, sizeof *params);
         params[0] = b->group_id;
         params[1] = b->topic;
         chain__buf q = {0};
         const char *ins = "INSERT INTO gm.chain_batches (group_id, topic, partition, seq,"
-                          " from_offset, next_offset, rows, rejects, duplicates, input_tokens,"
+                          " from_offset, next_offset, rows, rejects, duplicates, conflicts,"
+                          " input_tokens,"
                           " cached_tokens, output_tokens, gpu_us, amount_input, amount_cached,"
                           " amount_output, amount_gpu, prev_digest, digest, charges) VALUES ";
         chain__put(&q, ins, strlen(ins));
         for (size_t k = 0; k < b->n_pos; k++) {
             chain__put(&q, k ? ", ($1, $2" : "($1, $2", k ? 9 : 7);
-            for (int x = 0; x < 18; x++) {
-                size_t at = 2 + k * 18 + (size_t)x;
-                params[at] = x < 17 ? vals[k].s[x] : vals[k].json;
+            for (int x = 0; x < 19; x++) {
+                size_t at = 2 + k * 19 + (size_t)x;
+                params[at] = x < 18 ? vals[k].s[x] : vals[k].json;
                 char t[24];
                 int n = snprintf(t, sizeof t, ", $%zu", at + 1);
                 chain__put(&q, t, (size_t)n);
@@ -819,5 +886,136 @@ int gm_chain_record_batch(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
     free(head_hex);
     __atomic_add_fetch(&gm_chain__busy_us, gm_mono_us() - t0, __ATOMIC_RELAXED);
     __atomic_add_fetch(&gm_chain__batches, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* ---- Replays --------------------------------------------------------------------------------*/
+static PGresult *replay_q(PGconn *conn, const char *sql, int n, const char *const *p,
+                          const char *what, char *err, size_t err_len, int *rc)
+{
+    PGresult *r = PQexecParams(conn, sql, n, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+        *rc = gm_pg_fail(conn, r, what, err, err_len);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+int gm_chain_record_replay(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
+                           const unsigned char *dup, char *err, size_t err_len)
+{
+    if (b->n_rows == 0 || gm_chain__bench_off)
+        return 0;
+    size_t n = b->n_rows;
+    size_t *ord = gm_xmalloc(n * sizeof *ord);
+    for (size_t i = 0; i < n; i++) { /* (partition, offset) order; replays come sorted */
+        size_t j = i;
+        while (j > 0 && (b->rows[ord[j - 1]].partition > b->rows[i].partition ||
+                         (b->rows[ord[j - 1]].partition == b->rows[i].partition &&
+                          b->rows[ord[j - 1]].offset > b->rows[i].offset))) {
+            ord[j] = ord[j - 1];
+            j--;
+        }
+        ord[j] = i;
+    }
+    chain__buf parts = {0}, offs = {0};
+    chain__put(&parts, "{", 1);
+    chain__put(&offs, "{", 1);
+    int64_t rows = 0, dups = 0, conflicts = 0;
+    for (size_t k = 0; k < n; k++) {
+        const gm_ledger_row *row = &b->rows[ord[k]];
+        char t[32];
+        int m = snprintf(t, sizeof t, "%s%d", k ? "," : "", row->partition);
+        chain__put(&parts, t, (size_t)m);
+        m = snprintf(t, sizeof t, "%s%lld", k ? "," : "", (long long)row->offset);
+        chain__put(&offs, t, (size_t)m);
+        rows += dup[ord[k]] == 0;
+        dups += dup[ord[k]] == 1;
+        conflicts += dup[ord[k]] == 2;
+    }
+    chain__put(&parts, "}", 1);
+    chain__put(&offs, "}", 1);
+    int rc = 0;
+    int64_t seq = 1;
+    char prev[65];
+    memset(prev, '0', 64);
+    prev[64] = '\0';
+    /* one appender at a time (the chain is global); taken last, released at COMMIT */
+    PGresult *r = replay_q(conn, "SELECT pg_advisory_xact_lock(hashtext('gm.chain_replays'))", 0,
+                           NULL, "locking the replay chain", err, err_len, &rc);
+    PQclear(r);
+    if (rc == 0 &&
+        (r = replay_q(conn,
+                      "SELECT seq, encode(digest, 'hex') FROM gm.chain_replays ORDER BY seq DESC"
+                      " LIMIT 1",
+                      0, NULL, "reading the replay chain's head", err, err_len, &rc))) {
+        if (PQntuples(r) == 1) {
+            seq = atoll(PQgetvalue(r, 0, 0)) + 1;
+            snprintf(prev, sizeof prev, "%s", PQgetvalue(r, 0, 1));
+        }
+        PQclear(r);
+    }
+    const char *mp[3] = {b->topic, parts.p, offs.p};
+    if (rc == 0 &&
+        (r = replay_q(conn,
+                      "SELECT r.replay_outcome, r.replayed_kafka_topic,"
+                      " r.replayed_kafka_partition, r.replayed_kafka_offset"
+                      " FROM unnest($2::integer[], $3::bigint[]) WITH ORDINALITY AS u(part, off, n)"
+                      " LEFT JOIN gm.rejected_events r ON r.kafka_topic = $1"
+                      " AND r.kafka_partition = u.part AND r.kafka_offset = u.off ORDER BY u.n",
+                      3, mp, "reading the replay marks", err, err_len, &rc))) {
+        if (PQntuples(r) != (int)n)
+            rc = gm_fail(err, err_len, GM_EDB, "replay chain: %d marks for %zu rejects",
+                         PQntuples(r), n);
+        c->recs.n = 0;
+        for (size_t k = 0; rc == 0 && k < n; k++) {
+            const gm_ledger_row *row = &b->rows[ord[k]];
+            int i = (int)k;
+            chain__put(&c->recs, "M", 1);
+            chain__fi(&c->recs, row->partition);
+            chain__fi(&c->recs, row->offset);
+            for (int x = 0; x < 4; x++)
+                chain__fs(&c->recs, PQgetisnull(r, i, x) ? NULL : PQgetvalue(r, i, x));
+            chain__put(&c->recs, "\n", 1);
+            if (dup[ord[k]] == 0)
+                put_row(&c->recs, row);
+            else if (dup[ord[k]] == 2)
+                put_conflict(c, &c->recs, row, ord[k]);
+        }
+        PQclear(r);
+    }
+    size_t n_ch = 0;
+    if (rc == 0 && (rc = sum_charges(c, b, dup, &n_ch, err, err_len)) == 0) {
+        put_charges(c, n_ch);
+        unsigned char md[32];
+        char rec_hex[65], hex[65];
+        if (!EVP_Digest(c->recs.p ? c->recs.p : "", c->recs.n, md, NULL, EVP_sha256(), NULL))
+            abort();
+        chain__hex(md, rec_hex);
+        c->head.n = 0;
+        chain__replay_header(&c->head, b->topic, seq, rows, dups, conflicts, prev, rec_hex);
+        if (!EVP_Digest(c->head.p, c->head.n, md, NULL, EVP_sha256(), NULL))
+            abort();
+        chain__hex(md, hex);
+        char s_seq[24], s_rows[24], s_dups[24], s_cf[24], s_prev[72], s_dig[72];
+        snprintf(s_seq, sizeof s_seq, "%lld", (long long)seq);
+        snprintf(s_rows, sizeof s_rows, "%lld", (long long)rows);
+        snprintf(s_dups, sizeof s_dups, "%lld", (long long)dups);
+        snprintf(s_cf, sizeof s_cf, "%lld", (long long)conflicts);
+        snprintf(s_prev, sizeof s_prev, "\\x%s", prev);
+        snprintf(s_dig, sizeof s_dig, "\\x%s", hex);
+        const char *ip[10] = {s_seq,  b->topic, parts.p,   offs.p, s_rows,
+                              s_dups, s_cf,     c->json.p, s_prev, s_dig};
+        r = replay_q(conn,
+                     "INSERT INTO gm.chain_replays (seq, topic, partitions, offsets, rows,"
+                     " duplicates, conflicts, charges, prev_digest, digest) VALUES ($1, $2, $3,"
+                     " $4, $5, $6, $7, $8, $9, $10)",
+                     10, ip, "recording the replay's digest", err, err_len, &rc);
+        PQclear(r);
+    }
+    free(parts.p);
+    free(offs.p);
+    free(ord);
     return rc;
 }

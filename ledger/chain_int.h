@@ -25,7 +25,7 @@ typedef struct chain__head {
     int64_t seq;
     int64_t from_offset;
     int64_t next_offset;
-    int64_t rows, rejects, duplicates;
+    int64_t rows, rejects, duplicates, conflicts;
     gm_i128 qty[CHAIN_DIMS];        /* input, cached, output tokens, gpu_us */
     gm_i128 amount_e18[CHAIN_DIMS]; /* amount_input … amount_gpu, 10^-18 */
     const char *prev_hex;           /* 64 lowercase hex digits */
@@ -47,5 +47,21 @@ size_t chain__trim_dec(char *s, size_t n);
 void chain__json_str(chain__buf *b, const char *s);
 void chain__hex(const unsigned char d[32], char out[65]);
 void chain__header(chain__buf *b, const chain__head *h);
+/* The header record "P" of a replay entry (chain "replay"). */
+void chain__replay_header(chain__buf *b, const char *topic, int64_t seq, int64_t rows,
+                          int64_t duplicates, int64_t conflicts, const char *prev_hex,
+                          const char *records_hex);
+
+/* How the writer (ledger/batch.c) tells the hook what it keeps of a row marked 2 (conflict)
+ * in gm.conflicting_events: its kind and its fingerprint. */
+typedef void (*chain__conflict_fn)(const void *arg, size_t row, const char **kind,
+                                   const unsigned char **fp);
+void gm_chain__on_conflicts(gm_chain *c, chain__conflict_fn fn, const void *arg);
+
+/* Replay mode of the writer (ledger/batch.c, after the rejects' marks): appends the replay's
+ * entry to the chain "replay" (gm.chain_replays) in the replay's transaction. dup: per row,
+ * 0 rated (ledger row written), 1 duplicate, 2 conflict. */
+int gm_chain_record_replay(gm_chain *c, PGconn *conn, const gm_ledger_batch *b,
+                           const unsigned char *dup, char *err, size_t err_len);
 
 #endif

@@ -21,11 +21,11 @@
 typedef struct vbatch {
     const char *group, *topic; /* into the result */
     int32_t part;
-    int64_t seq, from, next, rows, rejects, dups;
+    int64_t seq, from, next, rows, rejects, dups, conflicts;
     gm_i128 qty[CHAIN_DIMS], amt[CHAIN_DIMS];
     const char *charges, *prev, *digest;
     /* found in the rows */
-    int64_t rows_found, rejects_found, last_offset;
+    int64_t rows_found, rejects_found, conflicts_found, last_offset;
     bool offset_repeats;
     gm_i128 fqty[CHAIN_DIMS], famt[CHAIN_DIMS];
     EVP_MD_CTX *ctx;
@@ -41,9 +41,12 @@ typedef struct verifier {
     size_t *ord;
     PGresult *rj; /* rejected messages, ordered */
     int rj_n, rj_at;
+    PGresult *cx; /* conflicting messages (not from a replay), ordered */
+    int cx_n, cx_at;
     chain__buf rec;
     size_t at; /* the scan's position in ord */
     int64_t t0, last_progress, total_rows;
+    int64_t replayed_rows; /* ledger rows the scan left to verify_replays */
 } verifier;
 
 static const char *const sum_names[8] = {"input_tokens",  "cached_tokens", "output_tokens",
@@ -132,6 +135,9 @@ static void describe(verifier *v, const vbatch *b, const char *what)
     if (b->rows != b->rows_found)
         w += (size_t)snprintf(diff + w, sizeof diff - w, "; rows: recorded %lld, found %lld",
                               (long long)b->rows, (long long)b->rows_found);
+    if (b->conflicts != b->conflicts_found && w < sizeof diff)
+        w += (size_t)snprintf(diff + w, sizeof diff - w, "; conflicts: recorded %lld, found %lld",
+                              (long long)b->conflicts, (long long)b->conflicts_found);
     if (b->rejects != b->rejects_found && w < sizeof diff)
         w += (size_t)snprintf(diff + w, sizeof diff - w, "; rejects: recorded %lld, found %lld",
                               (long long)b->rejects, (long long)b->rejects_found);
@@ -186,11 +192,11 @@ static void add_reject_records(verifier *v, vbatch *b)
     }
 }
 
-static void close_batch(verifier *v, vbatch *b)
+/* The C records of a stored charges array into ctx; true when it is not an array of arrays
+ * of strings and nulls. */
+static bool charge_records(verifier *v, EVP_MD_CTX *ctx, const char *charges)
 {
-    open_batch(v, b);
-    add_reject_records(v, b);
-    cJSON *arr = cJSON_Parse(b->charges);
+    cJSON *arr = cJSON_Parse(charges);
     bool bad = !cJSON_IsArray(arr);
     cJSON *e;
     cJSON_ArrayForEach(e, arr)
@@ -208,17 +214,56 @@ static void close_batch(verifier *v, vbatch *b)
                 bad = true;
         }
         chain__put(&v->rec, "\n", 1);
-        EVP_DigestUpdate(b->ctx, v->rec.p, v->rec.n);
+        EVP_DigestUpdate(ctx, v->rec.p, v->rec.n);
     }
     cJSON_Delete(arr);
+    return bad;
+}
+
+/* The batch's conflicting messages, records "X" (cx: topic, partition, offset, key, payload,
+ * fingerprint, kind). */
+static void add_conflict_records(verifier *v, vbatch *b)
+{
+    while (v->cx_at < v->cx_n) {
+        const char *t = PQgetvalue(v->cx, v->cx_at, 0);
+        int32_t p = (int32_t)atol(PQgetvalue(v->cx, v->cx_at, 1));
+        int64_t off = atoll(PQgetvalue(v->cx, v->cx_at, 2));
+        int c = bcmp_key(b, t, p);
+        if (c < 0 || (c == 0 && off >= b->next))
+            return;
+        if (c > 0 || off < b->from) {
+            if (!v->ranged)
+                problem(v, "conflicting message %s/%d@%lld is in no chained batch", t, p,
+                        (long long)off);
+            v->cx_at++;
+            continue;
+        }
+        v->rec.n = 0;
+        chain__put(&v->rec, "X", 1);
+        for (int k = 2; k <= 6; k++)
+            chain__fs(&v->rec,
+                      PQgetisnull(v->cx, v->cx_at, k) ? NULL : PQgetvalue(v->cx, v->cx_at, k));
+        chain__put(&v->rec, "\n", 1);
+        EVP_DigestUpdate(b->ctx, v->rec.p, v->rec.n);
+        b->conflicts_found++;
+        v->cx_at++;
+    }
+}
+
+static void close_batch(verifier *v, vbatch *b)
+{
+    open_batch(v, b);
+    add_reject_records(v, b);
+    add_conflict_records(v, b);
+    bool bad = charge_records(v, b->ctx, b->charges);
     unsigned char md[32];
     char hex[65], records_hex[65];
     EVP_DigestFinal_ex(b->ctx, md, NULL);
     EVP_MD_CTX_free(b->ctx);
     b->ctx = NULL;
     chain__hex(md, records_hex);
-    chain__head h = {b->group,   b->topic, b->part, b->seq, b->from, b->next,    b->rows,
-                     b->rejects, b->dups,  {0},     {0},    b->prev, records_hex};
+    chain__head h = {b->group,   b->topic, b->part,      b->seq, b->from, b->next, b->rows,
+                     b->rejects, b->dups,  b->conflicts, {0},    {0},     b->prev, records_hex};
     memcpy(h.qty, b->qty, sizeof h.qty);
     memcpy(h.amount_e18, b->amt, sizeof h.amount_e18);
     v->rec.n = 0;
@@ -236,12 +281,48 @@ static void close_batch(verifier *v, vbatch *b)
     }
 }
 
+/* The L record of a ledger row: columns base+2 .. base+23 of r as in ROW_SQL; adds its
+ * quantities and amounts to fqty[0..4) and famt[0..4) (input, cached, output, gpu). */
+static void l_record(chain__buf *q, const PGresult *r, int i, int base, gm_i128 *fqty,
+                     gm_i128 *famt)
+{
+    chain__put(q, "L", 1);
+    for (int k = 2; k <= 23; k++) {
+        if (PQgetisnull(r, i, base + k)) {
+            chain__put(q, "-", 1);
+            continue;
+        }
+        const char *s = PQgetvalue(r, i, base + k);
+        if (k >= 19 && k <= 22) { /* amounts: canonical decimal */
+            char t[96];
+            size_t n = (size_t)snprintf(t, sizeof t, "%s", s);
+            n = chain__trim_dec(t, n);
+            chain__f(q, t, n);
+            gm_i128 a = 0;
+            if (parse_dec(s, 18, &a) == 0)
+                famt[k - 19] += a;
+        } else {
+            chain__f(q, s, (size_t)PQgetlength(r, i, base + k));
+            if (k >= 11 && k <= 14)
+                fqty[k - 11] += atoll(s);
+        }
+    }
+    chain__put(q, "\n", 1);
+}
+
 /* One ledger row of the scan (columns of ROW_SQL). */
 static void add_row(verifier *v, const PGresult *r, int i)
 {
     const char *topic = PQgetvalue(r, i, 0);
     int32_t part = (int32_t)atol(PQgetvalue(r, i, 1));
     int64_t off = atoll(PQgetvalue(r, i, 2));
+    if (!strcmp(PQgetvalue(r, i, 24), "t")) {
+        /* written by a replay at its reject's coordinates: verify_replays covers it, through
+         * the replay entry that lists the reject (its mark is in the state check) */
+        v->rep->rows++;
+        v->replayed_rows++;
+        return;
+    }
     while (v->at < v->n) {
         vbatch *b = &v->b[v->ord[v->at]];
         int c = bcmp_key(b, topic, part);
@@ -264,40 +345,25 @@ static void add_row(verifier *v, const PGresult *r, int i)
     if (off == b->last_offset)
         b->offset_repeats = true;
     b->last_offset = off;
-    chain__buf *q = &v->rec;
-    q->n = 0;
-    chain__put(q, "L", 1);
-    for (int k = 2; k <= 23; k++) {
-        if (PQgetisnull(r, i, k)) {
-            chain__put(q, "-", 1);
-            continue;
-        }
-        const char *s = PQgetvalue(r, i, k);
-        if (k >= 19 && k <= 22) { /* amounts: canonical decimal */
-            char t[96];
-            size_t n = (size_t)snprintf(t, sizeof t, "%s", s);
-            n = chain__trim_dec(t, n);
-            chain__f(q, t, n);
-            gm_i128 a = 0;
-            if (parse_dec(s, 18, &a) == 0)
-                b->famt[k - 19] += a;
-        } else {
-            chain__f(q, s, (size_t)PQgetlength(r, i, k));
-            if (k >= 11 && k <= 14)
-                b->fqty[k - 11] += atoll(s);
-        }
-    }
-    chain__put(q, "\n", 1);
-    EVP_DigestUpdate(b->ctx, q->p, q->n);
+    v->rec.n = 0;
+    l_record(&v->rec, r, i, 0, b->fqty, b->famt);
+    EVP_DigestUpdate(b->ctx, v->rec.p, v->rec.n);
     b->rows_found++;
 }
 
+#define L_COLS                                                                                     \
+    "l.kafka_topic, l.kafka_partition, l.kafka_offset, l.tenant,"                                  \
+    " (extract(epoch FROM l.event_time) * 1000000)::bigint, l.source, l.event_id, l.seq, l.site,"  \
+    " l.model, l.request_id, l.input_tokens, l.cached_tokens, l.output_tokens, l.gpu_us,"          \
+    " l.site_tier, l.card_id, l.card_version, l.currency, l.amount_input::text,"                   \
+    " l.amount_cached::text, l.amount_output::text, l.amount_gpu::text, l.flags"
+/* Column 24: the row was written by a replay (its reject is marked rated at its coordinates). */
 #define ROW_SQL                                                                                    \
-    "SELECT kafka_topic, kafka_partition, kafka_offset, tenant,"                                   \
-    " (extract(epoch FROM event_time) * 1000000)::bigint, source, event_id, seq, site, model,"     \
-    " request_id, input_tokens, cached_tokens, output_tokens, gpu_us, site_tier, card_id,"         \
-    " card_version, currency, amount_input::text, amount_cached::text, amount_output::text,"       \
-    " amount_gpu::text, flags FROM gm.ledger"
+    "SELECT " L_COLS ", EXISTS (SELECT 1 FROM gm.rejected_events r"                                \
+    " WHERE r.kafka_topic = l.kafka_topic AND r.kafka_partition = l.kafka_partition"               \
+    " AND r.kafka_offset = l.kafka_offset AND r.replay_outcome = 'rated'"                          \
+    " AND r.replayed_kafka_topic = l.kafka_topic AND r.replayed_kafka_partition ="                 \
+    " l.kafka_partition AND r.replayed_kafka_offset = l.kafka_offset) FROM gm.ledger l"
 
 static int verify_batches(verifier *v, char *err, size_t err_len)
 {
@@ -310,7 +376,7 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
         "SELECT group_id, topic, partition, seq, from_offset, next_offset, rows, rejects,"
         " duplicates, input_tokens::text, cached_tokens::text, output_tokens::text, gpu_us::text,"
         " amount_input::text, amount_cached::text, amount_output::text, amount_gpu::text,"
-        " charges::text, encode(prev_digest, 'hex'), encode(digest, 'hex')"
+        " charges::text, encode(prev_digest, 'hex'), encode(digest, 'hex'), conflicts"
         " FROM gm.chain_batches WHERE committed_at >= $1 AND committed_at < $2"
         " ORDER BY group_id, topic, partition, seq",
         2, p, err, err_len, &rc);
@@ -331,6 +397,7 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
         b->rows = atoll(PQgetvalue(r, k, 6));
         b->rejects = atoll(PQgetvalue(r, k, 7));
         b->dups = atoll(PQgetvalue(r, k, 8));
+        b->conflicts = atoll(PQgetvalue(r, k, 20));
         for (int d = 0; d < 4; d++) {
             if (parse_dec(PQgetvalue(r, k, 9 + d), 0, &b->qty[d]) ||
                 parse_dec(PQgetvalue(r, k, 13 + d), 18, &b->amt[d]))
@@ -385,6 +452,18 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
     const char *RJ = "SELECT kafka_topic, kafka_partition, kafka_offset, encode(kafka_key, 'hex'),"
                      " encode(payload, 'hex'), reason FROM gm.rejected_events";
     chain__put(&rsql, RJ, strlen(RJ));
+    /* conflicting messages, less those a replay kept (its entry covers their marks) */
+    chain__buf csql = {0};
+    const char *CX =
+        "SELECT * FROM (SELECT c.kafka_topic, c.kafka_partition, c.kafka_offset,"
+        " encode(c.kafka_key, 'hex'), encode(c.payload, 'hex'), encode(c.fingerprint, 'hex'),"
+        " c.kind FROM gm.conflicting_events c WHERE NOT EXISTS (SELECT 1 FROM"
+        " gm.rejected_events r WHERE r.kafka_topic = c.kafka_topic AND r.kafka_partition ="
+        " c.kafka_partition AND r.kafka_offset = c.kafka_offset AND r.replay_outcome ="
+        " 'conflict' AND r.replayed_kafka_topic = c.kafka_topic AND r.replayed_kafka_partition"
+        " = c.kafka_partition AND r.replayed_kafka_offset = c.kafka_offset))"
+        " AS x(kafka_topic, kafka_partition, kafka_offset, k, p, f, kind)";
+    chain__put(&csql, CX, strlen(CX));
     if (v->ranged) {
         chain__buf w = {0};
         chain__put(&w, " WHERE false", 12);
@@ -406,18 +485,26 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
         }
         chain__put(&sql, w.p, w.n);
         chain__put(&rsql, w.p, w.n);
+        chain__put(&csql, w.p, w.n);
         free(w.p);
     }
     chain__put(&sql, " ORDER BY 1, 2, 3", 17);
     chain__put(&rsql, " ORDER BY 1, 2, 3", 17);
+    chain__put(&csql, " ORDER BY 1, 2, 3", 17);
     v->rj = query(v, rsql.p, 0, NULL, err, err_len, &rc);
     free(rsql.p);
-    if (!v->rj) {
+    if (v->rj)
+        v->cx = query(v, csql.p, 0, NULL, err, err_len, &rc);
+    free(csql.p);
+    if (!v->rj || !v->cx) {
+        PQclear(v->rj);
+        v->rj = NULL;
         free(sql.p);
         PQclear(r);
         return rc;
     }
     v->rj_n = PQntuples(v->rj);
+    v->cx_n = PQntuples(v->cx);
     chain__buf decl = {0};
     chain__put(&decl, "DECLARE gm_verify NO SCROLL CURSOR FOR ", 39);
     chain__put(&decl, sql.p, sql.n);
@@ -450,15 +537,149 @@ static int verify_batches(verifier *v, char *err, size_t err_len)
                 problem(v, "rejected message %s/%s@%s is in no chained batch",
                         PQgetvalue(v->rj, v->rj_at, 0), PQgetvalue(v->rj, v->rj_at, 1),
                         PQgetvalue(v->rj, v->rj_at, 2));
+        if (!v->ranged)
+            for (; v->cx_at < v->cx_n; v->cx_at++)
+                problem(v, "conflicting message %s/%s@%s is in no chained batch",
+                        PQgetvalue(v->cx, v->cx_at, 0), PQgetvalue(v->cx, v->cx_at, 1),
+                        PQgetvalue(v->cx, v->cx_at, 2));
     }
     for (size_t i = 0; i < v->n; i++)
         EVP_MD_CTX_free(v->b[i].ctx);
     PQclear(v->rj);
     v->rj = NULL;
+    PQclear(v->cx);
+    v->cx = NULL;
     free(v->b);
     free(v->ord);
     v->b = NULL;
     PQclear(r);
+    return rc;
+}
+
+/* ---- Replays --------------------------------------------------------------------------------*/
+/* Every entry of the chain "replay": its link, and its digest recomputed from the marks of the
+ * rejects it lists and the ledger rows those marks say were rated (docs/auditors.md, "Replay
+ * digest"). That every replay mark is listed by exactly one entry is in the state check. */
+static int verify_replays(verifier *v, char *err, size_t err_len)
+{
+    char from[40], to[40];
+    time_bounds(v->o, from, to);
+    const char *p[2] = {from, to};
+    int rc = 0;
+    PGresult *r = query(v,
+                        "SELECT seq, topic, partitions::text, offsets::text, rows, duplicates,"
+                        " conflicts, charges::text, encode(prev_digest, 'hex'),"
+                        " encode(digest, 'hex') FROM gm.chain_replays"
+                        " WHERE committed_at >= $1 AND committed_at < $2 ORDER BY seq",
+                        2, p, err, err_len, &rc);
+    if (!r)
+        return rc;
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        int64_t seq = atoll(PQgetvalue(r, i, 0));
+        const char *topic = PQgetvalue(r, i, 1), *prev = PQgetvalue(r, i, 8);
+        const char *dig = PQgetvalue(r, i, 9);
+        int64_t rows = atoll(PQgetvalue(r, i, 4));
+        if (i == 0) {
+            if (!v->ranged && seq != 1)
+                problem(v, "replay chain starts at #%lld, not #1 (replays missing)",
+                        (long long)seq);
+            else if (!v->ranged && strspn(prev, "0") != 64)
+                problem(v, "replay chain: #1 names a previous digest (replays missing or "
+                           "reordered)");
+        } else if (seq != atoll(PQgetvalue(r, i - 1, 0)) + 1) {
+            problem(v, "replay chain: #%lld follows #%s (replays missing)", (long long)seq,
+                    PQgetvalue(r, i - 1, 0));
+        } else if (strcmp(prev, PQgetvalue(r, i - 1, 9))) {
+            problem(v, "replay #%lld: prev_digest is not the digest of #%s", (long long)seq,
+                    PQgetvalue(r, i - 1, 0));
+        }
+        const char *mp[3] = {topic, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3)};
+        PGresult *m = query(v,
+                            "SELECT " L_COLS ", u.part::text, u.off::text, r.replay_outcome,"
+                            " r.replayed_kafka_topic, r.replayed_kafka_partition::text,"
+                            " r.replayed_kafka_offset::text, x.kafka_offset::text,"
+                            " encode(x.kafka_key, 'hex'), encode(x.payload, 'hex'),"
+                            " encode(x.fingerprint, 'hex'), x.kind"
+                            " FROM unnest($2::integer[], $3::bigint[]) WITH ORDINALITY"
+                            " AS u(part, off, n) LEFT JOIN gm.rejected_events r"
+                            " ON r.kafka_topic = $1 AND r.kafka_partition = u.part"
+                            " AND r.kafka_offset = u.off LEFT JOIN gm.ledger l"
+                            " ON r.replay_outcome = 'rated' AND l.kafka_topic = $1"
+                            " AND l.kafka_partition = u.part AND l.kafka_offset = u.off"
+                            " LEFT JOIN gm.conflicting_events x ON r.replay_outcome ="
+                            " 'conflict' AND x.kafka_topic = $1 AND x.kafka_partition = u.part"
+                            " AND x.kafka_offset = u.off ORDER BY u.n",
+                            3, mp, err, err_len, &rc);
+        if (!m)
+            break;
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+            abort();
+        int64_t found = 0;
+        gm_i128 fq[CHAIN_DIMS] = {0}, fa[CHAIN_DIMS] = {0};
+        for (int k = 0; k < PQntuples(m); k++) {
+            v->rec.n = 0;
+            chain__put(&v->rec, "M", 1);
+            for (int x = 24; x < 30; x++)
+                chain__fs(&v->rec, PQgetisnull(m, k, x) ? NULL : PQgetvalue(m, k, x));
+            chain__put(&v->rec, "\n", 1);
+            if (!PQgetisnull(m, k, 26) && !strcmp(PQgetvalue(m, k, 26), "rated")) {
+                if (PQgetisnull(m, k, 2))
+                    problem(v, "replay #%lld: the ledger row %s/%s@%s it rated is gone",
+                            (long long)seq, topic, PQgetvalue(m, k, 24), PQgetvalue(m, k, 25));
+                else {
+                    l_record(&v->rec, m, k, 0, fq, fa);
+                    found++;
+                }
+            } else if (!PQgetisnull(m, k, 26) && !strcmp(PQgetvalue(m, k, 26), "conflict")) {
+                if (PQgetisnull(m, k, 30))
+                    problem(v, "replay #%lld: the conflicting message %s/%s@%s it kept is gone",
+                            (long long)seq, topic, PQgetvalue(m, k, 24), PQgetvalue(m, k, 25));
+                else {
+                    chain__put(&v->rec, "X", 1);
+                    for (int x = 30; x < 35; x++)
+                        chain__fs(&v->rec, PQgetisnull(m, k, x) ? NULL : PQgetvalue(m, k, x));
+                    chain__put(&v->rec, "\n", 1);
+                }
+            } else if (PQgetisnull(m, k, 26)) {
+                problem(v,
+                        "replay #%lld: the reject %s/%s@%s it replayed has no replay mark (or "
+                        "is gone)",
+                        (long long)seq, topic, PQgetvalue(m, k, 24), PQgetvalue(m, k, 25));
+            }
+            EVP_DigestUpdate(ctx, v->rec.p, v->rec.n);
+        }
+        PQclear(m);
+        bool bad = charge_records(v, ctx, PQgetvalue(r, i, 7));
+        unsigned char md[32];
+        char rec_hex[65], hex[65];
+        EVP_DigestFinal_ex(ctx, md, NULL);
+        EVP_MD_CTX_free(ctx);
+        chain__hex(md, rec_hex);
+        v->rec.n = 0;
+        chain__replay_header(&v->rec, topic, seq, rows, atoll(PQgetvalue(r, i, 5)),
+                             atoll(PQgetvalue(r, i, 6)), prev, rec_hex);
+        if (!EVP_Digest(v->rec.p, v->rec.n, md, NULL, EVP_sha256(), NULL))
+            abort();
+        chain__hex(md, hex);
+        v->rep->replays++;
+        v->rep->replayed_rows += found;
+        if (bad)
+            problem(v, "replay #%lld: its charge changes are not an array of string arrays",
+                    (long long)seq);
+        else if (strcmp(hex, dig))
+            problem(v,
+                    "replay #%lld (%s, %lld rated, %lld found): digest recorded %.16s…, "
+                    "recomputed %.16s…: a replayed row, a reject's replay mark or the replay's "
+                    "charge changes differ from what the replay wrote",
+                    (long long)seq, topic, (long long)rows, (long long)found, dig, hex);
+    }
+    PQclear(r);
+    if (rc == 0 && !v->ranged && v->rep->replayed_rows != v->replayed_rows)
+        problem(v,
+                "%lld ledger rows carry a replay mark, the replay chain accounts for %lld "
+                "(a replay mark added behind the rater's back?)",
+                (long long)v->replayed_rows, (long long)v->rep->replayed_rows);
     return rc;
 }
 
@@ -720,7 +941,9 @@ static int verify_anchor(verifier *v, char *err, size_t err_len)
             " || group_id || '/' || topic || '/' || partition = $1) FROM gm.chain_batches WHERE"
             " 'batch:' || group_id || '/' || topic || '/' || partition = $1 AND seq = $2::bigint"
             " UNION ALL SELECT encode(digest, 'hex'), (SELECT max(seq) FROM gm.chain_documents"
-            " WHERE chain = $1) FROM gm.chain_documents WHERE chain = $1 AND seq = $2::bigint",
+            " WHERE chain = $1) FROM gm.chain_documents WHERE chain = $1 AND seq = $2::bigint"
+            " UNION ALL SELECT encode(digest, 'hex'), (SELECT max(seq) FROM gm.chain_replays)"
+            " FROM gm.chain_replays WHERE $1 = 'replay' AND seq = $2::bigint",
             2, p, err, err_len, &rc);
         if (!r)
             break;
@@ -729,7 +952,8 @@ static int verify_anchor(verifier *v, char *err, size_t err_len)
                                 "SELECT coalesce((SELECT max(seq)::text FROM gm.chain_batches"
                                 " WHERE 'batch:' || group_id || '/' || topic || '/' || partition"
                                 " = $1), (SELECT max(seq)::text FROM gm.chain_documents WHERE"
-                                " chain = $1), 'nothing')",
+                                " chain = $1), (SELECT max(seq)::text FROM gm.chain_replays"
+                                " WHERE $1 = 'replay'), 'nothing')",
                                 1, p, err, err_len, &rc);
             problem(v,
                     "anchor %s: chain %s had #%s (digest %.16s…), the database has no #%s (it "
@@ -760,6 +984,8 @@ int gm_chain_verify(PGconn *c, const gm_chain_verify_opts *o, gm_chain_report *r
     if (!rc)
         rc = verify_batches(&v, err, err_len);
     progress(&v, true);
+    if (!rc)
+        rc = verify_replays(&v, err, err_len);
     if (!rc)
         rc = verify_documents(&v, err, err_len);
     if (!rc && !v.ranged)

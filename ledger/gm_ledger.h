@@ -230,8 +230,9 @@ typedef struct gm_chain_verify_opts {
 
 typedef struct gm_chain_report {
     int64_t batches, chains, rows, rejects, documents, doc_chains, anchors;
-    int64_t problems; /* mismatches found (0: everything verified) */
-    char first[4096]; /* the first mismatch: what and where, what differs */
+    int64_t replays, replayed_rows; /* entries of the chain "replay", the ledger rows they rated */
+    int64_t problems;               /* mismatches found (0: everything verified) */
+    char first[4096];               /* the first mismatch: what and where, what differs */
     double elapsed_s;
 } gm_chain_report;
 

@@ -36,6 +36,7 @@ CREATE TABLE gm.chain_batches (
     rows           integer     NOT NULL,
     rejects        integer     NOT NULL,
     duplicates     integer     NOT NULL,
+    conflicts      integer     NOT NULL,
     input_tokens   numeric     NOT NULL,
     cached_tokens  numeric     NOT NULL,
     output_tokens  numeric     NOT NULL,
@@ -58,7 +59,8 @@ COMMENT ON COLUMN gm.chain_batches.from_offset IS 'First Kafka offset of the bat
 COMMENT ON COLUMN gm.chain_batches.next_offset IS 'gm.consumer_offsets.next_offset after the batch';
 COMMENT ON COLUMN gm.chain_batches.rows IS 'Ledger rows the batch inserted for this partition';
 COMMENT ON COLUMN gm.chain_batches.rejects IS 'gm.rejected_events rows the batch inserted for this partition';
-COMMENT ON COLUMN gm.chain_batches.duplicates IS 'Messages of this partition found to be duplicates (no row inserted)';
+COMMENT ON COLUMN gm.chain_batches.duplicates IS 'Messages of this partition found to be duplicates (the same event again: no row inserted)';
+COMMENT ON COLUMN gm.chain_batches.conflicts IS 'Messages of this partition kept in gm.conflicting_events (another event''s identity: no ledger row)';
 COMMENT ON COLUMN gm.chain_batches.charges IS 'The batch''s changes to gm.charges (all its partitions), on the entry of its lowest partition ([] on the others): array of [tenant, hour_us, site, model, dimension, card_id, card_version, site_tier, currency, unit_price, quantity, amount, events] (strings; site_tier may be null), in key order';
 COMMENT ON COLUMN gm.chain_batches.prev_digest IS 'digest of the previous batch of the chain; 32 zero bytes for seq 1';
 COMMENT ON COLUMN gm.chain_batches.scheme IS 'The hash rules the digest follows (docs/auditors.md, "Canonical encoding (scheme 1)")';
@@ -83,6 +85,42 @@ COMMENT ON COLUMN gm.chain_documents.chain IS '"invoice:ISSUER", "credit_note:IS
 COMMENT ON COLUMN gm.chain_documents.doc_id IS 'invoice_id, credit_note_id, or run_id';
 COMMENT ON COLUMN gm.chain_documents.scheme IS 'The hash rules the digest follows (docs/auditors.md)';
 COMMENT ON COLUMN gm.chain_documents.number IS 'The document number (invoices and credit notes)';
+
+-- ---- Replays: `gridmeter rejects replay` ---------------------------------------------------
+-- A replay writes ledger rows (and charges, conflicts, duplicates) at the Kafka coordinates of
+-- rejects counted in an earlier batch; each replay commit appends one entry to the single
+-- chain "replay", in the replay's transaction, listing the replayed rejects by coordinates.
+CREATE TABLE gm.chain_replays (
+    seq            bigint      PRIMARY KEY CHECK (seq >= 1),
+    topic          text        NOT NULL,
+    partitions     integer[]   NOT NULL,
+    offsets        bigint[]    NOT NULL CHECK (cardinality(offsets) = cardinality(partitions)),
+    rows           integer     NOT NULL,
+    duplicates     integer     NOT NULL,
+    conflicts      integer     NOT NULL,
+    charges        jsonb       NOT NULL,
+    prev_digest    bytea       NOT NULL CHECK (octet_length(prev_digest) = 32),
+    digest         bytea       NOT NULL CHECK (octet_length(digest) = 32),
+    committed_at   timestamptz NOT NULL DEFAULT gm.now(),
+    scheme         smallint    NOT NULL DEFAULT 1 CHECK (scheme = 1)
+);
+COMMENT ON TABLE gm.chain_replays IS 'One row per committed replay of rejects (`gridmeter rejects replay`): the rejects it replayed (by Kafka coordinates), what became of them, its charge changes and its SHA-256 digest chained to the previous replay (chain "replay", scheme 1, docs/auditors.md)';
+COMMENT ON COLUMN gm.chain_replays.seq IS 'Position in the chain "replay", from 1, gapless';
+COMMENT ON COLUMN gm.chain_replays.topic IS 'Kafka topic of the replayed rejects';
+COMMENT ON COLUMN gm.chain_replays.partitions IS 'Kafka partition of each replayed reject (with offsets: its coordinates), in (partition, offset) order';
+COMMENT ON COLUMN gm.chain_replays.offsets IS 'Kafka offset of each replayed reject';
+COMMENT ON COLUMN gm.chain_replays.rows IS 'Ledger rows the replay inserted (outcome rated)';
+COMMENT ON COLUMN gm.chain_replays.duplicates IS 'Replayed rejects found to be an accepted event again (outcome duplicate)';
+COMMENT ON COLUMN gm.chain_replays.conflicts IS 'Replayed rejects kept in gm.conflicting_events (outcome conflict)';
+COMMENT ON COLUMN gm.chain_replays.charges IS 'The replay''s changes to gm.charges, as gm.chain_batches.charges';
+COMMENT ON COLUMN gm.chain_replays.prev_digest IS 'digest of the previous replay; 32 zero bytes for seq 1';
+COMMENT ON COLUMN gm.chain_replays.digest IS 'SHA-256 over the canonical bytes of the replay (docs/auditors.md, "Replay digest")';
+COMMENT ON COLUMN gm.chain_replays.committed_at IS 'gm.now() of the replay''s transaction';
+COMMENT ON COLUMN gm.chain_replays.scheme IS 'The hash rules the digest follows (docs/auditors.md)';
+CREATE TRIGGER chain_replays_immutable BEFORE UPDATE OR DELETE ON gm.chain_replays
+    FOR EACH ROW EXECUTE FUNCTION gm.refuse_change();
+CREATE TRIGGER chain_replays_no_truncate BEFORE TRUNCATE ON gm.chain_replays
+    FOR EACH STATEMENT EXECUTE FUNCTION gm.refuse_change();
 
 CREATE TRIGGER chain_batches_immutable BEFORE UPDATE OR DELETE ON gm.chain_batches
     FOR EACH ROW EXECUTE FUNCTION gm.refuse_change();
@@ -237,7 +275,7 @@ CREATE CONSTRAINT TRIGGER chain_rerating_run AFTER INSERT ON gm.rerating_runs
 -- ---- Auditors' views: the chains and the same checks as `gridmeter audit verify` -------------
 CREATE VIEW audit.chain_batches AS
 SELECT group_id, topic, partition, seq, from_offset, next_offset, rows, rejects, duplicates,
-       input_tokens, cached_tokens, output_tokens, gpu_us,
+       conflicts, input_tokens, cached_tokens, output_tokens, gpu_us,
        amount_input, amount_cached, amount_output, amount_gpu, charges,
        encode(prev_digest, 'hex') AS prev_digest, encode(digest, 'hex') AS digest, committed_at,
        scheme
@@ -254,9 +292,10 @@ COMMENT ON VIEW audit.chain_documents IS 'The document chains: one row per final
 -- offset range holds it (NULL: no batch covers it).
 CREATE VIEW audit.chain_records AS
 SELECT l.kafka_topic AS topic, l.kafka_partition AS partition, l.kafka_offset AS kafka_offset, 'L' AS kind,
+       CASE WHEN rp.kafka_offset IS NULL THEN
        (SELECT c.seq FROM gm.chain_batches c WHERE c.topic = l.kafka_topic
           AND c.partition = l.kafka_partition AND c.next_offset > l.kafka_offset
-          AND c.from_offset <= l.kafka_offset ORDER BY c.next_offset LIMIT 1) AS batch_seq,
+          AND c.from_offset <= l.kafka_offset ORDER BY c.next_offset LIMIT 1) END AS batch_seq,
        'L' || gm.chain_f(l.kafka_offset::text) || gm.chain_f(l.tenant) || gm.chain_f(gm.chain_us(l.event_time))
        || gm.chain_f(l.source) || gm.chain_f(l.event_id) || gm.chain_f(l.seq::text) || gm.chain_f(l.site)
        || gm.chain_f(l.model) || gm.chain_f(l.request_id) || gm.chain_f(l.input_tokens::text)
@@ -264,17 +303,42 @@ SELECT l.kafka_topic AS topic, l.kafka_partition AS partition, l.kafka_offset AS
        || gm.chain_f(l.site_tier) || gm.chain_f(l.card_id) || gm.chain_f(l.card_version::text)
        || gm.chain_f(l.currency::text) || gm.chain_f(gm.chain_dec(l.amount_input))
        || gm.chain_f(gm.chain_dec(l.amount_cached)) || gm.chain_f(gm.chain_dec(l.amount_output))
-       || gm.chain_f(gm.chain_dec(l.amount_gpu)) || gm.chain_f(l.flags::text) || E'\n' AS record
+       || gm.chain_f(gm.chain_dec(l.amount_gpu)) || gm.chain_f(l.flags::text) || E'\n' AS record,
+       CASE WHEN rp.kafka_offset IS NOT NULL THEN
+       (SELECT min(p.seq) FROM gm.chain_replays p, unnest(p.partitions, p.offsets) AS u(part, off)
+        WHERE p.topic = l.kafka_topic AND u.part = l.kafka_partition AND u.off = l.kafka_offset) END
+           AS replay_seq
 FROM gm.ledger l
+LEFT JOIN gm.rejected_events rp ON rp.kafka_topic = l.kafka_topic AND rp.kafka_partition = l.kafka_partition
+    AND rp.kafka_offset = l.kafka_offset AND rp.replay_outcome = 'rated'
+    AND rp.replayed_kafka_topic = l.kafka_topic AND rp.replayed_kafka_partition = l.kafka_partition
+    AND rp.replayed_kafka_offset = l.kafka_offset
 UNION ALL
 SELECT r.kafka_topic, r.kafka_partition, r.kafka_offset, 'R',
        (SELECT c.seq FROM gm.chain_batches c WHERE c.topic = r.kafka_topic
           AND c.partition = r.kafka_partition AND c.next_offset > r.kafka_offset
           AND c.from_offset <= r.kafka_offset ORDER BY c.next_offset LIMIT 1),
        'R' || gm.chain_f(r.kafka_offset::text) || gm.chain_f(encode(r.kafka_key, 'hex'))
-       || gm.chain_f(encode(r.payload, 'hex')) || gm.chain_f(r.reason) || E'\n'
-FROM gm.rejected_events r;
-COMMENT ON VIEW audit.chain_records IS 'Canonical record (scheme 1) of every ledger row (kind L) and rejected message (kind R), and the chained batch whose offset range holds it (batch_seq NULL: not covered by any batch, e.g. a row added behind the rater''s back)';
+       || gm.chain_f(encode(r.payload, 'hex')) || gm.chain_f(r.reason) || E'\n', NULL
+FROM gm.rejected_events r
+UNION ALL
+SELECT x.kafka_topic, x.kafka_partition, x.kafka_offset, 'X',
+       CASE WHEN rp.kafka_offset IS NULL THEN
+       (SELECT c.seq FROM gm.chain_batches c WHERE c.topic = x.kafka_topic
+          AND c.partition = x.kafka_partition AND c.next_offset > x.kafka_offset
+          AND c.from_offset <= x.kafka_offset ORDER BY c.next_offset LIMIT 1) END,
+       'X' || gm.chain_f(x.kafka_offset::text) || gm.chain_f(encode(x.kafka_key, 'hex'))
+       || gm.chain_f(encode(x.payload, 'hex')) || gm.chain_f(encode(x.fingerprint, 'hex'))
+       || gm.chain_f(x.kind) || E'\n',
+       CASE WHEN rp.kafka_offset IS NOT NULL THEN
+       (SELECT min(p.seq) FROM gm.chain_replays p, unnest(p.partitions, p.offsets) AS u(part, off)
+        WHERE p.topic = x.kafka_topic AND u.part = x.kafka_partition AND u.off = x.kafka_offset) END
+FROM gm.conflicting_events x
+LEFT JOIN gm.rejected_events rp ON rp.kafka_topic = x.kafka_topic AND rp.kafka_partition = x.kafka_partition
+    AND rp.kafka_offset = x.kafka_offset AND rp.replay_outcome = 'conflict'
+    AND rp.replayed_kafka_topic = x.kafka_topic AND rp.replayed_kafka_partition = x.kafka_partition
+    AND rp.replayed_kafka_offset = x.kafka_offset;
+COMMENT ON VIEW audit.chain_records IS 'Canonical record (scheme 1) of every ledger row (kind L), rejected message (kind R) and conflicting message (kind X, gm.conflicting_events), and the chained batch whose offset range holds it (batch_seq NULL: not covered by any batch, e.g. a row added behind the rater''s back). A ledger row written by a replay (its reject is marked rated at the same coordinates) belongs to no batch: replay_seq is the gm.chain_replays entry that lists it (NULL on a replayed row: a replay mark no replay entry covers, e.g. forged); likewise a conflicting message a replay kept (its reject marked conflict at the same coordinates)';
 
 -- Every batch recomputed: digest from its rows, link to the previous batch, offsets contiguous.
 CREATE VIEW audit.chain_batch_check AS
@@ -282,6 +346,8 @@ WITH rec AS (
     SELECT topic, partition, batch_seq,
            string_agg(record, '' ORDER BY kafka_offset) FILTER (WHERE kind = 'L') AS l_records,
            string_agg(record, '' ORDER BY kafka_offset) FILTER (WHERE kind = 'R') AS r_records,
+           string_agg(record, '' ORDER BY kafka_offset) FILTER (WHERE kind = 'X') AS x_records,
+           count(*) FILTER (WHERE kind = 'X') AS conflicts_found,
            count(*) FILTER (WHERE kind = 'L') AS rows_found,
            count(*) FILTER (WHERE kind = 'R') AS rejects_found
     FROM audit.chain_records WHERE batch_seq IS NOT NULL GROUP BY 1, 2, 3
@@ -298,13 +364,13 @@ SELECT b.group_id, b.topic, b.partition, b.seq, b.from_offset, b.next_offset,
            'B' || gm.chain_f('1') || gm.chain_f(b.group_id) || gm.chain_f(b.topic)
            || gm.chain_f(b.partition::text) || gm.chain_f(b.seq::text) || gm.chain_f(b.from_offset::text)
            || gm.chain_f(b.next_offset::text) || gm.chain_f(b.rows::text) || gm.chain_f(b.rejects::text)
-           || gm.chain_f(b.duplicates::text) || gm.chain_f(gm.chain_dec(b.input_tokens))
+           || gm.chain_f(b.duplicates::text) || gm.chain_f(b.conflicts::text) || gm.chain_f(gm.chain_dec(b.input_tokens))
            || gm.chain_f(gm.chain_dec(b.cached_tokens)) || gm.chain_f(gm.chain_dec(b.output_tokens))
            || gm.chain_f(gm.chain_dec(b.gpu_us)) || gm.chain_f(gm.chain_dec(b.amount_input))
            || gm.chain_f(gm.chain_dec(b.amount_cached)) || gm.chain_f(gm.chain_dec(b.amount_output))
            || gm.chain_f(gm.chain_dec(b.amount_gpu)) || gm.chain_f(encode(b.prev_digest, 'hex'))
            || gm.chain_f(encode(sha256(convert_to(
-                  coalesce(rec.l_records, '') || coalesce(rec.r_records, '')
+                  coalesce(rec.l_records, '') || coalesce(rec.r_records, '') || coalesce(rec.x_records, '')
                   || coalesce((SELECT string_agg('C' || gm.chain_f(e->>0) || gm.chain_f(e->>1) || gm.chain_f(e->>2)
                                  || gm.chain_f(e->>3) || gm.chain_f(e->>4) || gm.chain_f(e->>5) || gm.chain_f(e->>6)
                                  || gm.chain_f(e->>7) || gm.chain_f(e->>8) || gm.chain_f(e->>9) || gm.chain_f(e->>10)
@@ -314,9 +380,52 @@ SELECT b.group_id, b.topic, b.partition, b.seq, b.from_offset, b.next_offset,
            'UTF8')), 'hex') AS digest_recomputed,
        (b.seq = 1 AND b.prev_digest = decode(repeat('00', 32), 'hex'))
            OR (b.prev_seq = b.seq - 1 AND b.prev_digest = b.prev_row_digest AND b.from_offset = b.prev_next)
-           AS link_ok
+           AS link_ok,
+       b.conflicts, coalesce(rec.conflicts_found, 0) AS conflicts_found
 FROM b LEFT JOIN rec ON rec.topic = b.topic AND rec.partition = b.partition AND rec.batch_seq = b.seq;
 COMMENT ON VIEW audit.chain_batch_check IS 'Every chained batch recomputed from the rows: digest (stored) against digest_recomputed, rows and rejects counted, link_ok = seq follows the previous one, prev_digest is its digest and from_offset its next_offset. A batch is sound when digest = digest_recomputed AND link_ok';
+
+-- Every replay recomputed: its M records (the reject's mark) and, for a reject rated again,
+-- the L record of the ledger row at the reject's coordinates (for one kept as a conflict, the
+-- X record of its gm.conflicting_events row); its charge changes; its link.
+CREATE VIEW audit.chain_replay_check AS
+WITH m AS (
+    SELECT p.seq,
+           string_agg('M' || gm.chain_f(u.part::text) || gm.chain_f(u.off::text) || gm.chain_f(r.replay_outcome)
+                      || gm.chain_f(r.replayed_kafka_topic) || gm.chain_f(r.replayed_kafka_partition::text)
+                      || gm.chain_f(r.replayed_kafka_offset::text) || E'\n'
+                      || CASE WHEN r.replay_outcome = 'rated' THEN coalesce(cr.record, '')
+                              WHEN r.replay_outcome = 'conflict' THEN coalesce(cx.record, '') ELSE '' END,
+                      '' ORDER BY u.n) AS records,
+           count(cr.record) AS rows_found
+    FROM gm.chain_replays p
+    CROSS JOIN LATERAL unnest(p.partitions, p.offsets) WITH ORDINALITY AS u(part, off, n)
+    LEFT JOIN gm.rejected_events r ON r.kafka_topic = p.topic AND r.kafka_partition = u.part
+        AND r.kafka_offset = u.off
+    LEFT JOIN audit.chain_records cr ON r.replay_outcome = 'rated' AND cr.kind = 'L' AND cr.topic = p.topic
+        AND cr.partition = u.part AND cr.kafka_offset = u.off
+    LEFT JOIN audit.chain_records cx ON r.replay_outcome = 'conflict' AND cx.kind = 'X' AND cx.topic = p.topic
+        AND cx.partition = u.part AND cx.kafka_offset = u.off
+    GROUP BY p.seq
+)
+SELECT p.seq, p.topic, p.rows, coalesce(m.rows_found, 0) AS rows_found, encode(p.digest, 'hex') AS digest,
+       encode(sha256(convert_to(
+           'P' || gm.chain_f('1') || gm.chain_f(p.topic) || gm.chain_f(p.seq::text) || gm.chain_f(p.rows::text)
+           || gm.chain_f(p.duplicates::text) || gm.chain_f(p.conflicts::text)
+           || gm.chain_f(encode(p.prev_digest, 'hex'))
+           || gm.chain_f(encode(sha256(convert_to(
+                  coalesce(m.records, '')
+                  || coalesce((SELECT string_agg('C' || gm.chain_f(e->>0) || gm.chain_f(e->>1) || gm.chain_f(e->>2)
+                                 || gm.chain_f(e->>3) || gm.chain_f(e->>4) || gm.chain_f(e->>5) || gm.chain_f(e->>6)
+                                 || gm.chain_f(e->>7) || gm.chain_f(e->>8) || gm.chain_f(e->>9) || gm.chain_f(e->>10)
+                                 || gm.chain_f(e->>11) || gm.chain_f(e->>12) || E'\n', '' ORDER BY o)
+                               FROM jsonb_array_elements(p.charges) WITH ORDINALITY AS x(e, o)), ''),
+                  'UTF8')), 'hex')) || E'\n',
+           'UTF8')), 'hex') AS digest_recomputed,
+       (p.seq = 1 AND p.prev_digest = decode(repeat('00', 32), 'hex'))
+           OR (lag(p.seq) OVER w = p.seq - 1 AND p.prev_digest = lag(p.digest) OVER w) AS link_ok
+FROM gm.chain_replays p LEFT JOIN m USING (seq) WINDOW w AS (ORDER BY p.seq);
+COMMENT ON VIEW audit.chain_replay_check IS 'Every chained replay recomputed from the replayed rejects'' marks and the ledger rows they point at: digest (stored) against digest_recomputed, rows (rated) against rows_found, link_ok = seq follows the previous one and prev_digest is its digest. Sound when digest = digest_recomputed AND link_ok';
 
 CREATE VIEW audit.chain_document_check AS
 SELECT d.chain, d.seq, d.kind, d.doc_id, d.number, encode(d.digest, 'hex') AS digest,
@@ -328,10 +437,12 @@ COMMENT ON VIEW audit.chain_document_check IS 'Every chained document recomputed
 
 -- The chains' ends, for anchors: one row per chain.
 CREATE VIEW audit.chain_heads AS
-SELECT DISTINCT ON (group_id, topic, partition) 'batch:' || group_id || '/' || topic || '/' || partition AS chain,
-       seq, encode(digest, 'hex') AS digest
-FROM gm.chain_batches ORDER BY group_id, topic, partition, seq DESC;
-COMMENT ON VIEW audit.chain_heads IS 'The last digest of every batch chain (name batch:GROUP/TOPIC/PARTITION); with audit.chain_document_heads, what an anchor file records';
+(SELECT DISTINCT ON (group_id, topic, partition) 'batch:' || group_id || '/' || topic || '/' || partition AS chain,
+        seq, encode(digest, 'hex') AS digest
+ FROM gm.chain_batches ORDER BY group_id, topic, partition, seq DESC)
+UNION ALL
+(SELECT 'replay', seq, encode(digest, 'hex') FROM gm.chain_replays ORDER BY seq DESC LIMIT 1);
+COMMENT ON VIEW audit.chain_heads IS 'The last digest of every batch chain (name batch:GROUP/TOPIC/PARTITION) and of the replay chain (name replay); with audit.chain_document_heads, what an anchor file records';
 CREATE VIEW audit.chain_document_heads AS
 SELECT DISTINCT ON (chain) chain, seq, encode(digest, 'hex') AS digest
 FROM gm.chain_documents ORDER BY chain, seq DESC;
@@ -345,7 +456,8 @@ WITH d AS (
     SELECT e->>0 AS tenant, (e->>1)::bigint AS hour_us, e->>2 AS site, e->>3 AS model, e->>4 AS dimension,
            e->>5 AS card_id, (e->>6)::integer AS card_version, (e->>9)::numeric AS unit_price,
            sum((e->>10)::numeric) AS quantity, sum((e->>11)::numeric) AS amount, sum((e->>12)::bigint) AS events
-    FROM gm.chain_batches, jsonb_array_elements(charges) e GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    FROM (SELECT charges FROM gm.chain_batches UNION ALL SELECT charges FROM gm.chain_replays) cb,
+         jsonb_array_elements(cb.charges) e GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
 ), c AS (
     SELECT tenant, gm.chain_us(hour)::bigint AS hour_us, site, model, dimension, card_id, card_version,
            unit_price, quantity, amount, events FROM gm.charges
@@ -370,13 +482,22 @@ WHERE o.next_offset IS DISTINCT FROM h.next_offset
 UNION ALL
 SELECT 'sources', coalesce(s.source, l.source), 'events=' || s.events, 'events=' || coalesce(l.n, 0)
 FROM gm.sources s FULL JOIN (SELECT source, count(*) AS n FROM gm.ledger GROUP BY 1) l USING (source)
-WHERE s.events IS DISTINCT FROM coalesce(l.n, 0);
-COMMENT ON VIEW audit.chain_state_check IS 'Differences between the state tables and what the chains and the ledger say: gm.charges against the sum of the chained charge changes, gm.consumer_offsets against the last chained batch, gm.sources event counts against the ledger rows. Empty when everything agrees';
+WHERE s.events IS DISTINCT FROM coalesce(l.n, 0)
+UNION ALL
+SELECT 'rejected_events', concat_ws('/', r.kafka_topic, r.kafka_partition, r.kafka_offset),
+       'replay_outcome=' || r.replay_outcome,
+       'replay entries=' || (SELECT count(*) FROM gm.chain_replays p, unnest(p.partitions, p.offsets) AS u(part, off)
+                             WHERE p.topic = r.kafka_topic AND u.part = r.kafka_partition AND u.off = r.kafka_offset)
+FROM gm.rejected_events r
+WHERE r.replayed_at IS NOT NULL
+  AND (SELECT count(*) FROM gm.chain_replays p, unnest(p.partitions, p.offsets) AS u(part, off)
+       WHERE p.topic = r.kafka_topic AND u.part = r.kafka_partition AND u.off = r.kafka_offset) <> 1;
+COMMENT ON VIEW audit.chain_state_check IS 'Differences between the state tables and what the chains and the ledger say: gm.charges against the sum of the chained charge changes, gm.consumer_offsets against the last chained batch, gm.sources event counts against the ledger rows, replay marks of gm.rejected_events against the replay chain (each replayed reject listed by exactly one gm.chain_replays entry). Empty when everything agrees';
 
 RESET ROLE;
 
-GRANT SELECT, INSERT ON gm.chain_batches TO gm_rater;
-GRANT SELECT ON gm.chain_batches, gm.chain_documents TO gm_api;
+GRANT SELECT, INSERT ON gm.chain_batches, gm.chain_replays TO gm_rater;
+GRANT SELECT ON gm.chain_batches, gm.chain_documents, gm.chain_replays TO gm_api;
 GRANT SELECT ON audit.chain_batches, audit.chain_documents, audit.chain_records, audit.chain_batch_check,
-    audit.chain_document_check, audit.chain_heads, audit.chain_document_heads, audit.chain_state_check
+    audit.chain_document_check, audit.chain_replay_check, audit.chain_heads, audit.chain_document_heads, audit.chain_state_check
     TO gm_auditor, gm_api;

@@ -455,6 +455,226 @@ START_TEST(test_restored_older_backup_is_found_by_the_anchor)
 }
 END_TEST
 
+/* `gridmeter rejects replay` rates the rejected message of batch #2 (offset 3 of partition 0)
+ * again: its ledger row lies in batch #2's range, where the message counts as a reject. */
+static void replay_reject(fixture *f)
+{
+    make_event(&f->ev[5], "edge/fra1/n3", 1, 50);
+    make_row(&f->rows[5], &f->ev[5], 0, 3);
+    gm_ledger_writer *w = gm_ledger_writer_new(f->c);
+    gm_ledger_writer_set_replay(w, true, false);
+    gm_ledger_batch b = {"gridmeter-rejects-replay", TOPIC, "t", &f->rows[5], 1, NULL, 0, NULL, 0};
+    gm_ledger_result res;
+    char err[1024];
+    ck_assert_msg(gm_ledger_writer_commit(w, &b, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(res.accepted, 1);
+    gm_ledger_writer_free(w);
+}
+
+static int run_py(const fixture *f)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "python3 %s/examples/verify_chain.py --db '%s' >/dev/null",
+             GM_SOURCE_DIR, f->conninfo);
+    return WEXITSTATUS(system(cmd));
+}
+
+START_TEST(test_replayed_reject_verifies)
+{
+    fixture f;
+    open_db(&f, "chreplay");
+    replay_reject(&f);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger WHERE kafka_partition = 0 AND"
+                                " kafka_offset = 3"),
+                     1);
+    gm_chain_report rep = verify(&f);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(rep.batches, 3);
+    ck_assert_int_eq(rep.rows, 5);
+    ck_assert_int_eq(rep.rejects, 1); /* still counted by its batch, as received */
+    ck_assert_int_eq(rep.replays, 1);
+    ck_assert_int_eq(rep.replayed_rows, 1);
+    gm_test_pg_exec(f.c, "SET ROLE gm_auditor");
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_batch_check WHERE"
+                                " digest = digest_recomputed AND link_ok"),
+                     3);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_replay_check WHERE"
+                                " digest = digest_recomputed AND link_ok AND rows_found = 1"),
+                     1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_state_check"), 0);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_records WHERE"
+                                " batch_seq IS NULL AND replay_seq IS NULL"),
+                     0);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_heads WHERE chain = 'replay'"),
+                     1);
+    gm_test_pg_exec(f.c, "RESET ROLE");
+    ck_assert_int_eq(run_py(&f), 0);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s/cli/gridmeter audit verify --db '%s' | grep -q '^ok: '",
+             GM_BINARY_DIR, f.conninfo);
+    ck_assert_int_eq(system(cmd), 0);
+    /* the replay chain's head is anchored like the others */
+    char anchor[] = "/tmp/gm_anchor_XXXXXX";
+    int fd = mkstemp(anchor);
+    ck_assert_int_ge(fd, 0);
+    FILE *out = fdopen(fd, "w");
+    char err[1024];
+    ck_assert_msg(gm_chain_anchor(f.c, out, INT64_C(1795900000000000), err, sizeof err) == 0, "%s",
+                  err);
+    fclose(out);
+    rep = verify_with(f.c, anchor);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(rep.anchors, 3); /* the 2 batch chains and the replay chain */
+    tamper(&f, "UPDATE gm.chain_replays SET digest = sha256(digest)");
+    rep = verify_with(f.c, anchor);
+    ck_assert_msg(rep.problems > 0 && strstr(rep.first, "replay"), "%s", rep.first);
+    unlink(anchor);
+    close_db(&f);
+}
+END_TEST
+
+START_TEST(test_changed_replayed_row_is_found)
+{
+    fixture f;
+    open_db(&f, "chreplayrow");
+    replay_reject(&f);
+    tamper(&f, "UPDATE gm.ledger_rows SET input_tokens = 51 WHERE " S0 " AND kafka_offset = 3");
+    gm_chain_report rep = verify(&f);
+    assert_found(&rep, "replay #1", "a replayed row");
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_replay_check WHERE"
+                                " digest <> digest_recomputed"),
+                     1);
+    ck_assert_int_eq(run_py(&f), 1);
+    close_db(&f);
+}
+END_TEST
+
+/* A replayed reject that turns out to claim an accepted event's identity is kept as a
+ * conflict at its coordinates: the replay entry covers it, and a change to it is found. */
+START_TEST(test_replay_kept_as_conflict_verifies_and_is_covered)
+{
+    fixture f;
+    open_db(&f, "chreplaycf");
+    make_event(&f.ev[5], "edge/fra1/n1", 3, 99); /* seq 3 was accepted with 40 tokens */
+    make_row(&f.rows[5], &f.ev[5], 0, 3);
+    gm_ledger_writer *w = gm_ledger_writer_new(f.c);
+    gm_ledger_writer_set_replay(w, true, false);
+    gm_ledger_batch b = {"gridmeter-rejects-replay", TOPIC, "t", &f.rows[5], 1, NULL, 0, NULL, 0};
+    gm_ledger_result res;
+    char err[1024];
+    ck_assert_msg(gm_ledger_writer_commit(w, &b, &res, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(res.conflicts, 1);
+    gm_ledger_writer_free(w);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.rejected_events WHERE"
+                                " replay_outcome = 'conflict'"),
+                     1);
+    gm_chain_report rep = verify(&f);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(rep.replays, 1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_replay_check WHERE"
+                                " digest = digest_recomputed AND link_ok"),
+                     1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_batch_check WHERE"
+                                " digest = digest_recomputed AND link_ok"),
+                     3);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_records WHERE"
+                                " batch_seq IS NULL AND replay_seq IS NULL"),
+                     0);
+    ck_assert_int_eq(run_py(&f), 0);
+    tamper(&f, "UPDATE gm.conflicting_events SET kind = 'seq_taken'");
+    rep = verify(&f);
+    assert_found(&rep, "replay #1", "digest recorded");
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_replay_check WHERE"
+                                " digest <> digest_recomputed"),
+                     1);
+    ck_assert_int_eq(run_py(&f), 1);
+    close_db(&f);
+}
+END_TEST
+
+/* A row slipped in at a reject's coordinates and the reject marked as replayed by hand: the
+ * row is no longer in its batch's digest, but no replay entry lists the reject. */
+START_TEST(test_forged_replay_mark_is_found)
+{
+    fixture f;
+    open_db(&f, "chforged");
+    tamper(&f,
+           "CREATE TEMP TABLE t AS SELECT * FROM gm.ledger_rows WHERE " S0
+           " AND kafka_offset = 4; UPDATE t SET kafka_offset = 3, event_id = 'forged', seq = 99;"
+           " INSERT INTO gm.ledger_rows SELECT * FROM t;"
+           " UPDATE gm.rejected_events SET replayed_at = gm.now(), replay_outcome = 'rated',"
+           " replayed_kafka_topic = kafka_topic, replayed_kafka_partition = kafka_partition,"
+           " replayed_kafka_offset = kafka_offset");
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.ledger WHERE kafka_offset = 3"), 1);
+    gm_chain_report rep = verify(&f);
+    ck_assert_msg(rep.problems > 0, "forged replay mark not found");
+    ck_assert_msg(strstr(rep.first, "replay mark"), "%s", rep.first);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_state_check WHERE"
+                                " object = 'rejected_events'"),
+                     1);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_records WHERE"
+                                " batch_seq IS NULL AND replay_seq IS NULL"),
+                     1);
+    ck_assert_int_eq(run_py(&f), 1);
+    close_db(&f);
+}
+END_TEST
+
+/* A message that claims an accepted event's identity with other content is a conflict: counted
+ * apart from the duplicates and covered by its batch's digest (record X). */
+START_TEST(test_conflict_is_counted_apart_from_duplicates)
+{
+    fixture f;
+    open_db(&f, "chconflict");
+    make_event(&f.ev[6], "edge/fra1/n1", 3, 41); /* seq 3 was accepted with 40 tokens */
+    make_row(&f.rows[6], &f.ev[6], 0, 5);
+    gm_ledger_pos pos = {0, 5, 6};
+    gm_ledger_batch b = {"g", TOPIC, "t", &f.rows[6], 1, NULL, 0, &pos, 1};
+    commit(&f, &b);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM gm.conflicting_events"), 1);
+    ck_assert_int_eq(count(f.c, "SELECT duplicates FROM gm.chain_batches WHERE partition = 0"
+                                " AND seq = 3"),
+                     0);
+    ck_assert_int_eq(count(f.c, "SELECT conflicts FROM gm.chain_batches WHERE partition = 0"
+                                " AND seq = 3"),
+                     1);
+    ck_assert_int_eq(count(f.c, "SELECT conflicts FROM gm.chain_batches WHERE partition = 0"
+                                " AND seq = 2"),
+                     0);
+    gm_chain_report rep = verify(&f);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_batch_check WHERE"
+                                " digest = digest_recomputed AND link_ok"),
+                     4);
+    ck_assert_int_eq(run_py(&f), 0);
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_records WHERE kind = 'X' AND"
+                                " batch_seq = 3"),
+                     1);
+    /* the conflicting message's content is in the digest */
+    tamper(&f, "UPDATE gm.conflicting_events SET kind = 'seq_taken'");
+    rep = verify(&f);
+    assert_found(&rep, "batch g/" TOPIC "/0 #3", "digest recorded");
+    ck_assert_int_eq(count(f.c, "SELECT count(*) FROM audit.chain_batch_check WHERE"
+                                " digest <> digest_recomputed"),
+                     1);
+    ck_assert_int_eq(run_py(&f), 1);
+    tamper(&f, "UPDATE gm.conflicting_events SET kind = 'content_differs'");
+    rep = verify(&f);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    tamper(&f, "DELETE FROM gm.conflicting_events");
+    rep = verify(&f);
+    assert_found(&rep, "batch g/" TOPIC "/0 #3", "conflicts: recorded 1, found 0");
+    ck_assert_int_eq(run_py(&f), 1);
+    /* the count is in the digest */
+    tamper(&f, "UPDATE gm.chain_batches SET conflicts = 0, duplicates = 1 WHERE partition = 0"
+               " AND seq = 3");
+    rep = verify(&f);
+    assert_found(&rep, "batch g/" TOPIC "/0 #3", "digest recorded");
+    ck_assert_int_eq(run_py(&f), 1);
+    close_db(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("chain");
@@ -473,6 +693,11 @@ int main(void)
     tcase_add_test(tc, test_changed_invoice_line_and_credit_note_are_found);
     tcase_add_test(tc, test_rerating_run_is_chained_and_a_changed_correction_is_found);
     tcase_add_test(tc, test_restored_older_backup_is_found_by_the_anchor);
+    tcase_add_test(tc, test_replayed_reject_verifies);
+    tcase_add_test(tc, test_changed_replayed_row_is_found);
+    tcase_add_test(tc, test_forged_replay_mark_is_found);
+    tcase_add_test(tc, test_replay_kept_as_conflict_verifies_and_is_covered);
+    tcase_add_test(tc, test_conflict_is_counted_apart_from_duplicates);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }

@@ -99,6 +99,27 @@ static char *q(const h_env *e, const char *sql)
         free(got_);                                                                                \
     } while (0)
 
+/* Tamper evidence over what the rater wrote: every digest recomputes (C verifier and the
+ * auditor's SQL), and the batches counted `conflicts` conflicting messages apart from the
+ * duplicates. */
+static void assert_chain_sound(const h_env *e, int conflicts)
+{
+    PGconn *c = gm_test_pg_connect(e->conninfo);
+    gm_chain_verify_opts vo = {0};
+    gm_chain_report rep;
+    char err[512];
+    ck_assert_msg(gm_chain_verify(c, &vo, &rep, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    char *v = gm_test_pg_value(c, "SELECT sum(conflicts) || ' ' || sum(conflicts_found) || ' ' ||"
+                                  " count(*) FILTER (WHERE digest <> digest_recomputed)"
+                                  " FROM audit.chain_batch_check");
+    char want[64];
+    snprintf(want, sizeof want, "%d %d 0", conflicts, conflicts);
+    ck_assert_str_eq(v, want);
+    free(v);
+    PQfinish(c);
+}
+
 /* Finding 1: a re-imaged node (state wiped) starts again at seq 1 with new ids. Main kept
  * a1, a2, a3, b4 and counted b1..b3 as duplicates, in no audit view. */
 START_TEST(test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict)
@@ -171,6 +192,7 @@ START_TEST(test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict)
     ck_assert_ptr_nonnull(strstr(v, "never charged"));
     free(v);
     PQfinish(c);
+    assert_chain_sound(&e, 3);
     h_env_close(&e);
 }
 END_TEST
@@ -205,6 +227,7 @@ START_TEST(test_resend_with_other_content_is_a_conflict_identical_resend_a_dupli
              " audit.source_completeness",
              "1 2 1");
     ASSERT_Q(&e, "SELECT sum(quantity) FROM audit.usage_hourly WHERE dimension = 'input'", "100");
+    assert_chain_sound(&e, 1);
     h_env_close(&e);
 }
 END_TEST
@@ -377,6 +400,17 @@ START_TEST(test_rejected_for_a_missing_card_is_replayed_exactly_once_after_the_i
     ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events", "r1,r2,r3");
     ASSERT_CMD(&e, "list", 0, "0 reject(s) not replayed");
     ASSERT_CMD(&e, "list --all", 0, "2 reject(s)");
+    /* tamper evidence after the replays: the rows they wrote lie in the offset ranges of the
+     * batches that rejected them; each replay that rated something has its own chain entry */
+    c = gm_test_pg_connect(e.conninfo);
+    gm_chain_verify_opts vo = {0};
+    gm_chain_report rep;
+    ck_assert_msg(gm_chain_verify(c, &vo, &rep, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(rep.problems == 0, "%s", rep.first);
+    ck_assert_int_eq(rep.replays, 2);
+    ck_assert_int_eq(rep.replayed_rows, 2);
+    ck_assert_int_eq(rep.rejects, 2);
+    PQfinish(c);
     h_env_close(&e);
 }
 END_TEST
