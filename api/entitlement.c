@@ -154,10 +154,12 @@ void api__h_budget_set(api_req *r)
     }
     if (!cJSON_IsString(lim) ||
         gm_dec_parse(lim->valuestring, strlen(lim->valuestring), 18, &limit_e18, why, sizeof why) ||
-        limit_e18 <= 0) {
+        limit_e18 <= 0 || limit_e18 >= (gm_i128)10000000000000000000u * 10000000000000000000u) {
+        /* gm.budgets.monthly_limit is numeric(38,18): at most 20 integer digits (a larger
+         * value would be PostgreSQL's numeric overflow, a 500) */
         api__problem(r, 400, "invalid-field", "monthly_limit",
-                     "body.monthly_limit: required, a decimal string > 0 with at most 18 "
-                     "fraction digits, e.g. \"1000.00\" (not a JSON number)");
+                     "body.monthly_limit: required, a decimal string > 0 and < 10^20 with at "
+                     "most 18 fraction digits, e.g. \"1000.00\" (not a JSON number)");
         goto out;
     }
     if (th) {

@@ -1183,13 +1183,20 @@ START_TEST(test_budget_is_set_by_admins_and_by_customers_only_where_allowed)
     http_free(&r);
     struct {
         const char *body, *field;
-    } bad[] = {{"{\"currency\":\"usd\",\"monthly_limit\":\"1\"}", "currency"},
-               {"{\"currency\":\"USD\",\"monthly_limit\":1}", "monthly_limit"},
-               {"{\"currency\":\"USD\",\"monthly_limit\":\"0\"}", "monthly_limit"},
-               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[80,50]}",
-                "thresholds_percent"},
-               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"hard_limit\":1}", "hard_limit"},
-               {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"limit\":1}", NULL}};
+    } bad[] = {
+        {"{\"currency\":\"usd\",\"monthly_limit\":\"1\"}", "currency"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":1}", "monthly_limit"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"0\"}", "monthly_limit"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1e2\"}", "monthly_limit"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":1e2}", "monthly_limit"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"-5\"}", "monthly_limit"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1.0000000000000000001\"}", "monthly_limit"},
+        /* numeric(38,18): 21 integer digits overflowed in PostgreSQL (a 500) */
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"100000000000000000000\"}", "monthly_limit"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[80,50]}",
+         "thresholds_percent"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"hard_limit\":1}", "hard_limit"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"limit\":1}", NULL}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char idem[16];
         snprintf(idem, sizeof idem, "b-bad-%zu", i);
