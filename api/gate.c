@@ -69,8 +69,9 @@ struct gate_conn {
     /* PH_SERVED, under mu */
     int64_t handed_us, received_us;
     bool health, started, received, killed, mhd_writes;
-    bool between; /* keep-alive: waiting for the next request (its deadline kills silently) */
-    int requests; /* requests received whole on this connection */
+    bool between;   /* keep-alive: waiting for the next request (its deadline kills silently) */
+    bool pipelined; /* bytes after the first request were there at the peek: never kept */
+    int requests;   /* requests received whole on this connection */
     int kill_stage;
     int64_t killed_us;
     gate_conn *prev, *next;
@@ -322,6 +323,9 @@ static void try_head(api_gate *g, gate_conn *c)
                instance, head_req, NULL);
         return;
     }
+    /* a request sent before this one's answer (pipelining): libmicrohttpd would read it into
+     * its buffer and wait for the socket, so this answer closes instead (keep-alive) */
+    c->pipelined = (uint64_t)n > (uint64_t)h.head_len + h.framing.length;
     hand_over(g, c, &h, true);
 }
 
@@ -718,7 +722,8 @@ bool api__gate_keep(api_gate *g, struct MHD_Connection *mc)
         return false; /* not tracked: no deadline could be kept for a next request */
     pthread_mutex_lock(&g->mu);
     /* a health check's connection used the reserve: it serves nothing else */
-    bool keep = !c->killed && !c->health && c->received && c->requests < g->keep_alive;
+    bool keep =
+        !c->killed && !c->health && !c->pipelined && c->received && c->requests < g->keep_alive;
     pthread_mutex_unlock(&g->mu);
     return keep;
 }

@@ -855,6 +855,21 @@ START_TEST(test_keep_alive_serves_n_requests_then_closes_and_checks_each_request
     char c;
     ck_assert_msg(recv(fd, &c, 1, 0) <= 0, "an idle kept connection got bytes");
     close(fd);
+    /* 7. pipelining (a second request sent before the first answer): the first answer
+     *    closes the connection at once, the second request is not run (the client resends) */
+    fd = dial(port);
+    char two[1024];
+    snprintf(two, sizeof two, "%s%s", get, get);
+    send_all(fd, two, strlen(two));
+    int64_t t0 = gm_mono_us();
+    read_one(fd, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(says_close(&r), "a pipelined connection was kept");
+    raw_free(&r);
+    ck_assert(closed_by_server(fd));
+    ck_assert_msg(gm_mono_us() - t0 < 1500 * 1000,
+                  "the pipelined connection waited for a deadline");
+    close(fd);
     free(get);
     gm_api_stop(s);
 }
