@@ -307,9 +307,10 @@ static void put_row(chain__buf *b, const gm_ledger_row *row)
     size_t l_site = strlen(ev->site), l_model = strlen(ev->model);
     size_t l_req = strlen(ev->request_id), l_card = strlen(row->card_id);
     size_t l_tier = row->site_tier ? strlen(row->site_tier) : 0, l_cur = strlen(row->currency);
-    /* strings + their length prefixes (<= 21 each) + 13 numbers (<= 21 + 41 each) */
+    /* strings + their length prefixes (<= 21 each) + 15 numbers (<= 21 + 41 each) + the
+     * service tier (<= 8 + 21) */
     chain__reserve(b, l_ten + l_src + l_id + l_site + l_model + l_req + l_card + l_tier + l_cur +
-                          9 * 21 + 13 * 64 + 4);
+                          10 * 21 + 15 * 64 + 8 + 4);
     char *w = b->p + b->n;
     *w++ = 'L';
     raw_i(&w, row->offset);
@@ -332,6 +333,10 @@ static void put_row(chain__buf *b, const gm_ledger_row *row)
     for (int d = 0; d < CHAIN_DIMS; d++)
         raw_d(&w, row->amount_e18[d], 18);
     raw_i(&w, (int64_t)row->flags);
+    raw_i(&w, ev->reasoning_tokens); /* usage revision 1.1 (sql/0009) */
+    raw_i(&w, ev->cache_write_tokens);
+    const char *tier = gm_service_tier_name(ev->service_tier);
+    raw_f(&w, tier, strlen(tier));
     *w++ = '\n';
     b->n = (size_t)(w - b->p);
     b->p[b->n] = '\0';

@@ -283,7 +283,7 @@ static void close_batch(verifier *v, vbatch *b)
 
 /* The L record of a ledger row: columns base+2 .. base+23 of r as in ROW_SQL; adds its
  * quantities and amounts to fqty[0..4) and famt[0..4) (input, cached, output, gpu). */
-static void l_record(chain__buf *q, const PGresult *r, int i, int base, gm_i128 *fqty,
+static void l_record(chain__buf *q, const PGresult *r, int i, int base, int ext, gm_i128 *fqty,
                      gm_i128 *famt)
 {
     chain__put(q, "L", 1);
@@ -306,6 +306,13 @@ static void l_record(chain__buf *q, const PGresult *r, int i, int base, gm_i128 
             if (k >= 11 && k <= 14)
                 fqty[k - 11] += atoll(s);
         }
+    }
+    /* usage revision 1.1: reasoning_tokens, cache_write_tokens, service_tier (columns ext..) */
+    for (int k = ext; k < ext + 3; k++) {
+        if (PQgetisnull(r, i, k))
+            chain__put(q, "-", 1);
+        else
+            chain__f(q, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k));
     }
     chain__put(q, "\n", 1);
 }
@@ -346,7 +353,7 @@ static void add_row(verifier *v, const PGresult *r, int i)
         b->offset_repeats = true;
     b->last_offset = off;
     v->rec.n = 0;
-    l_record(&v->rec, r, i, 0, b->fqty, b->famt);
+    l_record(&v->rec, r, i, 0, 25, b->fqty, b->famt);
     EVP_DigestUpdate(b->ctx, v->rec.p, v->rec.n);
     b->rows_found++;
 }
@@ -363,7 +370,8 @@ static void add_row(verifier *v, const PGresult *r, int i)
     " WHERE r.kafka_topic = l.kafka_topic AND r.kafka_partition = l.kafka_partition"               \
     " AND r.kafka_offset = l.kafka_offset AND r.replay_outcome = 'rated'"                          \
     " AND r.replayed_kafka_topic = l.kafka_topic AND r.replayed_kafka_partition ="                 \
-    " l.kafka_partition AND r.replayed_kafka_offset = l.kafka_offset) FROM gm.ledger l"
+    " l.kafka_partition AND r.replayed_kafka_offset = l.kafka_offset),"                            \
+    " l.reasoning_tokens, l.cache_write_tokens, l.service_tier FROM gm.ledger l"
 
 static int verify_batches(verifier *v, char *err, size_t err_len)
 {
@@ -599,7 +607,8 @@ static int verify_replays(verifier *v, char *err, size_t err_len)
                             " r.replayed_kafka_topic, r.replayed_kafka_partition::text,"
                             " r.replayed_kafka_offset::text, x.kafka_offset::text,"
                             " encode(x.kafka_key, 'hex'), encode(x.payload, 'hex'),"
-                            " encode(x.fingerprint, 'hex'), x.kind"
+                            " encode(x.fingerprint, 'hex'), x.kind, l.reasoning_tokens,"
+                            " l.cache_write_tokens, l.service_tier"
                             " FROM unnest($2::integer[], $3::bigint[]) WITH ORDINALITY"
                             " AS u(part, off, n) LEFT JOIN gm.rejected_events r"
                             " ON r.kafka_topic = $1 AND r.kafka_partition = u.part"
@@ -628,7 +637,7 @@ static int verify_replays(verifier *v, char *err, size_t err_len)
                     problem(v, "replay #%lld: the ledger row %s/%s@%s it rated is gone",
                             (long long)seq, topic, PQgetvalue(m, k, 24), PQgetvalue(m, k, 25));
                 else {
-                    l_record(&v->rec, m, k, 0, fq, fa);
+                    l_record(&v->rec, m, k, 0, 35, fq, fa);
                     found++;
                 }
             } else if (!PQgetisnull(m, k, 26) && !strcmp(PQgetvalue(m, k, 26), "conflict")) {

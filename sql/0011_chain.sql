@@ -303,7 +303,9 @@ SELECT l.kafka_topic AS topic, l.kafka_partition AS partition, l.kafka_offset AS
        || gm.chain_f(l.site_tier) || gm.chain_f(l.card_id) || gm.chain_f(l.card_version::text)
        || gm.chain_f(l.currency::text) || gm.chain_f(gm.chain_dec(l.amount_input))
        || gm.chain_f(gm.chain_dec(l.amount_cached)) || gm.chain_f(gm.chain_dec(l.amount_output))
-       || gm.chain_f(gm.chain_dec(l.amount_gpu)) || gm.chain_f(l.flags::text) || E'\n' AS record,
+       || gm.chain_f(gm.chain_dec(l.amount_gpu)) || gm.chain_f(l.flags::text)
+       || gm.chain_f(l.reasoning_tokens::text) || gm.chain_f(l.cache_write_tokens::text)
+       || gm.chain_f(l.service_tier) || E'\n' AS record,
        CASE WHEN rp.kafka_offset IS NOT NULL THEN
        (SELECT min(p.seq) FROM gm.chain_replays p, unnest(p.partitions, p.offsets) AS u(part, off)
         WHERE p.topic = l.kafka_topic AND u.part = l.kafka_partition AND u.off = l.kafka_offset) END

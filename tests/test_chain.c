@@ -241,6 +241,25 @@ START_TEST(test_changed_ledger_row_is_found)
 }
 END_TEST
 
+/* Usage revision 1.1's fields are in the L record: a cache-write count or a service tier
+ * changed by a superuser is found (the review of issue 17 found it was not). */
+START_TEST(test_changed_revision_1_1_fields_are_found)
+{
+    fixture f;
+    open_db(&f, "chkinds");
+    tamper(&f, "UPDATE gm.ledger_rows SET cache_write_tokens = 1000 WHERE " S1);
+    gm_chain_report rep = verify(&f);
+    assert_found(&rep, "batch g/" TOPIC "/1 #1", "a field other than the quantities");
+    tamper(&f, "UPDATE gm.ledger_rows SET cache_write_tokens = 0, service_tier = 1 WHERE " S1);
+    rep = verify(&f);
+    assert_found(&rep, "batch g/" TOPIC "/1 #1", "a field other than the quantities");
+    tamper(&f, "UPDATE gm.ledger_rows SET service_tier = 0 WHERE " S1);
+    rep = verify(&f);
+    ck_assert_msg(rep.problems == 0, "restored, still: %s", rep.first);
+    close_db(&f);
+}
+END_TEST
+
 START_TEST(test_changed_tenant_is_found)
 {
     fixture f;
@@ -683,6 +702,7 @@ int main(void)
     tcase_add_test(tc, test_untouched_ledger_and_invoices_verify);
     tcase_add_test(tc, test_changed_ledger_row_is_found);
     tcase_add_test(tc, test_changed_tenant_is_found);
+    tcase_add_test(tc, test_changed_revision_1_1_fields_are_found);
     tcase_add_test(tc, test_changed_charge_is_found);
     tcase_add_test(tc, test_changed_offset_is_found);
     tcase_add_test(tc, test_deleted_row_is_found);
