@@ -126,6 +126,14 @@ size_t gm_event_encode(const gm_event *ev, char *buf, size_t buf_len);
 /* Field-by-field equality (strings compared as strings, unused fields included). */
 bool gm_event_equal(const gm_event *a, const gm_event *b);
 
+/* What a message the decoder refused still says about its identity, for the reject's
+ * columns (gm.rejected_events source, event_id, seq, tenant, event_time) so that a seq that
+ * arrived and was refused is no gap (audit.source_gaps): source, id and data.seq, each by
+ * the contract's own rule, and when valid subject (else tenant "") and time (else time_us
+ * INT64_MIN). A lenient JSON read: nothing else of the message is checked or kept. true
+ * when source, id and seq were all read; otherwise *out is zeroed. */
+bool gm_event_identity_of(const char *msg, size_t len, gm_event *out);
+
 /* ---- Completing a node's event text (ingest/event_complete.c) --------------------------
  * `gridmeter emit` and the node agent accept events without what the node's client knows
  * better: specversion ("1.0"), type (gridmeter.usage.v1), source, time, data.site, and id

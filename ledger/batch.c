@@ -1103,17 +1103,19 @@ static int write_rejects(gm_ledger_writer *w, const gm_ledger_batch *b, char *er
         sb_text(q, r->reason, strlen(r->reason));
         sb_ch(q, '\t');
         if (r->ev) { /* identifiers are checked: nothing to escape */
-            char ts[40];
-            gm_time_format(r->ev->time_us, ts, sizeof ts);
+            char ts[40] = "";
+            if (r->ev->time_us != INT64_MIN)
+                gm_time_format(r->ev->time_us, ts, sizeof ts);
             sb_str(q, r->ev->source);
             sb_ch(q, '\t');
             sb_str(q, r->ev->id);
             sb_ch(q, '\t');
             sb_i64(q, (int64_t)r->ev->seq);
             sb_ch(q, '\t');
-            sb_str(q, r->ev->tenant);
+            /* a refused message's tenant and time may be unknown (gm_event_identity_of) */
+            sb_str(q, r->ev->tenant[0] ? r->ev->tenant : "\\N");
             sb_ch(q, '\t');
-            sb_str(q, ts);
+            sb_str(q, r->ev->time_us == INT64_MIN ? "\\N" : ts);
         } else {
             sb_str(q, "\\N\t\\N\t\\N\t\\N\t\\N");
         }

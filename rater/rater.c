@@ -474,13 +474,15 @@ static int commit_range(rater *r, size_t lo, size_t hi, int64_t now_us, const ch
         gm_event *ev = &r->events[i];
         bool ok = false;
         const char *rule = "contract";
-        bool decoded = false;
+        bool decoded = false, identified = false;
         if (m->err) {
             rule = "kafka";
             snprintf(reason, sizeof r->reasons[0], "kafka: the message could not be read: %s (%s)",
                      rd_kafka_err2str(m->err), rd_kafka_message_errstr(m));
         } else if (gm_event_decode(m->payload, m->len, ev, reason, sizeof r->reasons[0]) != 0) {
-            /* reason says which field broke which rule */
+            /* reason says which field broke which rule; what the message still says of its
+             * identity goes with the reject (an arrived seq is no gap) */
+            identified = gm_event_identity_of(m->payload, m->len, ev);
         } else if ((decoded = true, ev->type != GM_EVENT_USAGE)) {
             rule = "type";
             snprintf(reason, sizeof r->reasons[0],
@@ -512,7 +514,7 @@ static int commit_range(rater *r, size_t lo, size_t hi, int64_t now_us, const ch
             rj->payload = m->payload;
             rj->payload_len = m->len;
             rj->reason = reason;
-            rj->ev = decoded ? ev : NULL;
+            rj->ev = decoded || identified ? ev : NULL;
             rj->rule = rule;
         }
     }

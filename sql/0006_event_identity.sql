@@ -148,7 +148,7 @@ SELECT r.received_at,
 FROM gm.rejected_events r;
 COMMENT ON COLUMN audit.rejected_events.rule IS
     'Which rule refused it: contract (the event contract), type (wrong type for the topic), time (time policy), rating (no card or tenant prices it), poison (PostgreSQL refused its row), kafka (unreadable message); NULL for rejects stored before migration 0006';
-COMMENT ON COLUMN audit.rejected_events.source IS 'The event''s source, when the message could be decoded (also id, seq, tenant, time)';
+COMMENT ON COLUMN audit.rejected_events.source IS 'The event''s source, when the message states a valid source, id and seq (also id, seq; tenant and time when valid), even if another field broke the contract';
 COMMENT ON COLUMN audit.rejected_events.id IS 'The event''s CloudEvents id, when the message could be decoded';
 COMMENT ON COLUMN audit.rejected_events.seq IS 'The event''s data.seq, when the message could be decoded: an arrived seq, never a gap';
 COMMENT ON COLUMN audit.rejected_events.tenant IS 'The event''s subject (tenant), when the message could be decoded';

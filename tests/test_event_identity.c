@@ -232,6 +232,31 @@ START_TEST(test_resend_with_other_content_is_a_conflict_identical_resend_a_dupli
 }
 END_TEST
 
+/* A message that breaks the contract in a field other than its identity (here the subject)
+ * is kept with the source, id and seq it still carries: its seq arrived, so it is no gap
+ * (the review of issue 12 found such rejects stored without them, listed as missing). */
+START_TEST(test_a_refused_message_keeps_its_identity_and_is_no_gap)
+{
+    h_env e;
+    h_env_open(&e, "idkeep", 1);
+    const char *S = "edge/fra1/n9";
+    ev_spec evs[] = {{S, "k1", 1, NULL, NULL, 10, NULL},
+                     {S, "k2", 2, NULL, "bad tenant", 10, NULL},
+                     {S, "k3", 3, NULL, NULL, 10, NULL}};
+    produce(&e, evs, GM_ARRAY_LEN(evs));
+    rate(&e, "r1", NULL);
+    ASSERT_Q(&e,
+             "SELECT concat_ws(':', source, id, seq, coalesce(tenant, '-'), rule)"
+             " FROM audit.rejected_events",
+             "edge/fra1/n9:k2:2:-:contract");
+    ASSERT_Q(&e, "SELECT count(*) FROM audit.source_gaps", "0");
+    ASSERT_Q(&e,
+             "SELECT concat_ws(' ', accepted, rejected, missing) FROM audit.source_completeness",
+             "2 1 0");
+    h_env_close(&e);
+}
+END_TEST
+
 /* Finding 3: an event dated 2030-01-01 was accepted and priced into a 2030 month. More than
  * 300 s ahead of gridmeter's clock (default), or more than --max-age-days behind it (off by
  * default; 400 here), is rejected (rule time). */
@@ -462,6 +487,7 @@ int main(void)
     tcase_add_test(tc, test_node_restarting_at_seq_1_with_new_ids_is_a_visible_conflict);
     tcase_add_test(tc, test_resend_with_other_content_is_a_conflict_identical_resend_a_duplicate);
     tcase_add_test(tc, test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule);
+    tcase_add_test(tc, test_a_refused_message_keeps_its_identity_and_is_no_gap);
     tcase_add_test(tc, test_rejected_for_a_missing_card_is_replayed_exactly_once_after_the_import);
     tcase_add_test(tc, test_poison_message_is_isolated_and_the_partition_goes_on);
     suite_add_tcase(s, tc);

@@ -192,6 +192,40 @@ static size_t usage_with_output(const char *text, char *buf, size_t buf_len)
     return (size_t)n;
 }
 
+START_TEST(test_identity_of_a_refused_message)
+{
+    gm_event ev;
+    const char *bad_tier = "{\"specversion\":\"1.0\",\"type\":\"gridmeter.usage.v1\","
+                           "\"source\":\"edge/a/n1\",\"id\":\"a3\",\"time\":"
+                           "\"2026-11-28T10:00:00Z\",\"subject\":\"acme\",\"data\":{\"seq\":3,"
+                           "\"service_tier\":\"BATCH\"}}";
+    ck_assert(gm_event_identity_of(bad_tier, strlen(bad_tier), &ev));
+    ck_assert_str_eq(ev.source, "edge/a/n1");
+    ck_assert_str_eq(ev.id, "a3");
+    ck_assert_uint_eq(ev.seq, 3);
+    ck_assert_str_eq(ev.tenant, "acme");
+    ck_assert(ev.time_us == INT64_C(1795860000000000));
+    /* an identifier that breaks its rule, a fractional or missing seq: nothing */
+    const char *no[] = {"{\"source\":\"bad source\",\"id\":\"a\",\"data\":{\"seq\":1}}",
+                        "{\"source\":\"s\",\"id\":\"a\",\"data\":{\"seq\":1.5}}",
+                        "{\"source\":\"s\",\"id\":\"a\",\"data\":{\"seq\":0}}",
+                        "{\"source\":\"s\",\"id\":\"a\",\"data\":{}}",
+                        "{\"source\":\"s\",\"id\":\"a\"",
+                        "[1]"};
+    for (size_t i = 0; i < GM_ARRAY_LEN(no); i++) {
+        ck_assert_msg(!gm_event_identity_of(no[i], strlen(no[i]), &ev), "%s", no[i]);
+        ck_assert_str_eq(ev.source, "");
+    }
+    /* a valid identity with a bad subject and time: those unknown */
+    const char *partial = "{\"source\":\"s\",\"id\":\"a\",\"subject\":\"x y\",\"time\":"
+                          "\"yesterday\",\"data\":{\"seq\":9007199254740991}}";
+    ck_assert(gm_event_identity_of(partial, strlen(partial), &ev));
+    ck_assert_str_eq(ev.tenant, "");
+    ck_assert(ev.time_us == INT64_MIN);
+    ck_assert_uint_eq(ev.seq, UINT64_C(9007199254740991));
+}
+END_TEST
+
 START_TEST(test_design_example_decodes_to_its_fields)
 {
     gm_event ev;
@@ -666,6 +700,7 @@ int main(void)
     Suite *s = suite_create("events");
     TCase *tc = tcase_create("contract");
     tcase_add_test(tc, test_every_valid_fixture_decodes_and_round_trips);
+    tcase_add_test(tc, test_identity_of_a_refused_message);
     tcase_add_test(tc, test_every_invalid_fixture_is_refused_naming_its_field_and_rule);
     tcase_add_test(tc, test_design_example_decodes_to_its_fields);
     tcase_add_test(tc, test_reason_names_event_field_rule_and_offending_text);
