@@ -603,8 +603,9 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
             j = (j + 1) & mask;
         w->seen[j] = i + 1;
     }
-    size_t *todo = gm_xmalloc(n * sizeof *todo);
-    size_t n_todo = 0;
+    /* rows whose accepted event is not in this batch: looked up in the ledger, one query */
+    size_t *in_ledger = gm_xmalloc(n * sizeof *in_ledger);
+    size_t n_in_ledger = 0;
     for (size_t k = 0; k < n; k++) {
         size_t i = idx[k];
         const gm_event *ev = b->rows[i].ev;
@@ -620,10 +621,10 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
             classify_against(w, b, i, b->rows[found - 1].ev, b->topic, b->rows[found - 1].partition,
                              b->rows[found - 1].offset);
         else
-            todo[n_todo++] = i;
+            in_ledger[n_in_ledger++] = i;
     }
     int rc = 0;
-    if (n_todo) {
+    if (n_in_ledger) {
         /* One query for the rest: by (source, id, time) (one partition), by (source, id),
          * then by (source, seq); the first that finds a row answers. */
         sbuf a_src = {0}, a_id = {0}, a_seq = {0}, a_time = {0};
@@ -631,8 +632,8 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
         sb_ch(&a_id, '{');
         sb_ch(&a_seq, '{');
         sb_ch(&a_time, '{');
-        for (size_t k = 0; k < n_todo; k++) {
-            const gm_event *ev = b->rows[todo[k]].ev;
+        for (size_t k = 0; k < n_in_ledger; k++) {
+            const gm_event *ev = b->rows[in_ledger[k]].ev;
             const char *sep = k ? "," : "";
             char ts[40];
             gm_time_format(ev->time_us, ts, sizeof ts);
@@ -680,13 +681,13 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
             rc = gm_pg_fail(w->conn, r, "looking up the accepted events of re-sent seqs", err,
                             err_len);
         } else {
-            unsigned char *done = gm_xcalloc(n_todo, 1);
+            unsigned char *done = gm_xcalloc(n_in_ledger, 1);
             for (int k = 0; k < PQntuples(r); k++) {
                 long u = atol(PQgetvalue(r, k, 0)) - 1;
-                if (u < 0 || (size_t)u >= n_todo || done[u])
+                if (u < 0 || (size_t)u >= n_in_ledger || done[u])
                     continue;
                 done[u] = 1;
-                const gm_event *ev = b->rows[todo[u]].ev;
+                const gm_event *ev = b->rows[in_ledger[u]].ev;
                 /* The accepted event, rebuilt from its ledger row. Every field of gm_event that
                  * a usage event carries must be read back here (a new token field included):
                  * one left out makes every re-send of an event with it a conflict. */
@@ -710,17 +711,17 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
                 if (gm_service_tier_parse(PQgetvalue(r, k, 17), (size_t)PQgetlength(r, k, 17),
                                           &a.service_tier))
                     a.service_tier = GM_SERVICE_TIER_COUNT; /* never equal to a decoded one */
-                classify_against(w, b, todo[u], &a, PQgetvalue(r, k, 12),
+                classify_against(w, b, in_ledger[u], &a, PQgetvalue(r, k, 12),
                                  (int32_t)atol(PQgetvalue(r, k, 13)), atoll(PQgetvalue(r, k, 14)));
             }
-            for (size_t u = 0; u < n_todo; u++)
+            for (size_t u = 0; u < n_in_ledger; u++)
                 if (!done[u]) /* its seq was received, but no accepted event holds it */
-                    classify_against(w, b, todo[u], NULL, NULL, 0, 0);
+                    classify_against(w, b, in_ledger[u], NULL, NULL, 0, 0);
             free(done);
         }
         PQclear(r);
     }
-    free(todo);
+    free(in_ledger);
     return rc;
 }
 
