@@ -6,6 +6,8 @@
 
 static const char *dim_keys[GM_DIM_COUNT] = {"input",       "cached",    "output", "gpu",
                                              "cache_write", "reasoning", "request"};
+static const char *const dim_keys_allowed[GM_DIM_COUNT + 1] = {
+    "input", "cached", "output", "gpu", "cache_write", "reasoning", "request", NULL};
 
 static int dim_from_name(const char *s)
 {
@@ -790,6 +792,97 @@ static bool rules_overlap(const rating__tier_rule *a, const rating__tier_rule *b
     return false;
 }
 
+/* An instant of a commitment term: RFC 3339, whole seconds (pro-rating counts seconds). */
+static int parse_instant(const rating__json *j, const cJSON *v, const char *path, int64_t *us,
+                         char *err, size_t err_len)
+{
+    int rc = need_string(j, v, path, err, err_len);
+    if (rc)
+        return rc;
+    char why[160];
+    if (gm_time_parse(v->valuestring, strlen(v->valuestring), us, why, sizeof why))
+        return gm_fail(err, err_len, GM_EINVAL, "%s: must be an RFC 3339 time, got \"%s\": %s",
+                       path, v->valuestring, why);
+    if (*us % GM_US_PER_SEC)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: must be a whole second (partial months are pro-rated by seconds), "
+                       "got \"%s\"",
+                       path, v->valuestring);
+    return 0;
+}
+
+/* commitment_start / commitment_end: the term of minimum_commitment (docs/rating.md,
+ * "Commitments over a term"). */
+static int parse_term(const rating__json *j, const cJSON *doc, gm_rating_contract *k, char *err,
+                      size_t err_len)
+{
+    k->commit_start_us = INT64_MIN;
+    k->commit_end_us = GM_RATING_NO_END;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(doc, "commitment_start");
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(doc, "commitment_end");
+    if (s && cJSON_IsNull(s))
+        s = NULL;
+    if (e && cJSON_IsNull(e))
+        e = NULL;
+    if (!s && !e)
+        return 0;
+    if (!cJSON_GetObjectItemCaseSensitive(doc, "minimum_commitment"))
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: bounds the term of minimum_commitment, which the contract does not "
+                       "state (add \"minimum_commitment\": the monthly minimum)",
+                       s ? "commitment_start" : "commitment_end");
+    int rc;
+    if (s && (rc = parse_instant(j, s, "commitment_start", &k->commit_start_us, err, err_len)))
+        return rc;
+    if (e && (rc = parse_instant(j, e, "commitment_end", &k->commit_end_us, err, err_len)))
+        return rc;
+    if (s && e && k->commit_end_us <= k->commit_start_us)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "commitment_end: must be after commitment_start (the term is [start, end)"
+                       ", end exclusive), got \"%s\" <= \"%s\"",
+                       e->valuestring, s->valuestring);
+    return 0;
+}
+
+/* free_allowances: {"<dimension>": "<free units per month>"}. */
+static int parse_allowances(const rating__json *j, const cJSON *a, gm_rating_contract *k,
+                            char *err, size_t err_len)
+{
+    if (!a)
+        return 0;
+    int rc = need_object(j, a, "free_allowances", err, err_len);
+    if (rc)
+        return rc;
+    if ((rc = check_keys(a, "free_allowances", dim_keys_allowed, err, err_len)))
+        return rc;
+    for (const cJSON *v = a->child; v; v = v->next) {
+        gm_dim d = (gm_dim)dim_from_name(v->string);
+        const char *unit = d == GM_DIM_GPU       ? "GPU-microseconds"
+                           : d == GM_DIM_REQUEST ? "requests"
+                                                 : "tokens";
+        gm_i128 q = 0;
+        if (!cJSON_IsString(v) || gm_dec_parse(v->valuestring, strlen(v->valuestring), 0, &q, NULL, 0) ||
+            q <= 0 || q > gm_pow10_i128(36)) {
+            char got[96];
+            rating__json_describe(j, v, got, sizeof got);
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "free_allowances.%s: must be a positive integer string in %s (the "
+                           "free units per month, e.g. \"1000000\"), got %s",
+                           v->string, unit, got);
+        }
+        for (size_t r = 0; r < k->n_rules; r++)
+            if (k->rules[r].dim == d && !k->rules[r].n_models)
+                return gm_fail(err, err_len, GM_EINVAL,
+                               "free_allowances.%s: tiers[%zu] prices every model's %s usage, so "
+                               "the allowance would never apply (allowances apply to usage "
+                               "lines; give the rule a first band at price \"0\" instead: "
+                               "{\"up_to\": \"%s\", \"price\": {\"per_token\": \"0\"}})",
+                               v->string, r, v->string, v->valuestring);
+        k->allowance[d] = q;
+    }
+    return 0;
+}
+
 static int contract_from_json(const rating__json *j, gm_rating_contract *k, char *err,
                               size_t err_len)
 {
@@ -798,9 +891,10 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
     if (rc)
         return rc;
     static const char *const allowed[] = {
-        "tenant", "card_id",          "currency",           "minor_units",     "prices",
-        "tiers",  "discount_percent", "minimum_commitment", "prepaid_credits", "description",
-        NULL};
+        "tenant",           "card_id",          "currency",           "minor_units",
+        "prices",           "tiers",            "discount_percent",   "minimum_commitment",
+        "prepaid_credits",  "commitment_start", "commitment_end",     "free_allowances",
+        "description",      NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
@@ -877,7 +971,10 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
     if (v && (rc = parse_money(j, v, "prepaid_credits", k->minor_units, k->currency,
                                &k->credits_minor, err, err_len)))
         return rc;
-    return 0;
+    if ((rc = parse_term(j, doc, k, err, err_len)))
+        return rc;
+    return parse_allowances(j, cJSON_GetObjectItemCaseSensitive(doc, "free_allowances"), k, err,
+                            err_len);
 }
 
 int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **out, char *err,
@@ -889,6 +986,8 @@ int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **
     if (rc)
         return rc;
     gm_rating_contract *k = gm_xcalloc(1, sizeof *k);
+    k->commit_start_us = INT64_MIN;
+    k->commit_end_us = GM_RATING_NO_END;
     rc = contract_from_json(&j, k, err, err_len);
     rating__json_free(&j);
     if (rc) {
@@ -911,4 +1010,29 @@ void gm_rating_contract_get_info(const gm_rating_contract *k, gm_rating_contract
     out->discount_percent_e4 = k->discount_e4;
     out->minimum_commitment_minor = k->commitment_minor;
     out->prepaid_credits_minor = k->credits_minor;
+    out->commitment_start_us = k->commit_start_us;
+    out->commitment_end_us = k->commit_end_us;
+    memcpy(out->free_allowance, k->allowance, sizeof out->free_allowance);
+}
+
+gm_i128 gm_rating_contract_commitment(const gm_rating_contract *k, int64_t month_start_us,
+                                      int64_t *covered_s, int64_t *month_s)
+{
+    int64_t m0 = gm_month_start(month_start_us), m1 = gm_month_next(m0);
+    int64_t a = k->commit_start_us > m0 ? k->commit_start_us : m0;
+    int64_t b = k->commit_end_us < m1 ? k->commit_end_us : m1;
+    int64_t cov = b > a ? (b - a) / GM_US_PER_SEC : 0, all = (m1 - m0) / GM_US_PER_SEC;
+    if (covered_s)
+        *covered_s = cov;
+    if (month_s)
+        *month_s = all;
+    if (cov == all)
+        return k->commitment_minor;
+    if (cov == 0 || k->commitment_minor == 0)
+        return 0;
+    /* minimum x cov / all, half to even (both positive; minimum <= 10^30, cov < 2^22). */
+    gm_i128 num = k->commitment_minor * cov, q = num / all, r = num % all;
+    if (2 * r > all || (2 * r == all && (q & 1)))
+        q++;
+    return q;
 }

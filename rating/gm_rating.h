@@ -132,7 +132,20 @@ typedef struct {
     gm_i128 discount_percent_e4;      /* 7.5 % = 75000; 0 for none */
     gm_i128 minimum_commitment_minor; /* per month; 0 for none */
     gm_i128 prepaid_credits_minor;    /* granted credit; 0 for none */
+    /* The term of the minimum commitment: [commitment_start_us, commitment_end_us), whole
+     * seconds; INT64_MIN / GM_RATING_NO_END where the contract states no bound. */
+    int64_t commitment_start_us, commitment_end_us;
+    /* Free units per month and dimension (tokens, gpu_us, requests); 0 for none. */
+    gm_i128 free_allowance[GM_DIM_COUNT];
 } gm_rating_contract_info;
+
+/* The minimum commitment of the month starting at month_start_us under a contract: the
+ * monthly minimum x (seconds of the month inside the commitment term) / (seconds of the
+ * month), rounded once, half to even, to the minor unit; the full minimum when the term
+ * covers the month, 0 when it misses it (docs/rating.md, "Commitments over a term").
+ * *covered_s and *month_s (may be NULL) receive the two second counts. */
+gm_i128 gm_rating_contract_commitment(const gm_rating_contract *contract, int64_t month_start_us,
+                                      int64_t *covered_s, int64_t *month_s);
 
 int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **out, char *err,
                              size_t err_len) GM_MUSTCHECK;
@@ -254,14 +267,21 @@ int gm_rating_period_add_sum(gm_rating_period *period, const gm_usage_sum *s, ch
  *   GM_LINE_TIER      one per band of a contract tier rule with quantity in it (graduated),
  *                     or one at the band the month's quantity falls in (volume), in rule
  *                     order; model is the rule's model list ("*" for all), site_tier "*";
- *   GM_LINE_DISCOUNT  -(discount_percent of the rounded usage subtotal), rounded once;
- *   GM_LINE_COMMITMENT the shortfall up to the monthly minimum commitment;
+ *   GM_LINE_ALLOWANCE -(free units of the contract's free_allowances): one per usage line
+ *                     that free units of its dimension fall on (in line order, lines at a
+ *                     unit price of 0 skipped), same key, quantity and unit price as the
+ *                     free part, amount -(qty * unit price) rounded once;
+ *   GM_LINE_DISCOUNT  -(discount_percent of the rounded usage subtotal net of allowances),
+ *                     rounded once;
+ *   GM_LINE_COMMITMENT the shortfall up to the monthly minimum commitment (pro-rated by
+ *                     seconds in a month that the commitment term covers in part);
  *   GM_LINE_CREDIT    -(prepaid credit drawn), at most the balance and the amount due.
  * Discount and credit are also allocated over the lines before them by largest remainder
  * (line's `discount_minor`, `credit_minor`), so that the parts add up exactly. */
 typedef enum {
     GM_LINE_USAGE = 0,
     GM_LINE_TIER,
+    GM_LINE_ALLOWANCE,
     GM_LINE_DISCOUNT,
     GM_LINE_COMMITMENT,
     GM_LINE_CREDIT
@@ -297,6 +317,8 @@ typedef struct {
     size_t n_lines;
     gm_invoice_line *lines;
     gm_i128 usage_minor;      /* sum of usage and tier lines */
+    gm_i128 allowance_minor;  /* <= 0: sum of the allowance lines */
+    gm_i128 commitment_due_minor; /* this month's minimum commitment (pro-rated); 0: none */
     gm_i128 discount_minor;   /* <= 0 */
     gm_i128 commitment_minor; /* >= 0 */
     gm_i128 credit_minor;     /* <= 0 */

@@ -5,17 +5,19 @@
  * Invariants of an invoice (checked by gm_invoice_check(), which the tests call on every
  * invoice they build):
  *   I1. line_no runs 1..n in array order; usage lines come first, sorted by (dimension,
- *       model, site tier, card version) without duplicates, then tier lines, then at most one
- *       discount, one commitment and one credit line, in that order.
- *   I2. a usage or tier line's amount_e18 is exactly qty * unit_price_p (* 10^6 for tokens).
+ *       model, site tier, card version) without duplicates, then tier lines, then allowance
+ *       lines, then at most one discount, one commitment and one credit line, in that order.
+ *   I2. a usage or tier line's amount_e18 is exactly qty * unit_price_p (* 10^6 for tokens);
+ *       an allowance line's is exactly -(qty * unit_price_p), and it carries no shares.
  *   I3. every line's amount_minor is amount_e18 rounded half to even to the minor unit, so
  *       |amount_minor - amount_e18| <= half a minor unit.
  *   I4. total_minor is the sum of all lines' amount_minor; usage_minor, discount_minor,
  *       commitment_minor and credit_minor are the sums of their kinds' lines.
  *   I5. the lines' discount_minor shares add up to the discount line, their credit_minor
  *       shares to the credit line (largest remainder: the parts add up exactly).
- *   I6. discount and credit are <= 0, commitment >= 0, total >= 0, and no line's shares
- *       exceed its own amount.
+ *   I6. discount, allowance and credit are <= 0, commitment >= 0, total >= 0, allowances do
+ *       not exceed the usage, and no line's shares exceed its own amount (net of its
+ *       allowance line: shares are allocated by the net amounts).
  */
 #include "rating_int.h"
 
@@ -383,14 +385,17 @@ static int line_amounts(gm_invoice_line *l, int mu, char *err, size_t err_len)
     return 0;
 }
 
-/* Allocates total (>= 0) over lines [0, n) with weights w(l); writes -share into field. */
-static int allocate_over(gm_invoice *inv, size_t n, gm_i128 total, bool credit, char *err,
-                         size_t err_len)
+/* Allocates total (>= 0) over lines [0, n) with weights w(l); writes -share into field. The
+ * weight of usage and tier line i is net[i] (its amount net of its allowance line), of an
+ * allowance line 0. */
+static int allocate_over(gm_invoice *inv, size_t n, const gm_i128 *net, gm_i128 total,
+                         bool credit, char *err, size_t err_len)
 {
     gm_i128 *w = gm_xcalloc(n ? n : 1, sizeof *w), *s = gm_xcalloc(n ? n : 1, sizeof *s);
     for (size_t i = 0; i < n; i++) {
         const gm_invoice_line *l = &inv->lines[i];
-        w[i] = credit ? l->amount_minor + l->discount_minor : l->amount_minor;
+        gm_i128 a = l->kind == GM_LINE_ALLOWANCE ? 0 : net[i];
+        w[i] = credit ? a + l->discount_minor : a;
     }
     int rc = gm_rating_allocate(total, w, n, s);
     for (size_t i = 0; !rc && i < n; i++) {
@@ -519,11 +524,53 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
             gm_i128_add(inv->exact_usage_e18, inv->lines[i].amount_e18, &inv->exact_usage_e18))
             rc = gm_fail(err, err_len, GM_ERANGE, "invoice total overflows");
     }
-    /* Discount: a percentage of the rounded usage subtotal, rounded once. */
+    /* Free allowances: per dimension, the free units fall on the dimension's usage lines in
+     * line order (lines at a unit price of 0 skipped); one negative line per line they hit.
+     * net[i] is usage line i's amount net of its allowance line: the weight of allocations. */
+    gm_i128 *net = gm_xcalloc(n_usage + 1, sizeof *net);
+    for (size_t i = 0; i < n_usage; i++)
+        net[i] = inv->lines[i].amount_minor;
+    for (int d = 0; d < GM_DIM_COUNT && !rc && k; d++) {
+        gm_i128 left = k->allowance[d];
+        for (size_t i = 0; i < n_usage && left > 0 && !rc; i++) {
+            const gm_invoice_line *u = &inv->lines[i];
+            if (u->kind != GM_LINE_USAGE || (int)u->dim != d || u->unit_price_p == 0)
+                continue;
+            gm_i128 take = u->qty < left ? u->qty : left;
+            left -= take;
+            gm_invoice_line *l = inv_line(v);
+            u = &inv->lines[i]; /* inv_line may move the array */
+            l->kind = GM_LINE_ALLOWANCE;
+            l->dim = u->dim;
+            l->model = u->model;
+            l->site_tier = u->site_tier;
+            l->card_version = u->card_version;
+            l->qty = take;
+            l->unit_price_p = u->unit_price_p;
+            l->flags = u->flags;
+            char fa[48], qa[48];
+            gm_i128_format(k->allowance[d], fa, sizeof fa);
+            gm_i128_format(take, qa, sizeof qa);
+            describe(l, "free allowance %s of %s %s a month: %s, %s", qa, fa, dim_label(u->dim),
+                     u->model, u->site_tier);
+            if (gm_rating_amount_e18(l->dim, l->qty, l->unit_price_p, &l->amount_e18)) {
+                rc = gm_fail(err, err_len, GM_ERANGE, "allowance line %d: amount exceeds int128",
+                             l->line_no);
+                break;
+            }
+            l->amount_e18 = -l->amount_e18;
+            l->amount_minor = gm_rating_round_e18(l->amount_e18, mu);
+            net[i] += l->amount_minor;
+            inv->allowance_minor += l->amount_minor;
+        }
+    }
+    size_t n_priced = inv->n_lines; /* usage, tier and allowance lines */
+    gm_i128 base = inv->usage_minor + inv->allowance_minor; /* >= 0: each |allowance| <= its line */
+    /* Discount: a percentage of the rounded usage subtotal net of allowances, rounded once. */
     gm_i128 disc = 0;
-    if (!rc && k && k->discount_e4 > 0 && inv->usage_minor > 0) {
+    if (!rc && k && k->discount_e4 > 0 && base > 0) {
         gm_i128 x;
-        if (gm_i128_mul(inv->usage_minor, k->discount_e4 * gm_pow10_i128(12 - mu), &x)) {
+        if (gm_i128_mul(base, k->discount_e4 * gm_pow10_i128(12 - mu), &x)) {
             rc = gm_fail(err, err_len, GM_ERANGE, "discount overflows");
         } else {
             gm_invoice_line *l = inv_line(v);
@@ -535,22 +582,31 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
             describe(l, "discount %s%% of usage", pct);
             disc = -l->amount_minor;
             inv->discount_minor = l->amount_minor;
-            rc = allocate_over(inv, n_usage, disc, false, err, err_len);
+            rc = allocate_over(inv, n_priced, net, disc, false, err, err_len);
         }
     }
-    /* Minimum commitment: the shortfall of the discounted usage. */
-    gm_i128 due = inv->usage_minor - disc;
+    /* Minimum commitment: the shortfall of the discounted usage; in a month that the term
+     * covers in part, the minimum pro-rated by seconds (gm_rating_contract_commitment). */
+    gm_i128 due = base - disc;
     size_t n_before_credit = inv->n_lines;
-    if (!rc && k && k->commitment_minor > due) {
+    int64_t cov_s = 0, month_s = 0;
+    gm_i128 minimum = k ? gm_rating_contract_commitment(k, p->start_us, &cov_s, &month_s) : 0;
+    inv->commitment_due_minor = minimum;
+    if (!rc && k && minimum > due) {
         gm_invoice_line *l = inv_line(v);
         l->kind = GM_LINE_COMMITMENT;
-        l->amount_minor = k->commitment_minor - due;
+        l->amount_minor = minimum - due;
         l->amount_e18 = minor_to_e18(l->amount_minor, mu);
-        char c[48];
+        char c[48], m[48];
         gm_rating_format_minor(k->commitment_minor, mu, c, sizeof c);
-        describe(l, "minimum commitment %s %s shortfall", c, inv->currency);
+        gm_rating_format_minor(minimum, mu, m, sizeof m);
+        if (cov_s == month_s)
+            describe(l, "minimum commitment %s %s shortfall", c, inv->currency);
+        else
+            describe(l, "minimum commitment %s %s x %lld/%lld s = %s, shortfall", c,
+                     inv->currency, (long long)cov_s, (long long)month_s, m);
         inv->commitment_minor = l->amount_minor;
-        due = k->commitment_minor;
+        due = minimum;
         n_before_credit = inv->n_lines;
     }
     /* Prepaid credits draw down on what is due. */
@@ -567,7 +623,10 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
                 *s = gm_xcalloc(n_before_credit, sizeof *s);
         for (size_t i = 0; i < n_before_credit; i++) {
             const gm_invoice_line *l = &inv->lines[i];
-            w[i] = l->kind == GM_LINE_DISCOUNT ? 0 : l->amount_minor + l->discount_minor;
+            gm_i128 a = i < n_usage ? net[i] : l->amount_minor;
+            w[i] = l->kind == GM_LINE_DISCOUNT || l->kind == GM_LINE_ALLOWANCE
+                       ? 0
+                       : a + l->discount_minor;
         }
         rc = gm_rating_allocate(used, w, n_before_credit, s);
         for (size_t i = 0; !rc && i < n_before_credit; i++)
@@ -587,6 +646,7 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
             inv->credit_minor = -used;
         }
     }
+    free(net);
     inv->credit_balance_after_minor = balance - (used > 0 ? used : 0);
     for (size_t i = 0; i < inv->n_lines && !rc; i++)
         if (gm_i128_add(inv->total_minor, inv->lines[i].amount_minor, &inv->total_minor))
@@ -603,6 +663,7 @@ int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len)
 {
 #define BAD(...) return gm_fail(err, err_len, GM_ECORRUPT, __VA_ARGS__)
     gm_i128 total = 0, usage = 0, disc = 0, commit = 0, credit = 0, disc_sh = 0, credit_sh = 0;
+    gm_i128 allow = 0;
     gm_i128 half = gm_pow10_i128(18 - inv->minor_units) / 2;
     int phase = 0;
     for (size_t i = 0; i < inv->n_lines; i++) {
@@ -628,6 +689,14 @@ int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len)
             if (gm_i128_add(usage, l->amount_minor, &usage))
                 BAD("I4: usage sum overflows");
         }
+        if (l->kind == GM_LINE_ALLOWANCE) {
+            gm_i128 a;
+            if (gm_rating_amount_e18(l->dim, l->qty, l->unit_price_p, &a) || -a != l->amount_e18)
+                BAD("I2: allowance line %d: amount_e18 is not -(qty * unit price)", l->line_no);
+            if (l->discount_minor || l->credit_minor)
+                BAD("I6: allowance line %d carries a discount or credit share", l->line_no);
+            allow += l->amount_minor;
+        }
         if (l->amount_minor != gm_rating_round_e18(l->amount_e18, inv->minor_units))
             BAD("I3: line %d: amount_minor is not the half-even rounding of amount_e18",
                 l->line_no);
@@ -644,7 +713,7 @@ int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len)
         if (l->discount_minor > 0 || l->credit_minor > 0)
             BAD("I6: line %d: a share is positive", l->line_no);
         if (l->kind != GM_LINE_DISCOUNT && l->kind != GM_LINE_CREDIT &&
-            l->amount_minor + l->discount_minor + l->credit_minor < 0)
+            l->kind != GM_LINE_ALLOWANCE && l->amount_minor + l->discount_minor + l->credit_minor < 0)
             BAD("I6: line %d: its shares exceed its amount", l->line_no);
         disc_sh += l->discount_minor;
         credit_sh += l->credit_minor;
@@ -653,14 +722,16 @@ int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len)
     if (total != inv->total_minor)
         BAD("I4: total_minor is not the sum of the rounded lines");
     if (usage != inv->usage_minor || disc != inv->discount_minor ||
-        commit != inv->commitment_minor || credit != inv->credit_minor)
+        commit != inv->commitment_minor || credit != inv->credit_minor ||
+        allow != inv->allowance_minor)
         BAD("I4: a subtotal differs from the sum of its lines");
     if (disc_sh != disc)
         BAD("I5: the discount shares do not add up to the discount line");
     if (credit_sh != credit)
         BAD("I5: the credit shares do not add up to the credit line");
-    if (disc > 0 || credit > 0 || commit < 0 || total < 0)
-        BAD("I6: a discount or credit is positive, or the total is negative");
+    if (disc > 0 || credit > 0 || commit < 0 || total < 0 || allow > 0 || usage + allow < 0)
+        BAD("I6: a discount, allowance or credit is positive, allowances exceed usage, or the "
+            "total is negative");
     return 0;
 #undef BAD
 }

@@ -125,6 +125,8 @@ struct gm_rating_contract {
     gm_i128 discount_e4; /* percent * 10^4 */
     gm_i128 commitment_minor;
     gm_i128 credits_minor;
+    int64_t commit_start_us, commit_end_us; /* INT64_MIN / GM_RATING_NO_END: no bound */
+    gm_i128 allowance[GM_DIM_COUNT];        /* free units per month; 0: none */
 };
 
 /* ---- Book ------------------------------------------------------------------------------ */
