@@ -295,10 +295,50 @@ static int add_contract_terms(api_req *r, cJSON *o, const api_invoice *inv, char
         cJSON *m = cJSON_AddObjectToObject(o, "commitment");
         cJSON_AddStringToObject(m, "currency", ci.currency);
         api__add_minor(m, "monthly_minimum", ci.minimum_commitment_minor, mu);
+        /* The term and this month's minimum: pro-rated by seconds in a month the term covers
+         * in part, 0 outside it (docs/rating.md, "Commitments over a term"). */
+        int64_t cov_s = 0, month_s = 0;
+        gm_i128 this_month = gm_rating_contract_commitment(c, inv->period_start_us, &cov_s, &month_s);
+        api__add_minor(m, "this_month_minimum", this_month, mu);
+        cJSON_AddNumberToObject(m, "term_seconds_this_month", (double)cov_s);
+        cJSON_AddNumberToObject(m, "seconds_this_month", (double)month_s);
+        if (ci.commitment_start_us != INT64_MIN)
+            api__add_time(m, "term_start", ci.commitment_start_us);
+        else
+            cJSON_AddNullToObject(m, "term_start");
+        if (ci.commitment_end_us != GM_RATING_NO_END)
+            api__add_time(m, "term_end", ci.commitment_end_us);
+        else
+            cJSON_AddNullToObject(m, "term_end");
         api__add_minor(m, "shortfall_so_far", commit_line, mu);
     } else {
         cJSON_AddNullToObject(o, "commitment");
     }
+    /* Free units per month and dimension, and what this month's draft has used of them. */
+    cJSON *fa = NULL;
+    for (int d = 0; c && d < GM_DIM_COUNT; d++) {
+        if (ci.free_allowance[d] <= 0)
+            continue;
+        if (!fa)
+            fa = cJSON_AddObjectToObject(o, "free_allowances");
+        gm_i128 used = 0, value = 0;
+        for (size_t i = 0; i < inv->n_lines; i++)
+            if (!strcmp(inv->lines[i].kind, "allowance") &&
+                !strcmp(inv->lines[i].dimension, gm_dim_name((gm_dim)d))) {
+                used += inv->lines[i].qty;
+                value += inv->lines[i].amount_minor;
+            }
+        char q[48];
+        cJSON *a = cJSON_AddObjectToObject(fa, gm_dim_name((gm_dim)d));
+        gm_i128_format(ci.free_allowance[d], q, sizeof q);
+        cJSON_AddStringToObject(a, "per_month", q);
+        cJSON_AddStringToObject(a, "unit", gm_dim_unit((gm_dim)d));
+        gm_i128_format(used, q, sizeof q);
+        cJSON_AddStringToObject(a, "used_this_month", q);
+        api__add_minor(a, "value_this_month", -value, mu);
+    }
+    if (!fa)
+        cJSON_AddNullToObject(o, "free_allowances");
     if (c && ci.prepaid_credits_minor > 0) {
         gm_i128 start =
             inv->has_credit_before ? inv->credit_before_minor : ci.prepaid_credits_minor;

@@ -207,7 +207,9 @@ static void print_invoice(FILE *f, const gm_invoice *inv)
     fputs(inv->n_lines ? "\n  ]" : "]", f);
     json_kv_dec(f, &first, "usage", inv->usage_minor, mu);
     json_kv_dec(f, &first, "usage_exact", inv->exact_usage_e18, 18);
+    json_kv_dec(f, &first, "allowance", inv->allowance_minor, mu);
     json_kv_dec(f, &first, "discount", inv->discount_minor, mu);
+    json_kv_dec(f, &first, "commitment_minimum", inv->commitment_due_minor, mu);
     json_kv_dec(f, &first, "commitment", inv->commitment_minor, mu);
     json_kv_dec(f, &first, "credit", inv->credit_minor, mu);
     json_kv_dec(f, &first, "total", inv->total_minor, mu);
@@ -221,8 +223,8 @@ int gm_cmd_quote(int argc, char **argv)
         "quote",
         "Price usage events (CloudEvents JSON, one per line on stdin) against rate cards and "
         "contracts, and print JSON: each event's exact list amount per dimension, then the "
-        "invoice lines and total for each tenant and month (tiers, discount, minimum "
-        "commitment and prepaid credits applied; one half-even rounding per line; credits "
+        "invoice lines and total for each tenant and month (tiers, free allowances, discount, "
+        "minimum commitment pro-rated over its term, and prepaid credits applied; one half-even rounding per line; credits "
         "carried from month to month). Invalid or unpriceable events are listed under "
         "\"rejected\" and make the exit status 1. Formats: docs/rating.md.",
         "gridmeter quote --rate-card FILE[,FILE...] [--contract FILE[,FILE...]] < events.jsonl"};

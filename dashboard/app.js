@@ -351,7 +351,15 @@
     };
     const c = spend.commitment, k = spend.credit;
     set('commit-min', c ? c.monthly_minimum : null, c ? c.currency : '');
+    set('commit-month', c ? c.this_month_minimum : null, c ? c.currency : '');
+    if (c && c.seconds_this_month && c.term_seconds_this_month !== c.seconds_this_month)
+      $('commit-month').textContent += ' (pro-rated: ' + c.term_seconds_this_month + ' of '
+        + c.seconds_this_month + ' s in the term)';
     set('commit-short', c ? c.shortfall_so_far : null, c ? c.currency : '');
+    const fa = spend.free_allowances;
+    $('allowances').textContent = !fa ? 'none' : Object.keys(fa).map((d) =>
+      d + ': ' + group3(fa[d].used_this_month) + ' of ' + group3(fa[d].per_month) + ' ' + fa[d].unit
+      + ' used (worth ' + group3(fa[d].value_this_month) + ')').join('; ');
     set('credit-granted', k ? k.granted : null, k ? k.currency : '');
     set('credit-start', k ? k.balance_at_month_start : null, k ? k.currency : '');
     set('credit-used', k ? k.used_this_month : null, k ? k.currency : '');
@@ -371,6 +379,8 @@
       const commit = inv.lines.filter((l) => l.kind === 'commitment').map((l) => l.amount);
       const credit = inv.lines.filter((l) => l.kind === 'credit').map((l) => l.amount);
       const disc = inv.lines.filter((l) => l.kind === 'discount').map((l) => l.amount);
+      const free = inv.lines.filter((l) => l.kind === 'allowance').map((l) => l.amount);
+      if (free.length) parts.push('free allowances ' + group3(decSum(free)) + ' ' + cur);
       if (commit.length) parts.push('minimum commitment top-up ' + group3(decSum(commit)) + ' ' + cur);
       if (credit.length) parts.push('prepaid credit applied ' + group3(decSum(credit)) + ' ' + cur);
       if (disc.length) parts.push('discount ' + group3(decSum(disc)) + ' ' + cur);

@@ -9,3 +9,8 @@ target_include_directories(test_billing PRIVATE ${PROJECT_SOURCE_DIR}/billing)
 gm_add_test(NAME test_billing_e2e SOURCES test_billing_e2e.c LIBS gm_rater_harness gm_billing
             gm_ledger gm_rating PkgConfig::CJSON LABELS integration TIMEOUT 600)
 add_dependencies(test_billing_e2e gridmeter)
+# Free allowances and a commitment term (pro-rated partial months) through Kafka, the rater
+# and `gridmeter close`, hand-computed totals.
+gm_add_test(NAME test_billing_terms_e2e SOURCES test_billing_terms_e2e.c LIBS gm_rater_harness
+            gm_billing gm_ledger gm_rating LABELS integration TIMEOUT 600)
+add_dependencies(test_billing_terms_e2e gridmeter)
