@@ -298,7 +298,8 @@ static int add_contract_terms(api_req *r, cJSON *o, const api_invoice *inv, char
         /* The term and this month's minimum: pro-rated by seconds in a month the term covers
          * in part, 0 outside it (docs/rating.md, "Commitments over a term"). */
         int64_t cov_s = 0, month_s = 0;
-        gm_i128 this_month = gm_rating_contract_commitment(c, inv->period_start_us, &cov_s, &month_s);
+        gm_i128 this_month =
+            gm_rating_contract_commitment(c, inv->period_start_us, &cov_s, &month_s);
         api__add_minor(m, "this_month_minimum", this_month, mu);
         cJSON_AddNumberToObject(m, "term_seconds_this_month", (double)cov_s);
         cJSON_AddNumberToObject(m, "seconds_this_month", (double)month_s);

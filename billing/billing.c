@@ -21,7 +21,7 @@
  *
  * Invariants (checked by gm_billing_invoice_check and gm_billing_check, check.c):
  *   B1 total = sum of the lines' rounded amounts;
- *   B2 a usage/tier line's amount is its exact amount rounded half to even (rating I3);
+ *   B2 a usage/tier/allowance line's amount is its exact amount rounded half to even (rating I3);
  *   B3 every adjustment line names a period before the invoice's own;
  *   B4 a tenant's months are finalized in period order (numbers rise with the period);
  *   B5 the credit balance an invoice starts from is what the previous finalized one left;

@@ -16,7 +16,8 @@ int gm_billing_invoice_check(const gm_billing_invoice *inv, char *err, size_t er
             return gm_fail(err, err_len, GM_ECORRUPT, "B8: invoice %s line %zu has number %d",
                            inv->invoice_id, i + 1, l->line_no);
         total += l->amount_minor;
-        bool list = !strcmp(l->kind, "usage") || !strcmp(l->kind, "tier");
+        bool list =
+            !strcmp(l->kind, "usage") || !strcmp(l->kind, "tier") || !strcmp(l->kind, "allowance");
         if (list && l->amount_minor != gm_rating_round_e18(l->amount_e18, inv->minor_units))
             return gm_fail(err, err_len, GM_ECORRUPT,
                            "B2: invoice %s line %d: amount is not the half-even rounding of its"

@@ -224,7 +224,8 @@ int gm_cmd_quote(int argc, char **argv)
         "Price usage events (CloudEvents JSON, one per line on stdin) against rate cards and "
         "contracts, and print JSON: each event's exact list amount per dimension, then the "
         "invoice lines and total for each tenant and month (tiers, free allowances, discount, "
-        "minimum commitment pro-rated over its term, and prepaid credits applied; one half-even rounding per line; credits "
+        "minimum commitment pro-rated over its term, and prepaid credits applied; one half-even "
+        "rounding per line; credits "
         "carried from month to month). Invalid or unpriceable events are listed under "
         "\"rejected\" and make the exit status 1. Formats: docs/rating.md.",
         "gridmeter quote --rate-card FILE[,FILE...] [--contract FILE[,FILE...]] < events.jsonl"};

@@ -845,8 +845,8 @@ static int parse_term(const rating__json *j, const cJSON *doc, gm_rating_contrac
 }
 
 /* free_allowances: {"<dimension>": "<free units per month>"}. */
-static int parse_allowances(const rating__json *j, const cJSON *a, gm_rating_contract *k,
-                            char *err, size_t err_len)
+static int parse_allowances(const rating__json *j, const cJSON *a, gm_rating_contract *k, char *err,
+                            size_t err_len)
 {
     if (!a)
         return 0;
@@ -861,8 +861,9 @@ static int parse_allowances(const rating__json *j, const cJSON *a, gm_rating_con
                            : d == GM_DIM_REQUEST ? "requests"
                                                  : "tokens";
         gm_i128 q = 0;
-        if (!cJSON_IsString(v) || gm_dec_parse(v->valuestring, strlen(v->valuestring), 0, &q, NULL, 0) ||
-            q <= 0 || q > gm_pow10_i128(36)) {
+        if (!cJSON_IsString(v) ||
+            gm_dec_parse(v->valuestring, strlen(v->valuestring), 0, &q, NULL, 0) || q <= 0 ||
+            q > gm_pow10_i128(36)) {
             char got[96];
             rating__json_describe(j, v, got, sizeof got);
             return gm_fail(err, err_len, GM_EINVAL,
@@ -890,11 +891,13 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
     int rc = need_object(j, doc, "contract", err, err_len);
     if (rc)
         return rc;
-    static const char *const allowed[] = {
-        "tenant",           "card_id",          "currency",           "minor_units",
-        "prices",           "tiers",            "discount_percent",   "minimum_commitment",
-        "prepaid_credits",  "commitment_start", "commitment_end",     "free_allowances",
-        "description",      NULL};
+    static const char *const allowed[] = {"tenant",           "card_id",
+                                          "currency",         "minor_units",
+                                          "prices",           "tiers",
+                                          "discount_percent", "minimum_commitment",
+                                          "prepaid_credits",  "commitment_start",
+                                          "commitment_end",   "free_allowances",
+                                          "description",      NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");

@@ -316,14 +316,14 @@ typedef struct {
     unsigned flags; /* union of the lines' flags */
     size_t n_lines;
     gm_invoice_line *lines;
-    gm_i128 usage_minor;      /* sum of usage and tier lines */
-    gm_i128 allowance_minor;  /* <= 0: sum of the allowance lines */
+    gm_i128 usage_minor;          /* sum of usage and tier lines */
+    gm_i128 allowance_minor;      /* <= 0: sum of the allowance lines */
     gm_i128 commitment_due_minor; /* this month's minimum commitment (pro-rated); 0: none */
-    gm_i128 discount_minor;   /* <= 0 */
-    gm_i128 commitment_minor; /* >= 0 */
-    gm_i128 credit_minor;     /* <= 0 */
-    gm_i128 total_minor;      /* sum of all rounded lines */
-    gm_i128 exact_usage_e18;  /* sum of the usage and tier lines' exact amounts */
+    gm_i128 discount_minor;       /* <= 0 */
+    gm_i128 commitment_minor;     /* >= 0 */
+    gm_i128 credit_minor;         /* <= 0 */
+    gm_i128 total_minor;          /* sum of all rounded lines */
+    gm_i128 exact_usage_e18;      /* sum of the usage and tier lines' exact amounts */
     gm_i128 credit_balance_after_minor;
 } gm_invoice;
 

@@ -388,8 +388,8 @@ static int line_amounts(gm_invoice_line *l, int mu, char *err, size_t err_len)
 /* Allocates total (>= 0) over lines [0, n) with weights w(l); writes -share into field. The
  * weight of usage and tier line i is net[i] (its amount net of its allowance line), of an
  * allowance line 0. */
-static int allocate_over(gm_invoice *inv, size_t n, const gm_i128 *net, gm_i128 total,
-                         bool credit, char *err, size_t err_len)
+static int allocate_over(gm_invoice *inv, size_t n, const gm_i128 *net, gm_i128 total, bool credit,
+                         char *err, size_t err_len)
 {
     gm_i128 *w = gm_xcalloc(n ? n : 1, sizeof *w), *s = gm_xcalloc(n ? n : 1, sizeof *s);
     for (size_t i = 0; i < n; i++) {
@@ -564,7 +564,7 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
             inv->allowance_minor += l->amount_minor;
         }
     }
-    size_t n_priced = inv->n_lines; /* usage, tier and allowance lines */
+    size_t n_priced = inv->n_lines;                         /* usage, tier and allowance lines */
     gm_i128 base = inv->usage_minor + inv->allowance_minor; /* >= 0: each |allowance| <= its line */
     /* Discount: a percentage of the rounded usage subtotal net of allowances, rounded once. */
     gm_i128 disc = 0;
@@ -603,8 +603,8 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
         if (cov_s == month_s)
             describe(l, "minimum commitment %s %s shortfall", c, inv->currency);
         else
-            describe(l, "minimum commitment %s %s x %lld/%lld s = %s, shortfall", c,
-                     inv->currency, (long long)cov_s, (long long)month_s, m);
+            describe(l, "minimum commitment %s %s x %lld/%lld s = %s, shortfall", c, inv->currency,
+                     (long long)cov_s, (long long)month_s, m);
         inv->commitment_minor = l->amount_minor;
         due = minimum;
         n_before_credit = inv->n_lines;
@@ -713,7 +713,8 @@ int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len)
         if (l->discount_minor > 0 || l->credit_minor > 0)
             BAD("I6: line %d: a share is positive", l->line_no);
         if (l->kind != GM_LINE_DISCOUNT && l->kind != GM_LINE_CREDIT &&
-            l->kind != GM_LINE_ALLOWANCE && l->amount_minor + l->discount_minor + l->credit_minor < 0)
+            l->kind != GM_LINE_ALLOWANCE &&
+            l->amount_minor + l->discount_minor + l->credit_minor < 0)
             BAD("I6: line %d: its shares exceed its amount", l->line_no);
         disc_sh += l->discount_minor;
         credit_sh += l->credit_minor;

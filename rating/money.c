@@ -22,8 +22,7 @@ const char *gm_dim_unit(gm_dim d)
 
 const char *gm_line_kind_name(gm_line_kind k)
 {
-    static const char *names[] = {"usage",      "tier",      "allowance",
-                                  "discount",   "commitment", "credit"};
+    static const char *names[] = {"usage", "tier", "allowance", "discount", "commitment", "credit"};
     return (unsigned)k < GM_ARRAY_LEN(names) ? names[k] : "?";
 }
 

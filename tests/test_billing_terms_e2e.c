@@ -43,8 +43,8 @@ static int run(const char *const *argv, char *out, size_t cap)
     size_t n = 0;
     ssize_t k;
     char sink[4096];
-    while ((k = read(fds[0], n < cap - 1 ? out + n : sink, n < cap - 1 ? cap - 1 - n : sizeof sink)) >
-           0)
+    while ((k = read(fds[0], n < cap - 1 ? out + n : sink,
+                     n < cap - 1 ? cap - 1 - n : sizeof sink)) > 0)
         if (n < cap - 1)
             n += (size_t)k;
     out[n] = 0;
@@ -77,9 +77,9 @@ START_TEST(test_allowance_and_pro_rated_commitment_through_rater_and_close)
     setenv("GRIDMETER_DB", e.conninfo, 1);
     PGconn *c = gm_test_pg_connect(e.conninfo);
     char msg[512], err[2048];
-    ck_assert_msg(gm_ledger_import(c, contract, strlen(contract), msg, sizeof msg, err,
-                                   sizeof err) == 0,
-                  "%s", err);
+    ck_assert_msg(
+        gm_ledger_import(c, contract, strlen(contract), msg, sizeof msg, err, sizeof err) == 0,
+        "%s", err);
     h_expect x = {0};
     h_traffic t = {.sources = 4,
                    .events = 3000,
@@ -138,8 +138,7 @@ START_TEST(test_allowance_and_pro_rated_commitment_through_rater_and_close)
                  " AND period_start = '2026-10-01Z'",
                  "finalized 483870.97");
     /* The list amounts reconcile (allowances, like discounts, are contract terms). */
-    expect_value(c,
-                 "SELECT count(*) FILTER (WHERE difference <> 0) FROM audit.reconciliation",
+    expect_value(c, "SELECT count(*) FILTER (WHERE difference <> 0) FROM audit.reconciliation",
                  "0");
     gm_rating_book *book = NULL;
     ck_assert(gm_ledger_load_book(c, &book, err, sizeof err) == 0);

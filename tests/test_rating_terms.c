@@ -42,8 +42,8 @@ static gm_rating_book *book_with(const char *contract)
     gm_rating_book *b = gm_rating_book_new();
     char err[512];
     ck_assert_msg(gm_rating_book_add_card(b, S(card), err, sizeof err) == 0, "card: %s", err);
-    ck_assert_msg(gm_rating_book_add_contract(b, S(contract), err, sizeof err) == 0,
-                  "contract: %s", err);
+    ck_assert_msg(gm_rating_book_add_contract(b, S(contract), err, sizeof err) == 0, "contract: %s",
+                  err);
     return b;
 }
 
@@ -114,8 +114,8 @@ START_TEST(test_allowance_falls_on_usage_lines_in_line_order)
     ck_assert_int_eq(a->unit_price_p, 50000);
     ck_assert_str_eq(dec(a->amount_e18, 18), "-0.050000000000000000");
     ck_assert_str_eq(dec(a->amount_minor, 2), "-0.05");
-    ck_assert_msg(strstr(a->description, "free allowance 1000000 of 1000000 input tokens"),
-                  "%s", a->description);
+    ck_assert_msg(strstr(a->description, "free allowance 1000000 of 1000000 input tokens"), "%s",
+                  a->description);
     ck_assert_str_eq(dec(inv->usage_minor, 2), "0.27");
     ck_assert_str_eq(dec(inv->allowance_minor, 2), "-0.05");
     ck_assert_str_eq(dec(inv->total_minor, 2), "0.22");
@@ -387,10 +387,12 @@ START_TEST(test_commitment_term_validation)
     expect_refused("\"commitment_start\":\"2026-11-16T00:00:00Z\"",
                    "commitment_start: bounds the term of minimum_commitment, which the contract "
                    "does not state (add \"minimum_commitment\": the monthly minimum)");
-    expect_refused("\"commitment_end\":\"2026-11-16T00:00:00Z\"", "commitment_end: bounds the term");
-    expect_refused("\"minimum_commitment\":\"1.00\",\"commitment_start\":\"2026-11-16T00:00:00.5Z\"",
-                   "commitment_start: must be a whole second (partial months are pro-rated by "
-                   "seconds), got \"2026-11-16T00:00:00.5Z\"");
+    expect_refused("\"commitment_end\":\"2026-11-16T00:00:00Z\"",
+                   "commitment_end: bounds the term");
+    expect_refused(
+        "\"minimum_commitment\":\"1.00\",\"commitment_start\":\"2026-11-16T00:00:00.5Z\"",
+        "commitment_start: must be a whole second (partial months are pro-rated by "
+        "seconds), got \"2026-11-16T00:00:00.5Z\"");
     expect_refused("\"minimum_commitment\":\"1.00\",\"commitment_start\":\"16 Nov 2026\"",
                    "commitment_start: must be an RFC 3339 time, got \"16 Nov 2026\"");
     expect_refused("\"minimum_commitment\":\"1.00\",\"commitment_end\":1793491200",
