@@ -47,6 +47,7 @@ enum {
     F_REASONING_TOKENS,
     F_CACHE_WRITE_TOKENS,
     F_SERVICE_TIER,
+    F_EPOCH,
     F_COUNT
 };
 #define T_USAGE (1u << GM_EVENT_USAGE)
@@ -77,6 +78,8 @@ static const struct {
     [F_REASONING_TOKENS] = {"reasoning_tokens", 16, T_USAGE, true, "data.reasoning_tokens"},
     [F_CACHE_WRITE_TOKENS] = {"cache_write_tokens", 18, T_USAGE, true, "data.cache_write_tokens"},
     [F_SERVICE_TIER] = {"service_tier", 12, T_USAGE, true, "data.service_tier"},
+    /* revision 1.2: optional, absent = 0 */
+    [F_EPOCH] = {"epoch", 5, T_USAGE, true, "data.epoch"},
 };
 
 /* Top-level members. */
@@ -653,6 +656,8 @@ static int parse_data_value(dec *d, int f, const char *field)
         return parse_quantity(d, field, 0, &ev->cache_write_tokens);
     case F_SERVICE_TIER:
         return parse_service_tier(d, field, &ev->service_tier);
+    case F_EPOCH:
+        return parse_quantity(d, field, 0, &ev->epoch);
     }
     return fail(d, d->p, field, "internal error: unhandled field");
 }
@@ -967,7 +972,7 @@ int gm_event_decode_ex(const char *msg, size_t len, gm_event *out, gm_event_erro
     out->seq = 0;
     out->input_tokens = out->cached_tokens = out->output_tokens = out->gpu_us = 0;
     out->window_start_us = out->window_end_us = out->kernels = out->unattributed_us = 0;
-    out->reasoning_tokens = out->cache_write_tokens = 0;
+    out->reasoning_tokens = out->cache_write_tokens = out->epoch = 0;
     out->service_tier = GM_SERVICE_TIER_STANDARD;
     int rc = parse_event(&d);
     if (rc && e) {

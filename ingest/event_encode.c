@@ -154,6 +154,7 @@ int gm_event_check(const gm_event *ev, char *err, size_t err_len)
         QTY("data.reasoning_tokens", ev->reasoning_tokens, 0);
         QTY("data.cache_write_tokens", ev->cache_write_tokens, 0);
         QTY("data.gpu_us", ev->gpu_us, 0);
+        QTY("data.epoch", ev->epoch, 0);
         if (ev->reasoning_tokens > ev->output_tokens)
             return gm_fail(err, err_len, GM_EINVAL, EVENT__PART_RULE, ev->reasoning_tokens,
                            ev->output_tokens);
@@ -163,6 +164,11 @@ int gm_event_check(const gm_event *ev, char *err, size_t err_len)
                            "got %d",
                            (int)ev->service_tier);
     } else {
+        if (ev->epoch)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "data.epoch: is not a field of gridmeter.gpu.v1 data (usage events "
+                           "only), got %" PRId64,
+                           ev->epoch);
         IDENT("data.device", device, GM_EVENT_DEVICE_MAX, EVENT__CS_ID, false);
         TIME("data.window_start", ev->window_start_us);
         TIME("data.window_end", ev->window_end_us);
@@ -236,6 +242,10 @@ size_t gm_event_encode(const gm_event *ev, char *buf, size_t buf_len)
     put_str(&w, ev->tenant);
     PUT_LIT(&w, "\",\"datacontenttype\":\"application/json\",\"data\":{\"seq\":");
     put_u64(&w, ev->seq);
+    if (ev->type == GM_EVENT_USAGE && ev->epoch) { /* revision 1.2: left out at 0 */
+        PUT_LIT(&w, ",\"epoch\":");
+        put_u64(&w, (uint64_t)ev->epoch);
+    }
     PUT_LIT(&w, ",\"site\":\"");
     put_str(&w, ev->site);
     if (ev->type == GM_EVENT_USAGE) {
@@ -293,6 +303,7 @@ bool gm_event_equal(const gm_event *a, const gm_event *b)
 {
     return a->type == b->type && !strcmp(a->source, b->source) && !strcmp(a->id, b->id) &&
            !strcmp(a->tenant, b->tenant) && a->time_us == b->time_us && a->seq == b->seq &&
+           a->epoch == b->epoch &&
            !strcmp(a->site, b->site) && !strcmp(a->model, b->model) &&
            !strcmp(a->request_id, b->request_id) && a->input_tokens == b->input_tokens &&
            a->cached_tokens == b->cached_tokens && a->output_tokens == b->output_tokens &&

@@ -1,6 +1,7 @@
 /* What a message the decoder refused still says about its identity (gm_event_identity_of in
- * gm_ingest.h): a lenient cJSON read of source, id, data.seq, subject and time, each kept only
- * when it passes the contract's own rule. Used for the reject's columns, so that a seq that
+ * gm_ingest.h): a lenient cJSON read of source, id, data.seq, data.epoch, subject and time,
+ * each kept only when it passes the contract's own rule (an epoch that breaks its rule makes
+ * the identity unreadable: its seq cannot be placed in an epoch). Used for the reject's columns, so that a seq that
  * arrived and was refused is no gap (audit.source_gaps). Apart from the strict decoder so
  * that the decoder (and its fuzz target) stays free of cJSON. */
 #include "event_internal.h"
@@ -34,13 +35,19 @@ bool gm_event_identity_of(const char *msg, size_t len, gm_event *out)
     }
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
     const cJSON *seq = cJSON_IsObject(data) ? cJSON_GetObjectItemCaseSensitive(data, "seq") : NULL;
+    const cJSON *epoch =
+        cJSON_IsObject(data) ? cJSON_GetObjectItemCaseSensitive(data, "epoch") : NULL;
     bool ok = ident_field(root, "source", out->source, GM_EVENT_SOURCE_MAX, EVENT__CS_ID) &&
               ident_field(root, "id", out->id, GM_EVENT_ID_MAX, EVENT__CS_ID) &&
               cJSON_IsNumber(seq) && seq->valuedouble >= 1 &&
               seq->valuedouble <= 9007199254740991.0 &&
-              seq->valuedouble == (double)(int64_t)seq->valuedouble;
+              seq->valuedouble == (double)(int64_t)seq->valuedouble &&
+              (!epoch || (cJSON_IsNumber(epoch) && epoch->valuedouble >= 0 &&
+                          epoch->valuedouble <= 9007199254740991.0 &&
+                          epoch->valuedouble == (double)(int64_t)epoch->valuedouble));
     if (ok) {
         out->seq = (uint64_t)seq->valuedouble;
+        out->epoch = epoch ? (int64_t)epoch->valuedouble : 0;
         if (!ident_field(root, "subject", out->tenant, GM_EVENT_TENANT_MAX, EVENT__CS_NAME))
             out->tenant[0] = '\0';
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "time");

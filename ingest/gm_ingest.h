@@ -62,7 +62,11 @@ typedef struct gm_event {
     char id[GM_EVENT_ID_MAX + 1];         /* (source, id) is the idempotency key */
     char tenant[GM_EVENT_TENANT_MAX + 1]; /* CloudEvents subject */
     int64_t time_us;                      /* CloudEvents time, microseconds since epoch */
-    uint64_t seq;                         /* data.seq: 1, 2, 3, … per source */
+    uint64_t seq;                         /* data.seq: 1, 2, 3, … per source and epoch */
+    /* data.epoch (usage revision 1.2, docs/events.md "Epochs"): 0..2^53-1, 0 when absent. A
+     * node that lost its state starts a new epoch; seqs count per (source, epoch). Usage
+     * events only (0 in gpu events). */
+    int64_t epoch;
     char site[GM_EVENT_SITE_MAX + 1];
     /* gridmeter.usage.v1 */
     char model[GM_EVENT_MODEL_MAX + 1];
