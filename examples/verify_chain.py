@@ -63,6 +63,7 @@ def lrec(r):
     """The L record of a ledger row (columns as selected in Verifier.batches)."""
     return (b"L" + f(r[2]) + f(r[3]) + f(us(r[4])) + b"".join(f(x) for x in r[5:19])
             + b"".join(f(dec(x)) for x in r[19:23]) + f(r[23]) + f(r[25]) + f(r[26]) + f(r[27])
+            + (f(r[28]) if int(r[28]) != 0 else b"")  # data.epoch, only when not 0 (sql/0014)
             + b"\n")
 
 
@@ -103,7 +104,7 @@ class Verifier:
                             " l.kafka_partition AND r.kafka_offset = l.kafka_offset AND r.replay_outcome = 'rated'"
                             " AND r.replayed_kafka_topic = l.kafka_topic AND r.replayed_kafka_partition ="
                             " l.kafka_partition AND r.replayed_kafka_offset = l.kafka_offset),"
-                            " reasoning_tokens, cache_write_tokens, service_tier) FROM gm.ledger l")
+                            " reasoning_tokens, cache_write_tokens, service_tier, epoch) FROM gm.ledger l")
         rej = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, kafka_key, payload,"
                             " reason) FROM gm.rejected_events")
         cfl = rows(self.db, "SELECT json_build_array(kafka_topic, kafka_partition, kafka_offset, kafka_key, payload,"

@@ -12,6 +12,10 @@
  * and the partitions' offsets are written with a compare-and-set: if another rater moved
  * either, this batch rolls back whole and the caller resumes from PostgreSQL's offsets.
  *
+ * EPOCHS. Seqs count per (source, epoch) (data.epoch, docs/events.md "Epochs"): the seq
+ * ranges, gm.sources rows and the lookup by seq are keyed by both; (source, id) stays the
+ * idempotency key across epochs. Epoch 0 (every event without data.epoch) costs nothing more.
+ *
  * IDENTITY. A seq already taken is a quiet duplicate only when it is the same event (L5):
  * for the rows the seq ranges flag (the rare path: re-sends), the accepted event is found
  * in this batch or in the ledger (by (source, id, time), then (source, id), then
@@ -192,12 +196,14 @@ static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
 #define FNV_SEED 14695981039346656037ULL
 
 typedef struct source_state {
-    char *source; /* NULL: empty slot */
+    char *source;  /* NULL: empty slot */
+    int64_t epoch; /* data.epoch: the state is per (source, epoch) */
     char tenant[GM_EVENT_TENANT_MAX + 1];
     gm_seqset seqs;
     char *db_text;   /* gm.sources.seqs as PostgreSQL holds it; NULL: no row */
     int64_t n_added; /* events accepted in the current batch */
     int64_t n_dups;  /* quiet duplicates in the current batch */
+    int64_t t_min_us, t_max_us; /* event times of the events accepted in the current batch */
     bool touched;    /* part of the current batch */
     bool loaded;     /* looked up in PostgreSQL */
 } source_state;
@@ -224,6 +230,7 @@ typedef struct conflict_info {
     bool have_accepted;
     char accepted_id[GM_EVENT_ID_MAX + 1];
     int64_t accepted_seq;
+    int64_t accepted_epoch;
     unsigned char accepted_fp[32];
     char accepted_topic[256];
     int32_t accepted_partition;
@@ -321,7 +328,13 @@ void gm_ledger_writer_free(gm_ledger_writer *w)
     free(w);
 }
 
-static source_state *source_get(gm_ledger_writer *w, const char *source)
+static uint64_t source_hash(const char *source, int64_t epoch)
+{
+    uint64_t h = fnv1a(source, strlen(source), FNV_SEED);
+    return epoch ? fnv1a(&epoch, sizeof epoch, h) : h;
+}
+
+static source_state *source_get(gm_ledger_writer *w, const char *source, int64_t epoch)
 {
     if ((w->src_n + 1) * 2 > w->src_cap) { /* grow at half full */
         size_t old_cap = w->src_cap;
@@ -331,7 +344,7 @@ static source_state *source_get(gm_ledger_writer *w, const char *source)
         for (size_t i = 0; i < old_cap; i++) {
             if (!old[i].source)
                 continue;
-            size_t j = fnv1a(old[i].source, strlen(old[i].source), FNV_SEED) & (w->src_cap - 1);
+            size_t j = source_hash(old[i].source, old[i].epoch) & (w->src_cap - 1);
             while (w->src[j].source)
                 j = (j + 1) & (w->src_cap - 1);
             w->src[j] = old[i];
@@ -339,23 +352,23 @@ static source_state *source_get(gm_ledger_writer *w, const char *source)
         free(old);
         /* touched pointers are rebuilt by the caller: growth happens only before dedupe */
     }
-    size_t len = strlen(source);
-    size_t j = fnv1a(source, len, FNV_SEED) & (w->src_cap - 1);
+    size_t j = source_hash(source, epoch) & (w->src_cap - 1);
     while (w->src[j].source) {
-        if (!strcmp(w->src[j].source, source))
+        if (w->src[j].epoch == epoch && !strcmp(w->src[j].source, source))
             return &w->src[j];
         j = (j + 1) & (w->src_cap - 1);
     }
     w->src[j].source = gm_xstrdup(source);
+    w->src[j].epoch = epoch;
     w->src_n++;
     return &w->src[j];
 }
 
-static source_state *source_find(gm_ledger_writer *w, const char *source)
+static source_state *source_find(gm_ledger_writer *w, const char *source, int64_t epoch)
 {
-    size_t j = fnv1a(source, strlen(source), FNV_SEED) & (w->src_cap - 1);
+    size_t j = source_hash(source, epoch) & (w->src_cap - 1);
     while (w->src[j].source) {
-        if (!strcmp(w->src[j].source, source))
+        if (w->src[j].epoch == epoch && !strcmp(w->src[j].source, source))
             return &w->src[j];
         j = (j + 1) & (w->src_cap - 1);
     }
@@ -372,7 +385,7 @@ static int ensure_temp_tables(gm_ledger_writer *w, char *err, size_t err_len)
         "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_charges (LIKE gm.charges) ON COMMIT DELETE ROWS;"
         "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_sources (source text, tenant text,"
         " old_seqs int8multirange, new_seqs int8multirange, n bigint, is_new boolean,"
-        " d bigint)"
+        " d bigint, epoch bigint, t_min timestamptz, t_max timestamptz)"
         " ON COMMIT DELETE ROWS;"
         "CREATE TEMP TABLE IF NOT EXISTS gm_tmp_ledger (LIKE gm.ledger_rows INCLUDING DEFAULTS)"
         " ON COMMIT DELETE ROWS",
@@ -427,40 +440,51 @@ static int exec_count(gm_ledger_writer *w, const char *sql, int nparams, const c
 /* Step 1: load the seq ranges of this batch's sources that are not cached yet. */
 static int load_sources(gm_ledger_writer *w, const gm_ledger_batch *b, char *err, size_t err_len)
 {
-    sbuf *q = &w->buf;
+    sbuf *q = &w->buf, ep = {0};
     q->n = 0;
     sb_str(q, "{");
+    sb_ch(&ep, '{');
     size_t n_missing = 0;
     for (size_t i = 0; i < b->n_rows; i++) {
-        source_state *s = source_get(w, b->rows[i].ev->source);
+        source_state *s = source_get(w, b->rows[i].ev->source, b->rows[i].ev->epoch);
         if (s->loaded || s->touched)
             continue;
         s->touched = true; /* marks "queued" for this lookup */
-        if (n_missing++)
+        if (n_missing++) {
             sb_ch(q, ',');
+            sb_ch(&ep, ',');
+        }
         sb_ch(q, '"');
         sb_str(q, s->source); /* source charset has no quotes or backslashes */
         sb_ch(q, '"');
+        sb_i64(&ep, s->epoch);
     }
     sb_str(q, "}");
-    if (n_missing == 0)
+    sb_ch(&ep, '}');
+    if (n_missing == 0) {
+        free(ep.p);
         return 0;
-    const char *params[1] = {q->p};
-    PGresult *r = PQexecParams(
-        w->conn, "SELECT source, seqs::text FROM gm.sources WHERE source = ANY($1::text[])", 1,
-        NULL, params, NULL, NULL, 0);
+    }
+    const char *params[2] = {q->p, ep.p};
+    PGresult *r = PQexecParams(w->conn,
+                               "SELECT s.source, s.seqs::text, s.epoch FROM gm.sources s"
+                               " JOIN unnest($1::text[], $2::bigint[]) AS u(source, epoch)"
+                               " ON s.source = u.source AND s.epoch = u.epoch",
+                               2, NULL, params, NULL, NULL, 0);
+    free(ep.p);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         int rc = gm_pg_fail(w->conn, r, "loading gm.sources", err, err_len);
         PQclear(r);
         return rc;
     }
     for (int i = 0; i < PQntuples(r); i++) {
-        source_state *s = source_find(w, PQgetvalue(r, i, 0));
+        source_state *s = source_find(w, PQgetvalue(r, i, 0), atoll(PQgetvalue(r, i, 2)));
         if (!s)
             continue;
         if (gm_seqset_parse(&s->seqs, PQgetvalue(r, i, 1)) != 0) {
-            int rc = gm_fail(err, err_len, GM_ECORRUPT, "gm.sources %s: unreadable seqs %s",
-                             s->source, PQgetvalue(r, i, 1));
+            int rc = gm_fail(err, err_len, GM_ECORRUPT,
+                             "gm.sources %s epoch %lld: unreadable seqs %s", s->source,
+                             (long long)s->epoch, PQgetvalue(r, i, 1));
             PQclear(r);
             return rc;
         }
@@ -482,11 +506,13 @@ static size_t dedupe(gm_ledger_writer *w, const gm_ledger_batch *b)
     w->n_touched = 0;
     for (size_t i = 0; i < b->n_rows; i++) {
         const gm_event *ev = b->rows[i].ev;
-        source_state *s = source_find(w, ev->source);
+        source_state *s = source_find(w, ev->source, ev->epoch);
         if (!s->touched) {
             s->touched = true;
             s->n_added = 0;
             s->n_dups = 0;
+            s->t_min_us = INT64_MAX;
+            s->t_max_us = INT64_MIN;
             if (w->n_touched == w->touched_cap) {
                 w->touched_cap = w->touched_cap ? w->touched_cap * 2 : 64;
                 w->touched = gm_xrealloc(w->touched, w->touched_cap * sizeof *w->touched);
@@ -497,6 +523,10 @@ static size_t dedupe(gm_ledger_writer *w, const gm_ledger_batch *b)
         if (gm_seqset_add(&s->seqs, (int64_t)ev->seq)) {
             w->dup[i] = ROW_NEW;
             s->n_added++;
+            if (ev->time_us < s->t_min_us)
+                s->t_min_us = ev->time_us;
+            if (ev->time_us > s->t_max_us)
+                s->t_max_us = ev->time_us;
         } else {
             w->dup[i] = ROW_DUP; /* the seq is taken: classify() says by what */
             dups++;
@@ -536,7 +566,8 @@ static void classify_against(gm_ledger_writer *w, const gm_ledger_batch *b, size
     const gm_event *ev = b->rows[i].ev;
     conflict_info *cf = &w->cf[i];
     memset(cf, 0, sizeof *cf);
-    if (a && !strcmp(a->id, ev->id) && a->seq == ev->seq && gm_event_equal(a, ev)) {
+    if (a && !strcmp(a->id, ev->id) && a->seq == ev->seq && a->epoch == ev->epoch &&
+        gm_event_equal(a, ev)) {
         w->dup[i] = ROW_DUP; /* where the accepted event is, for a replay's mark */
         snprintf(cf->accepted_topic, sizeof cf->accepted_topic, "%s", topic);
         cf->accepted_partition = partition;
@@ -551,12 +582,14 @@ static void classify_against(gm_ledger_writer *w, const gm_ledger_batch *b, size
         cf->kind = "seq_taken";
         return;
     }
-    cf->kind = strcmp(a->id, ev->id) ? "seq_taken"
-               : a->seq != ev->seq   ? "id_reused"
-                                     : "content_differs";
+    /* the same id under another (epoch, seq) is a reused id */
+    cf->kind = strcmp(a->id, ev->id)                          ? "seq_taken"
+               : a->seq != ev->seq || a->epoch != ev->epoch ? "id_reused"
+                                                            : "content_differs";
     cf->have_accepted = true;
     snprintf(cf->accepted_id, sizeof cf->accepted_id, "%s", a->id);
     cf->accepted_seq = (int64_t)a->seq;
+    cf->accepted_epoch = a->epoch;
     if (gm_event_fingerprint(a, cf->accepted_fp) != 0)
         memset(cf->accepted_fp, 0, sizeof cf->accepted_fp);
     snprintf(cf->accepted_topic, sizeof cf->accepted_topic, "%s", topic);
@@ -564,9 +597,9 @@ static void classify_against(gm_ledger_writer *w, const gm_ledger_batch *b, size
     cf->accepted_offset = offset;
 }
 
-static uint64_t seen_hash(const char *source, uint64_t seq)
+static uint64_t seen_hash(const char *source, int64_t epoch, uint64_t seq)
 {
-    return fnv1a(&seq, sizeof seq, fnv1a(source, strlen(source), FNV_SEED));
+    return fnv1a(&seq, sizeof seq, source_hash(source, epoch));
 }
 
 /* Step 2b: the rows listed in idx[0..n) claim a (source, seq) or (source, id) that is taken;
@@ -598,7 +631,7 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
         if (w->dup[i] != ROW_NEW)
             continue;
         const gm_event *ev = b->rows[i].ev;
-        size_t j = seen_hash(ev->source, ev->seq) & mask;
+        size_t j = seen_hash(ev->source, ev->epoch, ev->seq) & mask;
         while (w->seen[j])
             j = (j + 1) & mask;
         w->seen[j] = i + 1;
@@ -610,9 +643,10 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
         size_t i = idx[k];
         const gm_event *ev = b->rows[i].ev;
         size_t found = 0;
-        for (size_t j = seen_hash(ev->source, ev->seq) & mask; w->seen[j]; j = (j + 1) & mask) {
+        for (size_t j = seen_hash(ev->source, ev->epoch, ev->seq) & mask; w->seen[j];
+             j = (j + 1) & mask) {
             const gm_event *o = b->rows[w->seen[j] - 1].ev;
-            if (o->seq == ev->seq && !strcmp(o->source, ev->source)) {
+            if (o->seq == ev->seq && o->epoch == ev->epoch && !strcmp(o->source, ev->source)) {
                 found = w->seen[j];
                 break;
             }
@@ -626,8 +660,9 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
     int rc = 0;
     if (n_in_ledger) {
         /* One query for the rest: by (source, id, time) (one partition), by (source, id),
-         * then by (source, seq); the first that finds a row answers. */
-        sbuf a_src = {0}, a_id = {0}, a_seq = {0}, a_time = {0};
+         * then by (source, epoch, seq); the first that finds a row answers. */
+        sbuf a_src = {0}, a_id = {0}, a_seq = {0}, a_time = {0}, a_ep = {0};
+        sb_ch(&a_ep, '{');
         sb_ch(&a_src, '{');
         sb_ch(&a_id, '{');
         sb_ch(&a_seq, '{');
@@ -650,29 +685,34 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
             sb_i64(&a_seq, (int64_t)ev->seq);
             sb_str(&a_time, sep);
             sb_str(&a_time, ts);
+            sb_str(&a_ep, sep);
+            sb_i64(&a_ep, ev->epoch);
         }
+        sb_ch(&a_ep, '}');
         sb_ch(&a_src, '}');
         sb_ch(&a_id, '}');
         sb_ch(&a_seq, '}');
         sb_ch(&a_time, '}');
-        const char *params[4] = {a_src.p, a_id.p, a_seq.p, a_time.p};
+        const char *params[5] = {a_src.p, a_id.p, a_seq.p, a_time.p, a_ep.p};
         PGresult *r = PQexecParams(
             w->conn,
             "SELECT u.i, x.event_id, x.seq, x.tenant,"
             " (extract(epoch FROM x.event_time) * 1000000)::bigint, x.site, x.model,"
             " coalesce(x.request_id, ''), x.input_tokens, x.cached_tokens, x.output_tokens,"
             " x.gpu_us, x.kafka_topic, x.kafka_partition, x.kafka_offset,"
-            " x.reasoning_tokens, x.cache_write_tokens, x.service_tier"
-            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[])"
-            "  WITH ORDINALITY AS u(source, id, seq, t, i)"
+            " x.reasoning_tokens, x.cache_write_tokens, x.service_tier, x.epoch"
+            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::bigint[])"
+            "  WITH ORDINALITY AS u(source, id, seq, t, e, i)"
             " CROSS JOIN LATERAL ("
             "  (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.event_id = u.id"
             "    AND l.event_time = u.t)"
             "  UNION ALL (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.event_id = "
             "u.id)"
-            "  UNION ALL (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.seq = u.seq)"
+            "  UNION ALL (SELECT * FROM gm.ledger l WHERE l.source = u.source AND l.seq = u.seq"
+            "    AND l.epoch = u.e)"
             "  LIMIT 1) x",
-            4, NULL, params, NULL, NULL, 0);
+            5, NULL, params, NULL, NULL, 0);
+        free(a_ep.p);
         free(a_src.p);
         free(a_id.p);
         free(a_seq.p);
@@ -697,6 +737,7 @@ static int classify(gm_ledger_writer *w, const gm_ledger_batch *b, const size_t 
                 snprintf(a.source, sizeof a.source, "%s", ev->source);
                 snprintf(a.id, sizeof a.id, "%s", PQgetvalue(r, k, 1));
                 a.seq = (uint64_t)atoll(PQgetvalue(r, k, 2));
+                a.epoch = atoll(PQgetvalue(r, k, 18)); /* usage revision 1.2 */
                 snprintf(a.tenant, sizeof a.tenant, "%s", PQgetvalue(r, k, 3));
                 a.time_us = atoll(PQgetvalue(r, k, 4));
                 snprintf(a.site, sizeof a.site, "%s", PQgetvalue(r, k, 5));
@@ -731,7 +772,7 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
                             int64_t ingested_us)
 {
     const gm_event *ev = row->ev;
-    bin_u16(q, 19);
+    bin_u16(q, 20);
     bin_ts(q, ev->time_us);
     bin_i64(q, (int64_t)ev->seq);
     bin_i64(q, row->offset);
@@ -752,12 +793,13 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
     bin_u16(q, (uint16_t)ev->service_tier); /* 0 standard, 1 batch, 2 priority */
     bin_text(q, ev->id);
     bin_text(q, ev->request_id); /* '' when none */
+    bin_i64(q, ev->epoch);       /* usage revision 1.2 (sql/0014) */
 }
 
 #define LEDGER_COLUMNS                                                                             \
     "event_time, seq, kafka_offset, input_tokens, cached_tokens, output_tokens, gpu_us,"           \
     " reasoning_tokens, cache_write_tokens, ingested_at, source_id, tenant_id, site_id, model_id," \
-    " pricing_id, stream_id, service_tier, event_id, request_id"
+    " pricing_id, stream_id, service_tier, event_id, request_id, epoch"
 
 /* The compact ledger keeps unit prices, not amounts (sql/0012: amount = quantity x unit
  * price): a row whose amounts are not exactly that would read back other amounts than its
@@ -841,7 +883,7 @@ static int write_ledger(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow
             w->dup[i] = ROW_DUP;
             (*dups)++;
             /* Its seq stays received (no gap), but it is no accepted event. */
-            source_find(w, b->rows[i].ev->source)->n_added--;
+            source_find(w, b->rows[i].ev->source, b->rows[i].ev->epoch)->n_added--;
             idx[n_idx++] = i;
         }
     free(inserted);
@@ -1036,6 +1078,19 @@ static int write_sources(gm_ledger_writer *w, char *err, size_t err_len)
         sb_i64(q, s->n_added);
         sb_str(q, s->db_text ? "\tf\t" : "\tt\t");
         sb_i64(q, s->n_dups);
+        sb_ch(q, '\t');
+        sb_i64(q, s->epoch);
+        if (s->t_min_us <= s->t_max_us) {
+            char ts[40];
+            gm_time_format(s->t_min_us, ts, sizeof ts);
+            sb_ch(q, '\t');
+            sb_str(q, ts);
+            gm_time_format(s->t_max_us, ts, sizeof ts);
+            sb_ch(q, '\t');
+            sb_str(q, ts);
+        } else {
+            sb_str(q, "\t\\N\t\\N");
+        }
         sb_ch(q, '\n');
         if (s->db_text)
             n_old++;
@@ -1051,8 +1106,11 @@ static int write_sources(gm_ledger_writer *w, char *err, size_t err_len)
         rc = exec_count(w,
                         "UPDATE gm.sources s SET seqs = t.new_seqs, events = s.events + t.n,"
                         " duplicates = s.duplicates + t.d,"
+                        " first_time = least(s.first_time, t.t_min),"
+                        " last_time = greatest(s.last_time, t.t_max),"
                         " last_seen = gm.now() FROM gm_tmp_sources t"
-                        " WHERE NOT t.is_new AND s.source = t.source AND s.seqs = t.old_seqs",
+                        " WHERE NOT t.is_new AND s.source = t.source AND s.epoch = t.epoch"
+                        " AND s.seqs = t.old_seqs",
                         0, NULL, &n, "updating gm.sources", err, err_len);
         if (rc)
             return rc;
@@ -1064,9 +1122,11 @@ static int write_sources(gm_ledger_writer *w, char *err, size_t err_len)
     }
     if (n_new) {
         rc = exec_count(w,
-                        "INSERT INTO gm.sources (source, tenant, seqs, events, duplicates)"
-                        " SELECT source, tenant, new_seqs, n, d FROM gm_tmp_sources WHERE is_new"
-                        " ON CONFLICT (source) DO NOTHING",
+                        "INSERT INTO gm.sources (source, tenant, seqs, events, duplicates, epoch,"
+                        " first_time, last_time)"
+                        " SELECT source, tenant, new_seqs, n, d, epoch, t_min, t_max"
+                        " FROM gm_tmp_sources WHERE is_new"
+                        " ON CONFLICT (source, epoch) DO NOTHING",
                         0, NULL, &n, "inserting gm.sources", err, err_len);
         if (rc)
             return rc;
@@ -1122,12 +1182,17 @@ static int write_rejects(gm_ledger_writer *w, const gm_ledger_batch *b, char *er
         }
         sb_ch(q, '\t');
         sb_str(q, r->rule ? r->rule : "\\N");
+        sb_ch(q, '\t');
+        if (r->ev)
+            sb_i64(q, r->ev->epoch);
+        else
+            sb_str(q, "\\N");
         sb_ch(q, '\n');
     }
     return copy_in(w,
                    "COPY gm.rejected_events (kafka_topic, kafka_partition, kafka_offset,"
-                   " kafka_key, payload, reason, source, event_id, seq, tenant, event_time, rule)"
-                   " FROM STDIN",
+                   " kafka_key, payload, reason, source, event_id, seq, tenant, event_time, rule,"
+                   " epoch) FROM STDIN",
                    "COPY into gm.rejected_events", err, err_len);
 }
 
@@ -1157,11 +1222,25 @@ static int write_conflicts(gm_ledger_writer *w, const gm_ledger_batch *b, char *
                      "event %s#%s: data.seq: %llu was received before and no accepted event "
                      "holds it: kept as a conflict, not charged",
                      ev->source, ev->id, (unsigned long long)ev->seq);
+        else if (!strcmp(cf->kind, "seq_taken") && ev->epoch)
+            snprintf(reason, sizeof reason,
+                     "event %s#%s: data.seq: %llu of data.epoch %lld belongs to the accepted "
+                     "event %s#%s (another id): kept as a conflict, not charged",
+                     ev->source, ev->id, (unsigned long long)ev->seq, (long long)ev->epoch,
+                     ev->source, cf->accepted_id);
         else if (!strcmp(cf->kind, "seq_taken"))
             snprintf(reason, sizeof reason,
                      "event %s#%s: data.seq: %llu belongs to the accepted event %s#%s (another "
                      "id; a node that lost its state?): kept as a conflict, not charged",
                      ev->source, ev->id, (unsigned long long)ev->seq, ev->source, cf->accepted_id);
+        else if (!strcmp(cf->kind, "id_reused") && cf->accepted_epoch != ev->epoch)
+            snprintf(reason, sizeof reason,
+                     "event %s#%s: id: belongs to the accepted event with data.epoch %lld and "
+                     "data.seq %lld, this message has data.epoch %lld and data.seq %llu: kept "
+                     "as a conflict, not charged",
+                     ev->source, ev->id, (long long)cf->accepted_epoch,
+                     (long long)cf->accepted_seq, (long long)ev->epoch,
+                     (unsigned long long)ev->seq);
         else if (!strcmp(cf->kind, "id_reused"))
             snprintf(reason, sizeof reason,
                      "event %s#%s: id: belongs to the accepted event with data.seq %lld, this "
@@ -1219,17 +1298,21 @@ static int write_conflicts(gm_ledger_writer *w, const gm_ledger_batch *b, char *
             sb_i64(q, cf->accepted_partition);
             sb_ch(q, '\t');
             sb_i64(q, cf->accepted_offset);
+            sb_ch(q, '\t');
+            sb_i64(q, cf->accepted_epoch);
         } else {
-            sb_str(q, "\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
+            sb_str(q, "\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
         }
+        sb_ch(q, '\t');
+        sb_i64(q, ev->epoch);
         sb_ch(q, '\n');
     }
     return copy_in(w,
                    "COPY gm.conflicting_events (kafka_topic, kafka_partition, kafka_offset,"
                    " kafka_key, payload, source, event_id, seq, tenant, event_time, fingerprint,"
                    " kind, reason, accepted_event_id, accepted_seq, accepted_fingerprint,"
-                   " accepted_kafka_topic, accepted_kafka_partition, accepted_kafka_offset)"
-                   " FROM STDIN",
+                   " accepted_kafka_topic, accepted_kafka_partition, accepted_kafka_offset,"
+                   " accepted_epoch, epoch) FROM STDIN",
                    "COPY into gm.conflicting_events", err, err_len);
 }
 
@@ -1418,7 +1501,7 @@ static int commit_once(gm_ledger_writer *w, const gm_ledger_batch *b, bool slow,
     size_t conflicts = 0;
     for (size_t i = 0; i < b->n_rows; i++) {
         if (w->dup[i] == ROW_DUP)
-            source_find(w, b->rows[i].ev->source)->n_dups++;
+            source_find(w, b->rows[i].ev->source, b->rows[i].ev->epoch)->n_dups++;
         else if (w->dup[i] == ROW_CONFLICT)
             conflicts++;
     }

@@ -308,9 +308,9 @@ static void put_row(chain__buf *b, const gm_ledger_row *row)
     size_t l_req = strlen(ev->request_id), l_card = strlen(row->card_id);
     size_t l_tier = row->site_tier ? strlen(row->site_tier) : 0, l_cur = strlen(row->currency);
     /* strings + their length prefixes (<= 21 each) + 15 numbers (<= 21 + 41 each) + the
-     * service tier (<= 8 + 21) */
+     * service tier (<= 8 + 21) and the epoch (<= 21 + 21) */
     chain__reserve(b, l_ten + l_src + l_id + l_site + l_model + l_req + l_card + l_tier + l_cur +
-                          10 * 21 + 15 * 64 + 8 + 4);
+                          10 * 21 + 15 * 64 + 8 + 4 + 42);
     char *w = b->p + b->n;
     *w++ = 'L';
     raw_i(&w, row->offset);
@@ -337,6 +337,8 @@ static void put_row(chain__buf *b, const gm_ledger_row *row)
     raw_i(&w, ev->cache_write_tokens);
     const char *tier = gm_service_tier_name(ev->service_tier);
     raw_f(&w, tier, strlen(tier));
+    if (ev->epoch) /* usage revision 1.2 (sql/0014): only when not 0, so older records stay */
+        raw_i(&w, ev->epoch);
     *w++ = '\n';
     b->n = (size_t)(w - b->p);
     b->p[b->n] = '\0';

@@ -314,6 +314,9 @@ static void l_record(chain__buf *q, const PGresult *r, int i, int base, int ext,
         else
             chain__f(q, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k));
     }
+    /* revision 1.2: the epoch (column ext + 3), a field only when it is not 0 (sql/0014) */
+    if (!PQgetisnull(r, i, ext + 3) && strcmp(PQgetvalue(r, i, ext + 3), "0"))
+        chain__f(q, PQgetvalue(r, i, ext + 3), (size_t)PQgetlength(r, i, ext + 3));
     chain__put(q, "\n", 1);
 }
 
@@ -371,7 +374,7 @@ static void add_row(verifier *v, const PGresult *r, int i)
     " AND r.kafka_offset = l.kafka_offset AND r.replay_outcome = 'rated'"                          \
     " AND r.replayed_kafka_topic = l.kafka_topic AND r.replayed_kafka_partition ="                 \
     " l.kafka_partition AND r.replayed_kafka_offset = l.kafka_offset),"                            \
-    " l.reasoning_tokens, l.cache_write_tokens, l.service_tier FROM gm.ledger l"
+    " l.reasoning_tokens, l.cache_write_tokens, l.service_tier, l.epoch FROM gm.ledger l"
 
 static int verify_batches(verifier *v, char *err, size_t err_len)
 {
@@ -608,7 +611,7 @@ static int verify_replays(verifier *v, char *err, size_t err_len)
                             " r.replayed_kafka_offset::text, x.kafka_offset::text,"
                             " encode(x.kafka_key, 'hex'), encode(x.payload, 'hex'),"
                             " encode(x.fingerprint, 'hex'), x.kind, l.reasoning_tokens,"
-                            " l.cache_write_tokens, l.service_tier"
+                            " l.cache_write_tokens, l.service_tier, l.epoch"
                             " FROM unnest($2::integer[], $3::bigint[]) WITH ORDINALITY"
                             " AS u(part, off, n) LEFT JOIN gm.rejected_events r"
                             " ON r.kafka_topic = $1 AND r.kafka_partition = u.part"
