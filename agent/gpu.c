@@ -166,6 +166,11 @@ static int open_gpu_node(gm_agent *a, char *err, size_t err_len)
     nc.spool_dir = a->gpu_spool_dir;
     nc.spool_max_bytes = a->cfg.gpu_spool_max_bytes;
     nc.segment_bytes = 0;
+    /* gridmeter.gpu.v1 events carry no epoch (docs/events.md "Epochs"): the GPU spool never
+     * starts one; --require-state still refuses a GPU spool without state. */
+    nc.new_epoch = false;
+    if (nc.missing_state == GM_NODE_STATE_NEW_EPOCH)
+        nc.missing_state = GM_NODE_STATE_FIRST_START;
     return gm_node_open(&nc, &a->gpu_node, err, err_len);
 }
 

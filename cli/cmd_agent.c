@@ -98,6 +98,12 @@ int gm_cmd_agent(int argc, char **argv)
          0, 0},
         {"gpu-request-ttl-s", "gpu.request_ttl_s", NULL, "600", GM_OPT_INT,
          "how long a request's GPU time waits for its usage event", 0, 0},
+        {"require-state", "node.require_state", NULL, NULL, GM_OPT_FLAG,
+         "refuse to start when the spool holds no state (lost or wiped: see --new-epoch)", 0, 0},
+        {"new-epoch", NULL, NULL, NULL, GM_OPT_FLAG,
+         "start a new epoch of the source now: seq from 1, data.epoch = the Unix time", 0, 0},
+        {"new-epoch-if-lost", "node.new_epoch_if_lost", NULL, NULL, GM_OPT_FLAG,
+         "when the spool holds no state, start a new epoch instead of epoch 0", 0, 0},
         {"progress", NULL, NULL, NULL, GM_OPT_FLAG,
          "a status line every second even when stderr is not a terminal", 0, 0},
         {0}};
@@ -117,6 +123,10 @@ int gm_cmd_agent(int argc, char **argv)
     cfg.node.source = gm_opt_str(opts, "source");
     cfg.node.site = gm_opt_str(opts, "site");
     cfg.node.spool_dir = gm_opt_str(opts, "spool-dir");
+    cfg.node.new_epoch = gm_opt_flag(opts, "new-epoch");
+    cfg.node.missing_state = gm_opt_flag(opts, "require-state")       ? GM_NODE_STATE_REQUIRE
+                         : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
+                                                                 : GM_NODE_STATE_FIRST_START;
     cfg.node.spool_max_bytes = (uint64_t)gm_opt_int(opts, "spool-max-bytes");
     cfg.node.linger_ms = (int)gm_opt_int(opts, "linger-ms");
     cfg.node.message_timeout_ms = (int)gm_opt_int(opts, "message-timeout-ms");

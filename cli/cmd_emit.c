@@ -71,6 +71,12 @@ int gm_cmd_emit(int argc, char **argv)
         {"linger-ms", "node.linger_ms", NULL, "5", GM_OPT_INT, "producer linger.ms", 0, 0},
         {"flush-timeout-ms", NULL, NULL, "60000", GM_OPT_INT,
          "how long to wait at the end for Kafka's acknowledgements", 0, 0},
+        {"require-state", "node.require_state", NULL, NULL, GM_OPT_FLAG,
+         "refuse to start when the spool holds no state (lost or wiped: see --new-epoch)", 0, 0},
+        {"new-epoch", NULL, NULL, NULL, GM_OPT_FLAG,
+         "start a new epoch of the source now: seq from 1, data.epoch = the Unix time", 0, 0},
+        {"new-epoch-if-lost", "node.new_epoch_if_lost", NULL, NULL, GM_OPT_FLAG,
+         "when the spool holds no state, start a new epoch instead of epoch 0", 0, 0},
         {"raw", NULL, NULL, NULL, GM_OPT_FLAG,
          "send every line byte for byte, unchecked, keyed by --source", 0, 0},
         {"progress", NULL, NULL, NULL, GM_OPT_FLAG,
@@ -92,6 +98,10 @@ int gm_cmd_emit(int argc, char **argv)
     cfg.source = gm_opt_str(opts, "source");
     cfg.site = gm_opt_str(opts, "site");
     cfg.spool_dir = gm_opt_str(opts, "spool-dir");
+    cfg.new_epoch = gm_opt_flag(opts, "new-epoch");
+    cfg.missing_state = gm_opt_flag(opts, "require-state")       ? GM_NODE_STATE_REQUIRE
+                         : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
+                                                                 : GM_NODE_STATE_FIRST_START;
     cfg.spool_max_bytes = (uint64_t)gm_opt_int(opts, "spool-max-bytes");
     cfg.fsync_interval_ms = (int)gm_opt_int(opts, "fsync-interval-ms");
     cfg.linger_ms = (int)gm_opt_int(opts, "linger-ms");

@@ -88,6 +88,12 @@ int gm_cmd_loadgen(int argc, char **argv)
          "how long to wait at the end for Kafka's acknowledgements", 0, 0},
         {"progress", NULL, NULL, NULL, GM_OPT_FLAG,
          "show progress even when stderr is not a terminal", 0, 0},
+        {"require-state", NULL, NULL, NULL, GM_OPT_FLAG,
+         "refuse to start when the spool holds no state (lost or wiped: see --new-epoch)", 0, 0},
+        {"new-epoch", NULL, NULL, NULL, GM_OPT_FLAG,
+         "start a new epoch of the source now: seq from 1, data.epoch = the Unix time", 0, 0},
+        {"new-epoch-if-lost", NULL, NULL, NULL, GM_OPT_FLAG,
+         "when the spool holds no state, start a new epoch instead of epoch 0", 0, 0},
         {0}};
     char err[1024];
     int npos = 0;
@@ -152,6 +158,10 @@ int gm_cmd_loadgen(int argc, char **argv)
     nc.source = "edge/loadgen/node-000"; /* every event names its simulated node */
     nc.site = "loadgen";
     nc.spool_dir = gm_opt_str(opts, "spool-dir");
+    nc.new_epoch = gm_opt_flag(opts, "new-epoch");
+    nc.missing_state = gm_opt_flag(opts, "require-state")       ? GM_NODE_STATE_REQUIRE
+                         : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
+                                                                 : GM_NODE_STATE_FIRST_START;
     nc.spool_max_bytes = (uint64_t)gm_opt_int(opts, "spool-max-bytes");
     const char *fs = gm_opt_str(opts, "fsync");
     nc.fsync = !strcmp(fs, "event")      ? GM_NODE_FSYNC_EVENT

@@ -35,6 +35,16 @@ typedef enum {
 
 #define GM_NODE_DEFAULT_TOPIC "gridmeter.usage.v1"
 
+/* What the node does when its spool holds no state (no state file, no segment: a new
+ * directory, or a re-imaged node whose spool was wiped). docs/node-client.md "State loss and
+ * epochs". Whatever the choice, a seq is never given twice within one epoch. */
+typedef enum {
+    GM_NODE_STATE_FIRST_START = 0, /* default: this is the node's first start, epoch 0 */
+    GM_NODE_STATE_REQUIRE,         /* --require-state: refuse to open (GM_ENOTFOUND), with the
+                                    * reason and how to start a new epoch */
+    GM_NODE_STATE_NEW_EPOCH,       /* --new-epoch-if-lost: start a new epoch */
+} gm_node_missing_state;
+
 typedef struct gm_node_config {
     const char *brokers;            /* bootstrap.servers; required */
     const char *topic;              /* default GM_NODE_DEFAULT_TOPIC */
@@ -50,6 +60,8 @@ typedef struct gm_node_config {
                                      * that times out is produced again from the spool */
     int close_timeout_ms;           /* how long close() tries to deliver; default 5000 */
     const char *const *kafka_props; /* extra librdkafka settings: "key", "value", …, NULL */
+    gm_node_missing_state missing_state; /* a spool without state: see above */
+    bool new_epoch; /* --new-epoch: start a new epoch now, state or not (seq from 1) */
 } gm_node_config;
 
 /* Fills in the defaults; callers then set brokers, source, site and spool_dir. */
@@ -91,10 +103,21 @@ typedef struct gm_node_stats {
      * reaches it (the node agent's delivery latency). */
     uint64_t last_lsn;
     uint64_t acked_lsn;
+    uint64_t epoch;     /* data.epoch of the events this node records */
+    bool new_epoch;     /* this open started that epoch */
 } gm_node_stats;
 
 /* Opens the spool (recovering and truncating a torn tail), starts the producer and the pump
- * thread, and starts re-sending what the spool holds. *out is set on success only. */
+ * thread, and starts re-sending what the spool holds. *out is set on success only.
+ * Epochs: the node records its usage events with the spool's epoch (data.epoch, left out at
+ * 0). A new epoch (cfg->new_epoch, or a spool without state and GM_NODE_STATE_NEW_EPOCH) is
+ * gm_node_next_epoch(previous epoch), durable before the first event of it, and its seqs
+ * start at 1; it is logged. A spool without state and GM_NODE_STATE_REQUIRE is GM_ENOTFOUND:
+ *   "node edge/fra1/n17: spool DIR holds no state (no spool.state, no segment), and
+ *    --require-state is set: the spool was lost or wiped (a re-imaged node?), so this node's
+ *    seqs would start again at 1 and reuse seqs of events it sent before. Start a new epoch
+ *    with --new-epoch (its events are data.epoch N, seq 1, 2, ...), or restore the spool"
+ */
 int gm_node_open(const gm_node_config *cfg, gm_node **out, char *err, size_t err_len) GM_MUSTCHECK;
 
 /* Records one request's usage: assigns seq and id ("<last part of source>-<seq, 12
@@ -135,6 +158,13 @@ void gm_node_close(gm_node *node);
 
 /* The id the library gives event `seq` of `source`: "node-017-000000000042". */
 void gm_node_event_id(const char *source, uint64_t seq, char *buf, size_t buf_len);
+/* The same in `epoch`: the id above for epoch 0, "node-017-e1796212800-000000000042" for
+ * another epoch (so no id of one epoch is an id of another). */
+void gm_node_event_id_epoch(const char *source, uint64_t epoch, uint64_t seq, char *buf,
+                            size_t buf_len);
+/* The epoch a node starts after `previous` (0 when unknown, e.g. the state is gone): the Unix
+ * time in seconds on gridmeter's clock (gm_now_us), or previous + 1 when that is higher. */
+uint64_t gm_node_next_epoch(uint64_t previous);
 
 /* For tests: raises a librdkafka fatal error in the producer (rd_kafka_test_fatal_error). */
 int gm_node__inject_fatal(gm_node *node);
@@ -201,8 +231,17 @@ int gm_spool_append(gm_spool *sp, const char *key, bool assign_seq, gm_spool_enc
                     size_t err_len) GM_MUSTCHECK;
 int gm_spool_append_raw(gm_spool *sp, const char *key, const void *payload, size_t len,
                         uint64_t *lsn_out, char *err, size_t err_len) GM_MUSTCHECK;
-/* The last seq given to `key` (0 when none). */
+/* The last seq given to `key` in the current epoch (0 when none). */
 uint64_t gm_spool_last_seq(gm_spool *sp, const char *key);
+/* Whether the spool had state when it was opened (a state file or a segment): false for a new
+ * or wiped directory. */
+bool gm_spool_had_state(gm_spool *sp);
+/* The epoch in the state file (0 for a new spool or one from before epochs). */
+uint64_t gm_spool_epoch(gm_spool *sp);
+/* Starts epoch `epoch` (> the current one, else GM_EINVAL): the state file with the epoch and
+ * its first lsn is made durable, then every source's seq starts again at 1. Records of the
+ * earlier epoch still in the spool are still sent; they no longer count for seqs. */
+int gm_spool_new_epoch(gm_spool *sp, uint64_t epoch, char *err, size_t err_len) GM_MUSTCHECK;
 /* Makes everything appended so far durable (msync). Returns 0 or GM_EIO. */
 int gm_spool_sync(gm_spool *sp, char *err, size_t err_len) GM_MUSTCHECK;
 /* Hands out up to `max` durable records not yet handed out (those given back or nacked

@@ -13,6 +13,10 @@
  *      not written, or we cannot know; a duplicate is removed downstream);
  *   5. every 100 ms reclaim: fully acknowledged segments are deleted;
  *   6. sleep on the eventfd, which both record() and librdkafka's main queue signal.
+ *
+ * EPOCHS. The node's epoch is decided once, at open, from the spool's state and the config
+ * (gm_node_open in gm_node.h); every usage event recorded after carries it in data.epoch
+ * and an id that names it, so a node that lost its state never reuses a seq silently.
  */
 #include "gm_node.h"
 
@@ -40,6 +44,8 @@ struct gm_node {
     char *brokers, *topic, *source, *site, *spool_dir;
     char **props;
     gm_spool *sp;
+    uint64_t epoch;  /* data.epoch of usage events recorded by this process */
+    bool new_epoch;  /* started by this open */
 
     pthread_mutex_t rk_mu; /* guards rk swaps against gm_node__inject_fatal */
     rd_kafka_t *rk;
@@ -96,13 +102,28 @@ void gm_node_config_init(gm_node_config *c)
     c->close_timeout_ms = 5000;
 }
 
+uint64_t gm_node_next_epoch(uint64_t previous)
+{
+    int64_t now_s = gm_now_us() / GM_US_PER_SEC;
+    uint64_t e = now_s > 0 ? (uint64_t)now_s : 1;
+    return previous >= e ? previous + 1 : e;
+}
+
 void gm_node_event_id(const char *source, uint64_t seq, char *buf, size_t buf_len)
+{
+    gm_node_event_id_epoch(source, 0, seq, buf, buf_len);
+}
+
+void gm_node_event_id_epoch(const char *source, uint64_t epoch, uint64_t seq, char *buf,
+                            size_t buf_len)
 {
     const char *slash = strrchr(source, '/');
     const char *name = slash ? slash + 1 : source;
     size_t len = strlen(name);
-    if (len > GM_EVENT_ID_MAX - 22) /* keep "-<20 digits>" inside the id bound */
-        name += len - (GM_EVENT_ID_MAX - 22);
+    /* keep "-<20 digits>" (and "-e<16 digits>" in an epoch) inside the id bound */
+    size_t keep = GM_EVENT_ID_MAX - 22 - (epoch ? 18 : 0);
+    if (len > keep)
+        name += len - keep;
     if (!*name)
         name = "node", len = 4;
     else
@@ -116,16 +137,72 @@ void gm_node_event_id(const char *source, uint64_t seq, char *buf, size_t buf_le
     } while (seq);
     while (nd < 12)
         digits[nd++] = '0';
-    if (len + 1 + (size_t)nd + 1 > buf_len) {
+    char ep[24];
+    size_t ne = 0;
+    if (epoch) { /* "-e<epoch>" */
+        char t[24];
+        int nt = 0;
+        do {
+            t[nt++] = (char)('0' + epoch % 10);
+            epoch /= 10;
+        } while (epoch);
+        ep[ne++] = '-';
+        ep[ne++] = 'e';
+        while (nt)
+            ep[ne++] = t[--nt];
+    }
+    if (len + ne + 1 + (size_t)nd + 1 > buf_len) {
         if (buf_len)
             buf[0] = '\0';
         return;
     }
     memcpy(buf, name, len);
+    memcpy(buf + len, ep, ne);
+    len += ne;
     buf[len] = '-';
     for (int i = 0; i < nd; i++)
         buf[len + 1 + (size_t)i] = digits[nd - 1 - i];
     buf[len + 1 + (size_t)nd] = '\0';
+}
+
+/* The epoch of this open (gm_node_open in gm_node.h): the spool's, or a new one. */
+static int decide_epoch(gm_node *n, char *err, size_t err_len)
+{
+    bool had = gm_spool_had_state(n->sp);
+    uint64_t cur = gm_spool_epoch(n->sp);
+    const char *why = NULL;
+    if (n->cfg.new_epoch)
+        why = had ? "--new-epoch" : "--new-epoch (the spool held no state)";
+    else if (!had && n->cfg.missing_state == GM_NODE_STATE_NEW_EPOCH)
+        why = "the spool held no state (--new-epoch-if-lost)";
+    else if (!had && n->cfg.missing_state == GM_NODE_STATE_REQUIRE)
+        return gm_fail(err, err_len, GM_ENOTFOUND,
+                       "node %s: spool %s holds no state (no spool.state, no segment), and "
+                       "--require-state is set: the spool was lost or wiped (a re-imaged "
+                       "node?), so this node's seqs would start again at 1 and reuse seqs of "
+                       "events it sent before. Start a new epoch with --new-epoch (its events "
+                       "are data.epoch %" PRIu64 ", seq 1, 2, ...), or restore the spool",
+                       n->source, n->spool_dir, gm_node_next_epoch(cur));
+    if (why) {
+        uint64_t e = gm_node_next_epoch(cur);
+        int rc = gm_spool_new_epoch(n->sp, e, err, err_len);
+        if (rc)
+            return rc;
+        n->new_epoch = true;
+        gm_warn(COMP,
+                "msg=\"node state: a new epoch starts, seqs from 1\" source=%s spool=%s "
+                "epoch=%" PRIu64 " previous_epoch=%" PRIu64 " reason=\"%s\"",
+                n->source, n->spool_dir, e, cur, why);
+        cur = e;
+    } else if (!had) {
+        gm_info(COMP,
+                "msg=\"node state: new spool, first start of this node (epoch 0); a node that "
+                "ran before and lost its spool must run with --require-state or --new-epoch\" "
+                "source=%s spool=%s",
+                n->source, n->spool_dir);
+    }
+    n->epoch = cur;
+    return 0;
 }
 
 static void wake(gm_node *n)
@@ -480,6 +557,9 @@ int gm_node_open(const gm_node_config *cfg, gm_node **out, char *err, size_t err
     rc = gm_spool_open(&sc, &n->sp, err, err_len);
     if (rc)
         goto fail;
+    rc = decide_epoch(n, err, err_len);
+    if (rc)
+        goto fail;
     rc = producer_create(n, err, err_len);
     if (rc)
         goto fail;
@@ -491,9 +571,9 @@ int gm_node_open(const gm_node_config *cfg, gm_node **out, char *err, size_t err
     gm_spool_stats ss;
     gm_spool_stats_get(n->sp, &ss);
     gm_info(COMP,
-            "msg=\"node client open\" source=%s topic=%s spool=%s unacked=%" PRIu64
-            " spool_bytes=%" PRIu64 " spool_max_bytes=%" PRIu64,
-            n->source, n->topic, n->spool_dir, ss.unacked, ss.bytes, ss.max_bytes);
+            "msg=\"node client open\" source=%s topic=%s spool=%s epoch=%" PRIu64
+            " unacked=%" PRIu64 " spool_bytes=%" PRIu64 " spool_max_bytes=%" PRIu64,
+            n->source, n->topic, n->spool_dir, n->epoch, ss.unacked, ss.bytes, ss.max_bytes);
     *out = n;
     return 0;
 fail:
@@ -540,7 +620,7 @@ static size_t encode_cb(void *arg, uint64_t seq, char *buf, size_t buf_len, char
 {
     gm_event *ev = arg;
     ev->seq = seq;
-    gm_node_event_id(ev->source, seq, ev->id, sizeof ev->id);
+    gm_node_event_id_epoch(ev->source, (uint64_t)ev->epoch, seq, ev->id, sizeof ev->id);
     size_t len = gm_event_encode(ev, buf, buf_len);
     if (!len && gm_event_check(ev, err, err_len) == 0)
         gm_fail(err, err_len, GM_EINVAL, "event %s#%s: does not fit %zu bytes", ev->source, ev->id,
@@ -564,6 +644,7 @@ int gm_node_record_event(gm_node *n, gm_event *ev, char *err, size_t err_len)
         snprintf(ev->site, sizeof ev->site, "%s", n->site);
     if (!ev->time_us)
         ev->time_us = gm_now_us();
+    ev->epoch = ev->type == GM_EVENT_USAGE ? (int64_t)n->epoch : 0;
     uint64_t seq;
     int rc = gm_spool_append(n->sp, ev->source, true, encode_cb, ev, &seq, NULL, err, err_len);
     if (rc)
@@ -613,6 +694,7 @@ int gm_node_record(gm_node *n, const gm_node_usage *u, uint64_t *seq_out, char *
     ev.reasoning_tokens = u->reasoning_tokens;
     ev.cache_write_tokens = u->cache_write_tokens;
     ev.service_tier = u->service_tier;
+    ev.epoch = (int64_t)n->epoch;
     rc = gm_spool_append(n->sp, ev.source, true, encode_cb, &ev, seq_out, NULL, err, err_len);
     if (rc)
         return rc;
@@ -700,6 +782,8 @@ void gm_node_stats_get(gm_node *n, gm_node_stats *o)
     o->spool_max_bytes = st.max_bytes;
     o->last_lsn = st.next_lsn - 1;
     o->acked_lsn = st.acked_lsn;
+    o->epoch = n->epoch;
+    o->new_epoch = n->new_epoch;
 }
 
 int gm_node__inject_fatal(gm_node *n)

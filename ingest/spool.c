@@ -15,6 +15,14 @@
  * source the highest seq among deleted records) atomically, then deletes the segments that
  * hold only acknowledged records.
  *
+ * EPOCHS. The state file also names the node's epoch (docs/node-client.md "State loss and
+ * epochs") and the first lsn of that epoch: records below it belong to an earlier epoch and
+ * do not count towards seqs (they are still sent, with the epoch their payload states). A
+ * state file without these lines (written before epochs) is epoch 0 from lsn 1. A spool
+ * opened with neither a state file nor a segment has no state (gm_spool_had_state): the
+ * node client decides whether that is a first start, a refusal or a new epoch; the state
+ * file is written at once so that the next open finds state.
+ *
  * Recovery (open) scans the segments in lsn order and checks each frame (length, CRC-32C,
  * lsn). The first bad frame ends the segment: the file is truncated there and a log line
  * says how many non-zero bytes were cut. Records above acked_lsn come back as PENDING.
@@ -91,6 +99,9 @@ struct gm_spool {
     src *srcs;
     size_t src_cap, src_n;
 
+    uint64_t epoch;           /* the node's epoch (state file "epoch") */
+    uint64_t epoch_lsn;       /* first lsn of the epoch; lower records do not count for seqs */
+    bool had_state;           /* a state file or a segment was found at open */
     uint64_t state_acked_lsn; /* acked_lsn in the state file on disk */
     int64_t state_written_us;
     uint64_t recovered, truncated_bytes;
@@ -318,8 +329,9 @@ static int state_write(gm_spool *sp, char *err, size_t err_len)
     size_t cap = 256 + sp->src_n * (GM_EVENT_SOURCE_MAX + 40), n = 0;
     char *buf = gm_xmalloc(cap);
     n += (size_t)snprintf(buf + n, cap - n,
-                          STATE_MAGIC "\nacked_lsn %" PRIu64 "\nnext_lsn %" PRIu64 "\n",
-                          sp->acked_lsn, sp->next_lsn);
+                          STATE_MAGIC "\nacked_lsn %" PRIu64 "\nnext_lsn %" PRIu64
+                                      "\nepoch %" PRIu64 "\nepoch_lsn %" PRIu64 "\n",
+                          sp->acked_lsn, sp->next_lsn, sp->epoch, sp->epoch_lsn);
     for (size_t i = 0; i < sp->src_cap; i++) {
         const src *s = &sp->srcs[i];
         if (s->name && s->persisted_seq) {
@@ -373,6 +385,7 @@ static int state_read(gm_spool *sp, uint64_t *acked, uint64_t *next, char *err, 
         return gm_fail(err, err_len, GM_EIO, "spool %s: cannot read %s: %s", sp->dir, STATE_FILE,
                        strerror(errno));
     }
+    sp->had_state = true;
     struct stat stt;
     if (fstat(fd, &stt)) {
         close(fd);
@@ -410,6 +423,10 @@ static int state_read(gm_spool *sp, uint64_t *acked, uint64_t *next, char *err, 
             *acked = v;
         else if (sscanf(line, "next_lsn %" SCNu64, &v) == 1)
             *next = v;
+        else if (sscanf(line, "epoch_lsn %" SCNu64, &v) == 1)
+            sp->epoch_lsn = v;
+        else if (sscanf(line, "epoch %" SCNu64, &v) == 1)
+            sp->epoch = v;
         else if (sscanf(line, "source %" SCNu64 " %1024s", &v, name) == 2) {
             src *s = src_find(sp, name, strlen(name), true);
             if (v > s->persisted_seq)
@@ -480,7 +497,7 @@ static int recover_segment(gm_spool *sp, seg *s, bool last, char *err, size_t er
         const uint8_t *p = s->map + off;
         uint64_t seq = rd64(p + 16);
         uint16_t key_len = rd16(p + 24);
-        if (seq) {
+        if (seq && want >= sp->epoch_lsn) { /* a record of an earlier epoch counts for none */
             src *so = src_find(sp, (const char *)p + REC_HDR, key_len, true);
             if (seq > so->last_seq)
                 so->last_seq = seq;
@@ -552,8 +569,10 @@ static int recover(gm_spool *sp, char *err, size_t err_len)
         }
     }
     closedir(d);
-    if (n)
+    if (n) {
         qsort(firsts, n, sizeof *firsts, cmp_u64);
+        sp->had_state = true;
+    }
     sp->acked_lsn = state_acked;
     for (size_t i = 0; i < n && !rc; i++) {
         seg *s = seg_alloc(sp->dir, firsts[i]);
@@ -594,6 +613,11 @@ static int recover(gm_spool *sp, char *err, size_t err_len)
     for (size_t i = 0; i < sp->src_cap; i++) /* seqs never go back */
         if (sp->srcs[i].name && sp->srcs[i].persisted_seq > sp->srcs[i].last_seq)
             sp->srcs[i].last_seq = sp->srcs[i].persisted_seq;
+    if (!sp->had_state) { /* a new spool: its state (epoch 0 from lsn 1) is on disk from now */
+        int wrc = state_write(sp, err, err_len);
+        if (wrc)
+            return wrc;
+    }
     if (sp->recovered || sp->truncated_bytes)
         gm_info(COMP,
                 "msg=\"spool recovered\" dir=%s segments=%zu unacked=%" PRIu64 " bytes_cut=%" PRIu64
@@ -743,7 +767,7 @@ static int reclaim_locked(gm_spool *sp, char *err, size_t err_len)
             const uint8_t *p = s->map + off;
             uint64_t seq = rd64(p + 16);
             uint16_t key_len = rd16(p + 24);
-            if (seq) {
+            if (seq && rd64(p + 8) >= sp->epoch_lsn) {
                 src *so = src_find(sp, (const char *)p + REC_HDR, key_len, true);
                 if (seq > so->persisted_seq)
                     so->persisted_seq = seq;
@@ -903,6 +927,46 @@ int gm_spool_append_raw(gm_spool *sp, const char *key, const void *payload, size
     pthread_mutex_lock(&sp->mu);
     int rc = append_locked(sp, key, key_len, false, NULL, NULL, payload, len, NULL, lsn_out, err,
                            err_len);
+    pthread_mutex_unlock(&sp->mu);
+    return rc;
+}
+
+bool gm_spool_had_state(gm_spool *sp)
+{
+    return sp->had_state; /* set at open, never changed */
+}
+
+uint64_t gm_spool_epoch(gm_spool *sp)
+{
+    pthread_mutex_lock(&sp->mu);
+    uint64_t e = sp->epoch;
+    pthread_mutex_unlock(&sp->mu);
+    return e;
+}
+
+int gm_spool_new_epoch(gm_spool *sp, uint64_t epoch, char *err, size_t err_len)
+{
+    pthread_mutex_lock(&sp->mu);
+    int rc = 0;
+    if (epoch <= sp->epoch) {
+        rc = gm_fail(err, err_len, GM_EINVAL,
+                     "spool %s: a new epoch must be higher than the current one (%" PRIu64
+                     "), got %" PRIu64,
+                     sp->dir, sp->epoch, epoch);
+    } else {
+        uint64_t old_epoch = sp->epoch, old_lsn = sp->epoch_lsn;
+        sp->epoch = epoch;
+        sp->epoch_lsn = sp->next_lsn;
+        rc = state_write(sp, err, err_len); /* durable before a seq of the epoch is given */
+        if (rc) {
+            sp->epoch = old_epoch;
+            sp->epoch_lsn = old_lsn;
+        } else {
+            for (size_t i = 0; i < sp->src_cap; i++)
+                if (sp->srcs[i].name)
+                    sp->srcs[i].last_seq = sp->srcs[i].persisted_seq = 0;
+        }
+    }
     pthread_mutex_unlock(&sp->mu);
     return rc;
 }
