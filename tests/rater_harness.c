@@ -378,8 +378,8 @@ void h_verify(const h_env *e, const h_expect *x)
     }
     /* Every valid, distinct event exactly once. */
     ck_assert_int_eq(value_i64(c, "SELECT count(*) FROM gm.ledger"), x->events);
-    ck_assert_int_eq(value_i64(c, "SELECT count(*) FROM (SELECT source, seq FROM gm.ledger"
-                                  " GROUP BY 1, 2 HAVING count(*) > 1) d"),
+    ck_assert_int_eq(value_i64(c, "SELECT count(*) FROM (SELECT source, epoch, seq FROM gm.ledger"
+                                  " GROUP BY 1, 2, 3 HAVING count(*) > 1) d"),
                      0);
     ck_assert_int_eq(value_i64(c, "SELECT count(*) FROM (SELECT source, event_id FROM gm.ledger"
                                   " GROUP BY 1, 2 HAVING count(*) > 1) d"),

@@ -223,6 +223,15 @@ START_TEST(test_identity_of_a_refused_message)
     ck_assert_str_eq(ev.tenant, "");
     ck_assert(ev.time_us == INT64_MIN);
     ck_assert_uint_eq(ev.seq, UINT64_C(9007199254740991));
+    ck_assert_int_eq(ev.epoch, 0);
+    /* data.epoch: kept when valid; one that breaks its rule leaves the seq in no epoch */
+    const char *ep = "{\"source\":\"s\",\"id\":\"a\",\"data\":{\"seq\":2,\"epoch\":1796212800}}";
+    ck_assert(gm_event_identity_of(ep, strlen(ep), &ev));
+    ck_assert_int_eq(ev.epoch, 1796212800);
+    const char *bad_ep[] = {"{\"source\":\"s\",\"id\":\"a\",\"data\":{\"seq\":2,\"epoch\":-1}}",
+                            "{\"source\":\"s\",\"id\":\"a\",\"data\":{\"seq\":2,\"epoch\":\"1\"}}"};
+    for (size_t i = 0; i < GM_ARRAY_LEN(bad_ep); i++)
+        ck_assert_msg(!gm_event_identity_of(bad_ep[i], strlen(bad_ep[i]), &ev), "%s", bad_ep[i]);
 }
 END_TEST
 
@@ -492,6 +501,67 @@ START_TEST(test_old_events_keep_their_meaning_and_canonical_bytes)
 }
 END_TEST
 
+/* Usage revision 1.2 (docs/events.md "Epochs"): data.epoch is optional, 0 when absent and
+ * left out of the canonical form at 0 (events before 1.2 keep their bytes); another epoch is
+ * written right after seq, round-trips, and makes another event (equality, fingerprint). */
+START_TEST(test_epoch_is_optional_default_0_and_part_of_the_event)
+{
+    gm_event ev, back;
+    char err[512], buf[GM_EVENT_MAX_BYTES + 1];
+    ck_assert_int_eq(gm_event_decode(USAGE, strlen(USAGE), &ev, err, sizeof err), 0);
+    ck_assert_int_eq(ev.epoch, 0);
+    ck_assert_uint_gt(gm_event_encode(&ev, buf, sizeof buf), 0);
+    ck_assert_ptr_null(strstr(buf, "epoch"));
+    char msg[1024];
+    const char *at = strstr(USAGE, "\"site\"");
+    snprintf(msg, sizeof msg, "%.*s\"epoch\":0,%s", (int)(at - USAGE), USAGE, at);
+    ck_assert_int_eq(gm_event_decode(msg, strlen(msg), &back, err, sizeof err), 0);
+    ck_assert(gm_event_equal(&ev, &back)); /* "epoch":0 is the same event as no epoch */
+    gm_event e2 = ev;
+    e2.epoch = 1796212800;
+    size_t n = gm_event_encode(&e2, buf, sizeof buf);
+    ck_assert_uint_gt(n, 0);
+    ck_assert_ptr_nonnull(strstr(buf, "\"data\":{\"seq\":123456,\"epoch\":1796212800,\"site\""));
+    ck_assert_int_eq(gm_event_decode(buf, n, &back, err, sizeof err), 0);
+    ck_assert_int_eq(back.epoch, 1796212800);
+    ck_assert(gm_event_equal(&e2, &back));
+    ck_assert(!gm_event_equal(&ev, &e2));
+    e2.epoch = GM_EVENT_MAX_QUANTITY + 1;
+    ck_assert_int_eq(gm_event_check(&e2, err, sizeof err), GM_EINVAL);
+    ck_assert_str_eq(err, "data.epoch: must be an integer between 0 and 2^53-1, got "
+                          "9007199254740992");
+    e2.epoch = -1;
+    ck_assert_int_eq(gm_event_check(&e2, err, sizeof err), GM_EINVAL);
+    ck_assert_msg(strstr(err, "data.epoch: ") == err, "%s", err);
+    /* bad type, negative, too large: the reason names data.epoch and the event */
+    const char *bad[] = {"\"x\"", "-1", "9007199254740992", "1e3", "true"};
+    for (size_t i = 0; i < GM_ARRAY_LEN(bad); i++) {
+        snprintf(msg, sizeof msg, "%.*s\"epoch\":%s,%s", (int)(at - USAGE), USAGE, bad[i], at);
+        ck_assert_int_eq(gm_event_decode(msg, strlen(msg), &back, err, sizeof err), GM_EINVAL);
+        char want[160];
+        snprintf(want, sizeof want,
+                 "event edge/fra1/n17#991: data.epoch: must be an integer between 0 and 2^53-1, "
+                 "got %s",
+                 bad[i]);
+        ck_assert_str_eq(err, want);
+    }
+    /* gpu events have no epoch */
+    static const char gpu[] =
+        "{\"specversion\":\"1.0\",\"type\":\"gridmeter.gpu.v1\",\"source\":\"edge/fra1/n17/gpu\","
+        "\"id\":\"5\",\"time\":\"2026-11-27T22:00:00Z\",\"subject\":\"acme\",\"data\":{\"seq\":5,"
+        "\"site\":\"fra1\",\"device\":\"0\",\"window_start\":\"2026-11-27T21:59:59Z\","
+        "\"window_end\":\"2026-11-27T22:00:00Z\",\"gpu_us\":1,\"policy\":\"proportional\","
+        "\"kernels\":1,\"unattributed_us\":0}}";
+    gm_event g;
+    ck_assert_int_eq(gm_event_decode(gpu, strlen(gpu), &g, err, sizeof err), 0);
+    ck_assert_int_eq(g.epoch, 0);
+    g.epoch = 1;
+    ck_assert_int_eq(gm_event_check(&g, err, sizeof err), GM_EINVAL);
+    ck_assert_msg(strstr(err, "data.epoch: is not a field of gridmeter.gpu.v1 data") == err, "%s",
+                  err);
+}
+END_TEST
+
 /* Parts may not exceed their whole: reasoning tokens are part of the output. The decoder and
  * gm_event_check refuse more reasoning than output tokens, naming both fields; equal is fine. */
 START_TEST(test_reasoning_above_output_is_refused_naming_both_fields)
@@ -714,6 +784,7 @@ int main(void)
     tcase_add_test(tc, test_empty_and_null_messages_are_refused);
     tcase_add_test(tc, test_old_events_keep_their_meaning_and_canonical_bytes);
     tcase_add_test(tc, test_reasoning_above_output_is_refused_naming_both_fields);
+    tcase_add_test(tc, test_epoch_is_optional_default_0_and_part_of_the_event);
     suite_add_tcase(s, tc);
     TCase *prop = tcase_create("properties");
     tcase_add_test(prop, test_random_valid_events_round_trip_through_the_canonical_form);

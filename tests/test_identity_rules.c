@@ -64,6 +64,22 @@ START_TEST(test_fingerprint_same_event_equal_other_content_differs)
 }
 END_TEST
 
+/* A re-send under another data.epoch is another event: its fingerprint differs, so it is
+ * never a quiet duplicate (docs/events.md "Epochs"). */
+START_TEST(test_fingerprint_covers_the_epoch)
+{
+    gm_event a, e;
+    decode(msg_a, &a);
+    e = a;
+    e.epoch = 1796212800;
+    unsigned char fa[32], fe[32];
+    ck_assert_int_eq(gm_event_fingerprint(&a, fa), 0);
+    ck_assert_int_eq(gm_event_fingerprint(&e, fe), 0);
+    ck_assert(!gm_event_equal(&a, &e));
+    ck_assert(memcmp(fa, fe, 32) != 0);
+}
+END_TEST
+
 START_TEST(test_time_policy_limits_are_inclusive_and_zero_turns_them_off)
 {
     gm_rater_config cfg;
@@ -103,6 +119,7 @@ int main(void)
     TCase *tc = tcase_create("unit");
     tcase_add_test(tc, test_fingerprint_is_sha256_of_the_canonical_form);
     tcase_add_test(tc, test_fingerprint_same_event_equal_other_content_differs);
+    tcase_add_test(tc, test_fingerprint_covers_the_epoch);
     tcase_add_test(tc, test_time_policy_limits_are_inclusive_and_zero_turns_them_off);
     suite_add_tcase(s, tc);
     return gm_test_run(s);

@@ -222,6 +222,51 @@ START_TEST(test_seq_continues_after_restart_even_when_every_segment_was_deleted)
 }
 END_TEST
 
+/* Epochs (docs/node-client.md "State loss and epochs"): a new directory has no state and
+ * writes it at once; a new epoch starts every seq at 1 again and is durable; records of the
+ * old epoch still in the spool are still handed out but count for no seq after a restart,
+ * whether in a segment or deleted into the state file; an epoch never goes back. */
+START_TEST(test_new_epoch_restarts_seqs_and_survives_restarts)
+{
+    gm_spool *sp = open_spool(1 << 20, 64 << 10);
+    ck_assert(!gm_spool_had_state(sp));
+    ck_assert_uint_eq(gm_spool_epoch(sp), 0);
+    for (uint64_t i = 1; i <= 3; i++)
+        ck_assert_uint_eq(append_seq(sp, "edge/a/n1"), i);
+    gm_spool_close(sp);
+
+    sp = open_spool(1 << 20, 64 << 10);
+    ck_assert(gm_spool_had_state(sp));
+    char err[256];
+    ck_assert_int_eq(gm_spool_new_epoch(sp, 1795867200, err, sizeof err), 0);
+    ck_assert_uint_eq(gm_spool_epoch(sp), 1795867200);
+    ck_assert_uint_eq(gm_spool_last_seq(sp, "edge/a/n1"), 0);
+    ck_assert_uint_eq(append_seq(sp, "edge/a/n1"), 1);
+    ck_assert_uint_eq(append_seq(sp, "edge/a/n1"), 2);
+    ck_assert_int_eq(gm_spool_new_epoch(sp, 1795867200, err, sizeof err), GM_EINVAL);
+    ck_assert_msg(strstr(err, "must be higher than the current one (1795867200)"), "%s", err);
+    gm_spool_rec recs[16];
+    ck_assert_uint_eq(sync_take(sp, recs, 16), 5); /* the old epoch's 3 are still sent */
+    gm_spool_close(sp);
+
+    /* the old records are in a segment, unacknowledged: they count for no seq */
+    sp = open_spool(1 << 20, 64 << 10);
+    ck_assert_uint_eq(gm_spool_epoch(sp), 1795867200);
+    ck_assert_uint_eq(gm_spool_last_seq(sp, "edge/a/n1"), 2);
+    ck_assert_uint_eq(sync_take(sp, recs, 16), 5);
+    for (uint64_t l = 1; l <= 5; l++)
+        gm_spool_ack(sp, l, true);
+    gm_spool_close(sp); /* all acknowledged: segments deleted, seqs into the state file */
+
+    sp = open_spool(1 << 20, 64 << 10);
+    ck_assert_uint_eq(gm_spool_epoch(sp), 1795867200);
+    ck_assert_uint_eq(gm_spool_last_seq(sp, "edge/a/n1"), 2);
+    ck_assert_uint_eq(append_seq(sp, "edge/a/n1"), 3);
+    check(sp);
+    gm_spool_close(sp);
+}
+END_TEST
+
 /* Runs fn with stderr captured into buf. */
 static void capture_stderr_open(int *saved, char *path)
 {
@@ -457,6 +502,7 @@ int main(void)
     tcase_add_test(tc, test_empty_segment_left_by_a_crash_is_removed_and_new_records_survive);
     tcase_add_test(tc, test_second_process_cannot_open_the_same_spool);
     tcase_add_test(tc, test_corrupt_state_file_refuses_to_open);
+    tcase_add_test(tc, test_new_epoch_restarts_seqs_and_survives_restarts);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
