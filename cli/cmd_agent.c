@@ -125,8 +125,8 @@ int gm_cmd_agent(int argc, char **argv)
     cfg.node.spool_dir = gm_opt_str(opts, "spool-dir");
     cfg.node.new_epoch = gm_opt_flag(opts, "new-epoch");
     cfg.node.missing_state = gm_opt_flag(opts, "require-state")       ? GM_NODE_STATE_REQUIRE
-                         : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
-                                                                 : GM_NODE_STATE_FIRST_START;
+                             : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
+                                                                      : GM_NODE_STATE_FIRST_START;
     cfg.node.spool_max_bytes = (uint64_t)gm_opt_int(opts, "spool-max-bytes");
     cfg.node.linger_ms = (int)gm_opt_int(opts, "linger-ms");
     cfg.node.message_timeout_ms = (int)gm_opt_int(opts, "message-timeout-ms");

@@ -100,7 +100,7 @@ int gm_cmd_emit(int argc, char **argv)
     cfg.spool_dir = gm_opt_str(opts, "spool-dir");
     cfg.new_epoch = gm_opt_flag(opts, "new-epoch");
     cfg.missing_state = gm_opt_flag(opts, "require-state")       ? GM_NODE_STATE_REQUIRE
-                         : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
+                        : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
                                                                  : GM_NODE_STATE_FIRST_START;
     cfg.spool_max_bytes = (uint64_t)gm_opt_int(opts, "spool-max-bytes");
     cfg.fsync_interval_ms = (int)gm_opt_int(opts, "fsync-interval-ms");

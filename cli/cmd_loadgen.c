@@ -160,8 +160,8 @@ int gm_cmd_loadgen(int argc, char **argv)
     nc.spool_dir = gm_opt_str(opts, "spool-dir");
     nc.new_epoch = gm_opt_flag(opts, "new-epoch");
     nc.missing_state = gm_opt_flag(opts, "require-state")       ? GM_NODE_STATE_REQUIRE
-                         : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
-                                                                 : GM_NODE_STATE_FIRST_START;
+                       : gm_opt_flag(opts, "new-epoch-if-lost") ? GM_NODE_STATE_NEW_EPOCH
+                                                                : GM_NODE_STATE_FIRST_START;
     nc.spool_max_bytes = (uint64_t)gm_opt_int(opts, "spool-max-bytes");
     const char *fs = gm_opt_str(opts, "fsync");
     nc.fsync = !strcmp(fs, "event")      ? GM_NODE_FSYNC_EVENT

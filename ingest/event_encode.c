@@ -303,8 +303,7 @@ bool gm_event_equal(const gm_event *a, const gm_event *b)
 {
     return a->type == b->type && !strcmp(a->source, b->source) && !strcmp(a->id, b->id) &&
            !strcmp(a->tenant, b->tenant) && a->time_us == b->time_us && a->seq == b->seq &&
-           a->epoch == b->epoch &&
-           !strcmp(a->site, b->site) && !strcmp(a->model, b->model) &&
+           a->epoch == b->epoch && !strcmp(a->site, b->site) && !strcmp(a->model, b->model) &&
            !strcmp(a->request_id, b->request_id) && a->input_tokens == b->input_tokens &&
            a->cached_tokens == b->cached_tokens && a->output_tokens == b->output_tokens &&
            a->reasoning_tokens == b->reasoning_tokens &&

@@ -1,9 +1,9 @@
 /* What a message the decoder refused still says about its identity (gm_event_identity_of in
  * gm_ingest.h): a lenient cJSON read of source, id, data.seq, data.epoch, subject and time,
  * each kept only when it passes the contract's own rule (an epoch that breaks its rule makes
- * the identity unreadable: its seq cannot be placed in an epoch). Used for the reject's columns, so that a seq that
- * arrived and was refused is no gap (audit.source_gaps). Apart from the strict decoder so
- * that the decoder (and its fuzz target) stays free of cJSON. */
+ * the identity unreadable: its seq cannot be placed in an epoch). Used for the reject's columns, so
+ * that a seq that arrived and was refused is no gap (audit.source_gaps). Apart from the strict
+ * decoder so that the decoder (and its fuzz target) stays free of cJSON. */
 #include "event_internal.h"
 
 #include <cjson/cJSON.h>

@@ -46,20 +46,20 @@ typedef enum {
 } gm_node_missing_state;
 
 typedef struct gm_node_config {
-    const char *brokers;            /* bootstrap.servers; required */
-    const char *topic;              /* default GM_NODE_DEFAULT_TOPIC */
-    const char *source;             /* CloudEvents source of this node: "edge/fra1/node-017" */
-    const char *site;               /* default data.site: "fra1" */
-    const char *spool_dir;          /* created when missing; one process at a time (flock) */
-    uint64_t spool_max_bytes;       /* bound on the spool files together; default 1 GiB */
-    uint64_t segment_bytes;         /* default min(spool_max_bytes / 8, 64 MiB), >= 64 KiB */
-    gm_node_fsync fsync;            /* default GM_NODE_FSYNC_BATCH */
-    int fsync_interval_ms;          /* GM_NODE_FSYNC_INTERVAL only; default 100 */
-    int linger_ms;                  /* librdkafka linger.ms; default 5 */
-    int message_timeout_ms;         /* librdkafka message.timeout.ms; default 300000; a message
-                                     * that times out is produced again from the spool */
-    int close_timeout_ms;           /* how long close() tries to deliver; default 5000 */
-    const char *const *kafka_props; /* extra librdkafka settings: "key", "value", …, NULL */
+    const char *brokers;                 /* bootstrap.servers; required */
+    const char *topic;                   /* default GM_NODE_DEFAULT_TOPIC */
+    const char *source;                  /* CloudEvents source of this node: "edge/fra1/node-017" */
+    const char *site;                    /* default data.site: "fra1" */
+    const char *spool_dir;               /* created when missing; one process at a time (flock) */
+    uint64_t spool_max_bytes;            /* bound on the spool files together; default 1 GiB */
+    uint64_t segment_bytes;              /* default min(spool_max_bytes / 8, 64 MiB), >= 64 KiB */
+    gm_node_fsync fsync;                 /* default GM_NODE_FSYNC_BATCH */
+    int fsync_interval_ms;               /* GM_NODE_FSYNC_INTERVAL only; default 100 */
+    int linger_ms;                       /* librdkafka linger.ms; default 5 */
+    int message_timeout_ms;              /* librdkafka message.timeout.ms; default 300000; a message
+                                          * that times out is produced again from the spool */
+    int close_timeout_ms;                /* how long close() tries to deliver; default 5000 */
+    const char *const *kafka_props;      /* extra librdkafka settings: "key", "value", …, NULL */
     gm_node_missing_state missing_state; /* a spool without state: see above */
     bool new_epoch; /* --new-epoch: start a new epoch now, state or not (seq from 1) */
 } gm_node_config;
@@ -103,8 +103,8 @@ typedef struct gm_node_stats {
      * reaches it (the node agent's delivery latency). */
     uint64_t last_lsn;
     uint64_t acked_lsn;
-    uint64_t epoch;     /* data.epoch of the events this node records */
-    bool new_epoch;     /* this open started that epoch */
+    uint64_t epoch; /* data.epoch of the events this node records */
+    bool new_epoch; /* this open started that epoch */
 } gm_node_stats;
 
 /* Opens the spool (recovering and truncating a torn tail), starts the producer and the pump

@@ -44,8 +44,8 @@ struct gm_node {
     char *brokers, *topic, *source, *site, *spool_dir;
     char **props;
     gm_spool *sp;
-    uint64_t epoch;  /* data.epoch of usage events recorded by this process */
-    bool new_epoch;  /* started by this open */
+    uint64_t epoch; /* data.epoch of usage events recorded by this process */
+    bool new_epoch; /* started by this open */
 
     pthread_mutex_t rk_mu; /* guards rk swaps against gm_node__inject_fatal */
     rd_kafka_t *rk;

@@ -200,12 +200,12 @@ typedef struct source_state {
     int64_t epoch; /* data.epoch: the state is per (source, epoch) */
     char tenant[GM_EVENT_TENANT_MAX + 1];
     gm_seqset seqs;
-    char *db_text;   /* gm.sources.seqs as PostgreSQL holds it; NULL: no row */
-    int64_t n_added; /* events accepted in the current batch */
-    int64_t n_dups;  /* quiet duplicates in the current batch */
+    char *db_text;              /* gm.sources.seqs as PostgreSQL holds it; NULL: no row */
+    int64_t n_added;            /* events accepted in the current batch */
+    int64_t n_dups;             /* quiet duplicates in the current batch */
     int64_t t_min_us, t_max_us; /* event times of the events accepted in the current batch */
-    bool touched;    /* part of the current batch */
-    bool loaded;     /* looked up in PostgreSQL */
+    bool touched;               /* part of the current batch */
+    bool loaded;                /* looked up in PostgreSQL */
 } source_state;
 
 typedef struct charge {
@@ -482,9 +482,9 @@ static int load_sources(gm_ledger_writer *w, const gm_ledger_batch *b, char *err
         if (!s)
             continue;
         if (gm_seqset_parse(&s->seqs, PQgetvalue(r, i, 1)) != 0) {
-            int rc = gm_fail(err, err_len, GM_ECORRUPT,
-                             "gm.sources %s epoch %lld: unreadable seqs %s", s->source,
-                             (long long)s->epoch, PQgetvalue(r, i, 1));
+            int rc =
+                gm_fail(err, err_len, GM_ECORRUPT, "gm.sources %s epoch %lld: unreadable seqs %s",
+                        s->source, (long long)s->epoch, PQgetvalue(r, i, 1));
             PQclear(r);
             return rc;
         }
@@ -583,7 +583,7 @@ static void classify_against(gm_ledger_writer *w, const gm_ledger_batch *b, size
         return;
     }
     /* the same id under another (epoch, seq) is a reused id */
-    cf->kind = strcmp(a->id, ev->id)                          ? "seq_taken"
+    cf->kind = strcmp(a->id, ev->id)                        ? "seq_taken"
                : a->seq != ev->seq || a->epoch != ev->epoch ? "id_reused"
                                                             : "content_differs";
     cf->have_accepted = true;
@@ -1238,9 +1238,8 @@ static int write_conflicts(gm_ledger_writer *w, const gm_ledger_batch *b, char *
                      "event %s#%s: id: belongs to the accepted event with data.epoch %lld and "
                      "data.seq %lld, this message has data.epoch %lld and data.seq %llu: kept "
                      "as a conflict, not charged",
-                     ev->source, ev->id, (long long)cf->accepted_epoch,
-                     (long long)cf->accepted_seq, (long long)ev->epoch,
-                     (unsigned long long)ev->seq);
+                     ev->source, ev->id, (long long)cf->accepted_epoch, (long long)cf->accepted_seq,
+                     (long long)ev->epoch, (unsigned long long)ev->seq);
         else if (!strcmp(cf->kind, "id_reused"))
             snprintf(reason, sizeof reason,
                      "event %s#%s: id: belongs to the accepted event with data.seq %lld, this "

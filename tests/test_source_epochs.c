@@ -52,10 +52,10 @@ static void produce(const h_env *e, const char *source, const ev_spec *evs, size
                            "\"model\":\"llama-3.1-70b-instruct\",\"input_tokens\":%ld,"
                            "\"cached_tokens\":0,\"output_tokens\":10,\"gpu_us\":0}}",
                            source, s->id, s->seq, ep, s->input_tokens);
-        rd_kafka_resp_err_t rc = rd_kafka_producev(
-            p, RD_KAFKA_V_TOPIC(e->topic), RD_KAFKA_V_KEY(source, strlen(source)),
-            RD_KAFKA_V_VALUE(msg, (size_t)len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_END);
+        rd_kafka_resp_err_t rc =
+            rd_kafka_producev(p, RD_KAFKA_V_TOPIC(e->topic), RD_KAFKA_V_KEY(source, strlen(source)),
+                              RD_KAFKA_V_VALUE(msg, (size_t)len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
         ck_assert_msg(rc == 0, "produce: %s", rd_kafka_err2str(rc));
     }
     ck_assert_int_eq(rd_kafka_flush(p, 30000), 0);
@@ -128,11 +128,13 @@ START_TEST(test_state_loss_in_a_new_epoch_keeps_all_seven_events)
     ev_spec first[] = {{"a1", 1, -1, 100}, {"a2", 2, -1, 100}, {"a3", 3, -1, 100}};
     produce(&e, S, first, 3);
     rate(&e, "r1");
-    ev_spec again[] = {{"b1", 1, E1, 200}, {"b2", 2, E1, 200}, {"b3", 3, E1, 200}, {"b4", 4, E1, 200}};
+    ev_spec again[] = {
+        {"b1", 1, E1, 200}, {"b2", 2, E1, 200}, {"b3", 3, E1, 200}, {"b4", 4, E1, 200}};
     produce(&e, S, again, 4);
     rate(&e, "r2");
-    ASSERT_Q(&e, "SELECT string_agg(id || '@' || epoch || '/' || seq, ',' ORDER BY epoch, seq)"
-                 " FROM audit.usage_events",
+    ASSERT_Q(&e,
+             "SELECT string_agg(id || '@' || epoch || '/' || seq, ',' ORDER BY epoch, seq)"
+             " FROM audit.usage_events",
              "a1@0/1,a2@0/2,a3@0/3,b1@1795867200/1,b2@1795867200/2,b3@1795867200/3,"
              "b4@1795867200/4");
     ASSERT_Q(&e, "SELECT count(*) FROM audit.conflicting_events", "0");
@@ -160,10 +162,11 @@ START_TEST(test_state_loss_in_a_new_epoch_keeps_all_seven_events)
              "3 4");
     /* the views an auditor reads say what they are */
     ASSERT_Q(&e, "SELECT obj_description('audit.source_epochs'::regclass) LIKE '%epoch%'", "t");
-    ASSERT_Q(&e,
-             "SELECT count(*) FROM pg_attribute a WHERE a.attrelid = 'audit.source_epochs'::regclass"
-             " AND a.attnum > 0 AND col_description(a.attrelid, a.attnum) IS NULL",
-             "0");
+    ASSERT_Q(
+        &e,
+        "SELECT count(*) FROM pg_attribute a WHERE a.attrelid = 'audit.source_epochs'::regclass"
+        " AND a.attnum > 0 AND col_description(a.attrelid, a.attnum) IS NULL",
+        "0");
     char ci[400];
     snprintf(ci, sizeof ci, "%s user=gm_auditor", e.conninfo);
     PGconn *c = gm_test_pg_connect(ci);
@@ -200,8 +203,9 @@ START_TEST(test_state_loss_in_a_new_epoch_keeps_all_seven_events)
                  GM_SOURCE_DIR, e.conninfo);
         ck_assert_int_eq(WEXITSTATUS(system(cmd)), 1);
         c = gm_test_pg_connect(e.conninfo);
-        gm_test_pg_exec(c, i == 0 ? "UPDATE gm.ledger_rows SET epoch = 1795867200 WHERE event_id = 'b2'"
-                                  : "UPDATE gm.ledger_rows SET epoch = 0 WHERE event_id = 'a3'");
+        gm_test_pg_exec(
+            c, i == 0 ? "UPDATE gm.ledger_rows SET epoch = 1795867200 WHERE event_id = 'b2'"
+                      : "UPDATE gm.ledger_rows SET epoch = 0 WHERE event_id = 'a3'");
         PQfinish(c);
     }
     assert_chain_sound(&e);
@@ -258,8 +262,7 @@ START_TEST(test_resend_under_another_epoch_is_a_conflict)
              "SELECT string_agg(concat_ws(':', kind, epoch, accepted_epoch, accepted_id,"
              " fingerprint <> accepted_fingerprint), ',') FROM audit.conflicting_events",
              "id_reused:1795867200:0:a1:t");
-    ASSERT_Q(&e,
-             "SELECT reason FROM audit.conflicting_events",
+    ASSERT_Q(&e, "SELECT reason FROM audit.conflicting_events",
              "event edge/fra1/n-cf#a1: id: belongs to the accepted event with data.epoch 0 and "
              "data.seq 1, this message has data.epoch 1795867200 and data.seq 1: kept as a "
              "conflict, not charged");
@@ -292,8 +295,10 @@ static void record_n(gm_node *n, int count, uint64_t first_seq)
 {
     char err[512];
     for (int i = 0; i < count; i++) {
-        gm_node_usage u = {.tenant = "acme", .model = "llama-3.1-70b-instruct",
-                           .time_us = now_us() - 2 * 3600 * GM_US_PER_SEC, .input_tokens = 100,
+        gm_node_usage u = {.tenant = "acme",
+                           .model = "llama-3.1-70b-instruct",
+                           .time_us = now_us() - 2 * 3600 * GM_US_PER_SEC,
+                           .input_tokens = 100,
                            .output_tokens = 10};
         uint64_t seq = 0;
         ck_assert_msg(gm_node_record(n, &u, &seq, err, sizeof err) == 0, "%s", err);
@@ -381,8 +386,8 @@ START_TEST(test_node_after_spool_loss_refuses_or_starts_a_new_epoch)
 
     rate(&e, "r1");
     char want[512], sql[512];
-    snprintf(want, sizeof want, "0:1:3:3,%llu:1:5:5,%llu:1:1:1,%llu:1:2:2",
-             (unsigned long long)e1, (unsigned long long)e1 + 1, (unsigned long long)e1 + 100);
+    snprintf(want, sizeof want, "0:1:3:3,%llu:1:5:5,%llu:1:1:1,%llu:1:2:2", (unsigned long long)e1,
+             (unsigned long long)e1 + 1, (unsigned long long)e1 + 100);
     ASSERT_Q(&e,
              "SELECT string_agg(concat_ws(':', epoch, first_seq, last_seq, accepted), ','"
              " ORDER BY epoch) FROM audit.source_epochs",
@@ -398,8 +403,7 @@ START_TEST(test_node_after_spool_loss_refuses_or_starts_a_new_epoch)
              (unsigned long long)e1, (unsigned long long)e1, (unsigned long long)e1,
              (unsigned long long)e1, (unsigned long long)e1);
     ASSERT_Q(&e, sql, want);
-    ASSERT_Q(&e,
-             "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events WHERE epoch = 0",
+    ASSERT_Q(&e, "SELECT string_agg(id, ',' ORDER BY seq) FROM audit.usage_events WHERE epoch = 0",
              "node-re-000000000001,node-re-000000000002,node-re-000000000003");
     snprintf(want, sizeof want, "0:tail:4,%llu:tail:6,%llu:tail:2", (unsigned long long)e1,
              (unsigned long long)e1 + 1);
