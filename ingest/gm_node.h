@@ -236,6 +236,8 @@ uint64_t gm_spool_last_seq(gm_spool *sp, const char *key);
 /* Whether the spool had state when it was opened (a state file or a segment): false for a new
  * or wiped directory. */
 bool gm_spool_had_state(gm_spool *sp);
+/* Writes the state file now (durable), so that the next open finds state. */
+int gm_spool_save_state(gm_spool *sp, char *err, size_t err_len) GM_MUSTCHECK;
 /* The epoch in the state file (0 for a new spool or one from before epochs). */
 uint64_t gm_spool_epoch(gm_spool *sp);
 /* Starts epoch `epoch` (> the current one, else GM_EINVAL): the state file with the epoch and

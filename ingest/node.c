@@ -195,6 +195,9 @@ static int decide_epoch(gm_node *n, char *err, size_t err_len)
                 n->source, n->spool_dir, e, cur, why);
         cur = e;
     } else if (!had) {
+        int rc = gm_spool_save_state(n->sp, err, err_len); /* the next open finds state */
+        if (rc)
+            return rc;
         gm_info(COMP,
                 "msg=\"node state: new spool, first start of this node (epoch 0); a node that "
                 "ran before and lost its spool must run with --require-state or --new-epoch\" "

@@ -20,8 +20,8 @@
  * do not count towards seqs (they are still sent, with the epoch their payload states). A
  * state file without these lines (written before epochs) is epoch 0 from lsn 1. A spool
  * opened with neither a state file nor a segment has no state (gm_spool_had_state): the
- * node client decides whether that is a first start, a refusal or a new epoch; the state
- * file is written at once so that the next open finds state.
+ * node client decides whether that is a first start (gm_spool_save_state: the next open finds
+ * state), a refusal (nothing written) or a new epoch.
  *
  * Recovery (open) scans the segments in lsn order and checks each frame (length, CRC-32C,
  * lsn). The first bad frame ends the segment: the file is truncated there and a log line
@@ -613,11 +613,6 @@ static int recover(gm_spool *sp, char *err, size_t err_len)
     for (size_t i = 0; i < sp->src_cap; i++) /* seqs never go back */
         if (sp->srcs[i].name && sp->srcs[i].persisted_seq > sp->srcs[i].last_seq)
             sp->srcs[i].last_seq = sp->srcs[i].persisted_seq;
-    if (!sp->had_state) { /* a new spool: its state (epoch 0 from lsn 1) is on disk from now */
-        int wrc = state_write(sp, err, err_len);
-        if (wrc)
-            return wrc;
-    }
     if (sp->recovered || sp->truncated_bytes)
         gm_info(COMP,
                 "msg=\"spool recovered\" dir=%s segments=%zu unacked=%" PRIu64 " bytes_cut=%" PRIu64
@@ -927,6 +922,14 @@ int gm_spool_append_raw(gm_spool *sp, const char *key, const void *payload, size
     pthread_mutex_lock(&sp->mu);
     int rc = append_locked(sp, key, key_len, false, NULL, NULL, payload, len, NULL, lsn_out, err,
                            err_len);
+    pthread_mutex_unlock(&sp->mu);
+    return rc;
+}
+
+int gm_spool_save_state(gm_spool *sp, char *err, size_t err_len)
+{
+    pthread_mutex_lock(&sp->mu);
+    int rc = state_write(sp, err, err_len);
     pthread_mutex_unlock(&sp->mu);
     return rc;
 }

@@ -118,6 +118,57 @@ START_TEST(test_emit_assigns_id_and_seq_keeps_given_ones_and_refuses_half)
 }
 END_TEST
 
+/* `gridmeter emit --require-state` on a spool without state (a re-imaged node) exits 1 with
+ * the documented reason, records nothing; `--new-epoch` then sends the events in a new
+ * epoch, seq 1, with ids that name it (docs/node-client.md "State loss and epochs"). */
+START_TEST(test_emit_on_a_lost_spool_refuses_or_starts_a_new_epoch)
+{
+    char in[400], path[400];
+    snprintf(in, sizeof in, "%s/in.jsonl", dir);
+    FILE *f = fopen(in, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"subject\":\"acme\",\"data\":{\"model\":\"m1\",\"input_tokens\":5,\"cached_tokens\":0,"
+          "\"output_tokens\":7,\"gpu_us\":9}}\n",
+          f);
+    fclose(f);
+    int rc = sh("'%s' emit --brokers '%s' --topic '%s' --source edge/t/node-8 --site t "
+                "--spool-dir '%s/lost' --require-state < '%s' > '%s/out' 2> '%s/err'",
+                GM_GRIDMETER, gm_test_brokers(), topic, dir, in, dir, dir);
+    snprintf(path, sizeof path, "%s/err", dir);
+    char *err = slurp(path);
+    ck_assert_msg(rc == 1, "exit %d\n%s", rc, err);
+    ck_assert_msg(strstr(err, "gridmeter emit: node edge/t/node-8: spool ") &&
+                      strstr(err, "holds no state") &&
+                      strstr(err, "Start a new epoch with --new-epoch (its events are data.epoch"),
+                  "%s", err);
+    free(err);
+    /* a refusal leaves no state behind: it refuses again */
+    rc = sh("'%s' emit --brokers '%s' --topic '%s' --source edge/t/node-8 --site t "
+            "--spool-dir '%s/lost' --require-state < '%s' > '%s/out' 2> '%s/err'",
+            GM_GRIDMETER, gm_test_brokers(), topic, dir, in, dir, dir);
+    ck_assert_int_eq(rc, 1);
+    rc = sh("'%s' emit --brokers '%s' --topic '%s' --source edge/t/node-8 --site t "
+            "--spool-dir '%s/lost' --require-state --new-epoch < '%s' > '%s/out' 2> '%s/err'",
+            GM_GRIDMETER, gm_test_brokers(), topic, dir, in, dir, dir);
+    err = slurp(path);
+    ck_assert_msg(rc == 0, "exit %d\n%s", rc, err);
+    ck_assert_msg(strstr(err, "node state: a new epoch starts, seqs from 1"), "%s", err);
+    free(err);
+    tn_msg *m;
+    size_t got = tn_consume(gm_test_brokers(), topic, 1, 30000, &m);
+    ck_assert_uint_eq(got, 1);
+    gm_event ev;
+    ck_assert_int_eq(gm_event_decode(m[0].payload, m[0].len, &ev, NULL, 0), 0);
+    ck_assert_uint_eq(ev.seq, 1);
+    ck_assert_int_gt(ev.epoch, 0);
+    char id[GM_EVENT_ID_MAX + 1];
+    gm_node_event_id_epoch(ev.source, (uint64_t)ev.epoch, 1, id, sizeof id);
+    ck_assert_str_eq(ev.id, id);
+    ck_assert_ptr_nonnull(strstr(ev.id, "node-8-e"));
+    tn_free(m, got);
+}
+END_TEST
+
 static int64_t num(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -228,6 +279,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_emit_assigns_id_and_seq_keeps_given_ones_and_refuses_half);
     tcase_add_test(tc, test_what_loadgen_sends_reconciles_exactly_with_its_manifest);
+    tcase_add_test(tc, test_emit_on_a_lost_spool_refuses_or_starts_a_new_epoch);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
