@@ -24,6 +24,7 @@ typedef struct lg_source {
     char name[64];
     int site;
     uint64_t first_seq, max_seq, events;
+    int64_t epoch;    /* data.epoch of its recorded events (one node, one epoch) */
     uint64_t bad_seq; /* seq counter of its malformed twin source */
 } lg_source;
 
@@ -518,6 +519,7 @@ void gm_loadgen_recorded(gm_loadgen *lg, const gm_event *ev)
             so->first_seq = ev->seq;
         if (ev->seq > so->max_seq)
             so->max_seq = ev->seq;
+        so->epoch = ev->epoch;
         so->events++;
         break;
     }
@@ -620,8 +622,8 @@ int gm_loadgen_manifest_write(const gm_loadgen *lg, FILE *f, const char *extra_j
             continue;
         fprintf(f,
                 "%s\n    \"%s\": {\"events\": %" PRIu64 ", \"first_seq\": %" PRIu64
-                ", \"max_seq\": %" PRIu64 "}",
-                n++ ? "," : "", so->name, so->events, so->first_seq, so->max_seq);
+                ", \"max_seq\": %" PRIu64 ", \"epoch\": %" PRId64 "}",
+                n++ ? "," : "", so->name, so->events, so->first_seq, so->max_seq, so->epoch);
     }
     fprintf(f, "\n  }\n}\n");
     if (fflush(f) || ferror(f))
