@@ -63,7 +63,7 @@ def lrec(r):
     """The L record of a ledger row (columns as selected in Verifier.batches)."""
     return (b"L" + f(r[2]) + f(r[3]) + f(us(r[4])) + b"".join(f(x) for x in r[5:19])
             + b"".join(f(dec(x)) for x in r[19:23]) + f(r[23]) + f(r[25]) + f(r[26]) + f(r[27])
-            + (f(r[28]) if int(r[28]) != 0 else b"")  # data.epoch, only when not 0 (sql/0014)
+            + (f(r[28]) if int(r[28]) != 0 else b"")  # data.epoch, only when not 0 (sql/0015)
             + b"\n")
 
 

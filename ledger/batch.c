@@ -793,7 +793,7 @@ static void ledger_copy_row(sbuf *q, const gm_ledger_row *row, const ledger__row
     bin_u16(q, (uint16_t)ev->service_tier); /* 0 standard, 1 batch, 2 priority */
     bin_text(q, ev->id);
     bin_text(q, ev->request_id); /* '' when none */
-    bin_i64(q, ev->epoch);       /* usage revision 1.2 (sql/0014) */
+    bin_i64(q, ev->epoch);       /* usage revision 1.2 (sql/0015) */
 }
 
 #define LEDGER_COLUMNS                                                                             \

@@ -337,7 +337,7 @@ static void put_row(chain__buf *b, const gm_ledger_row *row)
     raw_i(&w, ev->cache_write_tokens);
     const char *tier = gm_service_tier_name(ev->service_tier);
     raw_f(&w, tier, strlen(tier));
-    if (ev->epoch) /* usage revision 1.2 (sql/0014): only when not 0, so older records stay */
+    if (ev->epoch) /* usage revision 1.2 (sql/0015): only when not 0, so older records stay */
         raw_i(&w, ev->epoch);
     *w++ = '\n';
     b->n = (size_t)(w - b->p);

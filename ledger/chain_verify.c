@@ -314,7 +314,7 @@ static void l_record(chain__buf *q, const PGresult *r, int i, int base, int ext,
         else
             chain__f(q, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k));
     }
-    /* revision 1.2: the epoch (column ext + 3), a field only when it is not 0 (sql/0014) */
+    /* revision 1.2: the epoch (column ext + 3), a field only when it is not 0 (sql/0015) */
     if (!PQgetisnull(r, i, ext + 3) && strcmp(PQgetvalue(r, i, ext + 3), "0"))
         chain__f(q, PQgetvalue(r, i, ext + 3), (size_t)PQgetlength(r, i, ext + 3));
     chain__put(q, "\n", 1);

@@ -1,4 +1,4 @@
--- 0014 source epochs: a node that lost its state starts a new epoch of its source, and seqs
+-- 0015 source epochs: a node that lost its state starts a new epoch of its source, and seqs
 -- count per (source, epoch) (docs/events.md "Epochs", docs/auditors.md "Completeness").
 --
 -- Additive: data.epoch (usage revision 1.2, default 0) is stored on every ledger row, reject
@@ -306,7 +306,7 @@ COMMENT ON COLUMN audit.source_epochs.duplicates IS 'Quiet re-sends of accepted 
 COMMENT ON COLUMN audit.source_epochs.conflicting IS 'Messages of this epoch in audit.conflicting_events (not charged)';
 COMMENT ON COLUMN audit.source_epochs.rejected IS 'Messages of this epoch in audit.rejected_events, not replayed';
 COMMENT ON COLUMN audit.source_epochs.missing IS 'Seqs below last_seq that never arrived (audit.source_gaps, kind gap)';
-COMMENT ON COLUMN audit.source_epochs.first_time IS 'Earliest event time among the accepted events of the epoch (NULL: none accepted yet, or kept before migration 0014 without ledger rows)';
+COMMENT ON COLUMN audit.source_epochs.first_time IS 'Earliest event time among the accepted events of the epoch (NULL: none accepted yet, or kept before migration 0015 without ledger rows)';
 COMMENT ON COLUMN audit.source_epochs.last_time IS 'Latest event time among the accepted events of the epoch';
 COMMENT ON COLUMN audit.source_epochs.first_seen IS 'When the rater first accepted an event of this epoch (gm.now())';
 COMMENT ON COLUMN audit.source_epochs.last_seen IS 'When the rater last accepted an event of this epoch';
