@@ -54,6 +54,12 @@ int gm_cmd_rater(int argc, char **argv)
                       0},
                      {"max-messages", NULL, NULL, "0", GM_OPT_INT,
                       "exit after committing at least this many messages (0: no limit)", 0, 0},
+                     {"shard-map", "rater.shard_map", "GRIDMETER_SHARD_MAP", "", GM_OPT_STR,
+                      "shard map file (docs/scaling.md); with --shard: rate that shard's "
+                      "partitions into its database",
+                      0, 0},
+                     {"shard", "rater.shard", "GRIDMETER_SHARD", "", GM_OPT_STR,
+                      "this rater's shard in --shard-map (its conninfo replaces --db)", 0, 0},
                      {0}};
     char err[1024];
     int npos = 0;
@@ -89,12 +95,40 @@ int gm_cmd_rater(int argc, char **argv)
         fprintf(stderr, "gridmeter rater: --batch-size must be 1..1000000 and --batch-ms >= 1\n");
         return 2;
     }
+    gm_shard_map *map = NULL;
+    const char *map_path = gm_opt_str(opts, "shard-map"), *shard = gm_opt_str(opts, "shard");
+    if (*map_path || *shard) {
+        if (!*map_path || !*shard) {
+            fprintf(stderr, "gridmeter rater: --shard-map and --shard go together\n");
+            return 2;
+        }
+        if (*cfg.db_conninfo) {
+            fprintf(stderr, "gridmeter rater: --db: a sharded rater writes the database the "
+                            "shard map names for its shard; leave --db out\n");
+            return 2;
+        }
+        if (gm_shard_map_load(map_path, &map, err, sizeof err)) {
+            fprintf(stderr, "gridmeter rater: --shard-map: %s\n", err);
+            return 2;
+        }
+        int si = gm_shard_map_find(map, shard);
+        if (si < 0) {
+            fprintf(stderr, "gridmeter rater: --shard: %s is not a shard of %s\n", shard,
+                    map_path);
+            gm_shard_map_free(map);
+            return 2;
+        }
+        cfg.shard_map = map;
+        cfg.shard = shard;
+        cfg.db_conninfo = map->shards[si].conninfo;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     rc = gm_rater_run(&cfg, &stop_flag, err, sizeof err);
+    gm_shard_map_free(map);
     if (rc) {
         fprintf(stderr, "gridmeter rater: %s\n", err);
         return 1;

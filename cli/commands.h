@@ -11,6 +11,7 @@ GM_CMD(emit, gm_cmd_emit, "send usage events (JSON lines on stdin) to Kafka thro
 GM_CMD(agent, gm_cmd_agent, "the node agent: usage events over a Unix socket or loopback HTTP into the spool, with GPU accounting")
 GM_CMD(loadgen, gm_cmd_loadgen, "simulate edge sites and nodes sending usage events; write the expected-totals manifest")
 GM_CMD(rater, gm_cmd_rater, "consume usage events from Kafka and write the priced ledger, exactly once")
+GM_CMD(shard, gm_cmd_shard, "sharded store: init and check the shard databases of a shard map, set up the coordinator (postgres_fdw)")
 GM_CMD(rejects, gm_cmd_rejects, "the messages the rater refused: list, show, replay after a fix (exactly once)")
 GM_CMD(gpu, gm_cmd_gpu, "GPU accounting: attribute an archive of kernel records to tenants per window (CPU or CUDA)")
 GM_CMD(invoice, gm_cmd_invoice, "invoices from the command line: list, show, finalize, void, credit-note")

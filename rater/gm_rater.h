@@ -30,6 +30,11 @@ typedef struct gm_rater_config {
     int64_t max_future_s;
     int64_t max_age_days;
     const char *gpu_topic; /* gridmeter.gpu.v1 windows (rater/gpu.c); NULL or "": none */
+    /* Sharded (rater/shard.c): this rater writes shard `shard` of the map and is assigned
+     * exactly its partitions of topic (and gpu_topic), statically, with no group rebalance.
+     * NULL: one PostgreSQL, partitions shared by the consumer group. */
+    const struct gm_shard_map *shard_map;
+    const char *shard;
 } gm_rater_config;
 
 /* The time policy on one event: 0, or GM_EINVAL with the reason (field time, the rule and
@@ -89,5 +94,59 @@ typedef struct gm_replay_result {
 int gm_rater_replay(PGconn *c, const gm_rater_config *cfg, const gm_rejects_filter *f, bool dry_run,
                     FILE *prog, FILE *out, gm_replay_result *res, char *err,
                     size_t err_len) GM_MUSTCHECK;
+
+/* ---- Shards (rater/shard.c; docs/scaling.md, "Shards") --------------------------------
+ * The shard map file: every partition of each listed topic belongs to exactly one shard (a
+ * name and a libpq conninfo). */
+typedef struct gm_shard {
+    char name[64];
+    char conninfo[1024];
+} gm_shard;
+
+typedef struct gm_shard_topic {
+    char topic[250];
+    int partitions;
+    int16_t *owner; /* [partitions]: index into shards */
+} gm_shard_topic;
+
+typedef struct gm_shard_map {
+    gm_shard *shards;
+    size_t n_shards;
+    gm_shard_topic *topics;
+    size_t n_topics;
+} gm_shard_map;
+
+/* Parses a map (path only names it in errors); *out is freed with gm_shard_map_free. Every
+ * rule broken is GM_EINVAL with the file, line and rule in err. */
+int gm_shard_map_parse(const char *text, size_t len, const char *path, gm_shard_map **out,
+                       char *err, size_t err_len) GM_MUSTCHECK;
+int gm_shard_map_load(const char *path, gm_shard_map **out, char *err, size_t err_len) GM_MUSTCHECK;
+void gm_shard_map_free(gm_shard_map *m);
+/* The shard's index, or -1. */
+int gm_shard_map_find(const gm_shard_map *m, const char *name);
+/* The topic's entry, or NULL when the map does not shard it. */
+const gm_shard_topic *gm_shard_map_topic(const gm_shard_map *m, const char *topic);
+/* The partitions of t that shard holds, ascending, into out[0..cap); returns how many. */
+size_t gm_shard_map_partitions(const gm_shard_topic *t, int shard, int32_t *out, size_t cap);
+
+/* The database's record (gm.shard_identity, gm.shard_topics, gm.shard_partitions) agrees
+ * with shard `shard` of the map: 0, or GM_EFENCED naming the difference (GM_EDB when it
+ * cannot be read). */
+int gm_shard_check_db(PGconn *c, const gm_shard_map *m, int shard, char *err,
+                      size_t err_len) GM_MUSTCHECK;
+/* Records shard `shard` of the map in a migrated database that is no shard yet (one
+ * transaction; refused when the database rated a partition of another shard); on a
+ * database that is a shard already, the same as gm_shard_check_db. */
+int gm_shard_init_db(PGconn *c, const gm_shard_map *m, int shard, char *err,
+                     size_t err_len) GM_MUSTCHECK;
+/* Marks the session as writing for `shard` (gridmeter.shard), so that the fence trigger
+ * refuses its writes to any other database. */
+int gm_shard_session(PGconn *c, const char *shard, char *err, size_t err_len) GM_MUSTCHECK;
+/* Sets up (again) the coordinator database c: postgres_fdw servers and user mappings for
+ * every shard, each shard's audit views as foreign tables in schema shard_<name>, and in
+ * schema audit one view per audit view over all shards, with the same columns (docs/
+ * scaling.md, "The coordinator"). log (may be NULL): one line per view. */
+int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
+                         size_t err_len) GM_MUSTCHECK;
 
 #endif /* GM_RATER_H */

@@ -175,6 +175,10 @@ static int pg_reconnect(gm_rater_gpu *g, char *err, size_t err_len)
     int64_t backoff_ms = 100;
     while (!stopping(g)) {
         g->pg = gm_pg_connect(g->cfg->db_conninfo, "gridmeter-rater-gpu", err, err_len);
+        if (g->pg && g->cfg->shard && gm_shard_session(g->pg, g->cfg->shard, err, err_len)) {
+            PQfinish(g->pg);
+            g->pg = NULL;
+        }
         if (g->pg)
             return 0;
         gm_warn(GPU_COMP, "msg=\"PostgreSQL unavailable, retrying\" retry_ms=%lld error=\"%s\"",
@@ -765,6 +769,10 @@ int gm_rater_gpu_start(const gm_rater_config *cfg, const char *rater_id,
     g->events = gm_xcalloc(g->cap, sizeof *g->events);
     g->reasons = gm_xcalloc(g->cap, sizeof *g->reasons);
     g->pg = gm_pg_connect(cfg->db_conninfo, "gridmeter-rater-gpu", err, err_len);
+    if (g->pg && cfg->shard && gm_shard_session(g->pg, cfg->shard, err, err_len)) {
+        PQfinish(g->pg);
+        g->pg = NULL;
+    }
     if (!g->pg) {
         gm_rater_gpu_stop(g, false);
         return GM_EDB;
@@ -799,10 +807,31 @@ int gm_rater_gpu_start(const gm_rater_config *cfg, const char *rater_id,
         return GM_EKAFKA;
     }
     rd_kafka_poll_set_consumer(g->rk);
-    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(subs, g->topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t e = rd_kafka_subscribe(g->rk, subs);
-    rd_kafka_topic_partition_list_destroy(subs);
+    rd_kafka_resp_err_t e = 0;
+    if (cfg->shard_map) {
+        /* sharded: the shard's partitions of the GPU topic, statically (as rater.c) */
+        const gm_shard_topic *t = gm_shard_map_topic(cfg->shard_map, g->topic);
+        if (!t) {
+            gm_rater_gpu_stop(g, false);
+            return gm_fail(err, err_len, GM_ECONFIG,
+                           "shard %s: the shard map does not list the GPU topic %s (add it, "
+                           "or run with --gpu-topic= for none)",
+                           cfg->shard, cfg->gpu_topic);
+        }
+        int32_t ids[MAXP];
+        size_t n = gm_shard_map_partitions(t, gm_shard_map_find(cfg->shard_map, cfg->shard), ids,
+                                           MAXP);
+        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int)n + 1);
+        for (size_t i = 0; i < n && i < MAXP; i++)
+            rd_kafka_topic_partition_list_add(parts, g->topic, ids[i]);
+        rebalance_cb(g->rk, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, parts, g);
+        rd_kafka_topic_partition_list_destroy(parts);
+    } else {
+        rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(subs, g->topic, RD_KAFKA_PARTITION_UA);
+        e = rd_kafka_subscribe(g->rk, subs);
+        rd_kafka_topic_partition_list_destroy(subs);
+    }
     if (e) {
         gm_fail(err, err_len, GM_EKAFKA, "subscribe %s: %s", g->topic, rd_kafka_err2str(e));
         gm_rater_gpu_stop(g, false);

@@ -7,6 +7,11 @@
  * treated as unknown, and the rater re-reads PostgreSQL's offsets and seeks there: what
  * was committed is skipped, what was not is done again. Nothing is retried blindly.
  * Kafka's committed offsets are written afterwards, for lag tools only.
+ *
+ * Sharded (cfg->shard_map, rater/shard.c): the rater is assigned its shard's partitions
+ * statically (the same assignment path, without a group), checks at start that the database
+ * is that shard, and marks its sessions with the shard's name so that the database's fence
+ * (SQLSTATE GMS01) refuses a batch written to the wrong one; that refusal stops the rater.
  */
 #include "gm_rater.h"
 #include "gm_ingest.h"
@@ -84,6 +89,7 @@ typedef struct rater {
     bool assign_failed;             /* rd_kafka_assign refused: rejoin the group */
     size_t drop_upto;               /* messages polled before the last rebalance: stale */
     volatile sig_atomic_t *stop;
+    char fatal[1024]; /* the shard fence refused a batch: stop with this reason */
     /* batch buffers */
     rd_kafka_message_t **msgs;
     gm_event *events;
@@ -115,6 +121,11 @@ static int pg_reconnect(rater *r, char *err, size_t err_len)
     }
     if (!r->pg)
         return GM_EUNAVAIL;
+    if (r->cfg->shard && gm_shard_session(r->pg, r->cfg->shard, err, err_len) != 0) {
+        PQfinish(r->pg); /* retried at the next batch, like any connection failure */
+        r->pg = NULL;
+        return GM_EUNAVAIL;
+    }
     r->writer = gm_ledger_writer_new(r->pg);
     gm_rater_metrics.pg_reconnects++;
     return 0;
@@ -305,6 +316,28 @@ static rd_kafka_t *make_consumer(rater *r, char *err, size_t err_len)
     }
     conf = NULL; /* now owned by rk */
     rd_kafka_poll_set_consumer(rk);
+    if (r->cfg->shard_map) {
+        /* the shard's partitions, assigned as a group would (rebalance_cb: PostgreSQL's
+         * offsets, owned[]), but never revoked: no other shard's rater takes them */
+        const gm_shard_topic *t = gm_shard_map_topic(r->cfg->shard_map, r->cfg->topic);
+        int32_t ids[MAX_PARTITIONS];
+        size_t n = gm_shard_map_partitions(
+            t, gm_shard_map_find(r->cfg->shard_map, r->cfg->shard), ids, MAX_PARTITIONS);
+        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int)n + 1);
+        for (size_t i = 0; i < n; i++)
+            rd_kafka_topic_partition_list_add(parts, r->cfg->topic, ids[i]);
+        r->rk = rk;
+        rebalance_cb(rk, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, parts, r);
+        rd_kafka_topic_partition_list_destroy(parts);
+        if (r->assign_failed || (n && !r->owned[ids[0]])) {
+            gm_fail(err, err_len, GM_EKAFKA, "shard %s: assigning its %zu partitions of %s failed",
+                    r->cfg->shard, n, r->cfg->topic);
+            rd_kafka_destroy(rk);
+            r->rk = NULL;
+            return NULL;
+        }
+        return rk;
+    }
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(subs, r->cfg->topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, subs);
@@ -586,6 +619,10 @@ static int commit_bisect(rater *r, size_t lo, size_t hi, int64_t now_us, size_t 
     int rc = commit_range(r, lo, hi, now_us, NULL, committed, err, sizeof err);
     if (rc == 0)
         return 0;
+    if (strstr(err, "SQLSTATE GMS01")) { /* the shard fence: a wrong map, never retried */
+        snprintf(r->fatal, sizeof r->fatal, "%s", err);
+        return rc;
+    }
     if (!tied_to_a_message(r, rc, err)) {
         gm_warn("rater",
                 "msg=\"batch not committed, resuming from PostgreSQL offsets\" code=%s "
@@ -656,6 +693,19 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
     if (!r->pg) {
         rc = GM_EDB;
         goto out;
+    }
+    if (cfg->shard_map) {
+        int si = gm_shard_map_find(cfg->shard_map, cfg->shard ? cfg->shard : "");
+        if (si < 0 || !gm_shard_map_topic(cfg->shard_map, cfg->topic)) {
+            rc = gm_fail(err, err_len, GM_ECONFIG,
+                         si < 0 ? "shard %s: not in the shard map"
+                                : "shard %s: the shard map does not list topic %s",
+                         cfg->shard ? cfg->shard : "", cfg->topic);
+            goto out;
+        }
+        if ((rc = gm_shard_check_db(r->pg, cfg->shard_map, si, err, err_len)) ||
+            (rc = gm_shard_session(r->pg, cfg->shard, err, err_len)))
+            goto out;
     }
     r->writer = gm_ledger_writer_new(r->pg);
     if ((rc = load_book(r, err, err_len)))
@@ -742,6 +792,7 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
             r->n_msgs -= r->drop_upto;
             r->drop_upto = 0;
             last_activity = gm_mono_us();
+            failures_in_row = 0; /* what failed may be another rater's now */
         }
         bool owns_any = false;
         for (int p = 0; p < MAX_PARTITIONS && !owns_any; p++)
@@ -749,7 +800,9 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
         if (!owns_any)
             last_activity = gm_mono_us(); /* waiting for an assignment is not idle */
         if (r->n_msgs == 0) {
-            if (cfg->exit_idle_ms > 0 && gm_mono_us() - last_activity > cfg->exit_idle_ms * 1000) {
+            /* never idle while the last batch failed: it is to be done again first */
+            if (cfg->exit_idle_ms > 0 && failures_in_row == 0 &&
+                gm_mono_us() - last_activity > cfg->exit_idle_ms * 1000) {
                 gm_info("rater", "msg=\"idle, exiting\" committed=%zu", committed);
                 idle_exit = true;
                 break;
@@ -760,6 +813,13 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
                 break;
             int brc = process_batch(r, &committed);
             free_msgs(r);
+            /* the batch's time (a long PostgreSQL outage included) is not idle time: an idle
+             * exit right after it would leave the batch it failed unrated */
+            last_activity = gm_mono_us();
+            if (r->fatal[0]) {
+                rc = gm_fail(err, err_len, GM_EFENCED, "%s", r->fatal);
+                goto out;
+            }
             if (brc) {
                 gm_ledger_writer_reset(r->writer);
                 if (brc == GM_EUNKNOWN || PQstatus(r->pg) != CONNECTION_OK) {

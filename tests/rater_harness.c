@@ -41,11 +41,9 @@ static void import(PGconn *c, const char *file)
     free(json);
 }
 
-void h_env_open(h_env *e, const char *tag, int partitions)
+void h_db_prepare(const char *conninfo)
 {
-    memset(e, 0, sizeof *e);
-    snprintf(e->conninfo, sizeof e->conninfo, "%s", gm_test_db_create(tag));
-    PGconn *c = gm_test_pg_connect(e->conninfo);
+    PGconn *c = gm_test_pg_connect(conninfo);
     char err[1024];
     int rc = gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
                                GM_MIGRATE_APPLY, NULL, err, sizeof err);
@@ -53,6 +51,13 @@ void h_env_open(h_env *e, const char *tag, int partitions)
     import(c, "list-usd-v1.json");
     import(c, "contract-acme.json");
     PQfinish(c);
+}
+
+void h_env_open(h_env *e, const char *tag, int partitions)
+{
+    memset(e, 0, sizeof *e);
+    snprintf(e->conninfo, sizeof e->conninfo, "%s", gm_test_db_create(tag));
+    h_db_prepare(e->conninfo);
     e->brokers = gm_test_brokers();
     e->partitions = partitions;
     gm_test_topic_name(tag, e->topic, sizeof e->topic);

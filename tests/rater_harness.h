@@ -34,6 +34,8 @@ extern const char *const h_tenants[H_TENANTS];
 extern const char *const h_models[H_MODELS];
 extern const char *const h_sites[H_SITES];
 
+/* Migrates the database and imports the sample cards (as h_env_open does). */
+void h_db_prepare(const char *conninfo);
 /* Database (migrated, sample cards imported) and topic for one test. */
 void h_env_open(h_env *e, const char *tag, int partitions);
 void h_env_close(h_env *e);

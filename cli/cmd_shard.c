@@ -1,0 +1,219 @@
+/* `gridmeter shard init|check|coordinator`: the shard databases of a shard map, and the
+ * coordinator database that reads all of them (rater/shard.c, docs/scaling.md). */
+#include "cli.h"
+#include "gm_ledger.h"
+#include "gm_rater.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdlib.h>
+#include <string.h>
+
+static PGconn *connect_shard(const gm_shard *sh, char *err, size_t err_len)
+{
+    char why[1024];
+    PGconn *c = gm_pg_connect(sh->conninfo, "gridmeter-shard", why, sizeof why);
+    if (!c)
+        gm_fail(err, err_len, GM_EDB, "shard %s: %s", sh->name, why);
+    return c;
+}
+
+static int shard_init(const gm_shard_map *m, int only, FILE *out)
+{
+    int bad = 0;
+    for (size_t i = 0; i < m->n_shards; i++) {
+        if (only >= 0 && (int)i != only)
+            continue;
+        char err[2048];
+        PGconn *c = connect_shard(&m->shards[i], err, sizeof err);
+        int rc = c ? gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err)
+                   : GM_EDB;
+        if (!rc)
+            rc = gm_shard_init_db(c, m, (int)i, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "gridmeter shard init: %s\n", err);
+            bad++;
+        } else {
+            int32_t ids[4096];
+            size_t n = gm_shard_map_partitions(&m->topics[0], (int)i, ids, 4096);
+            fprintf(out, "shard %s: ready, %zu of %d partitions (database %s on %s:%s)\n",
+                    m->shards[i].name, n, m->topics[0].partitions, PQdb(c), PQhost(c),
+                    PQport(c));
+        }
+        PQfinish(c);
+    }
+    return bad ? 1 : 0;
+}
+
+/* The topics' partition counts on the brokers equal the map's. */
+static int check_kafka(const gm_shard_map *m, const char *brokers, int *problems)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) !=
+        RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "gridmeter shard check: --brokers: %s\n", err);
+        return 2;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "gridmeter shard check: Kafka: %s\n", err);
+        return 1;
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, 10000);
+    if (e) {
+        fprintf(stderr, "gridmeter shard check: Kafka metadata from %s: %s\n", brokers,
+                rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    for (size_t i = 0; i < m->n_topics; i++) {
+        const gm_shard_topic *t = &m->topics[i];
+        int found = -1;
+        for (int k = 0; k < md->topic_cnt; k++)
+            if (!strcmp(md->topics[k].topic, t->topic) && !md->topics[k].err)
+                found = md->topics[k].partition_cnt;
+        if (found != t->partitions) {
+            printf("problem: topic %s: the map has %d partitions, the brokers %s\n", t->topic,
+                   t->partitions, found < 0 ? "do not have the topic" : "another count");
+            if (found >= 0)
+                printf("         (brokers: %d; a partition the map does not list is rated by "
+                       "no shard)\n",
+                       found);
+            (*problems)++;
+        } else {
+            printf("topic %s: %d partitions, as in the map\n", t->topic, found);
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+    return 0;
+}
+
+static int shard_check(const gm_shard_map *m, const char *brokers)
+{
+    int problems = 0;
+    char version0[32] = "";
+    for (size_t i = 0; i < m->n_shards; i++) {
+        char err[2048];
+        PGconn *c = connect_shard(&m->shards[i], err, sizeof err);
+        int rc = c ? gm_shard_check_db(c, m, (int)i, err, sizeof err) : GM_EDB;
+        if (!rc) {
+            /* every shard at the same schema version: the coordinator's views need it */
+            PGresult *r = PQexec(c, "SELECT max(version) FROM gm_meta.schema_migrations");
+            const char *v = PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "?";
+            if (i == 0)
+                snprintf(version0, sizeof version0, "%s", v);
+            else if (strcmp(version0, v))
+                rc = gm_fail(err, sizeof err, GM_ECONFIG,
+                             "shard %s: schema version %s, shard %s has %s (run gridmeter shard "
+                             "init, which migrates)",
+                             m->shards[i].name, v, m->shards[0].name, version0);
+            PQclear(r);
+        }
+        if (!rc) {
+            /* no rows of another shard's partitions (written before the fence existed) */
+            PGresult *r = PQexec(
+                c, "SELECT o.topic || '/' || o.partition FROM gm.consumer_offsets o JOIN"
+                   " gm.shard_topics t USING (topic) WHERE NOT EXISTS (SELECT 1 FROM"
+                   " gm.shard_partitions p WHERE p.topic = o.topic AND p.partition = o.partition)"
+                   " LIMIT 1");
+            if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r))
+                rc = gm_fail(err, sizeof err, GM_EFENCED,
+                             "shard %s: holds offsets of partition %s, which is not its own",
+                             m->shards[i].name, PQgetvalue(r, 0, 0));
+            PQclear(r);
+        }
+        if (rc) {
+            printf("problem: %s\n", err);
+            problems++;
+        } else {
+            printf("shard %s: agrees with the map (schema version %s)\n", m->shards[i].name,
+                   version0);
+        }
+        PQfinish(c);
+    }
+    if (brokers && *brokers) {
+        int rc = check_kafka(m, brokers, &problems);
+        if (rc)
+            return rc;
+    }
+    printf("%d problem(s)\n", problems);
+    return problems ? 1 : 0;
+}
+
+int gm_cmd_shard(int argc, char **argv)
+{
+    static const gm_cmd_info info = {
+        "shard",
+        "The shard databases of a shard map (docs/scaling.md).\n"
+        "  init         migrate each shard's database and record its name and partitions\n"
+        "               (--shard NAME: that one only); a shard already recorded is checked\n"
+        "  check        each database agrees with the map (name, partitions, schema version,\n"
+        "               no other shard's offsets); with --brokers, the topics' partition counts\n"
+        "  coordinator  set up --db as the coordinator: postgres_fdw servers for every shard\n"
+        "               and schema audit over all of them (re-run after a migration)\n"
+        "Exit status: 0 ok, 1 a problem found or a database failed, 2 bad usage.",
+        "gridmeter shard init|check|coordinator --shard-map FILE [options]"};
+    gm_opt opts[] = {
+        {"shard-map", "rater.shard_map", "GRIDMETER_SHARD_MAP", "", GM_OPT_STR, "shard map file",
+         0, 0},
+        {"shard", NULL, NULL, "", GM_OPT_STR, "init: only this shard", 0, 0},
+        {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
+         "coordinator: libpq conninfo of the coordinator database (not a shard)", 0, 0},
+        {"brokers", NULL, NULL, "", GM_OPT_STR,
+         "check: Kafka bootstrap servers, to compare partition counts (empty: skip)", 0, 0},
+        {0}};
+    char err[2048];
+    int npos = 0;
+    int rc = gm_opts_parse(&info, opts, argc, argv, &npos, err, sizeof err);
+    if (rc)
+        return rc == 1 ? 0 : (fprintf(stderr, "gridmeter shard: %s\n", err), 2);
+    if (npos != 1 || (strcmp(argv[1], "init") && strcmp(argv[1], "check") &&
+                      strcmp(argv[1], "coordinator"))) {
+        fprintf(stderr, "gridmeter shard: expected one of init, check, coordinator\n");
+        return 2;
+    }
+    const char *verb = argv[1], *path = gm_opt_str(opts, "shard-map");
+    if (!*path) {
+        fprintf(stderr, "gridmeter shard %s: --shard-map FILE is required\n", verb);
+        return 2;
+    }
+    gm_shard_map *m = NULL;
+    if (gm_shard_map_load(path, &m, err, sizeof err)) {
+        fprintf(stderr, "gridmeter shard %s: --shard-map: %s\n", verb, err);
+        return 2;
+    }
+    const char *only = gm_opt_str(opts, "shard");
+    int si = *only ? gm_shard_map_find(m, only) : -1;
+    if (*only && (si < 0 || strcmp(verb, "init"))) {
+        fprintf(stderr, "gridmeter shard %s: --shard: %s\n", verb,
+                si < 0 ? "not a shard of the map" : "only for init");
+        gm_shard_map_free(m);
+        return 2;
+    }
+    if (!strcmp(verb, "init")) {
+        rc = shard_init(m, si, stdout);
+    } else if (!strcmp(verb, "check")) {
+        rc = shard_check(m, gm_opt_str(opts, "brokers"));
+    } else {
+        const char *db = gm_opt_str(opts, "db");
+        PGconn *c = *db ? gm_pg_connect(db, "gridmeter-shard", err, sizeof err) : NULL;
+        if (!*db) {
+            fprintf(stderr, "gridmeter shard coordinator: --db CONNINFO (the coordinator "
+                            "database) is required\n");
+            rc = 2;
+        } else if (!c || gm_shard_coordinator(c, m, stdout, err, sizeof err)) {
+            fprintf(stderr, "gridmeter shard coordinator: %s\n", err);
+            rc = 1;
+        } else {
+            printf("coordinator %s: schema audit over %zu shards\n", PQdb(c), m->n_shards);
+        }
+        PQfinish(c);
+    }
+    gm_shard_map_free(m);
+    return rc;
+}

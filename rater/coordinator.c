@@ -1,0 +1,299 @@
+/* The coordinator database: finance and auditors query every shard through postgres_fdw.
+ *
+ * DESIGN. No home-made query layer: each shard's audit views are imported as foreign
+ * tables (IMPORT FOREIGN SCHEMA audit, one local schema shard_<name> per shard), and the
+ * coordinator's schema audit holds one view per audit view with the same columns:
+ *   - the UNION ALL of the shards' rows, for views whose rows each belong to one shard
+ *     (an event, a reject, a source, a node's hour: a source's partition, and so its shard,
+ *     is the same in the usage and GPU topics; docs/scaling.md, "Co-location");
+ *   - a regrouping for the views that add up rows of many sources (audit.usage_hourly,
+ *     audit.reconciliation: keys grouped, quantities and amounts summed, exactly as one
+ *     database would have summed them; audit.gpu_economics: sums regrouped and its cost,
+ *     margin and per-million figures computed again from the sums, as the view does).
+ * Schema audit_by_shard holds the same views with a first column `shard`, for provenance.
+ * Everything is made again on every run, in one transaction: re-run it after a migration
+ * or a map change. */
+#include "gm_rater.h"
+#include "gm_ledger.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A growing SQL text. */
+typedef struct sbuf {
+    char *s;
+    size_t n, cap;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *fmt, ...) GM_PRINTF(2, 3);
+static void sb_add(sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t room = b->cap - b->n;
+        int w = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? room : 0, fmt, ap);
+        va_end(ap);
+        if (w >= 0 && b->s && (size_t)w < room) {
+            b->n += (size_t)w;
+            return;
+        }
+        b->cap = (b->cap + (size_t)(w > 0 ? w : 0) + 1) * 2;
+        b->s = gm_xrealloc(b->s, b->cap);
+        if (b->n == 0)
+            b->s[0] = '\0';
+    }
+}
+
+static int run(PGconn *c, const char *sql, const char *what, char *err, size_t err_len)
+{
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = gm_pg_fail(c, r, what, err, err_len);
+    PQclear(r);
+    return rc;
+}
+
+/* Quoted identifier and literal (PQescape*, freed here after copying into out). */
+static void ident(PGconn *c, const char *s, char *out, size_t cap)
+{
+    char *q = PQescapeIdentifier(c, s, strlen(s));
+    snprintf(out, cap, "%s", q ? q : "\"?\"");
+    PQfreemem(q);
+}
+
+static void literal(PGconn *c, const char *s, char *out, size_t cap)
+{
+    char *q = PQescapeLiteral(c, s, strlen(s));
+    snprintf(out, cap, "%s", q ? q : "''");
+    PQfreemem(q);
+}
+
+/* libpq connection keywords postgres_fdw takes as server options; user and password go to
+ * the user mapping. Others (application_name, options, …) are left to postgres_fdw's
+ * defaults. */
+static const char *const server_keys[] = {
+    "host",        "hostaddr",   "port",          "dbname",  "connect_timeout", "sslmode",
+    "sslrootcert", "sslcert",    "sslkey",        "sslcrl",  "target_session_attrs",
+    "keepalives",  "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+
+static bool is_server_key(const char *k)
+{
+    for (size_t i = 0; server_keys[i]; i++)
+        if (!strcmp(server_keys[i], k))
+            return true;
+    return false;
+}
+
+static int make_server(PGconn *c, const gm_shard *sh, sbuf *sql, char *err, size_t err_len)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(sh->conninfo, &perr);
+    if (!opts) {
+        int rc = gm_fail(err, err_len, GM_EINVAL, "shard %s: conninfo: %s", sh->name,
+                         perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return rc;
+    }
+    char srv[160], name[140], lit[2200];
+    snprintf(name, sizeof name, "gm_shard_%s", sh->name);
+    ident(c, name, srv, sizeof srv);
+    sb_add(sql, "CREATE SERVER %s FOREIGN DATA WRAPPER postgres_fdw OPTIONS (fetch_size '10000'",
+           srv);
+    bool has_db = false;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val || !is_server_key(o->keyword))
+            continue;
+        has_db = has_db || !strcmp(o->keyword, "dbname");
+        literal(c, o->val, lit, sizeof lit);
+        sb_add(sql, ", %s %s", o->keyword, lit);
+    }
+    sb_add(sql, ");\nCREATE USER MAPPING FOR CURRENT_USER SERVER %s", srv);
+    bool first = true;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val || (strcmp(o->keyword, "user") && strcmp(o->keyword, "password")))
+            continue;
+        literal(c, o->val, lit, sizeof lit);
+        sb_add(sql, "%s%s %s", first ? " OPTIONS (" : ", ", o->keyword, lit);
+        first = false;
+    }
+    sb_add(sql, "%s;\n", first ? "" : ")");
+    PQconninfoFree(opts);
+    if (!has_db)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "shard %s: conninfo: needs dbname= (the coordinator's server reaches "
+                       "the shard with these settings only, not the rater's environment)",
+                       sh->name);
+    return 0;
+}
+
+/* Views that add up rows of many sources: keys are grouped, numbers summed. */
+static bool regrouped(const char *view)
+{
+    return !strcmp(view, "usage_hourly") || !strcmp(view, "reconciliation");
+}
+
+static bool summed_type(const char *type)
+{
+    return !strcmp(type, "numeric") || !strcmp(type, "bigint") || !strcmp(type, "integer") ||
+           !strcmp(type, "smallint");
+}
+
+/* audit.gpu_economics over the shards: as sql/0010's view, from the regrouped sums. */
+static void gpu_economics(sbuf *sql, const char *from)
+{
+    sb_add(sql,
+           "WITH s AS (SELECT basis, site, tenant, model, hour, sum(input_tokens) AS input_tokens,"
+           " sum(cached_tokens) AS cached_tokens, sum(output_tokens) AS output_tokens,"
+           " sum(gpu_us) AS gpu_us, revenue_currency, sum(revenue) AS revenue, cost_card_site,"
+           " cost_card_version, cost_currency, gpu_hour_cost, reference_per_1m_output_tokens"
+           " FROM (%s) u GROUP BY basis, site, tenant, model, hour, revenue_currency,"
+           " cost_card_site, cost_card_version, cost_currency, gpu_hour_cost,"
+           " reference_per_1m_output_tokens),"
+           " c AS (SELECT s.*, round(gpu_us * gpu_hour_cost / 3600000000, 18) AS gpu_cost FROM s)"
+           " SELECT basis, site, tenant, model, hour, input_tokens, cached_tokens, output_tokens,"
+           " gpu_us, revenue_currency, revenue::numeric(38,18) AS revenue, cost_card_site,"
+           " cost_card_version, cost_currency, gpu_hour_cost, gpu_cost::numeric(38,18) AS gpu_cost,"
+           " CASE WHEN gpu_cost IS NOT NULL AND (revenue_currency IS NULL OR revenue_currency ="
+           " cost_currency) THEN (coalesce(revenue, 0) - gpu_cost)::numeric(38,18) END AS margin,"
+           " CASE WHEN output_tokens > 0 THEN round(gpu_cost * 1000000 / output_tokens,"
+           " 18)::numeric(38,18) END AS cost_per_1m_output_tokens,"
+           " CASE WHEN output_tokens > 0 THEN round(coalesce(revenue, 0) * 1000000 /"
+           " output_tokens, 18)::numeric(38,18) END AS revenue_per_1m_output_tokens,"
+           " reference_per_1m_output_tokens FROM c",
+           from);
+}
+
+int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err, size_t err_len)
+{
+    PGresult *r = PQexec(c, "SELECT to_regnamespace('gm') IS NOT NULL");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = gm_pg_fail(c, r, "reading the coordinator's schemas", err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    bool is_data = !strcmp(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    if (is_data)
+        return gm_fail(err, err_len, GM_ECONFIG,
+                       "database %s has schema gm: it is a gridmeter database (a shard?), and "
+                       "the coordinator replaces schema audit: give it a database of its own",
+                       PQdb(c));
+    int rc = run(c, "BEGIN", "BEGIN", err, err_len);
+    if (rc)
+        return rc;
+    sbuf sql = {0};
+    sb_add(&sql, "CREATE EXTENSION IF NOT EXISTS postgres_fdw;\n"
+                 "DROP SCHEMA IF EXISTS audit CASCADE;\n"
+                 "DROP SCHEMA IF EXISTS audit_by_shard CASCADE;\n");
+    /* Servers of an earlier run (shards since removed from the map included). */
+    r = PQexec(c, "SELECT srvname FROM pg_foreign_server WHERE srvname LIKE 'gm\\_shard\\_%'");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        for (int i = 0; i < PQntuples(r); i++) {
+            char q[160], sch[160];
+            ident(c, PQgetvalue(r, i, 0), q, sizeof q);
+            ident(c, PQgetvalue(r, i, 0) + 3, sch, sizeof sch); /* shard_<name> */
+            sb_add(&sql, "DROP SCHEMA IF EXISTS %s CASCADE;\nDROP SERVER %s CASCADE;\n", sch, q);
+        }
+    }
+    PQclear(r);
+    sb_add(&sql, "CREATE SCHEMA audit;\nCOMMENT ON SCHEMA audit IS 'gridmeter auditors'' views "
+                 "over all shards (gridmeter shard coordinator): the columns of docs/auditors.md';\n"
+                 "CREATE SCHEMA audit_by_shard;\nCOMMENT ON SCHEMA audit_by_shard IS 'Each "
+                 "shard''s audit views, a first column shard naming the shard';\n");
+    for (size_t i = 0; !rc && i < m->n_shards; i++) {
+        char sch[160], srv[160], name[140];
+        rc = make_server(c, &m->shards[i], &sql, err, err_len);
+        snprintf(name, sizeof name, "shard_%s", m->shards[i].name);
+        ident(c, name, sch, sizeof sch);
+        snprintf(name, sizeof name, "gm_shard_%s", m->shards[i].name);
+        ident(c, name, srv, sizeof srv);
+        sb_add(&sql, "CREATE SCHEMA %s;\nIMPORT FOREIGN SCHEMA audit FROM SERVER %s INTO %s;\n",
+               sch, srv, sch);
+    }
+    if (!rc)
+        rc = run(c, sql.s, "creating the shards' servers and foreign tables", err, err_len);
+    sql.n = 0;
+    /* The views, from the first shard's foreign tables: every shard must have the same. */
+    char name[140];
+    snprintf(name, sizeof name, "shard_%s", m->shards[0].name);
+    const char *v[1] = {name};
+    r = rc ? NULL
+           : PQexecParams(c,
+                          "SELECT c.relname, string_agg(quote_ident(a.attname), ',' ORDER BY"
+                          " a.attnum), string_agg(format_type(a.atttypid, NULL), ',' ORDER BY"
+                          " a.attnum) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+                          " AND a.attnum > 0 AND NOT a.attisdropped WHERE c.relnamespace ="
+                          " to_regnamespace($1) GROUP BY 1 ORDER BY 1",
+                          1, NULL, v, NULL, NULL, 0);
+    if (r && PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = gm_pg_fail(c, r, "listing the shards' audit views", err, err_len);
+    for (int k = 0; !rc && r && k < PQntuples(r); k++) {
+        const char *view = PQgetvalue(r, k, 0);
+        char *cols = gm_xstrdup(PQgetvalue(r, k, 1)), *types = gm_xstrdup(PQgetvalue(r, k, 2));
+        char vq[160];
+        ident(c, view, vq, sizeof vq);
+        sbuf u = {0}, by = {0};
+        for (size_t i = 0; i < m->n_shards; i++) {
+            char sch[160], lit[160];
+            snprintf(name, sizeof name, "shard_%s", m->shards[i].name);
+            ident(c, name, sch, sizeof sch);
+            literal(c, m->shards[i].name, lit, sizeof lit);
+            sb_add(&u, "%sSELECT %s FROM %s.%s", i ? " UNION ALL " : "", cols, sch, vq);
+            sb_add(&by, "%sSELECT %s::text AS shard, %s FROM %s.%s", i ? " UNION ALL " : "", lit,
+                   cols, sch, vq);
+        }
+        sb_add(&sql, "CREATE VIEW audit_by_shard.%s AS %s;\nCREATE VIEW audit.%s AS ", vq, by.s,
+               vq);
+        if (!strcmp(view, "gpu_economics")) {
+            gpu_economics(&sql, u.s);
+        } else if (regrouped(view)) {
+            /* keys (text, times, currency) grouped; numbers summed, back in their type */
+            sbuf sel = {0}, grp = {0};
+            char *cs = NULL, *ts = NULL;
+            char *col = strtok_r(cols, ",", &cs), *typ = strtok_r(types, ",", &ts);
+            for (int n = 0; col && typ; n++) {
+                if (summed_type(typ))
+                    sb_add(&sel, "%ssum(%s)::%s AS %s", n ? ", " : "", col, typ, col);
+                else {
+                    sb_add(&sel, "%s%s", n ? ", " : "", col);
+                    sb_add(&grp, "%s%s", grp.n ? ", " : "", col);
+                }
+                col = strtok_r(NULL, ",", &cs);
+                typ = strtok_r(NULL, ",", &ts);
+            }
+            sb_add(&sql, "SELECT %s FROM (%s) u GROUP BY %s", sel.s, u.s, grp.s ? grp.s : "()");
+            free(sel.s);
+            free(grp.s);
+        } else {
+            sb_add(&sql, "%s", u.s);
+        }
+        free(cols);
+        free(types);
+        sb_add(&sql, ";\n");
+        if (log)
+            fprintf(log, "audit.%s: %s over %zu shards\n", view,
+                    !strcmp(view, "gpu_economics") || regrouped(view) ? "regrouped" : "union",
+                    m->n_shards);
+        free(u.s);
+        free(by.s);
+    }
+    PQclear(r);
+    if (!rc) {
+        sb_add(&sql, "DO $$ BEGIN IF to_regrole('gm_auditor') IS NOT NULL THEN"
+                     " GRANT USAGE ON SCHEMA audit, audit_by_shard TO gm_auditor;"
+                     " GRANT SELECT ON ALL TABLES IN SCHEMA audit, audit_by_shard TO gm_auditor;"
+                     " END IF; END $$;\n");
+        rc = run(c, sql.s, "creating the coordinator's audit views", err, err_len);
+    }
+    free(sql.s);
+    char e2[256];
+    if (rc) {
+        if (run(c, "ROLLBACK", "ROLLBACK", e2, sizeof e2))
+            gm_warn("shard", "msg=\"rollback failed\" error=\"%s\"", e2);
+        return rc;
+    }
+    return run(c, "COMMIT", "COMMIT", err, err_len);
+}

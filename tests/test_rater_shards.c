@@ -1,0 +1,501 @@
+/* Integration: the store past one PostgreSQL (docs/scaling.md, "Shards"). Two PostgreSQL
+ * clusters: shard a is a database on the tests' server, shard b a private cluster this test
+ * starts (scripts/services.sh with its own GRIDMETER_VAR and port), and the coordinator a
+ * third database on the tests' server that reads both through postgres_fdw. gridmeter
+ * loadgen -> one rater per shard -> the two shards, with the raters killed (SIGKILL) and
+ * shard b restarted mid-run; the union must equal the loadgen manifest, and the audit views
+ * through the coordinator must answer as one database would. The fence is tested too: a
+ * rater pointed at the wrong database, or a write of another shard's partition. */
+#include "rater_harness.h"
+#include "gm_ledger.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Each test's private cluster lives in base_dir/<tag> (base_dir is made by the parent
+ * process, an unchecked fixture, so that the parent stops them whatever a forked test
+ * did). */
+static char base_dir[256], var_dir[320], log_file[340], pg_port[16];
+
+static void services(const char *verb)
+{
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd,
+             "GRIDMETER_VAR='%s' GRIDMETER_PG_PORT=%s bash '%s/scripts/services.sh' %s pg"
+             " >> '%s' 2>&1",
+             var_dir, pg_port, GM_SOURCE_DIR, verb, log_file);
+    ck_assert_msg(system(cmd) == 0, "services.sh %s pg failed (log: %s)", verb, log_file);
+}
+
+static void make_base_dir(void)
+{
+    snprintf(base_dir, sizeof base_dir, "/tmp/gmtest-shards-XXXXXX");
+    if (!mkdtemp(base_dir) || chmod(base_dir, 0755)) /* as root, PostgreSQL runs as postgres */
+        abort();
+}
+
+static const char *const tags[] = {"shards", "fence"};
+
+static void stop_private_servers(void)
+{
+    char cmd[1400];
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "[ ! -d '%s/%s' ] || GRIDMETER_VAR='%s/%s' bash '%s/scripts/services.sh' stop pg"
+                 " >> '%s-%s.log' 2>&1",
+                 base_dir, tags[i], base_dir, tags[i], GM_SOURCE_DIR, base_dir, tags[i]);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not stop the private server in %s/%s\n", base_dir, tags[i]);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", base_dir);
+}
+
+static const char *env_or(const char *k, const char *def)
+{
+    const char *v = getenv(k);
+    return v && *v ? v : def;
+}
+
+/* A full conninfo (the map's and the coordinator's servers do not see our PG* variables). */
+static void conninfo_on(char *out, size_t cap, const char *port, const char *dbname)
+{
+    snprintf(out, cap, "host=%s port=%s user=%s dbname=%s", env_or("PGHOST", "127.0.0.1"), port,
+             env_or("PGUSER", "postgres"), dbname);
+}
+
+typedef struct shards {
+    char a[512], b[512], coord[512]; /* conninfos */
+    char a_db[128], coord_db[128];
+    char map[300], topic[128], group[160];
+} shards;
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static void write_map(const shards *s, const char *path, const char *a_conn, const char *b_conn,
+                      const char *a_parts, const char *b_parts)
+{
+    char text[2400];
+    snprintf(text, sizeof text,
+             "version 1\n# two shards, two partitions each\ntopic %s 4\n"
+             "shard a %s\nshard b %s\nassign a %s %s\nassign b %s %s\n",
+             s->topic, a_conn, b_conn, s->topic, a_parts, s->topic, b_parts);
+    write_file(path, text);
+}
+
+static int run_wait(const char *const *argv)
+{
+    gm_test_clock_to_children();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setenv("GRIDMETER_LOG_LEVEL", "warn", 0);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return h_rater_wait(pid);
+}
+
+/* Shard a on the tests' server, shard b on a private cluster, both initialised from the map
+ * by `gridmeter shard init`, with the sample cards; the coordinator set up by `gridmeter
+ * shard coordinator`. */
+static void shards_open(shards *s, const char *tag)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(var_dir, sizeof var_dir, "%s/%s", base_dir, tag);
+    snprintf(log_file, sizeof log_file, "%s-%s.log", base_dir, tag);
+    snprintf(pg_port, sizeof pg_port, "%d", gm_test_free_port());
+    services("start");
+    const char *port = env_or("PGPORT", "5432");
+    snprintf(s->a_db, sizeof s->a_db, "%s", gm_test_db_create(tag) + 7);
+    snprintf(s->coord_db, sizeof s->coord_db, "%s", gm_test_db_create("coord") + 7);
+    conninfo_on(s->a, sizeof s->a, port, s->a_db);
+    conninfo_on(s->b, sizeof s->b, pg_port, "gridmeter"); /* made by services.sh */
+    conninfo_on(s->coord, sizeof s->coord, port, s->coord_db);
+    gm_test_topic_name(tag, s->topic, sizeof s->topic);
+    gm_test_topic_create(s->topic, 4);
+    snprintf(s->group, sizeof s->group, "%s.raters", s->topic);
+    snprintf(s->map, sizeof s->map, "%s/%s.map", base_dir, tag);
+    write_map(s, s->map, s->a, s->b, "0,1", "2-3");
+    const char *init[] = {GM_BINARY_DIR "/cli/gridmeter", "shard", "init", "--shard-map", s->map,
+                          NULL};
+    ck_assert_int_eq(run_wait(init), 0);
+    h_db_prepare(s->a);
+    h_db_prepare(s->b);
+    const char *check[] = {GM_BINARY_DIR "/cli/gridmeter",
+                           "shard",
+                           "check",
+                           "--shard-map",
+                           s->map,
+                           "--brokers",
+                           gm_test_brokers(),
+                           NULL};
+    ck_assert_int_eq(run_wait(check), 0);
+}
+
+static void shards_close(shards *s)
+{
+    gm_test_topic_delete(s->topic);
+    char c[300];
+    snprintf(c, sizeof c, "dbname=%s", s->coord_db);
+    gm_test_db_drop(c);
+    snprintf(c, sizeof c, "dbname=%s", s->a_db);
+    gm_test_db_drop(c);
+    services("stop");
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", var_dir, log_file); /* passed: not needed */
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", var_dir);
+}
+
+static pid_t rater_start(const shards *s, const char *shard, const char *id, const char *map)
+{
+    const char *argv[] = {GM_BINARY_DIR "/cli/gridmeter",
+                          "rater",
+                          "--shard-map",
+                          map ? map : s->map,
+                          "--shard",
+                          shard,
+                          "--topic",
+                          s->topic,
+                          "--gpu-topic=",
+                          "--group",
+                          s->group,
+                          "--brokers",
+                          gm_test_brokers(),
+                          "--id",
+                          id,
+                          "--metrics=",
+                          "--batch-size",
+                          "1000",
+                          "--batch-ms",
+                          "100",
+                          "--exit-idle-ms",
+                          "5000",
+                          NULL};
+    gm_test_clock_to_children();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setenv("GRIDMETER_LOG_LEVEL", "warn", 0);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int64_t value_i64(const char *conninfo, const char *sql)
+{
+    PGconn *c = gm_test_pg_connect(conninfo);
+    char *v = gm_test_pg_value(c, sql);
+    int64_t n = v ? atoll(v) : 0;
+    free(v);
+    PQfinish(c);
+    return n;
+}
+
+/* Waits until the shard has committed a batch of rater `id` (true) or timeout_s passed. */
+static bool committed(const char *conninfo, const char *id, int timeout_s)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM gm.batches WHERE rater = '%s'", id);
+    for (int i = 0; i < timeout_s * 10; i++) {
+        if (value_i64(conninfo, sql) > 0)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+static int64_t num(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    ck_assert_msg(cJSON_IsNumber(v), "manifest: %s is missing", key);
+    return (int64_t)v->valuedouble; /* manifest counts are far below 2^53 here */
+}
+
+static cJSON *read_manifest(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    static char text[1 << 22];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    cJSON *m = cJSON_Parse(text);
+    ck_assert_ptr_nonnull(m);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "complete")));
+    return m;
+}
+
+/* Each shard on its own: its chains verify, it holds offsets and sources of its own
+ * partitions only. Returns the rows its chains cover. */
+static int64_t verify_shard(const char *conninfo, const char *parts)
+{
+    PGconn *c = gm_test_pg_connect(conninfo);
+    gm_chain_verify_opts o = {0};
+    gm_chain_report rep;
+    char err[1024];
+    ck_assert_msg(gm_chain_verify(c, &o, &rep, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(rep.problems == 0, "audit verify on %s: %s", conninfo, rep.first);
+    PQfinish(c);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM gm.consumer_offsets WHERE partition <> ALL ('{%s}'::int[])",
+             parts);
+    ck_assert_int_eq(value_i64(conninfo, sql), 0);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM gm.ledger WHERE kafka_partition <> ALL ('{%s}'::int[])",
+             parts);
+    ck_assert_int_eq(value_i64(conninfo, sql), 0);
+    ck_assert_int_gt(value_i64(conninfo, "SELECT count(*) FROM gm.ledger"), 0);
+    return (int64_t)rep.rows;
+}
+
+START_TEST(test_two_shards_equal_the_manifest_through_kills_and_a_restart)
+{
+    shards s;
+    shards_open(&s, "shards");
+    char spool[300], manifest[300];
+    snprintf(spool, sizeof spool, "%s/spool", base_dir);
+    snprintf(manifest, sizeof manifest, "%s/manifest.json", base_dir);
+    const char *lg[] = {GM_BINARY_DIR "/cli/gridmeter",
+                        "loadgen",
+                        "--brokers",
+                        gm_test_brokers(),
+                        "--topic",
+                        s.topic,
+                        "--spool-dir",
+                        spool,
+                        "--manifest",
+                        manifest,
+                        "--sites",
+                        "4",
+                        "--nodes-per-site",
+                        "4",
+                        "--tenants",
+                        "5",
+                        "--models",
+                        "4",
+                        "--rate",
+                        "4000",
+                        "--count",
+                        "60000",
+                        "--start",
+                        "2026-11-30T23:59:50Z", /* 15 s of events: crosses into December */
+                        "--duplicates",
+                        "0.03",
+                        "--malformed",
+                        "0.005",
+                        "--seed",
+                        "19",
+                        NULL};
+    ck_assert_int_eq(run_wait(lg), 0);
+    cJSON *m = read_manifest(manifest);
+    int64_t valid = num(m, "valid_distinct"), malformed = num(m, "malformed_sent");
+    int64_t messages = valid + num(m, "duplicates_sent") + malformed;
+
+    /* Raters of both shards; both killed with SIGKILL after their first batches. */
+    pid_t a = rater_start(&s, "a", "a1", NULL), b = rater_start(&s, "b", "b1", NULL);
+    ck_assert_msg(committed(s.a, "a1", 60), "shard a's rater committed nothing in 60 s");
+    ck_assert_msg(committed(s.b, "b1", 60), "shard b's rater committed nothing in 60 s");
+    kill(a, SIGKILL);
+    kill(b, SIGKILL);
+    ck_assert_int_eq(h_rater_wait(a), -1);
+    ck_assert_int_eq(h_rater_wait(b), -1);
+    int64_t before = value_i64(s.b, "SELECT coalesce(sum(messages), 0) FROM gm.batches");
+    a = rater_start(&s, "a", "a2", NULL);
+    b = rater_start(&s, "b", "b2", NULL);
+    /* Shard b's PostgreSQL restarts (fast shutdown: open transactions are cut) while its
+     * rater works; shard a goes on meanwhile. */
+    ck_assert_msg(committed(s.b, "b2", 60), "shard b's second rater committed nothing");
+    services("restart");
+    int64_t restarted_us = gm_now_us();
+    ck_assert_int_eq(h_rater_wait(a), 0);
+    ck_assert_int_eq(h_rater_wait(b), 0);
+    /* both hit the run: shard b had work left at the kill and after the restart */
+    ck_assert_msg(before < value_i64(s.b, "SELECT sum(messages) FROM gm.batches"),
+                  "the kill came after shard b was done");
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM gm.batches WHERE committed_at > to_timestamp(%lld / 1e6)",
+             (long long)restarted_us);
+    ck_assert_msg(value_i64(s.b, sql) > 0, "the restart came after shard b was done");
+
+    /* Each shard on its own, then the union. */
+    int64_t rows = verify_shard(s.a, "0,1") + verify_shard(s.b, "2,3");
+    ck_assert_int_eq(rows, valid);
+    const char *q_msgs = "SELECT coalesce(sum(messages), 0) FROM gm.batches";
+    const char *q_offs = "SELECT coalesce(sum(next_offset), 0) FROM gm.consumer_offsets";
+    ck_assert_int_eq(value_i64(s.a, q_msgs) + value_i64(s.b, q_msgs), messages);
+    ck_assert_int_eq(value_i64(s.a, q_offs) + value_i64(s.b, q_offs), messages);
+
+    /* The coordinator: the audit views over both shards answer as one database would. */
+    const char *coord[] = {GM_BINARY_DIR "/cli/gridmeter", "shard", "coordinator", "--shard-map",
+                           s.map, "--db", s.coord, NULL};
+    ck_assert_int_eq(run_wait(coord), 0);
+    const char *k = s.coord;
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.usage_events"), valid);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM (SELECT source, id FROM"
+                                  " audit.usage_events GROUP BY 1, 2 HAVING count(*) > 1) d"),
+                     0);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.rejected_events"), malformed);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.source_gaps"), 0);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.chain_state_check"), 0);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.chain_batch_check"
+                                  " WHERE NOT link_ok OR digest <> digest_recomputed"),
+                     0);
+    ck_assert_int_eq(value_i64(k, "SELECT coalesce(sum(accepted), 0) FROM"
+                                  " audit.source_completeness"),
+                     valid);
+    /* a source (a node) is on one shard only: its partition is fixed by its key */
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM (SELECT source FROM"
+                                  " audit_by_shard.source_completeness GROUP BY 1"
+                                  " HAVING count(DISTINCT shard) > 1) d"),
+                     0);
+    ck_assert_int_eq(value_i64(k, "SELECT count(DISTINCT shard) FROM audit_by_shard.usage_events"),
+                     2);
+    /* regrouped: one row per key, as from one database, the sums of both shards */
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"),
+                     0);
+    ck_assert_int_eq(value_i64(k, "SELECT coalesce(sum(events), 0) FROM audit.reconciliation"),
+                     valid);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) - count(DISTINCT (tenant, period_start,"
+                                  " currency)) FROM audit.reconciliation"),
+                     0);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.reconciliation"),
+                     value_i64(k, "SELECT count(DISTINCT (tenant, date_trunc('month', time)))"
+                                  " FROM audit.usage_events"));
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) - count(DISTINCT (tenant, hour, site, model,"
+                                  " dimension, currency)) FROM audit.usage_hourly"),
+                     0);
+    ck_assert_int_gt(value_i64(k, "SELECT count(*) FROM (SELECT tenant, hour, site, model FROM"
+                                  " audit_by_shard.usage_hourly GROUP BY 1, 2, 3, 4"
+                                  " HAVING count(DISTINCT shard) > 1) d"),
+                     0); /* so the regrouping was needed */
+
+    /* Cell by cell: month x tenant x model x site, four dimensions, and the charges too. */
+    PGconn *c = gm_test_pg_connect(k);
+    const cJSON *cells = cJSON_GetObjectItemCaseSensitive(m, "by_month_tenant_model_site");
+    ck_assert(cJSON_IsArray(cells));
+    int n_cells = 0;
+    const cJSON *cell;
+    cJSON_ArrayForEach(cell, cells)
+    {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(cell, "totals");
+        char month_start[32];
+        snprintf(month_start, sizeof month_start, "%s-01T00:00:00Z",
+                 cJSON_GetObjectItemCaseSensitive(cell, "month")->valuestring);
+        const char *params[4] = {month_start,
+                                 cJSON_GetObjectItemCaseSensitive(cell, "tenant")->valuestring,
+                                 cJSON_GetObjectItemCaseSensitive(cell, "model")->valuestring,
+                                 cJSON_GetObjectItemCaseSensitive(cell, "site")->valuestring};
+        PGresult *r = PQexecParams(
+            c,
+            "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(cached_tokens), 0),"
+            " coalesce(sum(output_tokens), 0), coalesce(sum(gpu_us), 0),"
+            " (SELECT coalesce(sum(quantity), 0) FROM audit.usage_hourly h WHERE h.tenant = $2"
+            "  AND h.model = $3 AND h.site = $4 AND h.dimension = 'output'"
+            "  AND date_trunc('month', h.hour) = $1::timestamptz),"
+            " (SELECT coalesce(sum(events), 0) FROM audit.usage_hourly h WHERE h.tenant = $2"
+            "  AND h.model = $3 AND h.site = $4 AND h.dimension = 'output'"
+            "  AND date_trunc('month', h.hour) = $1::timestamptz)"
+            " FROM audit.usage_events WHERE tenant = $2 AND model = $3 AND site = $4"
+            " AND date_trunc('month', time) = $1::timestamptz",
+            4, NULL, params, NULL, NULL, 0);
+        ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+        ck_assert_int_eq(atoll(PQgetvalue(r, 0, 0)), num(t, "events"));
+        ck_assert_int_eq(atoll(PQgetvalue(r, 0, 1)), num(t, "input_tokens"));
+        ck_assert_int_eq(atoll(PQgetvalue(r, 0, 2)), num(t, "cached_tokens"));
+        ck_assert_int_eq(atoll(PQgetvalue(r, 0, 3)), num(t, "output_tokens"));
+        ck_assert_int_eq(atoll(PQgetvalue(r, 0, 4)), num(t, "gpu_us"));
+        ck_assert_int_eq(atoll(PQgetvalue(r, 0, 5)), num(t, "output_tokens"));
+        ck_assert_int_eq(atoll(PQgetvalue(r, 0, 6)), num(t, "events"));
+        PQclear(r);
+        n_cells++;
+    }
+    ck_assert_int_gt(n_cells, 20);
+    PQfinish(c);
+    cJSON_Delete(m);
+    shards_close(&s);
+}
+END_TEST
+
+/* A rater whose map names the wrong database for its shard, or gives its shard other
+ * partitions than the database records, refuses to start (exit 1) and writes nothing; a
+ * write of another shard's partition, or from a session of another shard, is refused by
+ * the database itself (SQLSTATE GMS01) and the rater stops rather than retry it. */
+START_TEST(test_fence_refuses_the_wrong_shard)
+{
+    shards s;
+    shards_open(&s, "fence");
+    char swapped[320], moved[320];
+    snprintf(swapped, sizeof swapped, "%s/swapped.map", base_dir);
+    snprintf(moved, sizeof moved, "%s/moved.map", base_dir);
+    write_map(&s, swapped, s.b, s.a, "0,1", "2-3"); /* a's name on b's database */
+    write_map(&s, moved, s.a, s.b, "0-2", "3");     /* partition 2 moved without its data */
+    ck_assert_int_eq(h_rater_wait(rater_start(&s, "a", "wrongdb", swapped)), 1);
+    ck_assert_int_eq(h_rater_wait(rater_start(&s, "a", "moved", moved)), 1);
+    ck_assert_int_eq(value_i64(s.a, "SELECT count(*) FROM gm.batches"), 0);
+    ck_assert_int_eq(value_i64(s.b, "SELECT count(*) FROM gm.batches"), 0);
+    /* `shard check` finds both */
+    const char *check[] = {GM_BINARY_DIR "/cli/gridmeter", "shard", "check", "--shard-map", moved,
+                           NULL};
+    ck_assert_int_eq(run_wait(check), 1);
+
+    /* The fence in the database, whoever writes. */
+    PGconn *c = gm_test_pg_connect(s.b);
+    PGresult *r =
+        PQexec(c, "INSERT INTO gm.consumer_offsets (group_id, topic, partition, next_offset)"
+                  " SELECT 'g', topic, 0, 1 FROM gm.shard_topics");
+    ck_assert_str_eq(PQresultErrorField(r, PG_DIAG_SQLSTATE), "GMS01");
+    ck_assert_ptr_nonnull(strstr(PQresultErrorMessage(r), "partition 0"));
+    PQclear(r);
+    gm_test_pg_exec(c, "SELECT set_config('gridmeter.shard', 'a', false)");
+    r = PQexec(c, "INSERT INTO gm.consumer_offsets (group_id, topic, partition, next_offset)"
+                  " SELECT 'g', topic, 2, 1 FROM gm.shard_topics");
+    ck_assert_str_eq(PQresultErrorField(r, PG_DIAG_SQLSTATE), "GMS01");
+    ck_assert_ptr_nonnull(strstr(PQresultErrorMessage(r), "this database is shard b"));
+    PQclear(r);
+    gm_test_pg_exec(c, "SELECT set_config('gridmeter.shard', 'b', false)");
+    gm_test_pg_exec(c, "INSERT INTO gm.consumer_offsets (group_id, topic, partition, next_offset)"
+                       " SELECT 'g', topic, 2, 1 FROM gm.shard_topics");
+    /* another topic than the sharded ones (a replay's, a test's) is not fenced */
+    gm_test_pg_exec(c, "INSERT INTO gm.consumer_offsets (group_id, topic, partition, next_offset)"
+                       " VALUES ('g', 'other.topic', 0, 1)");
+    PQfinish(c);
+    /* init on a shard already recorded with other partitions changes nothing */
+    const char *init[] = {GM_BINARY_DIR "/cli/gridmeter", "shard", "init", "--shard-map", moved,
+                          NULL};
+    ck_assert_int_eq(run_wait(init), 1);
+    ck_assert_int_eq(value_i64(s.a, "SELECT count(*) FROM gm.shard_partitions"), 2);
+    shards_close(&s);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("rater_shards");
+    TCase *tc = tcase_create("integration");
+    tcase_set_timeout(tc, 300);
+    tcase_add_unchecked_fixture(tc, make_base_dir, stop_private_servers);
+    const char *only = getenv("GM_TEST_ONLY");
+    if (!only || strstr("test_two_shards_equal_the_manifest_through_kills_and_a_restart", only))
+        tcase_add_test(tc, test_two_shards_equal_the_manifest_through_kills_and_a_restart);
+    if (!only || strstr("test_fence_refuses_the_wrong_shard", only))
+        tcase_add_test(tc, test_fence_refuses_the_wrong_shard);
+    suite_add_tcase(su, tc);
+    return gm_test_run(su);
+}
