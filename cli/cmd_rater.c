@@ -113,8 +113,7 @@ int gm_cmd_rater(int argc, char **argv)
         }
         int si = gm_shard_map_find(map, shard);
         if (si < 0) {
-            fprintf(stderr, "gridmeter rater: --shard: %s is not a shard of %s\n", shard,
-                    map_path);
+            fprintf(stderr, "gridmeter rater: --shard: %s is not a shard of %s\n", shard, map_path);
             gm_shard_map_free(map);
             return 2;
         }

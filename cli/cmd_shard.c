@@ -37,8 +37,7 @@ static int shard_init(const gm_shard_map *m, int only, FILE *out)
             int32_t ids[4096];
             size_t n = gm_shard_map_partitions(&m->topics[0], (int)i, ids, 4096);
             fprintf(out, "shard %s: ready, %zu of %d partitions (database %s on %s:%s)\n",
-                    m->shards[i].name, n, m->topics[0].partitions, PQdb(c), PQhost(c),
-                    PQport(c));
+                    m->shards[i].name, n, m->topics[0].partitions, PQdb(c), PQhost(c), PQport(c));
         }
         PQfinish(c);
     }
@@ -93,10 +92,21 @@ static int check_kafka(const gm_shard_map *m, const char *brokers, int *problems
     return 0;
 }
 
+/* What every shard must hold alike: the rate cards, contracts and cost cards that its rater
+ * prices with (imported into each shard), as one digest. */
+static const char *const reference_sql =
+    "SELECT md5(coalesce((SELECT string_agg(x::text, '|' ORDER BY x::text) FROM (SELECT"
+    " card_id, version, valid_from, valid_until, currency, document::text FROM gm.rate_cards) x),"
+    " '') || '#' || coalesce((SELECT string_agg(x::text, '|' ORDER BY x::text) FROM (SELECT"
+    " tenant, version, currency, document::text FROM gm.contracts) x), '') || '#' ||"
+    " coalesce((SELECT string_agg(x::text, '|' ORDER BY x::text) FROM (SELECT site, version,"
+    " valid_from, currency, gpu_hour_cost, reference_per_1m_output, note FROM gm.cost_cards) x),"
+    " ''))";
+
 static int shard_check(const gm_shard_map *m, const char *brokers)
 {
     int problems = 0;
-    char version0[32] = "";
+    char version0[32] = "", cards0[40] = "";
     for (size_t i = 0; i < m->n_shards; i++) {
         char err[2048];
         PGconn *c = connect_shard(&m->shards[i], err, sizeof err);
@@ -112,6 +122,21 @@ static int shard_check(const gm_shard_map *m, const char *brokers)
                              "shard %s: schema version %s, shard %s has %s (run gridmeter shard "
                              "init, which migrates)",
                              m->shards[i].name, v, m->shards[0].name, version0);
+            PQclear(r);
+        }
+        if (!rc) {
+            PGresult *r = PQexec(c, reference_sql);
+            if (PQresultStatus(r) != PGRES_TUPLES_OK)
+                rc = gm_pg_fail(c, r, "reading the rate cards, contracts and cost cards", err,
+                                sizeof err);
+            else if (i == 0)
+                snprintf(cards0, sizeof cards0, "%s", PQgetvalue(r, 0, 0));
+            else if (strcmp(cards0, PQgetvalue(r, 0, 0)))
+                rc = gm_fail(err, sizeof err, GM_ECONFIG,
+                             "shard %s: its rate cards, contracts or cost cards differ from "
+                             "shard %s's (import the same files into every shard: gridmeter "
+                             "ratecard import --db)",
+                             m->shards[i].name, m->shards[0].name);
             PQclear(r);
         }
         if (!rc) {
@@ -159,8 +184,8 @@ int gm_cmd_shard(int argc, char **argv)
         "Exit status: 0 ok, 1 a problem found or a database failed, 2 bad usage.",
         "gridmeter shard init|check|coordinator --shard-map FILE [options]"};
     gm_opt opts[] = {
-        {"shard-map", "rater.shard_map", "GRIDMETER_SHARD_MAP", "", GM_OPT_STR, "shard map file",
-         0, 0},
+        {"shard-map", "rater.shard_map", "GRIDMETER_SHARD_MAP", "", GM_OPT_STR, "shard map file", 0,
+         0},
         {"shard", NULL, NULL, "", GM_OPT_STR, "init: only this shard", 0, 0},
         {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
          "coordinator: libpq conninfo of the coordinator database (not a shard)", 0, 0},
@@ -172,8 +197,8 @@ int gm_cmd_shard(int argc, char **argv)
     int rc = gm_opts_parse(&info, opts, argc, argv, &npos, err, sizeof err);
     if (rc)
         return rc == 1 ? 0 : (fprintf(stderr, "gridmeter shard: %s\n", err), 2);
-    if (npos != 1 || (strcmp(argv[1], "init") && strcmp(argv[1], "check") &&
-                      strcmp(argv[1], "coordinator"))) {
+    if (npos != 1 ||
+        (strcmp(argv[1], "init") && strcmp(argv[1], "check") && strcmp(argv[1], "coordinator"))) {
         fprintf(stderr, "gridmeter shard: expected one of init, check, coordinator\n");
         return 2;
     }

@@ -9,7 +9,8 @@
  *   - a regrouping for the views that add up rows of many sources (audit.usage_hourly,
  *     audit.reconciliation: keys grouped, quantities and amounts summed, exactly as one
  *     database would have summed them; audit.gpu_economics: sums regrouped and its cost,
- *     margin and per-million figures computed again from the sums, as the view does).
+ *     margin and per-million figures computed again from the sums, as the view does);
+ *   - audit.cost_cards, reference data that every shard holds alike, from the first shard.
  * Schema audit_by_shard holds the same views with a first column `shard`, for provenance.
  * Everything is made again on every run, in one transaction: re-run it after a migration
  * or a map change. */
@@ -74,10 +75,22 @@ static void literal(PGconn *c, const char *s, char *out, size_t cap)
 /* libpq connection keywords postgres_fdw takes as server options; user and password go to
  * the user mapping. Others (application_name, options, …) are left to postgres_fdw's
  * defaults. */
-static const char *const server_keys[] = {
-    "host",        "hostaddr",   "port",          "dbname",  "connect_timeout", "sslmode",
-    "sslrootcert", "sslcert",    "sslkey",        "sslcrl",  "target_session_attrs",
-    "keepalives",  "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+static const char *const server_keys[] = {"host",
+                                          "hostaddr",
+                                          "port",
+                                          "dbname",
+                                          "connect_timeout",
+                                          "sslmode",
+                                          "sslrootcert",
+                                          "sslcert",
+                                          "sslkey",
+                                          "sslcrl",
+                                          "target_session_attrs",
+                                          "keepalives",
+                                          "keepalives_idle",
+                                          "keepalives_interval",
+                                          "keepalives_count",
+                                          NULL};
 
 static bool is_server_key(const char *k)
 {
@@ -199,10 +212,11 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
         }
     }
     PQclear(r);
-    sb_add(&sql, "CREATE SCHEMA audit;\nCOMMENT ON SCHEMA audit IS 'gridmeter auditors'' views "
-                 "over all shards (gridmeter shard coordinator): the columns of docs/auditors.md';\n"
-                 "CREATE SCHEMA audit_by_shard;\nCOMMENT ON SCHEMA audit_by_shard IS 'Each "
-                 "shard''s audit views, a first column shard naming the shard';\n");
+    sb_add(&sql,
+           "CREATE SCHEMA audit;\nCOMMENT ON SCHEMA audit IS 'gridmeter auditors'' views "
+           "over all shards (gridmeter shard coordinator): the columns of docs/auditors.md';\n"
+           "CREATE SCHEMA audit_by_shard;\nCOMMENT ON SCHEMA audit_by_shard IS 'Each "
+           "shard''s audit views, a first column shard naming the shard';\n");
     for (size_t i = 0; !rc && i < m->n_shards; i++) {
         char sch[160], srv[160], name[140];
         rc = make_server(c, &m->shards[i], &sql, err, err_len);
@@ -217,8 +231,9 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
         rc = run(c, sql.s, "creating the shards' servers and foreign tables", err, err_len);
     sql.n = 0;
     /* The views, from the first shard's foreign tables: every shard must have the same. */
-    char name[140];
+    char name[140], sch0[160];
     snprintf(name, sizeof name, "shard_%s", m->shards[0].name);
+    ident(c, name, sch0, sizeof sch0);
     const char *v[1] = {name};
     r = rc ? NULL
            : PQexecParams(c,
@@ -247,7 +262,10 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
         }
         sb_add(&sql, "CREATE VIEW audit_by_shard.%s AS %s;\nCREATE VIEW audit.%s AS ", vq, by.s,
                vq);
-        if (!strcmp(view, "gpu_economics")) {
+        if (!strcmp(view, "cost_cards")) {
+            /* reference data, imported into every shard alike (gridmeter shard check) */
+            sb_add(&sql, "SELECT %s FROM %s.%s", cols, sch0, vq);
+        } else if (!strcmp(view, "gpu_economics")) {
             gpu_economics(&sql, u.s);
         } else if (regrouped(view)) {
             /* keys (text, times, currency) grouped; numbers summed, back in their type */
@@ -274,9 +292,10 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
         free(types);
         sb_add(&sql, ";\n");
         if (log)
-            fprintf(log, "audit.%s: %s over %zu shards\n", view,
-                    !strcmp(view, "gpu_economics") || regrouped(view) ? "regrouped" : "union",
-                    m->n_shards);
+            fprintf(log, "audit.%s: %s\n", view,
+                    !strcmp(view, "cost_cards")                         ? "the first shard's"
+                    : !strcmp(view, "gpu_economics") || regrouped(view) ? "regrouped"
+                                                                        : "union");
         free(u.s);
         free(by.s);
     }

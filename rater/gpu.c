@@ -819,8 +819,8 @@ int gm_rater_gpu_start(const gm_rater_config *cfg, const char *rater_id,
                            cfg->shard, cfg->gpu_topic);
         }
         int32_t ids[MAXP];
-        size_t n = gm_shard_map_partitions(t, gm_shard_map_find(cfg->shard_map, cfg->shard), ids,
-                                           MAXP);
+        size_t n =
+            gm_shard_map_partitions(t, gm_shard_map_find(cfg->shard_map, cfg->shard), ids, MAXP);
         rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int)n + 1);
         for (size_t i = 0; i < n && i < MAXP; i++)
             rd_kafka_topic_partition_list_add(parts, g->topic, ids[i]);

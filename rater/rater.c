@@ -321,8 +321,8 @@ static rd_kafka_t *make_consumer(rater *r, char *err, size_t err_len)
          * offsets, owned[]), but never revoked: no other shard's rater takes them */
         const gm_shard_topic *t = gm_shard_map_topic(r->cfg->shard_map, r->cfg->topic);
         int32_t ids[MAX_PARTITIONS];
-        size_t n = gm_shard_map_partitions(
-            t, gm_shard_map_find(r->cfg->shard_map, r->cfg->shard), ids, MAX_PARTITIONS);
+        size_t n = gm_shard_map_partitions(t, gm_shard_map_find(r->cfg->shard_map, r->cfg->shard),
+                                           ids, MAX_PARTITIONS);
         rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int)n + 1);
         for (size_t i = 0; i < n; i++)
             rd_kafka_topic_partition_list_add(parts, r->cfg->topic, ids[i]);

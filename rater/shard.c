@@ -128,8 +128,7 @@ static int assign_list(gm_shard_topic *t, int shard, const char *list, const cha
                 return gm_fail(err, err_len, GM_EINVAL,
                                "%s: partition %llu of topic %s: already assigned to shard %s "
                                "(a partition belongs to exactly one shard)",
-                               where, (unsigned long long)k, t->topic,
-                               m->shards[t->owner[k]].name);
+                               where, (unsigned long long)k, t->topic, m->shards[t->owner[k]].name);
             t->owner[k] = (int16_t)shard;
         }
         p += len;
@@ -149,8 +148,7 @@ int gm_shard_map_parse(const char *text, size_t len, const char *path, gm_shard_
 {
     *out = NULL;
     if (memchr(text, '\0', len))
-        return gm_fail(err, err_len, GM_EINVAL, "%s: a shard map is text: it has a NUL byte",
-                       path);
+        return gm_fail(err, err_len, GM_EINVAL, "%s: a shard map is text: it has a NUL byte", path);
     gm_shard_map *m = gm_xcalloc(1, sizeof *m);
     char *copy = gm_xmalloc(len + 1);
     memcpy(copy, text, len);
@@ -196,8 +194,7 @@ int gm_shard_map_parse(const char *text, size_t len, const char *path, gm_shard_
                              "name and 1..4096 partitions",
                              where);
             else if (gm_shard_map_topic(m, name))
-                rc = gm_fail(err, err_len, GM_EINVAL, "%s: topic %s: declared twice", where,
-                             name);
+                rc = gm_fail(err, err_len, GM_EINVAL, "%s: topic %s: declared twice", where, name);
             else {
                 if (m->n_topics == cap_t) {
                     cap_t = cap_t ? cap_t * 2 : 4;
@@ -229,8 +226,7 @@ int gm_shard_map_parse(const char *text, size_t len, const char *path, gm_shard_
                              "name",
                              where, name, sizeof m->shards[0].conninfo - 1);
             else if (gm_shard_map_find(m, name) >= 0)
-                rc = gm_fail(err, err_len, GM_EINVAL, "%s: shard %s: declared twice", where,
-                             name);
+                rc = gm_fail(err, err_len, GM_EINVAL, "%s: shard %s: declared twice", where, name);
             else if (m->n_shards >= 1000)
                 rc = gm_fail(err, err_len, GM_EINVAL, "%s: at most 1000 shards", where);
             else {
@@ -326,18 +322,18 @@ int gm_shard_check_db(PGconn *c, const gm_shard_map *m, int shard, char *err, si
     const char *want = m->shards[shard].name;
     PGresult *r = PQexec(c, "SELECT name FROM gm.shard_identity");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = gm_pg_fail(c, r, "reading gm.shard_identity (is the database migrated?)", err,
-                            err_len);
+        int rc =
+            gm_pg_fail(c, r, "reading gm.shard_identity (is the database migrated?)", err, err_len);
         PQclear(r);
         return rc;
     }
     if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, 0), want)) {
-        int rc = gm_fail(err, err_len, GM_EFENCED,
-                         "shard %s: database %s on %s:%s is %s%s (gm.shard_identity): wrong "
-                         "conninfo in the map, or run gridmeter shard init",
-                         want, PQdb(c), PQhost(c), PQport(c),
-                         PQntuples(r) ? "shard " : "not a shard",
-                         PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+        int rc =
+            gm_fail(err, err_len, GM_EFENCED,
+                    "shard %s: database %s on %s:%s is %s%s (gm.shard_identity): wrong "
+                    "conninfo in the map, or run gridmeter shard init",
+                    want, PQdb(c), PQhost(c), PQport(c), PQntuples(r) ? "shard " : "not a shard",
+                    PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
         PQclear(r);
         return rc;
     }
@@ -402,8 +398,8 @@ int gm_shard_init_db(PGconn *c, const gm_shard_map *m, int shard, char *err, siz
     if (rc)
         return rc;
     const char *v[3] = {m->shards[shard].name};
-    r = PQexecParams(c, "INSERT INTO gm.shard_identity (name) VALUES ($1)", 1, NULL, v, NULL,
-                     NULL, 0);
+    r = PQexecParams(c, "INSERT INTO gm.shard_identity (name) VALUES ($1)", 1, NULL, v, NULL, NULL,
+                     0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         rc = gm_pg_fail(c, r, "inserting gm.shard_identity", err, err_len);
     PQclear(r);
@@ -422,8 +418,8 @@ int gm_shard_init_db(PGconn *c, const gm_shard_map *m, int shard, char *err, siz
             if (t->owner[p] != shard)
                 continue;
             snprintf(n, sizeof n, "%d", p);
-            r = PQexecParams(c, "INSERT INTO gm.shard_partitions VALUES ($1, $2)", 2, NULL, v,
-                             NULL, NULL, 0);
+            r = PQexecParams(c, "INSERT INTO gm.shard_partitions VALUES ($1, $2)", 2, NULL, v, NULL,
+                             NULL, 0);
             if (PQresultStatus(r) != PGRES_COMMAND_OK)
                 rc = gm_pg_fail(c, r, "inserting gm.shard_partitions", err, err_len);
             PQclear(r);

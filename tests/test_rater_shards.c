@@ -95,12 +95,15 @@ static void write_map(const shards *s, const char *path, const char *a_conn, con
     write_file(path, text);
 }
 
+/* Runs a gridmeter command to its end (its stdout discarded, its stderr kept). */
 static int run_wait(const char *const *argv)
 {
     gm_test_clock_to_children();
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(126);
         setenv("GRIDMETER_LOG_LEVEL", "warn", 0);
         execv(argv[0], (char *const *)argv);
         _exit(127);
@@ -129,8 +132,8 @@ static void shards_open(shards *s, const char *tag)
     snprintf(s->group, sizeof s->group, "%s.raters", s->topic);
     snprintf(s->map, sizeof s->map, "%s/%s.map", base_dir, tag);
     write_map(s, s->map, s->a, s->b, "0,1", "2-3");
-    const char *init[] = {GM_BINARY_DIR "/cli/gridmeter", "shard", "init", "--shard-map", s->map,
-                          NULL};
+    const char *init[] = {
+        GM_BINARY_DIR "/cli/gridmeter", "shard", "init", "--shard-map", s->map, NULL};
     ck_assert_int_eq(run_wait(init), 0);
     h_db_prepare(s->a);
     h_db_prepare(s->b);
@@ -257,8 +260,7 @@ static int64_t verify_shard(const char *conninfo, const char *parts)
              parts);
     ck_assert_int_eq(value_i64(conninfo, sql), 0);
     snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM gm.ledger WHERE kafka_partition <> ALL ('{%s}'::int[])",
-             parts);
+             "SELECT count(*) FROM gm.ledger WHERE kafka_partition <> ALL ('{%s}'::int[])", parts);
     ck_assert_int_eq(value_i64(conninfo, sql), 0);
     ck_assert_int_gt(value_i64(conninfo, "SELECT count(*) FROM gm.ledger"), 0);
     return (int64_t)rep.rows;
@@ -318,10 +320,15 @@ START_TEST(test_two_shards_equal_the_manifest_through_kills_and_a_restart)
     int64_t before = value_i64(s.b, "SELECT coalesce(sum(messages), 0) FROM gm.batches");
     a = rater_start(&s, "a", "a2", NULL);
     b = rater_start(&s, "b", "b2", NULL);
-    /* Shard b's PostgreSQL restarts (fast shutdown: open transactions are cut) while its
-     * rater works; shard a goes on meanwhile. */
+    /* Shard b's PostgreSQL stops (fast shutdown: open transactions are cut) while its rater
+     * works, for longer than the rater's --exit-idle-ms, and starts again; shard a goes on
+     * meanwhile. The outage is not idle time: the rater must not exit with the batch it
+     * failed unrated (rater.c; this run does not always reach that window, so it is a check
+     * of the outcome, not a proof of the fix). */
     ck_assert_msg(committed(s.b, "b2", 60), "shard b's second rater committed nothing");
-    services("restart");
+    services("stop");
+    sleep(7);
+    services("start");
     int64_t restarted_us = gm_now_us();
     ck_assert_int_eq(h_rater_wait(a), 0);
     ck_assert_int_eq(h_rater_wait(b), 0);
@@ -343,8 +350,14 @@ START_TEST(test_two_shards_equal_the_manifest_through_kills_and_a_restart)
     ck_assert_int_eq(value_i64(s.a, q_offs) + value_i64(s.b, q_offs), messages);
 
     /* The coordinator: the audit views over both shards answer as one database would. */
-    const char *coord[] = {GM_BINARY_DIR "/cli/gridmeter", "shard", "coordinator", "--shard-map",
-                           s.map, "--db", s.coord, NULL};
+    const char *coord[] = {GM_BINARY_DIR "/cli/gridmeter",
+                           "shard",
+                           "coordinator",
+                           "--shard-map",
+                           s.map,
+                           "--db",
+                           s.coord,
+                           NULL};
     ck_assert_int_eq(run_wait(coord), 0);
     const char *k = s.coord;
     ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.usage_events"), valid);
@@ -368,8 +381,8 @@ START_TEST(test_two_shards_equal_the_manifest_through_kills_and_a_restart)
     ck_assert_int_eq(value_i64(k, "SELECT count(DISTINCT shard) FROM audit_by_shard.usage_events"),
                      2);
     /* regrouped: one row per key, as from one database, the sums of both shards */
-    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"),
-                     0);
+    ck_assert_int_eq(
+        value_i64(k, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"), 0);
     ck_assert_int_eq(value_i64(k, "SELECT coalesce(sum(events), 0) FROM audit.reconciliation"),
                      valid);
     ck_assert_int_eq(value_i64(k, "SELECT count(*) - count(DISTINCT (tenant, period_start,"
@@ -451,8 +464,8 @@ START_TEST(test_fence_refuses_the_wrong_shard)
     ck_assert_int_eq(value_i64(s.a, "SELECT count(*) FROM gm.batches"), 0);
     ck_assert_int_eq(value_i64(s.b, "SELECT count(*) FROM gm.batches"), 0);
     /* `shard check` finds both */
-    const char *check[] = {GM_BINARY_DIR "/cli/gridmeter", "shard", "check", "--shard-map", moved,
-                           NULL};
+    const char *check[] = {
+        GM_BINARY_DIR "/cli/gridmeter", "shard", "check", "--shard-map", moved, NULL};
     ck_assert_int_eq(run_wait(check), 1);
 
     /* The fence in the database, whoever writes. */
@@ -477,8 +490,8 @@ START_TEST(test_fence_refuses_the_wrong_shard)
                        " VALUES ('g', 'other.topic', 0, 1)");
     PQfinish(c);
     /* init on a shard already recorded with other partitions changes nothing */
-    const char *init[] = {GM_BINARY_DIR "/cli/gridmeter", "shard", "init", "--shard-map", moved,
-                          NULL};
+    const char *init[] = {
+        GM_BINARY_DIR "/cli/gridmeter", "shard", "init", "--shard-map", moved, NULL};
     ck_assert_int_eq(run_wait(init), 1);
     ck_assert_int_eq(value_i64(s.a, "SELECT count(*) FROM gm.shard_partitions"), 2);
     shards_close(&s);
