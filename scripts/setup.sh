@@ -13,7 +13,9 @@ repo=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
 
 # Build, test and service packages (Debian 12 names). postgresql-15 gives the server
-# binaries; the project runs its own cluster with them (scripts/services.sh).
+# binaries; the project runs its own cluster with them (scripts/services.sh). It also ships
+# the postgres_fdw extension that `gridmeter shard coordinator` uses (docs/scaling.md): no
+# separate contrib package on Debian 12.
 packages=(
     build-essential cmake pkg-config git ca-certificates
     librdkafka-dev libpq-dev libmicrohttpd-dev libcjson-dev check
