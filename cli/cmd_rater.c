@@ -102,7 +102,12 @@ int gm_cmd_rater(int argc, char **argv)
             fprintf(stderr, "gridmeter rater: --shard-map and --shard go together\n");
             return 2;
         }
-        if (*cfg.db_conninfo) {
+        const gm_opt *db = NULL;
+        for (const gm_opt *o = opts; o->name && !db; o++)
+            db = strcmp(o->name, "db") ? NULL : o;
+        /* the map names the database; a --db given here contradicts it (one from the
+         * environment or a shared config file is not used) */
+        if (*cfg.db_conninfo && db && db->from && !strcmp(db->from, "command line")) {
             fprintf(stderr, "gridmeter rater: --db: a sharded rater writes the database the "
                             "shard map names for its shard; leave --db out\n");
             return 2;

@@ -163,7 +163,8 @@ static void shards_close(shards *s)
         fprintf(stderr, "could not remove %s\n", var_dir);
 }
 
-static pid_t rater_start(const shards *s, const char *shard, const char *id, const char *map)
+static pid_t rater_start_idle(const shards *s, const char *shard, const char *id, const char *map,
+                              const char *idle_ms)
 {
     const char *argv[] = {GM_BINARY_DIR "/cli/gridmeter",
                           "rater",
@@ -186,7 +187,7 @@ static pid_t rater_start(const shards *s, const char *shard, const char *id, con
                           "--batch-ms",
                           "100",
                           "--exit-idle-ms",
-                          "5000",
+                          idle_ms,
                           NULL};
     gm_test_clock_to_children();
     pid_t pid = fork();
@@ -197,6 +198,11 @@ static pid_t rater_start(const shards *s, const char *shard, const char *id, con
         _exit(127);
     }
     return pid;
+}
+
+static pid_t rater_start(const shards *s, const char *shard, const char *id, const char *map)
+{
+    return rater_start_idle(s, shard, id, map, "5000");
 }
 
 static int64_t value_i64(const char *conninfo, const char *sql)
@@ -488,6 +494,38 @@ START_TEST(test_fence_refuses_the_wrong_shard)
     /* another topic than the sharded ones (a replay's, a test's) is not fenced */
     gm_test_pg_exec(c, "INSERT INTO gm.consumer_offsets (group_id, topic, partition, next_offset)"
                        " VALUES ('g', 'other.topic', 0, 1)");
+    PQfinish(c);
+    /* The fence in the rater's transactions: shard a's rater works, then its database stops
+     * listing the partitions (a map changed behind its back): its next batch is refused
+     * with GMS01, rolled back whole, and the rater stops with exit 1 instead of retrying. */
+    h_env e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.topic, sizeof e.topic, "%s", s.topic);
+    e.brokers = gm_test_brokers();
+    e.partitions = 4;
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    h_traffic t = {.sources = 12, .events = 2000, .seed = 5};
+    h_produce(&e, &t, &x);
+    pid_t a = rater_start_idle(&s, "a", "fenced", NULL, "30000");
+    ck_assert_msg(committed(s.a, "fenced", 60), "shard a's rater committed nothing in 60 s");
+    /* the first traffic done: nothing committed for 1.5 s (batches of at most 100 ms) */
+    const char *q_n = "SELECT coalesce(sum(messages), 0) FROM gm.batches";
+    for (int64_t n = -1, now = value_i64(s.a, q_n); n != now; now = value_i64(s.a, q_n)) {
+        n = now;
+        usleep(1500000);
+    }
+    int64_t batches = value_i64(s.a, "SELECT count(*) FROM gm.batches");
+    c = gm_test_pg_connect(s.a);
+    gm_test_pg_exec(c, "DELETE FROM gm.shard_partitions");
+    PQfinish(c);
+    h_traffic t2 = {.sources = 12, .events = 2000, .seed = 6, .source_base = 100};
+    h_produce(&e, &t2, &x);
+    ck_assert_int_eq(h_rater_wait(a), 1);
+    ck_assert_int_eq(value_i64(s.a, "SELECT count(*) FROM gm.batches"), batches);
+    c = gm_test_pg_connect(s.a);
+    gm_test_pg_exec(c, "INSERT INTO gm.shard_partitions SELECT topic, p FROM gm.shard_topics,"
+                       " generate_series(0, 1) p");
     PQfinish(c);
     /* init on a shard already recorded with other partitions changes nothing */
     const char *init[] = {
