@@ -10,6 +10,8 @@
  *     audit.reconciliation: keys grouped, quantities and amounts summed, exactly as one
  *     database would have summed them; audit.gpu_economics: sums regrouped and its cost,
  *     margin and per-million figures computed again from the sums, as the view does);
+ *   - audit.gpu_reconciliation regrouped per node, tenant and hour (a node's usage and its
+ *     GPU windows have two keys, SOURCE and SOURCE/gpu, so may be on two shards);
  *   - audit.cost_cards, reference data that every shard holds alike, from the first shard.
  * Schema audit_by_shard holds the same views with a first column `shard`, for provenance.
  * Everything is made again on every run, in one transaction: re-run it after a migration
@@ -154,15 +156,23 @@ static bool summed_type(const char *type)
            !strcmp(type, "smallint");
 }
 
-/* audit.gpu_economics over the shards: as sql/0010's view, from the regrouped sums. */
+/* audit.gpu_economics over the shards: as sql/0010's view, from the regrouped sums. A
+ * 'windows' row of a site, tenant and hour whose GPU windows are on one shard and whose usage
+ * is on another comes from the first without a revenue currency: it joins the key's row of
+ * the one currency the other shards give it (one database's FULL JOIN would have made one
+ * row of them). */
 static void gpu_economics(sbuf *sql, const char *from)
 {
     sb_add(sql,
-           "WITH s AS (SELECT basis, site, tenant, model, hour, sum(input_tokens) AS input_tokens,"
+           "WITH u0 AS (SELECT * FROM (%s) u), u AS (SELECT u0.*, CASE WHEN revenue_currency IS"
+           " NULL AND min(revenue_currency) OVER k = max(revenue_currency) OVER k THEN"
+           " min(revenue_currency) OVER k ELSE revenue_currency END AS cur FROM u0 WINDOW k AS"
+           " (PARTITION BY basis, site, tenant, model, hour)),"
+           " s AS (SELECT basis, site, tenant, model, hour, sum(input_tokens) AS input_tokens,"
            " sum(cached_tokens) AS cached_tokens, sum(output_tokens) AS output_tokens,"
-           " sum(gpu_us) AS gpu_us, revenue_currency, sum(revenue) AS revenue, cost_card_site,"
-           " cost_card_version, cost_currency, gpu_hour_cost, reference_per_1m_output_tokens"
-           " FROM (%s) u GROUP BY basis, site, tenant, model, hour, revenue_currency,"
+           " sum(gpu_us) AS gpu_us, cur AS revenue_currency, sum(revenue) AS revenue,"
+           " cost_card_site, cost_card_version, cost_currency, gpu_hour_cost,"
+           " reference_per_1m_output_tokens FROM u GROUP BY basis, site, tenant, model, hour, cur,"
            " cost_card_site, cost_card_version, cost_currency, gpu_hour_cost,"
            " reference_per_1m_output_tokens),"
            " c AS (SELECT s.*, round(gpu_us * gpu_hour_cost / 3600000000, 18) AS gpu_cost FROM s)"
@@ -177,6 +187,30 @@ static void gpu_economics(sbuf *sql, const char *from)
            " output_tokens, 18)::numeric(38,18) END AS revenue_per_1m_output_tokens,"
            " reference_per_1m_output_tokens FROM c",
            from);
+}
+
+/* audit.gpu_reconciliation over the shards: a node's usage events (keyed by its source) and
+ * its GPU windows (keyed by its GPU source, SOURCE/gpu) may be on two shards. The per-tenant
+ * sums add up; the node's per-hour figures (node_*: the same on every row of the node's hour
+ * within one shard) are each shard's once, summed; the share is computed again from them. */
+static void gpu_reconciliation(sbuf *sql, const char *by_shard)
+{
+    sb_add(sql,
+           "WITH b AS (SELECT * FROM (%s) u), g AS (SELECT site, node, tenant, hour,"
+           " sum(reported_gpu_us) AS r, sum(attributed_gpu_us) AS a, sum(usage_events) AS ue,"
+           " sum(gpu_windows) AS gw FROM b GROUP BY 1, 2, 3, 4), n AS (SELECT site, node, hour,"
+           " sum(nu) AS nu, sum(na) AS na FROM (SELECT DISTINCT shard, site, node, hour,"
+           " node_unattributed_us AS nu, node_attributed_us AS na FROM b) d GROUP BY 1, 2, 3)"
+           " SELECT g.site, g.node, g.tenant, g.hour, g.r::bigint AS reported_gpu_us,"
+           " g.a::bigint AS attributed_gpu_us, (g.r - g.a)::bigint AS difference_us,"
+           " g.ue::bigint AS usage_events, g.gw::bigint AS gpu_windows,"
+           " coalesce(n.nu, 0)::bigint AS node_unattributed_us,"
+           " coalesce(n.na, 0)::bigint AS node_attributed_us,"
+           " CASE WHEN coalesce(n.na, 0) + coalesce(n.nu, 0) = 0 THEN NULL ELSE"
+           " round(coalesce(n.nu, 0)::numeric / (coalesce(n.na, 0) + coalesce(n.nu, 0)), 6) END"
+           " AS unattributed_share FROM g LEFT JOIN n ON n.site IS NOT DISTINCT FROM g.site AND"
+           " n.node IS NOT DISTINCT FROM g.node AND n.hour IS NOT DISTINCT FROM g.hour",
+           by_shard);
 }
 
 int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err, size_t err_len)
@@ -267,6 +301,8 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
             sb_add(&sql, "SELECT %s FROM %s.%s", cols, sch0, vq);
         } else if (!strcmp(view, "gpu_economics")) {
             gpu_economics(&sql, u.s);
+        } else if (!strcmp(view, "gpu_reconciliation")) {
+            gpu_reconciliation(&sql, by.s);
         } else if (regrouped(view)) {
             /* keys (text, times, currency) grouped; numbers summed, back in their type */
             sbuf sel = {0}, grp = {0};
@@ -293,9 +329,11 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
         sb_add(&sql, ";\n");
         if (log)
             fprintf(log, "audit.%s: %s\n", view,
-                    !strcmp(view, "cost_cards")                         ? "the first shard's"
-                    : !strcmp(view, "gpu_economics") || regrouped(view) ? "regrouped"
-                                                                        : "union");
+                    !strcmp(view, "cost_cards") ? "the first shard's"
+                    : !strcmp(view, "gpu_economics") || !strcmp(view, "gpu_reconciliation") ||
+                            regrouped(view)
+                        ? "regrouped"
+                        : "union");
         free(u.s);
         free(by.s);
     }
