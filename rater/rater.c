@@ -792,7 +792,6 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
             r->n_msgs -= r->drop_upto;
             r->drop_upto = 0;
             last_activity = gm_mono_us();
-            failures_in_row = 0; /* what failed may be another rater's now */
         }
         bool owns_any = false;
         for (int p = 0; p < MAX_PARTITIONS && !owns_any; p++)
@@ -800,9 +799,7 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
         if (!owns_any)
             last_activity = gm_mono_us(); /* waiting for an assignment is not idle */
         if (r->n_msgs == 0) {
-            /* never idle while the last batch failed: it is to be done again first */
-            if (cfg->exit_idle_ms > 0 && failures_in_row == 0 &&
-                gm_mono_us() - last_activity > cfg->exit_idle_ms * 1000) {
+            if (cfg->exit_idle_ms > 0 && gm_mono_us() - last_activity > cfg->exit_idle_ms * 1000) {
                 gm_info("rater", "msg=\"idle, exiting\" committed=%zu", committed);
                 idle_exit = true;
                 break;
@@ -813,8 +810,9 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
                 break;
             int brc = process_batch(r, &committed);
             free_msgs(r);
-            /* the batch's time (a long PostgreSQL outage included) is not idle time: an idle
-             * exit right after it would leave the batch it failed unrated */
+            /* the batch's time (a long PostgreSQL outage included) is not idle time: counted
+             * from before it, an idle exit could follow a failed batch at once, before the
+             * seek back to PostgreSQL's offsets had fetched it again, leaving it unrated */
             last_activity = gm_mono_us();
             if (r->fatal[0]) {
                 rc = gm_fail(err, err_len, GM_EFENCED, "%s", r->fatal);
