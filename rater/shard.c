@@ -1,4 +1,4 @@
-/* Shards: the shard map file, a shard database's record of its part of it (sql/0015), and
+/* Shards: the shard map file, a shard database's record of its part of it (sql/0016), and
  * the coordinator database that queries every shard through postgres_fdw.
  *
  * DESIGN. Nothing here distributes rows: Kafka already does. Each partition of a sharded

@@ -1,4 +1,4 @@
--- 0015 shards: a database may be one shard of a sharded store (docs/scaling.md, "Shards").
+-- 0016 shards: a database may be one shard of a sharded store (docs/scaling.md, "Shards").
 -- Each Kafka partition of a sharded topic belongs to exactly one shard, which holds that
 -- partition's ledger rows, charges, sources, rejects and offsets, so that a batch stays one
 -- local transaction. The shard map (a file, `gridmeter shard`) says which; this migration
