@@ -705,7 +705,8 @@ START_TEST(test_example_cards_and_contracts_validate)
 {
     const char *cards[] = {"list-usd-v1.json", "list-usd-v2.json", "list-jpy-v1.json",
                            "list-kwd-v1.json"};
-    const char *contracts[] = {"contract-acme.json", "contract-kaiju.json", "contract-gulf.json"};
+    const char *contracts[] = {"contract-acme.json", "contract-kaiju.json", "contract-gulf.json",
+                               "contract-newco.json"};
     gm_rating_book *b = gm_rating_book_new();
     char err[512], rel[256];
     for (size_t i = 0; i < GM_ARRAY_LEN(cards); i++) {

@@ -50,6 +50,33 @@ START_TEST(test_quote_prints_event_amounts_and_invoice_totals)
 }
 END_TEST
 
+/* docs/rating.md, "Free allowances" and "Commitments over a term" through the command: newco's
+ * one November event (ams1, metro; default entry: output 1,000 x 0.000002) and
+ * examples/ratecards/contract-newco.json: 500 output tokens free, -(500 x 0.000002) = -0.001
+ * exact (0.00 rounded); the 20.00 minimum from 16 November is 20.00 x 1296000/2592000 =
+ * 10.00 this month, the shortfall tops the month up to a total of 10.00. */
+START_TEST(test_quote_shows_allowance_lines_and_the_pro_rated_minimum)
+{
+    char *out;
+    int rc = run(BIN " quote --rate-card " EX "list-usd-v1.json --contract " EX
+                     "contract-newco.json < " EX "usage-sample.jsonl",
+                 &out);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+    const char *inv = strstr(out, "\"tenant\":\"newco\",\"period_start\"");
+    ck_assert_msg(inv != NULL, "%s", out);
+    ck_assert_msg(strstr(inv, "\"kind\":\"allowance\",\"description\":\"free allowance 500 of "
+                              "500 output tokens a month: some-new-model, metro\",\"dimension\":"
+                              "\"output\""),
+                  "%s", inv);
+    ck_assert_msg(strstr(inv, "\"metered_quantity\":\"500\""), "%s", inv);
+    ck_assert_msg(strstr(inv, "\"amount_exact\":\"-0.001000000000000000\""), "%s", inv);
+    ck_assert_msg(strstr(inv, "\"commitment_minimum\":\"10.00\",\"commitment\":\"10.00\""), "%s",
+                  inv);
+    ck_assert_msg(strstr(inv, "\"total\":\"10.00\""), "%s", inv);
+    free(out);
+}
+END_TEST
+
 /* docs/rating.md, Token kinds, example 1 through the command: a usage revision 1.1 event on
  * examples/ratecards/kinds-usd-v1.json prices each kind once (output 300 - 200 reasoning) and
  * the request fee; the event total is 0.0021056. */
@@ -202,6 +229,7 @@ int main(void)
     TCase *tc = tcase_create("cli");
     tcase_add_test(tc, test_quote_prints_event_amounts_and_invoice_totals);
     tcase_add_test(tc, test_quote_prices_token_kinds_and_the_request_fee);
+    tcase_add_test(tc, test_quote_shows_allowance_lines_and_the_pro_rated_minimum);
     tcase_add_test(tc, test_quote_lists_invalid_events_and_exits_1);
     tcase_add_test(tc, test_quote_drops_duplicate_events_as_the_rater_does);
     tcase_add_test(tc, test_quote_gpu_lines_are_in_gpu_seconds);
