@@ -230,6 +230,10 @@ static void line_from_rating(gm_billing_line *l, const gm_invoice_line *g)
     l->amount_minor = g->amount_minor;
     l->discount_minor = g->discount_minor;
     l->credit_minor = g->credit_minor;
+    if (g->dim == GM_DIM_GPU)
+        snprintf(l->gpu_basis, sizeof l->gpu_basis, "%s",
+                 gm_gpu_basis_name(g->flags & GM_PRICE_F_GPU_WINDOWS ? GM_GPU_BASIS_WINDOWS
+                                                                     : GM_GPU_BASIS_REQUESTS));
 }
 
 gm_billing_invoice *gm_billing_from_rating(const gm_invoice *g)
@@ -396,7 +400,7 @@ PGresult *billing__billed_lines(PGconn *db, const char *tenant, const char *qid,
         "SELECT coalesce(l.adjusted_kind, l.kind), coalesce(l.dimension, ''),"
         " coalesce(l.model, ''), coalesce(l.site_tier, ''), coalesce(l.card_version, 0),"
         " coalesce(l.band, 0), coalesce(sum(l.quantity), 0), sum(l.amount_exact),"
-        " sum(l.amount_minor), max(l.unit_price)"
+        " sum(l.amount_minor), max(l.unit_price), coalesce(max(l.gpu_basis), '')"
         " FROM gm.invoice_lines l JOIN gm.invoices i USING (invoice_id)"
         " WHERE i.tenant = $1 AND i.status <> 'draft'"
         " AND ((l.invoice_id = $2 AND l.kind <> 'adjustment') OR l.corrects_period = $3)"
@@ -477,6 +481,7 @@ static int adjust_period(const gm_billing_ctx *ctx, gm_billing_invoice *inv, siz
                  l->dimension, l->model);
         gm_utf8_trim_partial(l->description);
         l->unit_price_p = billing__price(&rd, billed, j, 9);
+        snprintf(l->gpu_basis, sizeof l->gpu_basis, "%s", PQgetvalue(billed, j, 10));
         l->qty = -bq;
         l->amount_e18 = -be;
         l->amount_minor = -bm;
@@ -835,7 +840,8 @@ int billing__load_lines(PGconn *db, gm_billing_invoice *inv, char *err, size_t e
                              " coalesce(site_tier, ''), coalesce(card_version, 0),"
                              " coalesce(band, 0), coalesce(quantity, 0), unit_price, amount_exact,"
                              " amount_minor, discount_minor, credit_minor, " BILLING_US(
-                                 "corrects_period") " FROM gm.invoice_lines"
+                                 "corrects_period") ", coalesce(gpu_basis, '')"
+                                                    " FROM gm.invoice_lines"
                                                     " WHERE invoice_id = $1 ORDER BY line_no",
                              1, p, PGRES_TUPLES_OK, "invoice lines", err, err_len, &rc);
     if (!r)
@@ -860,6 +866,7 @@ int billing__load_lines(PGconn *db, gm_billing_invoice *inv, char *err, size_t e
         l->discount_minor = billing__int(&rd, r, i, 13);
         l->credit_minor = billing__int(&rd, r, i, 14);
         l->corrects_period_us = billing__i64(&rd, r, i, 15);
+        snprintf(l->gpu_basis, sizeof l->gpu_basis, "%s", PQgetvalue(r, i, 16));
     }
     PQclear(r);
     return billing__rd_fail(&rd, "invoice lines", err, err_len);
@@ -1173,7 +1180,7 @@ static int store_line(PGconn *db, const gm_billing_invoice *inv, const gm_billin
     if (l->corrects_period_us)
         billing__time(l->corrects_period_us, cp);
     bool usage = l->dimension[0] != 0;
-    const char *p[18] = {inv->invoice_id,
+    const char *p[19] = {inv->invoice_id,
                          no,
                          l->kind,
                          l->adjusted_kind[0] ? l->adjusted_kind : NULL,
@@ -1190,14 +1197,15 @@ static int store_line(PGconn *db, const gm_billing_invoice *inv, const gm_billin
                          mi,
                          di,
                          cr,
-                         l->corrects_period_us ? cp : NULL};
+                         l->corrects_period_us ? cp : NULL,
+                         l->gpu_basis[0] ? l->gpu_basis : NULL};
     return billing__exec(db,
                          "INSERT INTO gm.invoice_lines (invoice_id, line_no, kind, adjusted_kind,"
                          " description, dimension, model, site_tier, card_version, band, quantity,"
                          " unit_price, amount_exact, amount, amount_minor, discount_minor,"
-                         " credit_minor, corrects_period) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-                         " $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-                         18, p, "invoice line", err, err_len);
+                         " credit_minor, corrects_period, gpu_basis) VALUES ($1, $2, $3, $4, $5,"
+                         " $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                         19, p, "invoice line", err, err_len);
 }
 
 static int snapshot(PGconn *db, const gm_billing_invoice *inv, int64_t start_us, gm_i128 events,

@@ -48,6 +48,7 @@ typedef struct {
     gm_i128 amount_minor;
     gm_i128 discount_minor, credit_minor;
     int64_t corrects_period_us; /* adjustment lines; 0 otherwise */
+    char gpu_basis[12]; /* gpu lines: "requests" or "windows" (docs/rating.md); "" otherwise */
 } gm_billing_line;
 
 typedef struct {

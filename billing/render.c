@@ -75,6 +75,10 @@ cJSON *gm_billing_line_json(const gm_billing_line *l, int minor_units)
         gm_billing_format_month(l->corrects_period_us, m);
         cJSON_AddStringToObject(j, "corrects_period", m);
     }
+    if (l->gpu_basis[0])
+        cJSON_AddStringToObject(j, "gpu_basis", l->gpu_basis);
+    else
+        cJSON_AddNullToObject(j, "gpu_basis");
     return j;
 }
 
@@ -165,7 +169,7 @@ char *gm_billing_invoice_csv(const gm_billing_invoice *inv, size_t *len)
     static const char head[] =
         "invoice_id,number,tenant,period,status,currency,line_no,kind,description,"
         "dimension,model,site_tier,card_version,band,quantity,unit,unit_price,"
-        "amount_exact,amount,corrects_period\r\n";
+        "amount_exact,amount,corrects_period,gpu_basis\r\n";
     badd(&b, head, sizeof head - 1);
     char month[8];
     gm_billing_format_month(inv->period_start_us, month);
@@ -211,7 +215,8 @@ char *gm_billing_invoice_csv(const gm_billing_invoice *inv, size_t *len)
                            up,
                            ex,
                            am,
-                           cp};
+                           cp,
+                           l ? l->gpu_basis : ""};
         for (size_t k = 0; k < GM_ARRAY_LEN(f); k++) {
             if (k)
                 badd(&b, ",", 1);

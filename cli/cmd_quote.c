@@ -67,13 +67,13 @@ static void json_kv_time(FILE *f, bool *first, const char *k, int64_t us)
 
 static void json_flags(FILE *f, bool *first, unsigned flags)
 {
-    static const char *names[] = {"unknown_tenant", "default_model", "default_site",
-                                  "contract_price"};
+    static const char *names[] = {
+        "unknown_tenant", "default_model", "default_site", "contract_price", NULL, "gpu_windows"};
     json_key(f, first, "flags");
     fputc('[', f);
     bool any = false;
     for (unsigned i = 0; i < GM_ARRAY_LEN(names); i++)
-        if (flags & (1u << i)) {
+        if ((flags & (1u << i)) && names[i]) {
             fputs(any ? "," : "", f);
             json_str(f, names[i]);
             any = true;
@@ -291,10 +291,21 @@ int gm_cmd_quote(int argc, char **argv)
         }
         quote_period *qp = NULL;
         gm_usage u = {ev.tenant, ev.model, ev.site, ev.time_us, {0}};
-        gm_rating_usage_tokens(u.qty, ev.input_tokens, ev.cached_tokens, ev.cache_write_tokens,
-                               ev.output_tokens, ev.reasoning_tokens, ev.gpu_us);
+        if (!rc && ev.type == GM_EVENT_GPU) {
+            /* An attributed GPU window: charged as the rater's GPU consumer charges it
+             * (model "*", at the hour of window_start, kernel-share-v1 only; docs/rating.md,
+             * "GPU billing basis"). */
+            if (strcmp(ev.policy, "kernel-share-v1"))
+                continue; /* copy-engine time is reconciled, never charged */
+            u.model = GM_GPU_WINDOW_MODEL;
+            u.time_us = ev.window_start_us;
+            u.qty[GM_DIM_GPU] = ev.gpu_us;
+        } else {
+            gm_rating_usage_tokens(u.qty, ev.input_tokens, ev.cached_tokens, ev.cache_write_tokens,
+                                   ev.output_tokens, ev.reasoning_tokens, ev.gpu_us);
+        }
         if (!rc) {
-            int64_t month = gm_month_start(ev.time_us);
+            int64_t month = gm_month_start(u.time_us);
             for (size_t k = 0; k < n_per && !qp; k++)
                 if (per[k].month_us == month && !strcmp(per[k].tenant, ev.tenant))
                     qp = &per[k];
@@ -327,8 +338,8 @@ int gm_cmd_quote(int argc, char **argv)
         json_kv_str(out, &first, "source", ev.source);
         json_kv_str(out, &first, "id", ev.id);
         json_kv_str(out, &first, "tenant", ev.tenant);
-        json_kv_time(out, &first, "time", ev.time_us);
-        json_kv_str(out, &first, "model", ev.model);
+        json_kv_time(out, &first, "time", u.time_us);
+        json_kv_str(out, &first, "model", u.model);
         json_kv_str(out, &first, "site", ev.site);
         json_kv_str(out, &first, "site_tier", p.site_tier);
         json_kv_str(out, &first, "card_id", p.card_id);

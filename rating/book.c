@@ -269,6 +269,26 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
         return gm_fail(err, err_len, GM_EINVAL,
                        "tenant %s: the contract is in %s but card %s v%lld is in %s", tenant,
                        k->currency, c->card_id, (long long)c->version, c->currency);
+    if (!strcmp(model, GM_GPU_WINDOW_MODEL)) {
+        /* Attributed GPU windows (docs/rating.md, "GPU billing basis"): only the gpu
+         * dimension, at the contract's gpu_window_price under gpu_basis "windows", else 0
+         * (the requests' gpu_us bill GPU time). Never a card's model entry. */
+        size_t wl = strlen(site);
+        int32_t wsi = rating__map_get_h(&c->site_map, site, wl, rating__hash(site, wl));
+        memset(out->price_p, 0, sizeof out->price_p);
+        if (wsi < 0)
+            flags |= GM_PRICE_F_DEFAULT_SITE;
+        if (k && k->gpu_basis == GM_GPU_BASIS_WINDOWS) {
+            out->price_p[GM_DIM_GPU] = k->gpu_window_price_p;
+            flags |= GM_PRICE_F_GPU_WINDOWS | GM_PRICE_F_CONTRACT_PRICE;
+        }
+        out->card = c;
+        out->contract = k;
+        out->tier = wsi >= 0 ? c->site_tier[wsi] : c->default_tier;
+        out->model = -1;
+        out->flags = flags;
+        return 0;
+    }
     size_t ml = strlen(model);
     uint64_t mh = rating__hash(model, ml);
     const rating__override *o = NULL;
@@ -288,6 +308,10 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
         if (o && (o->mask & ((1u << GM_DIM_LEGACY_COUNT) - 1)) == (1u << GM_DIM_LEGACY_COUNT) - 1) {
             /* The contract prices every dimension of a model the card does not list. */
             memcpy(out->price_p, o->price_p, sizeof out->price_p);
+            if (k->gpu_basis == GM_GPU_BASIS_WINDOWS) {
+                out->price_p[GM_DIM_GPU] = 0; /* billed from the windows */
+                flags |= GM_PRICE_F_GPU_WINDOWS;
+            }
             out->card = c;
             out->contract = k;
             out->tier = tier;
@@ -316,12 +340,22 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
                 out->price_p[d] = o->price_p[d];
         flags |= GM_PRICE_F_CONTRACT_PRICE;
     }
+    if (k && k->gpu_basis == GM_GPU_BASIS_WINDOWS) {
+        /* GPU time is billed from the tenant's attributed windows: never twice. */
+        out->price_p[GM_DIM_GPU] = 0;
+        flags |= GM_PRICE_F_GPU_WINDOWS;
+    }
     out->card = c;
     out->contract = k;
     out->tier = tier;
     out->model = flags & GM_PRICE_F_DEFAULT_MODEL ? -1 : mi;
     out->flags = flags;
     return 0;
+}
+
+const char *gm_gpu_basis_name(gm_gpu_basis b)
+{
+    return b == GM_GPU_BASIS_WINDOWS ? "windows" : "requests";
 }
 
 #define TOKEN_AMOUNT_MAX (GM_I128_MAX / 1000000)

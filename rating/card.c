@@ -884,6 +884,50 @@ static int parse_allowances(const rating__json *j, const cJSON *a, gm_rating_con
     return 0;
 }
 
+/* gpu_basis ("requests", the default, or "windows") and gpu_window_price (required with
+ * "windows", refused otherwise); a gpu tier rule only with "requests" (docs/rating.md,
+ * "GPU billing basis"). */
+static int contract_gpu_basis(const rating__json *j, const cJSON *doc, gm_rating_contract *k,
+                              char *err, size_t err_len)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "gpu_basis");
+    int rc;
+    k->gpu_basis = GM_GPU_BASIS_REQUESTS;
+    if (v) {
+        if (!cJSON_IsString(v) ||
+            (strcmp(v->valuestring, "requests") && strcmp(v->valuestring, "windows"))) {
+            char what[96];
+            rating__json_describe(j, v, what, sizeof what);
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "gpu_basis: must be \"requests\" or \"windows\", got %s", what);
+        }
+        if (!strcmp(v->valuestring, "windows"))
+            k->gpu_basis = GM_GPU_BASIS_WINDOWS;
+    }
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(doc, "gpu_window_price");
+    if (k->gpu_basis == GM_GPU_BASIS_REQUESTS) {
+        if (p)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "gpu_window_price: only allowed with gpu_basis \"windows\" (this "
+                           "contract bills GPU time from the requests' gpu_us)");
+        return 0;
+    }
+    if (!p)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "gpu_window_price: required when gpu_basis is \"windows\" (e.g. "
+                       "{\"per_gpu_hour\": \"2.88\"})");
+    if ((rc = parse_price(j, p, GM_DIM_GPU, "gpu_window_price", &k->gpu_window_price_p, err,
+                          err_len)))
+        return rc;
+    for (size_t i = 0; i < k->n_rules; i++)
+        if (k->rules[i].dim == GM_DIM_GPU)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "tiers[%zu]: a gpu tier rule cannot be combined with gpu_basis "
+                           "\"windows\" (attributed windows are priced at gpu_window_price)",
+                           i);
+    return 0;
+}
+
 static int contract_from_json(const rating__json *j, gm_rating_contract *k, char *err,
                               size_t err_len)
 {
@@ -897,7 +941,8 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
                                           "discount_percent", "minimum_commitment",
                                           "prepaid_credits",  "commitment_start",
                                           "commitment_end",   "free_allowances",
-                                          "description",      NULL};
+                                          "description",      "gpu_basis",
+                                          "gpu_window_price", NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
@@ -976,8 +1021,10 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
         return rc;
     if ((rc = parse_term(j, doc, k, err, err_len)))
         return rc;
-    return parse_allowances(j, cJSON_GetObjectItemCaseSensitive(doc, "free_allowances"), k, err,
-                            err_len);
+    if ((rc = parse_allowances(j, cJSON_GetObjectItemCaseSensitive(doc, "free_allowances"), k, err,
+                               err_len)))
+        return rc;
+    return contract_gpu_basis(j, doc, k, err, err_len);
 }
 
 int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **out, char *err,
@@ -1016,6 +1063,8 @@ void gm_rating_contract_get_info(const gm_rating_contract *k, gm_rating_contract
     out->commitment_start_us = k->commit_start_us;
     out->commitment_end_us = k->commit_end_us;
     memcpy(out->free_allowance, k->allowance, sizeof out->free_allowance);
+    out->gpu_basis = k->gpu_basis;
+    out->gpu_window_price_p = k->gpu_window_price_p;
 }
 
 gm_i128 gm_rating_contract_commitment(const gm_rating_contract *k, int64_t month_start_us,

@@ -122,6 +122,16 @@ size_t gm_rating_card_sites(const gm_rating_card *card, const gm_rating_site_row
 
 typedef enum { GM_TIER_GRADUATED = 0, GM_TIER_VOLUME = 1 } gm_tier_mode;
 
+/* Where a contract's GPU time is billed from (docs/rating.md, "GPU billing basis"), never
+ * both: the requests' gpu_us (the default), or the GPU windows that gpu_accounting
+ * attributed to the tenant (kernel-share-v1), priced at the contract's gpu_window_price. */
+typedef enum { GM_GPU_BASIS_REQUESTS = 0, GM_GPU_BASIS_WINDOWS = 1 } gm_gpu_basis;
+/* "requests" or "windows". */
+const char *gm_gpu_basis_name(gm_gpu_basis b);
+/* The model name under which attributed windows are charged and invoiced (gm.charges,
+ * invoice lines): "*", which no model can be (docs/events.md). */
+#define GM_GPU_WINDOW_MODEL "*"
+
 typedef struct {
     const char *tenant;
     const char *card_id; /* NULL: the book's default card */
@@ -137,6 +147,8 @@ typedef struct {
     int64_t commitment_start_us, commitment_end_us;
     /* Free units per month and dimension (tokens, gpu_us, requests); 0 for none. */
     gm_i128 free_allowance[GM_DIM_COUNT];
+    gm_gpu_basis gpu_basis;
+    int64_t gpu_window_price_p; /* per GPU-second; 0 unless gpu_basis is windows */
 } gm_rating_contract_info;
 
 /* The minimum commitment of the month starting at month_start_us under a contract: the
@@ -217,6 +229,10 @@ typedef struct {
 #define GM_PRICE_F_DEFAULT_MODEL  2u /* model not on the card: priced by its "default" entry */
 #define GM_PRICE_F_DEFAULT_SITE   4u /* site not on the card: priced at its default site tier */
 #define GM_PRICE_F_CONTRACT_PRICE 8u /* at least one dimension priced by a contract override */
+/* 16u is the unknown price variant flag (helper D). */
+#define GM_PRICE_F_GPU_WINDOWS                                                                     \
+    32u /* the contract bills GPU time from attributed windows (gpu_basis "windows"): a usage      \
+         * event's gpu is priced 0; a window line is priced at gpu_window_price */
 
 #define GM_RATING_QTY_MAX ((INT64_C(1) << 53) - 1)
 

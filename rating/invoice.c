@@ -362,6 +362,8 @@ static bool rule_covers(const rating__tier_rule *r, const usage_item *it)
 {
     if (r->dim != it->dim)
         return false;
+    if (!strcmp(it->model, GM_GPU_WINDOW_MODEL))
+        return false; /* attributed windows: never a tier rule's (docs/rating.md) */
     if (!r->n_models)
         return true;
     for (size_t i = 0; i < r->n_models; i++)
@@ -473,8 +475,22 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
         l->qty = it->qty;
         l->unit_price_p = it->price_p;
         l->flags = it->flags;
-        describe(l, "%s, %s, site tier %s, card %s v%lld", dim_label(it->dim), it->model, it->tier,
-                 inv->card_id, (long long)it->version);
+        if (it->dim != GM_DIM_GPU)
+            describe(l, "%s, %s, site tier %s, card %s v%lld", dim_label(it->dim), it->model,
+                     it->tier, inv->card_id, (long long)it->version);
+        else if (!strcmp(it->model, GM_GPU_WINDOW_MODEL))
+            describe(l, "GPU time (us) of attributed windows, site tier %s, card %s v%lld, %s",
+                     it->tier, inv->card_id, (long long)it->version,
+                     it->flags & GM_PRICE_F_GPU_WINDOWS ? "gpu_basis windows"
+                                                        : "not billed: gpu_basis requests");
+        else if (it->flags & GM_PRICE_F_GPU_WINDOWS)
+            describe(l,
+                     "GPU time (us), %s, site tier %s, card %s v%lld, not billed: gpu_basis "
+                     "windows",
+                     it->model, it->tier, inv->card_id, (long long)it->version);
+        else
+            describe(l, "%s, %s, site tier %s, card %s v%lld", dim_label(it->dim), it->model,
+                     it->tier, inv->card_id, (long long)it->version);
         rc = line_amounts(l, mu, err, err_len);
     }
     for (size_t r = 0; r < n_rules && !rc; r++) {

@@ -404,6 +404,102 @@ static const char *contract_tiers =
     " {\"up_to\":\"1000000\",\"price\":{\"per_1m_tokens\":\"1.00\"}},"
     " {\"price\":{\"per_1m_tokens\":\"0.50\"}}]}]}";
 
+/* gpu_basis (docs/rating.md, "GPU billing basis"): validation names the field and the rule;
+ * under "windows" a usage event's gpu is 0 (flagged) and windows (model "*") are priced at
+ * gpu_window_price; under "requests" the windows are 0 and no tier rule claims them. */
+static const char *contract_windows =
+    "{\"tenant\":\"acme\",\"card_id\":\"list\",\"currency\":\"USD\",\"gpu_basis\":\"windows\","
+    "\"gpu_window_price\":{\"per_gpu_hour\":\"2.16\"}}";
+
+START_TEST(test_gpu_basis_bills_windows_or_requests_never_both)
+{
+    static const struct {
+        const char *json, *want;
+    } bad[] = {
+        {"{\"tenant\":\"a\",\"currency\":\"USD\",\"gpu_basis\":\"window\"}",
+         "gpu_basis: must be \"requests\" or \"windows\", got"},
+        {"{\"tenant\":\"a\",\"currency\":\"USD\",\"gpu_basis\":1}",
+         "gpu_basis: must be \"requests\" or \"windows\", got"},
+        {"{\"tenant\":\"a\",\"currency\":\"USD\",\"gpu_basis\":\"windows\"}",
+         "gpu_window_price: required when gpu_basis is \"windows\""},
+        {"{\"tenant\":\"a\",\"currency\":\"USD\",\"gpu_window_price\":{\"per_gpu_hour\":\"1\"}}",
+         "gpu_window_price: only allowed with gpu_basis \"windows\""},
+        {"{\"tenant\":\"a\",\"currency\":\"USD\",\"gpu_basis\":\"windows\","
+         "\"gpu_window_price\":{\"per_1m_tokens\":\"1\"}}",
+         "gpu_window_price.per_1m_tokens: unknown price unit for GPU time"},
+        {"{\"tenant\":\"a\",\"currency\":\"USD\",\"gpu_basis\":\"windows\","
+         "\"gpu_window_price\":{\"per_gpu_hour\":\"0.0000000000001\"}}",
+         "gpu_window_price.per_gpu_hour:"},
+        {"{\"tenant\":\"a\",\"currency\":\"USD\",\"gpu_basis\":\"windows\","
+         "\"gpu_window_price\":{\"per_gpu_hour\":\"3.60\"},\"tiers\":[{\"dimension\":\"gpu\","
+         "\"mode\":\"volume\",\"bands\":[{\"up_to\":null,\"price\":{\"per_gpu_hour\":\"3.60\"}}]}]"
+         "}",
+         "tiers[0]: a gpu tier rule cannot be combined with gpu_basis \"windows\""},
+    };
+    for (size_t i = 0; i < GM_ARRAY_LEN(bad); i++) {
+        gm_rating_contract *k = NULL;
+        char err[512] = "";
+        ck_assert_int_ne(gm_rating_contract_parse(S(bad[i].json), &k, err, sizeof err), 0);
+        ck_assert_msg(strstr(err, bad[i].want) != NULL, "case %zu: %s", i, err);
+    }
+    gm_rating_contract *k = NULL;
+    char err[512];
+    ck_assert_msg(gm_rating_contract_parse(S(contract_windows), &k, err, sizeof err) == 0, "%s",
+                  err);
+    gm_rating_contract_info ci;
+    gm_rating_contract_get_info(k, &ci);
+    ck_assert_int_eq(ci.gpu_basis, GM_GPU_BASIS_WINDOWS);
+    ck_assert_int_eq(ci.gpu_window_price_p, INT64_C(600000000)); /* 0.0006 per GPU-second */
+    gm_rating_contract_free(k);
+
+    /* windows: m5 at fra1 lists gpu at 0.001/s; the event's 5 s are 0, flagged; the window's
+     * 2,700 s cost 2,700 x 0.0006 = 1.62 */
+    gm_rating_book *b = book_with(card_basic, contract_windows);
+    gm_event_price p;
+    gm_usage u = usage("acme", "m5", "fra1", NOV1, 1000, 0, 0, 5000000);
+    ck_assert(gm_rating_price_event(b, &u, &p, err, sizeof err) == 0);
+    ck_assert(p.amount_e18[GM_DIM_GPU] == 0 && p.unit_price_p[GM_DIM_GPU] == 0);
+    ck_assert(p.flags & GM_PRICE_F_GPU_WINDOWS);
+    ck_assert(p.amount_e18[GM_DIM_INPUT] != 0);
+    gm_usage w = usage("acme", GM_GPU_WINDOW_MODEL, "fra1", NOV1 + 1, 0, 0, 0, 2700000000);
+    ck_assert(gm_rating_price_event(b, &w, &p, err, sizeof err) == 0);
+    ck_assert_str_eq(dec(p.amount_e18[GM_DIM_GPU], 18), "1.620000000000000000");
+    ck_assert(p.flags & GM_PRICE_F_GPU_WINDOWS);
+    gm_usage ev[2] = {u, w};
+    gm_invoice *inv = invoice_of(b, "acme", ev, 2, NULL);
+    /* input m5 (0.00005), gpu * (1.62), gpu m5 (0, not billed) */
+    ck_assert_uint_eq(inv->n_lines, 3);
+    ck_assert_str_eq(inv->lines[1].model, "*");
+    ck_assert_str_eq(dec(inv->lines[1].amount_minor, 2), "1.62");
+    ck_assert_msg(strstr(inv->lines[1].description, "gpu_basis windows") != NULL, "%s",
+                  inv->lines[1].description);
+    ck_assert_str_eq(dec(inv->lines[2].amount_e18, 18), "0.000000000000000000");
+    ck_assert_msg(strstr(inv->lines[2].description, "not billed: gpu_basis windows") != NULL, "%s",
+                  inv->lines[2].description);
+    ck_assert_str_eq(dec(inv->total_minor, 2), "1.62");
+    gm_invoice_free(inv);
+    gm_rating_book_free(b);
+
+    /* requests, with a gpu tier rule over every model: the event's 5 s at the rule's price,
+     * the window at 0 and outside the rule */
+    b = book_with(card_basic,
+                  "{\"tenant\":\"acme\",\"card_id\":\"list\",\"currency\":\"USD\",\"tiers\":["
+                  "{\"dimension\":\"gpu\",\"mode\":\"volume\",\"bands\":[{\"up_to\":null,"
+                  "\"price\":{\"per_gpu_hour\":\"36\"}}]}]}");
+    inv = invoice_of(b, "acme", ev, 2, NULL);
+    ck_assert_uint_eq(inv->n_lines, 3); /* input m5, gpu * (usage, 0), tier gpu (5 s x 0.01) */
+    ck_assert_int_eq(inv->lines[1].kind, GM_LINE_USAGE);
+    ck_assert_str_eq(inv->lines[1].model, "*");
+    ck_assert(inv->lines[1].amount_e18 == 0 && inv->lines[1].qty == 2700000000);
+    ck_assert(!(inv->lines[1].flags & GM_PRICE_F_GPU_WINDOWS));
+    ck_assert_int_eq(inv->lines[2].kind, GM_LINE_TIER);
+    ck_assert(inv->lines[2].qty == 5000000);
+    ck_assert_str_eq(dec(inv->lines[2].amount_e18, 18), "0.050000000000000000");
+    gm_invoice_free(inv);
+    gm_rating_book_free(b);
+}
+END_TEST
+
 START_TEST(test_tier_boundaries_hit_exactly)
 {
     gm_rating_book *b = book_with(card_basic, contract_tiers);
@@ -754,6 +850,7 @@ int main(void)
     tcase_add_test(tc, test_rounds_half_to_even_once_per_line);
     tcase_add_test(tc, test_currencies_with_0_2_and_3_minor_digits);
     tcase_add_test(tc, test_tier_boundaries_hit_exactly);
+    tcase_add_test(tc, test_gpu_basis_bills_windows_or_requests_never_both);
     tcase_add_test(tc, test_price_change_mid_month_splits_lines_by_version);
     tcase_add_test(tc, test_unknown_tenant_model_and_site_are_priced_and_flagged);
     tcase_add_test(tc, test_month_of_huge_quantities_stays_exact_or_fails_loudly);
