@@ -17,7 +17,9 @@
  * contract or is not a gridmeter.gpu.v1 event. */
 #include "gm_ingest.h"
 #include "gm_ledger.h"
+#include "gm_rating.h"
 #include "gpu_int.h"
+#include "rater_int.h"
 
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
@@ -51,6 +53,9 @@ struct gm_rater_gpu {
     gm_event *events;
     char (*reasons)[768];
     uint64_t accepted, duplicates, rejected;
+    gm_rating_book *book; /* prices the windows' charges (gpu_basis); reloaded like the rater's */
+    int64_t book_loaded_us;
+    bool topic_registered; /* gm.gpu_topics holds g->topic */
 };
 
 static bool stopping(const gm_rater_gpu *g)
@@ -145,6 +150,20 @@ static void cols_add(cols *c, const gm_event *ev, int32_t p, int64_t off, size_t
     ab_i64(&c->a[C_OFF], off);
     ab_i64(&c->a[C_IDX], (int64_t)idx);
 }
+
+static void ab_null(abuf *b)
+{
+    ab_put(b, b->n > 1 ? ",NULL" : "NULL", b->n > 1 ? 5 : 4);
+}
+
+/* The charge of each window (docs/rating.md, "GPU billing basis"), beside cols: card id,
+ * card version, currency, site tier, unit price per GPU-second, exact amount; NULL elements
+ * for a window that is not charged. */
+enum { K_CARD, K_VER, K_CUR, K_TIER, K_UP, K_AMT, N_KCOLS };
+
+typedef struct kcols {
+    abuf a[N_KCOLS];
+} kcols;
 
 static void cols_close(cols *c)
 {
@@ -332,8 +351,57 @@ typedef struct cand {
     size_t msg; /* index in g->msgs */
     bool inserted;
     bool classified; /* a duplicate or a conflict */
+    bool charged;    /* priced: a kernel-share-v1 window with gpu_us > 0 the book prices */
+    bool unpriced;   /* kernel-share-v1 with gpu_us > 0 that no card priced */
+    gm_event_price price;
     char reason[768];
 } cand;
+
+/* Prices one window's charge: model "*", its gpu_us, at the hour of window_start. The
+ * engine prices it at the contract's gpu_window_price under gpu_basis "windows", else 0. */
+static void price_window(const gm_rater_gpu *g, const gm_event *ev, cand *c)
+{
+    c->charged = c->unpriced = false;
+    if (!g->book || strcmp(ev->policy, "kernel-share-v1") || ev->gpu_us <= 0)
+        return;
+    gm_usage u = {ev->tenant, GM_GPU_WINDOW_MODEL, ev->site, ev->window_start_us, {0}};
+    u.qty[GM_DIM_GPU] = ev->gpu_us;
+    char why[512];
+    if (gm_rating_price_event(g->book, &u, &c->price, why, sizeof why) == 0) {
+        c->charged = true;
+        return;
+    }
+    c->unpriced = true;
+    gm_debug(GPU_COMP, "msg=\"GPU window not charged\" source=%s id=%s error=\"%s\"", ev->source,
+             ev->id, why);
+}
+
+static void kcols_fill(kcols *k, const cand *cs, size_t n_c)
+{
+    for (int i = 0; i < N_KCOLS; i++) {
+        k->a[i].n = 0;
+        ab_put(&k->a[i], "{", 1);
+    }
+    for (size_t i = 0; i < n_c; i++) {
+        if (!cs[i].charged) {
+            for (int j = 0; j < N_KCOLS; j++)
+                ab_null(&k->a[j]);
+            continue;
+        }
+        const gm_event_price *p = &cs[i].price;
+        char t[64];
+        ab_str(&k->a[K_CARD], p->card_id);
+        ab_i64(&k->a[K_VER], p->card_version);
+        ab_str(&k->a[K_CUR], p->currency);
+        ab_str(&k->a[K_TIER], p->site_tier);
+        gm_dec_format(p->unit_price_p[GM_DIM_GPU], 12, t, sizeof t);
+        ab_str(&k->a[K_UP], t);
+        gm_dec_format(p->amount_e18[GM_DIM_GPU], 18, t, sizeof t);
+        ab_str(&k->a[K_AMT], t);
+    }
+    for (int i = 0; i < N_KCOLS; i++)
+        ab_put(&k->a[i], "}", 1);
+}
 
 static int exec_params(gm_rater_gpu *g, const char *sql, int n, const char *const *vals,
                        const char *what, PGresult **out, char *err, size_t err_len)
@@ -440,23 +508,52 @@ static int write_windows(gm_rater_gpu *g, cand *cs, size_t n_c, cols *c, char *e
         cols_add(c, &g->events[cs[i].msg], m->partition, m->offset, i);
     }
     cols_close(c);
-    const char *vals[N_COLS + 1];
+    kcols kc;
+    memset(&kc, 0, sizeof kc);
+    kcols_fill(&kc, cs, n_c);
+    const char *vals[N_COLS + 1 + N_KCOLS];
     for (int i = 0; i < N_COLS; i++)
         vals[i] = c->a[i].p;
     vals[N_COLS] = g->topic;
+    for (int i = 0; i < N_KCOLS; i++)
+        vals[N_COLS + 1 + i] = kc.a[i].p;
     PGresult *r = NULL;
+    /* The inserted windows (never a duplicate or a conflict: ON CONFLICT skips them) and
+     * their charges, in one statement of the batch's transaction: a window is charged
+     * exactly when its row is inserted, so exactly once. */
     /* clang-format off */
     static const char insert_sql[] =
-        "INSERT INTO gm.gpu_windows (source, event_id, seq, site, device, policy, window_start,"
-        " window_end, tenant, gpu_us, kernels, unattributed_us, event_time, kafka_topic,"
-        " kafka_partition, kafka_offset)"
-        " SELECT source, event_id, seq, site, device, policy, " US_TS("ws") ", " US_TS("we") ","
-        " tenant, gpu_us, kernels, unattributed_us, " US_TS("tm") ", $17, part, off"
-        " FROM " UNNEST " ORDER BY idx"
-        " ON CONFLICT DO NOTHING RETURNING kafka_partition, kafka_offset";
+        "WITH ins AS (INSERT INTO gm.gpu_windows (source, event_id, seq, site, device, policy,"
+        " window_start, window_end, tenant, gpu_us, kernels, unattributed_us, event_time,"
+        " kafka_topic, kafka_partition, kafka_offset, charge_card_id, charge_card_version,"
+        " charge_currency, charge_unit_price, charge_amount)"
+        " SELECT t.source, t.event_id, t.seq, t.site, t.device, t.policy, " US_TS("t.ws") ","
+        " " US_TS("t.we") ", t.tenant, t.gpu_us, t.kernels, t.unattributed_us, " US_TS("t.tm") ","
+        " $17, t.part, t.off, k.card, k.ver, k.cur, k.up, k.amt"
+        " FROM " UNNEST " JOIN unnest($18::text[], $19::int4[], $20::text[], $21::text[],"
+        " $22::numeric[], $23::numeric[]) WITH ORDINALITY AS k(card, ver, cur, tier, up, amt, n)"
+        " ON k.n = t.idx + 1 ORDER BY t.idx"
+        " ON CONFLICT DO NOTHING RETURNING *),"
+        " tiers AS (SELECT k.n - 1 AS idx, k.tier FROM unnest($21::text[]) WITH ORDINALITY"
+        " AS k(tier, n)),"
+        " ch AS (INSERT INTO gm.charges (tenant, hour, site, model, dimension, card_id,"
+        " card_version, site_tier, currency, unit_price, quantity, amount, events)"
+        " SELECT i.tenant, date_trunc('hour', i.window_start AT TIME ZONE 'UTC') AT TIME ZONE"
+        " 'UTC', i.site, '*', 'gpu', i.charge_card_id, i.charge_card_version, min(x.tier),"
+        " i.charge_currency, i.charge_unit_price, sum(i.gpu_us), sum(i.charge_amount), count(*)"
+        " FROM ins i JOIN " UNNEST " ON t.part = i.kafka_partition AND t.off = i.kafka_offset"
+        " JOIN tiers x ON x.idx = t.idx"
+        " WHERE i.charge_amount IS NOT NULL GROUP BY 1, 2, 3, 6, 7, 9, 10"
+        " ON CONFLICT (tenant, hour, site, model, dimension, card_id, card_version, unit_price)"
+        " DO UPDATE SET quantity = gm.charges.quantity + EXCLUDED.quantity,"
+        " amount = gm.charges.amount + EXCLUDED.amount,"
+        " events = gm.charges.events + EXCLUDED.events)"
+        " SELECT kafka_partition, kafka_offset FROM ins";
     /* clang-format on */
-    int rc =
-        exec_params(g, insert_sql, N_COLS + 1, vals, "inserting gm.gpu_windows", &r, err, err_len);
+    int rc = exec_params(g, insert_sql, N_COLS + 1 + N_KCOLS, vals, "inserting gm.gpu_windows", &r,
+                         err, err_len);
+    for (int i = 0; i < N_KCOLS; i++)
+        free(kc.a[i].p);
     if (rc)
         return rc;
     size_t skipped = n_c - (size_t)PQntuples(r);
@@ -580,7 +677,8 @@ static int process_batch(gm_rater_gpu *g, cols *c, cand *cs, gm_ledger_pos *pos)
                      ev->source, ev->id, gm_event_type_name(ev->type), g->topic);
         else {
             memset(&cs[n_c], 0, sizeof cs[n_c]);
-            cs[n_c++].msg = i;
+            cs[n_c].msg = i;
+            price_window(g, ev, &cs[n_c++]);
             continue;
         }
         bad[n_bad++] = i;
@@ -595,6 +693,11 @@ static int process_batch(gm_rater_gpu *g, cols *c, cand *cs, gm_ledger_pos *pos)
     /* offsets first: a fenced consumer stops before it writes anything */
     if (!rc)
         rc = write_offsets(g, pos, n_pos, err, sizeof err);
+    if (!rc && !g->topic_registered) {
+        const char *tp[1] = {g->topic};
+        rc = exec_params(g, "INSERT INTO gm.gpu_topics (topic) VALUES ($1) ON CONFLICT DO NOTHING",
+                         1, tp, "registering the GPU topic", NULL, err, sizeof err);
+    }
     if (!rc && n_c)
         rc = write_windows(g, cs, n_c, c, err, sizeof err);
     for (size_t i = 0; !rc && i < n_c; i++) {
@@ -622,6 +725,19 @@ static int process_batch(gm_rater_gpu *g, cols *c, cand *cs, gm_ledger_pos *pos)
     }
     for (size_t k = 0; k < n_pos; k++)
         g->stored[pos[k].partition] = pos[k].next;
+    g->topic_registered = true;
+    for (size_t i = 0; i < n_c; i++) {
+        if (!cs[i].inserted)
+            continue; /* a duplicate or a conflict is never charged */
+        if (cs[i].charged) {
+            int b = cs[i].price.flags & GM_PRICE_F_GPU_WINDOWS ? GM_GPU_BASIS_WINDOWS
+                                                               : GM_GPU_BASIS_REQUESTS;
+            gm_rater_metrics.gpu_windows_charged[b]++;
+            gm_rater_metrics.gpu_window_us_charged[b] += (uint64_t)g->events[cs[i].msg].gpu_us;
+        } else if (cs[i].unpriced) {
+            gm_rater_metrics.gpu_windows_unpriced++;
+        }
+    }
     g->accepted += n_c - dups - conflicts;
     g->duplicates += dups;
     g->rejected += conflicts + n_bad;
@@ -643,6 +759,31 @@ static void free_msgs(gm_rater_gpu *g)
     for (size_t i = 0; i < g->n_msgs; i++)
         rd_kafka_message_destroy(g->msgs[i]);
     g->n_msgs = 0;
+}
+
+/* The book that prices the windows' charges: loaded on the first batch, re-read every
+ * book_reload_s like the rater's (an old book is kept when re-reading fails; without any, the
+ * batch waits, so that no window is stored uncharged for want of a book). */
+static int ensure_book(gm_rater_gpu *g, char *err, size_t err_len)
+{
+    int64_t now = gm_mono_us();
+    if (g->book && (g->cfg->book_reload_s <= 0 ||
+                    now - g->book_loaded_us < (int64_t)g->cfg->book_reload_s * GM_US_PER_SEC))
+        return 0;
+    gm_rating_book *b = NULL;
+    int rc = gm_ledger_load_book(g->pg, &b, err, err_len);
+    if (rc) {
+        if (!g->book)
+            return rc;
+        gm_warn(GPU_COMP, "msg=\"rate cards not reloaded, keeping the previous ones\" error=\"%s\"",
+                err);
+        g->book_loaded_us = now;
+        return 0;
+    }
+    gm_rating_book_free(g->book);
+    g->book = b;
+    g->book_loaded_us = now;
+    return 0;
 }
 
 static bool unreadable_message(const rd_kafka_message_t *m)
@@ -718,7 +859,12 @@ static void *gpu_main(void *arg)
             free_msgs(g);
             break;
         }
-        int rc = process_batch(g, &c, cs, pos);
+        int rc = ensure_book(g, err, sizeof err);
+        if (rc)
+            gm_warn(GPU_COMP, "msg=\"rate cards cannot be loaded, GPU batch waits\" error=\"%s\"",
+                    err);
+        else
+            rc = process_batch(g, &c, cs, pos);
         free_msgs(g);
         if (!rc) {
             failures = 0;
@@ -861,6 +1007,7 @@ void gm_rater_gpu_stop(gm_rater_gpu *g, bool when_idle)
         rd_kafka_destroy(g->rk);
     }
     PQfinish(g->pg);
+    gm_rating_book_free(g->book);
     free(g->msgs);
     free(g->events);
     free(g->reasons);

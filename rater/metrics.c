@@ -1,4 +1,5 @@
 /* The rater's Prometheus endpoint: counters, commit latency histogram, consumer lag. */
+#include "gm_rating.h"
 #include "rater_int.h"
 
 #include <arpa/inet.h>
@@ -88,6 +89,27 @@ static char *render(size_t *len)
         (unsigned long long)g->accepted, (unsigned long long)g->duplicates,
         (unsigned long long)g->rejected, (unsigned long long)g->conflicts,
         (unsigned long long)g->poison);
+    put(&b,
+        "# HELP gridmeter_rater_gpu_windows_billed_total Attributed GPU windows (kernel-share-v1) "
+        "charged by the GPU consumer, by the tenant's contract gpu_basis (requests: charged at 0, "
+        "GPU time billed from the requests' gpu_us).\n"
+        "# TYPE gridmeter_rater_gpu_windows_billed_total counter\n"
+        "gridmeter_rater_gpu_windows_billed_total{gpu_basis=\"windows\"} %llu\n"
+        "gridmeter_rater_gpu_windows_billed_total{gpu_basis=\"requests\"} %llu\n"
+        "# HELP gridmeter_rater_gpu_window_billed_us_total GPU-microseconds of the charged "
+        "windows, by gpu_basis.\n"
+        "# TYPE gridmeter_rater_gpu_window_billed_us_total counter\n"
+        "gridmeter_rater_gpu_window_billed_us_total{gpu_basis=\"windows\"} %llu\n"
+        "gridmeter_rater_gpu_window_billed_us_total{gpu_basis=\"requests\"} %llu\n"
+        "# HELP gridmeter_rater_gpu_windows_unpriced_total kernel-share-v1 windows that no "
+        "card priced (no default card, no card version in force): stored, not charged.\n"
+        "# TYPE gridmeter_rater_gpu_windows_unpriced_total counter\n"
+        "gridmeter_rater_gpu_windows_unpriced_total %llu\n",
+        (unsigned long long)g->gpu_windows_charged[GM_GPU_BASIS_WINDOWS],
+        (unsigned long long)g->gpu_windows_charged[GM_GPU_BASIS_REQUESTS],
+        (unsigned long long)g->gpu_window_us_charged[GM_GPU_BASIS_WINDOWS],
+        (unsigned long long)g->gpu_window_us_charged[GM_GPU_BASIS_REQUESTS],
+        (unsigned long long)g->gpu_windows_unpriced);
     put(&b,
         "# HELP gridmeter_rater_batches_total Batches committed to PostgreSQL.\n"
         "# TYPE gridmeter_rater_batches_total counter\n"

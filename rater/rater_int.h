@@ -27,6 +27,10 @@ typedef struct gm_rater_metrics_t {
     uint64_t commit_us_sum;
     uint64_t commit_buckets[12]; /* cumulative counts per le bucket, see metrics.c */
     int64_t started_us;
+    /* written by the GPU consumer's thread only (rater/gpu.c), after each commit */
+    uint64_t gpu_windows_charged[2]; /* by gm_gpu_basis: windows charged at 0 / at the price */
+    uint64_t gpu_window_us_charged[2];
+    uint64_t gpu_windows_unpriced; /* kernel-share-v1 windows no card priced: not charged */
 } gm_rater_metrics_t;
 
 extern gm_rater_metrics_t gm_rater_metrics;

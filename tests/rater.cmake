@@ -36,3 +36,6 @@ gm_add_test(NAME test_rater_shards SOURCES test_rater_shards.c LIBS gm_rater_har
             PkgConfig::CJSON LABELS integration TIMEOUT 300)
 add_dependencies(test_rater_shards gridmeter)
 gm_add_test(NAME test_shard_map SOURCES test_shard_map.c LIBS gm_rater LABELS unit)
+gm_add_test(NAME test_rater_gpu_billing SOURCES test_rater_gpu_billing.c LIBS gm_rater_harness
+            gm_billing gm_ledger gm_rating PkgConfig::CJSON LABELS integration TIMEOUT 600)
+add_dependencies(test_rater_gpu_billing gridmeter)
