@@ -919,6 +919,11 @@ static int contract_gpu_basis(const rating__json *j, const cJSON *doc, gm_rating
     if ((rc = parse_price(j, p, GM_DIM_GPU, "gpu_window_price", &k->gpu_window_price_p, err,
                           err_len)))
         return rc;
+    if (k->allowance[GM_DIM_GPU] > 0)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "free_allowances.gpu: cannot be combined with gpu_basis \"windows\" "
+                       "(attributed windows are priced at gpu_window_price; state a lower price "
+                       "instead)");
     for (size_t i = 0; i < k->n_rules; i++)
         if (k->rules[i].dim == GM_DIM_GPU)
             return gm_fail(err, err_len, GM_EINVAL,

@@ -1,4 +1,4 @@
--- 0014 GPU billing basis (docs/rating.md, "GPU billing basis"): a contract bills GPU time
+-- 0016 GPU billing basis (docs/rating.md, "GPU billing basis"): a contract bills GPU time
 -- either from the requests' gpu_us (gpu_basis "requests", the default) or from the windows that
 -- gpu_accounting attributed to the tenant (gpu_basis "windows"), never both.
 --
@@ -11,7 +11,7 @@
 -- Invoice lines of dimension gpu say which basis billed them (gpu_basis).
 --
 -- Views re-created from their newest definitions (only the change added): audit.reconciliation
--- (0009: + window amounts, + gpu_window_amount), audit.chain_state_check (0011: + window
+-- (0009: + window amounts, + gpu_window_amount), audit.chain_state_check (0015: + window
 -- charges, GPU topics' offsets skipped), audit.gpu_windows (0010: + charge columns),
 -- audit.invoice_lines (0009: + gpu_basis), audit.gpu_economics (0010: window charges out of
 -- the requests rows).
@@ -158,8 +158,11 @@ FULL JOIN (SELECT DISTINCT ON (group_id, topic, partition) group_id, topic, part
     ON h.group_id = o.group_id AND h.topic = o.topic AND h.partition = o.partition
 WHERE o.next_offset IS DISTINCT FROM h.next_offset
 UNION ALL
-SELECT 'sources', coalesce(s.source, l.source), 'events=' || s.events, 'events=' || coalesce(l.n, 0)
-FROM gm.sources s FULL JOIN (SELECT source, count(*) AS n FROM gm.ledger GROUP BY 1) l USING (source)
+SELECT 'sources', concat_ws('/', coalesce(s.source, l.source), coalesce(s.epoch, l.epoch)),
+       'events=' || s.events, 'events=' || coalesce(l.n, 0)
+FROM gm.sources s
+FULL JOIN (SELECT source, epoch, count(*) AS n FROM gm.ledger GROUP BY 1, 2) l
+    ON l.source = s.source AND l.epoch = s.epoch
 WHERE s.events IS DISTINCT FROM coalesce(l.n, 0)
 UNION ALL
 SELECT 'rejected_events', concat_ws('/', r.kafka_topic, r.kafka_partition, r.kafka_offset),
@@ -171,7 +174,7 @@ WHERE r.replayed_at IS NOT NULL
   AND (SELECT count(*) FROM gm.chain_replays p, unnest(p.partitions, p.offsets) AS u(part, off)
        WHERE p.topic = r.kafka_topic AND u.part = r.kafka_partition AND u.off = r.kafka_offset) <> 1;
 
-COMMENT ON VIEW audit.chain_state_check IS 'Differences between the state tables and what the chains and the ledger say: gm.charges against the sum of the chained charge changes plus the charges of GPU windows (audit.gpu_windows.charge_*), gm.consumer_offsets against the last chained batch (the GPU topics of gm.gpu_topics, not chained, skipped), gm.sources event counts against the ledger rows, replay marks of gm.rejected_events against the replay chain (each replayed reject listed by exactly one gm.chain_replays entry). Empty when everything agrees';
+COMMENT ON VIEW audit.chain_state_check IS 'Differences between the state tables and what the chains and the ledger say: gm.charges against the sum of the chained charge changes plus the charges of GPU windows (audit.gpu_windows.charge_*), gm.consumer_offsets against the last chained batch (the GPU topics of gm.gpu_topics, not chained, skipped), gm.sources event counts against the ledger rows per source and epoch (key source/epoch), replay marks of gm.rejected_events against the replay chain (each replayed reject listed by exactly one gm.chain_replays entry). Empty when everything agrees';
 
 CREATE OR REPLACE VIEW audit.gpu_windows AS
 SELECT w.source,
