@@ -435,6 +435,10 @@ START_TEST(test_gpu_basis_bills_windows_or_requests_never_both)
          "\"mode\":\"volume\",\"bands\":[{\"up_to\":null,\"price\":{\"per_gpu_hour\":\"3.60\"}}]}]"
          "}",
          "tiers[0]: a gpu tier rule cannot be combined with gpu_basis \"windows\""},
+        {"{\"tenant\":\"a\",\"currency\":\"USD\",\"gpu_basis\":\"windows\","
+         "\"gpu_window_price\":{\"per_gpu_hour\":\"3.60\"},\"minimum_commitment\":\"1.00\","
+         "\"free_allowances\":{\"gpu\":\"1000\"}}",
+         "free_allowances.gpu: cannot be combined with gpu_basis \"windows\""},
     };
     for (size_t i = 0; i < GM_ARRAY_LEN(bad); i++) {
         gm_rating_contract *k = NULL;
