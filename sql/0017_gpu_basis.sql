@@ -1,4 +1,4 @@
--- 0016 GPU billing basis (docs/rating.md, "GPU billing basis"): a contract bills GPU time
+-- 0017 GPU billing basis (docs/rating.md, "GPU billing basis"): a contract bills GPU time
 -- either from the requests' gpu_us (gpu_basis "requests", the default) or from the windows that
 -- gpu_accounting attributed to the tenant (gpu_basis "windows"), never both.
 --
