@@ -95,8 +95,8 @@ void api__h_tenant_create(api_req *r)
     for (const char *c = issuer; *c; c++)
         issuer_ok = issuer_ok && ((*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'));
     if (!cJSON_IsString(t) || !api__valid_tenant(t->valuestring))
-        api__problem(r, 400, "invalid-field", "tenant",
-                     "body.tenant: required, 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        api__problem(r, 400, "invalid-field", "tenant", "body.tenant: %s",
+                     cJSON_IsString(t) ? api__tenant_rule(t->valuestring) : "required, a string");
     else if (dn && (!cJSON_IsString(dn) || strlen(dn->valuestring) > 200))
         api__problem(r, 400, "invalid-field", "display_name",
                      "body.display_name: a string of at most 200 characters");
@@ -127,6 +127,10 @@ void api__h_tenant_create(api_req *r)
 static void docs_list(api_req *r, const char *sql, const char *param, const char *what)
 {
     const char *v = param ? api__query(r, param) : NULL;
+    if (v && !strcmp(param, "tenant") && !api__valid_tenant(v)) {
+        api__problem(r, 400, "invalid-parameter", param, "tenant: %s", api__tenant_rule(v));
+        return;
+    }
     if (v && strlen(v) > 128) {
         api__problem(r, 400, "invalid-parameter", param, "%s: at most 128 characters", param);
         return;

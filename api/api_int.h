@@ -5,6 +5,7 @@
 
 #include "api_edge.h"
 #include "gm_api.h"
+#include "gm_ident.h"
 #include "gm_billing.h"
 #include "gm_ledger.h"
 #include "gm_rating.h"
@@ -226,7 +227,10 @@ int api__invoice_list(api_server *s, PGconn *db, const api_invoice_filter *f, ap
 /* A tenant's month computed like a draft, without touching any row (spend). */
 int api__invoice_compute(api_server *s, PGconn *db, const char *tenant, int64_t period_start_us,
                          api_invoice **out, char *err, size_t err_len);
+/* The one tenant rule (common/gm_ident.h): valid or not, and the rule a value breaks ("must
+ * be at most 64 bytes, got 65"; a thread's own buffer, valid until its next call). */
 bool api__valid_tenant(const char *t);
+const char *api__tenant_rule(const char *t);
 /* Marks the rating book stale (after an import through this server). */
 void api__book_stale(api_server *s);
 /* Finalizes at gm_now_us(). Returns 0, GM_ENOTFOUND, GM_ECONFLICT (not a draft / grace

@@ -173,15 +173,9 @@ int gm_api_key_create(PGconn *db, const char *role, const char *tenant, const ch
         return gm_fail(err, err_len, GM_EINVAL,
                        "tenant: required for role customer and only there");
     if (tenant && *tenant) {
-        size_t n = strlen(tenant);
-        bool ok = n >= 1 && n <= 128;
-        for (size_t i = 0; ok && i < n; i++)
-            ok = (tenant[i] >= 'a' && tenant[i] <= 'z') || (tenant[i] >= 'A' && tenant[i] <= 'Z') ||
-                 (tenant[i] >= '0' && tenant[i] <= '9') || (i && strchr("._-", tenant[i]));
-        if (!ok)
-            return gm_fail(err, err_len, GM_EINVAL,
-                           "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first), got \"%.64s\"",
-                           tenant);
+        int rc = gm_ident_check_field(GM_IDENT_TENANT, "tenant", tenant, err, err_len);
+        if (rc)
+            return rc;
     }
     if (name && strlen(name) > 200)
         return gm_fail(err, err_len, GM_EINVAL, "name: at most 200 characters");

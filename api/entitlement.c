@@ -10,8 +10,8 @@
 void api__h_entitlement(api_req *r)
 {
     if (!api__valid_tenant(r->param[0])) {
-        api__problem(r, 400, "invalid-parameter", "tenant",
-                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s",
+                     api__tenant_rule(r->param[0]));
         return;
     }
     /* Exact decimals stay text from PostgreSQL to the JSON answer. The budget's currency
@@ -127,8 +127,7 @@ void api__h_budget_set(api_req *r)
 {
     const char *t = r->param[0];
     if (!api__valid_tenant(t)) {
-        api__problem(r, 400, "invalid-parameter", "tenant",
-                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s", api__tenant_rule(t));
         return;
     }
     cJSON *b = api__body_object(

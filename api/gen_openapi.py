@@ -135,7 +135,7 @@ schemas = {
         "contract_version": {"type": ["integer", "null"]}}),
     "TenantList": S("object", required=["items"], properties={"items": S("array", items=ref("Tenant"))}),
     "TenantRequest": S("object", required=["tenant"], additionalProperties=False, properties={
-        "tenant": S("string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        "tenant": S("string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
         "display_name": S("string", maxLength=200), "issuer": S("string", pattern=r"^[A-Z0-9]{1,16}$")}),
     "Document": S("object", description="a rate card or contract JSON document (docs/rating.md)"),
     "DocumentList": S("object", required=["items"], properties={"items": S("array", items=S("object", properties={

@@ -24,7 +24,15 @@ static void invoice_error(api_req *r, int rc, const char *err)
 
 bool api__valid_tenant(const char *t)
 {
-    return gm_billing_valid_tenant(t);
+    return gm_ident_valid(GM_IDENT_TENANT, t);
+}
+
+const char *api__tenant_rule(const char *t)
+{
+    static __thread char rule[200];
+    if (gm_ident_check(GM_IDENT_TENANT, t, t ? strlen(t) : 0, rule, sizeof rule) == 0)
+        return gm_ident_rule(GM_IDENT_TENANT);
+    return rule;
 }
 
 static bool valid_id(const char *s, const char *prefix)
@@ -55,8 +63,7 @@ static void list_common(api_req *r, const char *tenant)
         return;
     }
     if (tenant && !api__valid_tenant(tenant)) {
-        api__problem(r, 400, "invalid-parameter", "tenant",
-                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s", api__tenant_rule(tenant));
         return;
     }
     if (cursor && !api__cursor_parse(r, "inv", cursor, &f.cursor_period_us, f.cursor_tenant,
@@ -326,8 +333,7 @@ void api__h_credit_notes_list(api_req *r)
     const char *tenant = api__query(r, "tenant"), *inv = api__query(r, "invoice_id");
     const char *cursor = api__query(r, "cursor");
     if (tenant && !api__valid_tenant(tenant)) {
-        api__problem(r, 400, "invalid-parameter", "tenant",
-                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s", api__tenant_rule(tenant));
         return;
     }
     if (inv && !valid_id(inv, "inv_")) {
@@ -608,8 +614,9 @@ void api__h_rerating_run(api_req *r)
     if (tenant && !cJSON_IsNull(tenant) &&
         (!cJSON_IsString(tenant) || !api__valid_tenant(tenant->valuestring))) {
         api__problem(r, 400, "invalid-field", "tenant",
-                     "body.tenant: a tenant id (1-128 characters A-Z a-z 0-9 . _ - , not first)"
-                     " or null for all");
+                     "body.tenant: a tenant id or null for all: %s",
+                     cJSON_IsString(tenant) ? api__tenant_rule(tenant->valuestring)
+                                            : "must be a string or null");
         goto out;
     }
     if (dry && !cJSON_IsBool(dry)) {
@@ -684,8 +691,7 @@ void api__h_rerating_runs_list(api_req *r)
         return;
     }
     if (tenant && !api__valid_tenant(tenant)) {
-        api__problem(r, 400, "invalid-parameter", "tenant",
-                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s", api__tenant_rule(tenant));
         return;
     }
     char ps[40];

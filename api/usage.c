@@ -64,8 +64,8 @@ void api__h_usage(api_req *r)
 {
     int64_t from, to;
     if (!api__valid_tenant(r->param[0])) {
-        api__problem(r, 400, "invalid-parameter", "tenant",
-                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s",
+                     api__tenant_rule(r->param[0]));
         return;
     }
     if (!time_param(r, "from", &from) || !time_param(r, "to", &to))
@@ -360,8 +360,8 @@ void api__h_spend(api_req *r)
 {
     int64_t now = gm_now_us(), start = gm_month_start(now), end = gm_month_next(now);
     if (!api__valid_tenant(r->param[0])) {
-        api__problem(r, 400, "invalid-parameter", "tenant",
-                     "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s",
+                     api__tenant_rule(r->param[0]));
         return;
     }
     char err[1024];

@@ -33,6 +33,7 @@
  *   B10 every draft computes (its book prices all its usage) and passes B1-B3, B8;
  *   B11 the daily rollup that drafts read equals the hourly charges, row for row. */
 #include "billing_int.h"
+#include "gm_ident.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -166,16 +167,7 @@ void gm_billing_format_month(int64_t us, char out[8])
 
 bool gm_billing_valid_tenant(const char *t)
 {
-    size_t n = strlen(t);
-    if (n < 1 || n > 128)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = t[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              (i && (c == '.' || c == '_' || c == '-'))))
-            return false;
-    }
-    return true;
+    return gm_ident_valid(GM_IDENT_TENANT, t); /* the one rule: common/gm_ident.h */
 }
 
 bool gm_billing_valid_invoice_id(const char *s)

@@ -242,6 +242,7 @@ int gm_billing_check(const gm_billing_ctx *ctx, const char *tenant, char *err,
 /* Strict parse of a "YYYY-MM" month; false when malformed. */
 bool gm_billing_parse_month(const char *s, int64_t *start_us);
 void gm_billing_format_month(int64_t us, char out[8]);
+/* The tenant id rule of common/gm_ident.h (GM_IDENT_TENANT). */
 bool gm_billing_valid_tenant(const char *t);
 bool gm_billing_valid_invoice_id(const char *s);
 

@@ -3,6 +3,7 @@
  * draft month; newer unbilled corrections over either), and, applied, appends the run and
  * its corrections in one transaction. See gm_billing.h for the contract. */
 #include "billing_int.h"
+#include "gm_ident.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -316,8 +317,7 @@ int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *t
     *out = NULL;
     int64_t start = gm_month_start(month_us);
     if (tenant && !gm_billing_valid_tenant(tenant))
-        return gm_fail(err, err_len, GM_EINVAL,
-                       "tenant: 1-128 characters A-Z a-z 0-9 . _ - (not first)");
+        return gm_ident_check_field(GM_IDENT_TENANT, "tenant", tenant, err, err_len);
     if (!dry_run && (!requested_by || !requested_by[0] || strlen(requested_by) > 200))
         return gm_fail(err, err_len, GM_EINVAL, "requested_by: required, 1 to 200 characters");
     if (!dry_run && (!reason || !reason[0] || strlen(reason) > 1000))

@@ -3,6 +3,7 @@
  * `close` and `rerate` share: connecting, loading the rating book, the clock. */
 #include "cli.h"
 #include "gm_billing.h"
+#include "gm_ident.h"
 #include "gm_ledger.h"
 
 #include <stdlib.h>
@@ -102,8 +103,9 @@ int gm_cmd_invoice(int argc, char **argv)
         return 2;
     }
     if (*tenant && !gm_billing_valid_tenant(tenant)) {
-        fprintf(stderr, "gridmeter invoice: --tenant: 1-128 characters A-Z a-z 0-9 . _ - (not "
-                        "first)\n");
+        char why[256];
+        (void)gm_ident_check_field(GM_IDENT_TENANT, "--tenant", tenant, why, sizeof why);
+        fprintf(stderr, "gridmeter invoice: %s\n", why);
         return 2;
     }
     if (*status && strcmp(status, "draft") && strcmp(status, "finalized") &&

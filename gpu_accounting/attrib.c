@@ -134,43 +134,15 @@ void gpu__strtab_free(gpu__strtab *t)
     memset(t, 0, sizeof *t);
 }
 
-static int is_name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == '-';
-}
-
+/* Tenant and request ids follow the one rule of each (common/gm_ident.h). */
 int gpu__tenant_check(const char *tenant, char *err, size_t err_len)
 {
-    if (!tenant || !*tenant)
-        return gm_fail(err, err_len, GM_EINVAL, "tenant: must not be empty");
-    size_t len = strlen(tenant);
-    if (len > GM_GPU_TENANT_MAX)
-        return gm_fail(err, err_len, GM_EINVAL, "tenant: must be at most %d bytes, got %zu",
-                       GM_GPU_TENANT_MAX, len);
-    if (!is_name_char(tenant[0]) || tenant[0] == '.' || tenant[0] == '_' || tenant[0] == '-')
-        return gm_fail(err, err_len, GM_EINVAL, "tenant: must start with a letter or digit");
-    for (size_t i = 0; i < len; i++) {
-        if (!is_name_char(tenant[i]))
-            return gm_fail(err, err_len, GM_EINVAL,
-                           "tenant: byte %zu: must be one of A-Z a-z 0-9 . _ -", i);
-    }
-    return 0;
+    return gm_ident_check_field(GM_IDENT_TENANT, "tenant", tenant, err, err_len);
 }
 
 int gpu__request_id_check(const char *rid, char *err, size_t err_len)
 {
-    size_t len = strlen(rid);
-    if (len == 0 || len > GM_GPU_REQUEST_ID_MAX)
-        return gm_fail(err, err_len, GM_EINVAL, "request_id: must be 1 to %d bytes, got %zu",
-                       GM_GPU_REQUEST_ID_MAX, len);
-    for (size_t i = 0; i < len; i++) {
-        char c = rid[i];
-        if (!is_name_char(c) && !strchr(":/@+=~", c))
-            return gm_fail(err, err_len, GM_EINVAL,
-                           "request_id: byte %zu: must be one of A-Z a-z 0-9 . _ - : / @ + = ~", i);
-    }
-    return 0;
+    return gm_ident_check_field(GM_IDENT_REQUEST_ID, "request_id", rid, err, err_len);
 }
 
 typedef struct lr_item {

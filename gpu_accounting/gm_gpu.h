@@ -26,6 +26,7 @@
 #define GM_GPU_H
 
 #include "gm_common.h"
+#include "gm_ident.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -67,8 +68,8 @@ typedef struct gm_gpu_step_request {
     int64_t decode_tokens;  /* >= 0 */
 } gm_gpu_step_request;
 
-#define GM_GPU_TENANT_MAX        64
-#define GM_GPU_REQUEST_ID_MAX    128
+#define GM_GPU_TENANT_MAX        GM_IDENT_TENANT_MAX /* the one tenant rule: gm_ident.h */
+#define GM_GPU_REQUEST_ID_MAX    GM_IDENT_REQUEST_ID_MAX
 #define GM_GPU_DEFAULT_WINDOW_NS (UINT64_C(10) * 1000000000u)
 /* Timestamps must be below 2^62 ns (year 2116). */
 #define GM_GPU_MAX_NS (UINT64_C(1) << 62)

@@ -495,16 +495,16 @@ static int parse_string_into(dec *d, const char *field, char *dst, size_t cap, s
     return 0;
 }
 
-static int parse_ident(dec *d, const char *field, char *dst, size_t max, event__charset cs,
-                       bool optional)
+static int parse_ident(dec *d, const char *field, char *dst, gm_ident_kind kind, bool optional)
 {
     const char *at = d->p;
     size_t n = 0;
+    size_t max = gm_ident_max(kind);
     int rc = parse_string_into(d, field, dst, max, &n);
     if (rc)
         return rc;
     char rule[192];
-    if (event__ident_check(dst, n, max, cs, optional, rule, sizeof rule))
+    if (event__ident_check(dst, n, kind, optional, rule, sizeof rule))
         return fail(d, at, field, "%s", rule);
     return 0;
 }
@@ -625,11 +625,11 @@ static int parse_data_value(dec *d, int f, const char *field)
         ev->seq = (uint64_t)seq;
         return rc;
     case F_SITE:
-        return parse_ident(d, field, ev->site, GM_EVENT_SITE_MAX, EVENT__CS_NAME, false);
+        return parse_ident(d, field, ev->site, GM_IDENT_SITE, false);
     case F_MODEL:
-        return parse_ident(d, field, ev->model, GM_EVENT_MODEL_MAX, EVENT__CS_ID, false);
+        return parse_ident(d, field, ev->model, GM_IDENT_MODEL, false);
     case F_REQUEST_ID:
-        return parse_ident(d, field, ev->request_id, GM_EVENT_REQUEST_ID_MAX, EVENT__CS_ID, true);
+        return parse_ident(d, field, ev->request_id, GM_IDENT_REQUEST_ID, true);
     case F_INPUT_TOKENS:
         return parse_quantity(d, field, 0, &ev->input_tokens);
     case F_CACHED_TOKENS:
@@ -639,13 +639,13 @@ static int parse_data_value(dec *d, int f, const char *field)
     case F_GPU_US:
         return parse_quantity(d, field, 0, &ev->gpu_us);
     case F_DEVICE:
-        return parse_ident(d, field, ev->device, GM_EVENT_DEVICE_MAX, EVENT__CS_ID, false);
+        return parse_ident(d, field, ev->device, GM_IDENT_DEVICE, false);
     case F_WINDOW_START:
         return parse_time(d, field, &ev->window_start_us);
     case F_WINDOW_END:
         return parse_time(d, field, &ev->window_end_us);
     case F_POLICY:
-        return parse_ident(d, field, ev->policy, GM_EVENT_POLICY_MAX, EVENT__CS_NAME, false);
+        return parse_ident(d, field, ev->policy, GM_IDENT_POLICY, false);
     case F_KERNELS:
         return parse_quantity(d, field, 0, &ev->kernels);
     case F_UNATTRIBUTED_US:
@@ -824,16 +824,16 @@ static int parse_event(dec *d)
                 ev->type = which == 0 ? GM_EVENT_USAGE : GM_EVENT_GPU;
             break;
         case K_SOURCE:
-            rc = parse_ident(d, "source", ev->source, GM_EVENT_SOURCE_MAX, EVENT__CS_ID, false);
+            rc = parse_ident(d, "source", ev->source, GM_IDENT_SOURCE, false);
             break;
         case K_ID:
-            rc = parse_ident(d, "id", ev->id, GM_EVENT_ID_MAX, EVENT__CS_ID, false);
+            rc = parse_ident(d, "id", ev->id, GM_IDENT_EVENT_ID, false);
             break;
         case K_TIME:
             rc = parse_time(d, "time", &ev->time_us);
             break;
         case K_SUBJECT:
-            rc = parse_ident(d, "subject", ev->tenant, GM_EVENT_TENANT_MAX, EVENT__CS_NAME, false);
+            rc = parse_ident(d, "subject", ev->tenant, GM_IDENT_TENANT, false);
             break;
         case K_DATACONTENTTYPE:
             rc = parse_const(d, "datacontenttype", "application/json", NULL, &which);
@@ -923,8 +923,7 @@ static void recover_ids(const char *msg, size_t len, gm_event_error *e)
             if ((is_src || is_id) && vn <= GM_EVENT_SOURCE_MAX) {
                 val[vn] = '\0';
                 char *dst = is_src ? e->source : e->id;
-                if (!dst[0] &&
-                    !event__ident_check(val, vn, GM_EVENT_ID_MAX, EVENT__CS_ID, false, NULL, 0))
+                if (!dst[0] && !event__ident_check(val, vn, GM_IDENT_EVENT_ID, false, NULL, 0))
                     memcpy(dst, val, vn + 1);
             }
         } else {

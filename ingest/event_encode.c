@@ -21,38 +21,12 @@ const unsigned char event__class[256] = {
     16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
 };
 
-/* Renders one byte for a rule text: 'x' when printable ASCII, else 0xNN. */
-static void show_byte(unsigned char c, char *buf, size_t buf_len)
+int event__ident_check(const char *s, size_t len, gm_ident_kind kind, bool optional, char *rule,
+                       size_t rule_len)
 {
-    if (c > 0x20 && c < 0x7f && c != '\'' && c != '"' && c != '\\')
-        snprintf(buf, buf_len, "'%c'", c);
-    else
-        snprintf(buf, buf_len, "0x%02X", c);
-}
-
-int event__ident_check(const char *s, size_t len, size_t max, event__charset cs, bool optional,
-                       char *rule, size_t rule_len)
-{
-    if (len == 0)
-        return optional ? 0 : gm_fail(rule, rule_len, GM_EINVAL, "must not be empty");
-    if (len > max)
-        return gm_fail(rule, rule_len, GM_EINVAL, "must be at most %zu bytes, got %zu", max, len);
-    const char *set = cs == EVENT__CS_NAME ? GM_EVENT_CHARSET_NAME : GM_EVENT_CHARSET_ID;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!(event__class[c] & cs)) {
-            char b[8];
-            show_byte(c, b, sizeof b);
-            return gm_fail(rule, rule_len, GM_EINVAL, "must use only %s, got %s at position %zu",
-                           set, b, i);
-        }
-    }
-    if (cs == EVENT__CS_NAME && !(event__class[(unsigned char)s[0]] & EVENT__C_ALNUM)) {
-        char b[8];
-        show_byte((unsigned char)s[0], b, sizeof b);
-        return gm_fail(rule, rule_len, GM_EINVAL, "must start with a letter or digit, got %s", b);
-    }
-    return 0;
+    if (len == 0 && optional)
+        return 0;
+    return gm_ident_check(kind, s, len, rule, rule_len);
 }
 
 const char *gm_event_type_name(gm_event_type type)
@@ -84,14 +58,14 @@ int gm_service_tier_parse(const char *s, size_t len, gm_service_tier *out)
     return -1;
 }
 
-static int check_ident(const char *field, const char *s, size_t cap, size_t max, event__charset cs,
+static int check_ident(const char *field, const char *s, size_t cap, gm_ident_kind kind,
                        bool optional, char *err, size_t err_len)
 {
     size_t len = strnlen(s, cap);
     if (len == cap)
         return gm_fail(err, err_len, GM_EINVAL, "%s: is not NUL-terminated", field);
     char rule[160];
-    if (event__ident_check(s, len, max, cs, optional, rule, sizeof rule))
+    if (event__ident_check(s, len, kind, optional, rule, sizeof rule))
         return gm_fail(err, err_len, GM_EINVAL, "%s: %s", field, rule);
     return 0;
 }
@@ -115,9 +89,9 @@ static int check_time(const char *field, int64_t us, char *err, size_t err_len)
     return 0;
 }
 
-#define IDENT(field, member, max, cs, opt)                                                         \
+#define IDENT(field, member, kind, opt)                                                            \
     do {                                                                                           \
-        int rc_ = check_ident(field, ev->member, sizeof ev->member, max, cs, opt, err, err_len);   \
+        int rc_ = check_ident(field, ev->member, sizeof ev->member, kind, opt, err, err_len);      \
         if (rc_)                                                                                   \
             return rc_;                                                                            \
     } while (0)
@@ -139,15 +113,15 @@ int gm_event_check(const gm_event *ev, char *err, size_t err_len)
     if (ev->type != GM_EVENT_USAGE && ev->type != GM_EVENT_GPU)
         return gm_fail(err, err_len, GM_EINVAL,
                        "type: must be GM_EVENT_USAGE or GM_EVENT_GPU, got %d", (int)ev->type);
-    IDENT("source", source, GM_EVENT_SOURCE_MAX, EVENT__CS_ID, false);
-    IDENT("id", id, GM_EVENT_ID_MAX, EVENT__CS_ID, false);
-    IDENT("subject", tenant, GM_EVENT_TENANT_MAX, EVENT__CS_NAME, false);
+    IDENT("source", source, GM_IDENT_SOURCE, false);
+    IDENT("id", id, GM_IDENT_EVENT_ID, false);
+    IDENT("subject", tenant, GM_IDENT_TENANT, false);
     TIME("time", ev->time_us);
     QTY("data.seq", (int64_t)(ev->seq > (uint64_t)INT64_MAX ? INT64_MAX : ev->seq), 1);
-    IDENT("data.site", site, GM_EVENT_SITE_MAX, EVENT__CS_NAME, false);
+    IDENT("data.site", site, GM_IDENT_SITE, false);
     if (ev->type == GM_EVENT_USAGE) {
-        IDENT("data.model", model, GM_EVENT_MODEL_MAX, EVENT__CS_ID, false);
-        IDENT("data.request_id", request_id, GM_EVENT_REQUEST_ID_MAX, EVENT__CS_ID, true);
+        IDENT("data.model", model, GM_IDENT_MODEL, false);
+        IDENT("data.request_id", request_id, GM_IDENT_REQUEST_ID, true);
         QTY("data.input_tokens", ev->input_tokens, 0);
         QTY("data.cached_tokens", ev->cached_tokens, 0);
         QTY("data.output_tokens", ev->output_tokens, 0);
@@ -169,14 +143,14 @@ int gm_event_check(const gm_event *ev, char *err, size_t err_len)
                            "data.epoch: is not a field of gridmeter.gpu.v1 data (usage events "
                            "only), got %" PRId64,
                            ev->epoch);
-        IDENT("data.device", device, GM_EVENT_DEVICE_MAX, EVENT__CS_ID, false);
+        IDENT("data.device", device, GM_IDENT_DEVICE, false);
         TIME("data.window_start", ev->window_start_us);
         TIME("data.window_end", ev->window_end_us);
         if (ev->window_end_us <= ev->window_start_us)
             return gm_fail(err, err_len, GM_EINVAL,
                            "data.window_end: must be later than data.window_start");
         QTY("data.gpu_us", ev->gpu_us, 0);
-        IDENT("data.policy", policy, GM_EVENT_POLICY_MAX, EVENT__CS_NAME, false);
+        IDENT("data.policy", policy, GM_IDENT_POLICY, false);
         QTY("data.kernels", ev->kernels, 0);
         QTY("data.unattributed_us", ev->unattributed_us, 0);
     }

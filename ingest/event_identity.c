@@ -9,14 +9,14 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
-static bool ident_field(const cJSON *o, const char *name, char *dst, size_t max, event__charset cs)
+static bool ident_field(const cJSON *o, const char *name, char *dst, gm_ident_kind kind)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
     if (!cJSON_IsString(v))
         return false;
     size_t n = strlen(v->valuestring);
     char rule[192];
-    if (n > max || event__ident_check(v->valuestring, n, max, cs, false, rule, sizeof rule))
+    if (event__ident_check(v->valuestring, n, kind, false, rule, sizeof rule))
         return false;
     memcpy(dst, v->valuestring, n + 1);
     return true;
@@ -37,10 +37,9 @@ bool gm_event_identity_of(const char *msg, size_t len, gm_event *out)
     const cJSON *seq = cJSON_IsObject(data) ? cJSON_GetObjectItemCaseSensitive(data, "seq") : NULL;
     const cJSON *epoch =
         cJSON_IsObject(data) ? cJSON_GetObjectItemCaseSensitive(data, "epoch") : NULL;
-    bool ok = ident_field(root, "source", out->source, GM_EVENT_SOURCE_MAX, EVENT__CS_ID) &&
-              ident_field(root, "id", out->id, GM_EVENT_ID_MAX, EVENT__CS_ID) &&
-              cJSON_IsNumber(seq) && seq->valuedouble >= 1 &&
-              seq->valuedouble <= 9007199254740991.0 &&
+    bool ok = ident_field(root, "source", out->source, GM_IDENT_SOURCE) &&
+              ident_field(root, "id", out->id, GM_IDENT_EVENT_ID) && cJSON_IsNumber(seq) &&
+              seq->valuedouble >= 1 && seq->valuedouble <= 9007199254740991.0 &&
               seq->valuedouble == (double)(int64_t)seq->valuedouble &&
               (!epoch || (cJSON_IsNumber(epoch) && epoch->valuedouble >= 0 &&
                           epoch->valuedouble <= 9007199254740991.0 &&
@@ -48,7 +47,7 @@ bool gm_event_identity_of(const char *msg, size_t len, gm_event *out)
     if (ok) {
         out->seq = (uint64_t)seq->valuedouble;
         out->epoch = epoch ? (int64_t)epoch->valuedouble : 0;
-        if (!ident_field(root, "subject", out->tenant, GM_EVENT_TENANT_MAX, EVENT__CS_NAME))
+        if (!ident_field(root, "subject", out->tenant, GM_IDENT_TENANT))
             out->tenant[0] = '\0';
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "time");
         char rule[160];

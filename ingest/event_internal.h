@@ -3,13 +3,15 @@
 #ifndef GM_EVENT_INTERNAL_H
 #define GM_EVENT_INTERNAL_H
 
+#include "gm_ident.h"
 #include "gm_ingest.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <inttypes.h>
 
-/* Bits of event__class[c]. */
+/* Bits of event__class[c] (NAME, ID and ALNUM mirror common/gm_ident.h, which alone decides
+ * an identifier; the decoder uses PLAIN and ATTR). */
 enum {
     EVENT__C_NAME = 1,  /* in GM_EVENT_CHARSET_NAME */
     EVENT__C_ID = 2,    /* in GM_EVENT_CHARSET_ID */
@@ -19,14 +21,10 @@ enum {
 };
 extern const unsigned char event__class[256];
 
-/* Which character set an identifier field uses. */
-typedef enum { EVENT__CS_NAME = EVENT__C_NAME, EVENT__CS_ID = EVENT__C_ID } event__charset;
-
-/* Checks an identifier of `len` bytes: not empty (unless `optional`), at most `max` bytes,
- * only characters of `cs` (and for EVENT__CS_NAME a letter or digit first). Returns 0, or
- * GM_EINVAL with the rule (without the field name) in rule. */
-int event__ident_check(const char *s, size_t len, size_t max, event__charset cs, bool optional,
-                       char *rule, size_t rule_len);
+/* Checks an identifier of `len` bytes by its one rule (common/gm_ident.h); "" passes when
+ * `optional`. Returns 0, or GM_EINVAL with the rule (without the field name) in rule. */
+int event__ident_check(const char *s, size_t len, gm_ident_kind kind, bool optional, char *rule,
+                       size_t rule_len);
 
 #define EVENT__TIME_MAX_US GM_EVENT_TIME_MAX_US
 

@@ -9,6 +9,7 @@
 #define GM_INGEST_H
 
 #include "gm_common.h"
+#include "gm_ident.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,23 +37,18 @@ typedef enum {
 #define GM_EVENT_TIME_MAX_US INT64_C(253402300799999999)
 
 /* Maximum lengths in bytes of the identifier fields (the arrays hold one more for the NUL).
- * Identifiers are never empty (request_id excepted: it is optional) and use one of two
- * ASCII character sets, so that they go into SQL, CSV, logfmt, URLs and file names without
- * escaping:
- *   GM_EVENT_CHARSET_NAME  A-Z a-z 0-9 . _ -, first character a letter or digit:
- *                          subject (tenant), data.site, data.policy
- *   GM_EVENT_CHARSET_ID    A-Z a-z 0-9 . _ - : / @ + = ~ :
- *                          source, id, data.model, data.request_id, data.device */
-#define GM_EVENT_SOURCE_MAX     128
-#define GM_EVENT_ID_MAX         128
-#define GM_EVENT_TENANT_MAX     64
-#define GM_EVENT_SITE_MAX       64
-#define GM_EVENT_MODEL_MAX      128
-#define GM_EVENT_REQUEST_ID_MAX 128
-#define GM_EVENT_DEVICE_MAX     64
-#define GM_EVENT_POLICY_MAX     32
-#define GM_EVENT_CHARSET_NAME   "A-Z a-z 0-9 . _ - (first a letter or digit)"
-#define GM_EVENT_CHARSET_ID     "A-Z a-z 0-9 . _ - : / @ + = ~"
+ * Each identifier's rule (length, character set) is defined once, in common/gm_ident.h
+ * (docs/events.md "Identifiers"); these names are kept for the event's arrays. */
+#define GM_EVENT_SOURCE_MAX     GM_IDENT_SOURCE_MAX
+#define GM_EVENT_ID_MAX         GM_IDENT_EVENT_ID_MAX
+#define GM_EVENT_TENANT_MAX     GM_IDENT_TENANT_MAX
+#define GM_EVENT_SITE_MAX       GM_IDENT_SITE_MAX
+#define GM_EVENT_MODEL_MAX      GM_IDENT_MODEL_MAX
+#define GM_EVENT_REQUEST_ID_MAX GM_IDENT_REQUEST_ID_MAX
+#define GM_EVENT_DEVICE_MAX     GM_IDENT_DEVICE_MAX
+#define GM_EVENT_POLICY_MAX     GM_IDENT_POLICY_MAX
+#define GM_EVENT_CHARSET_NAME   GM_IDENT_CHARSET_NAME
+#define GM_EVENT_CHARSET_ID     GM_IDENT_CHARSET_ID
 
 /* One decoded event. Fields that the event's type does not carry are "" or 0. All strings
  * are NUL-terminated and already checked against their character set and length. */

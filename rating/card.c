@@ -1,5 +1,6 @@
 /* Rate card and tenant contract documents: JSON parsing and validation. Every error names
  * the field path and the rule it breaks. Format: docs/rating.md. */
+#include "gm_ident.h"
 #include "rating_int.h"
 
 #include <stdlib.h>
@@ -60,6 +61,24 @@ static int need_string(const rating__json *j, const cJSON *v, const char *path, 
     char got[96];
     rating__json_describe(j, v, got, sizeof got);
     return gm_fail(err, err_len, GM_EINVAL, "%s: must be a non-empty string, got %s", path, got);
+}
+
+/* An identifier that events carry (a tenant, model or site): one rule, common/gm_ident.h. A
+ * name that breaks it could never match an event, so the document is refused. */
+static int need_ident(gm_ident_kind kind, const char *s, const char *path, char *err,
+                      size_t err_len)
+{
+    char rule[200];
+    if (gm_ident_check(kind, s, strlen(s), rule, sizeof rule) == 0)
+        return 0;
+    return gm_fail(err, err_len, GM_EINVAL,
+                   "%s: %s (a %s id must follow the rule of events' %s, 1 to %zu bytes of %s; "
+                   "this one can never match an event)",
+                   path, rule, gm_ident_name(kind),
+                   kind == GM_IDENT_TENANT  ? "subject"
+                   : kind == GM_IDENT_MODEL ? "data.model"
+                                            : "data.site",
+                   gm_ident_max(kind), gm_ident_charset(kind));
 }
 
 /* A decimal that must be a JSON string: refuses numbers with the reason. */
@@ -283,7 +302,8 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
         for (const cJSON *m = dm->child; m; m = m->next, k++) {
             char mp[64];
             snprintf(mp, sizeof mp, "dropped_models[%d]", k);
-            if ((rc = need_string(j, m, mp, err, err_len)))
+            if ((rc = need_string(j, m, mp, err, err_len)) ||
+                (rc = need_ident(GM_IDENT_MODEL, m->valuestring, mp, err, err_len)))
                 return rc;
         }
     }
@@ -361,6 +381,8 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
             rc = gm_fail(err, err_len, GM_EINVAL, "prices: a model name must not be empty");
             break;
         }
+        if (!is_def && (rc = need_ident(GM_IDENT_MODEL, m->string, path, err, err_len)))
+            break;
         if (rating__map_get(&c->model_map, m->string) >= 0) {
             rc = gm_fail(err, err_len, GM_EINVAL, "%s: model appears twice", path);
             break;
@@ -517,7 +539,8 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                 for (const cJSON *s = sites->child; s; s = s->next, si++) {
                     char sp[400];
                     snprintf(sp, sizeof sp, "%s[%d]", spath, si);
-                    if ((rc = need_string(j, s, sp, err, err_len)))
+                    if ((rc = need_string(j, s, sp, err, err_len)) ||
+                        (rc = need_ident(GM_IDENT_SITE, s->valuestring, sp, err, err_len)))
                         break;
                     if (c->n_sites == cap_sites) {
                         cap_sites *= 2;
@@ -951,7 +974,8 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
-    if ((rc = need_string(j, v, "tenant", err, err_len)))
+    if ((rc = need_string(j, v, "tenant", err, err_len)) ||
+        (rc = need_ident(GM_IDENT_TENANT, v->valuestring, "tenant", err, err_len)))
         return rc;
     k->tenant = gm_xstrdup(v->valuestring);
     v = cJSON_GetObjectItemCaseSensitive(doc, "card_id");
@@ -973,6 +997,9 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
         for (const cJSON *m = prices->child; m; m = m->next, i++) {
             char path[300];
             snprintf(path, sizeof path, "prices.%s", m->string);
+            if (strcmp(m->string, "default") &&
+                (rc = need_ident(GM_IDENT_MODEL, m->string, path, err, err_len)))
+                return rc;
             k->over[i].model = gm_xstrdup(m->string);
             if (rating__map_put(&k->over_map, k->over[i].model, strlen(m->string), (int32_t)i) >= 0)
                 return gm_fail(err, err_len, GM_EINVAL, "%s: model appears twice", path);

@@ -23,7 +23,7 @@ add_dependencies(test_event_identity gridmeter)
 gm_add_test(NAME test_source_epochs SOURCES test_source_epochs.c test_node_util.c
             LIBS gm_rater_harness gm_node LABELS integration TIMEOUT 300)
 add_dependencies(test_source_epochs gridmeter)
-gm_add_test(NAME test_identity_rules SOURCES test_identity_rules.c LIBS gm_rater LABELS unit)
+gm_add_test(NAME test_identity_rules SOURCES test_identity_rules.c LIBS gm_rater gm_gpu LABELS unit)
 # GPU windows (rater/gpu.c): exactly once through SIGKILL, conflicts, reconciliation.
 gm_add_test(NAME test_rater_gpu SOURCES test_rater_gpu.c LIBS gm_rater_harness
             LABELS integration TIMEOUT 600)

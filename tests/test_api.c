@@ -377,6 +377,60 @@ START_TEST(test_customer_key_sees_another_tenants_objects_as_missing)
 }
 END_TEST
 
+/* ---- One rule per identifier (issue 12) ------------------------------------------------
+ * A tenant created here must be one that events can carry: 1 to 64 bytes (docs/events.md
+ * "Identifiers"). Before, the API took 128 and a 65-byte tenant could never receive events. */
+START_TEST(test_tenant_ids_follow_the_event_rule)
+{
+    char t64[65], t65[66], body[200];
+    memset(t64, 'a', 64);
+    t64[64] = '\0';
+    memset(t65, 'b', 65);
+    t65[65] = '\0';
+    http_resp a;
+    snprintf(body, sizeof body, "{\"tenant\":\"%s\"}", t65);
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "ident-65", body, NULL, &a);
+    ck_assert_msg(a.status == 400, "%d %s", a.status, a.body);
+    ck_assert_msg(strstr(a.body, "must be at most 64 bytes, got 65"), "%s", a.body);
+    ck_assert_msg(strstr(a.body, "\"field\":\"tenant\""), "%s", a.body);
+    http_free(&a);
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "ident-space", "{\"tenant\":\"Acme Corp\"}",
+            NULL, &a);
+    ck_assert_msg(a.status == 400, "%d %s", a.status, a.body);
+    ck_assert_msg(strstr(a.body, "got 0x20 at position 4"), "%s", a.body);
+    http_free(&a);
+    snprintf(body, sizeof body, "{\"tenant\":\"%s\"}", t64);
+    http_do(F.port, "POST", "/v1/tenants", F.admin, "ident-64", body, NULL, &a);
+    ck_assert_msg(a.status == 201, "%d %s", a.status, a.body);
+    http_free(&a);
+    /* a path parameter is checked by the same rule */
+    char path[200];
+    snprintf(path, sizeof path, "/v1/tenants/%s/spend", t65);
+    http_do(F.port, "GET", path, F.finance, NULL, NULL, NULL, &a);
+    ck_assert_msg(a.status == 400, "%d %s", a.status, a.body);
+    ck_assert_msg(strstr(a.body, "must be at most 64 bytes, got 65"), "%s", a.body);
+    http_free(&a);
+    /* and the database refuses what the API would: CHECK constraints of sql/ */
+    PGconn *c = db();
+    char sql[300];
+    snprintf(sql, sizeof sql, "INSERT INTO gm.tenants (tenant) VALUES ('%s')", t65);
+    PGresult *res = PQexec(c, sql);
+    ck_assert_str_eq(PQresultErrorField(res, PG_DIAG_SQLSTATE), "23514");
+    PQclear(res);
+    res = PQexec(c, "INSERT INTO gm.contracts (tenant, version, currency, document) VALUES "
+                    "('Acme Corp', 1, 'USD', '{}')");
+    ck_assert_str_eq(PQresultErrorField(res, PG_DIAG_SQLSTATE), "23514");
+    PQclear(res);
+    char *v = gm_test_pg_value(c, "SELECT count(*) FROM pg_constraint WHERE conname IN "
+                                  "('tenants_tenant_ident', 'contracts_tenant_ident', "
+                                  "'api_keys_tenant_ident', 'budgets_tenant_ident', "
+                                  "'ledger_names_ident', 'gpu_windows_ident') AND convalidated");
+    ck_assert_str_eq(v, "6");
+    free(v);
+    PQfinish(c);
+}
+END_TEST
+
 /* ---- Idempotency ------------------------------------------------------------------------ */
 START_TEST(test_idempotency_replays_refuses_other_body_and_requires_key)
 {
@@ -1942,6 +1996,7 @@ int main(void)
     tcase_add_checked_fixture(tc, clock_back, clock_back);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_openapi_is_valid_and_lists_every_route);
+    tcase_add_test(tc, test_tenant_ids_follow_the_event_rule);
     tcase_add_test(tc, test_health_ready_and_metrics);
     tcase_add_test(tc, test_authorization_matrix_every_endpoint_every_role);
     tcase_add_test(tc, test_me_describes_the_calling_key);

@@ -160,6 +160,33 @@ START_TEST(test_ratecard_validate_refuses_a_contract_of_a_missing_card)
 }
 END_TEST
 
+/* Regression (issue 12: a contract for "Acme Corp" validated and then matched no event): the
+ * contract's tenant follows the rule of events' subject, named with the field. */
+START_TEST(test_ratecard_validate_refuses_a_tenant_no_event_can_carry)
+{
+    static const char *const tenants[] = {
+        "Acme Corp", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "-acme"};
+    static const char *const rules[] = {"tenant: must use only A-Z a-z 0-9 . _ - (first a letter "
+                                        "or digit), got 0x20 at position 4",
+                                        "tenant: must be at most 64 bytes, got 65",
+                                        "tenant: must start with a letter or digit, got '-'"};
+    for (int i = 0; i < 3; i++) {
+        char path[128], cmd[512], *out;
+        snprintf(path, sizeof path, "/tmp/gmtest-contract-ident-%d.json", (int)getpid());
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fprintf(f, "{\"tenant\":\"%s\",\"currency\":\"USD\"}", tenants[i]);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, BIN " ratecard validate " EX "list-usd-v1.json %s", path);
+        ck_assert_int_ne(run(cmd, &out), 0);
+        ck_assert_msg(strstr(out, rules[i]), "%s", out);
+        ck_assert_msg(strstr(out, "can never match an event"), "%s", out);
+        free(out);
+        unlink(path);
+    }
+}
+END_TEST
+
 START_TEST(test_quote_lists_invalid_events_and_exits_1)
 {
     char *out;
@@ -234,6 +261,7 @@ int main(void)
     tcase_add_test(tc, test_quote_drops_duplicate_events_as_the_rater_does);
     tcase_add_test(tc, test_quote_gpu_lines_are_in_gpu_seconds);
     tcase_add_test(tc, test_ratecard_validate_refuses_a_contract_of_a_missing_card);
+    tcase_add_test(tc, test_ratecard_validate_refuses_a_tenant_no_event_can_carry);
     tcase_add_test(tc, test_ratecard_validate_reports_each_file);
     tcase_add_test(tc, test_gridmeter_now_moves_the_clock_or_is_refused);
     suite_add_tcase(s, tc);
