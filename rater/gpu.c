@@ -18,6 +18,7 @@
 #include "gm_ingest.h"
 #include "gm_ledger.h"
 #include "gm_rating.h"
+#include "faults.h"
 #include "gpu_int.h"
 #include "rater_int.h"
 
@@ -43,6 +44,10 @@ struct gm_rater_gpu {
     int gap_tries[MAXP];
     int64_t cut_at[MAXP];
     volatile bool rebalanced;
+    /* an assignment rd_kafka_assign refused, retried from the loop (see rater.c) */
+    rd_kafka_topic_partition_list_t *pending_assign;
+    int assign_tries;
+    int64_t assign_retry_at;
     size_t drop_upto;
     volatile sig_atomic_t *stop;
     volatile int quit; /* 1: stop now; 2: stop when idle */
@@ -236,6 +241,66 @@ static int read_stored(gm_rater_gpu *g, const rd_kafka_topic_partition_list_t *p
 }
 
 /* ---- Kafka ------------------------------------------------------------------------------ */
+/* Takes the partitions (offsets set from PostgreSQL). When librdkafka refuses, nothing is
+ * consumed from them: logged, counted, none owned, and a copy kept for retry_assign, which
+ * tries again with growing pauses until it takes or a revoke comes (as rater.c does). */
+static void try_assign(gm_rater_gpu *g, rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_resp_err_t ae = gm_rater__fault(GM_RATER_FAULT_GPU_ASSIGN)
+                                 ? RD_KAFKA_RESP_ERR__FAIL
+                                 : rd_kafka_assign(g->rk, parts);
+    if (ae == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t p = parts->elems[i].partition;
+            if (p >= 0 && p < MAXP)
+                g->owned[p] = true;
+        }
+        if (g->pending_assign && g->pending_assign != parts)
+            rd_kafka_topic_partition_list_destroy(g->pending_assign);
+        g->pending_assign = NULL;
+        g->assign_tries = 0;
+        return;
+    }
+    g->assign_tries++;
+    int64_t pause_ms = g->assign_tries < 7 ? 100LL << (g->assign_tries - 1) : 5000;
+    gm_error(GPU_COMP,
+             "msg=\"GPU partition assignment failed; nothing is consumed from them until it "
+             "succeeds\" count=%d error=\"%s\" tries=%d retry_ms=%lld",
+             parts->cnt, rd_kafka_err2str(ae), g->assign_tries, (long long)pause_ms);
+    gm_rater_metrics.gpu_assign_failures++;
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p >= 0 && p < MAXP)
+            g->owned[p] = false;
+    }
+    if (g->pending_assign != parts) {
+        if (g->pending_assign)
+            rd_kafka_topic_partition_list_destroy(g->pending_assign);
+        g->pending_assign = rd_kafka_topic_partition_list_copy(parts);
+    }
+    g->assign_retry_at = gm_mono_us() + pause_ms * 1000;
+}
+
+static void retry_assign(gm_rater_gpu *g)
+{
+    if (!g->pending_assign || gm_mono_us() < g->assign_retry_at)
+        return;
+    rd_kafka_topic_partition_list_t *parts = g->pending_assign;
+    if (read_stored(g, parts) != 0)
+        return; /* stopping */
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p >= 0 && p < MAXP)
+            parts->elems[i].offset = g->stored[p] >= 0 ? g->stored[p] : RD_KAFKA_OFFSET_BEGINNING;
+    }
+    try_assign(g, parts);
+    if (!g->pending_assign) {
+        gm_info(GPU_COMP, "msg=\"GPU partition assignment retried and taken\" count=%d",
+                parts->cnt);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -244,27 +309,40 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     g->drop_upto = g->n_msgs;
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (read_stored(g, parts) != 0) {
-            rd_kafka_assign(rk, NULL);
+            /* stopping: take none of them (nothing is consumed, nothing is lost) */
+            rd_kafka_resp_err_t ne = rd_kafka_assign(rk, NULL);
+            if (ne != RD_KAFKA_RESP_ERR_NO_ERROR)
+                gm_warn(GPU_COMP,
+                        "msg=\"partition unassignment failed while stopping\" error=\"%s\"",
+                        rd_kafka_err2str(ne));
             return;
         }
         for (int i = 0; i < parts->cnt; i++) {
             int32_t p = parts->elems[i].partition;
             if (p < 0 || p >= MAXP)
                 continue;
-            g->owned[p] = true;
             parts->elems[i].offset = g->stored[p] >= 0 ? g->stored[p] : RD_KAFKA_OFFSET_BEGINNING;
         }
         gm_info(GPU_COMP, "msg=\"GPU partitions assigned, seeking to PostgreSQL offsets\" count=%d",
                 parts->cnt);
-        rd_kafka_assign(rk, parts);
+        try_assign(g, parts);
     } else {
         for (int i = 0; i < parts->cnt; i++) {
             int32_t p = parts->elems[i].partition;
             if (p >= 0 && p < MAXP)
                 g->owned[p] = false;
         }
+        if (g->pending_assign) { /* a refused assignment is moot once revoked */
+            rd_kafka_topic_partition_list_destroy(g->pending_assign);
+            g->pending_assign = NULL;
+        }
         gm_info(GPU_COMP, "msg=\"GPU partitions revoked\" count=%d", parts->cnt);
-        rd_kafka_assign(rk, NULL);
+        rd_kafka_resp_err_t ae = rd_kafka_assign(rk, NULL);
+        if (ae != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            gm_error(GPU_COMP, "msg=\"GPU partition unassignment failed\" error=\"%s\"",
+                     rd_kafka_err2str(ae));
+            gm_rater_metrics.gpu_assign_failures++;
+        }
     }
 }
 
@@ -298,7 +376,8 @@ static void rewind_to_stored(gm_rater_gpu *g)
 }
 
 /* Contiguity, as in rater.c: a hole is cut off and sought back; accepted only when the
- * broker's low watermark is past it or it came back after three seeks. */
+ * broker's low watermark is past it or it came back after three seeks that each asked the
+ * broker successfully. A failed watermark query tells nothing: it never counts as a try. */
 static void check_contiguity(gm_rater_gpu *g)
 {
     int64_t want[MAXP];
@@ -323,7 +402,23 @@ static void check_contiguity(gm_rater_gpu *g)
             continue;
         }
         int64_t lo = -1, hi = -1;
-        rd_kafka_query_watermark_offsets(g->rk, g->topic, p, &lo, &hi, 5000);
+        rd_kafka_resp_err_t qe =
+            gm_rater__fault(GM_RATER_FAULT_GPU_WATERMARK)
+                ? RD_KAFKA_RESP_ERR__TRANSPORT
+                : rd_kafka_query_watermark_offsets(g->rk, g->topic, p, &lo, &hi, 5000);
+        if (qe != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            gm_warn(GPU_COMP,
+                    "msg=\"offset hole: the low watermark query failed, seeking back\" "
+                    "partition=%d expected=%lld got=%lld error=\"%s\"",
+                    p, (long long)want[p], (long long)m->offset, rd_kafka_err2str(qe));
+            gm_rater_metrics.gpu_watermark_failures++;
+            g->cut_at[p] = m->offset;
+            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(one, g->topic, p)->offset = want[p];
+            seek_to(g, one);
+            rd_kafka_topic_partition_list_destroy(one);
+            continue;
+        }
         if (g->gap_at[p] == want[p])
             g->gap_tries[p]++;
         else {
@@ -333,8 +428,10 @@ static void check_contiguity(gm_rater_gpu *g)
         if (lo > want[p] || g->gap_tries[p] >= 3) {
             gm_warn(GPU_COMP,
                     "msg=\"offset gap accepted: messages in it are gone from the broker\" "
-                    "partition=%d from=%lld to=%lld low_watermark=%lld",
-                    p, (long long)want[p], (long long)m->offset - 1, (long long)lo);
+                    "partition=%d from=%lld to=%lld low_watermark=%lld tries=%d",
+                    p, (long long)want[p], (long long)m->offset - 1, (long long)lo,
+                    g->gap_tries[p]);
+            gm_rater_metrics.gpu_offset_gaps++;
             want[p] = m->offset + 1;
             continue;
         }
@@ -811,6 +908,7 @@ static void *gpu_main(void *arg)
     int failures = 0;
     char err[1024];
     while (!stopping(g)) {
+        retry_assign(g); /* a refused assignment, tried again */
         int64_t deadline = gm_mono_us() + (int64_t)g->cfg->batch_ms * 1000;
         g->rebalanced = false;
         while (g->n_msgs < g->cap && !stopping(g)) {
@@ -1006,6 +1104,8 @@ void gm_rater_gpu_stop(gm_rater_gpu *g, bool when_idle)
         rd_kafka_consumer_close(g->rk);
         rd_kafka_destroy(g->rk);
     }
+    if (g->pending_assign)
+        rd_kafka_topic_partition_list_destroy(g->pending_assign);
     PQfinish(g->pg);
     gm_rating_book_free(g->book);
     free(g->msgs);

@@ -142,6 +142,18 @@ static char *render(size_t *len)
         "(the rater leaves and rejoins its group).\n"
         "# TYPE gridmeter_rater_assign_failures_total counter\n"
         "gridmeter_rater_assign_failures_total %llu\n"
+        "# HELP gridmeter_rater_gpu_offset_gaps_total Offset gaps the GPU window consumer "
+        "accepted (the broker said the messages are gone, or three answered seeks found none).\n"
+        "# TYPE gridmeter_rater_gpu_offset_gaps_total counter\n"
+        "gridmeter_rater_gpu_offset_gaps_total %llu\n"
+        "# HELP gridmeter_rater_gpu_watermark_failures_total Offset holes of the GPU topic whose "
+        "low-watermark query failed (never accepted as gaps; the partition seeks back).\n"
+        "# TYPE gridmeter_rater_gpu_watermark_failures_total counter\n"
+        "gridmeter_rater_gpu_watermark_failures_total %llu\n"
+        "# HELP gridmeter_rater_gpu_assign_failures_total GPU topic partition assignments "
+        "librdkafka refused (the GPU consumer leaves and rejoins its group).\n"
+        "# TYPE gridmeter_rater_gpu_assign_failures_total counter\n"
+        "gridmeter_rater_gpu_assign_failures_total %llu\n"
         "# HELP gridmeter_rater_batch_size Messages in the last committed batch.\n"
         "# TYPE gridmeter_rater_batch_size gauge\n"
         "gridmeter_rater_batch_size %llu\n",
@@ -149,7 +161,9 @@ static char *render(size_t *len)
         (unsigned long long)g->slow_path_batches, (unsigned long long)g->rebalances,
         (unsigned long long)g->pg_reconnects, (unsigned long long)g->offset_gaps,
         (unsigned long long)g->partition_failures, (unsigned long long)g->watermark_failures,
-        (unsigned long long)g->assign_failures, (unsigned long long)g->last_batch_messages);
+        (unsigned long long)g->assign_failures, (unsigned long long)g->gpu_offset_gaps,
+        (unsigned long long)g->gpu_watermark_failures, (unsigned long long)g->gpu_assign_failures,
+        (unsigned long long)g->last_batch_messages);
     put(&b, "# HELP gridmeter_rater_commit_seconds Time to write and commit one batch.\n"
             "# TYPE gridmeter_rater_commit_seconds histogram\n");
     for (size_t i = 0; i < GM_ARRAY_LEN(bucket_le_us); i++)

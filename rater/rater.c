@@ -17,6 +17,7 @@
 #include "gm_ingest.h"
 #include "gm_ledger.h"
 #include "gm_rating.h"
+#include "faults.h"
 #include "rater_int.h"
 #include "gpu_int.h"
 
@@ -86,8 +87,13 @@ typedef struct rater {
     int gap_tries[MAX_PARTITIONS];
     int64_t cut_at[MAX_PARTITIONS]; /* this batch: messages from here on are not rated */
     volatile bool rebalanced;       /* set by the rebalance callback during a poll */
-    bool assign_failed;             /* rd_kafka_assign refused: rejoin the group */
-    size_t drop_upto;               /* messages polled before the last rebalance: stale */
+    /* An assignment rd_kafka_assign refused: the group gave us these partitions but nothing
+     * consumes them. Retried from the loop (with PostgreSQL's offsets read again) until it
+     * takes or the partitions are revoked. */
+    rd_kafka_topic_partition_list_t *pending_assign;
+    int assign_tries;
+    int64_t assign_retry_at;
+    size_t drop_upto; /* messages polled before the last rebalance: stale */
     volatile sig_atomic_t *stop;
     char fatal[1024]; /* the shard fence refused a batch: stop with this reason */
     /* batch buffers */
@@ -188,6 +194,67 @@ static int read_stored(rater *r, const rd_kafka_topic_partition_list_t *parts)
     return GM_EUNAVAIL;
 }
 
+/* Takes the partitions (offsets already set from PostgreSQL). When librdkafka refuses,
+ * nothing is consumed from them: say so, count it, own none of them, and keep a copy for
+ * retry_assign, which tries again with growing pauses until it takes or a revoke comes. */
+static void try_assign(rater *r, rd_kafka_topic_partition_list_t *parts, const char *list)
+{
+    rd_kafka_resp_err_t ae = gm_rater__fault(GM_RATER_FAULT_ASSIGN) ? RD_KAFKA_RESP_ERR__FAIL
+                                                                    : rd_kafka_assign(r->rk, parts);
+    if (ae == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t p = parts->elems[i].partition;
+            if (p >= 0 && p < MAX_PARTITIONS)
+                r->owned[p] = true;
+        }
+        if (r->pending_assign != parts && r->pending_assign)
+            rd_kafka_topic_partition_list_destroy(r->pending_assign);
+        r->pending_assign = NULL;
+        r->assign_tries = 0;
+        return;
+    }
+    r->assign_tries++;
+    int64_t pause_ms = r->assign_tries < 7 ? 100LL << (r->assign_tries - 1) : 5000;
+    gm_error("rater",
+             "msg=\"partition assignment failed; nothing is consumed from them until it "
+             "succeeds\" partitions=%s error=\"%s\" tries=%d retry_ms=%lld",
+             list, rd_kafka_err2str(ae), r->assign_tries, (long long)pause_ms);
+    gm_rater_metrics.assign_failures++;
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p >= 0 && p < MAX_PARTITIONS)
+            r->owned[p] = false;
+    }
+    if (r->pending_assign != parts) {
+        if (r->pending_assign)
+            rd_kafka_topic_partition_list_destroy(r->pending_assign);
+        r->pending_assign = rd_kafka_topic_partition_list_copy(parts);
+    }
+    r->assign_retry_at = gm_mono_us() + pause_ms * 1000;
+}
+
+/* The loop's half of try_assign: PostgreSQL's offsets are read again (another rater may have
+ * committed meanwhile), then the assignment is tried again. */
+static void retry_assign(rater *r)
+{
+    if (!r->pending_assign || gm_mono_us() < r->assign_retry_at)
+        return;
+    rd_kafka_topic_partition_list_t *parts = r->pending_assign;
+    if (read_stored(r, parts) != 0)
+        return; /* stopping */
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p >= 0 && p < MAX_PARTITIONS)
+            parts->elems[i].offset = r->stored[p] >= 0 ? r->stored[p] : RD_KAFKA_OFFSET_BEGINNING;
+    }
+    gm_ledger_writer_reset(r->writer);
+    try_assign(r, parts, "(retry)");
+    if (!r->pending_assign) {
+        gm_info("rater", "msg=\"partition assignment retried and taken\" count=%d", parts->cnt);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -197,7 +264,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     gm_ledger_writer_reset(r->writer);
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (read_stored(r, parts) != 0) {
-            rd_kafka_assign(rk, NULL);
+            /* stopping: take none of them (nothing is consumed, nothing is lost) */
+            rd_kafka_resp_err_t ne = rd_kafka_assign(rk, NULL);
+            if (ne != RD_KAFKA_RESP_ERR_NO_ERROR)
+                gm_warn("rater",
+                        "msg=\"partition unassignment failed while stopping\" error=\"%s\"",
+                        rd_kafka_err2str(ne));
             return;
         }
         char list[512] = "";
@@ -206,7 +278,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
             int32_t p = parts->elems[i].partition;
             if (p < 0 || p >= MAX_PARTITIONS)
                 continue;
-            r->owned[p] = true;
             parts->elems[i].offset = r->stored[p] >= 0 ? r->stored[p] : RD_KAFKA_OFFSET_BEGINNING;
             if (w < sizeof list - 32)
                 w += (size_t)snprintf(list + w, sizeof list - w, "%s%d@%lld", i ? "," : "", p,
@@ -216,25 +287,16 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                 "msg=\"partitions assigned, seeking to PostgreSQL offsets\" "
                 "partitions=%s",
                 list);
-        rd_kafka_resp_err_t ae = rd_kafka_assign(rk, parts);
-        if (ae != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            /* nothing is consumed from these partitions: say so, own none of them, and
-             * leave the group so that another rater (or this one, rejoining) takes them */
-            gm_error("rater", "msg=\"partition assignment failed\" partitions=%s error=\"%s\"",
-                     list, rd_kafka_err2str(ae));
-            gm_rater_metrics.assign_failures++;
-            for (int i = 0; i < parts->cnt; i++) {
-                int32_t p = parts->elems[i].partition;
-                if (p >= 0 && p < MAX_PARTITIONS)
-                    r->owned[p] = false;
-            }
-            r->assign_failed = true;
-        }
+        try_assign(r, parts, list);
     } else {
         for (int i = 0; i < parts->cnt; i++) {
             int32_t p = parts->elems[i].partition;
             if (p >= 0 && p < MAX_PARTITIONS)
                 r->owned[p] = false;
+        }
+        if (r->pending_assign) { /* a refused assignment is moot once revoked */
+            rd_kafka_topic_partition_list_destroy(r->pending_assign);
+            r->pending_assign = NULL;
         }
         gm_info("rater", "msg=\"partitions revoked\" count=%d", parts->cnt);
         rd_kafka_resp_err_t ae = rd_kafka_assign(rk, NULL);
@@ -270,6 +332,16 @@ static void rewind_to_stored(rater *r)
                         parts->elems[i].partition, rd_kafka_err2str(parts->elems[i].err));
     }
     rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* Keeps monthly ledger partitions ahead (gm.ensure_ledger_partitions); its result is always
+ * checked by the caller. */
+static int ensure_partitions(rater *r, int64_t from_us, int months, int *made, char *err,
+                             size_t err_len)
+{
+    if (gm_rater__fault(GM_RATER_FAULT_PARTITIONS))
+        return gm_fail(err, err_len, GM_EDB, "gm.ensure_ledger_partitions: injected failure");
+    return gm_ledger_ensure_partitions(r->pg, from_us, months, made, err, err_len);
 }
 
 static int load_book(rater *r, char *err, size_t err_len)
@@ -432,7 +504,9 @@ static void check_contiguity(rater *r)
         }
         int64_t lo = -1, hi = -1;
         rd_kafka_resp_err_t qe =
-            rd_kafka_query_watermark_offsets(r->rk, r->cfg->topic, p, &lo, &hi, 5000);
+            gm_rater__fault(GM_RATER_FAULT_WATERMARK)
+                ? RD_KAFKA_RESP_ERR__TRANSPORT
+                : rd_kafka_query_watermark_offsets(r->rk, r->cfg->topic, p, &lo, &hi, 5000);
         if (qe != RD_KAFKA_RESP_ERR_NO_ERROR) {
             /* the broker was not asked successfully: nothing is known about the hole, so it
              * is never accepted on this try (no try is counted); rate up to it, seek back */
@@ -723,9 +797,15 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
     }
     /* Partitions from last month to three months ahead, on gridmeter's clock. A failure
      * here is a misconfigured database: refuse to start rather than hide it. */
-    if ((rc = gm_ledger_ensure_partitions(r->pg, gm_month_start(gm_now_us()) - GM_US_PER_DAY, 4,
-                                          NULL, err, err_len)))
-        goto out;
+    {
+        char why[512];
+        if ((rc = ensure_partitions(r, gm_month_start(gm_now_us()) - GM_US_PER_DAY, 4, NULL, why,
+                                    sizeof why))) {
+            gm_rater_metrics.partition_failures++;
+            gm_fail(err, err_len, rc, "ledger partitions not created, not starting: %s", why);
+            goto out;
+        }
+    }
     if (!(r->rk = make_consumer(r, err, err_len))) {
         rc = GM_EKAFKA;
         goto out;
@@ -743,25 +823,10 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
 
     size_t committed = 0;
     int failures_in_row = 0;
-    int64_t last_activity = gm_mono_us(), last_partitions = gm_mono_us();
+    int64_t last_activity = gm_mono_us();
+    int64_t next_partitions = gm_mono_us() + gm_rater__partitions_every_us;
     while (!*stop) {
-        if (r->assign_failed) {
-            /* an assignment librdkafka refused leaves partitions nobody consumes: leave the
-             * group and join again, so that they are assigned anew (here or elsewhere) */
-            r->assign_failed = false;
-            rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(subs, cfg->topic, RD_KAFKA_PARTITION_UA);
-            rd_kafka_resp_err_t ue = rd_kafka_unsubscribe(r->rk);
-            rd_kafka_resp_err_t se = rd_kafka_subscribe(r->rk, subs);
-            rd_kafka_topic_partition_list_destroy(subs);
-            if (ue || se) {
-                gm_fail(err, err_len, GM_EKAFKA,
-                        "rejoining the group after a failed assignment: %s",
-                        rd_kafka_err2str(se ? se : ue));
-                rc = GM_EKAFKA;
-                goto out;
-            }
-        }
+        retry_assign(r); /* a refused assignment, tried again */
         /* Fill a batch: up to batch_max messages or batch_ms. */
         int64_t deadline = gm_mono_us() + (int64_t)cfg->batch_ms * 1000;
         r->rebalanced = false;
@@ -855,20 +920,19 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
                         "error=\"%s\"",
                         why);
         }
-        if (now - last_partitions > 3600 * GM_US_PER_SEC && r->pg &&
-            PQstatus(r->pg) == CONNECTION_OK) {
+        if (now >= next_partitions && r->pg && PQstatus(r->pg) == CONNECTION_OK) {
             char why[512];
             int made = 0;
-            if (gm_ledger_ensure_partitions(r->pg, gm_now_us(), 3, &made, why, sizeof why)) {
-                /* rows still land in gm.ledger_default: nothing is lost, but say so loudly
-                 * and try again in a minute */
+            if (ensure_partitions(r, gm_now_us(), 3, &made, why, sizeof why)) {
+                /* rows still land in the default partition: nothing is lost, but say so
+                 * loudly and try again in a minute */
                 gm_error("rater", "msg=\"ledger partitions not created\" error=\"%s\"", why);
                 gm_rater_metrics.partition_failures++;
-                last_partitions = now - 3540 * GM_US_PER_SEC;
+                next_partitions = now + gm_rater__partitions_retry_us;
             } else {
                 if (made)
                     gm_info("rater", "msg=\"ledger partitions created\" created=%d", made);
-                last_partitions = now;
+                next_partitions = now + gm_rater__partitions_every_us;
             }
         }
     }
@@ -877,6 +941,8 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
 out:
     gm_rater_gpu_stop(gpu, idle_exit);
     free_msgs(r);
+    if (r->pending_assign)
+        rd_kafka_topic_partition_list_destroy(r->pending_assign);
     gm_rater_metrics_stop();
     gm_rater_metrics_set_rk(NULL, cfg->topic, NULL, NULL, 0);
     if (r->rk) {

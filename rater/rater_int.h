@@ -23,6 +23,10 @@ typedef struct gm_rater_metrics_t {
     uint64_t partition_failures;
     uint64_t watermark_failures; /* offset holes whose low-watermark query failed */
     uint64_t assign_failures;    /* rd_kafka_assign refused (the rater rejoins the group) */
+    /* the same three of the GPU window consumer (rater/gpu.c, its own thread) */
+    uint64_t gpu_offset_gaps;
+    uint64_t gpu_watermark_failures;
+    uint64_t gpu_assign_failures;
     uint64_t last_batch_messages;
     uint64_t commit_us_sum;
     uint64_t commit_buckets[12]; /* cumulative counts per le bucket, see metrics.c */

@@ -39,3 +39,15 @@ gm_add_test(NAME test_shard_map SOURCES test_shard_map.c LIBS gm_rater LABELS un
 gm_add_test(NAME test_rater_gpu_billing SOURCES test_rater_gpu_billing.c LIBS gm_rater_harness
             gm_billing gm_ledger gm_rating PkgConfig::CJSON LABELS integration TIMEOUT 600)
 add_dependencies(test_rater_gpu_billing gridmeter)
+# Issue 12, no unchecked result on an event's path: the rater's sources compiled again with
+# the test-only fault seam (rater/faults.h), run in-process against the real broker and
+# PostgreSQL. The gridmeter binary never has the seam.
+get_target_property(gm_rater_srcs gm_rater SOURCES)
+list(TRANSFORM gm_rater_srcs PREPEND ${PROJECT_SOURCE_DIR}/rater/)
+add_library(gm_rater_faults STATIC ${gm_rater_srcs})
+target_compile_definitions(gm_rater_faults PUBLIC GM_RATER_FAULTS=1)
+target_include_directories(gm_rater_faults PUBLIC ${PROJECT_SOURCE_DIR}/rater)
+get_target_property(gm_rater_libs gm_rater LINK_LIBRARIES)
+target_link_libraries(gm_rater_faults PUBLIC ${gm_rater_libs})
+gm_add_test(NAME test_rater_faults SOURCES test_rater_faults.c LIBS gm_rater_faults
+            gm_rater_harness LABELS integration TIMEOUT 600)
