@@ -516,10 +516,8 @@ static bool parse_step(gm_agent *a, const cJSON *o, step_in *s, step_err *e)
     if (tenant && reqs)
         return fail_at(e, "requests", "belong to a step, not to tenant work");
     if (tenant) {
-        if (!cJSON_IsString(tenant) || !*tenant->valuestring ||
-            strlen(tenant->valuestring) > GM_EVENT_TENANT_MAX)
-            return fail_at(e, "tenant", "must be a tenant id (1..64 bytes of %s)",
-                           GM_EVENT_CHARSET_NAME);
+        if (!cJSON_IsString(tenant) || !gm_ident_valid(GM_IDENT_TENANT, tenant->valuestring))
+            return fail_at(e, "tenant", "must be a tenant id (%s)", gm_ident_rule(GM_IDENT_TENANT));
         snprintf(s->tenant, sizeof s->tenant, "%s", tenant->valuestring);
     }
     if (kernels && shorthand)
