@@ -401,7 +401,7 @@ static rd_kafka_t *make_consumer(rater *r, char *err, size_t err_len)
         r->rk = rk;
         rebalance_cb(rk, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, parts, r);
         rd_kafka_topic_partition_list_destroy(parts);
-        if (r->assign_failed || (n && !r->owned[ids[0]])) {
+        if (r->pending_assign || (n && !r->owned[ids[0]])) {
             gm_fail(err, err_len, GM_EKAFKA, "shard %s: assigning its %zu partitions of %s failed",
                     r->cfg->shard, n, r->cfg->topic);
             rd_kafka_destroy(rk);
