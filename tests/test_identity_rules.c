@@ -163,7 +163,7 @@ START_TEST(test_ident_rules_lengths_and_sets)
 END_TEST
 
 /* The migration that holds the CHECK constraints (renumbered when it lands). */
-#define GM_IDENT_MIGRATION "0017_identifiers.sql"
+#define GM_IDENT_MIGRATION "0018_identifiers.sql"
 
 /* The migration's CHECK constraints carry the same patterns as C (one rule, two languages). */
 START_TEST(test_sql_constraints_use_the_c_patterns)

@@ -1,4 +1,4 @@
--- 0017 identifiers: one rule per identifier in SQL as in C (common/gm_ident.h, docs/events.md
+-- 0018 identifiers: one rule per identifier in SQL as in C (common/gm_ident.h, docs/events.md
 -- "Identifiers"). Tenant and site ids: 1 to 64 bytes of A-Z a-z 0-9 . _ -, first a letter or
 -- digit; model and source ids: 1 to 128 bytes of A-Z a-z 0-9 . _ - : / @ + = ~.
 -- Before this, gm.tenants allowed 128 bytes, and contracts, API keys and budgets any text:
@@ -24,7 +24,7 @@ BEGIN
     IF bad = 0 THEN
         EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', tbl, con);
     ELSE
-        RAISE WARNING 'sql/0017: % rows of % break %: the constraint is left NOT VALID (new rows are checked)',
+        RAISE WARNING 'sql/0018: % rows of % break %: the constraint is left NOT VALID (new rows are checked)',
             bad, tbl, con
             USING HINT = 'docs/operations.md "Identifiers in stored rows" lists them and how to validate';
     END IF;
