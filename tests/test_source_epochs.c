@@ -269,6 +269,12 @@ START_TEST(test_resend_under_another_epoch_is_a_conflict)
     /* the explicit "epoch":0 re-send is the same event: a quiet duplicate */
     ASSERT_Q(&e, "SELECT sum(duplicates) || ' ' || sum(conflicts) FROM gm.batches", "1 1");
     ASSERT_Q(&e, "SELECT sum(quantity) FROM audit.usage_hourly WHERE dimension = 'input'", "100");
+    /* a conflict under a higher epoch closes nothing (sql/0019): the live epoch 0 has no
+     * next epoch and no tail */
+    ASSERT_Q(&e,
+             "SELECT coalesce(next_epoch::text, 'none') FROM audit.source_epochs WHERE epoch = 0",
+             "none");
+    ASSERT_Q(&e, "SELECT count(*) FROM audit.source_gaps", "0");
     assert_chain_sound(&e);
     h_env_close(&e);
 }
