@@ -631,7 +631,9 @@ START_TEST(test_descriptions_are_never_cut_inside_a_utf8_character)
     ck_assert_str_eq(s, "ab");
     char e[8] = "a\xe2\x82"; /* two of the three bytes of € */
     ck_assert_uint_eq(gm_utf8_trim_partial(e), 1);
-    /* through the rating engine: a model name of 60 two-byte characters */
+    /* Through the rating engine a model name can no longer carry UTF-8: model ids are
+     * 1 to 128 bytes of A-Z a-z 0-9 . _ - : / @ + = ~ (docs/events.md "Identifiers"), so a
+     * card naming a model of two-byte characters is refused naming the field and the rule. */
     char model[200] = "";
     for (int i = 0; i < 60; i++)
         strcat(model, "\xc3\xa9");
@@ -646,25 +648,8 @@ START_TEST(test_descriptions_are_never_cut_inside_a_utf8_character)
              model);
     gm_rating_book *b = gm_rating_book_new();
     char err[512];
-    ck_assert_msg(gm_rating_book_add_card(b, card, strlen(card), err, sizeof err) == 0, "%s", err);
-    gm_rating_period *p = gm_rating_period_new(b, "t", T("2026-09-01T00:00:00Z"));
-    gm_usage u = {"t", model, "s", T("2026-09-02T00:00:00Z"), {100, 0, 0, 0}};
-    ck_assert(gm_rating_period_add_event(p, &u, NULL, err, sizeof err) == 0);
-    gm_invoice *inv = NULL;
-    ck_assert(gm_rating_period_invoice(p, NULL, &inv, err, sizeof err) == 0);
-    ck_assert_uint_ge(inv->n_lines, 1);
-    const char *d = inv->lines[0].description;
-    size_t n = strlen(d);
-    ck_assert_uint_gt(n, 0);
-    /* valid UTF-8: the last byte completes its character */
-    size_t i = n;
-    while (i > 0 && ((unsigned char)d[i - 1] & 0xC0) == 0x80)
-        i--;
-    unsigned char lead = (unsigned char)d[i - 1];
-    size_t want = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : 4;
-    ck_assert_uint_eq(n - (i - 1), want);
-    gm_invoice_free(inv);
-    gm_rating_period_free(p);
+    ck_assert(gm_rating_book_add_card(b, card, strlen(card), err, sizeof err) != 0);
+    ck_assert_msg(strstr(err, "must use only A-Z a-z 0-9") != NULL, "%s", err);
     gm_rating_book_free(b);
 }
 END_TEST
