@@ -4,6 +4,8 @@
 -- with a next_epoch and audit.source_gaps listed a tail for it. Both views are 0015's
 -- definitions with `n.events > 0` added where a later epoch closes an earlier one.
 
+SET ROLE gm_owner;
+
 CREATE OR REPLACE VIEW audit.source_gaps AS
 SELECT s.source,
        lower(g.r)     AS first_missing,
@@ -49,3 +51,5 @@ FROM gm.sources s
 JOIN audit.source_completeness c ON c.source = s.source AND c.epoch = s.epoch;
 COMMENT ON VIEW audit.source_epochs IS
     'One row per source and epoch (data.epoch): the seq range received, counts (accepted, duplicates, conflicting, rejected, missing), the first and last event time, when the rater first and last saw it, and the epoch that followed it (next_epoch: the next higher epoch with at least one accepted event; NULL: the current epoch). An epoch with a next_epoch is closed: its tail is in audit.source_gaps (kind tail). A higher epoch that holds only conflicts or rejects closes nothing';
+
+RESET ROLE;
