@@ -123,12 +123,14 @@ int gm_cmd_rejects(int argc, char **argv)
         "           contracts and limits of now; one that passes is rated exactly once (its\n"
         "           ledger row, charges and the reject's mark commit together; a reject\n"
         "           already replayed is never replayed again). --dry-run writes nothing.\n"
+        "           Rejects of rule placement are never replayed (docs/scaling.md).\n"
         "Filters combine (AND). Exit status: 0 done, 1 error, 2 usage.",
         "gridmeter rejects list|show|replay [filters] [--dry-run]"};
     gm_opt opts[] = {
         {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
          "libpq conninfo; empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
-        {"rule", NULL, NULL, "", GM_OPT_STR, "contract, type, time, rating, poison or kafka", 0, 0},
+        {"rule", NULL, NULL, "", GM_OPT_STR,
+         "contract, type, time, rating, poison, kafka or placement", 0, 0},
         {"reason", NULL, NULL, "", GM_OPT_STR, "rejects whose reason contains this text", 0, 0},
         {"source", NULL, NULL, "", GM_OPT_STR, "the event's source", 0, 0},
         {"tenant", NULL, NULL, "", GM_OPT_STR, "the event's tenant (subject)", 0, 0},
@@ -182,10 +184,11 @@ int gm_cmd_rejects(int argc, char **argv)
     f.partition = (int32_t)part;
     f.offset = off;
     if (*f.rule && strcmp(f.rule, "contract") && strcmp(f.rule, "type") && strcmp(f.rule, "time") &&
-        strcmp(f.rule, "rating") && strcmp(f.rule, "poison") && strcmp(f.rule, "kafka")) {
+        strcmp(f.rule, "rating") && strcmp(f.rule, "poison") && strcmp(f.rule, "kafka") &&
+        strcmp(f.rule, "placement")) {
         fprintf(stderr,
-                "gridmeter rejects: --rule: must be contract, type, time, rating, poison "
-                "or kafka, got \"%s\"\n",
+                "gridmeter rejects: --rule: must be contract, type, time, rating, poison, "
+                "kafka or placement, got \"%s\"\n",
                 f.rule);
         return 2;
     }

@@ -34,6 +34,10 @@ typedef enum {
 } gm_node_fsync;
 
 #define GM_NODE_DEFAULT_TOPIC "gridmeter.usage.v1"
+/* The producer's partitioner, fixed (a kafka_props "partitioner" of another value is
+ * refused): messages are keyed by their source, and a sharded rater checks that each is in
+ * the partition Kafka's Java-compatible murmur2 gives for it (docs/scaling.md, "Placement"). */
+#define GM_NODE_PARTITIONER "murmur2_random"
 
 /* What the node does when its spool holds no state (no state file, no segment: a new
  * directory, or a re-imaged node whose spool was wiped). docs/node-client.md "State loss and

@@ -297,12 +297,21 @@ static int producer_create(gm_node *n, char *err, size_t err_len)
                         "1048576",
                         "batch.num.messages",
                         "10000",
+                        "partitioner",
+                        GM_NODE_PARTITIONER,
                         NULL};
     int rc = 0;
     for (size_t i = 0; kv[i] && !rc; i += 2)
         rc = conf_set(conf, kv[i], kv[i + 1], err, err_len);
     for (size_t i = 0; n->props && n->props[i] && n->props[i + 1] && !rc; i += 2)
-        rc = conf_set(conf, n->props[i], n->props[i + 1], err, err_len);
+        if (!strcmp(n->props[i], "partitioner") && strcmp(n->props[i + 1], GM_NODE_PARTITIONER))
+            rc = gm_fail(err, err_len, GM_ECONFIG,
+                         "kafka setting partitioner=%s: the partitioner is fixed to %s (a "
+                         "sharded rater rejects a message in another partition than its "
+                         "source's, docs/scaling.md \"Placement\")",
+                         n->props[i + 1], GM_NODE_PARTITIONER);
+        else
+            rc = conf_set(conf, n->props[i], n->props[i + 1], err, err_len);
     if (rc) {
         rd_kafka_conf_destroy(conf);
         return rc;

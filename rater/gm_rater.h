@@ -68,7 +68,8 @@ typedef struct gm_rejects_filter {
 } gm_rejects_filter;
 
 /* The filter as SQL (" WHERE … ORDER BY kafka coordinates [LIMIT n]") over
- * gm.rejected_events, with its parameters. only_pending: replayed ones left out anyway. */
+ * gm.rejected_events, with its parameters. only_pending (replay): replayed ones and those of
+ * rule placement left out anyway. */
 typedef struct gm_rejects_where_t {
     char sql[1024];
     const char *v[12];
@@ -122,6 +123,11 @@ int gm_shard_map_parse(const char *text, size_t len, const char *path, gm_shard_
                        char *err, size_t err_len) GM_MUSTCHECK;
 int gm_shard_map_load(const char *path, gm_shard_map **out, char *err, size_t err_len) GM_MUSTCHECK;
 void gm_shard_map_free(gm_shard_map *m);
+/* The partition of `partitions` that a message keyed by `source` belongs to: Kafka's
+ * Java-compatible murmur2 partitioner (librdkafka's rd_kafka_msg_partitioner_murmur2),
+ * what gridmeter's node client produces with; -1 when partitions <= 0. The rater checks it
+ * in sharded mode (docs/scaling.md, "Placement"). */
+int32_t gm_shard_partition_of(const char *source, int partitions);
 /* The shard's index, or -1. */
 int gm_shard_map_find(const gm_shard_map *m, const char *name);
 /* The topic's entry, or NULL when the map does not shard it. */

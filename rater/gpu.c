@@ -550,8 +550,9 @@ static int write_offsets(gm_rater_gpu *g, const gm_ledger_pos *pos, size_t n_pos
     return 0;
 }
 
-static int write_reject(gm_rater_gpu *g, const rd_kafka_message_t *m, const char *reason, char *err,
-                        size_t err_len)
+/* rule: NULL (GPU rejects have no rule name but placement's) or "placement". */
+static int write_reject(gm_rater_gpu *g, const rd_kafka_message_t *m, const char *reason,
+                        const char *rule, char *err, size_t err_len)
 {
     char part[16], off[24];
     snprintf(part, sizeof part, "%d", m->partition);
@@ -561,14 +562,15 @@ static int write_reject(gm_rater_gpu *g, const rd_kafka_message_t *m, const char
                           off,
                           m->key ? (const char *)m->key : NULL,
                           m->payload ? (const char *)m->payload : "",
-                          reason};
-    int lens[] = {0, 0, 0, (int)m->key_len, m->payload ? (int)m->len : 0, 0};
-    int fmts[] = {0, 0, 0, 1, 1, 0};
+                          reason,
+                          rule};
+    int lens[] = {0, 0, 0, (int)m->key_len, m->payload ? (int)m->len : 0, 0, 0};
+    int fmts[] = {0, 0, 0, 1, 1, 0, 0};
     PGresult *r = PQexecParams(g->pg,
                                "INSERT INTO gm.rejected_events (kafka_topic, kafka_partition,"
-                               " kafka_offset, kafka_key, payload, reason)"
-                               " VALUES ($1, $2, $3, $4, $5, $6)",
-                               6, NULL, vals, lens, fmts, 0);
+                               " kafka_offset, kafka_key, payload, reason, rule)"
+                               " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                               7, NULL, vals, lens, fmts, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         rc = gm_pg_fail(g->pg, r, "inserting gm.rejected_events", err, err_len);
@@ -745,6 +747,7 @@ static int process_batch(gm_rater_gpu *g, cols *c, cand *cs, gm_ledger_pos *pos)
     size_t n_pos = 0, n_c = 0;
     size_t n_bad = 0;
     size_t *bad = gm_xcalloc(g->n_msgs + 1, sizeof *bad);
+    bool *misplaced = gm_xcalloc(g->n_msgs + 1, sizeof *misplaced); /* by message */
     for (size_t i = 0; i < g->n_msgs; i++) {
         rd_kafka_message_t *m = g->msgs[i];
         int32_t p = m->partition;
@@ -772,6 +775,10 @@ static int process_batch(gm_rater_gpu *g, cols *c, cand *cs, gm_ledger_pos *pos)
             snprintf(reason, sizeof g->reasons[0],
                      "event %s#%s: type: %s is not accepted on topic %s (only gridmeter.gpu.v1)",
                      ev->source, ev->id, gm_event_type_name(ev->type), g->topic);
+        else if ((misplaced[i] =
+                      gm_rater__misplaced(g->cfg->shard_map, g->topic, m->key, m->key_len, p, ev,
+                                          reason, sizeof g->reasons[0])))
+            ; /* charged nowhere: its own shard has it (rater/placement.c) */
         else {
             memset(&cs[n_c], 0, sizeof cs[n_c]);
             cs[n_c].msg = i;
@@ -805,10 +812,11 @@ static int process_batch(gm_rater_gpu *g, cols *c, cand *cs, gm_ledger_pos *pos)
             continue;
         }
         conflicts++;
-        rc = write_reject(g, g->msgs[cs[i].msg], cs[i].reason, err, sizeof err);
+        rc = write_reject(g, g->msgs[cs[i].msg], cs[i].reason, NULL, err, sizeof err);
     }
     for (size_t i = 0; !rc && i < n_bad; i++)
-        rc = write_reject(g, g->msgs[bad[i]], g->reasons[bad[i]], err, sizeof err);
+        rc = write_reject(g, g->msgs[bad[i]], g->reasons[bad[i]],
+                          misplaced[bad[i]] ? gm_rater__rule_placement : NULL, err, sizeof err);
     if (!rc)
         rc = gm_pg_exec(g->pg, "COMMIT", err, sizeof err);
     if (rc) {
@@ -838,6 +846,8 @@ static int process_batch(gm_rater_gpu *g, cols *c, cand *cs, gm_ledger_pos *pos)
     g->accepted += n_c - dups - conflicts;
     g->duplicates += dups;
     g->rejected += conflicts + n_bad;
+    for (size_t i = 0; i < n_bad; i++)
+        gm_rater_metrics.gpu_misplaced += misplaced[bad[i]];
     gm_debug(GPU_COMP,
              "msg=\"GPU batch committed\" messages=%zu accepted=%zu duplicates=%zu rejected=%zu",
              n_c + n_bad, n_c - dups - conflicts, dups, conflicts + n_bad);
@@ -848,6 +858,7 @@ static int process_batch(gm_rater_gpu *g, cols *c, cand *cs, gm_ledger_pos *pos)
     rd_kafka_topic_partition_list_destroy(offs);
 done:
     free(bad);
+    free(misplaced);
     return rc;
 }
 

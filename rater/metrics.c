@@ -85,10 +85,17 @@ static char *render(size_t *len)
         "# HELP gridmeter_rater_poison_messages_total Messages PostgreSQL refused alone, found "
         "by bisecting a failing batch and kept as rejects (rule poison).\n"
         "# TYPE gridmeter_rater_poison_messages_total counter\n"
-        "gridmeter_rater_poison_messages_total %llu\n",
+        "gridmeter_rater_poison_messages_total %llu\n"
+        "# HELP gridmeter_rater_misplaced_messages_total Messages of a sharded topic whose Kafka "
+        "key is not their source or whose partition is not their source's (docs/scaling.md, "
+        "Placement): kept as rejects (rule placement), never charged; by consumer.\n"
+        "# TYPE gridmeter_rater_misplaced_messages_total counter\n"
+        "gridmeter_rater_misplaced_messages_total{consumer=\"usage\"} %llu\n"
+        "gridmeter_rater_misplaced_messages_total{consumer=\"gpu\"} %llu\n",
         (unsigned long long)g->accepted, (unsigned long long)g->duplicates,
         (unsigned long long)g->rejected, (unsigned long long)g->conflicts,
-        (unsigned long long)g->poison);
+        (unsigned long long)g->poison, (unsigned long long)g->misplaced,
+        (unsigned long long)g->gpu_misplaced);
     put(&b,
         "# HELP gridmeter_rater_gpu_windows_billed_total Attributed GPU windows (kernel-share-v1) "
         "charged by the GPU consumer, by the tenant's contract gpu_basis (requests: charged at 0, "

@@ -595,6 +595,9 @@ static int commit_range(rater *r, size_t lo, size_t hi, int64_t now_us, const ch
             snprintf(reason, sizeof r->reasons[0],
                      "event %s#%s: type: %s is not accepted on topic %s (only gridmeter.usage.v1)",
                      ev->source, ev->id, gm_event_type_name(ev->type), r->cfg->topic);
+        } else if (gm_rater__misplaced(r->cfg->shard_map, r->cfg->topic, m->key, m->key_len, p, ev,
+                                       reason, sizeof r->reasons[0])) {
+            rule = gm_rater__rule_placement; /* charged nowhere: its own shard has it */
         } else if (poison) {
             rule = "poison";
             snprintf(reason, sizeof r->reasons[0],
@@ -644,6 +647,8 @@ static int commit_range(rater *r, size_t lo, size_t hi, int64_t now_us, const ch
     }
     if (poison)
         gm_rater_metrics.poison += n_rej;
+    for (size_t j = 0; j < n_rej; j++)
+        gm_rater_metrics.misplaced += r->rejects[j].rule == gm_rater__rule_placement;
     for (size_t k = 0; k < n_pos; k++)
         r->stored[pos[k].partition] = pos[k].next;
     gm_rater_metrics_batch(&res, n_rows + n_rej, took_us);

@@ -23,6 +23,8 @@ typedef struct gm_rater_metrics_t {
     uint64_t partition_failures;
     uint64_t watermark_failures; /* offset holes whose low-watermark query failed */
     uint64_t assign_failures;    /* rd_kafka_assign refused (the rater rejoins the group) */
+    uint64_t misplaced;          /* rejects of rule placement (rater/placement.c), committed */
+    uint64_t gpu_misplaced;      /* the same of the GPU window consumer */
     /* the same three of the GPU window consumer (rater/gpu.c, its own thread) */
     uint64_t gpu_offset_gaps;
     uint64_t gpu_watermark_failures;
@@ -47,6 +49,16 @@ struct gm_rater_config;
 int gm_rater__rate_event(const struct gm_rater_config *cfg, const struct gm_rating_book *book,
                          const struct gm_event *ev, int64_t now_us, gm_ledger_row *row,
                          char *reason, size_t reason_len, const char **rule) GM_MUSTCHECK;
+
+struct gm_shard_map;
+/* Placement (rater/placement.c; docs/scaling.md, "Placement"): in sharded mode (map not
+ * NULL and topic in it), whether the message breaks the rule (its key is not ev->source, or
+ * its partition is not the murmur2 partition of the source over the map's partition count);
+ * true with the reason naming the rule. Unsharded: false. */
+bool gm_rater__misplaced(const struct gm_shard_map *map, const char *topic, const void *key,
+                         size_t key_len, int32_t partition, const struct gm_event *ev, char *reason,
+                         size_t reason_len);
+extern const char gm_rater__rule_placement[]; /* "placement": compared by address */
 
 void gm_rater_metrics_batch(const gm_ledger_result *res, size_t messages, int64_t commit_us);
 /* What /metrics reads for consumer lag: the handle (for cached high watermarks) and the

@@ -32,6 +32,9 @@ int gm_rejects_where(const gm_rejects_filter *f, bool only_pending, gm_rejects_w
     } while (0)
     if (only_pending || !f->include_replayed)
         n += (size_t)snprintf(w->sql + n, sizeof w->sql - n, " AND replayed_at IS NULL");
+    if (only_pending) /* a misplaced message is charged by its own shard, never here */
+        n += (size_t)snprintf(w->sql + n, sizeof w->sql - n,
+                              " AND rule IS DISTINCT FROM 'placement'");
     if (f->rule && *f->rule)
         COND(" AND rule = $%d", f->rule);
     if (f->reason && *f->reason)

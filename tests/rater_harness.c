@@ -160,6 +160,8 @@ void h_produce(const h_env *e, const h_traffic *t, h_expect *x)
     ck_assert(rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err) == 0);
     ck_assert(rd_kafka_conf_set(conf, "linger.ms", "20", err, sizeof err) == 0);
     ck_assert(rd_kafka_conf_set(conf, "compression.codec", "lz4", err, sizeof err) == 0);
+    if (e->partitioner)
+        ck_assert(rd_kafka_conf_set(conf, "partitioner", e->partitioner, err, sizeof err) == 0);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     ck_assert_msg(p != NULL, "%s", err);

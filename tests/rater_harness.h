@@ -28,6 +28,9 @@ typedef struct h_env {
     char group[160];
     const char *brokers;
     int partitions;
+    /* librdkafka's partitioner for h_produce (NULL: librdkafka's default); sharded raters
+     * need "murmur2_random", what gridmeter's node client uses (docs/scaling.md) */
+    const char *partitioner;
 } h_env;
 
 extern const char *const h_tenants[H_TENANTS];

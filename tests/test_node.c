@@ -75,6 +75,11 @@ START_TEST(test_recorded_events_arrive_with_assigned_seq_and_id_keyed_by_source)
     for (size_t i = 0; i < got; i++) {
         gm_event ev;
         ck_assert_int_eq(gm_event_decode(m[i].payload, m[i].len, &ev, err, sizeof err), 0);
+        /* keyed by its source, in the partition Kafka's murmur2 gives it over the topic's
+         * 3: where a sharded rater expects it (docs/scaling.md, "Placement") */
+        ck_assert_str_eq(m[i].key, ev.source);
+        ck_assert_int_eq(m[i].partition, rd_kafka_msg_partitioner_murmur2(
+                                             NULL, ev.source, strlen(ev.source), 3, NULL, NULL));
         if (strcmp(ev.source, "edge/fra1/node-017"))
             continue;
         ck_assert_uint_eq(ev.seq, last + 1);
@@ -110,6 +115,33 @@ START_TEST(test_record_refuses_usage_that_breaks_the_contract_and_names_the_fiel
     ck_assert_int_eq(gm_node_record(n, &u, &seq, err, sizeof err), 0);
     ck_assert_uint_eq(seq, 1); /* refused usage used no seq */
     flush_ok(n);
+    gm_node_close(n);
+}
+END_TEST
+
+/* The partitioner is fixed: another one in kafka_props is refused naming the setting. */
+START_TEST(test_another_partitioner_is_refused)
+{
+    gm_node_config c;
+    gm_node_config_init(&c);
+    c.brokers = "127.0.0.1:1";
+    c.topic = topic;
+    c.source = "edge/fra1/node-006";
+    c.site = "fra1";
+    c.spool_dir = spool;
+    static const char *const props[] = {"partitioner", "consistent_random", NULL};
+    c.kafka_props = props;
+    gm_node *n = NULL;
+    char err[512];
+    ck_assert_int_eq(gm_node_open(&c, &n, err, sizeof err), GM_ECONFIG);
+    ck_assert_ptr_null(n);
+    ck_assert_msg(strstr(err, "kafka setting partitioner=consistent_random: the partitioner is "
+                              "fixed to murmur2_random") != NULL,
+                  "%s", err);
+    static const char *const same[] = {"partitioner", "murmur2_random", NULL};
+    c.kafka_props = same;
+    c.close_timeout_ms = 100;
+    ck_assert_msg(gm_node_open(&c, &n, err, sizeof err) == 0, "%s", err);
     gm_node_close(n);
 }
 END_TEST
@@ -293,6 +325,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_recorded_events_arrive_with_assigned_seq_and_id_keyed_by_source);
     tcase_add_test(tc, test_record_refuses_usage_that_breaks_the_contract_and_names_the_field);
+    tcase_add_test(tc, test_another_partitioner_is_refused);
     tcase_add_test(tc, test_seq_continues_across_restarts);
     tcase_add_test(tc, test_events_recorded_while_kafka_is_unreachable_are_sent_after_restart);
     tcase_add_test(tc, test_fatal_producer_error_rebuilds_the_producer_and_loses_nothing);

@@ -9,6 +9,7 @@
  * rater pointed at the wrong database, or a write of another shard's partition. */
 #include "rater_harness.h"
 #include "gm_ledger.h"
+#include "gm_rater.h"
 
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
@@ -178,10 +179,11 @@ static void shards_close(shards *s)
 
 /* A rater of `shard` (or, shard NULL, an unsharded rater of the database whose conninfo is
  * `map`, with a group of its own: the one database the coordinator is compared with). */
-static pid_t rater_start_idle(const shards *s, const char *shard, const char *id, const char *map,
-                              const char *idle_ms)
+static pid_t rater_start_with(const shards *s, const char *shard, const char *id, const char *map,
+                              const char *idle_ms, const char *metrics)
 {
-    char gpu[160], group[200], db[600];
+    char gpu[160], group[200], db[600], metrics_opt[96];
+    snprintf(metrics_opt, sizeof metrics_opt, "--metrics=%s", metrics ? metrics : "");
     snprintf(gpu, sizeof gpu, "--gpu-topic=%s", s->gpu_topic);
     snprintf(group, sizeof group, "%s%s", s->group, shard ? "" : ".one");
     snprintf(db, sizeof db, "--db=%s", map ? map : "");
@@ -204,7 +206,7 @@ static pid_t rater_start_idle(const shards *s, const char *shard, const char *id
                           gm_test_brokers(),
                           "--id",
                           id,
-                          "--metrics=",
+                          metrics_opt,
                           "--batch-size",
                           "1000",
                           "--batch-ms",
@@ -224,6 +226,19 @@ static pid_t rater_start_idle(const shards *s, const char *shard, const char *id
         _exit(127);
     }
     return pid;
+}
+
+static pid_t rater_start_idle(const shards *s, const char *shard, const char *id, const char *map,
+                              const char *idle_ms)
+{
+    return rater_start_with(s, shard, id, map, idle_ms, NULL);
+}
+
+/* A rater of `shard` serving /metrics on addr, that stays until stopped (SIGTERM). */
+static pid_t rater_start_metrics(const shards *s, const char *shard, const char *id,
+                                 const char *addr)
+{
+    return rater_start_with(s, shard, id, NULL, "600000", addr);
 }
 
 static pid_t rater_start(const shards *s, const char *shard, const char *id, const char *map)
@@ -298,10 +313,111 @@ static int64_t verify_shard(const char *conninfo, const char *parts)
     return (int64_t)rep.rows;
 }
 
+/* Produces one message with this key (NULL: none) to this partition (RD_KAFKA_PARTITION_UA:
+ * where librdkafka's murmur2 partitioner puts the key, as the node client does). */
+static void produce_one(const char *topic, const char *key, int32_t partition, const void *val,
+                        size_t len)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", gm_test_brokers(), err, sizeof err) ==
+              0);
+    ck_assert(rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof err) == 0);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ck_assert_msg(p != NULL, "%s", err);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)val, len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    ck_assert_msg(e == 0, "produce: %s", rd_kafka_err2str(e));
+    ck_assert_int_eq(rd_kafka_flush(p, 60000), 0);
+    rd_kafka_destroy(p);
+}
+
+/* Reads the topic from its start until n usage events that decode (what the node sent),
+ * copying their payloads into out[] (each GM_EVENT_MAX_BYTES + 1), their sources into
+ * sources[] and their partitions into parts[]. */
+static void read_back(const char *topic, int partitions, int n, char (*out)[GM_EVENT_MAX_BYTES + 1],
+                      size_t *lens, char (*sources)[GM_EVENT_SOURCE_MAX + 1], int32_t *parts)
+{
+    char err[512], group[200];
+    snprintf(group, sizeof group, "%s.readback", topic);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", gm_test_brokers(), err, sizeof err) ==
+              0);
+    ck_assert(rd_kafka_conf_set(conf, "group.id", group, err, sizeof err) == 0);
+    ck_assert(rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) == 0);
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    ck_assert_int_eq(rd_kafka_assign(c, l), 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    int got = 0;
+    for (int polls = 0; got < n && polls < 600; polls++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+        if (!m)
+            continue;
+        gm_event ev;
+        char why[512];
+        if (!m->err && gm_event_decode(m->payload, m->len, &ev, why, sizeof why) == 0 &&
+            ev.type == GM_EVENT_USAGE) {
+            memcpy(out[got], m->payload, m->len);
+            lens[got] = m->len;
+            snprintf(sources[got], sizeof sources[0], "%s", ev.source);
+            parts[got] = m->partition;
+            got++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    ck_assert_int_eq(got, n);
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+}
+
+/* A GPU window of GPU source `source` (seq and id from n), for the placement checks. */
+static size_t gpu_window(const char *source, int n, char *buf, size_t cap)
+{
+    gm_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = GM_EVENT_GPU;
+    snprintf(ev.source, sizeof ev.source, "%s", source);
+    snprintf(ev.id, sizeof ev.id, "w-%06d", n);
+    snprintf(ev.tenant, sizeof ev.tenant, "%s", h_tenants[0]);
+    snprintf(ev.site, sizeof ev.site, "%s", h_sites[0]);
+    snprintf(ev.device, sizeof ev.device, "gpu0");
+    snprintf(ev.policy, sizeof ev.policy, "kernel-share-v1");
+    ev.seq = (uint64_t)n;
+    ev.window_start_us = INT64_C(1795816800000000) + (int64_t)n * GM_US_PER_SEC;
+    ev.window_end_us = ev.window_start_us + GM_US_PER_SEC;
+    ev.time_us = ev.window_end_us;
+    ev.gpu_us = 1000;
+    ev.kernels = 1;
+    size_t len = gm_event_encode(&ev, buf, cap);
+    ck_assert_msg(len > 0, "encode %s#%s", ev.source, ev.id);
+    return len;
+}
+
+static int64_t metric(const char *url, const char *name)
+{
+    char cmd[300], line[512];
+    snprintf(cmd, sizeof cmd, "curl -sf %s", url);
+    FILE *f = popen(cmd, "r");
+    ck_assert_ptr_nonnull(f);
+    long long v = -1;
+    size_t n = strlen(name);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, name, n) && line[n] == ' ')
+            v = atoll(line + n + 1);
+    ck_assert_int_eq(pclose(f), 0);
+    return v;
+}
+
 START_TEST(test_two_shards_equal_the_manifest_through_kills_and_a_restart)
 {
     shards s;
-    shards_open(&s, "shards", false);
+    shards_open(&s, "shards", true);
     char spool[300], manifest[300];
     snprintf(spool, sizeof spool, "%s/spool", base_dir);
     snprintf(manifest, sizeof manifest, "%s/manifest.json", base_dir);
@@ -377,9 +493,67 @@ START_TEST(test_two_shards_equal_the_manifest_through_kills_and_a_restart)
     int64_t rows = verify_shard(s.a, "0,1") + verify_shard(s.b, "2,3");
     ck_assert_int_eq(rows, valid);
     const char *q_msgs = "SELECT coalesce(sum(messages), 0) FROM gm.batches";
-    const char *q_offs = "SELECT coalesce(sum(next_offset), 0) FROM gm.consumer_offsets";
+    char q_offs[300]; /* the usage topic's (the GPU topic's offsets are its own) */
+    snprintf(q_offs, sizeof q_offs,
+             "SELECT coalesce(sum(next_offset), 0) FROM gm.consumer_offsets WHERE topic = '%s'",
+             s.topic);
     ck_assert_int_eq(value_i64(s.a, q_msgs) + value_i64(s.b, q_msgs), messages);
     ck_assert_int_eq(value_i64(s.a, q_offs) + value_i64(s.b, q_offs), messages);
+
+    /* Placement (docs/scaling.md): re-sends of accepted events in a partition of the other
+     * shard, or under another key, are kept as rejects (rule placement), charged nowhere. */
+    enum { RESEND = 4 };
+    static char payload[RESEND][GM_EVENT_MAX_BYTES + 1];
+    size_t plen[RESEND];
+    char src[RESEND][GM_EVENT_SOURCE_MAX + 1];
+    int32_t part[RESEND];
+    read_back(s.topic, 4, RESEND, payload, plen, src, part);
+    for (int i = 0; i < RESEND; i++) {
+        /* the producer and the rater agree: the node client put it where the rule says */
+        ck_assert_int_eq(part[i], gm_shard_partition_of(src[i], 4));
+        if (i < 3) /* another shard's partition (0,1 are a's, 2,3 b's) */
+            produce_one(s.topic, src[i], part[i] < 2 ? 2 + i % 2 : i % 2, payload[i], plen[i]);
+        else /* its own partition, another key */
+            produce_one(s.topic, "edge/elsewhere/node-x", part[i], payload[i], plen[i]);
+    }
+    /* GPU: one window where it belongs, the same in another shard's partition, and one
+     * without a key (accepted 1, misplaced 2) */
+    const char *gsrc = "edge/fra1/node-900/gpu";
+    int32_t gp = gm_shard_partition_of(gsrc, 4);
+    char gbuf[GM_EVENT_MAX_BYTES + 1];
+    size_t glen = gpu_window(gsrc, 1, gbuf, sizeof gbuf);
+    produce_one(s.gpu_topic, gsrc, RD_KAFKA_PARTITION_UA, gbuf, glen);
+    produce_one(s.gpu_topic, gsrc, gp < 2 ? 3 : 0, gbuf, glen);
+    glen = gpu_window(gsrc, 2, gbuf, sizeof gbuf);
+    produce_one(s.gpu_topic, NULL, gp, gbuf, glen);
+    char addr_a[64], addr_b[64], url_a[96], url_b[96];
+    snprintf(addr_a, sizeof addr_a, "127.0.0.1:%d", gm_test_free_port());
+    snprintf(addr_b, sizeof addr_b, "127.0.0.1:%d", gm_test_free_port());
+    snprintf(url_a, sizeof url_a, "http://%s/metrics", addr_a);
+    snprintf(url_b, sizeof url_b, "http://%s/metrics", addr_b);
+    a = rater_start_metrics(&s, "a", "a3", addr_a);
+    b = rater_start_metrics(&s, "b", "b3", addr_b);
+    const char *q_rej = "SELECT count(*) FROM gm.rejected_events WHERE rule = 'placement'";
+    for (int i = 0; i < 600 && value_i64(s.a, q_rej) + value_i64(s.b, q_rej) < RESEND + 2; i++)
+        usleep(100000);
+    ck_assert_int_eq(value_i64(s.a, q_rej) + value_i64(s.b, q_rej), RESEND + 2);
+    const char *m_usage = "gridmeter_rater_misplaced_messages_total{consumer=\"usage\"}";
+    const char *m_gpu = "gridmeter_rater_misplaced_messages_total{consumer=\"gpu\"}";
+    ck_assert_int_eq(metric(url_a, m_usage) + metric(url_b, m_usage), RESEND);
+    ck_assert_int_eq(metric(url_a, m_gpu) + metric(url_b, m_gpu), 2);
+    kill(a, SIGTERM);
+    kill(b, SIGTERM);
+    ck_assert_int_eq(h_rater_wait(a), 0);
+    ck_assert_int_eq(h_rater_wait(b), 0);
+    messages += RESEND;
+    ck_assert_int_eq(value_i64(s.a, q_msgs) + value_i64(s.b, q_msgs), messages);
+    ck_assert_int_eq(value_i64(s.a, q_offs) + value_i64(s.b, q_offs), messages);
+    /* not charged twice: still the manifest's events (and below, cell by cell) */
+    ck_assert_int_eq(verify_shard(s.a, "0,1") + verify_shard(s.b, "2,3"), valid);
+    /* nothing for `rejects replay` to charge on the wrong shard */
+    const char *replay[] = {GM_BINARY_DIR "/cli/gridmeter", "rejects", "replay", "--db", s.b, NULL};
+    ck_assert_int_eq(run_wait(replay), 0);
+    ck_assert_int_eq(verify_shard(s.a, "0,1") + verify_shard(s.b, "2,3"), valid);
 
     /* The coordinator: the audit views over both shards answer as one database would. */
     const char *coord[] = {GM_BINARY_DIR "/cli/gridmeter",
@@ -396,7 +570,21 @@ START_TEST(test_two_shards_equal_the_manifest_through_kills_and_a_restart)
     ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM (SELECT source, id FROM"
                                   " audit.usage_events GROUP BY 1, 2 HAVING count(*) > 1) d"),
                      0);
-    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.rejected_events"), malformed);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.rejected_events"),
+                     malformed + RESEND + 2);
+    /* each misplaced message with the rule it broke, named in its reason */
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.rejected_events WHERE rule ="
+                                  " 'placement' AND reason ~ '^event [^ ]+: partition: source"
+                                  " [^ ]+ belongs to partition [0-3] of 4 of topic '"),
+                     3 + 1);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.rejected_events WHERE rule ="
+                                  " 'placement' AND reason ~ ': kafka key: must equal the"
+                                  " event''s source '"),
+                     1 + 1);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.rejected_events WHERE rule ="
+                                  " 'placement' AND replayed_at IS NULL AND source IS NOT NULL"),
+                     RESEND);
+    ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.gpu_windows"), 1);
     ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.source_gaps"), 0);
     ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.chain_state_check"), 0);
     ck_assert_int_eq(value_i64(k, "SELECT count(*) FROM audit.chain_batch_check"
@@ -529,6 +717,7 @@ START_TEST(test_fence_refuses_the_wrong_shard)
     snprintf(e.topic, sizeof e.topic, "%s", s.topic);
     e.brokers = gm_test_brokers();
     e.partitions = 4;
+    e.partitioner = "murmur2_random"; /* as the node client: sharded raters check it */
     h_expect x;
     memset(&x, 0, sizeof x);
     h_traffic t = {.sources = 12, .events = 2000, .seed = 5};
@@ -571,6 +760,7 @@ static void produce_gpu(const char *topic, int sources, int windows)
     ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", gm_test_brokers(), err, sizeof err) ==
               0);
     ck_assert(rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err) == 0);
+    ck_assert(rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof err) == 0);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     ck_assert_msg(p != NULL, "%s", err);
     int64_t h = INT64_C(1795816800000000); /* the hour of h_produce's events */
@@ -641,6 +831,7 @@ START_TEST(test_coordinator_answers_as_one_database)
     snprintf(e.topic, sizeof e.topic, "%s", s.topic);
     e.brokers = gm_test_brokers();
     e.partitions = 4;
+    e.partitioner = "murmur2_random"; /* as the node client: sharded raters check it */
     h_expect x;
     memset(&x, 0, sizeof x);
     h_traffic t = {.sources = 16,

@@ -1,6 +1,9 @@
 /* The shard map file (rater/shard.c; docs/scaling.md, "The shard map"): what it accepts,
- * and that each rule it refuses is named with the line. */
+ * and that each rule it refuses is named with the line; placement (rater/placement.c): the
+ * partition of a source, and the reasons of a misplaced message. */
+#include "gm_ingest.h"
 #include "gm_rater.h"
+#include "rater_int.h"
 #include "support.h"
 
 #include <string.h>
@@ -94,6 +97,60 @@ START_TEST(test_map_nul_byte_is_refused)
 }
 END_TEST
 
+/* Kafka's Java client: partition = (murmur2(key) & 0x7fffffff) % partitions; the hashes
+ * are those of Kafka's own murmur2 test (clients UtilsTest: "21" -973932308, "foobar"
+ * -790332482, "abc" 479470107, "a-little-bit-longer-string" -1486304829). */
+START_TEST(test_partition_of_a_source_is_javas_murmur2)
+{
+    ck_assert_int_eq(gm_shard_partition_of("21", 60), 0);
+    ck_assert_int_eq(gm_shard_partition_of("21", 7), 3);
+    ck_assert_int_eq(gm_shard_partition_of("foobar", 60), 6);
+    ck_assert_int_eq(gm_shard_partition_of("foobar", 4), 2);
+    ck_assert_int_eq(gm_shard_partition_of("abc", 60), 27);
+    ck_assert_int_eq(gm_shard_partition_of("abc", 7), 4);
+    ck_assert_int_eq(gm_shard_partition_of("a-little-bit-longer-string", 60), 59);
+    ck_assert_int_eq(gm_shard_partition_of("x", 1), 0);
+    ck_assert_int_eq(gm_shard_partition_of("x", 0), -1);
+}
+END_TEST
+
+START_TEST(test_misplaced_message_names_the_rule)
+{
+    gm_shard_map *m = NULL;
+    char err[256];
+    ck_assert_int_eq(gm_shard_map_parse(ok_map, strlen(ok_map), "f", &m, err, sizeof err), 0);
+    gm_event ev;
+    memset(&ev, 0, sizeof ev);
+    snprintf(ev.source, sizeof ev.source, "foobar");
+    snprintf(ev.id, sizeof ev.id, "e1");
+    int32_t p = gm_shard_partition_of("foobar", 6);
+    char why[512] = "";
+    /* where it belongs, keyed by its source: no reason */
+    ck_assert(!gm_rater__misplaced(m, "gridmeter.usage.v1", "foobar", 6, p, &ev, why, sizeof why));
+    /* a topic the map does not shard, or no map (one database): not checked */
+    ck_assert(!gm_rater__misplaced(m, "other", "k", 1, p + 1, &ev, why, sizeof why));
+    ck_assert(
+        !gm_rater__misplaced(NULL, "gridmeter.usage.v1", "k", 1, p + 1, &ev, why, sizeof why));
+    ck_assert(gm_rater__misplaced(m, "gridmeter.usage.v1", "foobar", 6, (p + 1) % 6, &ev, why,
+                                  sizeof why));
+    char want[300];
+    snprintf(want, sizeof want,
+             "event foobar#e1: partition: source foobar belongs to partition %d of 6 of topic "
+             "gridmeter.usage.v1 (murmur2 of the key, docs/scaling.md \"Placement\"), got %d",
+             p, (p + 1) % 6);
+    ck_assert_str_eq(why, want);
+    /* the key is checked first, even in the right partition */
+    ck_assert(gm_rater__misplaced(m, "gridmeter.gpu.v1", "foo\"\nbar", 8, p, &ev, why, sizeof why));
+    ck_assert_str_eq(why, "event foobar#e1: kafka key: must equal the event's source \"foobar\" "
+                          "(docs/scaling.md, \"Placement\"), got \"foo??bar\"");
+    ck_assert(gm_rater__misplaced(m, "gridmeter.gpu.v1", "fooba", 5, p, &ev, why, sizeof why));
+    ck_assert(gm_rater__misplaced(m, "gridmeter.gpu.v1", NULL, 0, p, &ev, why, sizeof why));
+    ck_assert_str_eq(why, "event foobar#e1: kafka key: must equal the event's source \"foobar\" "
+                          "(docs/scaling.md, \"Placement\"), got no key");
+    gm_shard_map_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shard_map");
@@ -101,6 +158,8 @@ int main(void)
     tcase_add_test(tc, test_map_assigns_each_partition_to_one_shard);
     tcase_add_test(tc, test_map_refuses_broken_rules_with_line_and_rule);
     tcase_add_test(tc, test_map_nul_byte_is_refused);
+    tcase_add_test(tc, test_partition_of_a_source_is_javas_murmur2);
+    tcase_add_test(tc, test_misplaced_message_names_the_rule);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
