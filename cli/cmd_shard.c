@@ -1,6 +1,8 @@
-/* `gridmeter shard init|check|coordinator`: the shard databases of a shard map, and the
- * coordinator database that reads all of them (rater/shard.c, docs/scaling.md). */
+/* `gridmeter shard init|check|coordinator|billing`: the shard databases of a shard map, the
+ * coordinator database that reads all of them, and the billing database whose charges are
+ * the shards' summed (rater/shard.c, rater/coordinator.c, docs/scaling.md). */
 #include "cli.h"
+#include "gm_billing.h"
 #include "gm_ledger.h"
 #include "gm_rater.h"
 
@@ -170,6 +172,68 @@ static int shard_check(const gm_shard_map *m, const char *brokers)
     return problems ? 1 : 0;
 }
 
+/* The reference data digest of one connection (reference_sql), into out. */
+static int reference_digest(PGconn *c, const char *who, char *out, size_t cap, char *err,
+                            size_t err_len)
+{
+    PGresult *r = PQexec(c, reference_sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char why[1024];
+        (void)gm_pg_fail(c, r, "reading the rate cards, contracts and cost cards", why, sizeof why);
+        rc = gm_fail(err, err_len, GM_EDB, "%s: %s", who, why);
+    } else {
+        snprintf(out, cap, "%s", PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* `shard billing`: the billing database's rate cards and contracts must be the shards' (it
+ * prices the invoices), then its charges are brought up to the shards' sums. */
+static int shard_billing(const gm_shard_map *m, const char *db, const char *from)
+{
+    int64_t from_us = INT64_MIN;
+    if (*from && !gm_billing_parse_month(from, &from_us)) {
+        fprintf(stderr,
+                "gridmeter shard billing: --from: must be YYYY-MM (1970-01 or later), "
+                "got \"%s\"\n",
+                from);
+        return 2;
+    }
+    if (!*db) {
+        fprintf(stderr, "gridmeter shard billing: --db CONNINFO (the billing database) is "
+                        "required\n");
+        return 2;
+    }
+    char err[2048], mine[40] = "", first[40] = "";
+    PGconn *c = gm_pg_connect(db, "gridmeter-shard", err, sizeof err);
+    PGconn *s0 = c ? connect_shard(&m->shards[0], err, sizeof err) : NULL;
+    int rc = !c || !s0 ? GM_EDB : 0;
+    char who[200];
+    snprintf(who, sizeof who, "shard %s", m->shards[0].name);
+    if (!rc && !(rc = reference_digest(s0, who, first, sizeof first, err, sizeof err)) &&
+        !(rc = reference_digest(c, "the billing database", mine, sizeof mine, err, sizeof err)) &&
+        strcmp(first, mine))
+        rc = gm_fail(err, sizeof err, GM_ECONFIG,
+                     "the billing database's rate cards, contracts or cost cards differ from "
+                     "shard %s's (it prices the invoices: import the same files into it, "
+                     "gridmeter ratecard import --db)",
+                     m->shards[0].name);
+    PQfinish(s0);
+    gm_shard_billing_result res;
+    if (!rc)
+        rc = gm_shard_billing(c, m, from_us, &res, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "gridmeter shard billing: %s\n", err);
+    else
+        printf("billing database %s: %zu charge keys from %zu shards%s%s: %zu new, %zu changed\n",
+               PQdb(c), res.shard_rows, m->n_shards, *from ? " from " : "", from, res.inserted,
+               res.updated);
+    PQfinish(c);
+    return rc ? 1 : 0;
+}
+
 int gm_cmd_shard(int argc, char **argv)
 {
     static const gm_cmd_info info = {
@@ -181,14 +245,22 @@ int gm_cmd_shard(int argc, char **argv)
         "               no other shard's offsets); with --brokers, the topics' partition counts\n"
         "  coordinator  set up --db as the coordinator: postgres_fdw servers for every shard\n"
         "               and schema audit over all of them (re-run after a migration)\n"
+        "  billing      bring the billing database --db (migrated, no shard, the same cards)\n"
+        "               up to the shards: its gm.charges the sum of theirs, key by key\n"
+        "               (--from YYYY-MM: hours of that month on); then run close, invoice,\n"
+        "               rerate and the API against it, as against one database\n"
         "Exit status: 0 ok, 1 a problem found or a database failed, 2 bad usage.",
-        "gridmeter shard init|check|coordinator --shard-map FILE [options]"};
+        "gridmeter shard init|check|coordinator|billing --shard-map FILE [options]"};
     gm_opt opts[] = {
         {"shard-map", "rater.shard_map", "GRIDMETER_SHARD_MAP", "", GM_OPT_STR, "shard map file", 0,
          0},
         {"shard", NULL, NULL, "", GM_OPT_STR, "init: only this shard", 0, 0},
         {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
-         "coordinator: libpq conninfo of the coordinator database (not a shard)", 0, 0},
+         "coordinator, billing: libpq conninfo of the coordinator or billing database (not a "
+         "shard)",
+         0, 0},
+        {"from", NULL, NULL, "", GM_OPT_STR,
+         "billing: only hours from this month on, YYYY-MM (default: all)", 0, 0},
         {"brokers", NULL, NULL, "", GM_OPT_STR,
          "check: Kafka bootstrap servers, to compare partition counts (empty: skip)", 0, 0},
         {0}};
@@ -197,9 +269,9 @@ int gm_cmd_shard(int argc, char **argv)
     int rc = gm_opts_parse(&info, opts, argc, argv, &npos, err, sizeof err);
     if (rc)
         return rc == 1 ? 0 : (fprintf(stderr, "gridmeter shard: %s\n", err), 2);
-    if (npos != 1 ||
-        (strcmp(argv[1], "init") && strcmp(argv[1], "check") && strcmp(argv[1], "coordinator"))) {
-        fprintf(stderr, "gridmeter shard: expected one of init, check, coordinator\n");
+    if (npos != 1 || (strcmp(argv[1], "init") && strcmp(argv[1], "check") &&
+                      strcmp(argv[1], "coordinator") && strcmp(argv[1], "billing"))) {
+        fprintf(stderr, "gridmeter shard: expected one of init, check, coordinator, billing\n");
         return 2;
     }
     const char *verb = argv[1], *path = gm_opt_str(opts, "shard-map");
@@ -224,6 +296,8 @@ int gm_cmd_shard(int argc, char **argv)
         rc = shard_init(m, si, stdout);
     } else if (!strcmp(verb, "check")) {
         rc = shard_check(m, gm_opt_str(opts, "brokers"));
+    } else if (!strcmp(verb, "billing")) {
+        rc = shard_billing(m, gm_opt_str(opts, "db"), gm_opt_str(opts, "from"));
     } else {
         const char *db = gm_opt_str(opts, "db");
         PGconn *c = *db ? gm_pg_connect(db, "gridmeter-shard", err, sizeof err) : NULL;

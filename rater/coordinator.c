@@ -354,3 +354,187 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
     }
     return run(c, "COMMIT", "COMMIT", err, err_len);
 }
+
+/* ---- The billing database (docs/scaling.md, "Invoicing across shards") ------------------
+ * A gridmeter database of its own (migrated, no shard, never rated into) whose gm.charges is
+ * the sum over the shards, key by key: each event adds to one key of one shard's charges, so
+ * the sum per key is what one database that rated the same events holds. gm.charges' own
+ * triggers keep the rollups (gm.charges_daily, gm.charges_daily_model) and the change markers
+ * (gm.period_changes) as in one database, so `gridmeter close`, `invoice`, `rerate` and the
+ * REST API run against it unchanged. Read through postgres_fdw in one transaction: each
+ * shard's charges as of one snapshot (a shard's batches commit whole). */
+
+static const char charge_key[] = "tenant, hour, site, model, dimension, card_id, card_version,"
+                                 " unit_price";
+
+int gm_shard_billing(PGconn *c, const gm_shard_map *m, int64_t from_us,
+                     gm_shard_billing_result *res, char *err, size_t err_len)
+{
+    memset(res, 0, sizeof *res);
+    PGresult *r = PQexec(c, "SELECT to_regclass('gm.charges') IS NOT NULL,"
+                            " to_regclass('gm.shard_identity') IS NOT NULL");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = gm_pg_fail(c, r, "reading the billing database's schema", err, err_len);
+        PQclear(r);
+        return rc;
+    }
+    bool migrated = !strcmp(PQgetvalue(r, 0, 0), "t") && !strcmp(PQgetvalue(r, 0, 1), "t");
+    PQclear(r);
+    if (!migrated)
+        return gm_fail(err, err_len, GM_ECONFIG,
+                       "database %s: not a gridmeter database at this version (run gridmeter "
+                       "migrate --db on it, then import the shards' rate cards and contracts)",
+                       PQdb(c));
+    int rc = run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ", "BEGIN", err, err_len);
+    if (rc)
+        return rc;
+    /* one sync at a time; the rater's writers never take this lock (no rater writes here) */
+    rc = run(c, "LOCK TABLE gm.charges IN SHARE ROW EXCLUSIVE MODE", "locking gm.charges", err,
+             err_len);
+    if (!rc) {
+        r = PQexec(c,
+                   "SELECT (SELECT name FROM gm.shard_identity),"
+                   " EXISTS (SELECT 1 FROM gm.batches), EXISTS (SELECT 1 FROM gm.ledger_streams)");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = gm_pg_fail(c, r, "reading the billing database's state", err, err_len);
+        else if (!PQgetisnull(r, 0, 0))
+            rc = gm_fail(err, err_len, GM_ECONFIG,
+                         "database %s is shard %s: the billing database is a database of its "
+                         "own, not a shard",
+                         PQdb(c), PQgetvalue(r, 0, 0));
+        else if (!strcmp(PQgetvalue(r, 0, 1), "t") || !strcmp(PQgetvalue(r, 0, 2), "t"))
+            rc = gm_fail(err, err_len, GM_ECONFIG,
+                         "database %s has rated events (gm.batches, gm.ledger): the billing "
+                         "database holds the shards' charges only, no rater writes to it",
+                         PQdb(c));
+        PQclear(r);
+    }
+    sbuf sql = {0};
+    if (!rc) {
+        sb_add(&sql, "CREATE EXTENSION IF NOT EXISTS postgres_fdw;\n");
+        r = PQexec(c, "SELECT srvname FROM pg_foreign_server WHERE srvname LIKE 'gm\\_shard\\_%'");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK)
+            for (int i = 0; i < PQntuples(r); i++) {
+                char q[160], sch[160];
+                ident(c, PQgetvalue(r, i, 0), q, sizeof q);
+                ident(c, PQgetvalue(r, i, 0) + 3, sch, sizeof sch); /* shard_<name> */
+                sb_add(&sql, "DROP SCHEMA IF EXISTS %s CASCADE;\nDROP SERVER %s CASCADE;\n", sch,
+                       q);
+            }
+        PQclear(r);
+    }
+    for (size_t i = 0; !rc && i < m->n_shards; i++) {
+        char sch[160], srv[160], name[140];
+        rc = make_server(c, &m->shards[i], &sql, err, err_len);
+        snprintf(name, sizeof name, "shard_%s", m->shards[i].name);
+        ident(c, name, sch, sizeof sch);
+        snprintf(name, sizeof name, "gm_shard_%s", m->shards[i].name);
+        ident(c, name, srv, sizeof srv);
+        sb_add(&sql,
+               "CREATE SCHEMA %s;\nCOMMENT ON SCHEMA %s IS 'gm.charges of shard %s, read by "
+               "gridmeter shard billing';\nIMPORT FOREIGN SCHEMA gm LIMIT TO (charges) FROM "
+               "SERVER %s INTO %s;\n",
+               sch, sch, m->shards[i].name, srv, sch);
+    }
+    if (!rc)
+        rc = run(c, sql.s, "creating the shards' servers and foreign tables", err, err_len);
+    sql.n = 0;
+    /* every shard's charges from the hour from_us on, as one relation */
+    char from[40] = "-infinity";
+    if (from_us != INT64_MIN)
+        gm_time_format(from_us, from, sizeof from);
+    char from_lit[64];
+    literal(c, from, from_lit, sizeof from_lit);
+    sbuf u = {0};
+    for (size_t i = 0; !rc && i < m->n_shards; i++) {
+        char sch[160], name[140];
+        snprintf(name, sizeof name, "shard_%s", m->shards[i].name);
+        ident(c, name, sch, sizeof sch);
+        sb_add(&u,
+               "%sSELECT %s, site_tier, currency, quantity, amount, events FROM %s.charges"
+               " WHERE hour >= %s::timestamptz",
+               i ? " UNION ALL " : "", charge_key, sch, from_lit);
+    }
+    const char *p[1] = {from};
+    if (!rc) {
+        /* a key's currency and site tier come from its card: the same on every shard */
+        sb_add(&sql,
+               "CREATE TEMP TABLE gm_shard_charges ON COMMIT DROP AS SELECT %s,"
+               " min(site_tier) AS site_tier, min(currency) AS currency,"
+               " count(DISTINCT (site_tier, currency)) AS variants, sum(quantity) AS quantity,"
+               " sum(amount) AS amount, sum(events) AS events FROM (%s) u GROUP BY %s",
+               charge_key, u.s, charge_key);
+        r = PQexec(c, sql.s);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = gm_pg_fail(c, r, "reading the shards' charges", err, err_len);
+        else
+            res->shard_rows = (size_t)atoll(PQcmdTuples(r));
+        PQclear(r);
+        sql.n = 0;
+    }
+    if (!rc) {
+        r = PQexec(c, "SELECT tenant || ' ' || hour || ' ' || site || ' ' || model || ' ' ||"
+                      " dimension FROM gm_shard_charges WHERE variants > 1 LIMIT 1");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = gm_pg_fail(c, r, "checking the shards' charges", err, err_len);
+        else if (PQntuples(r))
+            rc = gm_fail(err, err_len, GM_ECONFIG,
+                         "the shards' charges of %s have different currencies or site tiers for "
+                         "one price (import the same rate cards into every shard: gridmeter "
+                         "shard check)",
+                         PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    if (!rc) {
+        /* a charge here that no shard has: something else wrote to this database */
+        sb_add(&sql,
+               "SELECT c.tenant || ' ' || c.hour || ' ' || c.site || ' ' || c.model || ' ' ||"
+               " c.dimension FROM gm.charges c WHERE c.hour >= $1::timestamptz AND NOT EXISTS"
+               " (SELECT 1 FROM gm_shard_charges s WHERE (s.tenant, s.hour, s.site, s.model,"
+               " s.dimension, s.card_id, s.card_version, s.unit_price) = (c.tenant, c.hour,"
+               " c.site, c.model, c.dimension, c.card_id, c.card_version, c.unit_price)) LIMIT 1");
+        r = PQexecParams(c, sql.s, 1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = gm_pg_fail(c, r, "checking the billing database's charges", err, err_len);
+        else if (PQntuples(r))
+            rc = gm_fail(err, err_len, GM_ECONFIG,
+                         "database %s holds a charge no shard has (%s): the billing database "
+                         "holds the shards' charges only",
+                         PQdb(c), PQgetvalue(r, 0, 0));
+        PQclear(r);
+        sql.n = 0;
+    }
+    if (!rc) {
+        /* only the keys whose sums changed are written: the rollups and change markers move
+         * for those alone (gm.charges' triggers, sql/0008) */
+        sb_add(&sql,
+               "WITH w AS (INSERT INTO gm.charges AS c (%s, site_tier, currency, quantity, amount,"
+               " events) SELECT %s, site_tier, currency, quantity, amount, events FROM"
+               " gm_shard_charges ORDER BY %s ON CONFLICT (%s) DO UPDATE SET site_tier ="
+               " EXCLUDED.site_tier, currency = EXCLUDED.currency, quantity = EXCLUDED.quantity,"
+               " amount = EXCLUDED.amount, events = EXCLUDED.events WHERE (c.site_tier,"
+               " c.currency, c.quantity, c.amount, c.events) IS DISTINCT FROM"
+               " (EXCLUDED.site_tier, EXCLUDED.currency, EXCLUDED.quantity, EXCLUDED.amount,"
+               " EXCLUDED.events) RETURNING xmax = 0 AS inserted)"
+               " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+               " FROM w",
+               charge_key, charge_key, charge_key, charge_key);
+        r = PQexec(c, sql.s);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = gm_pg_fail(c, r, "writing the billing database's charges", err, err_len);
+        else {
+            res->inserted = (size_t)atoll(PQgetvalue(r, 0, 0));
+            res->updated = (size_t)atoll(PQgetvalue(r, 0, 1));
+        }
+        PQclear(r);
+    }
+    free(sql.s);
+    free(u.s);
+    char e2[256];
+    if (rc) {
+        if (run(c, "ROLLBACK", "ROLLBACK", e2, sizeof e2))
+            gm_warn("shard", "msg=\"rollback failed\" error=\"%s\"", e2);
+        return rc;
+    }
+    return run(c, "COMMIT", "COMMIT", err, err_len);
+}

@@ -154,5 +154,19 @@ int gm_shard_session(PGconn *c, const char *shard, char *err, size_t err_len) GM
  * scaling.md, "The coordinator"). log (may be NULL): one line per view. */
 int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
                          size_t err_len) GM_MUSTCHECK;
+/* Brings the billing database c (a migrated gridmeter database of its own: no shard, no
+ * rated events) up to the shards: its gm.charges becomes, key by key, the sum of the shards'
+ * gm.charges (read through postgres_fdw servers gm_shard_<name>, foreign tables
+ * shard_<name>.charges, made again on every run), for hours from from_us on (INT64_MIN:
+ * all), in one transaction; only changed keys are written, so gm.charges' triggers keep the
+ * rollups and change markers as in one database. Refused (nothing changed) when c is a
+ * shard or rated events, holds a charge no shard has, or the shards disagree on a key's
+ * currency or site tier. docs/scaling.md, "Invoicing across shards". */
+typedef struct gm_shard_billing_result {
+    size_t shard_rows; /* keys read from the shards (summed over them) */
+    size_t inserted, updated;
+} gm_shard_billing_result;
+int gm_shard_billing(PGconn *c, const gm_shard_map *m, int64_t from_us,
+                     gm_shard_billing_result *res, char *err, size_t err_len) GM_MUSTCHECK;
 
 #endif /* GM_RATER_H */

@@ -33,7 +33,7 @@ gm_add_test(NAME test_chain SOURCES test_chain.c LIBS gm_ledger gm_ingest LABELS
 add_dependencies(test_chain gridmeter)
 # Past one PostgreSQL (docs/scaling.md): two shards, a coordinator, the fence.
 gm_add_test(NAME test_rater_shards SOURCES test_rater_shards.c LIBS gm_rater_harness gm_rater
-            PkgConfig::CJSON LABELS integration TIMEOUT 300)
+            PkgConfig::CJSON LABELS integration TIMEOUT 600)
 add_dependencies(test_rater_shards gridmeter)
 gm_add_test(NAME test_shard_map SOURCES test_shard_map.c LIBS gm_rater LABELS unit)
 gm_add_test(NAME test_rater_gpu_billing SOURCES test_rater_gpu_billing.c LIBS gm_rater_harness

@@ -117,6 +117,30 @@ static int run_wait(const char *const *argv)
     return h_rater_wait(pid);
 }
 
+/* Runs a gridmeter command to its end; its stderr into err (its stdout discarded). */
+static int run_err(const char *const *argv, char *err, size_t cap)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/stderr.txt", base_dir);
+    gm_test_clock_to_children();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen(path, "w", stderr))
+            _exit(126);
+        setenv("GRIDMETER_LOG_LEVEL", "warn", 0);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int rc = h_rater_wait(pid);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(err, 1, cap - 1, f);
+    err[n] = '\0';
+    fclose(f);
+    return rc;
+}
+
 /* Shard a on the tests' server, shard b on a private cluster, both initialised from the map
  * by `gridmeter shard init`, with the sample cards; the coordinator set up by `gridmeter
  * shard coordinator`. */
@@ -814,6 +838,29 @@ static char *view_digest(const char *conninfo, const char *view, int64_t *rows)
     return v;
 }
 
+/* A table's rows as one text (count and md5), in a fixed order. */
+static char *table_digest(const char *conninfo, const char *sql_rows)
+{
+    char sql[900];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) || ':' || coalesce(md5(string_agg(j, E'\\n' ORDER BY j)), '')"
+             " FROM (SELECT t::text AS j FROM (%s) t) x",
+             sql_rows);
+    PGconn *c = gm_test_pg_connect(conninfo);
+    char *v = gm_test_pg_value(c, sql);
+    PQfinish(c);
+    return v;
+}
+
+static void assert_same(const char *one, const char *other, const char *sql_rows)
+{
+    char *a = table_digest(one, sql_rows), *b = table_digest(other, sql_rows);
+    ck_assert_msg(!strcmp(a, b), "%s: one database %s, the billing database %s", sql_rows, a, b);
+    ck_assert_msg(strncmp(a, "0:", 2), "%s: empty", sql_rows);
+    free(a);
+    free(b);
+}
+
 /* The coordinator's audit views answer what one database that rated the same messages
  * answers, row for row: usage and GPU windows over two shards (a node's windows, keyed by
  * its GPU source, often on the other shard than its usage), with re-sends, malformed
@@ -880,7 +927,126 @@ START_TEST(test_coordinator_answers_as_one_database)
         free(d_coord);
     }
     /* (audit.chain_state_check is left out: it names the rater's group, another here) */
+
+    /* Invoicing across shards: the billing database's charges are the shards' summed key by
+     * key, and its invoices are those of the one database, line for line. */
+    char bill[512], bill_db[128];
+    snprintf(bill_db, sizeof bill_db, "%s", gm_test_db_create("bill") + 7);
+    conninfo_on(bill, sizeof bill, env_or("PGPORT", "5432"), bill_db);
+    const char *billing[] = {GM_BINARY_DIR "/cli/gridmeter",
+                             "shard",
+                             "billing",
+                             "--shard-map",
+                             s.map,
+                             "--db",
+                             bill,
+                             NULL};
+    /* refused, nothing changed: no rate cards and contracts of the shards' yet */
+    const char *migrate[] = {GM_BINARY_DIR "/cli/gridmeter", "migrate", "--db", bill, NULL};
+    ck_assert_int_eq(run_wait(migrate), 0);
+    char why[2048];
+    ck_assert_int_eq(run_err(billing, why, sizeof why), 1);
+    ck_assert_msg(strstr(why, "the billing database's rate cards, contracts or cost cards differ "
+                              "from shard a's"),
+                  "%s", why);
+    ck_assert_int_eq(value_i64(bill, "SELECT count(*) FROM gm.charges"), 0);
+    h_db_prepare(bill);
+    ck_assert_int_eq(run_wait(billing), 0);
+    /* a tenant's charges are on both shards: the sum was needed */
+    ck_assert_int_gt(value_i64(s.coord, "SELECT count(*) FROM (SELECT tenant FROM"
+                                        " audit_by_shard.usage_hourly GROUP BY 1"
+                                        " HAVING count(DISTINCT shard) > 1) d"),
+                     0);
+    assert_same(one, bill, "SELECT * FROM gm.charges");
+    assert_same(one, bill, "SELECT * FROM gm.charges_daily");
+    assert_same(one, bill, "SELECT * FROM gm.charges_daily_model");
+    /* again: nothing changed, no change marker moved */
+    const char *q_marks = "SELECT coalesce(max(seq), 0) FROM gm.period_changes";
+    int64_t marks = value_i64(bill, q_marks);
+    ck_assert_int_eq(run_wait(billing), 0);
+    ck_assert_int_eq(value_i64(bill, q_marks), marks);
+    /* refused: a shard, a database that rated events */
+    const char *on_shard[] = {GM_BINARY_DIR "/cli/gridmeter",
+                              "shard",
+                              "billing",
+                              "--shard-map",
+                              s.map,
+                              "--db",
+                              s.a,
+                              NULL};
+    ck_assert_int_eq(run_err(on_shard, why, sizeof why), 1);
+    ck_assert_msg(strstr(why, "is shard a: the billing database is a database of its own"), "%s",
+                  why);
+    const char *on_one[] = {GM_BINARY_DIR "/cli/gridmeter",
+                            "shard",
+                            "billing",
+                            "--shard-map",
+                            s.map,
+                            "--db",
+                            one,
+                            NULL};
+    ck_assert_int_eq(run_err(on_one, why, sizeof why), 1);
+    ck_assert_msg(strstr(why, "has rated events"), "%s", why);
+    /* More of November on both shards (new sources, and re-sends): the keys they add to are
+     * updated, the others left alone, and the sums are again one database's */
+    h_traffic more = {
+        .sources = 8, .events = 800, .dup_permille = 30, .seed = 29, .source_base = 100};
+    h_produce(&e, &more, &x);
+    a = rater_start(&s, "a", "a2", NULL);
+    b = rater_start(&s, "b", "b2", NULL);
+    o = rater_start(&s, NULL, "one2", one);
+    ck_assert_int_eq(h_rater_wait(a), 0);
+    ck_assert_int_eq(h_rater_wait(b), 0);
+    ck_assert_int_eq(h_rater_wait(o), 0);
+    ck_assert_int_eq(value_i64(one, "SELECT count(*) FROM audit.usage_events"), x.events);
+    ck_assert_int_eq(run_wait(billing), 0);
+    ck_assert_int_gt(value_i64(bill, q_marks), marks);
+    assert_same(one, bill, "SELECT * FROM gm.charges");
+    assert_same(one, bill, "SELECT * FROM gm.charges_daily");
+    assert_same(one, bill, "SELECT * FROM gm.charges_daily_model");
+    /* November closed in both: the same invoices, numbers, totals and lines */
+    const char *close_one[] = {GM_BINARY_DIR "/cli/gridmeter",
+                               "close",
+                               "--month",
+                               "2026-11",
+                               "--grace-hours",
+                               "0",
+                               "--db",
+                               one,
+                               NULL};
+    const char *close_bill[] = {GM_BINARY_DIR "/cli/gridmeter",
+                                "close",
+                                "--month",
+                                "2026-11",
+                                "--grace-hours",
+                                "0",
+                                "--db",
+                                bill,
+                                NULL};
+    ck_assert_int_eq(run_wait(close_one), 0);
+    ck_assert_int_eq(run_wait(close_bill), 0);
+    ck_assert_int_gt(value_i64(bill, "SELECT count(*) FROM audit.invoices WHERE status ="
+                                     " 'finalized' AND total > 0"),
+                     1);
+    assert_same(one, bill,
+                "SELECT to_jsonb(i) - 'invoice_id' - 'finalized_at' FROM audit.invoices i");
+    assert_same(one, bill,
+                "SELECT i.tenant, i.period_start, to_jsonb(l) - 'invoice_id' FROM"
+                " audit.invoice_lines l JOIN audit.invoices i USING (invoice_id)");
+    /* a charge that no shard has (something else wrote here): refused, nothing changed */
+    PGconn *bc = gm_test_pg_connect(bill);
+    gm_test_pg_exec(bc, "INSERT INTO gm.charges SELECT tenant, hour + interval '1 hour', site,"
+                        " model, dimension, card_id, card_version, site_tier, currency,"
+                        " unit_price, quantity, amount, events FROM gm.charges"
+                        " ORDER BY hour DESC LIMIT 1");
+    PQfinish(bc);
+    marks = value_i64(bill, q_marks);
+    ck_assert_int_eq(run_err(billing, why, sizeof why), 1);
+    ck_assert_msg(strstr(why, "holds a charge no shard has"), "%s", why);
+    ck_assert_int_eq(value_i64(bill, q_marks), marks);
     char c[300];
+    snprintf(c, sizeof c, "dbname=%s", bill_db);
+    gm_test_db_drop(c);
     snprintf(c, sizeof c, "dbname=%s", one_db);
     gm_test_db_drop(c);
     shards_close(&s);
