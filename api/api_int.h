@@ -158,6 +158,33 @@ typedef struct api_cached {
 } api_cached;
 api_cached *api__usage_cache(api_server *s, pthread_mutex_t **mu);
 
+/* ---- The entitlement mirror (entitlement_mirror.c) ---------------------------------------
+ * What GET /v1/tenants/{t}/entitlement answers, in memory, kept current by NOTIFY (sql/0020)
+ * on a dedicated connection; proven fresh by heartbeats. */
+typedef struct {
+    bool has_budget, hard, allowed;
+    char currency[4], limit[64], spend[64];
+    int thr[16], n_thr, crossed[32], n_crossed;
+    int64_t period_us;        /* the month asked about (gridmeter's clock) */
+    int64_t now_us;           /* when the answer was made */
+    int64_t as_of_us;         /* every charge committed before this instant is in spend */
+    int64_t stale_us;         /* now_us - as_of_us */
+    int64_t spend_updated_us; /* gm.month_spend.updated_at of the row, -1 without one */
+    char source[12];          /* "memory" or "database" */
+} api_ent_view;
+typedef struct api_mirror api_mirror;
+/* Starts the listener thread (it connects and loads in the background; until then, and
+ * whenever its proof of freshness is older than max_stale_ms, api__mirror_answer says no). */
+api_mirror *api__mirror_start(const char *conninfo, int max_stale_ms, uint64_t seed, char *err,
+                              size_t err_len);
+void api__mirror_stop(api_mirror *m); /* NULL is fine */
+/* The answer for tenant at now_us from memory; false when the mirror cannot vouch for it. */
+bool api__mirror_answer(api_mirror *m, const char *tenant, int64_t now_us, api_ent_view *v);
+void api__mirror_count_db(api_mirror *m);
+void api__mirror_metrics(api_mirror *m, api_buf *b);
+api_mirror *api__mirror(api_server *s);
+api_pool *api__pool(api_server *s);
+
 /* ---- The gate (gate.c): the listening socket, request heads, deadlines, limits ----------- */
 typedef struct api_gate api_gate;
 /* Binds and listens (cfg->listen_addr, cfg->port); NULL with err on failure. */

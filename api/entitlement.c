@@ -1,24 +1,36 @@
 /* GET /v1/tenants/{t}/entitlement: the hard-limit answer a node asks before it serves a
- * request. One indexed read of gm.budgets and gm.month_spend (both kept in the charging
- * transaction, sql/0009); the answer says how old the spend figure is. docs/api.md,
- * "Budgets and alerts". */
+ * request, and POST /v1/tenants/{t}/budget.
+ *
+ * The answer comes from the server's mirror (entitlement_mirror.c: gm.budgets,
+ * gm.month_spend and gm.budget_alerts in memory, pushed by NOTIFY at each commit, proven
+ * fresh by heartbeats) while the mirror can vouch for a figure at most
+ * entitlement_max_stale_ms old; otherwise (starting, listener reconnecting or loading, a
+ * month before the loaded ones, or the mirror off) from one indexed query of the same
+ * tables, on a pooled connection taken only then. Either way the answer says its source and
+ * how stale it is (as_of, stale_us). docs/api.md, "Budgets and alerts". */
 #include "api_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-void api__h_entitlement(api_req *r)
+static void list_ints(int *out, int *n, int max, const char *list)
 {
-    if (!api__valid_tenant(r->param[0])) {
-        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s",
-                     api__tenant_rule(r->param[0]));
-        return;
+    *n = 0;
+    for (const char *t = list; *t && *n < max;) {
+        out[(*n)++] = atoi(t);
+        t += strcspn(t, ",");
+        t += *t == ',';
     }
+}
+
+/* The same answer from PostgreSQL (exact as of the query's gm.now()). false: problem set. */
+static bool from_database(api_req *r, api_ent_view *v)
+{
     /* Exact decimals stay text from PostgreSQL to the JSON answer. The budget's currency
      * picks the spend row; without a budget the tenant is always allowed. */
     static const char sql[] =
         "WITH p AS (SELECT gm.month_of(gm.now()) AS m, gm.now() AS now)"
-        " SELECT to_char(p.m AT TIME ZONE 'UTC', 'YYYY-MM'), b.currency, b.monthly_limit::text,"
+        " SELECT (extract(epoch FROM p.m) * 1000000)::bigint, b.currency, b.monthly_limit::text,"
         " b.hard_limit, coalesce(s.amount, 0)::text,"
         " coalesce((extract(epoch FROM s.updated_at) * 1000000)::bigint, -1),"
         " (extract(epoch FROM p.now) * 1000000)::bigint,"
@@ -29,93 +41,98 @@ void api__h_entitlement(api_req *r)
         " FROM p LEFT JOIN gm.budgets b ON b.tenant = $1"
         " LEFT JOIN gm.month_spend s ON s.tenant = $1 AND s.period_start = p.m"
         " AND s.currency = b.currency";
-    /* Optionally from memory (entitlement_cache_ms): the answer as computed, its as_of says
-     * when; slots shared with the usage cache, keys prefixed "entitlement|". */
-    char ckey[160];
-    snprintf(ckey, sizeof ckey, "entitlement|%s", r->param[0]);
-    int ttl_ms = api__config(r->srv)->entitlement_cache_ms;
-    uint64_t h = 1469598103934665603ull;
-    for (const char *c = ckey; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ull;
-    pthread_mutex_t *cache_mu;
-    api_cached *slot = &api__usage_cache(r->srv, &cache_mu)[h % API_USAGE_CACHE_SLOTS];
-    if (ttl_ms > 0) {
-        pthread_mutex_lock(cache_mu);
-        if (slot->key && !strcmp(slot->key, ckey) && slot->expires_us > gm_mono_us()) {
-            char *copy = gm_xmalloc(slot->len + 1);
-            memcpy(copy, slot->body, slot->len + 1);
-            size_t len = slot->len;
-            pthread_mutex_unlock(cache_mu);
-            api__text(r, 200, "application/json", copy, len);
-            return;
-        }
-        pthread_mutex_unlock(cache_mu);
+    char err[512];
+    PGconn *db = r->db;
+    if (!db &&
+        !(db = api__pool_get(api__pool(r->srv), api__config(r->srv)->db_wait_ms, err, sizeof err))) {
+        gm_warn("api", "msg=\"no database connection\" error=\"%s\"", err);
+        api__problem(r, 503, "unavailable", NULL, "the database is not available; retry shortly");
+        snprintf(r->header_name, sizeof r->header_name, "Retry-After");
+        snprintf(r->header_value, sizeof r->header_value, "1");
+        return false;
     }
     const char *params[1] = {r->param[0]};
-    PGresult *res = PQexecParams(r->db, sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    PGresult *res = PQexecParams(db, sql, 1, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    if (!ok) {
         api__db_problem(r, res, "entitlement");
-        PQclear(res);
+    } else {
+        memset(v, 0, sizeof *v);
+        v->period_us = atoll(PQgetvalue(res, 0, 0));
+        v->has_budget = !PQgetisnull(res, 0, 1);
+        v->allowed = !strcmp(PQgetvalue(res, 0, 7), "t");
+        v->now_us = v->as_of_us = atoll(PQgetvalue(res, 0, 6));
+        v->spend_updated_us = atoll(PQgetvalue(res, 0, 5));
+        if (v->has_budget) {
+            snprintf(v->currency, sizeof v->currency, "%s", PQgetvalue(res, 0, 1));
+            snprintf(v->limit, sizeof v->limit, "%s", PQgetvalue(res, 0, 2));
+            snprintf(v->spend, sizeof v->spend, "%s", PQgetvalue(res, 0, 4));
+            v->hard = !strcmp(PQgetvalue(res, 0, 3), "t");
+            list_ints(v->thr, &v->n_thr, 16, PQgetvalue(res, 0, 9));
+            list_ints(v->crossed, &v->n_crossed, 32, PQgetvalue(res, 0, 8));
+        }
+        snprintf(v->source, sizeof v->source, "database");
+    }
+    PQclear(res);
+    if (db != r->db)
+        api__pool_put(api__pool(r->srv), db);
+    return ok;
+}
+
+void api__h_entitlement(api_req *r)
+{
+    if (!api__valid_tenant(r->param[0])) {
+        api__problem(r, 400, "invalid-parameter", "tenant", "tenant: %s",
+                     api__tenant_rule(r->param[0]));
         return;
     }
-    bool has_budget = !PQgetisnull(res, 0, 1);
-    bool allowed = !strcmp(PQgetvalue(res, 0, 7), "t");
-    int64_t updated = atoll(PQgetvalue(res, 0, 5)), now = atoll(PQgetvalue(res, 0, 6));
+    api_ent_view v;
+    api_mirror *m = api__mirror(r->srv);
+    if (!api__mirror_answer(m, r->param[0], gm_now_us(), &v)) {
+        if (!from_database(r, &v))
+            return;
+        api__mirror_count_db(m);
+    }
     cJSON *o = cJSON_CreateObject();
+    char period[8];
+    api__format_month(v.period_us, period);
     cJSON_AddStringToObject(o, "tenant", r->param[0]);
-    cJSON_AddStringToObject(o, "period", PQgetvalue(res, 0, 0));
-    cJSON_AddBoolToObject(o, "allowed", allowed);
+    cJSON_AddStringToObject(o, "period", period);
+    cJSON_AddBoolToObject(o, "allowed", v.allowed);
     cJSON_AddStringToObject(o, "reason",
-                            !has_budget ? "no budget"
-                            : allowed   ? "within budget"
-                                        : "monthly limit reached");
-    if (has_budget) {
-        cJSON_AddStringToObject(o, "currency", PQgetvalue(res, 0, 1));
-        cJSON_AddStringToObject(o, "limit", PQgetvalue(res, 0, 2));
-        cJSON_AddStringToObject(o, "spend", PQgetvalue(res, 0, 4));
-        cJSON_AddBoolToObject(o, "hard_limit", !strcmp(PQgetvalue(res, 0, 3), "t"));
+                            !v.has_budget ? "no budget"
+                            : v.allowed   ? "within budget"
+                                          : "monthly limit reached");
+    if (v.has_budget) {
+        cJSON_AddStringToObject(o, "currency", v.currency);
+        cJSON_AddStringToObject(o, "limit", v.limit);
+        cJSON_AddStringToObject(o, "spend", v.spend);
+        cJSON_AddBoolToObject(o, "hard_limit", v.hard);
         cJSON *th = cJSON_AddArrayToObject(o, "thresholds_percent");
+        for (int i = 0; i < v.n_thr; i++)
+            cJSON_AddItemToArray(th, cJSON_CreateNumber(v.thr[i]));
         cJSON *cr = cJSON_AddArrayToObject(o, "thresholds_crossed");
-        for (int k = 0; k < 2; k++) {
-            char *list = PQgetvalue(res, 0, k ? 8 : 9);
-            for (char *t = list; *t;) {
-                cJSON_AddItemToArray(k ? cr : th, cJSON_CreateNumber(atoi(t)));
-                t += strcspn(t, ",");
-                t += *t == ',';
-            }
-        }
+        for (int i = 0; i < v.n_crossed; i++)
+            cJSON_AddItemToArray(cr, cJSON_CreateNumber(v.crossed[i]));
     } else {
         cJSON_AddNullToObject(o, "currency");
         cJSON_AddNullToObject(o, "limit");
         cJSON_AddNullToObject(o, "spend");
     }
-    /* The spend includes every charge committed up to spend_as_of (the last charging
-     * transaction of the month); age_us says how long ago that was. */
-    if (has_budget && updated >= 0) {
-        api__add_time(o, "spend_as_of", updated);
-        cJSON_AddNumberToObject(o, "age_us", (double)(now - updated));
+    /* spend_as_of: the gm.now() of the last charging transaction that moved this month's
+     * spend; age_us: how long before the answer that was. */
+    if (v.has_budget && v.spend_updated_us >= 0) {
+        api__add_time(o, "spend_as_of", v.spend_updated_us);
+        cJSON_AddNumberToObject(o, "age_us", (double)(v.now_us - v.spend_updated_us));
     } else {
         cJSON_AddNullToObject(o, "spend_as_of");
         cJSON_AddNullToObject(o, "age_us");
     }
-    api__add_time(o, "as_of", now);
-    PQclear(res);
-    if (ttl_ms > 0) {
-        char *body = cJSON_PrintUnformatted(o);
-        size_t len = strlen(body);
-        pthread_mutex_lock(cache_mu);
-        free(slot->key);
-        free(slot->body);
-        slot->key = gm_xstrdup(ckey);
-        slot->body = gm_xmalloc(len + 1);
-        memcpy(slot->body, body, len + 1);
-        slot->len = len;
-        slot->expires_us = gm_mono_us() + (int64_t)ttl_ms * 1000;
-        pthread_mutex_unlock(cache_mu);
-        cJSON_Delete(o);
-        api__text(r, 200, "application/json", body, len);
-        return;
-    }
+    /* as_of: every charge committed before it is in spend; stale_us = answer time - as_of,
+     * never more than entitlement_max_stale_ms from memory. */
+    api__add_time(o, "as_of", v.as_of_us);
+    cJSON_AddNumberToObject(o, "stale_us", (double)v.stale_us);
+    cJSON_AddStringToObject(o, "source", v.source);
     api__json(r, 200, o);
 }
 

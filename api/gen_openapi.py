@@ -104,15 +104,17 @@ schemas = {
         "tenant": STR, "currency": STR, "monthly_limit": DEC,
         "thresholds_percent": S("array", items=S("integer")), "hard_limit": S("boolean"),
         "customer_may_set": S("boolean")}),
-    "Entitlement": S("object", required=["tenant", "period", "allowed", "reason", "as_of"], properties={
+    "Entitlement": S("object", required=["tenant", "period", "allowed", "reason", "as_of", "stale_us", "source"], properties={
         "tenant": STR, "period": STR, "allowed": S("boolean"),
         "reason": S("string", enum=["no budget", "within budget", "monthly limit reached"]),
         "currency": NSTR, "limit": {"type": ["string", "null"], "description": "exact decimal"},
         "spend": {"type": ["string", "null"], "description": "exact decimal: the month's list amount of committed charges"},
         "hard_limit": S("boolean"), "thresholds_percent": S("array", items=S("integer")),
         "thresholds_crossed": S("array", items=S("integer")),
-        "spend_as_of": NTS, "age_us": {"type": ["integer", "null"], "description": "as_of - spend_as_of, microseconds"},
-        "as_of": TS}),
+        "spend_as_of": NTS, "age_us": {"type": ["integer", "null"], "description": "answer time - spend_as_of, microseconds"},
+        "as_of": S("string", format="date-time", description="every charge committed before this instant is in spend"),
+        "stale_us": S("integer", minimum=0, description="answer time - as_of, microseconds; at most entitlement_max_stale_ms x 1000 from memory"),
+        "source": S("string", enum=["memory", "database"], description="memory: the pushed mirror; database: a direct query")}),
     "Spend": S("object", required=["tenant", "period", "month_to_date", "projection"], properties={
         "tenant": STR, "period": STR, "as_of": TS, "currency": NSTR,
         "month_to_date": S("object", properties={"list_amount_exact": DEC, "list_amount": DEC,

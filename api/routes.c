@@ -54,9 +54,10 @@ const api_route_spec api__routes[API_R_COUNT] = {
     [API_R_KEYS_LIST] = {{"GET", "/v1/api-keys", A, false}, "", 0},
     [API_R_KEY_CREATE] = {{"POST", "/v1/api-keys", A, false}, "", 0},
     [API_R_KEY_REVOKE] = {{"DELETE", "/v1/api-keys/{key_id}", A, false}, "", 0},
+    /* from memory; the handler takes a pooled connection only when it must ask PostgreSQL */
     [API_R_ENTITLEMENT] = {{"GET", "/v1/tenants/{tenant}/entitlement", A | C | F, true},
                            "",
-                           API_RF_TENANT_SCOPED},
+                           API_RF_TENANT_SCOPED | API_RF_NO_DB},
     [API_R_BUDGET_SET] = {{"POST", "/v1/tenants/{tenant}/budget", A | C, true},
                           "",
                           API_RF_TENANT_SCOPED},

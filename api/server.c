@@ -146,7 +146,19 @@ struct gm_api_server {
     /* usage responses (usage.c) */
     pthread_mutex_t uc_mu;
     struct api_cached *uc;
+    /* the entitlement mirror (entitlement_mirror.c); NULL when off */
+    api_mirror *mirror;
 };
+
+api_mirror *api__mirror(api_server *s)
+{
+    return s->mirror;
+}
+
+api_pool *api__pool(api_server *s)
+{
+    return s->pool;
+}
 
 api_cached *api__usage_cache(api_server *s, pthread_mutex_t **mu)
 {
@@ -401,6 +413,7 @@ static void h_metrics(api_req *r)
         api__buf_printf(&b, "gridmeter_api_request_duration_seconds_count{route=\"%s\"} %llu\n", l,
                         (unsigned long long)cum);
     }
+    api__mirror_metrics(s->mirror, &b);
     api__text(r, 200, "text/plain; version=0.0.4", b.p, b.len);
 }
 
@@ -923,7 +936,7 @@ void gm_api_config_defaults(gm_api_config *c)
     c->grace_hours = 72;
     c->auth_cache_ms = 2000;
     c->usage_cache_ms = 1000;
-    c->entitlement_cache_ms = 0; /* exact by default: every answer reads the committed spend */
+    c->entitlement_max_stale_ms = 1000; /* the pushed mirror, never older than 1 s */
     c->rater_metrics_url = "http://127.0.0.1:9464/metrics";
 }
 
@@ -1007,12 +1020,15 @@ gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
         cfg->max_connections < 1 || cfg->request_timeout_s < 1 || cfg->conn_timeout_s < 1 ||
         cfg->answer_timeout_s < 1 || cfg->health_reserve < 0 || cfg->per_ip_connections < 0 ||
         cfg->auth_fail_burst < 0 || cfg->auth_fail_per_min < 0 ||
-        cfg->idempotency_retention_hours < 1) {
+        cfg->idempotency_retention_hours < 1 ||
+        (cfg->entitlement_max_stale_ms != 0 &&
+         (cfg->entitlement_max_stale_ms < 20 || cfg->entitlement_max_stale_ms > 600000))) {
         gm_fail(err, err_len, GM_ECONFIG,
                 "max_body_bytes, rate_burst, max_connections, request_timeout_s, "
                 "answer_timeout_s, timeout_s and "
                 "idempotency_retention_hours must be >= 1; rate_per_s, health_reserve, "
-                "per_ip_connections and the auth failure limits >= 0");
+                "per_ip_connections and the auth failure limits >= 0; "
+                "entitlement_max_stale_ms 0 (off) or 20 to 600000");
         gm_api_stop(s);
         return NULL;
     }
@@ -1063,6 +1079,16 @@ gm_api_server *gm_api_start(const gm_api_config *cfg, char *err, size_t err_len)
         }
         flags |= MHD_USE_TLS;
     }
+    uint64_t token = 0; /* names this server's heartbeats on the shared channel */
+    if (cfg->entitlement_max_stale_ms > 0 &&
+        (RAND_bytes((unsigned char *)&token, sizeof token) != 1 ||
+         !(s->mirror = api__mirror_start(s->conninfo, cfg->entitlement_max_stale_ms, token, err,
+                                         err_len)))) {
+        if (!token)
+            gm_fail(err, err_len, GM_EIO, "OpenSSL RAND_bytes failed");
+        gm_api_stop(s);
+        return NULL;
+    }
     s->gate = api__gate_new(s, &s->cfg, s->tls, err, err_len);
     if (!s->gate) {
         gm_api_stop(s);
@@ -1108,6 +1134,7 @@ void gm_api_stop(gm_api_server *s)
     if (s->d)
         MHD_stop_daemon(s->d);
     api__gate_free(s->gate);
+    api__mirror_stop(s->mirror);
     api__pool_free(s->pool);
     api__pool_free(s->auth_pool);
     api__auth_cache_free(s->auth);

@@ -98,7 +98,7 @@ static void fill(PGconn *c, long events)
             " site_id = gm.ledger_name_id(2::smallint, site),"
             " model_id = gm.ledger_name_id(3::smallint, model),"
             " pricing_id = gm.ledger_pricing_id(card_id, card_version, currency, site_tier,"
-            " flags, p0, p1, p2, p3, NULL, NULL, NULL, NULL)");
+            " flags, p0, p1, p2, p3, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL)");
     exec(c, "CREATE TEMP TABLE bench_sources AS SELECT site, k,"
             " gm.ledger_name_id(4::smallint, 'bench/' || site || '/' || k) AS id"
             " FROM (SELECT DISTINCT site FROM bench_prices) s, generate_series(0, 49) k");
@@ -308,6 +308,111 @@ static void run(const char *name, int port, const char *token, const char *const
     free(all);
 }
 
+/* One GET of tenant07's entitlement on a fresh connection: the body into buf. */
+static int ent_get(int port, const char *token, char *buf, size_t cap)
+{
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET /v1/tenants/tenant07/entitlement HTTP/1.1\r\nHost: b\r\n"
+                     "Authorization: Bearer %s\r\n\r\n",
+                     token);
+    int fd = dial(port);
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+        close(fd);
+        return 0;
+    }
+    size_t got = 0; /* the server closes after one answer: read to the end */
+    for (ssize_t k; got + 1 < cap && (k = recv(fd, buf + got, cap - got - 1, 0)) > 0;)
+        got += (size_t)k;
+    buf[got] = 0;
+    close(fd);
+    return got > 12 ? atoi(buf + 9) : 0;
+}
+
+/* The JSON string member's value ("spend": "12.3...") copied into out; false if absent. */
+static bool member(const char *body, const char *name, char *out, size_t cap)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", name);
+    const char *p = strstr(body, pat);
+    if (!p)
+        return false;
+    p += strlen(pat);
+    size_t n = strcspn(p, "\"");
+    if (n >= cap)
+        return false;
+    memcpy(out, p, n);
+    out[n] = 0;
+    return true;
+}
+
+/* Until the server's mirror has loaded (its answers say source "memory"). */
+static void wait_memory(int port, const char *token)
+{
+    char *buf = malloc(1 << 16), src[16] = "";
+    int64_t end = gm_mono_us() + 30 * GM_US_PER_SEC;
+    while (gm_mono_us() < end && !(ent_get(port, token, buf, 1 << 16) == 200 &&
+                                   member(buf, "source", src, sizeof src) &&
+                                   !strcmp(src, "memory")))
+        usleep(10000);
+    free(buf);
+    if (strcmp(src, "memory"))
+        die("entitlement", "the mirror did not load within 30 s");
+}
+
+/* The lag of the figure behind committed usage: n times, one charging statement (what the
+ * rater's charges trigger runs: gm.budget_apply, in its own transaction) adds 10^-6 USD to
+ * tenant07's month; from its COMMIT's acknowledgement, GET entitlement in a loop until the
+ * answer shows the new spend. Prints p50/p99/max. */
+static void lag(PGconn *c, int port, const char *token, int n)
+{
+    char *buf = malloc(1 << 16), spend[64], src[16];
+    if (ent_get(port, token, buf, 1 << 16) != 200 || !member(buf, "spend", spend, sizeof spend))
+        die("entitlement", "no spend in the answer");
+    gm_i128 e18 = 0;
+    if (gm_dec_parse(spend, strlen(spend), 18, &e18, NULL, 0))
+        die("entitlement", spend);
+    char month[40], sql[512];
+    gm_time_format(gm_month_start(gm_now_us()), month, sizeof month);
+    snprintf(sql, sizeof sql,
+             "SELECT gm.budget_apply('[{\"tenant\": \"tenant07\", \"period_start\": \"%s\","
+             " \"currency\": \"USD\", \"amount\": \"0.000001\"}]')",
+             month);
+    int64_t *lat = calloc((size_t)n, sizeof *lat);
+    long polls = 0, from_db = 0;
+    for (int i = 0; i < n; i++) {
+        e18 += (gm_i128)1000000000000; /* 10^-6 in 10^-18 units */
+        char want[64];
+        gm_dec_format(e18, 18, want, sizeof want);
+        exec(c, sql);
+        int64_t t0 = gm_mono_us();
+        for (;;) {
+            polls++;
+            if (ent_get(port, token, buf, 1 << 16) == 200 && member(buf, "spend", spend, sizeof spend) &&
+                !strcmp(spend, want))
+                break;
+            if (gm_mono_us() - t0 > 10 * GM_US_PER_SEC)
+                die("lag", "the charge did not show within 10 s");
+        }
+        lat[i] = gm_mono_us() - t0;
+        if (member(buf, "source", src, sizeof src) && strcmp(src, "memory")) {
+            if (!from_db && getenv("BENCH_DEBUG"))
+                fprintf(stderr, "%s\n", buf);
+            from_db++;
+        }
+        usleep(2000 + (useconds_t)(i % 7) * 1000);
+    }
+    qsort(lat, (size_t)n, sizeof *lat, cmp64);
+    printf("%-34s p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  (%d charges, %.1f polls each, %ld "
+           "answers from the database)\n",
+           "lag: COMMIT -> entitlement shows it", (double)lat[n / 2] / 1000,
+           (double)lat[n * 99 / 100] / 1000, (double)lat[n - 1] / 1000, n, (double)polls / n,
+           from_db);
+    fflush(stdout);
+    free(lat);
+    free(buf);
+}
+
 int main(int argc, char **argv)
 {
     long events = 10000000;
@@ -374,7 +479,8 @@ int main(int argc, char **argv)
     gm_api_config_defaults(&cfg);
     cfg.db_conninfo = api_conninfo;
     cfg.port = 0;
-    cfg.rate_per_s = 0; /* no per-key limit while measuring */
+    cfg.rate_per_s = 0;         /* no per-key limit while measuring */
+    cfg.per_ip_connections = 0; /* nor per address: every client thread is on 127.0.0.1 */
     cfg.grace_hours = 0;
     cfg.db_pool_size = threads;
     cfg.usage_cache_ms = 0; /* every request reaches PostgreSQL */
@@ -382,8 +488,8 @@ int main(int argc, char **argv)
     if (!s)
         die("api", err);
     int port = gm_api_port(s);
-    cfg.usage_cache_ms = 1000;       /* the default: usage responses kept 1 s */
-    cfg.entitlement_cache_ms = 1000; /* off by default; 1 s here */
+    cfg.usage_cache_ms = 1000;          /* the default: usage responses kept 1 s */
+    cfg.entitlement_max_stale_ms = 0;   /* the mirror off: every entitlement from PostgreSQL */
     gm_api_server *s_cached = gm_api_start(&cfg, err, sizeof err);
     if (!s_cached)
         die("api", err);
@@ -455,9 +561,12 @@ int main(int argc, char **argv)
     PQclear(PQexec(c, "INSERT INTO gm.budgets (tenant, currency, monthly_limit) VALUES"
                       " ('tenant07', 'USD', 1000000) ON CONFLICT (tenant) DO NOTHING"));
     static const char *entitlement[] = {"/v1/tenants/tenant07/entitlement"};
-    run("entitlement (budget + month spend)", port, cust, entitlement, 1, NULL, NULL, threads,
+    wait_memory(port, cust);
+    run("entitlement (default: pushed mirror)", port, cust, entitlement, 1, NULL, NULL, threads,
         seconds);
-    run("entitlement, 1 s cache", port_cached, cust, entitlement, 1, NULL, NULL, threads, seconds);
+    run("entitlement, mirror off (direct SQL)", port_cached, cust, entitlement, 1, NULL, NULL,
+        threads, seconds);
+    lag(c, port, cust, 300);
     run("baseline libpq usage SQL (1 day)", 0, NULL, health, 1, conninfo, sql_day, threads,
         seconds);
     run("usage, 1 day by hour", port, cust, usage_hour, 3, NULL, NULL, threads, seconds);

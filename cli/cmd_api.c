@@ -18,7 +18,7 @@ int gm_cmd_api(int argc, char **argv)
     gm_api_config d;
     gm_api_config_defaults(&d);
     char port[16], pool[16], body[24], rate[16], burst[16], grace[16], maxc[16], to[16], st[16],
-        rto[16], ato[16], hres[16], afb[16], afm[16], ret[16], kar[16];
+        rto[16], ato[16], hres[16], afb[16], afm[16], ret[16], kar[16], ems[16];
     snprintf(port, sizeof port, "%d", d.port);
     snprintf(pool, sizeof pool, "%d", d.db_pool_size);
     snprintf(body, sizeof body, "%lld", (long long)d.max_body_bytes);
@@ -35,6 +35,7 @@ int gm_cmd_api(int argc, char **argv)
     snprintf(afm, sizeof afm, "%d", d.auth_fail_per_min);
     snprintf(ret, sizeof ret, "%d", d.idempotency_retention_hours);
     snprintf(kar, sizeof kar, "%d", d.keep_alive_requests);
+    snprintf(ems, sizeof ems, "%d", d.entitlement_max_stale_ms);
     gm_opt opts[] = {
         {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
          "libpq conninfo (role gm_api); empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
@@ -81,6 +82,10 @@ int gm_cmd_api(int argc, char **argv)
          "hours after a month's end before its invoices can be finalized (late events)", 0, 0},
         {"tls-cert", "api.tls_cert", NULL, "", GM_OPT_STR, "PEM certificate file (HTTPS)", 0, 0},
         {"tls-key", "api.tls_key", NULL, "", GM_OPT_STR, "PEM private key file (HTTPS)", 0, 0},
+        {"entitlement-max-stale-ms", "api.entitlement_max_stale_ms", NULL, ems, GM_OPT_INT,
+         "answer GET .../entitlement from the pushed in-memory mirror while it is proven at "
+         "most this stale, else from PostgreSQL (0: always PostgreSQL; else 20..600000)",
+         0, 0},
         {"rater-metrics", "api.rater_metrics", "GRIDMETER_RATER_METRICS_URL",
          "http://127.0.0.1:9464/metrics", GM_OPT_STR,
          "the rater's /metrics URL (http or https), read by GET /v1/ops/ingest", 0, 0},
@@ -117,6 +122,7 @@ int gm_cmd_api(int argc, char **argv)
     cfg.auth_fail_per_min = (int)gm_opt_int(opts, "auth-fail-per-min");
     cfg.idempotency_retention_hours = (int)gm_opt_int(opts, "idempotency-retention-hours");
     cfg.keep_alive_requests = (int)gm_opt_int(opts, "keep-alive-requests");
+    cfg.entitlement_max_stale_ms = (int)gm_opt_int(opts, "entitlement-max-stale-ms");
     cfg.cursor_key_file = gm_opt_str(opts, "cursor-key-file");
     cfg.cursor_key_previous_file = gm_opt_str(opts, "cursor-key-previous-file");
     if (cfg.port < 0 || cfg.port > 65535 || cfg.db_pool_size < 1 || cfg.grace_hours < 0 ||

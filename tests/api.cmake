@@ -6,6 +6,13 @@ gm_add_test(NAME test_api SOURCES test_api.c LIBS gm_api_testclient PkgConfig::C
             LABELS integration TIMEOUT 300)
 # test_api runs `gridmeter quote` as the oracle of invoice totals.
 add_dependencies(test_api gridmeter)
+# The entitlement answer from the pushed in-memory mirror (sql/0020, api/entitlement_mirror.c):
+# commits shown without restart, the hard limit, the listener killed, month rollover, and a
+# second API process (`gridmeter api`) that agrees.
+gm_add_test(NAME test_entitlement SOURCES test_entitlement.c LIBS gm_api_testclient
+            PkgConfig::CJSON LABELS integration TIMEOUT 300)
+target_compile_definitions(test_entitlement PRIVATE GM_GRIDMETER="$<TARGET_FILE:gridmeter>")
+add_dependencies(test_entitlement gridmeter)
 # The HTTP edge over raw sockets: every finding of the outside review (issue 13) with its
 # exact bytes, and the rules that make each class impossible (docs/api.md, "Security").
 gm_add_test(NAME test_api_http SOURCES test_api_http.c LIBS gm_api_testclient PkgConfig::CJSON
