@@ -43,8 +43,8 @@ static bool from_database(api_req *r, api_ent_view *v)
         " AND s.currency = b.currency";
     char err[512];
     PGconn *db = r->db;
-    if (!db &&
-        !(db = api__pool_get(api__pool(r->srv), api__config(r->srv)->db_wait_ms, err, sizeof err))) {
+    if (!db && !(db = api__pool_get(api__pool(r->srv), api__config(r->srv)->db_wait_ms, err,
+                                    sizeof err))) {
         gm_warn("api", "msg=\"no database connection\" error=\"%s\"", err);
         api__problem(r, 503, "unavailable", NULL, "the database is not available; retry shortly");
         snprintf(r->header_name, sizeof r->header_name, "Retry-After");

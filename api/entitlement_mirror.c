@@ -65,16 +65,16 @@ struct api_mirror {
     char *conninfo;
     int max_stale_ms, heartbeat_ms;
     pthread_rwlock_t lock;
-    ent_map map;     /* under lock */
-    int64_t floor_us; /* months before this were not loaded: such answers come from the DB */
-    bool usable;      /* connected and loaded (under lock) */
+    ent_map map;           /* under lock */
+    int64_t floor_us;      /* months before this were not loaded: such answers come from the DB */
+    bool usable;           /* connected and loaded (under lock) */
     int64_t fresh_mono_us; /* every commit before this monotonic instant is applied (lock) */
     ent_snap snap;         /* the load's snapshot (thread only) */
     PGconn *conn; /* the listener's (thread only; here, not on its stack, for leak checkers) */
     pthread_t thread;
     bool started;
     int wake[2];
-    volatile int stop;
+    int stop; /* __atomic */
     char token[40];
     /* counters for /metrics */
     uint64_t loads, reconnects, notifications, answers_memory, answers_db;
@@ -302,18 +302,20 @@ static int load(api_mirror *m, PGconn *c, char *err, size_t err_len)
     if (!(r = q(c,
                 "SELECT tenant, (extract(epoch FROM period_start) * 1000000)::bigint, currency,"
                 " amount::text, (extract(epoch FROM updated_at) * 1000000)::bigint"
-                " FROM gm.month_spend WHERE period_start >= 'epoch'::timestamptz + $1::bigint * interval '1 microsecond'",
+                " FROM gm.month_spend WHERE period_start >= 'epoch'::timestamptz + $1::bigint * "
+                "interval '1 microsecond'",
                 1, p, err, err_len)))
         goto out;
     for (int i = 0; i < PQntuples(r); i++)
         set_month(map_get(&nm, PQgetvalue(r, i, 0)), atoll(PQgetvalue(r, i, 1)),
                   PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), atoll(PQgetvalue(r, i, 4)));
     PQclear(r);
-    if (!(r = q(c,
-                "SELECT tenant, (extract(epoch FROM period_start) * 1000000)::bigint,"
-                " threshold_percent FROM gm.budget_alerts"
-                " WHERE period_start >= 'epoch'::timestamptz + $1::bigint * interval '1 microsecond'",
-                1, p, err, err_len)))
+    if (!(r = q(
+              c,
+              "SELECT tenant, (extract(epoch FROM period_start) * 1000000)::bigint,"
+              " threshold_percent FROM gm.budget_alerts"
+              " WHERE period_start >= 'epoch'::timestamptz + $1::bigint * interval '1 microsecond'",
+              1, p, err, err_len)))
         goto out;
     for (int i = 0; i < PQntuples(r); i++)
         set_alert(map_get(&nm, PQgetvalue(r, i, 0)), atoll(PQgetvalue(r, i, 1)),
@@ -400,7 +402,7 @@ static bool wait_or_stop(api_mirror *m, int ms)
 {
     struct pollfd pf = {m->wake[0], POLLIN, 0};
     poll(&pf, 1, ms);
-    return !m->stop;
+    return !__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE);
 }
 
 static void drop(api_mirror *m, PGconn **c, const char *why)
@@ -409,8 +411,9 @@ static void drop(api_mirror *m, PGconn **c, const char *why)
     m->usable = false;
     pthread_rwlock_unlock(&m->lock);
     if (*c) {
-        gm_warn("api", "msg=\"entitlement listener lost its connection; answering from the "
-                       "database until it has reconnected and loaded again\" error=\"%s\"",
+        gm_warn("api",
+                "msg=\"entitlement listener lost its connection; answering from the "
+                "database until it has reconnected and loaded again\" error=\"%s\"",
                 why);
         PQfinish(*c);
         *c = NULL;
@@ -425,15 +428,16 @@ static void *run(void *arg)
     int64_t hb_sent = 0, next_hb = 0, last_proof = 0;
     bool hb_busy = false, reload = false, first = true;
     char err[512];
-    while (!m->stop) {
+    while (!__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE)) {
         if (!m->conn || (reload && !hb_busy)) { /* a load waits for the heartbeat's answer */
             if (!m->conn) {
                 if (!first)
                     __atomic_fetch_add(&m->reconnects, 1, __ATOMIC_RELAXED);
                 first = false;
                 m->conn = gm_pg_connect(m->conninfo, "gridmeter-api-entitlement", err, sizeof err);
-                if (m->conn && (gm_pg_exec(m->conn, "SET statement_timeout = 30000", err, sizeof err) ||
-                          gm_pg_exec(m->conn, "LISTEN " ENT_CHANNEL, err, sizeof err))) {
+                if (m->conn &&
+                    (gm_pg_exec(m->conn, "SET statement_timeout = 30000", err, sizeof err) ||
+                     gm_pg_exec(m->conn, "LISTEN " ENT_CHANNEL, err, sizeof err))) {
                     PQfinish(m->conn);
                     m->conn = NULL;
                 }
@@ -444,8 +448,9 @@ static void *run(void *arg)
                 m->conn = NULL;
             }
             if (!m->conn) {
-                gm_warn("api", "msg=\"entitlement listener cannot connect or load\" error=\"%s\" "
-                               "retry_ms=%d",
+                gm_warn("api",
+                        "msg=\"entitlement listener cannot connect or load\" error=\"%s\" "
+                        "retry_ms=%d",
                         err, backoff_ms);
                 if (!wait_or_stop(m, backoff_ms))
                     break;
@@ -460,8 +465,8 @@ static void *run(void *arg)
         int64_t now = gm_mono_us();
         if (!hb_busy && now >= next_hb) {
             char sql[128];
-            snprintf(sql, sizeof sql, "SELECT pg_notify('" ENT_CHANNEL "', 'h %s %llu')",
-                     m->token, (unsigned long long)++seq);
+            snprintf(sql, sizeof sql, "SELECT pg_notify('" ENT_CHANNEL "', 'h %s %llu')", m->token,
+                     (unsigned long long)++seq);
             if (!PQsendQuery(m->conn, sql)) {
                 drop(m, &m->conn, PQerrorMessage(m->conn));
                 continue;
@@ -485,7 +490,7 @@ static void *run(void *arg)
             drop(m, &m->conn, strerror(errno));
             continue;
         }
-        if (m->stop)
+        if (__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE))
             break;
         if ((pf[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(m->conn)) {
             drop(m, &m->conn, PQerrorMessage(m->conn));
@@ -560,6 +565,16 @@ api_mirror *api__mirror_start(const char *conninfo, int max_stale_ms, uint64_t s
         return NULL;
     }
     m->started = true;
+    /* The first load, before the server listens, for up to 2 s (else the first answers come
+     * from the database, as whenever the mirror cannot vouch for them). */
+    for (int64_t end = gm_mono_us() + 2 * GM_US_PER_SEC; gm_mono_us() < end;) {
+        pthread_rwlock_rdlock(&m->lock);
+        bool up = m->usable;
+        pthread_rwlock_unlock(&m->lock);
+        if (up)
+            break;
+        usleep(2000);
+    }
     return m;
 }
 
@@ -567,7 +582,7 @@ void api__mirror_stop(api_mirror *m)
 {
     if (!m)
         return;
-    m->stop = 1;
+    __atomic_store_n(&m->stop, 1, __ATOMIC_RELEASE);
     if (m->started) {
         if (write(m->wake[1], "x", 1) < 0)
             gm_warn("api", "msg=\"entitlement listener wake failed\"");

@@ -34,12 +34,12 @@ typedef struct gm_api_config {
     int auth_fail_per_min;           /* per client address: failed authentications per minute */
     int idempotency_retention_hours; /* Idempotency-Key records are kept this long */
     int grace_hours;                 /* finalization allowed grace_hours after the period end */
-    int auth_cache_ms;         /* how long a key lookup is cached (revocation delay elsewhere) */
-    int usage_cache_ms;        /* usage responses served from memory this long (0: off) */
+    int auth_cache_ms;            /* how long a key lookup is cached (revocation delay elsewhere) */
+    int usage_cache_ms;           /* usage responses served from memory this long (0: off) */
     int entitlement_max_stale_ms; /* entitlement from the pushed in-memory mirror while its
                                    * freshness proof is at most this old, else from PostgreSQL
                                    * (0: always PostgreSQL, no listener) */
-    const char *tls_cert_file; /* PEM; both set: HTTPS only */
+    const char *tls_cert_file;    /* PEM; both set: HTTPS only */
     const char *tls_key_file;
     const char *rater_metrics_url; /* the rater's Prometheus text, for GET /v1/ops/ingest */
     const char *cursor_key_file;   /* the secret (>= 32 bytes) list cursors are signed with */

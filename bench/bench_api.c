@@ -351,9 +351,9 @@ static void wait_memory(int port, const char *token)
 {
     char *buf = malloc(1 << 16), src[16] = "";
     int64_t end = gm_mono_us() + 30 * GM_US_PER_SEC;
-    while (gm_mono_us() < end && !(ent_get(port, token, buf, 1 << 16) == 200 &&
-                                   member(buf, "source", src, sizeof src) &&
-                                   !strcmp(src, "memory")))
+    while (gm_mono_us() < end &&
+           !(ent_get(port, token, buf, 1 << 16) == 200 && member(buf, "source", src, sizeof src) &&
+             !strcmp(src, "memory")))
         usleep(10000);
     free(buf);
     if (strcmp(src, "memory"))
@@ -388,18 +388,15 @@ static void lag(PGconn *c, int port, const char *token, int n)
         int64_t t0 = gm_mono_us();
         for (;;) {
             polls++;
-            if (ent_get(port, token, buf, 1 << 16) == 200 && member(buf, "spend", spend, sizeof spend) &&
-                !strcmp(spend, want))
+            if (ent_get(port, token, buf, 1 << 16) == 200 &&
+                member(buf, "spend", spend, sizeof spend) && !strcmp(spend, want))
                 break;
             if (gm_mono_us() - t0 > 10 * GM_US_PER_SEC)
                 die("lag", "the charge did not show within 10 s");
         }
         lat[i] = gm_mono_us() - t0;
-        if (member(buf, "source", src, sizeof src) && strcmp(src, "memory")) {
-            if (!from_db && getenv("BENCH_DEBUG"))
-                fprintf(stderr, "%s\n", buf);
+        if (member(buf, "source", src, sizeof src) && strcmp(src, "memory"))
             from_db++;
-        }
         usleep(2000 + (useconds_t)(i % 7) * 1000);
     }
     qsort(lat, (size_t)n, sizeof *lat, cmp64);
@@ -488,8 +485,8 @@ int main(int argc, char **argv)
     if (!s)
         die("api", err);
     int port = gm_api_port(s);
-    cfg.usage_cache_ms = 1000;          /* the default: usage responses kept 1 s */
-    cfg.entitlement_max_stale_ms = 0;   /* the mirror off: every entitlement from PostgreSQL */
+    cfg.usage_cache_ms = 1000;        /* the default: usage responses kept 1 s */
+    cfg.entitlement_max_stale_ms = 0; /* the mirror off: every entitlement from PostgreSQL */
     gm_api_server *s_cached = gm_api_start(&cfg, err, sizeof err);
     if (!s_cached)
         die("api", err);

@@ -136,9 +136,17 @@ static long long metric(int port, const char *name)
 /* Every member but the ones that say when and from where. */
 static void same_figure(const cJSON *a, const cJSON *b)
 {
-    static const char *names[] = {"tenant", "period", "allowed", "reason", "currency", "limit",
-                                  "spend", "hard_limit", "thresholds_percent",
-                                  "thresholds_crossed", "spend_as_of"};
+    static const char *names[] = {"tenant",
+                                  "period",
+                                  "allowed",
+                                  "reason",
+                                  "currency",
+                                  "limit",
+                                  "spend",
+                                  "hard_limit",
+                                  "thresholds_percent",
+                                  "thresholds_crossed",
+                                  "spend_as_of"};
     for (size_t i = 0; i < GM_ARRAY_LEN(names); i++) {
         char *x = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(a, names[i]));
         char *y = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(b, names[i]));
@@ -200,8 +208,8 @@ START_TEST(test_committed_spend_shows_without_restart_and_the_hard_limit_flips)
     free(sum);
     sum = month_sum(c, "ent-one", month);
     j = ent_until(port, "ent-one", sum, 0, "memory");
-    for (int k = 0; k < 1000 && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(
-                                    j, "thresholds_crossed")) != 2;
+    for (int k = 0; k < 1000 && cJSON_GetArraySize(
+                                    cJSON_GetObjectItemCaseSensitive(j, "thresholds_crossed")) != 2;
          k++) { /* the alerts' notifications follow the spend's (one commit) */
         cJSON_Delete(j);
         usleep(5000);
@@ -359,9 +367,8 @@ START_TEST(test_two_api_processes_agree)
     if (pid == 0) {
         if (!freopen("/dev/null", "w", stdout))
             _exit(126);
-        const char *argv[] = {GM_GRIDMETER, "api",    "--db",         F.api_conninfo,
-                              "--port",     p2,       "--rate-limit", "0",
-                              NULL};
+        const char *argv[] = {GM_GRIDMETER,   "api", "--db", F.api_conninfo, "--port", p2,
+                              "--rate-limit", "0",   NULL};
         execv(GM_GRIDMETER, (char *const *)argv);
         _exit(127);
     }
@@ -371,7 +378,8 @@ START_TEST(test_two_api_processes_agree)
         int fd_ok = 0;
         /* the child's /healthz: it listens once it started */
         int sfd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port2),
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port2),
                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         fd_ok = connect(sfd, (struct sockaddr *)&a, sizeof a) == 0;
         close(sfd);
