@@ -3,7 +3,8 @@
  * that the test's clock is theirs): a committed spend change shows without a restart and an
  * uncommitted one never; the hard limit flips allowed to false; the listener's connection
  * killed while it cannot reconnect gives exact answers from the database, then a reconnect
- * and a load that missed nothing; the month rolls over on gridmeter's (moved) clock; two API
+ * and a load that missed nothing; a stalled listener (its backend stopped) is not trusted past
+ * the bound; the month rolls over on gridmeter's (moved) clock; two API
  * processes (this one and a `gridmeter api` child) agree. Waits are polls with a generous
  * upper bound, never timed assertions. docs/api.md, "Budgets and alerts". */
 #include "test_api_client.h"
@@ -311,6 +312,55 @@ START_TEST(test_listener_killed_answers_from_the_database_then_reloads_missing_n
 }
 END_TEST
 
+/* The listener's backend stopped (SIGSTOP: connected, but nothing comes back): once its
+ * last proof of freshness is older than the bound, answers come from the database, exact;
+ * resumed, the mirror catches up. Nothing is asserted while the backend is stopped, so that
+ * a failure cannot leave it stopped. */
+START_TEST(test_a_stalled_listener_is_not_trusted_past_the_bound)
+{
+    gm_clock_set_us(API_TEST_NOW);
+    int port;
+    gm_api_server *s = start(1000, &port);
+    PGconn *c = db();
+    int64_t month = gm_month_start(gm_now_us()), t = month + 4 * GM_US_PER_DAY;
+    gm_test_pg_exec(c, "INSERT INTO gm.budgets (tenant, currency, monthly_limit)"
+                       " VALUES ('ent-stall', 'USD', 1000)");
+    cJSON_Delete(ent_until(port, "ent-stall", "0", 1, "memory"));
+    char *pid = gm_test_pg_value(c, "SELECT string_agg(pid::text, ',') FROM pg_stat_activity"
+                                    " WHERE datname = current_database()"
+                                    " AND application_name = 'gridmeter-api-entitlement'");
+    ck_assert_msg(pid && !strchr(pid, ','), "one listener: %s", pid ? pid : "none");
+    pid_t backend = (pid_t)atoi(pid);
+    ck_assert_msg(kill(backend, SIGSTOP) == 0, "cannot stop the listener's backend %d", backend);
+    bool went_db = false, exact = false;
+    char *sum = NULL, got[64] = "";
+    for (int64_t end = gm_mono_us() + POLL_US; !went_db && gm_mono_us() < end;) {
+        cJSON *j = ent(port, "ent-stall");
+        went_db = jstr(j, "source") && !strcmp(jstr(j, "source"), "database");
+        cJSON_Delete(j);
+        usleep(5000);
+    }
+    if (went_db) { /* committed while the listener cannot hear it: exact all the same */
+        charge(c, "ent-stall", t, 1000, 1000);
+        sum = month_sum(c, "ent-stall", month);
+        cJSON *j = ent(port, "ent-stall");
+        exact = !strcmp(jstr(j, "source"), "database") && jstr(j, "spend") &&
+                !strcmp(jstr(j, "spend"), sum);
+        snprintf(got, sizeof got, "%s", jstr(j, "spend") ? jstr(j, "spend") : "null");
+        cJSON_Delete(j);
+    }
+    kill(backend, SIGCONT);
+    ck_assert_msg(went_db, "a stalled listener's mirror kept answering past the bound");
+    ck_assert_msg(exact, "answer while stalled: spend %s, want %s from the database", got, sum);
+    cJSON_Delete(ent_until(port, "ent-stall", sum, 1, "memory"));
+    gm_test_pg_exec(c, "DELETE FROM gm.budgets WHERE tenant = 'ent-stall'");
+    free(sum);
+    free(pid);
+    PQfinish(c);
+    gm_api_stop(s);
+}
+END_TEST
+
 START_TEST(test_month_rolls_over_on_the_moved_clock)
 {
     gm_clock_set_us(DEC_2026 - 2 * GM_US_PER_SEC); /* 2026-11-30T23:59:58Z */
@@ -434,6 +484,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_committed_spend_shows_without_restart_and_the_hard_limit_flips);
     tcase_add_test(tc, test_listener_killed_answers_from_the_database_then_reloads_missing_nothing);
+    tcase_add_test(tc, test_a_stalled_listener_is_not_trusted_past_the_bound);
     tcase_add_test(tc, test_month_rolls_over_on_the_moved_clock);
     tcase_add_test(tc, test_two_api_processes_agree);
     suite_add_tcase(s, tc);
