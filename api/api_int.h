@@ -159,7 +159,7 @@ typedef struct api_cached {
 api_cached *api__usage_cache(api_server *s, pthread_mutex_t **mu);
 
 /* ---- The entitlement mirror (entitlement_mirror.c) ---------------------------------------
- * What GET /v1/tenants/{t}/entitlement answers, in memory, kept current by NOTIFY (sql/0020)
+ * What GET /v1/tenants/{t}/entitlement answers, in memory, kept current by NOTIFY (sql/0021)
  * on a dedicated connection; proven fresh by heartbeats. */
 typedef struct {
     bool has_budget, hard, allowed;

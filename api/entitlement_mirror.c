@@ -1,7 +1,7 @@
 /* The entitlement mirror: each API server's in-memory copy of what GET
  * /v1/tenants/{t}/entitlement answers from (gm.budgets, gm.month_spend, gm.budget_alerts),
  * kept current by push, not by a TTL. One thread per server owns a dedicated PostgreSQL
- * connection that LISTENs on gm_entitlement (sql/0020: a trigger on each table NOTIFYs the
+ * connection that LISTENs on gm_entitlement (sql/0021: a trigger on each table NOTIFYs the
  * new row; PostgreSQL delivers at COMMIT, in commit order, never for a rollback), then reads
  * everything in one REPEATABLE READ snapshot and applies, from then on, each notification
  * that snapshot did not already contain (the payload's xid against the snapshot).
@@ -341,7 +341,7 @@ out:
 }
 
 /* ---- Notifications --------------------------------------------------------------------- */
-/* Applies one payload (sql/0020); the caller holds the write lock. Returns 1 when the
+/* Applies one payload (sql/0021); the caller holds the write lock. Returns 1 when the
  * mirror must be loaded again, 2 for this thread's heartbeat (seq in *hb), 0 otherwise. */
 static int apply(api_mirror *m, char *s, uint64_t *hb)
 {

@@ -6,7 +6,7 @@ gm_add_test(NAME test_api SOURCES test_api.c LIBS gm_api_testclient PkgConfig::C
             LABELS integration TIMEOUT 300)
 # test_api runs `gridmeter quote` as the oracle of invoice totals.
 add_dependencies(test_api gridmeter)
-# The entitlement answer from the pushed in-memory mirror (sql/0020, api/entitlement_mirror.c):
+# The entitlement answer from the pushed in-memory mirror (sql/0021, api/entitlement_mirror.c):
 # commits shown without restart, the hard limit, the listener killed, month rollover, and a
 # second API process (`gridmeter api`) that agrees.
 gm_add_test(NAME test_entitlement SOURCES test_entitlement.c LIBS gm_api_testclient

@@ -1,5 +1,5 @@
 /* GET /v1/tenants/{t}/entitlement from the pushed in-memory mirror (api/entitlement_mirror.c,
- * sql/0020), against the real PostgreSQL and real HTTP servers started inside each test (so
+ * sql/0021), against the real PostgreSQL and real HTTP servers started inside each test (so
  * that the test's clock is theirs): a committed spend change shows without a restart and an
  * uncommitted one never; the hard limit flips allowed to false; the listener's connection
  * killed while it cannot reconnect gives exact answers from the database, then a reconnect

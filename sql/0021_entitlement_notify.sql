@@ -1,4 +1,4 @@
--- 0020 entitlement push: every committed change of a month's spend, a budget or a budget
+-- 0021 entitlement push: every committed change of a month's spend, a budget or a budget
 -- alert is announced on the channel gm_entitlement (NOTIFY is delivered at COMMIT, in commit
 -- order, never for a rolled-back transaction), so that each API server keeps the entitlement
 -- answer in memory without polling (api/entitlement.c; docs/api.md, "Budgets and alerts").
@@ -64,7 +64,7 @@ BEGIN
     PERFORM pg_notify('gm_entitlement', p);
     RETURN NULL;
 END $$;
-COMMENT ON FUNCTION gm.entitlement_notify IS 'Announces a committed change of gm.month_spend, gm.budgets or gm.budget_alerts on channel gm_entitlement (payload grammar: sql/0020), for the API servers'' in-memory entitlement answer';
+COMMENT ON FUNCTION gm.entitlement_notify IS 'Announces a committed change of gm.month_spend, gm.budgets or gm.budget_alerts on channel gm_entitlement (payload grammar: sql/0021), for the API servers'' in-memory entitlement answer';
 
 CREATE TRIGGER month_spend_entitlement AFTER INSERT OR UPDATE OR DELETE ON gm.month_spend
     FOR EACH ROW EXECUTE FUNCTION gm.entitlement_notify();
