@@ -291,8 +291,32 @@ static int add_contract_terms(api_req *r, cJSON *o, const api_invoice *inv, char
             credit_line += inv->lines[i].amount_minor;
     }
     int mu = c ? ci.minor_units : inv->minor_units;
-    if (c && ci.minimum_commitment_minor > 0) {
+    int64_t t_first = 0, t_last = 0;
+    if (c && gm_rating_contract_term_months(c, &t_first, &t_last)) {
+        /* A total over a term: progress in the months before the last, the true-up in it
+         * (docs/rating.md, "Total over a term"). */
         cJSON *m = cJSON_AddObjectToObject(o, "commitment");
+        cJSON_AddStringToObject(m, "kind", "term_total");
+        cJSON_AddStringToObject(m, "currency", ci.currency);
+        api__add_minor(m, "term_total", ci.term_commitment_minor, mu);
+        api__add_time(m, "term_start", ci.commitment_start_us);
+        api__add_time(m, "term_end", ci.commitment_end_us);
+        char tm[8];
+        api__format_month(t_last, tm);
+        cJSON_AddStringToObject(m, "true_up_period", tm);
+        if (inv->has_term) {
+            api__add_minor(m, "spent_in_term", inv->term_spent_minor, mu);
+            api__add_minor(m, "remaining", inv->term_remaining_minor, mu);
+        } else {
+            cJSON_AddNullToObject(m, "spent_in_term");
+            cJSON_AddNullToObject(m, "remaining");
+        }
+        cJSON_AddBoolToObject(m, "in_term", inv->has_term);
+        cJSON_AddBoolToObject(m, "true_up_this_month", inv->has_term && inv->term_last_month);
+        api__add_minor(m, "shortfall_so_far", commit_line, mu);
+    } else if (c && ci.minimum_commitment_minor > 0) {
+        cJSON *m = cJSON_AddObjectToObject(o, "commitment");
+        cJSON_AddStringToObject(m, "kind", "monthly_minimum");
         cJSON_AddStringToObject(m, "currency", ci.currency);
         api__add_minor(m, "monthly_minimum", ci.minimum_commitment_minor, mu);
         /* The term and this month's minimum: pro-rated by seconds in a month the term covers

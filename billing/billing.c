@@ -332,8 +332,8 @@ static int add_hours(const gm_billing_ctx *ctx, gm_rating_period *per, const cha
     return rc;
 }
 
-int billing__rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t start_us,
-                         const gm_invoice_opts *opts, gm_invoice **out, char *err, size_t err_len)
+static int rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t start_us,
+                       const gm_invoice_opts *opts, gm_invoice **out, char *err, size_t err_len)
 {
     char a[40], b[40];
     billing__time(start_us, a);
@@ -370,6 +370,36 @@ int billing__rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t 
         rc = gm_rating_period_invoice(per, opts, out, err, err_len);
     gm_rating_period_free(per);
     return rc;
+}
+
+/* A month inside a total-over-term commitment counts the spend of the term's earlier months:
+ * each recomputed from its charges now (usage + allowance + discount, docs/rating.md "Total over
+ * a term"), so a re-issued or adjusted true-up follows the then-current spend. The caller's
+ * has_term_spent, when set, wins (nothing is recomputed). */
+int billing__rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t start_us,
+                         const gm_invoice_opts *opts, gm_invoice **out, char *err, size_t err_len)
+{
+    gm_invoice_opts o = {0};
+    if (opts)
+        o = *opts;
+    int64_t first = 0, last = 0;
+    const gm_rating_contract *k = gm_rating_book_contract(ctx->book, tenant);
+    if (!o.has_term_spent && gm_rating_contract_term_months(k, &first, &last) &&
+        start_us >= first && start_us <= last) {
+        gm_i128 spent = 0;
+        for (int64_t m = first; m < start_us; m = gm_month_next(m)) {
+            gm_invoice_opts mo = {.has_credit_balance = true, .has_term_spent = true};
+            gm_invoice *g = NULL;
+            int rc = rate_period(ctx, tenant, m, &mo, &g, err, err_len);
+            if (rc)
+                return rc;
+            spent += g->term_spent_minor;
+            gm_invoice_free(g);
+        }
+        o.has_term_spent = true;
+        o.term_spent_before_minor = spent;
+    }
+    return rate_period(ctx, tenant, start_us, &o, out, err, err_len);
 }
 
 /* ---- Adjustments ------------------------------------------------------------------------- */
@@ -537,6 +567,13 @@ static int add_adjustments(const gm_billing_ctx *ctx, gm_billing_invoice *inv, s
     if (!qs)
         return rc;
     billing__rd rd = {0};
+    /* Under a total over a term whose last month is billed already, a correction of an earlier
+     * month of the term moves the spend, so the last month is recomputed too: its true-up
+     * follows (an adjustment line of kind commitment). */
+    int64_t t_first = 0, t_last = 0;
+    bool has_term = gm_rating_contract_term_months(gm_rating_book_contract(ctx->book, inv->tenant),
+                                                   &t_first, &t_last),
+         term_moved = false;
     for (int i = 0; i < PQntuples(qs) && !rc; i++) {
         bool backfill = PQgetisnull(qs, i, 0);
         int64_t qstart = billing__i64(&rd, qs, i, 1);
@@ -549,8 +586,11 @@ static int add_adjustments(const gm_billing_ctx *ctx, gm_billing_invoice *inv, s
             break;
         if (backfill && !has_snap && ev == 0 && cseq == 0)
             continue; /* a month with an invoice row change only: nothing to bill */
-        if (has_snap && sev == ev && samt == amt && sseq >= cseq)
+        if (has_snap && sev == ev && samt == amt && sseq >= cseq &&
+            !(has_term && term_moved && qstart == t_last))
             continue;
+        if (has_term && qstart >= t_first && qstart < t_last)
+            term_moved = true;
         *adj = gm_xrealloc(*adj, (*n_adj + 1) * sizeof **adj);
         (*adj)[(*n_adj)++] = (billing__period){qstart, ev, amt, cseq};
         gm_invoice_opts o = {0};
@@ -608,6 +648,11 @@ int billing__compute_live(const gm_billing_ctx *ctx, gm_billing_invoice *inv, bi
         inv->minor_units = g->minor_units;
         inv->usage_exact_e18 = g->exact_usage_e18;
         inv->credit_after_minor = g->credit_balance_after_minor;
+        inv->has_term = g->has_term;
+        inv->term_last_month = g->term_last_month;
+        inv->term_total_minor = g->term_total_minor;
+        inv->term_spent_minor = g->term_spent_minor;
+        inv->term_remaining_minor = g->term_remaining_minor;
         free(inv->lines);
         inv->lines = NULL;
         for (size_t i = 0; i < g->n_lines; i++)

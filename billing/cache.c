@@ -70,6 +70,11 @@ static void copy_computed(gm_billing_invoice *into, const gm_billing_invoice *fr
     into->credit_before_minor = from->credit_before_minor;
     into->credit_after_minor = from->credit_after_minor;
     into->has_credit_before = from->has_credit_before;
+    into->has_term = from->has_term;
+    into->term_last_month = from->term_last_month;
+    into->term_total_minor = from->term_total_minor;
+    into->term_spent_minor = from->term_spent_minor;
+    into->term_remaining_minor = from->term_remaining_minor;
     into->live = from->live;
 }
 

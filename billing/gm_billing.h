@@ -70,6 +70,12 @@ typedef struct {
     size_t n_lines;
     gm_billing_line *lines;
     bool live; /* computed on read (draft) */
+    /* A draft of a month inside a total-over-term commitment (term_commitment): the committed
+     * total, the spend in the term through this month (the earlier months recomputed from
+     * their charges) and what remains; term_last_month: the commitment line is the true-up.
+     * Not stored with finalized invoices (false there). */
+    bool has_term, term_last_month;
+    gm_i128 term_total_minor, term_spent_minor, term_remaining_minor;
 } gm_billing_invoice;
 
 void gm_billing_invoice_free(gm_billing_invoice *inv);

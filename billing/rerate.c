@@ -135,7 +135,8 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
         gm_billing_invoice *inv = NULL;
         if ((rc = billing__load_row(ctx->db, invoice_id, false, &inv, err, err_len)))
             return rc;
-        gm_invoice_opts o = {inv->has_credit_before, inv->credit_before_minor};
+        gm_invoice_opts o = {.has_credit_balance = inv->has_credit_before,
+                             .credit_balance_minor = inv->credit_before_minor};
         snprintf(cur, 4, "%s", inv->currency);
         *mu = inv->minor_units;
         gm_billing_invoice_free(inv);

@@ -214,6 +214,20 @@ static void print_invoice(FILE *f, const gm_invoice *inv)
     json_kv_dec(f, &first, "credit", inv->credit_minor, mu);
     json_kv_dec(f, &first, "total", inv->total_minor, mu);
     json_kv_dec(f, &first, "credit_balance_after", inv->credit_balance_after_minor, mu);
+    /* A total over a term (term_commitment) holding this month: its progress. */
+    json_key(f, &first, "term_commitment");
+    if (inv->has_term) {
+        bool tf = true;
+        fputc('{', f);
+        json_kv_dec(f, &tf, "total", inv->term_total_minor, mu);
+        json_kv_dec(f, &tf, "spent_in_term", inv->term_spent_minor, mu);
+        json_kv_dec(f, &tf, "remaining", inv->term_remaining_minor, mu);
+        json_key(f, &tf, "last_month");
+        fputs(inv->term_last_month ? "true" : "false", f);
+        fputc('}', f);
+    } else {
+        fputs("null", f);
+    }
     fputc('}', f);
 }
 
@@ -224,7 +238,8 @@ int gm_cmd_quote(int argc, char **argv)
         "Price usage events (CloudEvents JSON, one per line on stdin) against rate cards and "
         "contracts, and print JSON: each event's exact list amount per dimension, then the "
         "invoice lines and total for each tenant and month (tiers, free allowances, discount, "
-        "minimum commitment pro-rated over its term, and prepaid credits applied; one half-even "
+        "minimum commitment pro-rated over its term or a total over a term trued up in its last "
+        "month, and prepaid credits applied; one half-even "
         "rounding per line; credits "
         "carried from month to month). Invalid or unpriceable events are listed under "
         "\"rejected\" and make the exit status 1. Formats: docs/rating.md.",
@@ -407,10 +422,13 @@ int gm_cmd_quote(int argc, char **argv)
     if (n_per)
         qsort(per, n_per, sizeof *per, cmp_period);
     int status = n_rejected ? 1 : 0;
-    gm_invoice_opts iopts = {false, 0};
+    gm_invoice_opts iopts = {0};
     for (size_t k = 0; k < n_per; k++) {
-        if (k == 0 || strcmp(per[k].tenant, per[k - 1].tenant))
+        if (k == 0 || strcmp(per[k].tenant, per[k - 1].tenant)) {
             iopts.has_credit_balance = false;
+            iopts.has_term_spent = true; /* a total over a term: its spend carries on too */
+            iopts.term_spent_before_minor = 0;
+        }
         gm_invoice *inv;
         char why[1024];
         if (gm_rating_period_invoice(per[k].period, &iopts, &inv, why, sizeof why)) {
@@ -421,6 +439,8 @@ int gm_cmd_quote(int argc, char **argv)
             print_invoice(out, inv);
             iopts.has_credit_balance = true;
             iopts.credit_balance_minor = inv->credit_balance_after_minor;
+            if (inv->has_term)
+                iopts.term_spent_before_minor = inv->term_spent_minor;
             gm_invoice_free(inv);
         }
         gm_rating_period_free(per[k].period);

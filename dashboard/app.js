@@ -356,6 +356,15 @@
       $('commit-month').textContent += ' (pro-rated: ' + c.term_seconds_this_month + ' of '
         + c.seconds_this_month + ' s in the term)';
     set('commit-short', c ? c.shortfall_so_far : null, c ? c.currency : '');
+    if (c && c.kind === 'term_total') {
+      // A total over a term: no monthly minimum; progress, and the true-up in the last month.
+      set('commit-min', c.term_total, c.currency);
+      $('commit-min').textContent += ' over the term (true-up in ' + c.true_up_period + ')';
+      set('commit-month', c.spent_in_term, c.currency);
+      if (c.spent_in_term != null)
+        $('commit-month').textContent += ' spent in the term so far, ' + group3(c.remaining) + ' '
+          + c.currency + ' remaining';
+    }
     const fa = spend.free_allowances;
     $('allowances').textContent = !fa ? 'none' : Object.keys(fa).map((d) =>
       d + ': ' + group3(fa[d].used_this_month) + ' of ' + group3(fa[d].per_month) + ' ' + fa[d].unit

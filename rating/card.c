@@ -834,8 +834,27 @@ static int parse_instant(const rating__json *j, const cJSON *v, const char *path
     return 0;
 }
 
-/* commitment_start / commitment_end: the term of minimum_commitment (docs/rating.md,
- * "Commitments over a term"). */
+/* The instant `months` calendar months after t (UTC): same day and time of day, the day
+ * clamped to the target month's last day (2027-01-31 + 1 month = 2027-02-28T...). */
+static int64_t add_months(int64_t t, int months)
+{
+    int64_t day = t >= 0 ? t / GM_US_PER_DAY : -((-t + GM_US_PER_DAY - 1) / GM_US_PER_DAY);
+    int64_t tod = t - day * GM_US_PER_DAY, y;
+    unsigned m, d;
+    gm_civil_from_days(day, &y, &m, &d);
+    int64_t mm = (int64_t)m - 1 + months;
+    y += mm / 12;
+    m = (unsigned)(mm % 12) + 1;
+    unsigned last = (unsigned)(gm_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) -
+                               gm_days_from_civil(y, m, 1));
+    if (d > last)
+        d = last;
+    return gm_days_from_civil(y, m, d) * GM_US_PER_DAY + tod;
+}
+
+/* commitment_start / commitment_end: the term of minimum_commitment (a monthly minimum,
+ * pro-rated) or of term_commitment (a total over the term, trued up at its end), never both
+ * (docs/rating.md, "Commitments over a term", "Total over a term"). */
 static int parse_term(const rating__json *j, const cJSON *doc, gm_rating_contract *k, char *err,
                       size_t err_len)
 {
@@ -843,18 +862,43 @@ static int parse_term(const rating__json *j, const cJSON *doc, gm_rating_contrac
     k->commit_end_us = GM_RATING_NO_END;
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(doc, "commitment_start");
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(doc, "commitment_end");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, "term_commitment");
+    const cJSON *mc = cJSON_GetObjectItemCaseSensitive(doc, "minimum_commitment");
     if (s && cJSON_IsNull(s))
         s = NULL;
     if (e && cJSON_IsNull(e))
         e = NULL;
-    if (!s && !e)
-        return 0;
-    if (!cJSON_GetObjectItemCaseSensitive(doc, "minimum_commitment"))
-        return gm_fail(err, err_len, GM_EINVAL,
-                       "%s: bounds the term of minimum_commitment, which the contract does not "
-                       "state (add \"minimum_commitment\": the monthly minimum)",
-                       s ? "commitment_start" : "commitment_end");
+    if (t && cJSON_IsNull(t))
+        t = NULL;
     int rc;
+    if (t) {
+        if (mc && !cJSON_IsNull(mc))
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "term_commitment: cannot be combined with minimum_commitment (a "
+                           "contract commits either a monthly minimum or one total over its "
+                           "term; state one of them)");
+        if ((rc = parse_money(j, t, "term_commitment", k->minor_units, k->currency, &k->term_minor,
+                              err, err_len)))
+            return rc;
+        if (k->term_minor <= 0)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "term_commitment: must be positive (the total committed over the "
+                           "term), got \"%s\"",
+                           t->valuestring);
+        if (!s || !e)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "%s: required with term_commitment (a total is committed over a "
+                           "bounded term [commitment_start, commitment_end))",
+                           !s ? "commitment_start" : "commitment_end");
+    } else if (!s && !e) {
+        return 0;
+    } else if (!mc) {
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "%s: bounds the term of minimum_commitment or term_commitment, which the "
+                       "contract does not state (add \"minimum_commitment\": the monthly "
+                       "minimum, or \"term_commitment\": the total over the term)",
+                       s ? "commitment_start" : "commitment_end");
+    }
     if (s && (rc = parse_instant(j, s, "commitment_start", &k->commit_start_us, err, err_len)))
         return rc;
     if (e && (rc = parse_instant(j, e, "commitment_end", &k->commit_end_us, err, err_len)))
@@ -864,6 +908,18 @@ static int parse_term(const rating__json *j, const cJSON *doc, gm_rating_contrac
                        "commitment_end: must be after commitment_start (the term is [start, end)"
                        ", end exclusive), got \"%s\" <= \"%s\"",
                        e->valuestring, s->valuestring);
+    if (t) {
+        int64_t limit = add_months(k->commit_start_us, GM_RATING_TERM_MAX_MONTHS);
+        if (k->commit_end_us > limit) {
+            char lim[40];
+            gm_time_format(limit, lim, sizeof lim);
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "commitment_end: a term_commitment term may last at most %d months "
+                           "(commitment_start + %d calendar months = %s), got \"%s\"",
+                           GM_RATING_TERM_MAX_MONTHS, GM_RATING_TERM_MAX_MONTHS, lim,
+                           e->valuestring);
+        }
+    }
     return 0;
 }
 
@@ -970,7 +1026,8 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
                                           "prepaid_credits",  "commitment_start",
                                           "commitment_end",   "free_allowances",
                                           "description",      "gpu_basis",
-                                          "gpu_window_price", NULL};
+                                          "gpu_window_price", "term_commitment",
+                                          NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
@@ -1094,9 +1151,22 @@ void gm_rating_contract_get_info(const gm_rating_contract *k, gm_rating_contract
     out->prepaid_credits_minor = k->credits_minor;
     out->commitment_start_us = k->commit_start_us;
     out->commitment_end_us = k->commit_end_us;
+    out->term_commitment_minor = k->term_minor;
     memcpy(out->free_allowance, k->allowance, sizeof out->free_allowance);
     out->gpu_basis = k->gpu_basis;
     out->gpu_window_price_p = k->gpu_window_price_p;
+}
+
+bool gm_rating_contract_term_months(const gm_rating_contract *k, int64_t *first_month_us,
+                                    int64_t *last_month_us)
+{
+    if (!k || k->term_minor <= 0)
+        return false;
+    if (first_month_us)
+        *first_month_us = gm_month_start(k->commit_start_us);
+    if (last_month_us)
+        *last_month_us = gm_month_start(k->commit_end_us - GM_US_PER_SEC);
+    return true;
 }
 
 gm_i128 gm_rating_contract_commitment(const gm_rating_contract *k, int64_t month_start_us,

@@ -145,6 +145,10 @@ typedef struct {
     /* The term of the minimum commitment: [commitment_start_us, commitment_end_us), whole
      * seconds; INT64_MIN / GM_RATING_NO_END where the contract states no bound. */
     int64_t commitment_start_us, commitment_end_us;
+    /* A total committed over the whole term [commitment_start_us, commitment_end_us) (both
+     * bounds then stated), trued up on the invoice of the term's last month; 0 for none.
+     * Never together with minimum_commitment_minor (docs/rating.md, "Total over a term"). */
+    gm_i128 term_commitment_minor;
     /* Free units per month and dimension (tokens, gpu_us, requests); 0 for none. */
     gm_i128 free_allowance[GM_DIM_COUNT];
     gm_gpu_basis gpu_basis;
@@ -158,6 +162,14 @@ typedef struct {
  * *covered_s and *month_s (may be NULL) receive the two second counts. */
 gm_i128 gm_rating_contract_commitment(const gm_rating_contract *contract, int64_t month_start_us,
                                       int64_t *covered_s, int64_t *month_s);
+
+/* The months of a contract's total-over-term commitment (term_commitment): the UTC month
+ * starts of the term's first month (the month of commitment_start) and last month (the month
+ * of commitment_end minus one second: the month in which the term ends, where the true-up is
+ * invoiced). false when the contract has no term total. */
+#define GM_RATING_TERM_MAX_MONTHS 36 /* longest term of a term_commitment */
+bool gm_rating_contract_term_months(const gm_rating_contract *contract, int64_t *first_month_us,
+                                    int64_t *last_month_us);
 
 int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **out, char *err,
                              size_t err_len) GM_MUSTCHECK;
@@ -290,7 +302,9 @@ int gm_rating_period_add_sum(gm_rating_period *period, const gm_usage_sum *s, ch
  *   GM_LINE_DISCOUNT  -(discount_percent of the rounded usage subtotal net of allowances),
  *                     rounded once;
  *   GM_LINE_COMMITMENT the shortfall up to the monthly minimum commitment (pro-rated by
- *                     seconds in a month that the commitment term covers in part);
+ *                     seconds in a month that the commitment term covers in part), or, under
+ *                     a total over a term (term_commitment), the true-up on the invoice of
+ *                     the term's last month: total - spend in the term, when positive;
  *   GM_LINE_CREDIT    -(prepaid credit drawn), at most the balance and the amount due.
  * Discount and credit are also allocated over the lines before them by largest remainder
  * (line's `discount_minor`, `credit_minor`), so that the parts add up exactly. */
@@ -341,6 +355,13 @@ typedef struct {
     gm_i128 total_minor;          /* sum of all rounded lines */
     gm_i128 exact_usage_e18;      /* sum of the usage and tier lines' exact amounts */
     gm_i128 credit_balance_after_minor;
+    /* A total over a term (term_commitment) whose term holds this month: the committed total,
+     * the spend in the term through this month (earlier months' spend from the opts plus this
+     * month's usage + allowance + discount) and what remains of the total (>= 0). has_term is
+     * false (and the three 0) in every other case. term_last_month: this is the term's last
+     * month, so the commitment line, if any, is the true-up. */
+    bool has_term, term_last_month;
+    gm_i128 term_total_minor, term_spent_minor, term_remaining_minor;
 } gm_invoice;
 
 typedef struct {
@@ -348,6 +369,12 @@ typedef struct {
      * contract's full grant is used (first month). */
     bool has_credit_balance;
     gm_i128 credit_balance_minor;
+    /* Under a total over a term: the spend counted in the term's months before this one (each
+     * month's usage + allowance + discount, as invoiced; >= 0). Without it (false) the earlier
+     * months count 0: the caller passes it (billing recomputes those months, quote carries it
+     * from month to month). */
+    bool has_term_spent;
+    gm_i128 term_spent_before_minor;
 } gm_invoice_opts;
 
 /* Builds the invoice of a period (the period is not changed; building twice gives equal

@@ -625,6 +625,41 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
         due = minimum;
         n_before_credit = inv->n_lines;
     }
+    /* A total over a term: this month's spend (usage + allowance + discount, what the monthly
+     * minimum compares too) adds to the earlier months'; on the invoice of the term's last
+     * month the rest of the total is owed as the true-up line. Amounts in minor units: exact,
+     * no rounding. */
+    int64_t t_first = 0, t_last = 0;
+    if (!rc && k && gm_rating_contract_term_months(k, &t_first, &t_last) &&
+        p->start_us >= t_first && p->start_us <= t_last) {
+        gm_i128 before = opts && opts->has_term_spent ? opts->term_spent_before_minor : 0;
+        if (before < 0)
+            rc = gm_fail(err, err_len, GM_EINVAL, "term spend before the month must not be "
+                                                  "negative");
+        inv->has_term = true;
+        inv->term_last_month = p->start_us == t_last;
+        inv->term_total_minor = k->term_minor;
+        inv->term_spent_minor = before + due;
+        inv->term_remaining_minor =
+            k->term_minor > inv->term_spent_minor ? k->term_minor - inv->term_spent_minor : 0;
+        if (!rc && inv->term_last_month && inv->term_remaining_minor > 0) {
+            gm_invoice_line *l = inv_line(v);
+            l->kind = GM_LINE_COMMITMENT;
+            l->amount_minor = inv->term_remaining_minor;
+            l->amount_e18 = minor_to_e18(l->amount_minor, mu);
+            char c[48], sp[48], a[40], b[40];
+            gm_rating_format_minor(k->term_minor, mu, c, sizeof c);
+            gm_rating_format_minor(inv->term_spent_minor, mu, sp, sizeof sp);
+            gm_time_format(k->commit_start_us, a, sizeof a);
+            gm_time_format(k->commit_end_us, b, sizeof b);
+            a[10] = b[10] = 0; /* the dates; the instants are on the contract */
+            describe(l, "term commitment %s %s [%s, %s), spent %s, true-up", c, inv->currency, a, b,
+                     sp);
+            inv->commitment_minor = l->amount_minor;
+            due += l->amount_minor;
+            n_before_credit = inv->n_lines;
+        }
+    }
     /* Prepaid credits draw down on what is due. */
     gm_i128 balance = opts && opts->has_credit_balance ? opts->credit_balance_minor
                       : k                              ? k->credits_minor

@@ -126,6 +126,7 @@ struct gm_rating_contract {
     gm_i128 commitment_minor;
     gm_i128 credits_minor;
     int64_t commit_start_us, commit_end_us; /* INT64_MIN / GM_RATING_NO_END: no bound */
+    gm_i128 term_minor; /* term_commitment: total over [commit_start, commit_end); 0: none */
     gm_i128 allowance[GM_DIM_COUNT];        /* free units per month; 0: none */
     gm_gpu_basis gpu_basis;     /* GM_GPU_BASIS_REQUESTS unless "gpu_basis": "windows" */
     int64_t gpu_window_price_p; /* per GPU-second; set with GM_GPU_BASIS_WINDOWS only */

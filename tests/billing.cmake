@@ -14,3 +14,9 @@ add_dependencies(test_billing_e2e gridmeter)
 gm_add_test(NAME test_billing_terms_e2e SOURCES test_billing_terms_e2e.c LIBS gm_rater_harness
             gm_billing gm_ledger gm_rating LABELS integration TIMEOUT 600)
 add_dependencies(test_billing_terms_e2e gridmeter)
+# A total over a term (term_commitment) through Kafka, the rater, `gridmeter close` and
+# `gridmeter quote`: progress, the true-up in the term's last month, a late event that moves it.
+gm_add_test(NAME test_billing_term_total_e2e SOURCES test_billing_term_total_e2e.c
+            LIBS gm_rater_harness gm_billing gm_ledger gm_rating PkgConfig::CJSON
+            LABELS integration TIMEOUT 600)
+add_dependencies(test_billing_term_total_e2e gridmeter)

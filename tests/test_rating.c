@@ -709,7 +709,7 @@ START_TEST(test_discount_commitment_and_credits_add_up)
     ck_assert_str_eq(dec(credit, 2), "-4.00");
     gm_invoice_free(inv);
     /* With 10.00 of credit left, it pays the whole 5.00 and 5.00 is left. */
-    gm_invoice_opts o = {true, 1000};
+    gm_invoice_opts o = {.has_credit_balance = true, .credit_balance_minor = 1000};
     inv = invoice_of(b, "acme", ev, 2, &o);
     ck_assert_str_eq(dec(inv->total_minor, 2), "0.00");
     ck_assert_str_eq(dec(inv->credit_balance_after_minor, 2), "5.00");

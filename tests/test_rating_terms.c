@@ -1,6 +1,8 @@
 /* Unit tests of the contract terms applied at invoice time (docs/rating.md, "Free allowances"
  * and "Commitments over a term"): hand-computed allowance lines, the pro-rated minimum of
- * partial months (month ends, 29 February, half-even ties) and the validator's messages. */
+ * partial months (month ends, 29 February, half-even ties), a total over a term trued up in its
+ * last month ("Total over a term": spend after allowances and discount, credits after the
+ * true-up, the 36-month limit on the leap-day calendar) and the validator's messages. */
 #include "gm_rating.h"
 #include "support.h"
 
@@ -385,8 +387,9 @@ END_TEST
 START_TEST(test_commitment_term_validation)
 {
     expect_refused("\"commitment_start\":\"2026-11-16T00:00:00Z\"",
-                   "commitment_start: bounds the term of minimum_commitment, which the contract "
-                   "does not state (add \"minimum_commitment\": the monthly minimum)");
+                   "commitment_start: bounds the term of minimum_commitment or term_commitment, "
+                   "which the contract does not state (add \"minimum_commitment\": the monthly "
+                   "minimum, or \"term_commitment\": the total over the term)");
     expect_refused("\"commitment_end\":\"2026-11-16T00:00:00Z\"",
                    "commitment_end: bounds the term");
     expect_refused(
@@ -416,6 +419,198 @@ START_TEST(test_commitment_term_validation)
 }
 END_TEST
 
+
+/* ---- Total over a term ------------------------------------------------------------------ */
+
+#define MAR1_2027 INT64_C(1803859200000000) /* 2027-03-01T00:00:00Z */
+
+/* Invoices of consecutive months from `month_us`, the term spend carried from one to the next
+ * as billing and quote carry it; out[i] is month i's invoice (caller frees). */
+static void term_months(gm_rating_book *b, int64_t month_us, const int64_t *out_tokens, size_t n,
+                        gm_invoice **out)
+{
+    char err[512];
+    gm_invoice_opts o = {.has_term_spent = true};
+    for (size_t i = 0; i < n; i++, month_us = gm_month_next(month_us)) {
+        gm_rating_period *p = gm_rating_period_new(b, "acme", month_us);
+        if (out_tokens[i]) {
+            gm_usage u = use("m5", "fra1", month_us + 3 * DAY, 0, out_tokens[i], 0);
+            ck_assert_msg(gm_rating_period_add_event(p, &u, NULL, err, sizeof err) == 0, "%s",
+                          err);
+        }
+        ck_assert_msg(gm_rating_period_invoice(p, &o, &out[i], err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(gm_invoice_check(out[i], err, sizeof err) == 0, "%s", err);
+        gm_rating_period_free(p);
+        if (out[i]->has_term)
+            o.term_spent_before_minor = out[i]->term_spent_minor;
+        o.has_credit_balance = true;
+        o.credit_balance_minor = out[i]->credit_balance_after_minor;
+    }
+}
+
+START_TEST(test_term_total_true_up_in_the_last_month)
+{
+    /* 100.00 over [2027-03-15, 2027-06-15): months March..June, the true-up in June. Output
+     * 1.00 per 1M tokens: March 10,000,000 = 10.00, April 20,000,000 = 20.00, May none,
+     * June 5,000,000 = 5.00; July is after the term. Spend 35.00: June's true-up 65.00. */
+    char *k = contract("\"term_commitment\":\"100.00\","
+                       "\"commitment_start\":\"2027-03-15T00:00:00Z\","
+                       "\"commitment_end\":\"2027-06-15T00:00:00Z\"");
+    gm_rating_book *b = book_with(k);
+    int64_t tok[5] = {10000000, 20000000, 0, 5000000, 7000000};
+    gm_invoice *m[5];
+    term_months(b, MAR1_2027, tok, 5, m);
+    static const char *spent[4] = {"10.00", "30.00", "30.00", "35.00"};
+    static const char *left[4] = {"90.00", "70.00", "70.00", "65.00"};
+    static const char *total[5] = {"10.00", "20.00", "0.00", "70.00", "7.00"};
+    for (int i = 0; i < 5; i++) {
+        ck_assert_str_eq(dec(m[i]->total_minor, 2), total[i]);
+        ck_assert_uint_eq(m[i]->has_term, i < 4);
+        ck_assert_uint_eq(m[i]->term_last_month, i == 3);
+        ck_assert(m[i]->commitment_due_minor == 0); /* no monthly minimum */
+        if (i < 4) {
+            ck_assert_str_eq(dec(m[i]->term_total_minor, 2), "100.00");
+            ck_assert_str_eq(dec(m[i]->term_spent_minor, 2), spent[i]);
+            ck_assert_str_eq(dec(m[i]->term_remaining_minor, 2), left[i]);
+        }
+        if (i != 3)
+            ck_assert(m[i]->commitment_minor == 0);
+    }
+    const gm_invoice_line *l = &m[3]->lines[m[3]->n_lines - 1];
+    ck_assert_int_eq(l->kind, GM_LINE_COMMITMENT);
+    ck_assert_str_eq(dec(l->amount_minor, 2), "65.00");
+    ck_assert_str_eq(dec(l->amount_e18, 18), "65.000000000000000000");
+    ck_assert_str_eq(l->description,
+                     "term commitment 100.00 USD [2027-03-15, 2027-06-15), spent 35.00, true-up");
+    /* Spend past the total: no true-up line, nothing remains. */
+    char *k2 = contract("\"term_commitment\":\"30.00\","
+                        "\"commitment_start\":\"2027-03-15T00:00:00Z\","
+                        "\"commitment_end\":\"2027-06-15T00:00:00Z\"");
+    gm_rating_book *b2 = book_with(k2);
+    gm_invoice *n[5];
+    term_months(b2, MAR1_2027, tok, 5, n);
+    ck_assert_str_eq(dec(n[3]->total_minor, 2), "5.00");
+    ck_assert(n[3]->commitment_minor == 0 && n[3]->term_remaining_minor == 0);
+    ck_assert_str_eq(dec(n[3]->term_spent_minor, 2), "35.00");
+    for (int i = 0; i < 5; i++) {
+        gm_invoice_free(m[i]);
+        gm_invoice_free(n[i]);
+    }
+    gm_rating_book_free(b);
+    gm_rating_book_free(b2);
+    free(k);
+    free(k2);
+}
+END_TEST
+
+START_TEST(test_term_total_counts_spend_after_allowance_and_discount_before_credit)
+{
+    /* One-month term [2027-02-10, 2027-02-20), total 10.00; discount 10 %, 1,000,000 free
+     * input tokens, prepaid credit 5.00. February: input 3,000,000 = 0.15, output 10,000,000 =
+     * 10.00; allowance -0.05; discount 10 % of 10.10 = 1.01; spend 10.10 - 1.01 = 9.09;
+     * true-up 10.00 - 9.09 = 0.91; credit min(5.00, 9.09 + 0.91) = 5.00; total 5.00. */
+    char *k = contract("\"term_commitment\":\"10.00\",\"discount_percent\":\"10\","
+                       "\"free_allowances\":{\"input\":\"1000000\"},\"prepaid_credits\":\"5.00\","
+                       "\"commitment_start\":\"2027-02-10T00:00:00Z\","
+                       "\"commitment_end\":\"2027-02-20T00:00:00Z\"");
+    gm_rating_book *b = book_with(k);
+    int64_t feb = gm_month_start(MAR1_2027 - DAY); /* 2027-02-01 */
+    gm_usage ev[1] = {use("m5", "fra1", feb + 12 * DAY, 3000000, 10000000, 0)};
+    gm_invoice *inv = invoice_of(b, feb, ev, 1);
+    ck_assert(inv->has_term && inv->term_last_month);
+    ck_assert_uint_eq(inv->n_lines, 6);
+    static const char *amt[6] = {"0.15", "10.00", "-0.05", "-1.01", "0.91", "-5.00"};
+    static const gm_line_kind kind[6] = {GM_LINE_USAGE,    GM_LINE_USAGE,      GM_LINE_ALLOWANCE,
+                                         GM_LINE_DISCOUNT, GM_LINE_COMMITMENT, GM_LINE_CREDIT};
+    for (int i = 0; i < 6; i++) {
+        ck_assert_int_eq(inv->lines[i].kind, kind[i]);
+        ck_assert_str_eq(dec(inv->lines[i].amount_minor, 2), amt[i]);
+    }
+    ck_assert_str_eq(dec(inv->term_spent_minor, 2), "9.09");
+    ck_assert_str_eq(dec(inv->term_remaining_minor, 2), "0.91");
+    ck_assert_str_eq(dec(inv->total_minor, 2), "5.00");
+    /* The true-up line takes its share of the credit like any amount due: 0.91 of 10.00. */
+    ck_assert(inv->lines[4].credit_minor < 0);
+    gm_invoice_free(inv);
+    gm_rating_book_free(b);
+    free(k);
+}
+END_TEST
+
+START_TEST(test_term_total_months_and_validation)
+{
+    expect_refused("\"term_commitment\":\"100.00\",\"minimum_commitment\":\"10.00\","
+                   "\"commitment_start\":\"2027-03-15T00:00:00Z\","
+                   "\"commitment_end\":\"2028-03-15T00:00:00Z\"",
+                   "term_commitment: cannot be combined with minimum_commitment (a contract "
+                   "commits either a monthly minimum or one total over its term; state one of "
+                   "them)");
+    expect_refused("\"term_commitment\":\"100.00\",\"commitment_start\":\"2027-03-15T00:00:00Z\"",
+                   "commitment_end: required with term_commitment (a total is committed over a "
+                   "bounded term [commitment_start, commitment_end))");
+    expect_refused("\"term_commitment\":\"100.00\",\"commitment_end\":\"2027-03-15T00:00:00Z\","
+                   "\"commitment_start\":null",
+                   "commitment_start: required with term_commitment");
+    expect_refused("\"term_commitment\":\"0.00\",\"commitment_start\":\"2027-03-15T00:00:00Z\","
+                   "\"commitment_end\":\"2028-03-15T00:00:00Z\"",
+                   "term_commitment: must be positive (the total committed over the term), got "
+                   "\"0.00\"");
+    expect_refused("\"term_commitment\":\"100.001\",\"commitment_start\":\"2027-03-15T00:00:00Z\","
+                   "\"commitment_end\":\"2028-03-15T00:00:00Z\"",
+                   "term_commitment: USD amounts have at most 2 fraction digits (its minor unit), "
+                   "got \"100.001\"");
+    expect_refused("\"term_commitment\":1200000,\"commitment_start\":\"2027-03-15T00:00:00Z\","
+                   "\"commitment_end\":\"2028-03-15T00:00:00Z\"",
+                   "term_commitment: must be a decimal string like \"100.00\"");
+    /* 36 calendar months from 2027-03-15: 2030-03-15, one second more is refused. */
+    expect_refused("\"term_commitment\":\"100.00\",\"commitment_start\":\"2027-03-15T00:00:00Z\","
+                   "\"commitment_end\":\"2030-03-15T00:00:01Z\"",
+                   "commitment_end: a term_commitment term may last at most 36 months "
+                   "(commitment_start + 36 calendar months = 2030-03-15T00:00:00.000000Z), got "
+                   "\"2030-03-15T00:00:01Z\"");
+    /* From 29 February 2028, 36 months end on 28 February 2031 (no 29th): clamped. */
+    expect_refused("\"term_commitment\":\"100.00\",\"commitment_start\":\"2028-02-29T12:00:00Z\","
+                   "\"commitment_end\":\"2031-03-01T00:00:00Z\"",
+                   "(commitment_start + 36 calendar months = 2031-02-28T12:00:00.000000Z)");
+    struct {
+        const char *start, *end, *first, *last;
+    } ok[] = {
+        {"2027-03-15T00:00:00Z", "2030-03-15T00:00:00Z", "2027-03-01", "2030-03-01"},
+        {"2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z", "2027-01-01", "2027-12-01"},
+        {"2027-03-15T00:00:00Z", "2028-03-15T00:00:00Z", "2027-03-01", "2028-03-01"},
+        {"2028-02-29T12:00:00Z", "2031-02-28T12:00:00Z", "2028-02-01", "2031-02-01"},
+        {"2027-12-31T23:59:59Z", "2028-01-01T00:00:00Z", "2027-12-01", "2027-12-01"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char extra[256];
+        snprintf(extra, sizeof extra,
+                 "\"term_commitment\":\"1200000.00\",\"commitment_start\":\"%s\","
+                 "\"commitment_end\":\"%s\"",
+                 ok[i].start, ok[i].end);
+        char *k = contract(extra);
+        gm_rating_contract *c;
+        char err[512];
+        ck_assert_msg(gm_rating_contract_parse(S(k), &c, err, sizeof err) == 0, "%s", err);
+        gm_rating_contract_info info;
+        gm_rating_contract_get_info(c, &info);
+        ck_assert_str_eq(dec(info.term_commitment_minor, 2), "1200000.00");
+        ck_assert(info.minimum_commitment_minor == 0);
+        int64_t f = 0, l = 0;
+        ck_assert(gm_rating_contract_term_months(c, &f, &l));
+        char fb[40], lb[40];
+        gm_time_format(f, fb, sizeof fb);
+        gm_time_format(l, lb, sizeof lb);
+        fb[10] = lb[10] = 0;
+        ck_assert_str_eq(fb, ok[i].first);
+        ck_assert_str_eq(lb, ok[i].last);
+        /* No monthly minimum in any month of the term. */
+        ck_assert(gm_rating_contract_commitment(c, f, NULL, NULL) == 0);
+        gm_rating_contract_free(c);
+        free(k);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_terms");
@@ -430,6 +625,9 @@ int main(void)
     tcase_add_test(tc, test_commitment_on_29_february_and_month_ends);
     tcase_add_test(tc, test_commitment_shortfall_uses_the_pro_rated_minimum);
     tcase_add_test(tc, test_commitment_term_validation);
+    tcase_add_test(tc, test_term_total_true_up_in_the_last_month);
+    tcase_add_test(tc, test_term_total_counts_spend_after_allowance_and_discount_before_credit);
+    tcase_add_test(tc, test_term_total_months_and_validation);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
