@@ -55,6 +55,15 @@ static void describe_contract(const gm_rating_contract *k, char *buf, size_t len
              "%s%%, minimum commitment %s, prepaid credits %s",
              i.tenant, i.currency, i.card_id ? i.card_id : "(default)", i.n_price_overrides,
              i.n_tier_rules, pct, commit, credit);
+    if (i.term_commitment_minor > 0) {
+        /* A total over a term (docs/rating.md, "Total over a term"). */
+        char total[48], from[40], until[40];
+        gm_rating_format_minor(i.term_commitment_minor, i.minor_units, total, sizeof total);
+        gm_time_format(i.commitment_start_us, from, sizeof from);
+        gm_time_format(i.commitment_end_us, until, sizeof until);
+        size_t n = strlen(buf);
+        snprintf(buf + n, len - n, ", term commitment %s over [%s, %s)", total, from, until);
+    }
 }
 
 static int cmd_validate(int argc, char **argv, bool import)

@@ -1791,6 +1791,80 @@ START_TEST(test_month_to_date_turns_over_at_the_last_microsecond_of_the_year)
 }
 END_TEST
 
+/* A total over a term (docs/rating.md "Total over a term"): the spend answer shows progress
+ * before the term's last month and the true-up in it. 100.00 over [2029-01-15, 2029-03-15);
+ * llama-3.1-70b-instruct input 0.60 per 1M at fra1 (list-usd v2): January 10,000,000 = 6.00,
+ * February 2,000,000 = 1.20, March 1,000,000 = 0.60. */
+#define JAN_2029 INT64_C(1861920000000000) /* 2029-01-01T00:00:00Z */
+#define FEB_2029 INT64_C(1864598400000000) /* 2029-02-01T00:00:00Z */
+#define MAR_2029 INT64_C(1867017600000000) /* 2029-03-01T00:00:00Z */
+#define APR_2029 INT64_C(1869696000000000) /* 2029-04-01T00:00:00Z */
+
+START_TEST(test_spend_shows_the_progress_and_true_up_of_a_term_total)
+{
+    static const char contract[] =
+        "{\"tenant\":\"tterm\",\"currency\":\"USD\",\"term_commitment\":\"100.00\","
+        "\"commitment_start\":\"2029-01-15T00:00:00Z\",\"commitment_end\":\"2029-03-15T00:00:00Z\"}";
+    gm_clock_freeze_us(FEB_2029 + 19 * GM_US_PER_DAY);
+    PGconn *c = db();
+    char msg[256], err[1024];
+    ck_assert_msg(gm_ledger_import(c, contract, strlen(contract), msg, sizeof msg, err,
+                                   sizeof err) == 0,
+                  "%s", err);
+    ev(c, "tterm", "llama-3.1-70b-instruct", "fra1", JAN_2029 + 20 * GM_US_PER_DAY, 10000000, 0,
+       0, 0);
+    ev(c, "tterm", "llama-3.1-70b-instruct", "fra1", FEB_2029 + 3 * GM_US_PER_DAY, 2000000, 0, 0,
+       0);
+    /* The server reloads its book when the contracts change (checked every 2 s). */
+    cJSON *j = NULL;
+    for (int i = 0; i < 100; i++) {
+        j = spend(F.port, "tterm");
+        if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "commitment")))
+            break;
+        cJSON_Delete(j);
+        j = NULL;
+        usleep(100000);
+    }
+    ck_assert_msg(j != NULL, "the spend answer never showed the contract");
+    cJSON_Delete(j); /* that answer's draft may have been computed before the reload */
+    j = spend(F.port, "tterm");
+    const cJSON *cm = cJSON_GetObjectItemCaseSensitive(j, "commitment");
+    ck_assert_str_eq(jstr(cm, "kind"), "term_total");
+    ck_assert_str_eq(jstr(cm, "term_total"), "100.00");
+    ck_assert_str_eq(jstr(cm, "term_start"), "2029-01-15T00:00:00.000000Z");
+    ck_assert_str_eq(jstr(cm, "term_end"), "2029-03-15T00:00:00.000000Z");
+    ck_assert_str_eq(jstr(cm, "true_up_period"), "2029-03");
+    ck_assert_str_eq(jstr(cm, "spent_in_term"), "7.20"); /* January 6.00 + February 1.20 */
+    ck_assert_str_eq(jstr(cm, "remaining"), "92.80");
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cm, "in_term")));
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(cm, "true_up_this_month")));
+    ck_assert_str_eq(jstr(cm, "shortfall_so_far"), "0.00");
+    ck_assert_str_eq(sub(j, "month_to_date", "draft_invoice_total"), "1.20");
+    cJSON_Delete(j);
+    /* The last month: its draft carries the true-up. */
+    ev(c, "tterm", "llama-3.1-70b-instruct", "fra1", MAR_2029 + 2 * GM_US_PER_DAY, 1000000, 0, 0,
+       0);
+    gm_clock_freeze_us(MAR_2029 + 9 * GM_US_PER_DAY);
+    j = spend(F.port, "tterm");
+    cm = cJSON_GetObjectItemCaseSensitive(j, "commitment");
+    ck_assert_str_eq(jstr(cm, "spent_in_term"), "7.80");
+    ck_assert_str_eq(jstr(cm, "remaining"), "92.20");
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cm, "true_up_this_month")));
+    ck_assert_str_eq(jstr(cm, "shortfall_so_far"), "92.20");
+    ck_assert_str_eq(sub(j, "month_to_date", "draft_invoice_total"), "92.80");
+    cJSON_Delete(j);
+    /* After the term: no progress. */
+    gm_clock_freeze_us(APR_2029 + 9 * GM_US_PER_DAY);
+    j = spend(F.port, "tterm");
+    cm = cJSON_GetObjectItemCaseSensitive(j, "commitment");
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(cm, "in_term")));
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(cm, "spent_in_term")));
+    ck_assert_str_eq(jstr(cm, "shortfall_so_far"), "0.00");
+    cJSON_Delete(j);
+    PQfinish(c);
+}
+END_TEST
+
 START_TEST(test_february_has_29_days_in_2028_and_28_in_2027)
 {
     PGconn *c = db();
@@ -2010,6 +2084,7 @@ int main(void)
     tcase_add_test(tc, test_invoice_lines_reconcile_with_the_ledger_at_contract_prices);
     tcase_add_test(tc, test_invoice_csv_and_usage_series);
     tcase_add_test(tc, test_spend_shows_commitment_and_prepaid_credit_of_the_draft);
+    tcase_add_test(tc, test_spend_shows_the_progress_and_true_up_of_a_term_total);
     tcase_add_test(tc, test_rerating_over_the_api_is_idempotent_and_listed);
     tcase_add_test(tc, test_economics_margin_and_cost_per_token_by_site);
     tcase_add_test(tc, test_cost_cards_are_versioned_per_site_and_price_economics);

@@ -503,6 +503,49 @@ START_TEST(test_term_total_true_up_in_the_last_month)
 }
 END_TEST
 
+START_TEST(test_term_total_annual_example_7)
+{
+    /* docs/rating.md Example 7: 1,200,000.00 over [2027-03-15, 2028-03-15), discount 5 %;
+     * 100,000.00 of usage (10^11 output tokens at 1.00 per 1M) in each month March 2027 ..
+     * February 2028 (29 days, counted whole like every month), 40,000.00 in March 2028. */
+    char *k = contract("\"term_commitment\":\"1200000.00\",\"discount_percent\":\"5\","
+                       "\"commitment_start\":\"2027-03-15T00:00:00Z\","
+                       "\"commitment_end\":\"2028-03-15T00:00:00Z\"");
+    gm_rating_book *b = book_with(k);
+    int64_t tok[14];
+    for (int i = 0; i < 14; i++)
+        tok[i] = INT64_C(100000000000);
+    tok[12] = INT64_C(40000000000);
+    gm_invoice *m[14];
+    term_months(b, MAR1_2027, tok, 14, m);
+    gm_i128 paid = 0;
+    for (int i = 0; i < 13; i++) {
+        ck_assert(m[i]->has_term);
+        ck_assert_uint_eq(m[i]->term_last_month, i == 12);
+        if (i < 12) {
+            ck_assert_str_eq(dec(m[i]->total_minor, 2), "95000.00");
+            ck_assert(m[i]->commitment_minor == 0);
+        }
+        paid += m[i]->total_minor;
+    }
+    ck_assert_str_eq(dec(m[1]->term_spent_minor, 2), "190000.00");
+    ck_assert_str_eq(dec(m[11]->term_spent_minor, 2), "1140000.00");
+    ck_assert_str_eq(dec(m[11]->term_remaining_minor, 2), "60000.00");
+    ck_assert_str_eq(dec(m[12]->term_spent_minor, 2), "1178000.00");
+    ck_assert_str_eq(dec(m[12]->commitment_minor, 2), "22000.00");
+    ck_assert_str_eq(dec(m[12]->total_minor, 2), "60000.00");
+    ck_assert_str_eq(m[12]->lines[m[12]->n_lines - 1].description,
+                     "term commitment 1200000.00 USD [2027-03-15, 2028-03-15), spent 1178000.00, "
+                     "true-up");
+    ck_assert_str_eq(dec(paid, 2), "1200000.00");
+    ck_assert(!m[13]->has_term && m[13]->commitment_minor == 0); /* April 2028: after */
+    for (int i = 0; i < 14; i++)
+        gm_invoice_free(m[i]);
+    gm_rating_book_free(b);
+    free(k);
+}
+END_TEST
+
 START_TEST(test_term_total_counts_spend_after_allowance_and_discount_before_credit)
 {
     /* One-month term [2027-02-10, 2027-02-20), total 10.00; discount 10 %, 1,000,000 free
@@ -626,6 +669,7 @@ int main(void)
     tcase_add_test(tc, test_commitment_shortfall_uses_the_pro_rated_minimum);
     tcase_add_test(tc, test_commitment_term_validation);
     tcase_add_test(tc, test_term_total_true_up_in_the_last_month);
+    tcase_add_test(tc, test_term_total_annual_example_7);
     tcase_add_test(tc, test_term_total_counts_spend_after_allowance_and_discount_before_credit);
     tcase_add_test(tc, test_term_total_months_and_validation);
     suite_add_tcase(s, tc);
