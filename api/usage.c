@@ -279,7 +279,9 @@ static int add_contract_terms(api_req *r, cJSON *o, const api_invoice *inv, char
     const gm_rating_book *book = api__book_acquire(r->srv, r->db, err, err_len);
     if (!book)
         return GM_EDB;
-    const gm_rating_contract *c = gm_rating_book_contract(book, r->param[0]);
+    /* The contract version in force in the month (effective_from). */
+    const gm_rating_contract *c =
+        gm_rating_book_contract_at(book, r->param[0], inv->period_start_us);
     gm_rating_contract_info ci = {0};
     if (c)
         gm_rating_contract_get_info(c, &ci);

@@ -383,7 +383,7 @@ int billing__rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t 
     if (opts)
         o = *opts;
     int64_t first = 0, last = 0;
-    const gm_rating_contract *k = gm_rating_book_contract(ctx->book, tenant);
+    const gm_rating_contract *k = gm_rating_book_contract_at(ctx->book, tenant, start_us);
     if (!o.has_term_spent && gm_rating_contract_term_months(k, &first, &last) &&
         start_us >= first && start_us <= last) {
         gm_i128 spent = 0;
@@ -393,7 +393,8 @@ int billing__rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t 
             int rc = rate_period(ctx, tenant, m, &mo, &g, err, err_len);
             if (rc)
                 return rc;
-            spent += g->term_spent_minor;
+            /* the month's spend, priced by the contract version in force in it */
+            spent += g->usage_minor + g->allowance_minor + g->discount_minor;
             gm_invoice_free(g);
         }
         o.has_term_spent = true;
@@ -569,11 +570,9 @@ static int add_adjustments(const gm_billing_ctx *ctx, gm_billing_invoice *inv, s
     billing__rd rd = {0};
     /* Under a total over a term whose last month is billed already, a correction of an earlier
      * month of the term moves the spend, so the last month is recomputed too: its true-up
-     * follows (an adjustment line of kind commitment). */
-    int64_t t_first = 0, t_last = 0;
-    bool has_term = gm_rating_contract_term_months(gm_rating_book_contract(ctx->book, inv->tenant),
-                                                   &t_first, &t_last),
-         term_moved = false;
+     * follows (an adjustment line of kind commitment). The term is that of the contract
+     * version in force in the corrected month. */
+    int64_t term_moved_last = INT64_MIN;
     for (int i = 0; i < PQntuples(qs) && !rc; i++) {
         bool backfill = PQgetisnull(qs, i, 0);
         int64_t qstart = billing__i64(&rd, qs, i, 1);
@@ -586,11 +585,15 @@ static int add_adjustments(const gm_billing_ctx *ctx, gm_billing_invoice *inv, s
             break;
         if (backfill && !has_snap && ev == 0 && cseq == 0)
             continue; /* a month with an invoice row change only: nothing to bill */
-        if (has_snap && sev == ev && samt == amt && sseq >= cseq &&
-            !(has_term && term_moved && qstart == t_last))
+        int64_t t_first = 0, t_last = 0;
+        bool in_term =
+            gm_rating_contract_term_months(
+                gm_rating_book_contract_at(ctx->book, inv->tenant, qstart), &t_first, &t_last) &&
+            qstart >= t_first && qstart < t_last;
+        if (has_snap && sev == ev && samt == amt && sseq >= cseq && qstart != term_moved_last)
             continue;
-        if (has_term && qstart >= t_first && qstart < t_last)
-            term_moved = true;
+        if (in_term)
+            term_moved_last = t_last;
         *adj = gm_xrealloc(*adj, (*n_adj + 1) * sizeof **adj);
         (*adj)[(*n_adj)++] = (billing__period){qstart, ev, amt, cseq};
         gm_invoice_opts o = {0};

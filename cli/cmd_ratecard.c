@@ -77,11 +77,15 @@ static int cmd_validate(int argc, char **argv, bool import)
                  "a top-level \"tenant\" is a contract). Each file alone, then all together in "
                  "one book (cards first), so that conflicts between files show too. Prints one "
                  "line per file; exits 1 if any is invalid. Format: docs/rating.md.",
-        import ? "gridmeter ratecard import [--db CONNINFO] FILE..."
+        import ? "gridmeter ratecard import [--db CONNINFO] [--allow-closed-months] FILE..."
                : "gridmeter ratecard validate FILE..."};
     gm_opt import_opts[] = {{"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
                              "libpq conninfo; empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0,
                              0},
+                            {"allow-closed-months", NULL, NULL, NULL, GM_OPT_FLAG,
+                             "import a contract version whose effective_from reaches a month "
+                             "already invoiced (re-rate those months after it)",
+                             0, 0},
                             {0}};
     gm_opt no_opts[] = {{0}};
     gm_opt *opts = import ? import_opts : no_opts;
@@ -166,7 +170,10 @@ static int cmd_validate(int argc, char **argv, bool import)
                 if (contract[i] != (pass == 1))
                     continue;
                 char msg[512] = "";
-                rc = gm_ledger_import(pg, text[i], len[i], msg, sizeof msg, err, sizeof err);
+                rc = gm_ledger_import_flags(
+                    pg, text[i], len[i],
+                    gm_opt_flag(opts, "allow-closed-months") ? GM_LEDGER_IMPORT_ALLOW_CLOSED : 0,
+                    msg, sizeof msg, err, sizeof err);
                 if (rc) {
                     printf("%s: import error: %s\n", argv[1 + i], err);
                     bad++;

@@ -74,7 +74,15 @@ struct gm_rating_book;
  * In its own transaction, or in the caller's when one is open (the caller then commits). */
 int gm_ledger_import(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
                      size_t err_len) GM_MUSTCHECK;
-/* Loads every card version and each tenant's latest contract into a new book. */
+/* The same with flags. A contract version with effective_from (docs/rating.md,
+ * "Effective-dated contracts") is refused (GM_ECONFLICT, naming the month and the invoice)
+ * when its month or a later one of the tenant is invoiced (finalized or void), unless
+ * GM_LEDGER_IMPORT_ALLOW_CLOSED; and when an earlier version is in another currency. */
+#define GM_LEDGER_IMPORT_ALLOW_CLOSED 1u
+int gm_ledger_import_flags(PGconn *c, const char *json, size_t len, unsigned flags, char *msg,
+                           size_t msg_len, char *err, size_t err_len) GM_MUSTCHECK;
+/* Loads every card version and each tenant's contract versions that can be in force (the
+ * newest without effective_from and every later one) into a new book. */
 int gm_ledger_load_book(PGconn *c, struct gm_rating_book **out, char *err,
                         size_t err_len) GM_MUSTCHECK;
 

@@ -1,5 +1,6 @@
 /* Rate cards and contracts in PostgreSQL: import (validated, never rewriting a version) and
- * loading every card and the latest contract of each tenant into a rating book. */
+ * loading every card and each tenant's contract versions that can be in force into a rating book;
+ * an effective-dated contract version is refused for a month already invoiced unless asked. */
 #include "gm_ledger.h"
 #include "gm_rating.h"
 
@@ -12,8 +13,14 @@ typedef int (*add_fn)(gm_rating_book *book, const char *json, size_t len, char *
 
 static const char cards_sql[] = "SELECT card_id, version, document::text FROM gm.rate_cards"
                                 " ORDER BY card_id, version";
-static const char contracts_sql[] = "SELECT DISTINCT ON (tenant) tenant, version, document::text"
-                                    " FROM gm.contracts ORDER BY tenant, version DESC";
+/* Each tenant's contract versions that can be in force (docs/rating.md, "Effective-dated
+ * contracts"), oldest first: the newest version that states no effective_from (it applies to
+ * every month, so nothing older is reachable) and every version after it (each states one). */
+static const char contracts_sql[] =
+    "SELECT c.tenant, c.version, c.document::text FROM gm.contracts c"
+    " WHERE c.version >= coalesce((SELECT max(d.version) FROM gm.contracts d"
+    "   WHERE d.tenant = c.tenant AND d.document->>'effective_from' IS NULL), 1)"
+    " ORDER BY c.tenant, c.version";
 
 /* Adds every document that `sql` returns (columns: key, version, document) to the book. */
 static int add_documents(PGconn *c, gm_rating_book *book, const char *sql, const char *table,
@@ -176,8 +183,51 @@ static int import_card(PGconn *c, const char *json, size_t len, char *msg, size_
     return rc;
 }
 
-static int import_contract(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len,
+/* An effective-dated version (effective_from) changes the months from its month on: refused
+ * when one of them is invoiced already (finalized or void), unless allowed; and it keeps the
+ * currency of the tenant's versions it follows (a commitment term may span versions). */
+static int check_effective(PGconn *c, const gm_rating_contract_info *info, unsigned flags,
                            char *err, size_t err_len)
+{
+    if (info->effective_from_us == INT64_MIN)
+        return 0;
+    char from[40], month[8];
+    gm_time_format(info->effective_from_us, from, sizeof from);
+    snprintf(month, sizeof month, "%.7s", from);
+    const char *p[3] = {info->tenant, from, info->currency};
+    PGresult *r = PQexecParams(
+        c,
+        "SELECT (SELECT coalesce(number, invoice_id::text) || ' of ' ||"
+        "   to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM') || ' is ' || status"
+        "   FROM gm.invoices WHERE tenant = $1 AND status <> 'draft' AND period_start >= $2"
+        "   ORDER BY period_start LIMIT 1),"
+        " (SELECT version::text || ' (' || currency || ')' FROM gm.contracts"
+        "   WHERE tenant = $1 AND currency <> $3 AND version >= coalesce((SELECT max(version)"
+        "   FROM gm.contracts WHERE tenant = $1 AND document->>'effective_from' IS NULL), 1)"
+        "   ORDER BY version DESC LIMIT 1)",
+        3, NULL, p, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = gm_pg_fail(c, r, "checking effective_from", err, err_len);
+    } else if (!PQgetisnull(r, 0, 0) && !(flags & GM_LEDGER_IMPORT_ALLOW_CLOSED)) {
+        rc = gm_fail(err, err_len, GM_ECONFLICT,
+                     "contract %s: effective_from: %s reaches a month already invoiced (invoice "
+                     "%s): a version takes effect from a month whose invoice is not finalized; "
+                     "to change invoiced months on purpose, import with --allow-closed-months "
+                     "and re-rate them (gridmeter rerate), which bills the difference",
+                     info->tenant, month, PQgetvalue(r, 0, 0));
+    } else if (!PQgetisnull(r, 0, 1)) {
+        rc = gm_fail(err, err_len, GM_ECONFLICT,
+                     "contract %s: currency: an effective-dated version keeps the tenant's "
+                     "currency, but version %s is in another; got %s",
+                     info->tenant, PQgetvalue(r, 0, 1), info->currency);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int import_contract(PGconn *c, const char *json, size_t len, unsigned flags, char *msg,
+                           size_t msg_len, char *err, size_t err_len)
 {
     gm_rating_contract *ct = NULL;
     char why[512];
@@ -195,6 +245,8 @@ static int import_contract(PGconn *c, const char *json, size_t len, char *msg, s
     if (rc == 0 && (rc = gm_rating_book_add_contract(book, json, len, why, sizeof why)))
         gm_fail(err, err_len, rc, "contract %s: %s", tenant, why);
     gm_rating_book_free(book);
+    if (rc == 0)
+        rc = check_effective(c, &info, flags, err, err_len);
     gm_rating_contract_free(ct);
     if (rc)
         return rc;
@@ -220,11 +272,17 @@ static int import_contract(PGconn *c, const char *json, size_t len, char *msg, s
     return rc;
 }
 
-static int import_doc(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
-                      size_t err_len);
+static int import_doc(PGconn *c, const char *json, size_t len, unsigned flags, char *msg,
+                      size_t msg_len, char *err, size_t err_len);
 
 int gm_ledger_import(PGconn *c, const char *json_in, size_t len, char *msg, size_t msg_len,
                      char *err, size_t err_len)
+{
+    return gm_ledger_import_flags(c, json_in, len, 0, msg, msg_len, err, err_len);
+}
+
+int gm_ledger_import_flags(PGconn *c, const char *json_in, size_t len, unsigned flags, char *msg,
+                           size_t msg_len, char *err, size_t err_len)
 {
     /* The document goes to PostgreSQL as text: make it a C string of exactly len bytes. */
     if (memchr(json_in, '\0', len))
@@ -232,13 +290,13 @@ int gm_ledger_import(PGconn *c, const char *json_in, size_t len, char *msg, size
     char *json = gm_xmalloc(len + 1);
     memcpy(json, json_in, len);
     json[len] = '\0';
-    int rc = import_doc(c, json, len, msg, msg_len, err, err_len);
+    int rc = import_doc(c, json, len, flags, msg, msg_len, err, err_len);
     free(json);
     return rc;
 }
 
-static int import_doc(PGconn *c, const char *json, size_t len, char *msg, size_t msg_len, char *err,
-                      size_t err_len)
+static int import_doc(PGconn *c, const char *json, size_t len, unsigned flags, char *msg,
+                      size_t msg_len, char *err, size_t err_len)
 {
     cJSON *doc = cJSON_ParseWithLength(json, len);
     if (!doc || !cJSON_IsObject(doc)) {
@@ -257,7 +315,7 @@ static int import_doc(PGconn *c, const char *json, size_t len, char *msg, size_t
                         err, err_len);
     if (rc)
         return rc;
-    rc = is_contract ? import_contract(c, json, len, msg, msg_len, err, err_len)
+    rc = is_contract ? import_contract(c, json, len, flags, msg, msg_len, err, err_len)
                      : import_card(c, json, len, msg, msg_len, err, err_len);
     if (!own)
         return rc;

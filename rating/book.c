@@ -32,6 +32,8 @@ void gm_rating_book_free(gm_rating_book *b)
         gm_rating_contract_free(b->con[i]);
     free(b->con);
     free(b->con_fam);
+    free(b->con_head);
+    free(b->con_older);
     rating__map_free(&b->con_map);
     free(b);
 }
@@ -183,10 +185,12 @@ int gm_rating_book_add_card(gm_rating_book *b, const char *json, size_t len, cha
 int gm_rating_book_add_parsed_contract(gm_rating_book *b, gm_rating_contract *k, char *err,
                                        size_t err_len)
 {
-    if (rating__map_get(&b->con_map, k->tenant) >= 0)
+    int32_t first = rating__map_get(&b->con_map, k->tenant);
+    if (first >= 0 && k->effective_us == INT64_MIN)
         return gm_fail(err, err_len, GM_ECONFLICT,
                        "contract of tenant %s: the book already has one (one contract per "
-                       "tenant)",
+                       "tenant; a later version must state effective_from, the month from "
+                       "which it applies)",
                        k->tenant);
     int32_t fi = k->card_id ? rating__map_get(&b->fam_map, k->card_id) : -1;
     const rating__family *f = k->card_id ? (fi >= 0 ? b->fam[fi] : NULL) : default_family(b);
@@ -198,10 +202,20 @@ int gm_rating_book_add_parsed_contract(gm_rating_book *b, gm_rating_contract *k,
         b->cap_con = b->cap_con ? 2 * b->cap_con : 16;
         b->con = gm_xrealloc(b->con, b->cap_con * sizeof *b->con);
         b->con_fam = gm_xrealloc(b->con_fam, b->cap_con * sizeof *b->con_fam);
+        b->con_head = gm_xrealloc(b->con_head, b->cap_con * sizeof *b->con_head);
+        b->con_older = gm_xrealloc(b->con_older, b->cap_con * sizeof *b->con_older);
     }
-    b->con[b->n_con] = k;
-    b->con_fam[b->n_con] = k->card_id ? family_get(b, k->card_id) : -1;
-    rating__map_put(&b->con_map, k->tenant, strlen(k->tenant), (int32_t)b->n_con);
+    int32_t i = (int32_t)b->n_con;
+    b->con[i] = k;
+    b->con_fam[i] = k->card_id ? family_get(b, k->card_id) : -1;
+    b->con_head[i] = i;
+    b->con_older[i] = -1;
+    if (first >= 0) { /* a newer version of the tenant's contract */
+        b->con_older[i] = b->con_head[first];
+        b->con_head[first] = i;
+    } else {
+        rating__map_put(&b->con_map, k->tenant, strlen(k->tenant), i);
+    }
     b->n_con++;
     return 0;
 }
@@ -232,9 +246,26 @@ const gm_rating_card *gm_rating_book_card_at(const gm_rating_book *b, const char
     return f ? rating__family_at(f, time_us) : NULL;
 }
 
+int32_t rating__contract_at(const gm_rating_book *b, const char *tenant, int64_t time_us)
+{
+    int32_t i = rating__map_get(&b->con_map, tenant);
+    if (i < 0)
+        return -1;
+    for (i = b->con_head[i]; i >= 0 && b->con[i]->effective_us > time_us; i = b->con_older[i])
+        ;
+    return i;
+}
+
 const gm_rating_contract *gm_rating_book_contract(const gm_rating_book *b, const char *tenant)
 {
     int32_t i = rating__map_get(&b->con_map, tenant);
+    return i >= 0 ? b->con[b->con_head[i]] : NULL;
+}
+
+const gm_rating_contract *gm_rating_book_contract_at(const gm_rating_book *b, const char *tenant,
+                                                     int64_t time_us)
+{
+    int32_t i = rating__contract_at(b, tenant, time_us);
     return i >= 0 ? b->con[i] : NULL;
 }
 
@@ -245,7 +276,7 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
     if (!tenant || !model || !site)
         return gm_fail(err, err_len, GM_EINVAL, "usage: tenant, model and site are required");
     unsigned flags = 0;
-    int32_t ci = rating__map_get(&b->con_map, tenant);
+    int32_t ci = rating__contract_at(b, tenant, time_us);
     const gm_rating_contract *k = NULL;
     const rating__family *f;
     if (ci >= 0) {
@@ -420,15 +451,21 @@ int gm_event_price_total(const gm_event_price *p, gm_i128 *total)
 
 int64_t gm_rating_book_next_change_us(const gm_rating_book *b, const char *tenant, int64_t time_us)
 {
-    int32_t ci = tenant ? rating__map_get(&b->con_map, tenant) : -1;
+    int32_t ci = tenant ? rating__contract_at(b, tenant, time_us) : -1;
     const rating__family *f =
         ci >= 0 && b->con_fam[ci] >= 0 ? b->fam[b->con_fam[ci]] : default_family(b);
+    /* A later contract version taking effect is a change too (it may name another card). */
+    int64_t next_contract = GM_RATING_NO_END;
+    int32_t first = tenant ? rating__map_get(&b->con_map, tenant) : -1;
+    for (int32_t i = first >= 0 ? b->con_head[first] : -1; i >= 0; i = b->con_older[i])
+        if (b->con[i]->effective_us > time_us && b->con[i]->effective_us < next_contract)
+            next_contract = b->con[i]->effective_us;
     if (!f)
-        return GM_RATING_NO_END;
+        return next_contract;
     for (size_t i = 0; i < f->n_seg; i++)
         if (f->seg_start[i] > time_us)
-            return f->seg_start[i];
-    return GM_RATING_NO_END;
+            return f->seg_start[i] < next_contract ? f->seg_start[i] : next_contract;
+    return next_contract;
 }
 
 int gm_rating_book_minor_units(const gm_rating_book *b, const char *currency)

@@ -923,6 +923,32 @@ static int parse_term(const rating__json *j, const cJSON *doc, gm_rating_contrac
     return 0;
 }
 
+/* effective_from: "YYYY-MM", the UTC month from which this contract version applies
+ * (docs/rating.md, "Effective-dated contracts"); absent or null: every month. */
+static int parse_effective(const rating__json *j, const cJSON *v, gm_rating_contract *k, char *err,
+                           size_t err_len)
+{
+    k->effective_us = INT64_MIN;
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    int rc = need_string(j, v, "effective_from", err, err_len);
+    if (rc)
+        return rc;
+    const char *s = v->valuestring;
+    bool shape = strlen(s) == 7 && s[4] == '-';
+    for (int i = 0; shape && i < 7; i++)
+        if (i != 4 && (s[i] < '0' || s[i] > '9'))
+            shape = false;
+    int y = shape ? atoi(s) : 0, m = shape ? atoi(s + 5) : 0;
+    if (!shape || y < 1970 || m < 1 || m > 12)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "effective_from: must be a month \"YYYY-MM\" (UTC; the version applies from "
+                       "the first instant of that month), got \"%s\"",
+                       s);
+    k->effective_us = gm_days_from_civil(y, (unsigned)m, 1) * GM_US_PER_DAY;
+    return 0;
+}
+
 /* free_allowances: {"<dimension>": "<free units per month>"}. */
 static int parse_allowances(const rating__json *j, const cJSON *a, gm_rating_contract *k, char *err,
                             size_t err_len)
@@ -1027,7 +1053,7 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
                                           "commitment_end",   "free_allowances",
                                           "description",      "gpu_basis",
                                           "gpu_window_price", "term_commitment",
-                                          NULL};
+                                          "effective_from",   NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
@@ -1110,6 +1136,9 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
         return rc;
     if ((rc = parse_term(j, doc, k, err, err_len)))
         return rc;
+    if ((rc = parse_effective(j, cJSON_GetObjectItemCaseSensitive(doc, "effective_from"), k, err,
+                              err_len)))
+        return rc;
     if ((rc = parse_allowances(j, cJSON_GetObjectItemCaseSensitive(doc, "free_allowances"), k, err,
                                err_len)))
         return rc;
@@ -1127,6 +1156,7 @@ int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **
     gm_rating_contract *k = gm_xcalloc(1, sizeof *k);
     k->commit_start_us = INT64_MIN;
     k->commit_end_us = GM_RATING_NO_END;
+    k->effective_us = INT64_MIN;
     rc = contract_from_json(&j, k, err, err_len);
     rating__json_free(&j);
     if (rc) {
@@ -1152,6 +1182,7 @@ void gm_rating_contract_get_info(const gm_rating_contract *k, gm_rating_contract
     out->commitment_start_us = k->commit_start_us;
     out->commitment_end_us = k->commit_end_us;
     out->term_commitment_minor = k->term_minor;
+    out->effective_from_us = k->effective_us;
     memcpy(out->free_allowance, k->allowance, sizeof out->free_allowance);
     out->gpu_basis = k->gpu_basis;
     out->gpu_window_price_p = k->gpu_window_price_p;

@@ -149,6 +149,9 @@ typedef struct {
      * bounds then stated), trued up on the invoice of the term's last month; 0 for none.
      * Never together with minimum_commitment_minor (docs/rating.md, "Total over a term"). */
     gm_i128 term_commitment_minor;
+    /* effective_from: the first instant (a UTC month start) at which this version applies;
+     * INT64_MIN when the contract states none (it applies to every month). */
+    int64_t effective_from_us;
     /* Free units per month and dimension (tokens, gpu_us, requests); 0 for none. */
     gm_i128 free_allowance[GM_DIM_COUNT];
     gm_gpu_basis gpu_basis;
@@ -187,8 +190,9 @@ void gm_rating_book_free(gm_rating_book *book);
  * from a contract that names it, or when a second card id claims "default_card". */
 int gm_rating_book_add_card(gm_rating_book *book, const char *json, size_t len, char *err,
                             size_t err_len) GM_MUSTCHECK;
-/* Parses one tenant contract and adds it; one contract per tenant (a second is
- * GM_ECONFLICT). Its currency must match the card it names when that card is known. */
+/* Parses one tenant contract and adds it. A tenant's first contract may state effective_from
+ * or not; each later one is a newer version and must state it (else GM_ECONFLICT: one
+ * contract per tenant). Its currency must match the card it names when that card is known. */
 int gm_rating_book_add_contract(gm_rating_book *book, const char *json, size_t len, char *err,
                                 size_t err_len) GM_MUSTCHECK;
 /* The same with an already parsed object; the book takes ownership on success only (on an
@@ -215,8 +219,14 @@ int gm_rating_book_minor_units(const gm_rating_book *book, const char *currency)
  * that card or priced by the contract. GM_ENOTFOUND naming the contract and field. */
 int gm_rating_book_check_contracts(const gm_rating_book *book, char *err,
                                    size_t err_len) GM_MUSTCHECK;
-/* The tenant's contract, or NULL. */
+/* The tenant's newest contract version (the last added), or NULL. */
 const gm_rating_contract *gm_rating_book_contract(const gm_rating_book *book, const char *tenant);
+/* The tenant's contract version in force at time_us (docs/rating.md, "Effective-dated
+ * contracts"): among its versions whose effective_from month has begun (or that state none),
+ * the newest; NULL when none (the tenant is priced as one without a contract). Invoices use
+ * the version in force at the month's start, events the one at their time. */
+const gm_rating_contract *gm_rating_book_contract_at(const gm_rating_book *book, const char *tenant,
+                                                     int64_t time_us);
 
 /* ---- Per-event pricing (hot path: no allocation, hash lookups) ------------------------- */
 typedef struct {

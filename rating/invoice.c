@@ -418,7 +418,8 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
                              gm_invoice **out, char *err, size_t err_len)
 {
     *out = NULL;
-    const gm_rating_contract *k = gm_rating_book_contract(p->book, p->tenant);
+    /* The contract version in force in the month (effective_from). */
+    const gm_rating_contract *k = gm_rating_book_contract_at(p->book, p->tenant, p->start_us);
     invoice_priv *v = gm_xcalloc(1, sizeof *v);
     gm_invoice *inv = &v->pub;
     inv->tenant = inv_str(v, p->tenant);
@@ -634,8 +635,9 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
         p->start_us >= t_first && p->start_us <= t_last) {
         gm_i128 before = opts && opts->has_term_spent ? opts->term_spent_before_minor : 0;
         if (before < 0)
-            rc = gm_fail(err, err_len, GM_EINVAL, "term spend before the month must not be "
-                                                  "negative");
+            rc = gm_fail(err, err_len, GM_EINVAL,
+                         "term spend before the month must not be "
+                         "negative");
         inv->has_term = true;
         inv->term_last_month = p->start_us == t_last;
         inv->term_total_minor = k->term_minor;

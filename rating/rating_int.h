@@ -126,13 +126,18 @@ struct gm_rating_contract {
     gm_i128 commitment_minor;
     gm_i128 credits_minor;
     int64_t commit_start_us, commit_end_us; /* INT64_MIN / GM_RATING_NO_END: no bound */
-    gm_i128 term_minor; /* term_commitment: total over [commit_start, commit_end); 0: none */
-    gm_i128 allowance[GM_DIM_COUNT];        /* free units per month; 0: none */
-    gm_gpu_basis gpu_basis;     /* GM_GPU_BASIS_REQUESTS unless "gpu_basis": "windows" */
-    int64_t gpu_window_price_p; /* per GPU-second; set with GM_GPU_BASIS_WINDOWS only */
+    gm_i128 term_minor;   /* term_commitment: total over [commit_start, commit_end); 0: none */
+    int64_t effective_us; /* effective_from: the first instant (a month start) it applies;
+                             INT64_MIN: always */
+    gm_i128 allowance[GM_DIM_COUNT]; /* free units per month; 0: none */
+    gm_gpu_basis gpu_basis;          /* GM_GPU_BASIS_REQUESTS unless "gpu_basis": "windows" */
+    int64_t gpu_window_price_p;      /* per GPU-second; set with GM_GPU_BASIS_WINDOWS only */
 };
 
 /* ---- Book ------------------------------------------------------------------------------ */
+struct gm_rating_book;
+/* The index in book->con of the tenant's contract version in force at time_us; -1: none. */
+int32_t rating__contract_at(const struct gm_rating_book *b, const char *tenant, int64_t time_us);
 typedef struct {
     char *card_id;
     char currency[4];
@@ -152,6 +157,11 @@ struct gm_rating_book {
     size_t n_con, cap_con;
     gm_rating_contract **con;
     int32_t *con_fam; /* family index of each contract; -1: the default card */
+    /* Versions of a tenant's contract: con_map holds the index of its first entry, whose
+     * con_head is the newest version; con_older links each version to the one added before
+     * it (-1: none). The version in force at t: from the newest, the first whose effective_us
+     * <= t (rating__contract_at). */
+    int32_t *con_head, *con_older;
     rating__map con_map;
 };
 

@@ -1804,15 +1804,16 @@ START_TEST(test_spend_shows_the_progress_and_true_up_of_a_term_total)
 {
     static const char contract[] =
         "{\"tenant\":\"tterm\",\"currency\":\"USD\",\"term_commitment\":\"100.00\","
-        "\"commitment_start\":\"2029-01-15T00:00:00Z\",\"commitment_end\":\"2029-03-15T00:00:00Z\"}";
+        "\"commitment_start\":\"2029-01-15T00:00:00Z\",\"commitment_end\":\"2029-03-15T00:00:"
+        "00Z\"}";
     gm_clock_freeze_us(FEB_2029 + 19 * GM_US_PER_DAY);
     PGconn *c = db();
     char msg[256], err[1024];
-    ck_assert_msg(gm_ledger_import(c, contract, strlen(contract), msg, sizeof msg, err,
-                                   sizeof err) == 0,
-                  "%s", err);
-    ev(c, "tterm", "llama-3.1-70b-instruct", "fra1", JAN_2029 + 20 * GM_US_PER_DAY, 10000000, 0,
-       0, 0);
+    ck_assert_msg(
+        gm_ledger_import(c, contract, strlen(contract), msg, sizeof msg, err, sizeof err) == 0,
+        "%s", err);
+    ev(c, "tterm", "llama-3.1-70b-instruct", "fra1", JAN_2029 + 20 * GM_US_PER_DAY, 10000000, 0, 0,
+       0);
     ev(c, "tterm", "llama-3.1-70b-instruct", "fra1", FEB_2029 + 3 * GM_US_PER_DAY, 2000000, 0, 0,
        0);
     /* The server reloads its book when the contracts change (checked every 2 s). */

@@ -13,7 +13,11 @@
  *   March total 20.00 - 2.00 + 751.60 = 769.60.
  * Then a late February event (input 10,000,000 = 6.00) after March is finalized: April's
  * invoice adjusts February (usage +6.00, discount -0.60) and March's true-up (the spend is
- * now 253.80: 746.20, so -5.40): April total 0.00, and the term has cost exactly 1,000.00. */
+ * now 253.80: 746.20, so -5.40): April total 0.00, and the term has cost exactly 1,000.00.
+ * Effective-dated versions (docs/rating.md, "Effective-dated contracts"): a version from March
+ * (invoiced) is refused naming the invoice; one from June prices input at 0.30 per 1M: the
+ * rater charges a May event at 6.00 and a June one at 3.00, May invoices 5.40, June 2.70, and
+ * March recomputed keeps its own version's term; the quote with both versions agrees. */
 #include "gm_billing.h"
 #include "gm_ledger.h"
 #include "rater_harness.h"
@@ -54,8 +58,8 @@ static int run(const char *const *argv, const char *in_path, char *out, size_t c
     size_t n = 0;
     char sink[4096];
     ssize_t k;
-    while ((k = read(fds[0], n < cap - 1 ? out + n : sink, n < cap - 1 ? cap - 1 - n : sizeof sink)) >
-           0)
+    while ((k = read(fds[0], n < cap - 1 ? out + n : sink,
+                     n < cap - 1 ? cap - 1 - n : sizeof sink)) > 0)
         if (n < cap - 1)
             n += (size_t)k;
     out[n] = 0;
@@ -127,12 +131,13 @@ static void close_month(const char *month, char *out, size_t cap)
 static const char CONTRACT[] =
     "{\"tenant\": \"widgets\", \"card_id\": \"list-usd\", \"currency\": \"USD\","
     " \"discount_percent\": \"10\", \"term_commitment\": \"1000.00\","
-    " \"commitment_start\": \"2027-01-15T00:00:00Z\", \"commitment_end\": \"2027-03-15T00:00:00Z\"}";
+    " \"commitment_start\": \"2027-01-15T00:00:00Z\", \"commitment_end\": "
+    "\"2027-03-15T00:00:00Z\"}";
 
 /* The finalized lines of a month as "kind:amount" joined by spaces, in line order. */
-#define LINES_OF(month)                                                                        \
-    "SELECT string_agg(coalesce(l.adjusted_kind || '/', '') || l.kind || ':' || l.amount, ' '"  \
-    " ORDER BY l.line_no) FROM audit.invoice_lines l JOIN audit.invoices i USING (invoice_id)" \
+#define LINES_OF(month)                                                                            \
+    "SELECT string_agg(coalesce(l.adjusted_kind || '/', '') || l.kind || ':' || l.amount, ' '"     \
+    " ORDER BY l.line_no) FROM audit.invoice_lines l JOIN audit.invoices i USING (invoice_id)"     \
     " WHERE i.tenant = 'widgets' AND i.period_start = '" month "-01Z'"
 
 START_TEST(test_term_total_true_up_through_rater_close_and_quote)
@@ -170,9 +175,9 @@ START_TEST(test_term_total_true_up_through_rater_close_and_quote)
     ck_assert(gm_ledger_load_book(c, &book, err, sizeof err) == 0);
     gm_billing_ctx ctx = {c, book, 1, T("2027-03-20T00:00:00Z"), 72, NULL};
     gm_billing_invoice *d = NULL;
-    ck_assert_msg(gm_billing_compute(&ctx, "widgets", T("2027-02-01T00:00:00Z"), &d, err,
-                                     sizeof err) == 0,
-                  "%s", err);
+    ck_assert_msg(
+        gm_billing_compute(&ctx, "widgets", T("2027-02-01T00:00:00Z"), &d, err, sizeof err) == 0,
+        "%s", err);
     char a[48], b[48];
     ck_assert(d->has_term && !d->term_last_month);
     gm_rating_format_minor(d->term_spent_minor, 2, a, sizeof a);
@@ -211,7 +216,7 @@ START_TEST(test_term_total_true_up_through_rater_close_and_quote)
     ck_assert_msg(run(quote, jsonl, out, sizeof out) == 0, "quote: %s", out);
     cJSON *q = cJSON_Parse(out);
     ck_assert_msg(q != NULL, "quote output: %s", out);
-    const cJSON *invs = cJSON_GetObjectItem(q, "invoices");
+    cJSON *invs = cJSON_GetObjectItem(q, "invoices");
     ck_assert_int_eq(cJSON_GetArraySize(invs), 3);
     static const char *months[3] = {"2027-01", "2027-02", "2027-03"};
     static const char *spent[3] = {"90.00", "230.40", "248.40"};
@@ -259,10 +264,90 @@ START_TEST(test_term_total_true_up_through_rater_close_and_quote)
     /* Over the term the tenant paid exactly its total. */
     expect(c, "SELECT sum(total) FROM audit.invoices WHERE tenant = 'widgets'", "1000.00");
 
+    /* Effective-dated contract versions (docs/rating.md, "Effective-dated contracts"). A
+     * version from March, whose invoice is finalized, is refused naming the invoice. */
+    {
+        char v2[1024];
+        snprintf(v2, sizeof v2, "%.*s, \"effective_from\": \"2027-03\"}",
+                 (int)(strlen(CONTRACT) - 1), CONTRACT);
+        ck_assert_int_eq(gm_ledger_import(c, v2, strlen(v2), msg, sizeof msg, err, sizeof err),
+                         GM_ECONFLICT);
+        ck_assert_msg(strstr(err, "contract widgets: effective_from: 2027-03 reaches a month "
+                                  "already invoiced (invoice GM-") != NULL &&
+                          strstr(err, " of 2027-03 is finalized)") != NULL,
+                      "%s", err);
+    }
+    /* A version from June (open): input at 0.30 per 1M for this tenant, the same discount, no
+     * term. May stays priced by the first version, June by the new one. */
+    static const char V3[] =
+        "{\"tenant\": \"widgets\", \"card_id\": \"list-usd\", \"currency\": \"USD\","
+        " \"discount_percent\": \"10\", \"effective_from\": \"2027-06\","
+        " \"prices\": {\"llama-3.1-70b-instruct\": {\"input\": {\"per_1m_tokens\": \"0.30\"}}}}";
+    char c3path[200];
+    snprintf(c3path, sizeof c3path, "/tmp/gmtest-termtotal-c3-%d.json", (int)getpid());
+    f = fopen(c3path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(V3, f);
+    fclose(f);
+    const char *imp[] = {GM_BINARY_DIR "/cli/gridmeter", "ratecard", "import", c3path, NULL};
+    ck_assert_msg(run(imp, NULL, out, sizeof out) == 0, "import: %s", out);
+    gm_event late[2];
+    usage_event(&late[0], 5, T("2027-05-10T10:00:00Z"), 10000000, 0, 0);
+    usage_event(&late[1], 6, T("2027-06-10T10:00:00Z"), 10000000, 0, 0);
+    gm_clock_set_us(T("2027-06-15T00:00:00Z"));
+    produce(&e, jsonl, late, 2);
+    ck_assert_int_eq(h_rater_wait(h_rater_start(&e, "termtotal", idle)), 0);
+    /* The rater priced each event by the version in force at its time. */
+    expect(c,
+           "SELECT string_agg(amount::text, ' ' ORDER BY hour) FROM gm.charges"
+           " WHERE tenant = 'widgets' AND hour >= '2027-05-01Z'",
+           "6.000000000000000000 3.000000000000000000");
+    /* March, re-computed now, still follows the version of March (its term and true-up). */
+    ck_assert(gm_ledger_load_book(c, &book, err, sizeof err) == 0);
+    gm_billing_ctx ctx3 = {c, book, 1, T("2027-06-15T00:00:00Z"), 72, NULL};
+    ck_assert_msg(
+        gm_billing_compute(&ctx3, "widgets", T("2027-03-01T00:00:00Z"), &d, err, sizeof err) == 0,
+        "%s", err);
+    ck_assert(d->has_term && d->term_last_month);
+    gm_rating_format_minor(d->term_spent_minor, 2, a, sizeof a);
+    ck_assert_str_eq(a, "253.80");
+    gm_billing_invoice_free(d);
+    gm_rating_book_free(book);
+    gm_clock_set_us(T("2027-07-05T00:00:00Z"));
+    close_month("2027-05", out, sizeof out);
+    close_month("2027-06", out, sizeof out);
+    /* May: 6.00 - 0.60 = 5.40; June at the contract's price: 3.00 - 0.30 = 2.70. */
+    expect(c, LINES_OF("2027-05"), "usage:6.00 discount:-0.60");
+    expect(c, LINES_OF("2027-06"), "usage:3.00 discount:-0.30");
+    /* The quote with both versions (file order is version order) agrees for May and June. */
+    char both[420];
+    snprintf(both, sizeof both, "%s,%s", cpath, c3path);
+    const char *quote2[] = {GM_BINARY_DIR "/cli/gridmeter",
+                            "quote",
+                            "--rate-card",
+                            GM_SOURCE_DIR "/examples/ratecards/list-usd-v1.json",
+                            "--contract",
+                            both,
+                            "--no-events",
+                            NULL};
+    ck_assert_msg(run(quote2, jsonl, out, sizeof out) == 0, "quote: %s", out);
+    q = cJSON_Parse(out);
+    ck_assert_msg(q != NULL, "quote output: %s", out);
+    invs = cJSON_GetObjectItem(q, "invoices");
+    ck_assert_int_eq(cJSON_GetArraySize(invs), 5); /* January, February, March, May, June */
+    static const char *want_q[2] = {"5.40", "2.70"};
+    for (int m = 0; m < 2; m++) {
+        const cJSON *qi = cJSON_GetArrayItem(invs, 3 + m);
+        ck_assert_str_eq(cJSON_GetObjectItem(qi, "total")->valuestring, want_q[m]);
+        ck_assert(cJSON_IsNull(cJSON_GetObjectItem(qi, "term_commitment")));
+    }
+    cJSON_Delete(q);
+    unlink(c3path);
+
     /* The list amounts reconcile; the billing invariants hold. */
     expect(c, "SELECT count(*) FILTER (WHERE difference <> 0) FROM audit.reconciliation", "0");
     ck_assert(gm_ledger_load_book(c, &book, err, sizeof err) == 0);
-    gm_billing_ctx ctx2 = {c, book, 1, T("2027-05-05T00:00:00Z"), 72, NULL};
+    gm_billing_ctx ctx2 = {c, book, 1, T("2027-07-05T00:00:00Z"), 72, NULL};
     ck_assert_msg(gm_billing_check(&ctx2, NULL, err, sizeof err) == 0, "%s", err);
     gm_rating_book_free(book);
     unlink(cpath);

@@ -419,7 +419,6 @@ START_TEST(test_commitment_term_validation)
 }
 END_TEST
 
-
 /* ---- Total over a term ------------------------------------------------------------------ */
 
 #define MAR1_2027 INT64_C(1803859200000000) /* 2027-03-01T00:00:00Z */
@@ -435,8 +434,7 @@ static void term_months(gm_rating_book *b, int64_t month_us, const int64_t *out_
         gm_rating_period *p = gm_rating_period_new(b, "acme", month_us);
         if (out_tokens[i]) {
             gm_usage u = use("m5", "fra1", month_us + 3 * DAY, 0, out_tokens[i], 0);
-            ck_assert_msg(gm_rating_period_add_event(p, &u, NULL, err, sizeof err) == 0, "%s",
-                          err);
+            ck_assert_msg(gm_rating_period_add_event(p, &u, NULL, err, sizeof err) == 0, "%s", err);
         }
         ck_assert_msg(gm_rating_period_invoice(p, &o, &out[i], err, sizeof err) == 0, "%s", err);
         ck_assert_msg(gm_invoice_check(out[i], err, sizeof err) == 0, "%s", err);
@@ -654,6 +652,130 @@ START_TEST(test_term_total_months_and_validation)
 }
 END_TEST
 
+/* ---- Effective-dated contracts ---------------------------------------------------------- */
+
+#define MAY1_2027 INT64_C(1809129600000000) /* 2027-05-01T00:00:00Z */
+
+static gm_rating_book *book_with_versions(const char *const *contracts, size_t n)
+{
+    gm_rating_book *b = gm_rating_book_new();
+    char err[512];
+    ck_assert_msg(gm_rating_book_add_card(b, S(card), err, sizeof err) == 0, "card: %s", err);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(gm_rating_book_add_contract(b, S(contracts[i]), err, sizeof err) == 0,
+                      "contract %zu: %s", i, err);
+    return b;
+}
+
+START_TEST(test_contract_versions_apply_from_their_effective_month)
+{
+    /* v1: 1,000,000 free input tokens a month; v2 from 2027-03: output of m5 at 2.00 per 1M
+     * and a 10 % discount. One event a month: 3,000,000 input (0.15) and 1,000,000 output. */
+    const char *v[2] = {
+        "{\"tenant\":\"acme\",\"currency\":\"USD\",\"free_allowances\":{\"input\":\"1000000\"}}",
+        "{\"tenant\":\"acme\",\"currency\":\"USD\",\"effective_from\":\"2027-03\","
+        "\"discount_percent\":\"10\","
+        "\"prices\":{\"m5\":{\"output\":{\"per_1m_tokens\":\"2.00\"}}}}"};
+    gm_rating_book *b = book_with_versions(v, 2);
+    int64_t feb = gm_month_start(MAR1_2027 - DAY);
+    gm_rating_contract_info i1, i2;
+    gm_rating_contract_get_info(gm_rating_book_contract_at(b, "acme", MAR1_2027 - 1), &i1);
+    gm_rating_contract_get_info(gm_rating_book_contract_at(b, "acme", MAR1_2027), &i2);
+    ck_assert(i1.effective_from_us == INT64_MIN && i2.effective_from_us == MAR1_2027);
+    ck_assert(gm_rating_book_contract(b, "acme") ==
+              gm_rating_book_contract_at(b, "acme", MAR1_2027));
+    /* February by v1: 0.15 + 1.00 - 0.05 = 1.10. March by v2: 0.15 + 2.00 = 2.15, discount
+     * 10 % = 0.215 -> 0.22 (half to even: 21.5 cents to 22), total 1.93. */
+    gm_usage e1[1] = {use("m5", "fra1", feb + 5 * DAY, 3000000, 1000000, 0)};
+    gm_invoice *f = invoice_of(b, feb, e1, 1);
+    ck_assert_str_eq(dec(f->total_minor, 2), "1.10");
+    ck_assert_str_eq(dec(f->allowance_minor, 2), "-0.05");
+    gm_usage e2[1] = {use("m5", "fra1", MAR1_2027 + 5 * DAY, 3000000, 1000000, 0)};
+    gm_invoice *m = invoice_of(b, MAR1_2027, e2, 1);
+    ck_assert_str_eq(dec(m->allowance_minor, 2), "0.00");
+    ck_assert_str_eq(dec(m->discount_minor, 2), "-0.22");
+    ck_assert_str_eq(dec(m->total_minor, 2), "1.93");
+    /* The per-event list price follows the event's time too. */
+    gm_event_price pr;
+    char err[512];
+    ck_assert(gm_rating_price_event(b, &e1[0], &pr, err, sizeof err) == 0);
+    ck_assert_str_eq(dec(pr.amount_e18[GM_DIM_OUTPUT], 18), "1.000000000000000000");
+    ck_assert(gm_rating_price_event(b, &e2[0], &pr, err, sizeof err) == 0);
+    ck_assert_str_eq(dec(pr.amount_e18[GM_DIM_OUTPUT], 18), "2.000000000000000000");
+    ck_assert(pr.flags & GM_PRICE_F_CONTRACT_PRICE);
+    /* A card-version boundary query sees the contract change at 2027-03-01. */
+    ck_assert(gm_rating_book_next_change_us(b, "acme", feb) == MAR1_2027);
+    /* A later version without effective_from is refused: it would rewrite every month. */
+    ck_assert_int_eq(gm_rating_book_add_contract(b, S("{\"tenant\":\"acme\",\"currency\":\"USD\"}"),
+                                                 err, sizeof err),
+                     GM_ECONFLICT);
+    ck_assert_str_eq(err, "contract of tenant acme: the book already has one (one contract per "
+                          "tenant; a later version must state effective_from, the month from "
+                          "which it applies)");
+    gm_invoice_free(f);
+    gm_invoice_free(m);
+    gm_rating_book_free(b);
+}
+END_TEST
+
+START_TEST(test_future_and_backdated_contract_versions)
+{
+    /* Only a contract from 2027-05: April is priced as a tenant without one (default card,
+     * flagged unknown_tenant), May by the contract. */
+    const char *v[1] = {"{\"tenant\":\"acme\",\"currency\":\"USD\",\"effective_from\":\"2027-05\","
+                        "\"minimum_commitment\":\"5.00\"}"};
+    gm_rating_book *b = book_with_versions(v, 1);
+    int64_t apr = gm_month_start(MAY1_2027 - DAY);
+    gm_usage e[1] = {use("m5", "fra1", apr + DAY, 0, 1000000, 0)};
+    gm_invoice *a = invoice_of(b, apr, e, 1);
+    ck_assert(a->flags & GM_PRICE_F_UNKNOWN_TENANT);
+    ck_assert_str_eq(dec(a->total_minor, 2), "1.00"); /* no minimum in April */
+    gm_invoice *m = invoice_of(b, MAY1_2027, NULL, 0);
+    ck_assert_str_eq(dec(m->total_minor, 2), "5.00");
+    gm_invoice_free(a);
+    gm_invoice_free(m);
+    gm_rating_book_free(b);
+    /* v1 always, v2 from 2027-06, v3 from 2027-03 (a backdated correction): from March on the
+     * newest version in force is v3, also in July (v2 is shadowed); February keeps v1. */
+    const char *w[3] = {
+        "{\"tenant\":\"acme\",\"currency\":\"USD\",\"minimum_commitment\":\"1.00\"}",
+        "{\"tenant\":\"acme\",\"currency\":\"USD\",\"effective_from\":\"2027-06\","
+        "\"minimum_commitment\":\"2.00\"}",
+        "{\"tenant\":\"acme\",\"currency\":\"USD\",\"effective_from\":\"2027-03\","
+        "\"minimum_commitment\":\"3.00\"}"};
+    b = book_with_versions(w, 3);
+    static const char *want[6] = {"1.00", "3.00", "3.00", "3.00", "3.00", "3.00"};
+    int64_t month = gm_month_start(MAR1_2027 - DAY);
+    for (int i = 0; i < 6; i++, month = gm_month_next(month)) {
+        gm_invoice *inv = invoice_of(b, month, NULL, 0);
+        ck_assert_str_eq(dec(inv->total_minor, 2), want[i]);
+        gm_invoice_free(inv);
+    }
+    gm_rating_book_free(b);
+}
+END_TEST
+
+START_TEST(test_effective_from_validation)
+{
+    expect_refused("\"effective_from\":\"2027-3\"",
+                   "effective_from: must be a month \"YYYY-MM\" (UTC; the version applies from the "
+                   "first instant of that month), got \"2027-3\"");
+    expect_refused("\"effective_from\":\"2027-13\"", "effective_from: must be a month \"YYYY-MM\"");
+    expect_refused("\"effective_from\":\"2027-03-01\"",
+                   "effective_from: must be a month \"YYYY-MM\"");
+    expect_refused("\"effective_from\":202703", "effective_from: must be a non-empty string");
+    char *k = contract("\"effective_from\":\"2028-02\"");
+    gm_rating_contract *c;
+    char err[256];
+    ck_assert_msg(gm_rating_contract_parse(S(k), &c, err, sizeof err) == 0, "%s", err);
+    gm_rating_contract_info info;
+    gm_rating_contract_get_info(c, &info);
+    ck_assert(info.effective_from_us == FEB1_2028);
+    gm_rating_contract_free(c);
+    free(k);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_terms");
@@ -672,6 +794,9 @@ int main(void)
     tcase_add_test(tc, test_term_total_annual_example_7);
     tcase_add_test(tc, test_term_total_counts_spend_after_allowance_and_discount_before_credit);
     tcase_add_test(tc, test_term_total_months_and_validation);
+    tcase_add_test(tc, test_contract_versions_apply_from_their_effective_month);
+    tcase_add_test(tc, test_future_and_backdated_contract_versions);
+    tcase_add_test(tc, test_effective_from_validation);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
