@@ -1,6 +1,7 @@
 /* The rating book (card versions grouped by card id, each with a validity timeline; tenant
- * contracts) and per-event pricing, the hot path: three hash lookups, a binary search over
- * the card's timeline, no allocation. */
+ * contract versions, each in force from its effective_from month) and per-event pricing, the
+ * hot path: three hash lookups, a walk over the tenant's versions (usually one), a binary
+ * search over the card's timeline, no allocation. */
 #include "rating_int.h"
 
 #include <stdlib.h>
