@@ -356,7 +356,12 @@
       $('commit-month').textContent += ' (pro-rated: ' + c.term_seconds_this_month + ' of '
         + c.seconds_this_month + ' s in the term)';
     set('commit-short', c ? c.shortfall_so_far : null, c ? c.currency : '');
-    if (c && c.kind === 'term_total') {
+    const term = !!(c && c.kind === 'term_total');
+    // The labels follow the commitment's kind: a total over a term has no monthly minimum.
+    $('commit-min-label').textContent = term ? 'Committed over the term' : 'Monthly minimum';
+    $('commit-month-label').textContent = term ? 'Spent in the term' : 'Minimum this month';
+    $('commit-short-label').textContent = term ? 'True-up on the draft' : 'Short of it so far';
+    if (term) {
       // A total over a term: no monthly minimum; progress, and the true-up in the last month.
       set('commit-min', c.term_total, c.currency);
       $('commit-min').textContent += ' over the term (true-up in ' + c.true_up_period + ')';
@@ -390,7 +395,9 @@
       const disc = inv.lines.filter((l) => l.kind === 'discount').map((l) => l.amount);
       const free = inv.lines.filter((l) => l.kind === 'allowance').map((l) => l.amount);
       if (free.length) parts.push('free allowances ' + group3(decSum(free)) + ' ' + cur);
-      if (commit.length) parts.push('minimum commitment top-up ' + group3(decSum(commit)) + ' ' + cur);
+      const termTotal = spend.commitment && spend.commitment.kind === 'term_total';
+      if (commit.length) parts.push((termTotal ? 'term commitment true-up ' : 'minimum commitment top-up ')
+        + group3(decSum(commit)) + ' ' + cur);
       if (credit.length) parts.push('prepaid credit applied ' + group3(decSum(credit)) + ' ' + cur);
       if (disc.length) parts.push('discount ' + group3(decSum(disc)) + ' ' + cur);
       $('commitment').textContent = parts.length ? 'Includes ' + parts.join('; ') + '.'
