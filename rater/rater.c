@@ -122,8 +122,7 @@ static int pg_reconnect(rater *r, char *err, size_t err_len)
         gm_warn("rater", "msg=\"PostgreSQL unavailable, retrying\" retry_ms=%lld error=\"%s\"",
                 (long long)backoff_ms, err);
         usleep((useconds_t)backoff_ms * 1000);
-        if (backoff_ms < 5000)
-            backoff_ms *= 2;
+        backoff_ms = backoff_ms * 2 < 5000 ? backoff_ms * 2 : 5000; /* 100 ms doubling to 5 s */
     }
     if (!r->pg)
         return GM_EUNAVAIL;
