@@ -48,7 +48,8 @@ static int list(PGconn *c, const gm_rejects_filter *f)
     snprintf(sql, sizeof sql,
              "SELECT kafka_topic || '/' || kafka_partition || '/' || kafka_offset,"
              " to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-             " coalesce(rule, '-'), coalesce(source || '#' || event_id || ' seq ' || seq, '-'),"
+             " coalesce(rule, '-'), coalesce(source || '#' || event_id || ' seq ' || seq"
+             "  || CASE WHEN epoch > 0 THEN ' epoch ' || epoch ELSE '' END, '-'),"
              " coalesce(tenant, '-'),"
              " coalesce(replay_outcome || ' ' || to_char(replayed_at AT TIME ZONE 'UTC',"
              "  'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'pending'), reason"
@@ -82,7 +83,7 @@ static int show(PGconn *c, const gm_rejects_filter *f)
     }
     snprintf(sql, sizeof sql,
              "SELECT kafka_topic, kafka_partition, kafka_offset, received_at, rule, reason,"
-             " source, event_id, seq, tenant, event_time, replayed_at, replay_outcome,"
+             " source, event_id, seq, epoch, tenant, event_time, replayed_at, replay_outcome,"
              " replayed_kafka_topic || '/' || replayed_kafka_partition || '/' ||"
              " replayed_kafka_offset, gm.payload_text(payload)"
              " FROM gm.rejected_events%s",
@@ -99,9 +100,10 @@ static int show(PGconn *c, const gm_rejects_filter *f)
         PQclear(r);
         return 1;
     }
-    static const char *const names[] = {
-        "topic", "partition", "offset", "received_at", "rule",   "reason",       "source", "id",
-        "seq",   "tenant",    "time",   "replayed_at", "replay", "accounted_by", "payload"};
+    static const char *const names[] = {"topic",       "partition", "offset",       "received_at",
+                                        "rule",        "reason",    "source",       "id",
+                                        "seq",         "epoch",     "tenant",       "time",
+                                        "replayed_at", "replay",    "accounted_by", "payload"};
     for (int i = 0; i < PQntuples(r); i++) {
         if (i)
             putchar('\n');
