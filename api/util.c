@@ -164,6 +164,13 @@ cJSON *api__body_object(api_req *r, const char *allowed, bool empty_ok)
         api__problem(r, 400, "invalid-json", NULL, "body: NUL byte in JSON text");
         return NULL;
     }
+    size_t nul = gm_json_nul_escape(r->body, r->body_len);
+    if (nul != SIZE_MAX) {
+        api__problem(r, 400, "invalid-json", NULL,
+                     "body: \\u0000 (NUL) in a JSON string at byte %zu: no field may contain it",
+                     nul);
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *o = cJSON_ParseWithLengthOpts(r->body, r->body_len + 1, &end, true); /* + its NUL */
     if (!o) {

@@ -109,6 +109,10 @@ bool gm_opt_flag(const gm_opt *opts, const char *name);
 int gm_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out) GM_MUSTCHECK;
 /* Like gm_parse_u64 but accepts a leading '-' and parses into int64. */
 int gm_parse_i64(const char *s, size_t len, int64_t *out) GM_MUSTCHECK;
+/* The offset of the first "\u0000" escape inside a JSON string of text (a key or a value),
+ * or SIZE_MAX when there is none. cJSON decodes that escape to a NUL byte and so cuts the
+ * C string short ("acme\u0000x" would read as "acme"); documents are refused instead. */
+size_t gm_json_nul_escape(const char *text, size_t len);
 
 /* ---- Time ------------------------------------------------------------------------------
  * Instants are int64 microseconds since 1970-01-01T00:00:00Z ("_us"). */

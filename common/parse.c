@@ -4,6 +4,24 @@
 #include <string.h>
 #include <time.h>
 
+size_t gm_json_nul_escape(const char *text, size_t len)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (!in_string) {
+            in_string = c == '"';
+        } else if (c == '"') {
+            in_string = false;
+        } else if (c == '\\' && i + 1 < len) {
+            if (text[i + 1] == 'u' && i + 6 <= len && !memcmp(text + i + 2, "0000", 4))
+                return i;
+            i++; /* the escaped character: \" and \\ do not end or start anything */
+        }
+    }
+    return SIZE_MAX;
+}
+
 int gm_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
     if (len == 0)

@@ -119,6 +119,15 @@ static int number_walk(cJSON *node, size_t *next, size_t n)
 int rating__json_parse(const char *text, size_t len, rating__json *out, char *err, size_t err_len)
 {
     memset(out, 0, sizeof *out);
+    size_t nul = gm_json_nul_escape(text, len);
+    if (nul != SIZE_MAX) {
+        size_t line, col;
+        line_col(text, nul, &line, &col);
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "\\u0000 (NUL) in a JSON string (line %zu, column %zu): no name or value "
+                       "may contain it",
+                       line, col);
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {

@@ -1506,7 +1506,8 @@ START_TEST(test_bad_requests_are_4xx_and_leave_the_database_unchanged)
             n++;
         }
     }
-    /* malformed bodies, wrong types, unknown and duplicate fields */
+    /* malformed bodies, wrong types, unknown and duplicate fields; \u0000 inside a value
+     * (cJSON would cut "nul1\u0000evil" short to the tenant "nul1") */
     const char *bodies[] = {"{",
                             "[]",
                             "\"x\"",
@@ -1516,6 +1517,8 @@ START_TEST(test_bad_requests_are_4xx_and_leave_the_database_unchanged)
                             "{\"tenant\":null}",
                             "{\"tenant\":\"a\"}x",
                             "{\"tenant\":\"\\u0000\"}",
+                            "{\"tenant\":\"nul1\\u0000evil\"}",
+                            "{\"tenant\":\"nul2\",\"display_name\":\"x\\u0000y\"}",
                             "\xff\xfe",
                             "{\"tenant\":{\"$gt\":\"\"}}"};
     for (size_t i = 0; i < GM_ARRAY_LEN(bodies); i++) {

@@ -235,6 +235,29 @@ START_TEST(test_contracts_and_cards_refuse_names_no_event_can_carry)
 }
 END_TEST
 
+/* A \u0000 escape would cut a decoded name short ("acme\u0000x" read as "acme"): JSON
+ * documents of the API and of the rating module refuse it (docs/events.md "Identifiers"). */
+START_TEST(test_json_nul_escape_is_refused_not_cut_short)
+{
+    const char *t1 = "{\"tenant\":\"acme\\u0000x\"}";
+    ck_assert_uint_eq(gm_json_nul_escape(t1, strlen(t1)), 15);
+    const char *t2 = "{\"a\\u0000\":1}";
+    ck_assert_uint_eq(gm_json_nul_escape(t2, strlen(t2)), 3);
+    /* an escaped backslash followed by u0000 is text, not an escape; other escapes pass */
+    const char *ok1 = "{\"tenant\":\"a\\\\u0000\",\"b\":\"\\u0061\\\"\\u0001\"}";
+    ck_assert_uint_eq(gm_json_nul_escape(ok1, strlen(ok1)), SIZE_MAX);
+    const char *ok2 = "{\"n\":\"u0000\"}";
+    ck_assert_uint_eq(gm_json_nul_escape(ok2, strlen(ok2)), SIZE_MAX);
+    const char *cut = "{\"t\":\"\\u000";
+    ck_assert_uint_eq(gm_json_nul_escape(cut, strlen(cut)), SIZE_MAX);
+    char err[512];
+    gm_rating_contract *k = NULL;
+    const char *c = "{\"tenant\":\"acme\\u0000x\",\"currency\":\"USD\"}";
+    ck_assert_int_eq(gm_rating_contract_parse(c, strlen(c), &k, err, sizeof err), GM_EINVAL);
+    ck_assert_msg(strstr(err, "\\u0000 (NUL) in a JSON string (line 1, column 16)"), "%s", err);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("identity_rules");
@@ -247,6 +270,7 @@ int main(void)
     tcase_add_test(tc, test_sql_constraints_use_the_c_patterns);
     tcase_add_test(tc, test_decoder_and_gpu_accounting_apply_the_tenant_rule);
     tcase_add_test(tc, test_contracts_and_cards_refuse_names_no_event_can_carry);
+    tcase_add_test(tc, test_json_nul_escape_is_refused_not_cut_short);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
