@@ -469,3 +469,23 @@ void h_verify(const h_env *e, const h_expect *x)
         ck_assert_int_eq(value_i64(c, "SELECT count(*) FROM audit.source_gaps"), 0);
     PQfinish(c);
 }
+
+char *h_rejects_cmd(const h_env *e, const char *now, const char *args, int *status)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s%s%s%s/cli/gridmeter rejects %s --db='%s user=gm_rater' 2>&1",
+             now ? "GRIDMETER_NOW=" : "", now ? now : "", now ? " " : "", GM_BINARY_DIR, args,
+             e->conninfo);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 65536, n = 0;
+    char *out = malloc(cap);
+    ck_assert_ptr_nonnull(out);
+    size_t k;
+    while ((k = fread(out + n, 1, cap - n - 1, p)) > 0)
+        n += k;
+    out[n] = '\0';
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}

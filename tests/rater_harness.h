@@ -75,6 +75,10 @@ bool h_wait_rater_committed(const h_env *e, const char *id, int timeout_s);
 pid_t h_rater_start(const h_env *e, const char *id, const char *const *extra);
 /* Waits for a rater to exit and returns its exit status (-1 if killed by a signal). */
 int h_rater_wait(pid_t pid);
+/* Runs `gridmeter rejects ARGS` on the env's database as gm_rater (the role the docs name),
+ * with GRIDMETER_NOW=now when now is not NULL; returns its output, stdout and stderr
+ * (malloc'd), and puts the exit status in *status. */
+char *h_rejects_cmd(const h_env *e, const char *now, const char *args, int *status);
 /* Polls the database until the ledger has `messages` messages accounted for (accepted +
  * duplicates + rejected in gm.batches) or timeout_s passes; returns that count. */
 int64_t h_wait_accounted(const h_env *e, int64_t messages, int timeout_s);

@@ -299,31 +299,10 @@ START_TEST(test_events_too_far_ahead_or_too_old_are_rejected_with_the_rule)
 }
 END_TEST
 
-/* Runs `gridmeter rejects ARGS` on the env's database as gm_rater (the role the docs name)
- * on the tests' clock; returns its output (malloc'd) and puts the exit status in *status. */
-static char *rejects_cmd(const h_env *e, const char *args, int *status)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "GRIDMETER_NOW=%s %s/cli/gridmeter rejects %s --db='%s user=gm_rater' 2>&1", NOW,
-             GM_BINARY_DIR, args, e->conninfo);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 65536, n = 0;
-    char *out = malloc(cap);
-    size_t k;
-    while ((k = fread(out + n, 1, cap - n - 1, p)) > 0)
-        n += k;
-    out[n] = '\0';
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return out;
-}
-
 #define ASSERT_CMD(e, args, want_status, want_text)                                                \
     do {                                                                                           \
         int st_;                                                                                   \
-        char *out_ = rejects_cmd(e, args, &st_);                                                   \
+        char *out_ = h_rejects_cmd(e, NOW, args, &st_);                                            \
         ck_assert_msg(st_ == (want_status) && strstr(out_, want_text),                             \
                       "gridmeter rejects %s: status %d, want %d and \"%s\":\n%s", args, st_,       \
                       want_status, want_text, out_);                                               \

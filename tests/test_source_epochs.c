@@ -12,7 +12,6 @@
 #include "test_node_util.h"
 
 #include <librdkafka/rdkafka.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -236,23 +235,13 @@ START_TEST(test_gaps_and_rejects_count_per_epoch)
              "SELECT string_agg(concat_ws(':', epoch, seq, id), ',') FROM audit.rejected_events",
              "1795867200:2:b2");
     /* gridmeter rejects list names the epoch the reject states (show has it as a field) */
-    char cmd[2048], out[8192] = "";
-    snprintf(cmd, sizeof cmd, "%s/cli/gridmeter rejects list --db '%s' 2>&1", GM_BINARY_DIR,
-             e.conninfo);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    ck_assert_int_eq(pclose(p), 0);
-    ck_assert_msg(strstr(out, "edge/fra1/n-gap#b2 seq 2 epoch 1795867200 ") != NULL, "%s", out);
-    snprintf(cmd, sizeof cmd, "%s/cli/gridmeter rejects show --db '%s' 2>&1", GM_BINARY_DIR,
-             e.conninfo);
-    p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    ck_assert_int_eq(pclose(p), 0);
-    ck_assert_msg(strstr(out, "\nepoch         1795867200\n") != NULL, "%s", out);
+    int st;
+    char *out = h_rejects_cmd(&e, NULL, "list", &st);
+    ck_assert_msg(st == 0 && strstr(out, "edge/fra1/n-gap#b2 seq 2 epoch 1795867200 "), "%s", out);
+    free(out);
+    out = h_rejects_cmd(&e, NULL, "show", &st);
+    ck_assert_msg(st == 0 && strstr(out, "\nepoch         1795867200\n"), "%s", out);
+    free(out);
     ASSERT_Q(&e,
              "SELECT string_agg(concat_ws(':', epoch, accepted, rejected, missing), ','"
              " ORDER BY epoch) FROM audit.source_completeness",
