@@ -203,7 +203,9 @@ static void import_doc(api_req *r, bool contract)
     if (rc == GM_EINVAL || rc == GM_ERANGE || rc == GM_ENOTFOUND)
         api__problem(r, 400, "invalid-document", NULL, "%s", err);
     else if (rc == GM_ECONFLICT)
-        api__problem(r, 409, "conflict", NULL, "%s", err);
+        /* a contract naming a card that is not stored: field card_id (docs/api.md, Admin) */
+        api__problem(r, 409, "conflict", contract && strstr(err, ": card_id: ") ? "card_id" : NULL,
+                     "%s", err);
     else if (rc) {
         gm_error("api", "msg=\"import failed\" err=\"%s\"", err);
         api__problem(r, 500, "internal", NULL, "import failed (logged)");

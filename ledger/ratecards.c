@@ -244,6 +244,11 @@ static int import_contract(PGconn *c, const char *json, size_t len, unsigned fla
     rc = add_documents(c, book, cards_sql, "gm.rate_cards", gm_rating_book_add_card, err, err_len);
     if (rc == 0 && (rc = gm_rating_book_add_contract(book, json, len, why, sizeof why)))
         gm_fail(err, err_len, rc, "contract %s: %s", tenant, why);
+    /* ... and the card it names must exist (or a default card, when it names none), with the
+     * models of its tier rules: before, such a contract was stored and then every event of the
+     * tenant was rejected. The message names the field (card_id, tiers[N].models). */
+    if (rc == 0 && (rc = gm_rating_book_check_contracts(book, why, sizeof why)))
+        rc = gm_fail(err, err_len, GM_ECONFLICT, "%s; import the card first", why);
     gm_rating_book_free(book);
     if (rc == 0)
         rc = check_effective(c, &info, flags, err, err_len);

@@ -1334,6 +1334,31 @@ START_TEST(test_the_effect_and_its_idempotency_record_commit_together)
 }
 END_TEST
 
+/* Regression (issue 15 review): POST /v1/contracts naming a card that is not stored was 201,
+ * and then every event of the tenant was rejected. 409 with field card_id, nothing stored, no
+ * idempotency record (the card may be imported, then the same key retried). */
+START_TEST(test_regression_a_contract_naming_a_missing_card_is_409)
+{
+    PGconn *c = db();
+    http_resp r;
+    const char *body = "{\"tenant\":\"ghost-card\",\"card_id\":\"no-such-card\","
+                       "\"currency\":\"USD\"}";
+    http_do(F.port, "POST", "/v1/contracts", F.admin, "ghost-card-1", body, NULL, &r);
+    ck_assert_msg(r.status == 409, "%d %s", r.status, r.body);
+    ck_assert_msg(strstr(r.body, "\"field\":\"card_id\"") ||
+                      strstr(r.body, "\"field\": \"card_id\""),
+                  "%s", r.body);
+    ck_assert_msg(strstr(r.body, "card no-such-card does not exist"), "%s", r.body);
+    http_free(&r);
+    char *n = gm_test_pg_value(c, "SELECT (SELECT count(*) FROM gm.contracts WHERE tenant ="
+                                  " 'ghost-card') || '/' || (SELECT count(*) FROM"
+                                  " gm.idempotency WHERE idem_key = 'ghost-card-1')");
+    ck_assert_str_eq(n, "0/0");
+    free(n);
+    PQfinish(c);
+}
+END_TEST
+
 START_TEST(test_idempotency_records_expire_after_the_retention_and_are_deleted)
 {
     http_resp r;
@@ -1662,6 +1687,7 @@ int main(void)
     tcase_add_test(tc, test_regression_unauthenticated_requests_never_take_a_pool_connection);
     tcase_add_test(tc, test_two_rerating_runs_at_once_apply_the_correction_once);
     tcase_add_test(tc, test_dashboard_errors_are_problem_json);
+    tcase_add_test(tc, test_regression_a_contract_naming_a_missing_card_is_409);
     tcase_add_test(tc, test_keep_alive_serves_n_requests_then_closes_and_checks_each_request);
     tcase_add_test(tc, test_by_default_every_answer_closes_the_connection);
     tcase_add_test(tc, test_tls_requests_keep_the_target_and_framing_rules);

@@ -288,6 +288,44 @@ START_TEST(test_card_versions_are_never_rewritten)
 }
 END_TEST
 
+/* Regression (issue 15 review): a contract naming a card that is not stored was imported, and
+ * then every event of its tenant was rejected. It is refused at import (409, the card may be
+ * imported later), naming card_id, and nothing is stored; the same with the card is imported. */
+START_TEST(test_contract_naming_a_missing_card_is_refused_at_import)
+{
+    char ci[256];
+    snprintf(ci, sizeof ci, "%s", gm_test_db_create("card_missing"));
+    PGconn *c = gm_test_pg_connect(ci);
+    char err[1024], msg[512];
+    ck_assert_int_eq(gm_ledger_migrate(c, gm_ledger_migrations, gm_ledger_migrations_count,
+                                       GM_MIGRATE_APPLY, NULL, err, sizeof err),
+                     0);
+    size_t len;
+    char *card = read_example("list-usd-v1.json", &len);
+    ck_assert_msg(gm_ledger_import(c, card, len, msg, sizeof msg, err, sizeof err) == 0, "%s", err);
+    const char *bad = "{\"tenant\":\"nocard\",\"card_id\":\"no-such-card\",\"currency\":\"USD\"}";
+    int rc = gm_ledger_import(c, bad, strlen(bad), msg, sizeof msg, err, sizeof err);
+    ck_assert_msg(rc == GM_ECONFLICT, "%d %s", rc, err);
+    ck_assert_msg(strstr(err, "card_id: card no-such-card does not exist"), "%s", err);
+    char *v = gm_test_pg_value(c, "SELECT count(*) FROM gm.contracts");
+    ck_assert_str_eq(v, "0");
+    free(v);
+    /* inside a caller's transaction (the API's POST) too: refused, the caller rolls back */
+    gm_test_pg_exec(c, "BEGIN");
+    ck_assert_int_eq(gm_ledger_import(c, bad, strlen(bad), msg, sizeof msg, err, sizeof err),
+                     GM_ECONFLICT);
+    gm_test_pg_exec(c, "ROLLBACK");
+    const char *good = "{\"tenant\":\"nocard\",\"currency\":\"USD\"}"; /* the default card */
+    ck_assert_msg(gm_ledger_import(c, good, strlen(good), msg, sizeof msg, err, sizeof err) == 0,
+                  "%s", err);
+    v = gm_test_pg_value(c, "SELECT count(*) FROM gm.contracts");
+    ck_assert_str_eq(v, "1");
+    free(v);
+    PQfinish(c);
+    gm_test_db_drop(ci);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ledger_pg");
@@ -296,6 +334,7 @@ int main(void)
     tcase_add_test(tc, test_migrate_twice_is_a_no_op);
     tcase_add_test(tc, test_failed_migration_leaves_nothing_half_applied);
     tcase_add_test(tc, test_card_versions_are_never_rewritten);
+    tcase_add_test(tc, test_contract_naming_a_missing_card_is_refused_at_import);
     tcase_add_test(tc, test_compact_ledger_keeps_rows_exactly);
     tcase_add_test(tc, test_compact_ledger_refuses_to_drop_an_unknown_column);
     suite_add_tcase(s, tc);
