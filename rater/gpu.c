@@ -59,8 +59,8 @@ struct gm_rater_gpu {
     char (*reasons)[768];
     uint64_t accepted, duplicates, rejected;
     gm_rating_book *book; /* prices the windows' charges (gpu_basis); reloaded like the rater's */
-    int64_t book_loaded_us;
-    bool topic_registered; /* gm.gpu_topics holds g->topic */
+    gm_rater_book_watch book_watch; /* reloads after imports (rater/book_watch.c) */
+    bool topic_registered;          /* gm.gpu_topics holds g->topic */
 };
 
 static bool stopping(const gm_rater_gpu *g)
@@ -869,29 +869,15 @@ static void free_msgs(gm_rater_gpu *g)
     g->n_msgs = 0;
 }
 
-/* The book that prices the windows' charges: loaded on the first batch, re-read every
- * book_reload_s like the rater's (an old book is kept when re-reading fails; without any, the
- * batch waits, so that no window is stored uncharged for want of a book). */
+/* The book that prices the windows' charges: loaded on the first batch, then reloaded like
+ * the rater's (rater/book_watch.c: after an import's notification, or every book_reload_s); an
+ * old book is kept when re-reading fails; without any, the batch waits, so that no window is
+ * stored uncharged for want of a book. */
 static int ensure_book(gm_rater_gpu *g, char *err, size_t err_len)
 {
-    int64_t now = gm_mono_us();
-    if (g->book && (g->cfg->book_reload_s <= 0 ||
-                    now - g->book_loaded_us < (int64_t)g->cfg->book_reload_s * GM_US_PER_SEC))
-        return 0;
-    gm_rating_book *b = NULL;
-    int rc = gm_ledger_load_book(g->pg, &b, err, err_len);
-    if (rc) {
-        if (!g->book)
-            return rc;
-        gm_warn(GPU_COMP, "msg=\"rate cards not reloaded, keeping the previous ones\" error=\"%s\"",
-                err);
-        g->book_loaded_us = now;
-        return 0;
-    }
-    gm_rating_book_free(g->book);
-    g->book = b;
-    g->book_loaded_us = now;
-    return 0;
+    int rc = gm_rater__book_refresh(g->pg, &g->book, &g->book_watch, g->cfg->book_reload_s,
+                                    GPU_COMP, err, err_len);
+    return g->book ? 0 : rc;
 }
 
 static bool unreadable_message(const rd_kafka_message_t *m)

@@ -78,7 +78,7 @@ typedef struct rater {
     PGconn *pg;
     gm_ledger_writer *writer;
     gm_rating_book *book;
-    int64_t book_loaded_us;
+    gm_rater_book_watch book_watch; /* reloads after imports (rater/book_watch.c) */
     /* Partitions we own and the next offset PostgreSQL holds for each (-1: no row). */
     bool owned[MAX_PARTITIONS];
     int64_t stored[MAX_PARTITIONS];
@@ -341,18 +341,6 @@ static int ensure_partitions(rater *r, int64_t from_us, int months, int *made, c
     if (gm_rater__fault(GM_RATER_FAULT_PARTITIONS))
         return gm_fail(err, err_len, GM_EDB, "gm.ensure_ledger_partitions: injected failure");
     return gm_ledger_ensure_partitions(r->pg, from_us, months, made, err, err_len);
-}
-
-static int load_book(rater *r, char *err, size_t err_len)
-{
-    gm_rating_book *book = NULL;
-    int rc = gm_ledger_load_book(r->pg, &book, err, err_len);
-    if (rc)
-        return rc;
-    gm_rating_book_free(r->book);
-    r->book = book;
-    r->book_loaded_us = gm_mono_us();
-    return 0;
 }
 
 static rd_kafka_t *make_consumer(rater *r, char *err, size_t err_len)
@@ -786,7 +774,8 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
             goto out;
     }
     r->writer = gm_ledger_writer_new(r->pg);
-    if ((rc = load_book(r, err, err_len)))
+    if ((rc = gm_rater__book_refresh(r->pg, &r->book, &r->book_watch, cfg->book_reload_s, "rater",
+                                     err, err_len)))
         goto out;
     {
         PGresult *res = PQexec(r->pg, "SELECT count(*) FROM gm.rate_cards");
@@ -877,6 +866,9 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
             last_activity = gm_mono_us();
             if (pg_reconnect(r, err, err_len) != 0)
                 break;
+            char why[512]; /* a failed reload keeps the loaded book (logged) */
+            (void)gm_rater__book_refresh(r->pg, &r->book, &r->book_watch, cfg->book_reload_s,
+                                         "rater", why, sizeof why);
             int brc = process_batch(r, &committed);
             free_msgs(r);
             /* the batch's time (a long PostgreSQL outage included) is not idle time: counted
@@ -914,16 +906,6 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
                 break;
         }
         int64_t now = gm_mono_us();
-        if (cfg->book_reload_s > 0 &&
-            now - r->book_loaded_us > cfg->book_reload_s * GM_US_PER_SEC && r->pg &&
-            PQstatus(r->pg) == CONNECTION_OK) {
-            char why[512];
-            if (load_book(r, why, sizeof why) != 0)
-                gm_warn("rater",
-                        "msg=\"rate cards not reloaded, keeping the loaded ones\" "
-                        "error=\"%s\"",
-                        why);
-        }
         if (now >= next_partitions && r->pg && PQstatus(r->pg) == CONNECTION_OK) {
             char why[512];
             int made = 0;

@@ -42,6 +42,23 @@ typedef struct gm_rater_metrics_t {
 extern gm_rater_metrics_t gm_rater_metrics;
 
 struct gm_rating_book;
+/* The rating book follows imports (rater/book_watch.c): the connection that LISTENs on gm_book
+ * and when the book was last loaded. Zero-initialized. */
+typedef struct gm_rater_book_watch {
+    PGconn *conn;      /* the connection LISTENing (NULL: none yet, or LISTEN failed) */
+    int backend_pid;   /* its backend: a reconnect gives another */
+    int64_t loaded_us; /* gm_mono_us() of the last load */
+    bool pending;      /* a reload failed: tried again at the next call */
+    uint64_t reloads;
+} gm_rater_book_watch;
+/* Before a batch: LISTENs gm_book on a new connection, reads the notifications that arrived
+ * without a round trip, and reloads *book when one did, when the connection is new, when *book
+ * is NULL, after a failed reload, or reload_s (> 0) after the last load. 0, or the load's error
+ * (*book kept, the failure logged when there was one). */
+int gm_rater__book_refresh(PGconn *pg, struct gm_rating_book **book, gm_rater_book_watch *w,
+                           int reload_s, const char *comp, char *err, size_t err_len);
+
+struct gm_rating_book;
 struct gm_rater_config;
 /* The rules after decoding, for the rater and `gridmeter rejects replay` alike: the time
  * policy, then the price. 0 with *row filled (ev borrowed; Kafka coordinates and message

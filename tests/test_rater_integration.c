@@ -1,5 +1,6 @@
 /* Integration: the rater against the real Kafka broker and the real PostgreSQL server.
  * Each test ends with h_verify(): the ledger equals what was sent, exactly once. */
+#include "gm_ledger.h"
 #include "rater_harness.h"
 
 #include <librdkafka/rdkafka.h>
@@ -310,6 +311,55 @@ START_TEST(test_retention_gap_is_reported_not_silent)
 }
 END_TEST
 
+/* Regression (issue 15 review): after a contract import the rater priced events with its old
+ * book for up to --reload-s (30 s). The import NOTIFYs gm_book and the rater reloads before
+ * its next batch: events produced right after the import are priced under the new contract;
+ * those rated before keep the old terms (only re-rating changes them). */
+START_TEST(test_a_contract_import_takes_effect_for_the_next_batch)
+{
+    h_env e;
+    h_env_open(&e, "bookw", 2);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    /* the fallback out of the way: only the notification can make the rater reload */
+    const char *const args[] = {"--reload-s", "3600", "--exit-idle-ms", "6000", NULL};
+    pid_t pid = h_rater_start(&e, "bw1", args);
+    h_traffic t1 = {.sources = 20, .events = 400, .seed = 7};
+    h_produce(&e, &t1, &x);
+    ck_assert_int_ge(h_wait_accounted(&e, 400, 60), 400);
+    PGconn *c = gm_test_pg_connect(e.conninfo);
+    char *v = gm_test_pg_value(c, "SELECT count(*) FROM audit.usage_events WHERE tenant <> 'acme'"
+                                  " AND tenant_unknown");
+    ck_assert_int_gt(atoi(v), 0); /* no contract yet: the default card, flagged */
+    free(v);
+    char msg[512], err[1024];
+    for (int i = 0; i < H_TENANTS; i++) {
+        if (!strcmp(h_tenants[i], "acme"))
+            continue;
+        char doc[256];
+        snprintf(doc, sizeof doc,
+                 "{\"tenant\":\"%s\",\"card_id\":\"list-usd\",\"currency\":\"USD\"}", h_tenants[i]);
+        ck_assert_msg(gm_ledger_import(c, doc, strlen(doc), msg, sizeof msg, err, sizeof err) == 0,
+                      "%s", err);
+    }
+    h_traffic t2 = {.sources = 20, .events = 400, .seed = 8, .source_base = 100};
+    h_produce(&e, &t2, &x);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    h_verify(&e, &x);
+    v = gm_test_pg_value(c, "SELECT count(*) FILTER (WHERE tenant_unknown) || '/' || count(*)"
+                            " FROM audit.usage_events WHERE source ~ 'node-1[0-9][0-9]$'");
+    ck_assert_msg(!strcmp(v, "0/400"), "events after the import priced without it: %s", v);
+    free(v);
+    /* rated before the import: as they were */
+    v = gm_test_pg_value(c, "SELECT count(*) FILTER (WHERE tenant_unknown) > 0 FROM"
+                            " audit.usage_events WHERE source ~ 'node-0[0-9][0-9]$'");
+    ck_assert_str_eq(v, "t");
+    free(v);
+    PQfinish(c);
+    h_env_close(&e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rater");
@@ -326,6 +376,7 @@ int main(void)
     ADD(test_seq_holes_show_up_in_source_gaps);
     ADD(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write);
     ADD(test_retention_gap_is_reported_not_silent);
+    ADD(test_a_contract_import_takes_effect_for_the_next_batch);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
