@@ -34,6 +34,8 @@ typedef struct {
 typedef struct {
     int64_t period_us;
     int pct;
+    gm_i128 limit_e18; /* the limit it was raised under (sql/0023) */
+    char currency[4];
 } ent_alert;
 
 typedef struct ent_tenant {
@@ -202,21 +204,29 @@ static void del_month(ent_tenant *t, int64_t period, const char *currency)
         }
 }
 
-static void set_alert(ent_tenant *t, int64_t period, int pct, bool present)
+static bool set_alert(ent_tenant *t, int64_t period, int pct, const char *limit,
+                      const char *currency, bool present)
 {
+    gm_i128 lim = 0;
+    char why[128];
+    if (gm_dec_parse(limit, strlen(limit), 18, &lim, why, sizeof why) || strlen(currency) != 3)
+        return false;
     for (int i = 0; i < t->n_alerts; i++)
-        if (t->alerts[i].period_us == period && t->alerts[i].pct == pct) {
+        if (t->alerts[i].period_us == period && t->alerts[i].pct == pct &&
+            t->alerts[i].limit_e18 == lim && !strcmp(t->alerts[i].currency, currency)) {
             if (!present)
                 t->alerts[i] = t->alerts[--t->n_alerts];
-            return;
+            return true;
         }
     if (!present)
-        return;
+        return true;
     if (t->n_alerts == t->cap_alerts) {
         t->cap_alerts = t->cap_alerts ? t->cap_alerts * 2 : 4;
         t->alerts = gm_xrealloc(t->alerts, (size_t)t->cap_alerts * sizeof *t->alerts);
     }
-    t->alerts[t->n_alerts++] = (ent_alert){period, pct};
+    t->alerts[t->n_alerts] = (ent_alert){period, pct, lim, ""};
+    memcpy(t->alerts[t->n_alerts++].currency, currency, 4);
+    return true;
 }
 
 /* ---- Snapshots ------------------------------------------------------------------------- */
@@ -313,13 +323,13 @@ static int load(api_mirror *m, PGconn *c, char *err, size_t err_len)
     if (!(r = q(
               c,
               "SELECT tenant, (extract(epoch FROM period_start) * 1000000)::bigint,"
-              " threshold_percent FROM gm.budget_alerts"
+              " threshold_percent, monthly_limit::text, currency FROM gm.budget_alerts"
               " WHERE period_start >= 'epoch'::timestamptz + $1::bigint * interval '1 microsecond'",
               1, p, err, err_len)))
         goto out;
     for (int i = 0; i < PQntuples(r); i++)
-        set_alert(map_get(&nm, PQgetvalue(r, i, 0)), atoll(PQgetvalue(r, i, 1)),
-                  atoi(PQgetvalue(r, i, 2)), true);
+        (void)set_alert(map_get(&nm, PQgetvalue(r, i, 0)), atoll(PQgetvalue(r, i, 1)),
+                        atoi(PQgetvalue(r, i, 2)), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), true);
     PQclear(r);
     rc = 0;
 out:
@@ -350,7 +360,7 @@ static int apply(api_mirror *m, char *s, uint64_t *hb)
         return 0;
     char *f[7] = {0};
     int want = kind == 's' || kind == 'S' || kind == 'b' ? 6
-               : kind == 'a' || kind == 'A'              ? 4
+               : kind == 'a' || kind == 'A'              ? 6
                : kind == 'h' || kind == 'B'              ? 2
                                                          : 1;
     char *p = s + 2;
@@ -394,7 +404,7 @@ static int apply(api_mirror *m, char *s, uint64_t *hb)
     else if (kind == 'b')
         ok = set_budget(map_get(&m->map, tenant), f[1], f[2], !strcmp(f[3], "t"), f[4]);
     else if (kind == 'a' || kind == 'A')
-        set_alert(map_get(&m->map, tenant), atoll(f[1]), atoi(f[2]), kind == 'a');
+        ok = set_alert(map_get(&m->map, tenant), atoll(f[1]), atoi(f[2]), f[3], f[4], kind == 'a');
     return ok ? 0 : 1;
 }
 
@@ -633,8 +643,9 @@ bool api__mirror_answer(api_mirror *m, const char *tenant, int64_t now_us, api_e
                 v->spend_updated_us = t->months[i].updated_us;
             }
         for (int i = 0; i < t->n_alerts && v->n_crossed < (int)GM_ARRAY_LEN(v->crossed); i++)
-            if (t->alerts[i].period_us == month)
-                v->crossed[v->n_crossed++] = t->alerts[i].pct;
+            if (t->alerts[i].period_us == month && t->alerts[i].limit_e18 == t->limit_e18 &&
+                !strcmp(t->alerts[i].currency, t->currency))
+                v->crossed[v->n_crossed++] = t->alerts[i].pct; /* of the current limit */
         v->allowed = !t->hard || spend < t->limit_e18;
     } else {
         v->allowed = true;

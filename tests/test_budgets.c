@@ -153,6 +153,70 @@ START_TEST(test_alerts_follow_committed_charges_only)
 }
 END_TEST
 
+/* One charge of `amount` for acme in the current hour of gridmeter's clock. */
+static void charge_now(PGconn *c, const char *amount)
+{
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO gm.charges (tenant, hour, site, model, dimension, card_id,"
+             " card_version, site_tier, currency, unit_price, quantity, amount, events) VALUES"
+             " ('acme', date_trunc('hour', gm.now()), 'fra1', 'm', 'output', 'list', 1, 'metro',"
+             " 'USD', 0.000001, 1, %s, 1) ON CONFLICT (tenant, hour, site, model, dimension,"
+             " card_id, card_version, unit_price) DO UPDATE SET"
+             " quantity = gm.charges.quantity + EXCLUDED.quantity,"
+             " amount = gm.charges.amount + EXCLUDED.amount, events = gm.charges.events + 1",
+             amount);
+    gm_test_pg_exec(c, sql);
+}
+
+#define IDS_SQL                                                                                    \
+    "SELECT string_agg(replace(event_id, to_char(gm.month_of(gm.now()) AT TIME ZONE 'UTC',"        \
+    " 'YYYY-MM'), 'M'), ',' ORDER BY event_id) FROM gm.webhook_outbox"
+
+/* Regression (issue 15 review): a budget lowered below the month's spend raised no alert until
+ * the next charge, and a raised limit never alerted again at 100 %. Alerts are exactly once per
+ * tenant, month, threshold and limit, evaluated by charges and by setting the budget (in its
+ * transaction); the first alert of a threshold keeps the id budget.<t>.<M>.<pct>, a later one
+ * under another limit has the limit appended. */
+START_TEST(test_a_budget_set_below_the_spend_alerts_at_once_and_each_limit_alerts_once)
+{
+    fixture f;
+    open_db(&f, "budget_limit");
+    charge_now(f.c, "60.00");
+    expect(f.c, "SELECT count(*) FROM gm.budget_alerts", "0");
+    gm_test_pg_exec(f.c, "INSERT INTO gm.budgets (tenant, currency, monthly_limit, thresholds)"
+                         " VALUES ('acme', 'USD', 100, '{50,100}')");
+    expect(f.c, IDS_SQL, "budget.acme.M.50"); /* at once, no charge needed */
+    /* a set that rolls back raises nothing */
+    gm_test_pg_exec(f.c, "BEGIN; UPDATE gm.budgets SET monthly_limit = 10; ROLLBACK");
+    expect(f.c, IDS_SQL, "budget.acme.M.50");
+    gm_test_pg_exec(f.c, "UPDATE gm.budgets SET monthly_limit = 50"); /* below the spend */
+    expect(f.c, IDS_SQL, "budget.acme.M.100,budget.acme.M.50,budget.acme.M.50.50");
+    expect(f.c,
+           "SELECT payload->>'limit' || ' ' || (payload->>'spend') FROM gm.webhook_outbox"
+           " WHERE event_id LIKE 'budget.acme.%.100'",
+           "50.000000000000000000 60.000000000000000000");
+    gm_test_pg_exec(f.c, "UPDATE gm.budgets SET monthly_limit = 200"); /* 30 %: nothing */
+    expect(f.c, "SELECT count(*) FROM gm.webhook_outbox", "3");
+    charge_now(f.c, "40.00"); /* 100.00 = 50 % of 200: once more, under the new limit */
+    expect(f.c, IDS_SQL,
+           "budget.acme.M.100,budget.acme.M.50,budget.acme.M.50.200,budget.acme.M.50.50");
+    gm_test_pg_exec(f.c, "UPDATE gm.budgets SET hard_limit = false");  /* not a new limit */
+    gm_test_pg_exec(f.c, "UPDATE gm.budgets SET monthly_limit = 100"); /* back: 50 % had it */
+    expect(f.c, IDS_SQL,
+           "budget.acme.M.100,budget.acme.M.100.100,budget.acme.M.50,budget.acme.M.50.200,"
+           "budget.acme.M.50.50");
+    gm_test_pg_exec(f.c, "UPDATE gm.budgets SET monthly_limit = 100.000");
+    charge_now(f.c, "1.00");
+    expect(f.c,
+           "SELECT count(*) || ' ' || count(DISTINCT (threshold_percent, monthly_limit))"
+           " FROM gm.budget_alerts",
+           "5 5");
+    expect(f.c, "SELECT count(*) FROM gm.webhook_outbox", "5");
+    close_db(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("budgets");
@@ -160,6 +224,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_many_raters_crossing_one_threshold_raise_one_alert_each);
     tcase_add_test(tc, test_alerts_follow_committed_charges_only);
+    tcase_add_test(tc, test_a_budget_set_below_the_spend_alerts_at_once_and_each_limit_alerts_once);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }

@@ -194,17 +194,20 @@ START_TEST(test_committed_spend_shows_without_restart_and_the_hard_limit_flips)
     cJSON_Delete(j);
     gm_test_pg_exec(open, "ROLLBACK");
     PQfinish(open);
-    /* a hard limit at exactly the spend: refused, without a charge */
+    /* a hard limit at exactly the spend: refused, without a charge; setting it crosses both
+     * thresholds of the new limit at once (sql/0023: before, only the next charge did) */
     char sql[512];
     snprintf(sql, sizeof sql, "UPDATE gm.budgets SET monthly_limit = %s WHERE tenant = 'ent-one'",
              sum);
     gm_test_pg_exec(c, sql);
     j = ent_until(port, "ent-one", sum, 0, "memory");
     ck_assert_str_eq(jstr(j, "reason"), "monthly limit reached");
-    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "thresholds_crossed")),
-                     0);
     cJSON_Delete(j);
-    /* the next charge crosses both thresholds (alerts pushed too) */
+    char *n_alerts = gm_test_pg_value(c, "SELECT count(*) FROM gm.budget_alerts"
+                                         " WHERE tenant = 'ent-one'");
+    ck_assert_str_eq(n_alerts, "2");
+    free(n_alerts);
+    /* the next charge raises nothing more (alerts pushed too) */
     charge(c, "ent-one", t, 10, 0);
     free(sum);
     sum = month_sum(c, "ent-one", month);
@@ -225,6 +228,24 @@ START_TEST(test_committed_spend_shows_without_restart_and_the_hard_limit_flips)
     /* soft, then no budget at all */
     gm_test_pg_exec(c, "UPDATE gm.budgets SET hard_limit = false WHERE tenant = 'ent-one'");
     cJSON_Delete(ent_until(port, "ent-one", sum, 1, "memory"));
+    /* a raised limit: the alerts of the old one are not this limit's crossings */
+    gm_test_pg_exec(c, "UPDATE gm.budgets SET monthly_limit = monthly_limit * 4"
+                       " WHERE tenant = 'ent-one'");
+    j = ent_until(port, "ent-one", sum, 1, "memory");
+    for (int k = 0; k < 1000 && cJSON_GetArraySize(
+                                    cJSON_GetObjectItemCaseSensitive(j, "thresholds_crossed")) != 0;
+         k++) {
+        cJSON_Delete(j);
+        usleep(5000);
+        j = ent_until(port, "ent-one", sum, 1, "memory");
+    }
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "thresholds_crossed")),
+                     0);
+    ck_assert_str_eq(jstr(j, "reason"), "within budget");
+    d = ent(port_db, "ent-one");
+    same_figure(j, d);
+    cJSON_Delete(d);
+    cJSON_Delete(j);
     gm_test_pg_exec(c, "DELETE FROM gm.budgets WHERE tenant = 'ent-one'");
     j = ent_until(port, "ent-one", NULL, 1, "memory");
     for (int k = 0; k < 1000 && strcmp(jstr(j, "reason"), "no budget"); k++) {
