@@ -80,6 +80,23 @@ static bool from_database(api_req *r, api_ent_view *v)
     return ok;
 }
 
+/* The reasons (docs/api.md, "Budgets and alerts"): no budget; within budget (spend < limit);
+ * monthly limit reached (a hard budget at or over its limit: not allowed); soft limit
+ * reached (a soft budget at or over its limit: still allowed). Exact decimals. */
+static const char *entitlement_reason(const api_ent_view *v)
+{
+    if (!v->has_budget)
+        return "no budget";
+    if (!v->allowed)
+        return "monthly limit reached";
+    gm_i128 spend = 0, limit = 0;
+    char why[128];
+    if (!v->hard && !gm_dec_parse(v->spend, strlen(v->spend), 18, &spend, why, sizeof why) &&
+        !gm_dec_parse(v->limit, strlen(v->limit), 18, &limit, why, sizeof why) && spend >= limit)
+        return "soft limit reached";
+    return "within budget";
+}
+
 void api__h_entitlement(api_req *r)
 {
     if (!api__valid_tenant(r->param[0])) {
@@ -100,10 +117,7 @@ void api__h_entitlement(api_req *r)
     cJSON_AddStringToObject(o, "tenant", r->param[0]);
     cJSON_AddStringToObject(o, "period", period);
     cJSON_AddBoolToObject(o, "allowed", v.allowed);
-    cJSON_AddStringToObject(o, "reason",
-                            !v.has_budget ? "no budget"
-                            : v.allowed   ? "within budget"
-                                          : "monthly limit reached");
+    cJSON_AddStringToObject(o, "reason", entitlement_reason(&v));
     if (v.has_budget) {
         cJSON_AddStringToObject(o, "currency", v.currency);
         cJSON_AddStringToObject(o, "limit", v.limit);

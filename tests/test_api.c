@@ -1187,6 +1187,15 @@ START_TEST(test_entitlement_answers_from_the_budget_and_the_committed_spend)
     j = json_of(&r);
     http_free(&r);
     ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "allowed")));
+    /* regression (issue 15 review): a soft budget over its limit said "within budget" */
+    ck_assert_str_eq(jstr(j, "reason"), "soft limit reached");
+    cJSON_Delete(j);
+    gm_test_pg_exec(c, "UPDATE gm.budgets SET monthly_limit = monthly_limit * 3"
+                       " WHERE tenant = 'budgeted'");
+    http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.finance, NULL, NULL, NULL, &r);
+    j = json_of(&r);
+    http_free(&r);
+    ck_assert_str_eq(jstr(j, "reason"), "within budget");
     cJSON_Delete(j);
     /* another tenant's customer key does not see it */
     http_do(F.port, "GET", "/v1/tenants/budgeted/entitlement", F.acme, NULL, NULL, NULL, &r);

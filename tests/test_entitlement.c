@@ -227,7 +227,9 @@ START_TEST(test_committed_spend_shows_without_restart_and_the_hard_limit_flips)
     cJSON_Delete(j);
     /* soft, then no budget at all */
     gm_test_pg_exec(c, "UPDATE gm.budgets SET hard_limit = false WHERE tenant = 'ent-one'");
-    cJSON_Delete(ent_until(port, "ent-one", sum, 1, "memory"));
+    j = ent_until(port, "ent-one", sum, 1, "memory");
+    ck_assert_str_eq(jstr(j, "reason"), "soft limit reached"); /* was "within budget" */
+    cJSON_Delete(j);
     /* a raised limit: the alerts of the old one are not this limit's crossings */
     gm_test_pg_exec(c, "UPDATE gm.budgets SET monthly_limit = monthly_limit * 4"
                        " WHERE tenant = 'ent-one'");
