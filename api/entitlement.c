@@ -10,6 +10,7 @@
  * how stale it is (as_of, stale_us). docs/api.md, "Budgets and alerts". */
 #include "api_int.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +152,141 @@ void api__h_entitlement(api_req *r)
     api__json(r, 200, o);
 }
 
+/* The raw text of each item of the top-level array member `key` of the JSON object text s
+ * (valid JSON: cJSON parsed it): the count of items (those past max not stored), or -1 when
+ * the member is not found written plainly (a key with escapes) or is not an array. */
+static int raw_array_items(const char *s, size_t len, const char *key, const char **it, size_t *il,
+                           int max)
+{
+    size_t klen = strlen(key), i = 0;
+    int depth = 0;
+#define SKIP_WS(j)                                                                                 \
+    while ((j) < len && isspace((unsigned char)s[j]))                                              \
+    (j)++
+    for (; i < len; i++) {
+        char ch = s[i];
+        if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            depth--;
+        } else if (ch == '"') {
+            size_t st = ++i;
+            while (i < len && s[i] != '"')
+                i += s[i] == '\\' ? 2 : 1;
+            size_t j = i + 1;
+            SKIP_WS(j);
+            if (depth != 1 || i - st != klen || memcmp(s + st, key, klen) || j >= len ||
+                s[j] != ':')
+                continue;
+            j++;
+            SKIP_WS(j);
+            if (j >= len || s[j] != '[')
+                return -1;
+            j++;
+            SKIP_WS(j);
+            int n = 0;
+            if (j < len && s[j] == ']')
+                return 0;
+            while (j < len) {
+                size_t b = j;
+                int d = 0;
+                for (; j < len; j++) {
+                    char c = s[j];
+                    if (c == '"') {
+                        for (j++; j < len && s[j] != '"'; j += s[j] == '\\' ? 2 : 1)
+                            ;
+                    } else if (c == '[' || c == '{') {
+                        d++;
+                    } else if ((c == ']' || c == '}') && d-- == 0) {
+                        break;
+                    } else if (c == ',' && d == 0) {
+                        break;
+                    }
+                }
+                size_t e = j;
+                while (e > b && isspace((unsigned char)s[e - 1]))
+                    e--;
+                if (n < max) {
+                    it[n] = s + b;
+                    il[n] = e - b;
+                }
+                n++;
+                if (j >= len || s[j] != ',')
+                    return n;
+                j++;
+                SKIP_WS(j);
+            }
+            return n;
+        }
+    }
+#undef SKIP_WS
+    return -1;
+}
+
+/* thresholds_percent: 1 to 16 JSON integers 1..1000 written as plain digits (no fraction,
+ * exponent, sign or leading zero: 50.0, 5e1, 050 and 1e300 are refused; before, they were cast
+ * to int, 1e300 undefined), strictly increasing. Writes "{50,80,100}" into thr. */
+static bool thresholds_ok(api_req *r, const cJSON *th, char *thr, size_t thr_len)
+{
+    const char *it[17];
+    size_t il[17];
+    int n = cJSON_IsArray(th) ? cJSON_GetArraySize(th) : -1;
+    if (n < 1 || n > 16) {
+        if (n < 0)
+            api__problem(r, 400, "invalid-field", "thresholds_percent",
+                         "body.thresholds_percent: must be an array of 1 to 16 integers from 1 "
+                         "to 1000, strictly increasing, e.g. [50, 80, 100]");
+        else
+            api__problem(r, 400, "invalid-field", "thresholds_percent",
+                         "body.thresholds_percent: must have 1 to 16 thresholds, got %d", n);
+        return false;
+    }
+    int raw = raw_array_items(r->body, r->body_len, "thresholds_percent", it, il, 17);
+    int prev = 0;
+    snprintf(thr, thr_len, "{");
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = cJSON_GetArrayItem(th, i);
+        int x = 0;
+        bool plain = cJSON_IsNumber(v);
+        if (plain && raw == n) { /* the text as written: 1 to 4 digits, no leading zero */
+            plain = il[i] >= 1 && il[i] <= 4 && it[i][0] >= '1' && it[i][0] <= '9';
+            for (size_t k = 0; plain && k < il[i]; k++)
+                plain = isdigit((unsigned char)it[i][k]);
+            if (plain)
+                x = atoi(it[i]);
+        } else if (plain) { /* not found as plain text (an escaped key): the value, checked */
+            plain = v->valuedouble >= 1 && v->valuedouble <= 1000 &&
+                    v->valuedouble == (double)(int)v->valuedouble;
+            if (plain)
+                x = (int)v->valuedouble;
+        }
+        if (!plain || x < 1 || x > 1000) {
+            char got[48];
+            if (raw == n)
+                snprintf(got, sizeof got, "%.*s%s", (int)(il[i] > 40 ? 40 : il[i]), it[i],
+                         il[i] > 40 ? "..." : "");
+            else
+                snprintf(got, sizeof got, "%s", cJSON_IsNumber(v) ? "a number" : "not a number");
+            api__problem(r, 400, "invalid-field", "thresholds_percent",
+                         "body.thresholds_percent[%d]: must be an integer from 1 to 1000 written "
+                         "as plain digits (no fraction, exponent, sign or leading zero), got %s",
+                         i, got);
+            return false;
+        }
+        if (x <= prev) {
+            api__problem(r, 400, "invalid-field", "thresholds_percent",
+                         "body.thresholds_percent[%d]: must be greater than the one before it "
+                         "(%d): thresholds are strictly increasing, got %d",
+                         i, prev, x);
+            return false;
+        }
+        prev = x;
+        snprintf(thr + strlen(thr), thr_len - strlen(thr), "%s%d", i ? "," : "", x);
+    }
+    snprintf(thr + strlen(thr), thr_len - strlen(thr), "}");
+    return true;
+}
+
 /* POST /v1/tenants/{t}/budget: sets the tenant's monthly budget (replaces it). Admins always;
  * the tenant's customer key only when an admin set customer_may_set, and then without
  * changing the currency or that flag. Body: {"currency": "USD", "monthly_limit": "1000.00",
@@ -194,25 +330,8 @@ void api__h_budget_set(api_req *r)
         goto out;
     }
     if (th) {
-        int n = cJSON_IsArray(th) ? cJSON_GetArraySize(th) : -1, prev = 0;
-        bool ok = n >= 1 && n <= 16;
-        for (int i = 0; ok && i < n; i++) {
-            const cJSON *v = cJSON_GetArrayItem(th, i);
-            ok = cJSON_IsNumber(v) && v->valuedouble == (double)(int)v->valuedouble &&
-                 v->valueint > prev && v->valueint <= 1000;
-            if (ok) {
-                prev = v->valueint;
-                snprintf(thr + strlen(thr), sizeof thr - strlen(thr), "%s%d", i ? "," : "",
-                         v->valueint);
-            }
-        }
-        if (!ok) {
-            api__problem(r, 400, "invalid-field", "thresholds_percent",
-                         "body.thresholds_percent: 1 to 16 integers from 1 to 1000, strictly "
-                         "increasing, e.g. [50, 80, 100]");
+        if (!thresholds_ok(r, th, thr, sizeof thr))
             goto out;
-        }
-        strcat(thr, "}");
     } else {
         snprintf(thr, sizeof thr, "{50,80,100}");
     }
@@ -227,6 +346,29 @@ void api__h_budget_set(api_req *r)
         api__problem(r, 403, "forbidden", "customer_may_set",
                      "body.customer_may_set: only an admin may set it");
         goto out;
+    }
+    if (!admin) {
+        /* a customer keeps the budget's currency: another one is 422 naming it (before, a 403
+         * that read like "not allowed") */
+        const char *q[1] = {t};
+        PGresult *cr = PQexecParams(r->db,
+                                    "SELECT currency FROM gm.budgets WHERE tenant = $1"
+                                    " AND customer_may_set",
+                                    1, NULL, q, NULL, NULL, 0);
+        if (PQresultStatus(cr) != PGRES_TUPLES_OK) {
+            api__db_problem(r, cr, "budget");
+            PQclear(cr);
+            goto out;
+        }
+        if (PQntuples(cr) == 1 && strcmp(PQgetvalue(cr, 0, 0), cur->valuestring)) {
+            api__problem(r, 422, "invalid-field", "currency",
+                         "body.currency: must be the budget's currency %s (a customer key cannot "
+                         "change it; an admin can), got %s",
+                         PQgetvalue(cr, 0, 0), cur->valuestring);
+            PQclear(cr);
+            goto out;
+        }
+        PQclear(cr);
     }
     const char *p[6] = {t,
                         cur->valuestring,
@@ -256,7 +398,7 @@ void api__h_budget_set(api_req *r)
     } else if (PQntuples(res) != 1) {
         api__problem(r, 403, "forbidden", "tenant",
                      "budget of %s: an admin has not allowed this tenant to set its budget "
-                     "(customer_may_set), or the currency is not the budget's",
+                     "(customer_may_set)",
                      t);
     } else {
         cJSON *o = cJSON_CreateObject();

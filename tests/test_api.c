@@ -1242,7 +1242,10 @@ START_TEST(test_budget_is_set_by_admins_and_by_customers_only_where_allowed)
     http_free(&r);
     http_do(F.port, "POST", "/v1/tenants/acme/budget", F.acme, "b-7",
             "{\"currency\":\"EUR\",\"monthly_limit\":\"1\"}", NULL, &r);
-    ck_assert_msg(r.status == 403, "another currency: %d %s", r.status, r.body);
+    /* a customer cannot change the currency: 422 naming it (was a 403 like "not allowed") */
+    ck_assert_msg(r.status == 422 && strstr(r.body, "\"field\":\"currency\"") &&
+                      strstr(r.body, "USD"),
+                  "another currency: %d %s", r.status, r.body);
     http_free(&r);
     struct {
         const char *body, *field;
@@ -1259,6 +1262,24 @@ START_TEST(test_budget_is_set_by_admins_and_by_customers_only_where_allowed)
         {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[80,50]}",
          "thresholds_percent"},
         {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"hard_limit\":1}", "hard_limit"},
+        /* regression (issue 15 review): cast to int, 1e300 undefined behaviour */
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[10,50.0]}",
+         "thresholds_percent"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[10,5e1]}",
+         "thresholds_percent"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[10,050]}",
+         "thresholds_percent"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":"
+         "[10, 0.9999999999999999999]}",
+         "thresholds_percent"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[10,1e300]}",
+         "thresholds_percent"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[10,1001]}",
+         "thresholds_percent"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[10,-5]}",
+         "thresholds_percent"},
+        {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"thresholds_percent\":[10,\"50\"]}",
+         "thresholds_percent"},
         {"{\"currency\":\"USD\",\"monthly_limit\":\"1\",\"limit\":1}", NULL}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char idem[16];
@@ -1270,6 +1291,10 @@ START_TEST(test_budget_is_set_by_admins_and_by_customers_only_where_allowed)
             snprintf(want, sizeof want, "\"field\":\"%s\"", bad[i].field);
             ck_assert_msg(strstr(r.body, want), "%s: %s", bad[i].body, r.body);
         }
+        if (strstr(bad[i].body, "[10,") || strstr(bad[i].body, "[10, ")) /* the index named */
+            ck_assert_msg(strstr(r.body, "thresholds_percent[1]: must be an integer from 1 to"
+                                         " 1000"),
+                          "%s: %s", bad[i].body, r.body);
         http_free(&r);
     }
     PGconn *c = db();
