@@ -30,8 +30,8 @@ static int reload(PGconn *pg, gm_rating_book **book, gm_rater_book_watch *w, con
     return 0;
 }
 
-int gm_rater__book_refresh(PGconn *pg, gm_rating_book **book, gm_rater_book_watch *w,
-                           int reload_s, const char *comp, char *err, size_t err_len)
+int gm_rater__book_refresh(PGconn *pg, gm_rating_book **book, gm_rater_book_watch *w, int reload_s,
+                           const char *comp, char *err, size_t err_len)
 {
     if (!pg || PQstatus(pg) != CONNECTION_OK)
         return *book ? 0 : gm_fail(err, err_len, GM_EDB, "no PostgreSQL connection");
@@ -40,23 +40,21 @@ int gm_rater__book_refresh(PGconn *pg, gm_rating_book **book, gm_rater_book_watc
      * load, since what was imported while no connection listened was announced to nobody. */
     if (w->conn != pg || w->backend_pid != PQbackendPID(pg)) {
         PGresult *r = PQexec(pg, "LISTEN gm_book");
-        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        w->listening = PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
-        if (ok) {
-            w->conn = pg;
-            w->backend_pid = PQbackendPID(pg);
-            need = true;
-        } else {
-            gm_warn(comp, "msg=\"LISTEN gm_book failed; the book is reloaded every reload_s only\""
-                          " error=\"%s\"",
+        w->conn = pg; /* tried once per connection */
+        w->backend_pid = PQbackendPID(pg);
+        need = true;
+        if (!w->listening)
+            gm_warn(comp,
+                    "msg=\"LISTEN gm_book failed; the book is reloaded every reload_s only\""
+                    " error=\"%s\"",
                     PQerrorMessage(pg));
-            w->conn = NULL;
-        }
     }
     /* What the server has sent since the last call: notifications that came during the
      * batch's own queries are already queued in libpq; PQconsumeInput reads the socket
      * without blocking (no round trip). */
-    if (w->conn == pg && PQconsumeInput(pg)) {
+    if (w->listening && PQconsumeInput(pg)) {
         PGnotify *n;
         while ((n = PQnotifies(pg))) {
             if (!strcmp(n->relname, "gm_book"))

@@ -45,8 +45,9 @@ struct gm_rating_book;
 /* The rating book follows imports (rater/book_watch.c): the connection that LISTENs on gm_book
  * and when the book was last loaded. Zero-initialized. */
 typedef struct gm_rater_book_watch {
-    PGconn *conn;      /* the connection LISTENing (NULL: none yet, or LISTEN failed) */
+    PGconn *conn;      /* the connection LISTEN was tried on (NULL: none yet) */
     int backend_pid;   /* its backend: a reconnect gives another */
+    bool listening;    /* LISTEN gm_book succeeded on it */
     int64_t loaded_us; /* gm_mono_us() of the last load */
     bool pending;      /* a reload failed: tried again at the next call */
     uint64_t reloads;
