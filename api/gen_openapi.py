@@ -29,7 +29,7 @@ schemas = {
                     "metered_quantity": INT_TXT, "metered_unit": S("string", enum=["token", "gpu_us", "request"]),
                     "unit_price": DEC, "amount_exact": DEC, "amount": DEC,
                     "discount_share": DEC, "credit_share": DEC,
-                    "corrects_period": S("string", pattern=r"^[0-9]{4}-[0-9]{2}$"),
+                    "corrects_period": {"type": ["string", "null"], "pattern": r"^[0-9]{4}-[0-9]{2}$", "description": "adjustment lines: the month they correct (YYYY-MM); null on every other line (always present)"},
                     "gpu_basis": {"type": ["string", "null"], "enum": ["requests", "windows", None], "description": "dimension gpu: where the contract bills GPU time from (docs/rating.md, GPU billing basis); null on other lines"}}),
     "Invoice": S("object", required=["invoice_id", "tenant", "period", "status"], properties={
         "invoice_id": STR, "tenant": STR, "issuer": STR,

@@ -74,6 +74,8 @@ cJSON *gm_billing_line_json(const gm_billing_line *l, int minor_units)
         char m[8];
         gm_billing_format_month(l->corrects_period_us, m);
         cJSON_AddStringToObject(j, "corrects_period", m);
+    } else {
+        cJSON_AddNullToObject(j, "corrects_period"); /* always present (docs/api.md) */
     }
     if (l->gpu_basis[0])
         cJSON_AddStringToObject(j, "gpu_basis", l->gpu_basis);
