@@ -679,6 +679,16 @@ START_TEST(test_credit_notes_never_exceed_what_is_creditable)
     ck_assert_str_eq(jstr(j, "status"), "void");
     ck_assert_str_eq(jstr(j, "credited"), "10.00");
     cJSON_Delete(j);
+    /* regression (issue 15 review): reconciliation showed a void invoice's charges as billed
+     * and invoiced; docs/auditors.md: a void invoice's period is unbilled, invoiced_amount is
+     * what finalized invoices billed */
+    char *rec = gm_test_pg_value(
+        c, "SELECT charged_amount::numeric(20,2) || ' ' || billed_amount::numeric(20,2) || ' ' ||"
+           " waiting_amount::numeric(20,2) || ' ' || unbilled_amount::numeric(20,2) || ' ' ||"
+           " coalesce(invoiced_amount::text, 'null') || ' ' || difference::numeric(20,2)"
+           " FROM audit.reconciliation WHERE tenant = 'tcredit' AND period_start = '2026-09-01Z'");
+    ck_assert_str_eq(rec, "10.00 0.00 0.00 10.00 null 0.00");
+    free(rec);
     snprintf(path, sizeof path, "/v1/invoices/%s/credit-notes", id);
     ck_assert_int_eq(
         post(path, F.finance, "cn-6", "{\"amount\":\"0.01\",\"reason\":\"after\"}", &j), 409);
