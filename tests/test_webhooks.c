@@ -271,6 +271,25 @@ START_TEST(test_delivery_survives_a_receiver_that_fails_is_slow_and_comes_back)
            " gm.webhook_deliveries WHERE delivered_at IS NOT NULL AND last_status = 200",
            "9 3 4");
     expect(f.c, "SELECT count(*) FROM audit.budget_alerts WHERE delivered_at IS NOT NULL", "3");
+    /* regression (issue 15 review): every attempt is kept (audit.webhook_attempts, sql/0024),
+     * not only the last; a delivered row has no next attempt (it showed one in the future) */
+    expect(f.c,
+           "SELECT count(*) FROM gm.webhook_deliveries d WHERE d.attempts <> (SELECT count(*)"
+           " FROM audit.webhook_attempts a WHERE a.event_id = d.event_id AND a.endpoint_id ="
+           " d.endpoint_id AND a.attempt BETWEEN 1 AND d.attempts)",
+           "0");
+    expect(f.c,
+           "SELECT count(*) FILTER (WHERE attempt = 1 AND status IS NULL AND error <> ''"
+           " AND NOT delivered) || ' ' || count(*) FILTER (WHERE attempt = 2 AND status = 503"
+           " AND error = 'HTTP 503') || ' ' || count(*) FILTER (WHERE delivered AND status = 200"
+           " AND error IS NULL) || ' ' || count(*) FILTER (WHERE url LIKE 'http://127.0.0.1:%')"
+           " || ' ' || count(*) FILTER (WHERE attempted_at IS NULL) FROM audit.webhook_attempts",
+           "9 9 9 29 0"); /* 9 x (down, 503, 200) + the two slow ones */
+    expect(f.c,
+           "SELECT count(*) FILTER (WHERE next_attempt_at IS NOT NULL) || ' ' ||"
+           " count(*) FILTER (WHERE last_attempt_at IS NULL) FROM audit.webhook_deliveries"
+           " WHERE delivered_at IS NOT NULL",
+           "0 0");
     /* the receivers' view: by (endpoint path, event id) each once, the slow ones twice */
     pthread_mutex_lock(&rx.mu);
     /* 9 delivered, plus what the slow receiver kept of its two late answers (both, unless the

@@ -5,8 +5,8 @@
  * sql/0009), so an event exists exactly when its fact does. Delivery is a separate loop:
  *   1. queue: one gm.webhook_deliveries row per (event, endpoint) that should receive it
  *      (INSERT ... ON CONFLICT DO NOTHING: any number of deliverers may run it);
- *   2. take one due row FOR UPDATE SKIP LOCKED in a transaction, POST, write the outcome,
- *      commit. The row lock is held across the POST, so two deliverers never send the same
+ *   2. take one due row FOR UPDATE SKIP LOCKED in a transaction, POST, write the outcome
+ *      (and the attempt's row in gm.webhook_attempts, sql/0024), commit. The row lock is held across the POST, so two deliverers never send the same
  *      delivery at once; a deliverer that dies mid-POST leaves the row due (its transaction
  *      rolls back), and another sends it again: at least once, never lost.
  */
@@ -186,12 +186,20 @@ static int deliver_one(PGconn *c, const gm_webhook_opts *o, const char *pass_sta
              (long long)gm_webhook_backoff_s(attempts, o->backoff_base_s, o->backoff_max_s));
     const char *p[7] = {event_id,        PQgetvalue(r, 0, 1), att, status ? stat : NULL,
                         ok ? NULL : why, ok ? "t" : "f",      wait};
-    rc = exec_ok(c,
-                 "UPDATE gm.webhook_deliveries SET attempts = $3::int, last_status = $4::int,"
-                 " last_error = $5, delivered_at = CASE WHEN $6::bool THEN gm.now() END,"
-                 " next_attempt_at = gm.now() + $7::bigint * interval '1 second'"
-                 " WHERE event_id = $1 AND endpoint_id = $2::bigint",
-                 7, p, PGRES_COMMAND_OK, "recording a webhook delivery", NULL, err, err_len);
+    /* the outcome on the delivery (no next attempt once delivered) and, in the same statement,
+     * the attempt's own row (sql/0024: every attempt is kept, not only the last) */
+    rc =
+        exec_ok(c,
+                "WITH u AS (UPDATE gm.webhook_deliveries SET attempts = $3::int,"
+                " last_status = $4::int, last_error = $5,"
+                " delivered_at = CASE WHEN $6::bool THEN gm.now() END,"
+                " next_attempt_at = CASE WHEN NOT $6::bool"
+                "   THEN gm.now() + $7::bigint * interval '1 second' END"
+                " WHERE event_id = $1 AND endpoint_id = $2::bigint RETURNING event_id, endpoint_id)"
+                " INSERT INTO gm.webhook_attempts (event_id, endpoint_id, attempt, attempted_at,"
+                " status, error, delivered)"
+                " SELECT event_id, endpoint_id, $3::int, gm.now(), $4::int, $5, $6::bool FROM u",
+                7, p, PGRES_COMMAND_OK, "recording a webhook delivery", NULL, err, err_len);
     PQclear(r);
     if (!rc)
         rc = exec_ok(c, "COMMIT", 0, NULL, PGRES_COMMAND_OK, "COMMIT", NULL, err, err_len);
