@@ -202,6 +202,25 @@ static gm_webhook_stats deliver(PGconn *c)
  * failing (503), then slow (gets the bodies, answers after the timeout), then back: every
  * event reaches each endpoint that should have it, deduplicated by id each exactly once, all
  * signatures verify, and a further pass sends nothing. */
+/* Regression (issue 15 review): 'http://' (no host) was accepted while 'HTTP://x' was refused.
+ * URLs are parsed with libcurl's URL API: scheme http or https in any case, a host required. */
+START_TEST(test_endpoint_urls_need_http_or_https_and_a_host)
+{
+    const char *good[] = {"http://x", "HTTP://x", "HttpS://hooks.example.com/gridmeter?x=1",
+                          "http://user:pw@127.0.0.1:8080/h", "http://[::1]:9/x"};
+    const char *bad[] = {"http://", "https://", "http:///x",   "ftp://x",
+                         "x",       "",         "http://:80/", "mailto:a@b"};
+    char why[512];
+    for (size_t i = 0; i < GM_ARRAY_LEN(good); i++)
+        ck_assert_msg(gm_webhook_url_ok(good[i], why, sizeof why), "%s: %s", good[i], why);
+    for (size_t i = 0; i < GM_ARRAY_LEN(bad); i++) {
+        why[0] = 0;
+        ck_assert_msg(!gm_webhook_url_ok(bad[i], why, sizeof why), "%s accepted", bad[i]);
+        ck_assert_msg(!strncmp(why, "url: ", 5), "%s: %s", bad[i], why);
+    }
+}
+END_TEST
+
 START_TEST(test_delivery_survives_a_receiver_that_fails_is_slow_and_comes_back)
 {
     fixture f;
@@ -211,6 +230,15 @@ START_TEST(test_delivery_survives_a_receiver_that_fails_is_slow_and_comes_back)
     ck_assert_msg(gm_ledger_migrate(f.c, gm_ledger_migrations, gm_ledger_migrations_count,
                                     GM_MIGRATE_APPLY, NULL, err, sizeof err) == 0,
                   "%s", err);
+    /* the database's check is the same rule (sql/0026) */
+    PGresult *res = PQexec(f.c, "INSERT INTO gm.webhook_endpoints (url, secret) VALUES"
+                                " ('http://', 'whsec_0123456789abcdef')");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_FATAL_ERROR);
+    PQclear(res);
+    res = PQexec(f.c, "INSERT INTO gm.webhook_endpoints (url, secret, disabled_at) VALUES"
+                      " ('HTTP://X.example', 'whsec_0123456789abcdef', '2000-01-01')");
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(f.c));
+    PQclear(res);
     int port = gm_test_free_port();
     char sql[1024];
     snprintf(sql, sizeof sql,
@@ -334,6 +362,7 @@ int main(void)
     TCase *u = tcase_create("unit");
     tcase_add_test(u, test_signature_is_hmac_sha256_of_timestamp_dot_body);
     tcase_add_test(u, test_backoff_doubles_up_to_its_maximum);
+    tcase_add_test(u, test_endpoint_urls_need_http_or_https_and_a_host);
     suite_add_tcase(s, u);
     TCase *tc = tcase_create("integration");
     tcase_set_timeout(tc, 120);

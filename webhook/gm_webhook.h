@@ -26,6 +26,9 @@ void gm_webhook_signature(const char *secret, int64_t t_s, const char *body, siz
 /* Seconds to wait after the attempts-th failed attempt (attempts >= 1):
  * min(base_s * 2^(attempts-1), max_s). */
 int64_t gm_webhook_backoff_s(int attempts, int64_t base_s, int64_t max_s);
+/* An endpoint URL, parsed by libcurl's URL API (curl_url): absolute, scheme http or https in
+ * any case, a host required. true, or false with the rule and the URL in why ("url: ..."). */
+bool gm_webhook_url_ok(const char *url, char *why, size_t why_len);
 
 typedef struct {
     long timeout_ms;        /* per POST, connect included (default 10000) */

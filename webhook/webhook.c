@@ -6,9 +6,10 @@
  *   1. queue: one gm.webhook_deliveries row per (event, endpoint) that should receive it
  *      (INSERT ... ON CONFLICT DO NOTHING: any number of deliverers may run it);
  *   2. take one due row FOR UPDATE SKIP LOCKED in a transaction, POST, write the outcome
- *      (and the attempt's row in gm.webhook_attempts, sql/0024), commit. The row lock is held across the POST, so two deliverers never send the same
- *      delivery at once; a deliverer that dies mid-POST leaves the row due (its transaction
- *      rolls back), and another sends it again: at least once, never lost.
+ *      (and the attempt's row in gm.webhook_attempts, sql/0024), commit. The row lock is held
+ * across the POST, so two deliverers never send the same delivery at once; a deliverer that dies
+ * mid-POST leaves the row due (its transaction rolls back), and another sends it again: at least
+ * once, never lost.
  */
 #include "gm_webhook.h"
 
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void gm_webhook_signature(const char *secret, int64_t t_s, const char *body, size_t body_len,
                           char hex[65])
@@ -49,6 +51,35 @@ int64_t gm_webhook_backoff_s(int attempts, int64_t base_s, int64_t max_s)
     for (int i = 1; i < attempts && d < max_s; i++)
         d *= 2;
     return d < max_s ? d : max_s;
+}
+
+bool gm_webhook_url_ok(const char *url, char *why, size_t why_len)
+{
+    CURLU *u = curl_url();
+    if (!u) {
+        snprintf(why, why_len, "url: curl_url failed (out of memory)");
+        return false;
+    }
+    char *scheme = NULL, *host = NULL;
+    bool ok = false;
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+    if (uc)
+        snprintf(why, why_len,
+                 "url: must be an absolute http:// or https:// URL with a host, got \"%.200s\""
+                 " (%s)",
+                 url, curl_url_strerror(uc));
+    else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) ||
+             (strcasecmp(scheme, "http") && strcasecmp(scheme, "https")))
+        snprintf(why, why_len, "url: the scheme must be http or https, got \"%.200s\"", url);
+    else if (curl_url_get(u, CURLUPART_HOST, &host, 0) || !host[0] ||
+             strstr(url, ":///")) /* libcurl reads http:///x as host x; the authority is empty */
+        snprintf(why, why_len, "url: must name a host, got \"%.200s\"", url);
+    else
+        ok = true;
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok;
 }
 
 void gm_webhook_opts_init(gm_webhook_opts *o)
@@ -168,9 +199,13 @@ static int deliver_one(PGconn *c, const gm_webhook_opts *o, const char *pass_sta
         gm_webhook_signature(PQgetvalue(r, 0, 4), t_s, body, strlen(body), hex);
         snprintf(sig + sn, sizeof sig - (size_t)sn, ",v1=%s", hex);
     }
-    char why[CURL_ERROR_SIZE + 64] = "";
-    long status = post(PQgetvalue(r, 0, 2), event_id, PQgetvalue(r, 0, 5), sig, body, o->timeout_ms,
-                       why, sizeof why);
+    char why[CURL_ERROR_SIZE + 320] = "";
+    /* a URL the database let through but libcurl's parser refuses is never sent: the attempt
+     * records why, and the delivery waits (backoff) until an admin fixes the endpoint */
+    long status = gm_webhook_url_ok(PQgetvalue(r, 0, 2), why, sizeof why)
+                      ? post(PQgetvalue(r, 0, 2), event_id, PQgetvalue(r, 0, 5), sig, body,
+                             o->timeout_ms, why, sizeof why)
+                      : 0;
     st->attempted++;
     bool ok = status >= 200 && status < 300;
     if (ok)
