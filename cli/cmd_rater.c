@@ -19,48 +19,57 @@ int gm_cmd_rater(int argc, char **argv)
         "rater",
         "Consume usage events from Kafka, price them and write the ledger and charges to\n"
         "PostgreSQL exactly once. Run several in one group to share the partitions.\n"
-        "SIGTERM/SIGINT finish or abandon the batch in flight, then exit.",
+        "SIGTERM/SIGINT finish the batch being committed (or let it fail and roll back),\n"
+        "drop the one being prepared, then exit.",
         "gridmeter rater [options]"};
     gm_rater_config cfg;
     gm_rater_config_init(&cfg);
-    gm_opt opts[] = {{"brokers", "kafka.brokers", "GRIDMETER_KAFKA_BROKERS", cfg.brokers,
-                      GM_OPT_STR, "Kafka bootstrap servers", 0, 0},
-                     {"topic", "kafka.topic", "GRIDMETER_TOPIC", cfg.topic, GM_OPT_STR,
-                      "usage event topic", 0, 0},
-                     {"gpu-topic", "kafka.gpu_topic", "GRIDMETER_GPU_TOPIC", cfg.gpu_topic,
-                      GM_OPT_STR, "gridmeter.gpu.v1 topic (GPU windows); empty for none", 0, 0},
-                     {"group", "rater.group", "GRIDMETER_RATER_GROUP", cfg.group_id, GM_OPT_STR,
-                      "consumer group (also the key of the offsets stored in PostgreSQL)", 0, 0},
-                     {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
-                      "libpq conninfo; empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
-                     {"id", "rater.id", "GRIDMETER_RATER_ID", "", GM_OPT_STR,
-                      "this rater's name in logs and gm.batches (default host:pid)", 0, 0},
-                     {"batch-size", "rater.batch_size", "GRIDMETER_RATER_BATCH_SIZE", "10000",
-                      GM_OPT_INT, "most messages per PostgreSQL transaction", 0, 0},
-                     {"batch-ms", "rater.batch_ms", "GRIDMETER_RATER_BATCH_MS", "200", GM_OPT_INT,
-                      "longest wait to fill a batch, in milliseconds", 0, 0},
-                     {"session-timeout-ms", "rater.session_timeout_ms", NULL, "10000", GM_OPT_INT,
-                      "Kafka group session timeout", 0, 0},
-                     {"metrics", "rater.metrics", "GRIDMETER_RATER_METRICS", "127.0.0.1:9464",
-                      GM_OPT_STR, "HOST:PORT for /metrics and /healthz; empty to disable", 0, 0},
-                     {"reload-s", "rater.reload_s", NULL, "30", GM_OPT_INT,
-                      "fallback re-read of cards and contracts, seconds (imports: NOTIFY)", 0, 0},
-                     {"max-future-s", "rater.max_future_s", "GRIDMETER_RATER_MAX_FUTURE_S", "300",
-                      GM_OPT_INT, "refuse events more than this many s ahead (0: off)", 0, 0},
-                     {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "0",
-                      GM_OPT_INT, "refuse events more than this many days old (0: off)", 0, 0},
-                     {"exit-idle-ms", NULL, NULL, "0", GM_OPT_INT,
-                      "exit after this long with no message (0: never; for scripts and tests)", 0,
-                      0},
-                     {"max-messages", NULL, NULL, "0", GM_OPT_INT,
-                      "exit after committing at least this many messages (0: no limit)", 0, 0},
-                     {"shard-map", "rater.shard_map", "GRIDMETER_SHARD_MAP", "", GM_OPT_STR,
-                      "shard map file (docs/scaling.md); with --shard: rate that shard's "
-                      "partitions into its database",
-                      0, 0},
-                     {"shard", "rater.shard", "GRIDMETER_SHARD", "", GM_OPT_STR,
-                      "this rater's shard in --shard-map (its conninfo replaces --db)", 0, 0},
-                     {0}};
+    gm_opt opts[] = {
+        {"brokers", "kafka.brokers", "GRIDMETER_KAFKA_BROKERS", cfg.brokers, GM_OPT_STR,
+         "Kafka bootstrap servers", 0, 0},
+        {"topic", "kafka.topic", "GRIDMETER_TOPIC", cfg.topic, GM_OPT_STR, "usage event topic", 0,
+         0},
+        {"gpu-topic", "kafka.gpu_topic", "GRIDMETER_GPU_TOPIC", cfg.gpu_topic, GM_OPT_STR,
+         "gridmeter.gpu.v1 topic (GPU windows); empty for none", 0, 0},
+        {"group", "rater.group", "GRIDMETER_RATER_GROUP", cfg.group_id, GM_OPT_STR,
+         "consumer group (also the key of the offsets stored in PostgreSQL)", 0, 0},
+        {"db", "db.conninfo", "GRIDMETER_DB", "", GM_OPT_STR,
+         "libpq conninfo; empty means PGHOST, PGPORT, PGDATABASE, PGUSER", 0, 0},
+        {"id", "rater.id", "GRIDMETER_RATER_ID", "", GM_OPT_STR,
+         "this rater's name in logs and gm.batches (default host:pid)", 0, 0},
+        {"batch-size", "rater.batch_size", "GRIDMETER_RATER_BATCH_SIZE", "10000", GM_OPT_INT,
+         "most messages per PostgreSQL transaction", 0, 0},
+        {"batch-ms", "rater.batch_ms", "GRIDMETER_RATER_BATCH_MS", "200", GM_OPT_INT,
+         "longest wait to fill a batch, in milliseconds", 0, 0},
+        {"pipeline", "rater.pipeline", "GRIDMETER_RATER_PIPELINE", "1", GM_OPT_INT,
+         "1: prepare the next batch while a commit thread writes this one; 0: "
+         "one after the other",
+         0, 0},
+        {"batch-idle-ms", "rater.batch_idle_ms", "GRIDMETER_RATER_BATCH_IDLE_MS", "5", GM_OPT_INT,
+         "pipelined: how long a partial batch waits once the commit thread is "
+         "free (0: until --batch-ms)",
+         0, 0},
+        {"session-timeout-ms", "rater.session_timeout_ms", NULL, "10000", GM_OPT_INT,
+         "Kafka group session timeout", 0, 0},
+        {"metrics", "rater.metrics", "GRIDMETER_RATER_METRICS", "127.0.0.1:9464", GM_OPT_STR,
+         "HOST:PORT for /metrics and /healthz; empty to disable", 0, 0},
+        {"reload-s", "rater.reload_s", NULL, "30", GM_OPT_INT,
+         "re-read rate cards and contracts this often (seconds)", 0, 0},
+        {"max-future-s", "rater.max_future_s", "GRIDMETER_RATER_MAX_FUTURE_S", "300", GM_OPT_INT,
+         "refuse events more than this many s ahead (0: off)", 0, 0},
+        {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "0", GM_OPT_INT,
+         "refuse events more than this many days old (0: off)", 0, 0},
+        {"exit-idle-ms", NULL, NULL, "0", GM_OPT_INT,
+         "exit after this long with no message (0: never; for scripts and tests)", 0, 0},
+        {"max-messages", NULL, NULL, "0", GM_OPT_INT,
+         "exit after committing at least this many messages (0: no limit)", 0, 0},
+        {"shard-map", "rater.shard_map", "GRIDMETER_SHARD_MAP", "", GM_OPT_STR,
+         "shard map file (docs/scaling.md); with --shard: rate that shard's "
+         "partitions into its database",
+         0, 0},
+        {"shard", "rater.shard", "GRIDMETER_SHARD", "", GM_OPT_STR,
+         "this rater's shard in --shard-map (its conninfo replaces --db)", 0, 0},
+        {0}};
     char err[1024];
     int npos = 0;
     int rc = gm_opts_parse(&info, opts, argc, argv, &npos, err, sizeof err);
@@ -78,6 +87,19 @@ int gm_cmd_rater(int argc, char **argv)
     cfg.rater_id = gm_opt_str(opts, "id");
     cfg.batch_max = (int)gm_opt_int(opts, "batch-size");
     cfg.batch_ms = (int)gm_opt_int(opts, "batch-ms");
+    int64_t pipeline = gm_opt_int(opts, "pipeline"), idle_ms = gm_opt_int(opts, "batch-idle-ms");
+    if (pipeline != 0 && pipeline != 1) {
+        fprintf(stderr, "gridmeter rater: --pipeline must be 0 or 1, got %lld\n",
+                (long long)pipeline);
+        return 2;
+    }
+    if (idle_ms < 0 || idle_ms > 60000) {
+        fprintf(stderr, "gridmeter rater: --batch-idle-ms must be 0..60000, got %lld\n",
+                (long long)idle_ms);
+        return 2;
+    }
+    cfg.pipeline = (int)pipeline;
+    cfg.batch_idle_ms = (int)idle_ms;
     cfg.session_timeout_ms = (int)gm_opt_int(opts, "session-timeout-ms");
     cfg.metrics_addr = gm_opt_str(opts, "metrics");
     cfg.book_reload_s = (int)gm_opt_int(opts, "reload-s");

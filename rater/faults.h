@@ -16,6 +16,11 @@ typedef enum {
     GM_RATER_FAULT_PARTITIONS, /* gm_ledger_ensure_partitions, at start and hourly */
     GM_RATER_FAULT_GPU_ASSIGN, /* the same for the GPU window consumer (rater/gpu.c) */
     GM_RATER_FAULT_GPU_WATERMARK,
+    /* A usage batch's commit (either mode): COMMIT refuses it as a serialization failure
+     * would (nothing written), or COMMIT_LOST: the batch commits but the rater is told the
+     * connection broke (outcome unknown), so it must find out from PostgreSQL's offsets. */
+    GM_RATER_FAULT_COMMIT,
+    GM_RATER_FAULT_COMMIT_LOST,
     GM_RATER_FAULT_COUNT
 } gm_rater_fault;
 

@@ -12,13 +12,20 @@
 struct gm_event;
 
 typedef struct gm_rater_config {
-    const char *brokers;      /* bootstrap servers */
-    const char *topic;        /* gridmeter.usage.v1 */
-    const char *group_id;     /* consumer group; also the key of gm.consumer_offsets */
-    const char *db_conninfo;  /* libpq conninfo, "" for the PG* environment */
-    const char *rater_id;     /* name in logs and gm.batches (default host:pid) */
-    int batch_max;            /* messages per transaction */
-    int batch_ms;             /* longest wait to fill a batch */
+    const char *brokers;     /* bootstrap servers */
+    const char *topic;       /* gridmeter.usage.v1 */
+    const char *group_id;    /* consumer group; also the key of gm.consumer_offsets */
+    const char *db_conninfo; /* libpq conninfo, "" for the PG* environment */
+    const char *rater_id;    /* name in logs and gm.batches (default host:pid) */
+    int batch_max;           /* messages per transaction */
+    int batch_ms;            /* longest wait to fill a batch */
+    /* Pipelining (rater/rater.c, docs/operations.md "Pipelining"): 1 (default) polls, decodes
+     * and prices the next batch while a commit thread writes the current one to PostgreSQL;
+     * 0 does one after the other. batch_idle_ms (default 5; 0: off), pipelined only: once
+     * the commit thread is free, a partial batch waits at most this long for more messages
+     * before it is handed over (batch_max and batch_ms still bound it). */
+    int pipeline;
+    int batch_idle_ms;
     int session_timeout_ms;   /* Kafka group session timeout */
     const char *metrics_addr; /* "127.0.0.1:9464"; NULL or "" for none */
     int book_reload_s;        /* re-read rate cards and contracts this often */

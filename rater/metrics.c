@@ -171,6 +171,17 @@ static char *render(size_t *len)
         (unsigned long long)g->assign_failures, (unsigned long long)g->gpu_offset_gaps,
         (unsigned long long)g->gpu_watermark_failures, (unsigned long long)g->gpu_assign_failures,
         (unsigned long long)g->last_batch_messages);
+    put(&b,
+        "# HELP gridmeter_rater_pipelined_batches_total Batches polled, decoded and priced while "
+        "the batch before them was being committed (--pipeline 1).\n"
+        "# TYPE gridmeter_rater_pipelined_batches_total counter\n"
+        "gridmeter_rater_pipelined_batches_total %llu\n"
+        "# HELP gridmeter_rater_pipeline_drops_total Prepared batches dropped because the batch "
+        "before them failed to commit (their messages are read again from PostgreSQL's "
+        "offsets).\n"
+        "# TYPE gridmeter_rater_pipeline_drops_total counter\n"
+        "gridmeter_rater_pipeline_drops_total %llu\n",
+        (unsigned long long)g->pipelined_batches, (unsigned long long)g->pipeline_drops);
     put(&b, "# HELP gridmeter_rater_commit_seconds Time to write and commit one batch.\n"
             "# TYPE gridmeter_rater_commit_seconds histogram\n");
     for (size_t i = 0; i < GM_ARRAY_LEN(bucket_le_us); i++)

@@ -29,6 +29,10 @@ typedef struct gm_rater_metrics_t {
     uint64_t gpu_offset_gaps;
     uint64_t gpu_watermark_failures;
     uint64_t gpu_assign_failures;
+    uint64_t pipelined_batches;  /* prepared while the previous batch was committing */
+    uint64_t pipeline_drops;     /* prepared batches dropped after the one before failed */
+    uint64_t prepare_us_sum;     /* decoding and pricing (rater thread), for bench_rater */
+    uint64_t flight_wait_us_sum; /* the rater thread waiting for the commit thread */
     uint64_t last_batch_messages;
     uint64_t commit_us_sum;
     uint64_t commit_buckets[12]; /* cumulative counts per le bucket, see metrics.c */
