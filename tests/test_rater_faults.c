@@ -8,7 +8,12 @@
  *     as "gone from the broker" while the broker has not answered; once it answers, the hole
  *     is accepted after three answered seeks and the events behind it are rated;
  *   - ledger partition creation failing at start (the rater refuses to start, naming it)
- *     and while running (counted, retried; events go on being rated). */
+ *     and while running (counted, retried; events go on being rated);
+ *   - the pipeline (issue 19, --pipeline 1): commits that fail in the middle of a pipelined
+ *     run (refused, committed but reported lost, the connection killed by PostgreSQL) drop
+ *     the prepared batch and rewind, and the ledger equals what was sent exactly; the same
+ *     event (and claims on its identity) in batch N and N+1 is a duplicate (or a conflict)
+ *     exactly as within one batch; the same in sequential mode (--pipeline 0). */
 #include "faults.h"
 #include "gm_rater.h"
 #include "rater_harness.h"
@@ -173,6 +178,19 @@ static void produce_two_transactions(const h_env *e, const char *topic, bool gpu
     rd_kafka_destroy(p);
 }
 
+/* ---- a plain idempotent producer ------------------------------------------------------ */
+static rd_kafka_t *plain_producer(const h_env *e)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", e->brokers, err, sizeof err) == 0);
+    ck_assert(rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err) == 0);
+    ck_assert(rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err) == 0);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ck_assert_msg(p != NULL, "%s", err);
+    return p;
+}
+
 /* ---- a refused assignment: the rater rejoins, nothing is lost ------------------------- */
 START_TEST(test_refused_assignment_rejoins_and_rates_everything)
 {
@@ -315,6 +333,203 @@ START_TEST(test_partition_creation_failures_are_checked)
 }
 END_TEST
 
+/* ---- the pipeline: failed commits in the middle of a run ------------------------------- */
+/* Waits until the rater committed at least n batches (read from its own thread's counter:
+ * a relaxed read is enough to act "in the middle of the run"). */
+static bool wait_batches(uint64_t n, int timeout_s)
+{
+    for (int i = 0; i < timeout_s * 100; i++) {
+        if (__atomic_load_n(&gm_rater_metrics.batches, __ATOMIC_RELAXED) >= n)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+static void commit_faults_mid_run(int pipeline)
+{
+    h_env e;
+    h_env_open(&e, pipeline ? "faults_pipe" : "faults_seq", 3);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    /* a backlog, so that a batch is always being prepared while another one commits */
+    h_traffic tr = {
+        .sources = 12, .events = 24000, .dup_permille = 60, .malformed_permille = 5, .seed = 19};
+    h_produce(&e, &tr, &x);
+    int64_t messages = x.events + x.duplicates + x.malformed;
+    memset(&gm_rater_metrics, 0, sizeof gm_rater_metrics);
+    rater_thread t;
+    rater_config(&t, &e, NULL);
+    t.cfg.batch_max = 300;
+    t.cfg.pipeline = pipeline;
+    rater_start(&t);
+    long base_commit = gm_rater_faults_injected(GM_RATER_FAULT_COMMIT);
+    long base_lost = gm_rater_faults_injected(GM_RATER_FAULT_COMMIT_LOST);
+    ck_assert_msg(wait_batches(5, 120), "no 5 batches committed in 120 s");
+    /* refused (rolled back, as a serialization failure would be) */
+    gm_rater_faults_set(GM_RATER_FAULT_COMMIT, 2);
+    for (int i = 0; i < 3000 && gm_rater_faults_injected(GM_RATER_FAULT_COMMIT) - base_commit < 2;
+         i++)
+        usleep(10000);
+    uint64_t at = __atomic_load_n(&gm_rater_metrics.batches, __ATOMIC_RELAXED);
+    ck_assert_msg(wait_batches(at + 3, 120), "no progress after refused commits");
+    /* committed, but the rater is told the connection broke: it must not do them again */
+    gm_rater_faults_set(GM_RATER_FAULT_COMMIT_LOST, 2);
+    for (int i = 0;
+         i < 3000 && gm_rater_faults_injected(GM_RATER_FAULT_COMMIT_LOST) - base_lost < 2; i++)
+        usleep(10000);
+    at = __atomic_load_n(&gm_rater_metrics.batches, __ATOMIC_RELAXED);
+    ck_assert_msg(wait_batches(at + 3, 120), "no progress after lost commits");
+    /* PostgreSQL ends the rater's session, whatever it is doing (a commit, most likely) */
+    PGconn *c = gm_test_pg_connect(e.conninfo);
+    char *v = gm_test_pg_value(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                  " WHERE application_name = 'gridmeter-rater'"
+                                  " AND datname = current_database()");
+    free(v);
+    PQfinish(c);
+    int64_t got = h_wait_accounted(&e, messages, 240);
+    ck_assert_int_eq(rater_stop(&t), 0);
+    ck_assert_msg(got == messages, "%lld of %lld messages accounted for", (long long)got,
+                  (long long)messages);
+    ck_assert_int_eq(gm_rater_faults_injected(GM_RATER_FAULT_COMMIT) - base_commit, 2);
+    ck_assert_int_eq(gm_rater_faults_injected(GM_RATER_FAULT_COMMIT_LOST) - base_lost, 2);
+    ck_assert_uint_ge(gm_rater_metrics.batch_failures, 4);
+    if (pipeline) {
+        /* the pipeline ran, and failures dropped what had been prepared behind them */
+        ck_assert_uint_gt(gm_rater_metrics.pipelined_batches, 10);
+        ck_assert_uint_ge(gm_rater_metrics.pipeline_drops, 1);
+    } else {
+        ck_assert_uint_eq(gm_rater_metrics.pipelined_batches, 0);
+        ck_assert_uint_eq(gm_rater_metrics.pipeline_drops, 0);
+    }
+    /* the ledger is the manifest exactly: nothing lost, nothing twice, charges == ledger,
+     * stored offsets at the high watermarks */
+    h_verify(&e, &x);
+    /* the messages the lost commits wrote were not counted again */
+    ck_assert_int_eq(q_i64(&e, "SELECT coalesce(sum(messages), 0) FROM gm.batches"), messages);
+    h_env_close(&e);
+}
+
+START_TEST(test_pipelined_commit_faults_lose_and_double_nothing)
+{
+    commit_faults_mid_run(1);
+}
+END_TEST
+
+START_TEST(test_sequential_commit_faults_lose_and_double_nothing)
+{
+    commit_faults_mid_run(0);
+}
+END_TEST
+
+/* ---- the pipeline: the same event in batch N and N+1 ----------------------------------- */
+/* One partition, batches of 4: group k is e(3k+1), e(3k+2), e(3k+3) and then a claim on
+ * e(3k), the last event of the group before, which is in the batch before (or the one in
+ * flight while this one is prepared). The claim is, by turns, the same event again (a
+ * duplicate), its id and seq with other content (content_differs), its seq under a new id
+ * (seq_taken), or its id under a new seq (id_reused). */
+static void same_event_in_consecutive_batches(int pipeline)
+{
+    h_env e;
+    h_env_open(&e, pipeline ? "faults_nn1" : "faults_nn1_seq", 1);
+    rd_kafka_t *p = plain_producer(&e);
+    const int groups = 60;
+    gm_event ev, claim;
+    int64_t input_sum = 0, dups = 0, conflicts[3] = {0, 0, 0};
+    uint64_t extra_seq = 100000; /* seqs the id_reused claims use (never accepted) */
+    for (int k = 0; k < groups; k++) {
+        for (int j = 1; j <= 3; j++) {
+            usage_event(&ev, (uint64_t)(3 * k + j));
+            ev.input_tokens = 100 + 3 * k + j;
+            input_sum += ev.input_tokens;
+            send_event(p, e.topic, &ev);
+        }
+        if (k == 0)
+            continue;
+        usage_event(&claim, (uint64_t)(3 * k));
+        claim.input_tokens = 100 + 3 * k;
+        switch (k % 4) {
+        case 0:
+            dups++;
+            break; /* byte for byte the accepted event */
+        case 1:
+            claim.output_tokens += 1; /* same id and seq, other content */
+            conflicts[0]++;
+            break;
+        case 2:
+            snprintf(claim.id, sizeof claim.id, "other-%06d", k); /* its seq, another id */
+            conflicts[1]++;
+            break;
+        case 3:
+            claim.seq = ++extra_seq; /* its id, another seq */
+            conflicts[2]++;
+            break;
+        }
+        send_event(p, e.topic, &claim);
+    }
+    ck_assert_int_eq(rd_kafka_flush(p, 30000), 0);
+    rd_kafka_destroy(p);
+    int64_t messages = groups * 3 + groups - 1;
+
+    memset(&gm_rater_metrics, 0, sizeof gm_rater_metrics);
+    rater_thread t;
+    rater_config(&t, &e, NULL);
+    t.cfg.batch_max = 4;
+    t.cfg.pipeline = pipeline;
+    rater_start(&t);
+    int64_t got = h_wait_accounted(&e, messages, 180);
+    ck_assert_int_eq(rater_stop(&t), 0);
+    ck_assert_msg(got == messages, "%lld of %lld messages accounted for", (long long)got,
+                  (long long)messages);
+    /* every event once, each claim where L5 puts it */
+    ck_assert_int_eq(q_i64(&e, "SELECT count(*) FROM gm.ledger"), groups * 3);
+    ck_assert_int_eq(q_i64(&e, "SELECT count(DISTINCT event_id) FROM gm.ledger"), groups * 3);
+    ck_assert_int_eq(q_i64(&e, "SELECT count(*) FROM gm.ledger WHERE event_id LIKE 'other-%'"), 0);
+    ck_assert_int_eq(q_i64(&e, "SELECT sum(input_tokens) FROM gm.ledger"), input_sum);
+    ck_assert_int_eq(q_i64(&e, "SELECT sum(quantity)::bigint FROM gm.charges"
+                               " WHERE dimension = 'input'"),
+                     input_sum);
+    ck_assert_int_eq(q_i64(&e, "SELECT sum(duplicates) FROM gm.batches"), dups);
+    ck_assert_int_eq(q_i64(&e, "SELECT count(*) FROM audit.conflicting_events"
+                               " WHERE kind = 'content_differs'"),
+                     conflicts[0]);
+    ck_assert_int_eq(q_i64(&e, "SELECT count(*) FROM audit.conflicting_events"
+                               " WHERE kind = 'seq_taken'"),
+                     conflicts[1]);
+    ck_assert_int_eq(q_i64(&e, "SELECT count(*) FROM audit.conflicting_events"
+                               " WHERE kind = 'id_reused'"),
+                     conflicts[2]);
+    ck_assert_int_eq(q_i64(&e, "SELECT sum(conflicts) FROM gm.batches"),
+                     conflicts[0] + conflicts[1] + conflicts[2]);
+    ck_assert_int_eq(q_i64(&e, "SELECT count(*) FROM audit.reconciliation WHERE difference <> 0"),
+                     0);
+    /* each claim is 4 messages after its accepted event, so with batches of at most 4 it
+     * met that event in an earlier batch (another transaction), never in its own: what this
+     * test is about */
+    ck_assert_int_eq(q_i64(&e, "SELECT count(*) FROM gm.conflicting_events c"
+                               " JOIN gm.ledger_rows l ON l.kafka_offset = c.accepted_kafka_offset"
+                               " AND l.event_id = c.accepted_event_id"
+                               " WHERE l.xmin::text <> c.xmin::text"),
+                     conflicts[0] + conflicts[1] + conflicts[2]);
+    ck_assert_int_eq(q_i64(&e, "SELECT coalesce(max(next_offset), -1) FROM gm.consumer_offsets"),
+                     messages);
+    if (pipeline)
+        ck_assert_uint_gt(gm_rater_metrics.pipelined_batches, 10);
+    h_env_close(&e);
+}
+
+START_TEST(test_pipelined_same_event_in_consecutive_batches)
+{
+    same_event_in_consecutive_batches(1);
+}
+END_TEST
+
+START_TEST(test_sequential_same_event_in_consecutive_batches)
+{
+    same_event_in_consecutive_batches(0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rater_faults");
@@ -324,6 +539,10 @@ int main(void)
     tcase_add_test(tc, test_failed_watermark_queries_never_accept_a_gap);
     tcase_add_test(tc, test_gpu_consumer_checks_assignment_and_watermark);
     tcase_add_test(tc, test_partition_creation_failures_are_checked);
+    tcase_add_test(tc, test_pipelined_commit_faults_lose_and_double_nothing);
+    tcase_add_test(tc, test_sequential_commit_faults_lose_and_double_nothing);
+    tcase_add_test(tc, test_pipelined_same_event_in_consecutive_batches);
+    tcase_add_test(tc, test_sequential_same_event_in_consecutive_batches);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }

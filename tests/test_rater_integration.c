@@ -94,6 +94,54 @@ START_TEST(test_kill9_twenty_times_loses_and_doubles_nothing)
 }
 END_TEST
 
+/* Issue 19: with the pipeline on and small batches, a kill lands while one batch commits and
+ * the next is prepared; SIGTERM at such a moment finishes the one and drops the other. Each
+ * restart resumes from PostgreSQL's offsets: nothing lost, nothing doubled. */
+START_TEST(test_pipelined_kill9_and_sigterm_mid_run)
+{
+    h_env e;
+    h_env_open(&e, "pipekill", 3);
+    h_expect x;
+    memset(&x, 0, sizeof x);
+    h_traffic t = {.sources = 24,
+                   .events = 40000,
+                   .dup_permille = 50,
+                   .malformed_permille = 5,
+                   .seed = 1919,
+                   .rate = 4000};
+    h_producer *prod = h_produce_start(&e, &t, &x); /* ~10 s of traffic */
+    static const char *const piped[] = {
+        "--pipeline", "1", "--batch-size", "300", "--batch-idle-ms", "5", "--session-timeout-ms",
+        "2000",       NULL};
+    uint64_t s = 1919;
+    for (int k = 0; k < 8; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "pipe-%02d", k);
+        pid_t pid = h_rater_start(&e, id, piped);
+        ck_assert_msg(h_wait_rater_committed(&e, id, 60), "rater %s committed nothing in 60 s", id);
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        usleep((useconds_t)(200000 + (s >> 33) % 800000));
+        if (k % 2) {
+            kill(pid, SIGTERM); /* finish the commit in flight, drop the prepared batch */
+            ck_assert_int_eq(h_rater_wait(pid), 0);
+        } else {
+            kill(pid, SIGKILL);
+            ck_assert_int_eq(h_rater_wait(pid), -1);
+        }
+    }
+    h_produce_join(prod);
+    static const char *const last[] = {"--pipeline", "1", "--batch-size", "300", "--exit-idle-ms",
+                                       "4000",       NULL};
+    pid_t pid = h_rater_start(&e, "pipe-survivor", last);
+    ck_assert_int_eq(h_rater_wait(pid), 0);
+    int64_t total = x.events + x.duplicates + x.malformed;
+    ck_assert_int_eq(h_wait_accounted(&e, total, 5), total);
+    ck_assert_int_ge(h_raters_that_committed(&e), 8);
+    h_verify(&e, &x);
+    h_env_close(&e);
+}
+END_TEST
+
 START_TEST(test_two_raters_share_partitions_through_kill_and_stop)
 {
     h_env e;
@@ -372,6 +420,7 @@ int main(void)
     tcase_add_test(tc, t)
     ADD(test_every_event_rated_once_with_duplicates_and_malformed);
     ADD(test_kill9_twenty_times_loses_and_doubles_nothing);
+    ADD(test_pipelined_kill9_and_sigterm_mid_run);
     ADD(test_two_raters_share_partitions_through_kill_and_stop);
     ADD(test_seq_holes_show_up_in_source_gaps);
     ADD(test_roles_rater_cannot_rewrite_ledger_auditor_cannot_write);
