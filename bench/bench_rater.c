@@ -16,12 +16,16 @@
  * GM_BENCH_CHAIN=off skips the batch digests (ledger/chain.c), for bench/chain_cost.sh; with
  * them on, the time spent recording them is printed as a share of the rater's time.
  * GM_BENCH_SPEND=off drops the month-spend and budget triggers of sql/0009 likewise.
+ * GM_BENCH_PIPELINE=0|1 runs the rater with --pipeline 0 (sequential) or 1 (default: the
+ * next batch prepared while the current one commits); bench/pipeline_ab.sh alternates both
+ * in one session. GM_BENCH_BATCH_IDLE_MS=N sets --batch-idle-ms (default 5).
  * Needs the local services (eval "$(scripts/services.sh env)") and a Release build. Creates
  * and drops its own database and topic. Prints a table and writes bench_rater.csv (latency
  * percentiles) into the current directory. */
 #include "gm_ingest.h"
 #include "gm_ledger.h"
 #include "gm_rater.h"
+#include "rater_int.h" /* the rater's counters: pipelined batches, time preparing and committing */
 
 #include <arpa/inet.h>
 #include <librdkafka/rdkafka.h>
@@ -411,11 +415,13 @@ int main(int argc, char **argv)
     printf("bench_rater: batch digests (tamper evidence): %s\n",
            gm_chain__bench_off ? "off" : "on");
 
-    printf("bench_rater: %lld events, %d partitions, batch %d, batch_ms %s, PostgreSQL %d, 2-core "
-           "host, load average %s\n",
+    const char *pl = getenv("GM_BENCH_PIPELINE"), *idle = getenv("GM_BENCH_BATCH_IDLE_MS");
+    int pipeline = pl && *pl ? atoi(pl) : 1;
+    printf("bench_rater: %lld events, %d partitions, batch %d, batch_ms %s, pipeline %d, "
+           "batch_idle_ms %s, PostgreSQL %d, 2-core host, load average %s\n",
            (long long)n_events, partitions, batch,
-           getenv("GM_BENCH_BATCH_MS") ? getenv("GM_BENCH_BATCH_MS") : "200", PQserverVersion(c),
-           load_average());
+           getenv("GM_BENCH_BATCH_MS") ? getenv("GM_BENCH_BATCH_MS") : "200", pipeline,
+           idle && *idle ? idle : "5", PQserverVersion(c), load_average());
     /* 1. Ceiling. */
     double ceiling = copy_rate(c, n_events, "bench_copy");
     printf("  ceiling: binary COPY into an unindexed table   %10.0f rows/s\n", ceiling);
@@ -469,6 +475,9 @@ int main(int argc, char **argv)
         job.cfg.batch_ms = atoi(batch_ms);
     job.cfg.metrics_addr = "";
     job.cfg.gpu_topic = ""; /* usage events only, as before rater/gpu.c */
+    job.cfg.pipeline = pipeline;
+    if (idle && *idle)
+        job.cfg.batch_idle_ms = atoi(idle);
     pthread_t th;
     stop_rater = 0;
     pthread_create(&th, NULL, rater_thread, &job);
@@ -484,6 +493,24 @@ int main(int argc, char **argv)
            rate, rate / ceiling);
     if ((int64_t)value_d(c, "SELECT count(*) FROM gm.ledger") != n_events)
         die("throughput", "the ledger does not hold each event exactly once");
+    {
+        /* Where the rater's time went (its own counters, read once it is idle): the commit
+         * path (the writer, PostgreSQL's round trips included) and preparing (decode, price). */
+        uint64_t nb = __atomic_load_n(&gm_rater_metrics.batches, __ATOMIC_RELAXED);
+        uint64_t piped = __atomic_load_n(&gm_rater_metrics.pipelined_batches, __ATOMIC_RELAXED);
+        double commit_s =
+            (double)__atomic_load_n(&gm_rater_metrics.commit_us_sum, __ATOMIC_RELAXED) / 1e6;
+        double prep_s =
+            (double)__atomic_load_n(&gm_rater_metrics.prepare_us_sum, __ATOMIC_RELAXED) / 1e6;
+        double wait_s =
+            (double)__atomic_load_n(&gm_rater_metrics.flight_wait_us_sum, __ATOMIC_RELAXED) / 1e6;
+        printf("  batches %llu (%.0f messages each), %llu prepared while the one before "
+               "committed; commit path %.1f s (%.0f%% of the span), decode + price %.1f s "
+               "(%.0f%%), waiting for the commit thread %.1f s\n",
+               (unsigned long long)nb, nb ? (double)n_sent / (double)nb : 0.0,
+               (unsigned long long)piped, commit_s, span > 0 ? 100 * commit_s / span : 0, prep_s,
+               span > 0 ? 100 * prep_s / span : 0, wait_s);
+    }
     if (!gm_chain__bench_off) {
         int64_t busy = __atomic_load_n(&gm_chain__busy_us, __ATOMIC_RELAXED);
         int64_t nb = __atomic_load_n(&gm_chain__batches, __ATOMIC_RELAXED);
@@ -580,9 +607,9 @@ int main(int argc, char **argv)
            PQgetvalue(r, 0, 1));
     /* One machine-readable line for bench/rater_sweep.sh. */
     printf("RESULT batch=%d ceiling=%.0f ledger_copy=%.0f end_to_end=%.0f p50_ms=%s p99_ms=%s"
-           " bytes_per_event=%.1f\n",
+           " bytes_per_event=%.1f pipeline=%d\n",
            batch, ceiling, into_ledger, rate, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
-           bytes / ledger_rows);
+           bytes / ledger_rows, pipeline);
     PQclear(r);
     FILE *csv = fopen("bench_rater.csv", "w");
     if (csv) {
