@@ -16,7 +16,14 @@ for r in $(seq 1 "$rounds"); do
     [ $((r % 2)) = 0 ] && order="1 0"
     for mode in $order; do
         echo "== round $r, pipeline $mode, load $(cut -d' ' -f1-3 /proc/loadavg)"
-        out=$(GM_BENCH_PIPELINE=$mode "$build/bench/bench_rater" "$events" 6 "$batch" 2>/dev/null)
+        err=$(mktemp)
+        if ! out=$(GM_BENCH_PIPELINE=$mode "$build/bench/bench_rater" "$events" 6 "$batch" 2>"$err"); then
+            echo "$out"
+            cat "$err" >&2
+            rm -f "$err"
+            exit 1
+        fi
+        rm -f "$err"
         echo "$out" | grep -E "load average|ceiling:|end to end|batches|bytes/event|p50, p90|RESULT"
         load=$(echo "$out" | sed -nE 's/.*load average ([0-9.]+).*/\1/p' | head -n 1)
         res=$(echo "$out" | grep '^RESULT')
@@ -24,7 +31,7 @@ for r in $(seq 1 "$rounds"); do
         e2e=$(echo "$res" | sed -E 's/.* end_to_end=([0-9]+).*/\1/')
         p99=$(echo "$res" | sed -E 's/.* p99_ms=([0-9.]+).*/\1/')
         bpe=$(echo "$res" | sed -E 's/.* bytes_per_event=([0-9.]+).*/\1/')
-        ratio=$(awk -v a="$e2e" -v b="$ceil" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')
+        ratio=$(awk -v a="$e2e" -v b="$ceil" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
         rows+=("| $r | $mode | $load | $ceil | $e2e | $ratio | $p99 | $bpe |")
     done
 done
