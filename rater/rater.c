@@ -415,8 +415,6 @@ static int ensure_partitions(rater *r, int64_t from_us, int months, int *made, c
                              size_t err_len)
 {
     drain(r); /* the connection is the commit thread's while a batch is in flight */
-    if (!r->pg || PQstatus(r->pg) != CONNECTION_OK)
-        return gm_fail(err, err_len, GM_EDB, "gm.ensure_ledger_partitions: no connection");
     if (gm_rater__fault(GM_RATER_FAULT_PARTITIONS))
         return gm_fail(err, err_len, GM_EDB, "gm.ensure_ledger_partitions: injected failure");
     return gm_ledger_ensure_partitions(r->pg, from_us, months, made, err, err_len);
@@ -1193,28 +1191,35 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
         int64_t now = gm_mono_us();
         if (cfg->book_reload_s > 0 &&
             now - r->book_loaded_us > cfg->book_reload_s * GM_US_PER_SEC) {
-            char why[512];
-            if (load_book(r, why, sizeof why) != 0) {
-                gm_warn("rater",
-                        "msg=\"rate cards not reloaded, keeping the loaded ones\" "
-                        "error=\"%s\"",
-                        why);
-                r->book_loaded_us = now; /* tried: again after book_reload_s */
+            drain(r);
+            if (r->pg && PQstatus(r->pg) == CONNECTION_OK) {
+                char why[512];
+                if (load_book(r, why, sizeof why) != 0) {
+                    gm_warn("rater",
+                            "msg=\"rate cards not reloaded, keeping the loaded ones\" "
+                            "error=\"%s\"",
+                            why);
+                    /* again in a second, not at every batch (each settles the pipeline) */
+                    r->book_loaded_us = now - cfg->book_reload_s * GM_US_PER_SEC + GM_US_PER_SEC;
+                }
             }
         }
         if (now >= next_partitions) {
-            char why[512];
-            int made = 0;
-            if (ensure_partitions(r, gm_now_us(), 3, &made, why, sizeof why)) {
-                /* rows still land in the default partition: nothing is lost, but say so
-                 * loudly and try again in a minute */
-                gm_error("rater", "msg=\"ledger partitions not created\" error=\"%s\"", why);
-                gm_rater_metrics.partition_failures++;
-                next_partitions = now + gm_rater__partitions_retry_us;
-            } else {
-                if (made)
-                    gm_info("rater", "msg=\"ledger partitions created\" created=%d", made);
-                next_partitions = now + gm_rater__partitions_every_us;
+            drain(r);
+            if (r->pg && PQstatus(r->pg) == CONNECTION_OK) {
+                char why[512];
+                int made = 0;
+                if (ensure_partitions(r, gm_now_us(), 3, &made, why, sizeof why)) {
+                    /* rows still land in the default partition: nothing is lost, but say so
+                     * loudly and try again in a minute */
+                    gm_error("rater", "msg=\"ledger partitions not created\" error=\"%s\"", why);
+                    gm_rater_metrics.partition_failures++;
+                    next_partitions = now + gm_rater__partitions_retry_us;
+                } else {
+                    if (made)
+                        gm_info("rater", "msg=\"ledger partitions created\" created=%d", made);
+                    next_partitions = now + gm_rater__partitions_every_us;
+                }
             }
         }
         int frc = r->pending_failure;
