@@ -54,7 +54,7 @@ int gm_cmd_rater(int argc, char **argv)
         {"metrics", "rater.metrics", "GRIDMETER_RATER_METRICS", "127.0.0.1:9464", GM_OPT_STR,
          "HOST:PORT for /metrics and /healthz; empty to disable", 0, 0},
         {"reload-s", "rater.reload_s", NULL, "30", GM_OPT_INT,
-         "re-read rate cards and contracts this often (seconds)", 0, 0},
+         "fallback re-read of cards and contracts, seconds (imports: NOTIFY)", 0, 0},
         {"max-future-s", "rater.max_future_s", "GRIDMETER_RATER_MAX_FUTURE_S", "300", GM_OPT_INT,
          "refuse events more than this many s ahead (0: off)", 0, 0},
         {"max-age-days", "rater.max_age_days", "GRIDMETER_RATER_MAX_AGE_DAYS", "0", GM_OPT_INT,

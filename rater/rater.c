@@ -25,7 +25,9 @@
  *     failure tied to a message is bisected first, as in sequential mode);
  *   - the connection, the writer and the rate book (which prepared rows point into) are the
  *     commit thread's while a batch is in flight: a rebalance (before partitions are given
- *     up or taken), a book reload, partition upkeep and stopping first wait for it (drain).
+ *     up or taken), partition upkeep and stopping first wait for it (drain); the book is
+ *     refreshed (rater/book_watch.c) between the settling of one batch and the hand-over of
+ *     the next, which is priced again when the book was reloaded.
  */
 #include "gm_rater.h"
 #include "gm_ingest.h"
@@ -418,23 +420,6 @@ static int ensure_partitions(rater *r, int64_t from_us, int months, int *made, c
     if (gm_rater__fault(GM_RATER_FAULT_PARTITIONS))
         return gm_fail(err, err_len, GM_EDB, "gm.ensure_ledger_partitions: injected failure");
     return gm_ledger_ensure_partitions(r->pg, from_us, months, made, err, err_len);
-}
-
-static int load_book(rater *r, char *err, size_t err_len)
-{
-    /* the batch in flight prices from the book in use (its rows point into it), and the
-     * connection is the commit thread's meanwhile: settle it first */
-    drain(r);
-    if (!r->pg || PQstatus(r->pg) != CONNECTION_OK)
-        return gm_fail(err, err_len, GM_EDB, "rate cards: no PostgreSQL connection");
-    gm_rating_book *book = NULL;
-    int rc = gm_ledger_load_book(r->pg, &book, err, err_len);
-    if (rc)
-        return rc;
-    gm_rating_book_free(r->book);
-    r->book = book;
-    r->book_loaded_us = gm_mono_us();
-    return 0;
 }
 
 static rd_kafka_t *make_consumer(rater *r, char *err, size_t err_len)
@@ -1185,25 +1170,10 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
     int64_t next_partitions = gm_mono_us() + gm_rater__partitions_every_us;
     while (!*stop) {
         retry_assign(r); /* a refused assignment, tried again */
-        /* Housekeeping first (each settles the batch in flight: the book and the connection
-         * are the commit thread's meanwhile), so that nothing comes between a batch's
-         * preparation and its hand-over. */
+        /* Housekeeping first (it settles the batch in flight: the connection is the commit
+         * thread's meanwhile), so that nothing comes between a batch's preparation and its
+         * hand-over but the book's refresh (below). */
         int64_t now = gm_mono_us();
-        if (cfg->book_reload_s > 0 &&
-            now - r->book_loaded_us > cfg->book_reload_s * GM_US_PER_SEC) {
-            drain(r);
-            if (r->pg && PQstatus(r->pg) == CONNECTION_OK) {
-                char why[512];
-                if (load_book(r, why, sizeof why) != 0) {
-                    gm_warn("rater",
-                            "msg=\"rate cards not reloaded, keeping the loaded ones\" "
-                            "error=\"%s\"",
-                            why);
-                    /* again in a second, not at every batch (each settles the pipeline) */
-                    r->book_loaded_us = now - cfg->book_reload_s * GM_US_PER_SEC + GM_US_PER_SEC;
-                }
-            }
-        }
         if (now >= next_partitions) {
             drain(r);
             if (r->pg && PQstatus(r->pg) == CONNECTION_OK) {
@@ -1293,6 +1263,16 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
             }
             if (pg_reconnect(r, err, err_len) != 0)
                 break;
+            /* The book follows imports (rater/book_watch.c), checked now that the connection
+             * is free and the batch before has settled (its rows pointed into the book in
+             * use): after a reload this batch is priced again with the new book, so a batch
+             * handed over after an import's notification arrived uses its terms. */
+            uint64_t reloads = r->book_watch.reloads;
+            char why[512]; /* a failed reload keeps the loaded book (logged) */
+            (void)gm_rater__book_refresh(r->pg, &r->book, &r->book_watch, cfg->book_reload_s,
+                                         "rater", why, sizeof why);
+            if (r->book_watch.reloads != reloads)
+                prepare_range(r, b, 0, b->n_msgs, gm_now_us(), NULL);
             if (overlapped)
                 gm_rater_metrics.pipelined_batches++;
             for (size_t k = 0; k < b->n_pos; k++)
@@ -1303,6 +1283,9 @@ int gm_rater_run(const gm_rater_config *cfg, volatile sig_atomic_t *stop, char *
         } else {
             if (pg_reconnect(r, err, err_len) != 0)
                 break;
+            char why[512]; /* a failed reload keeps the loaded book (logged) */
+            (void)gm_rater__book_refresh(r->pg, &r->book, &r->book_watch, cfg->book_reload_s,
+                                         "rater", why, sizeof why);
             int brc = process_batch(r, b);
             free_msgs(b);
             /* the batch's time (a long PostgreSQL outage included) is not idle time: counted
