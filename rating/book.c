@@ -270,10 +270,11 @@ const gm_rating_contract *gm_rating_book_contract_at(const gm_rating_book *b, co
     return i >= 0 ? b->con[i] : NULL;
 }
 
-int rating__resolve(const gm_rating_book *b, const char *tenant, const char *model,
-                    const char *site, int64_t time_us, rating__resolved *out, char *err,
-                    size_t err_len)
+static int resolve_base(const gm_rating_book *b, const char *tenant, const char *model,
+                        const char *site, int64_t time_us, rating__resolved *out, char *err,
+                        size_t err_len)
 {
+    out->ctx = NULL;
     if (!tenant || !model || !site)
         return gm_fail(err, err_len, GM_EINVAL, "usage: tenant, model and site are required");
     unsigned flags = 0;
@@ -349,6 +350,7 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
             out->tier = tier;
             out->model = -1;
             out->flags = flags | GM_PRICE_F_CONTRACT_PRICE;
+            out->ctx = o->ctx.n ? &o->ctx : NULL;
             return 0;
         }
         if (c->default_model < 0)
@@ -382,7 +384,24 @@ int rating__resolve(const gm_rating_book *b, const char *tenant, const char *mod
     out->tier = tier;
     out->model = flags & GM_PRICE_F_DEFAULT_MODEL ? -1 : mi;
     out->flags = flags;
+    /* Context rows: the contract's own for the model, else the card's (docs/rating.md,
+     * "Price variants": contract prices do not override a card's context rows). */
+    out->ctx = o && o->ctx.n ? &o->ctx : c->ctx && c->ctx[mi].n ? &c->ctx[mi] : NULL;
     return 0;
+}
+
+int rating__resolve(const gm_rating_book *b, const char *tenant, const char *model,
+                    const char *site, int64_t time_us, gm_rating_svc svc, int64_t prompt,
+                    rating__resolved *out, char *err, size_t err_len)
+{
+    int rc = resolve_base(b, tenant, model, site, time_us, out, err, err_len);
+    if (rc)
+        return rc;
+    if (!strcmp(model, GM_GPU_WINDOW_MODEL)) { /* windows are no requests: no variant */
+        out->variant = "";
+        return 0;
+    }
+    return rating__apply_variant(out, svc, prompt, err, err_len);
 }
 
 const char *gm_gpu_basis_name(gm_gpu_basis b)
@@ -414,7 +433,15 @@ int rating__price_fill(const gm_usage *u, const rating__resolved *r, gm_event_pr
     out->minor_units = r->card->minor_units;
     out->site_tier = r->card->tier_names[r->tier];
     out->flags = r->flags;
+    out->variant = r->variant;
     return 0;
+}
+
+/* The prompt that picks an event's context row: input + cached + cache_write tokens (each
+ * checked <= 2^53-1, so the sum fits). */
+int64_t rating__prompt(const gm_usage *u)
+{
+    return u->qty[GM_DIM_INPUT] + u->qty[GM_DIM_CACHED] + u->qty[GM_DIM_CACHE_WRITE];
 }
 
 int rating__qty_check(const gm_usage *u, char *err, size_t err_len)
@@ -435,9 +462,26 @@ int gm_rating_price_event(const gm_rating_book *b, const gm_usage *u, gm_event_p
     if (rc)
         return rc;
     rating__resolved r;
-    if ((rc = rating__resolve(b, u->tenant, u->model, u->site, u->time_us, &r, err, err_len)))
+    if ((rc = rating__resolve(b, u->tenant, u->model, u->site, u->time_us, u->service_tier,
+                              rating__prompt(u), &r, err, err_len)))
         return rc;
     return rating__price_fill(u, &r, out, err, err_len);
+}
+
+int gm_rating_price_charge(const gm_rating_book *b, const char *tenant, const char *model,
+                           const char *site, int64_t time_us, const char *variant,
+                           gm_event_price *out, char *err, size_t err_len)
+{
+    gm_rating_svc svc;
+    int64_t prompt;
+    int rc = rating__variant_prompt(variant, &svc, &prompt, err, err_len);
+    if (rc)
+        return rc;
+    rating__resolved r;
+    if ((rc = rating__resolve(b, tenant, model, site, time_us, svc, prompt, &r, err, err_len)))
+        return rc;
+    gm_usage u = {tenant, model, site, time_us, {0}, svc};
+    return rating__price_fill(&u, &r, out, err, err_len);
 }
 
 int gm_event_price_total(const gm_event_price *p, gm_i128 *total)
@@ -484,6 +528,61 @@ int gm_rating_book_minor_units(const gm_rating_book *b, const char *currency)
     return -1;
 }
 
+/* A contract's multipliers x a card version's prices, or the card's multipliers x the
+ * contract's own prices (whichever pair prices the tenant's requests): exact, else refused
+ * naming the contract, the multiplier and the price. */
+static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card *c, char *err,
+                              size_t err_len)
+{
+    size_t nm = c->n_models + (c->default_model >= 0), nt = c->n_tiers;
+    int64_t step = 1;
+    char what[400], why[900];
+    int rc = 0;
+    if (k->svc.present) {
+        for (size_t i = 0; i < nm * nt * GM_DIM_COUNT; i++)
+            step = rating__svc_step(step, c->price[i]);
+        for (size_t i = 0; !rc && i < nm * nt * GM_DIM_COUNT; i++) {
+            snprintf(what, sizeof what, "card %s v%lld prices.%s.%s at site tier %s", c->card_id,
+                     (long long)c->version, c->model_names[i / (nt * GM_DIM_COUNT)],
+                     gm_dim_name((gm_dim)(i % GM_DIM_COUNT)),
+                     c->tier_names[(i / GM_DIM_COUNT) % nt]);
+            rc = rating__svc_check(&k->svc, c->price[i], step, what, why, sizeof why);
+        }
+        for (size_t mi = 0; !rc && c->ctx && mi < nm; mi++)
+            for (size_t r = 0; !rc && r < c->ctx[mi].n; r++)
+                for (size_t i = 0; !rc && i < nt * GM_DIM_COUNT; i++) {
+                    if (!(c->ctx[mi].row[r].mask & (1u << (i % GM_DIM_COUNT))))
+                        continue;
+                    snprintf(what, sizeof what, "card %s v%lld prices.%s.context_tiers[%zu]",
+                             c->card_id, (long long)c->version, c->model_names[mi], r);
+                    rc = rating__svc_check(&k->svc, c->ctx[mi].row[r].eff[i], 1, what, why,
+                                           sizeof why);
+                }
+    } else if (c->svc.present) {
+        for (size_t o = 0; o < k->n_over; o++)
+            for (int d = 0; d < GM_DIM_COUNT; d++)
+                if (k->over[o].mask & (1u << d))
+                    step = rating__svc_step(step, k->over[o].price_p[d]);
+        for (size_t o = 0; !rc && o < k->n_over; o++)
+            for (int d = 0; !rc && d < GM_DIM_COUNT; d++) {
+                snprintf(what, sizeof what, "the contract's prices.%s.%s (card %s v%lld)",
+                         k->over[o].model, gm_dim_name((gm_dim)d), c->card_id,
+                         (long long)c->version);
+                if (k->over[o].mask & (1u << d))
+                    rc = rating__svc_check(&c->svc, k->over[o].price_p[d], step, what, why,
+                                           sizeof why);
+                for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++)
+                    if (k->over[o].ctx.row[r].mask & (1u << d))
+                        rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], 1, what,
+                                               why, sizeof why);
+            }
+    }
+    if (rc)
+        return gm_fail(err, err_len, rc, "contract %s: %s%s", k->tenant,
+                       k->svc.present ? "" : "the card's ", why);
+    return 0;
+}
+
 int gm_rating_book_check_contracts(const gm_rating_book *b, char *err, size_t err_len)
 {
     for (size_t i = 0; i < b->n_con; i++) {
@@ -516,6 +615,11 @@ int gm_rating_book_check_contracts(const gm_rating_book *b, char *err, size_t er
                                    " apply",
                                    k->tenant, r, name, f->card_id);
             }
+        for (size_t v = 0; v < f->n_cards; v++) {
+            int rc = check_contract_svc(k, f->cards[v], err, err_len);
+            if (rc)
+                return rc;
+        }
     }
     return 0;
 }

@@ -224,6 +224,9 @@ void gm_rating_card_free(gm_rating_card *c)
     free(c->price);
     free(c->rows);
     free(c->site_rows);
+    for (size_t i = 0; c->ctx && i < nm; i++)
+        rating__ctx_free(&c->ctx[i]);
+    free(c->ctx);
     rating__map_free(&c->model_map);
     rating__map_free(&c->site_map);
     rating__map_free(&c->tier_map);
@@ -237,15 +240,18 @@ void gm_rating_card_free(gm_rating_card *c)
  *   reasoning absent:   the object's output price (when it states output);
  *   request absent:     0 (no fee) in a complete entry (all_dims), else inherited. */
 static int parse_model_prices(const rating__json *j, const cJSON *m, const char *path,
-                              bool all_dims, int64_t price[GM_DIM_COUNT], unsigned *mask, char *err,
-                              size_t err_len)
+                              bool all_dims, bool allow_ctx, int64_t price[GM_DIM_COUNT],
+                              unsigned *mask, char *err, size_t err_len)
 {
     int rc = need_object(j, m, path, err, err_len);
     if (rc)
         return rc;
     static const char *const allowed[] = {"input",       "cached",    "output",  "gpu",
                                           "cache_write", "reasoning", "request", NULL};
-    if ((rc = check_keys(m, path, allowed, err, err_len)))
+    static const char *const allowed_ctx[] = {"input",     "cached",  "output",        "gpu",
+                                              "cache_write", "reasoning", "request",
+                                              "context_tiers", NULL};
+    if ((rc = check_keys(m, path, allow_ctx ? allowed_ctx : allowed, err, err_len)))
         return rc;
     *mask = 0;
     for (int d = 0; d < GM_DIM_COUNT; d++) {
@@ -279,6 +285,81 @@ static int parse_model_prices(const rating__json *j, const cJSON *m, const char 
     return 0;
 }
 
+int rating__row_prices(const rating__json *j, const cJSON *v, const char *path,
+                       int64_t price[GM_DIM_COUNT], unsigned *mask, char *err, size_t err_len)
+{
+    return parse_model_prices(j, v, path, false, false, price, mask, err, err_len);
+}
+
+static const char *dim_unit_word(int d)
+{
+    return d == GM_DIM_GPU ? "GPU-second" : d == GM_DIM_REQUEST ? "request" : "token";
+}
+
+/* The card's context rows at each site tier: a stated price x the tier's multiplier, exact
+ * (or refused like a tier's multiplied price); then every effective price, base and context
+ * rows, x each service-tier multiplier, exact (or refused with the two nearest multipliers). */
+static int card_variants(gm_rating_card *c, size_t nm, const gm_i128 *tier_mult,
+                         const char *const *mult_text, char *err, size_t err_len)
+{
+    size_t nt = c->n_tiers;
+    gm_i128 one = gm_pow10_i128(RATING_MULT_SCALE);
+    for (size_t mi = 0; c->ctx && mi < nm; mi++)
+        for (size_t r = 0; r < c->ctx[mi].n; r++) {
+            rating__ctx_row *row = &c->ctx[mi].row[r];
+            row->eff = gm_xcalloc(nt * GM_DIM_COUNT, sizeof *row->eff);
+            for (size_t ti = 0; ti < nt; ti++)
+                for (int d = 0; d < GM_DIM_COUNT; d++) {
+                    if (!(row->mask & (1u << d)))
+                        continue;
+                    gm_i128 p = (gm_i128)row->price_p[d] * tier_mult[ti];
+                    if (p % one != 0 || p / one > INT64_MAX) {
+                        char bp[64], ep[64];
+                        gm_dec_format(row->price_p[d], 12, bp, sizeof bp);
+                        gm_dec_format(p, 12 + RATING_MULT_SCALE, ep, sizeof ep);
+                        return gm_fail(err, err_len, GM_ERANGE,
+                                       "site_tiers.%s.multiplier: %s x "
+                                       "prices.%s.context_tiers[%zu].prices.%s (%s per %s) = %s "
+                                       "is not exact in 12 fraction digits; pick a multiplier or "
+                                       "a row price that keeps it exact",
+                                       c->tier_names[ti], mult_text[ti], c->model_names[mi], r,
+                                       dim_keys[d], bp, dim_unit_word(d), ep);
+                    }
+                    row->eff[ti * GM_DIM_COUNT + d] = (int64_t)(p / one);
+                }
+        }
+    if (!c->svc.present)
+        return 0;
+    int64_t step = 1;
+    for (size_t i = 0; i < nm * nt * GM_DIM_COUNT; i++)
+        step = rating__svc_step(step, c->price[i]);
+    for (size_t mi = 0; c->ctx && mi < nm; mi++)
+        for (size_t r = 0; r < c->ctx[mi].n; r++)
+            for (size_t i = 0; i < nt * GM_DIM_COUNT; i++)
+                step = rating__svc_step(step, c->ctx[mi].row[r].eff[i]);
+    for (size_t mi = 0; mi < nm; mi++)
+        for (size_t ti = 0; ti < nt; ti++)
+            for (int d = 0; d < GM_DIM_COUNT; d++) {
+                char what[400];
+                snprintf(what, sizeof what, "prices.%s.%s at site tier %s",
+                         c->model_names[mi], dim_keys[d], c->tier_names[ti]);
+                int rc = rating__svc_check(&c->svc, c->price[(mi * nt + ti) * GM_DIM_COUNT + d],
+                                           step, what, err, err_len);
+                for (size_t r = 0; !rc && c->ctx && r < c->ctx[mi].n; r++) {
+                    if (!(c->ctx[mi].row[r].mask & (1u << d)))
+                        continue;
+                    snprintf(what, sizeof what,
+                             "prices.%s.context_tiers[%zu].prices.%s at site tier %s",
+                             c->model_names[mi], r, dim_keys[d], c->tier_names[ti]);
+                    rc = rating__svc_check(&c->svc, c->ctx[mi].row[r].eff[ti * GM_DIM_COUNT + d],
+                                           step, what, err, err_len);
+                }
+                if (rc)
+                    return rc;
+            }
+    return 0;
+}
+
 static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, size_t err_len)
 {
     const cJSON *doc = j->root;
@@ -288,8 +369,11 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
     static const char *const allowed[] = {
         "card_id",           "version",      "valid_from",     "valid_until", "currency",
         "minor_units",       "default_card", "unknown_models", "prices",      "site_tiers",
-        "default_site_tier", "description",  "dropped_models", NULL};
+        "default_site_tier", "description",  "dropped_models", "service_tiers", NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
+        return rc;
+    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"),
+                                &c->svc, err, err_len)))
         return rc;
     /* dropped_models: the models this version leaves out on purpose (import refuses a version
      * that drops a model with usage in its validity unless it is listed here). */
@@ -390,7 +474,16 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
         c->model_names[idx] = gm_xstrdup(m->string);
         rating__map_put(&c->model_map, c->model_names[idx], strlen(m->string), (int32_t)idx);
         unsigned mask;
-        rc = parse_model_prices(j, m, path, true, &base[idx * GM_DIM_COUNT], &mask, err, err_len);
+        rc = parse_model_prices(j, m, path, true, true, &base[idx * GM_DIM_COUNT], &mask, err,
+                                err_len);
+        const cJSON *ct = rc ? NULL : cJSON_GetObjectItemCaseSensitive(m, "context_tiers");
+        if (ct) {
+            if (!c->ctx)
+                c->ctx = gm_xcalloc(nm, sizeof *c->ctx);
+            char cp[320];
+            snprintf(cp, sizeof cp, "%s.context_tiers", path);
+            rc = rating__ctx_parse(j, ct, cp, &c->ctx[idx], err, err_len);
+        }
     }
     if (rc) {
         free(base);
@@ -414,6 +507,10 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
     }
     c->n_tiers = nt;
     c->tier_names = gm_xcalloc(nt, sizeof *c->tier_names);
+    gm_i128 *tier_mult = gm_xcalloc(nt, sizeof *tier_mult);
+    const char **tier_mult_text = gm_xcalloc(nt, sizeof *tier_mult_text);
+    tier_mult[0] = gm_pow10_i128(RATING_MULT_SCALE);
+    tier_mult_text[0] = "1";
     c->price = gm_xcalloc(nm * nt * GM_DIM_COUNT, sizeof *c->price);
     if (!tiers) {
         c->tier_names[0] = gm_xstrdup("standard");
@@ -422,6 +519,8 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
         memcpy(c->price, base, nm * GM_DIM_COUNT * sizeof *base);
         if (dflt && !(cJSON_IsString(dflt) && !strcmp(dflt->valuestring, "standard"))) {
             free(base);
+            free(tier_mult);
+            free(tier_mult_text);
             return gm_fail(err, err_len, GM_EINVAL,
                            "default_site_tier: names a tier but the card has no site_tiers");
         }
@@ -449,6 +548,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
             const cJSON *mv = cJSON_GetObjectItemCaseSensitive(t, "multiplier");
             char mpath[320];
             snprintf(mpath, sizeof mpath, "%s.multiplier", path);
+            tier_mult_text[ti] = mv && cJSON_IsString(mv) ? mv->valuestring : "1";
             if (mv) {
                 if ((rc = need_decimal_text(j, mv, mpath, "1.25", err, err_len)))
                     break;
@@ -463,6 +563,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                     break;
                 }
             }
+            tier_mult[ti] = mult;
             /* The tier's own prices first: a (model, dimension) the tier prices itself is
              * never multiplied, so the exactness rule does not apply to it (regression: a tier
              * stating its own price was still refused by the multiplier check, although the
@@ -487,7 +588,8 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                     }
                     int64_t own[GM_DIM_COUNT];
                     unsigned mask;
-                    if ((rc = parse_model_prices(j, m, mp, false, own, &mask, err, err_len)))
+                    if ((rc = parse_model_prices(j, m, mp, false, false, own, &mask, err,
+                                                 err_len)))
                         break;
                     for (int d = 0; d < GM_DIM_COUNT; d++)
                         if (mask & (1u << d))
@@ -575,6 +677,10 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
         }
     }
     free(base);
+    if (!rc)
+        rc = card_variants(c, nm, tier_mult, tier_mult_text, err, err_len);
+    free(tier_mult);
+    free(tier_mult_text);
     if (rc)
         return rc;
     /* Introspection rows. */
@@ -653,8 +759,10 @@ void gm_rating_contract_free(gm_rating_contract *k)
         return;
     free(k->tenant);
     free(k->card_id);
-    for (size_t i = 0; i < k->n_over; i++)
+    for (size_t i = 0; i < k->n_over; i++) {
         free(k->over[i].model);
+        rating__ctx_free(&k->over[i].ctx);
+    }
     free(k->over);
     rating__map_free(&k->over_map);
     for (size_t i = 0; i < k->n_rules; i++) {
@@ -1038,6 +1146,46 @@ static int contract_gpu_basis(const rating__json *j, const cJSON *doc, gm_rating
     return 0;
 }
 
+/* The contract's own prices (overrides and context rows) x its own service_tiers: exact, or
+ * refused naming the multiplier, the price and the two nearest exact multipliers. (The card's
+ * prices x the contract's multipliers, and the contract's prices x the card's: the book's
+ * gm_rating_book_check_contracts.) */
+static int contract_svc_check(const gm_rating_contract *k, char *err, size_t err_len)
+{
+    if (!k->svc.present)
+        return 0;
+    int64_t step = 1;
+    for (size_t i = 0; i < k->n_over; i++) {
+        for (int d = 0; d < GM_DIM_COUNT; d++)
+            if (k->over[i].mask & (1u << d))
+                step = rating__svc_step(step, k->over[i].price_p[d]);
+        for (size_t r = 0; r < k->over[i].ctx.n; r++)
+            for (int d = 0; d < GM_DIM_COUNT; d++)
+                if (k->over[i].ctx.row[r].mask & (1u << d))
+                    step = rating__svc_step(step, k->over[i].ctx.row[r].price_p[d]);
+    }
+    for (size_t i = 0; i < k->n_over; i++)
+        for (int d = 0; d < GM_DIM_COUNT; d++) {
+            char what[400];
+            snprintf(what, sizeof what, "prices.%s.%s", k->over[i].model, dim_keys[d]);
+            int rc = (k->over[i].mask & (1u << d))
+                         ? rating__svc_check(&k->svc, k->over[i].price_p[d], step, what, err,
+                                             err_len)
+                         : 0;
+            for (size_t r = 0; !rc && r < k->over[i].ctx.n; r++) {
+                if (!(k->over[i].ctx.row[r].mask & (1u << d)))
+                    continue;
+                snprintf(what, sizeof what, "prices.%s.context_tiers[%zu].prices.%s",
+                         k->over[i].model, r, dim_keys[d]);
+                rc = rating__svc_check(&k->svc, k->over[i].ctx.row[r].price_p[d], step, what, err,
+                                       err_len);
+            }
+            if (rc)
+                return rc;
+        }
+    return 0;
+}
+
 static int contract_from_json(const rating__json *j, gm_rating_contract *k, char *err,
                               size_t err_len)
 {
@@ -1053,8 +1201,12 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
                                           "commitment_end",   "free_allowances",
                                           "description",      "gpu_basis",
                                           "gpu_window_price", "term_commitment",
-                                          "effective_from",   NULL};
+                                          "effective_from",   "service_tiers",
+                                          NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
+        return rc;
+    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"),
+                                &k->svc, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
     if ((rc = need_string(j, v, "tenant", err, err_len)) ||
@@ -1086,11 +1238,17 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
             k->over[i].model = gm_xstrdup(m->string);
             if (rating__map_put(&k->over_map, k->over[i].model, strlen(m->string), (int32_t)i) >= 0)
                 return gm_fail(err, err_len, GM_EINVAL, "%s: model appears twice", path);
-            if ((rc = parse_model_prices(j, m, path, false, k->over[i].price_p, &k->over[i].mask,
-                                         err, err_len)))
+            if ((rc = parse_model_prices(j, m, path, false, true, k->over[i].price_p,
+                                         &k->over[i].mask, err, err_len)))
                 return rc;
-            if (!k->over[i].mask)
-                return gm_fail(err, err_len, GM_EINVAL, "%s: must override at least one dimension",
+            const cJSON *ct = cJSON_GetObjectItemCaseSensitive(m, "context_tiers");
+            char cp[320];
+            snprintf(cp, sizeof cp, "%s.context_tiers", path);
+            if (ct && (rc = rating__ctx_parse(j, ct, cp, &k->over[i].ctx, err, err_len)))
+                return rc;
+            if (!k->over[i].mask && !k->over[i].ctx.n)
+                return gm_fail(err, err_len, GM_EINVAL,
+                               "%s: must override at least one dimension or state context_tiers",
                                path);
         }
     }
@@ -1142,7 +1300,9 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
     if ((rc = parse_allowances(j, cJSON_GetObjectItemCaseSensitive(doc, "free_allowances"), k, err,
                                err_len)))
         return rc;
-    return contract_gpu_basis(j, doc, k, err, err_len);
+    if ((rc = contract_gpu_basis(j, doc, k, err, err_len)))
+        return rc;
+    return contract_svc_check(k, err, err_len);
 }
 
 int gm_rating_contract_parse(const char *json, size_t len, gm_rating_contract **out, char *err,

@@ -229,10 +229,31 @@ const gm_rating_contract *gm_rating_book_contract_at(const gm_rating_book *book,
                                                      int64_t time_us);
 
 /* ---- Per-event pricing (hot path: no allocation, hash lookups) ------------------------- */
+/* The service tier of a request (the event's data.service_tier), in the order of
+ * gm_service_tier (ingest/gm_ingest.h): the rating engine prices it by the card's (or the
+ * contract's) service_tiers multipliers (docs/rating.md, "Price variants"). */
+typedef enum {
+    GM_RATING_SVC_STANDARD = 0,
+    GM_RATING_SVC_BATCH,
+    GM_RATING_SVC_PRIORITY,
+    GM_RATING_SVC_COUNT
+} gm_rating_svc;
+/* "standard", "batch", "priority"; "?" else. */
+const char *gm_rating_svc_name(gm_rating_svc s);
+
+/* A price variant's canonical text: "" (standard, base context), "batch", "priority",
+ * "ctx>N", "batch/ctx>N" or "priority/ctx>N" (N: the context row's above_tokens). It is a
+ * part of the key of charges and invoice lines. At most GM_RATING_VARIANT_MAX bytes. */
+#define GM_RATING_VARIANT_MAX 40
+#define GM_RATING_CTX_ROWS_MAX 16 /* context_tiers rows per model */
+
 typedef struct {
     const char *tenant, *model, *site;
     int64_t time_us;
     int64_t qty[GM_DIM_COUNT]; /* each 0 <= qty <= 2^53-1 */
+    /* The request's service tier (0: standard). Its prompt, input + cached + cache_write
+     * tokens, picks the context row (docs/rating.md, "Price variants"). */
+    gm_rating_svc service_tier;
 } gm_usage;
 
 typedef struct {
@@ -244,6 +265,9 @@ typedef struct {
     int64_t unit_price_p[GM_DIM_COUNT];
     gm_i128 amount_e18[GM_DIM_COUNT]; /* exact list amount of each dimension */
     unsigned flags;                   /* GM_PRICE_F_... */
+    /* The price variant (canonical text, owned by the book or static; "" for standard at
+     * the base context): the key part of the charge this price goes to. */
+    const char *variant;
 } gm_event_price;
 
 #define GM_PRICE_F_UNKNOWN_TENANT                                                                  \
@@ -251,7 +275,9 @@ typedef struct {
 #define GM_PRICE_F_DEFAULT_MODEL  2u /* model not on the card: priced by its "default" entry */
 #define GM_PRICE_F_DEFAULT_SITE   4u /* site not on the card: priced at its default site tier */
 #define GM_PRICE_F_CONTRACT_PRICE 8u /* at least one dimension priced by a contract override */
-/* 16u is the unknown price variant flag (helper D). */
+#define GM_PRICE_F_UNLISTED_VARIANT                                                                \
+    16u /* the request's service tier (batch, priority) is not listed in the service_tiers     \
+         * in force (the contract's, else the card's): priced at multiplier 1 */
 #define GM_PRICE_F_GPU_WINDOWS                                                                     \
     32u /* the contract bills GPU time from attributed windows (gpu_basis "windows"): a usage      \
          * event's gpu is priced 0; a window line is priced at gpu_window_price */
@@ -266,6 +292,20 @@ typedef struct {
  * an amount past int128 (absurd prices only). `err` may be NULL. */
 int gm_rating_price_event(const gm_rating_book *book, const gm_usage *u, gm_event_price *out,
                           char *err, size_t err_len) GM_MUSTCHECK;
+/* The unit prices of a charge: (tenant, model, site, hour) under a price variant, e.g. a
+ * row of gm.charges. The one pricing path of the rater and of billing: an event is priced as
+ * the charge of its variant (gm_rating_price_event derives the variant from its service tier
+ * and prompt, then prices through here), so re-pricing the charges gives the rater's prices.
+ * A variant "ctx>N" is priced by the context row of the model with the highest above_tokens
+ * <= N (the row N itself when the card still has it). out->amount_e18 is 0; out->variant is
+ * the variant that priced it. GM_EINVAL: a variant that is not canonical text. */
+int gm_rating_price_charge(const gm_rating_book *book, const char *tenant, const char *model,
+                           const char *site, int64_t time_us, const char *variant,
+                           gm_event_price *out, char *err, size_t err_len) GM_MUSTCHECK;
+/* Parses a variant's canonical text: its service tier and its context threshold (0: the base
+ * context). GM_EINVAL naming the rule when it is not canonical. */
+int gm_rating_variant_parse(const char *variant, gm_rating_svc *svc, int64_t *ctx_above,
+                            char *err, size_t err_len) GM_MUSTCHECK;
 /* Sum of out->amount_e18 over dimensions (checked). */
 int gm_event_price_total(const gm_event_price *p, gm_i128 *total_e18) GM_MUSTCHECK;
 
@@ -293,6 +333,7 @@ typedef struct {
     const char *model, *site;
     int64_t time_us;
     gm_i128 qty[GM_DIM_COUNT]; /* each >= 0 */
+    const char *variant;       /* the charges' price variant; NULL or "": standard, base */
 } gm_usage_sum;
 
 int gm_rating_period_add_sum(gm_rating_period *period, const gm_usage_sum *s, char *err,
@@ -300,8 +341,10 @@ int gm_rating_period_add_sum(gm_rating_period *period, const gm_usage_sum *s, ch
 
 /* ---- Invoices --------------------------------------------------------------------------
  * Lines, in this order (line_no 1..n):
- *   GM_LINE_USAGE     one per (dimension, model, site tier, card version) with quantity,
- *                     for usage that no contract tier rule covers, sorted by that key;
+ *   GM_LINE_USAGE     one per (dimension, model, site tier, card version, variant) with
+ *                     quantity, for usage that no contract tier rule covers, sorted by that
+ *                     key (variants bytewise, "" first); tier rules cover the base variant
+ *                     "" only;
  *   GM_LINE_TIER      one per band of a contract tier rule with quantity in it (graduated),
  *                     or one at the band the month's quantity falls in (volume), in rule
  *                     order; model is the rule's model list ("*" for all), site_tier "*";
@@ -344,6 +387,7 @@ typedef struct {
     gm_i128 discount_minor; /* <= 0: this line's share of the discount line */
     gm_i128 credit_minor;   /* <= 0: this line's share of the credit line */
     unsigned flags;         /* GM_PRICE_F_... of the usage behind the line */
+    const char *variant;    /* price variant of usage and allowance lines; "" otherwise */
     char description[128];
 } gm_invoice_line;
 
@@ -398,7 +442,7 @@ void gm_invoice_free(gm_invoice *inv);
 int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len);
 
 /* ---- Re-rating: line-by-line difference of two invoices of the same period -------------
- * Lines are matched by (kind, dimension, model, site tier, card version, band); a line only
+ * Lines are matched by (kind, dimension, model, site tier, card version, band, variant); a line only
  * in `before` has after = 0 and vice versa. Entries are sorted by that key; unchanged lines
  * are included with changed = false. Nothing is written anywhere: a dry run by nature. */
 typedef struct {
@@ -407,6 +451,7 @@ typedef struct {
     const char *model, *site_tier;
     int64_t card_version;
     int band;
+    const char *variant;
     bool changed;
     gm_i128 qty_before, qty_after;
     int64_t unit_price_p_before, unit_price_p_after;

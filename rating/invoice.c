@@ -5,7 +5,7 @@
  * Invariants of an invoice (checked by gm_invoice_check(), which the tests call on every
  * invoice they build):
  *   I1. line_no runs 1..n in array order; usage lines come first, sorted by (dimension,
- *       model, site tier, card version) without duplicates, then tier lines, then allowance
+ *       model, site tier, card version, variant) without duplicates, then tier lines, then allowance
  *       lines, then at most one discount, one commitment and one credit line, in that order.
  *   I2. a usage or tier line's amount_e18 is exactly qty * unit_price_p (* 10^6 for tokens);
  *       an allowance line's is exactly -(qty * unit_price_p), and it carries no shares.
@@ -30,7 +30,8 @@ typedef struct {
     int32_t model_idx; /* the model's index on the card, or -1 (keyed by name) */
     const gm_rating_card *card;
     char *model;
-    const char *tier; /* owned by the book */
+    const char *tier;    /* owned by the book */
+    const char *variant; /* owned by the book (or static) */
     int64_t price_p[GM_DIM_COUNT];
     unsigned flags;
     gm_i128 qty[GM_DIM_COUNT];
@@ -102,11 +103,13 @@ static int period_check(const gm_rating_period *p, const char *tenant, int64_t t
  * holds entry indexes + 1 (0 = empty), probed by a hash of the key's parts; no key string is
  * built per event. */
 static uint64_t entry_hash(const gm_rating_card *card, int32_t model_idx, const char *model,
-                           const char *tier)
+                           const char *tier, const char *variant)
 {
     /* A model listed on the card is keyed by its index, others by their name. */
     uint64_t h = model_idx >= 0 ? (uint64_t)model_idx * 0xD6E8FEB86659FD93ull
                                 : rating__hash(model, strlen(model));
+    if (variant[0]) /* by its text: equal variants of two context rows are one key */
+        h ^= rating__hash(variant, strlen(variant)) * 0x94D049BB133111EBull;
     h ^= (uint64_t)(uintptr_t)card * 0x9E3779B97F4A7C15ull;
     h ^= (uint64_t)(uintptr_t)tier * 0xC2B2AE3D27D4EB4Full;
     h ^= h >> 29;
@@ -132,14 +135,16 @@ static void period_grow(gm_rating_period *p)
 
 static period_entry *period_entry_get(gm_rating_period *p, const gm_rating_card *card,
                                       int32_t model_idx, const char *model, const char *tier,
-                                      const int64_t price_p[GM_DIM_COUNT], unsigned flags)
+                                      const char *variant, const int64_t price_p[GM_DIM_COUNT],
+                                      unsigned flags)
 {
-    uint64_t h = entry_hash(card, model_idx, model, tier);
+    uint64_t h = entry_hash(card, model_idx, model, tier, variant);
     if (p->slots) {
         for (size_t k = h & p->slots_mask; p->slots[k]; k = (k + 1) & p->slots_mask) {
             period_entry *e = &p->e[p->slots[k] - 1];
             if (e->hash == h && e->card == card && e->tier == tier && e->model_idx == model_idx &&
-                (model_idx >= 0 || !strcmp(e->model, model)))
+                (model_idx >= 0 || !strcmp(e->model, model)) &&
+                (e->variant == variant || !strcmp(e->variant, variant)))
                 return e;
         }
     }
@@ -156,6 +161,7 @@ static period_entry *period_entry_get(gm_rating_period *p, const gm_rating_card 
     e->card = card;
     e->model = gm_xstrdup(model);
     e->tier = tier;
+    e->variant = variant;
     memcpy(e->price_p, price_p, sizeof e->price_p);
     e->flags = flags;
     size_t k = h & p->slots_mask;
@@ -186,12 +192,12 @@ int gm_rating_period_add_event(gm_rating_period *p, const gm_usage *u, gm_event_
     gm_event_price ep;
     rating__resolved r;
     if ((rc = rating__qty_check(u, err, err_len)) ||
-        (rc = rating__resolve(p->book, u->tenant, u->model, u->site, u->time_us, &r, err,
-                              err_len)) ||
+        (rc = rating__resolve(p->book, u->tenant, u->model, u->site, u->time_us, u->service_tier,
+                              rating__prompt(u), &r, err, err_len)) ||
         (rc = rating__price_fill(u, &r, &ep, err, err_len)))
         return rc;
-    period_entry *e =
-        period_entry_get(p, r.card, r.model, u->model, ep.site_tier, ep.unit_price_p, ep.flags);
+    period_entry *e = period_entry_get(p, r.card, r.model, u->model, ep.site_tier, ep.variant,
+                                       ep.unit_price_p, ep.flags);
     gm_i128 q[GM_DIM_COUNT];
     for (int d = 0; d < GM_DIM_COUNT; d++)
         q[d] = u->qty[d];
@@ -215,11 +221,16 @@ int gm_rating_period_add_sum(gm_rating_period *p, const gm_usage_sum *s, char *e
         if (s->qty[d] < 0)
             return gm_fail(err, err_len, GM_EINVAL, "usage sum: %s quantity is negative",
                            gm_dim_name((gm_dim)d));
+    /* Priced as gm_rating_price_charge prices the charges' variant: one pricing path. */
+    gm_rating_svc svc;
+    int64_t prompt;
     rating__resolved r;
-    if ((rc = rating__resolve(p->book, p->tenant, s->model, s->site, s->time_us, &r, err, err_len)))
+    if ((rc = rating__variant_prompt(s->variant, &svc, &prompt, err, err_len)) ||
+        (rc = rating__resolve(p->book, p->tenant, s->model, s->site, s->time_us, svc, prompt, &r,
+                              err, err_len)))
         return rc;
     period_entry *e = period_entry_get(p, r.card, r.model, s->model, r.card->tier_names[r.tier],
-                                       r.price_p, r.flags);
+                                       r.variant, r.price_p, r.flags);
     gm_i128 q[GM_DIM_COUNT];
     memcpy(q, s->qty, sizeof q);
     if (!r.price_p[GM_DIM_REQUEST]) /* metered only where a fee applies, as add_event */
@@ -320,6 +331,7 @@ static gm_invoice_line *inv_line(invoice_priv *v)
     l->dim = GM_DIM_COUNT;
     l->model = "";
     l->site_tier = "";
+    l->variant = "";
     return l;
 }
 
@@ -339,6 +351,7 @@ typedef struct {
     gm_dim dim;
     const char *model, *tier;
     int64_t version;
+    const char *variant;
     gm_i128 qty;
     int64_t price_p;
     unsigned flags;
@@ -355,12 +368,14 @@ static int cmp_item(const void *a, const void *b)
         return c;
     if ((c = strcmp(x->tier, y->tier)))
         return c;
-    return x->version < y->version ? -1 : x->version > y->version;
+    if (x->version != y->version)
+        return x->version < y->version ? -1 : 1;
+    return strcmp(x->variant, y->variant); /* bytewise: "" (the base variant) first */
 }
 
 static bool rule_covers(const rating__tier_rule *r, const usage_item *it)
 {
-    if (r->dim != it->dim)
+    if (r->dim != it->dim || it->variant[0]) /* tier rules cover the base variant only */
         return false;
     if (!strcmp(it->model, GM_GPU_WINDOW_MODEL))
         return false; /* attributed windows: never a tier rule's (docs/rating.md) */
@@ -446,9 +461,15 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
     for (size_t i = 0; i < p->n; i++)
         for (int d = 0; d < GM_DIM_COUNT; d++)
             if (p->e[i].qty[d] > 0)
-                items[n_items++] = (usage_item){
-                    (gm_dim)d,      p->e[i].model,      p->e[i].tier,  p->e[i].card->version,
-                    p->e[i].qty[d], p->e[i].price_p[d], p->e[i].flags, false};
+                items[n_items++] = (usage_item){(gm_dim)d,
+                                                p->e[i].model,
+                                                p->e[i].tier,
+                                                p->e[i].card->version,
+                                                p->e[i].variant,
+                                                p->e[i].qty[d],
+                                                p->e[i].price_p[d],
+                                                p->e[i].flags,
+                                                false};
     qsort(items, n_items, sizeof *items, cmp_item);
 
     /* Contract tier rules claim their items first; what is left are plain usage lines. */
@@ -473,10 +494,18 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
         l->model = inv_str(v, it->model);
         l->site_tier = inv_str(v, it->tier);
         l->card_version = it->version;
+        l->variant = inv_str(v, it->variant);
         l->qty = it->qty;
         l->unit_price_p = it->price_p;
         l->flags = it->flags;
-        if (it->dim != GM_DIM_GPU)
+        if (it->variant[0] && it->dim != GM_DIM_GPU)
+            describe(l, "%s, %s, site tier %s, card %s v%lld, variant %s", dim_label(it->dim),
+                     it->model, it->tier, inv->card_id, (long long)it->version, it->variant);
+        else if (it->variant[0])
+            describe(l, "GPU time (us), %s, site tier %s, card %s v%lld, variant %s%s", it->model,
+                     it->tier, inv->card_id, (long long)it->version, it->variant,
+                     it->flags & GM_PRICE_F_GPU_WINDOWS ? ", not billed: gpu_basis windows" : "");
+        else if (it->dim != GM_DIM_GPU)
             describe(l, "%s, %s, site tier %s, card %s v%lld", dim_label(it->dim), it->model,
                      it->tier, inv->card_id, (long long)it->version);
         else if (!strcmp(it->model, GM_GPU_WINDOW_MODEL))
@@ -562,14 +591,16 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
             l->model = u->model;
             l->site_tier = u->site_tier;
             l->card_version = u->card_version;
+            l->variant = u->variant;
             l->qty = take;
             l->unit_price_p = u->unit_price_p;
             l->flags = u->flags;
             char fa[48], qa[48];
             gm_i128_format(k->allowance[d], fa, sizeof fa);
             gm_i128_format(take, qa, sizeof qa);
-            describe(l, "free allowance %s of %s %s a month: %s, %s", qa, fa, dim_label(u->dim),
-                     u->model, u->site_tier);
+            describe(l, "free allowance %s of %s %s a month: %s, %s%s%s", qa, fa,
+                     dim_label(u->dim), u->model, u->site_tier, u->variant[0] ? ", " : "",
+                     u->variant);
             if (gm_rating_amount_e18(l->dim, l->qty, l->unit_price_p, &l->amount_e18)) {
                 rc = gm_fail(err, err_len, GM_ERANGE, "allowance line %d: amount exceeds int128",
                              l->line_no);
@@ -729,8 +760,10 @@ int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len)
         phase = (int)l->kind;
         if (l->kind == GM_LINE_USAGE && i > 0 && inv->lines[i - 1].kind == GM_LINE_USAGE) {
             const gm_invoice_line *q = &inv->lines[i - 1];
-            usage_item a = {q->dim, q->model, q->site_tier, q->card_version, 0, 0, 0, false};
-            usage_item b = {l->dim, l->model, l->site_tier, l->card_version, 0, 0, 0, false};
+            usage_item a = {q->dim, q->model, q->site_tier, q->card_version, q->variant, 0, 0, 0,
+                            false};
+            usage_item b = {l->dim, l->model, l->site_tier, l->card_version, l->variant, 0, 0, 0,
+                            false};
             if (cmp_item(&a, &b) >= 0)
                 BAD("I1: usage lines %d and %d are not in strict key order", q->line_no,
                     l->line_no);
@@ -811,7 +844,9 @@ static int cmp_line_key(const gm_invoice_line *a, const gm_invoice_line *b)
         return c;
     if (a->card_version != b->card_version)
         return a->card_version < b->card_version ? -1 : 1;
-    return a->band < b->band ? -1 : a->band > b->band;
+    if (a->band != b->band)
+        return a->band < b->band ? -1 : 1;
+    return strcmp(a->variant, b->variant);
 }
 
 static int cmp_line_ptr(const void *a, const void *b)
@@ -842,7 +877,7 @@ int gm_invoice_diff_make(const gm_invoice *before, const gm_invoice *after, gm_i
     diff_priv *v = gm_xcalloc(1, sizeof *v);
     gm_invoice_diff *d = &v->pub;
     d->lines = gm_xcalloc(cap + 1, sizeof *d->lines);
-    v->strs = gm_xcalloc(2 * cap + 1, sizeof *v->strs);
+    v->strs = gm_xcalloc(3 * cap + 1, sizeof *v->strs);
     size_t i = 0, k = 0;
     while (i < before->n_lines || k < after->n_lines) {
         int c = i == before->n_lines ? 1 : k == after->n_lines ? -1 : cmp_line_key(a[i], b[k]);
@@ -855,6 +890,7 @@ int gm_invoice_diff_make(const gm_invoice *before, const gm_invoice *after, gm_i
         dl->site_tier = v->strs[v->n_strs++] = gm_xstrdup(key->site_tier);
         dl->card_version = key->card_version;
         dl->band = key->band;
+        dl->variant = v->strs[v->n_strs++] = gm_xstrdup(key->variant);
         if (x) {
             dl->qty_before = x->qty;
             dl->unit_price_p_before = x->unit_price_p;

@@ -66,8 +66,58 @@ void rating__json_describe(const rating__json *j, const cJSON *v, char *buf, siz
 /* Non-negative JSON integer (plain digits) <= max. */
 int rating__json_int(const rating__json *j, const cJSON *v, int64_t max, int64_t *out);
 
+/* ---- Price variants (rating/variant.c) -------------------------------------------------
+ * A model's context rows (prices.<model>.context_tiers): strictly ascending above_tokens; a
+ * request whose prompt is above a row's threshold is priced by the highest such row, each
+ * dimension the row states at the row's price (a card's row x the site tier's multiplier; a
+ * contract's row flat), the others at the model's base price. */
+#define RATING_MULT_SCALE 6 /* site-tier and service-tier multipliers: up to 6 fraction digits */
+
+typedef struct {
+    int64_t above;                   /* above_tokens, > 0 */
+    unsigned mask;                   /* bit d: the row states dimension d */
+    int64_t price_p[GM_DIM_COUNT];   /* the stated prices */
+    int64_t *eff;                    /* card rows: [tier * GM_DIM_COUNT + d], x multiplier */
+    char variant[GM_RATING_SVC_COUNT][GM_RATING_VARIANT_MAX]; /* "ctx>N", "batch/ctx>N", ... */
+} rating__ctx_row;
+
+typedef struct {
+    size_t n;
+    rating__ctx_row *row;
+} rating__ctx;
+
+/* service_tiers of a card or contract: a multiplier per listed tier (standard: always 1). */
+typedef struct {
+    bool present; /* the document states service_tiers (a contract's replaces the card's) */
+    bool listed[GM_RATING_SVC_COUNT];
+    int64_t mult_e6[GM_RATING_SVC_COUNT];
+} rating__svc;
+
+/* Parses prices.<model>.context_tiers (path names it) into ctx. */
+int rating__ctx_parse(const rating__json *j, const cJSON *v, const char *path, rating__ctx *ctx,
+                      char *err, size_t err_len) GM_MUSTCHECK;
+void rating__ctx_free(rating__ctx *ctx);
+/* Parses a document's service_tiers into svc (absent: not present, nothing listed). */
+int rating__svc_parse(const rating__json *j, const cJSON *v, rating__svc *svc, char *err,
+                      size_t err_len) GM_MUSTCHECK;
+/* The step of exact multipliers: every multiple of it keeps `price_p` and the prices that made
+ * `step` (start from 1) exact in 12 fraction digits. */
+int64_t rating__svc_step(int64_t step, int64_t price_p);
+/* Refuses (GM_ERANGE) a price that a listed multiplier of svc does not keep exact in 12
+ * fraction digits, naming service_tiers.<tier>, the price (what) and the two nearest
+ * multipliers that are multiples of step (rating__svc_step over every price checked). */
+int rating__svc_check(const rating__svc *svc, int64_t price_p, int64_t step, const char *what,
+                      char *err, size_t err_len) GM_MUSTCHECK;
+/* Parses one price object of any subset of dimensions (a context row's prices). */
+int rating__row_prices(const rating__json *j, const cJSON *v, const char *path,
+                       int64_t price[GM_DIM_COUNT], unsigned *mask, char *err,
+                       size_t err_len) GM_MUSTCHECK;
+/* "", "batch", "priority": the variant of a service tier at the base context. */
+const char *rating__base_variant(gm_rating_svc s);
+/* price x multiplier (10^-6), exact, into *out; false when not exact or out of range. */
+bool rating__svc_mul(int64_t price_p, int64_t mult_e6, int64_t *out);
+
 /* ---- Cards ----------------------------------------------------------------------------- */
-#define RATING_MULT_SCALE 6 /* site-tier multipliers: up to 6 fraction digits */
 
 struct gm_rating_card {
     char *card_id;
@@ -92,6 +142,8 @@ struct gm_rating_card {
     rating__map model_map, site_map, tier_map;
     gm_rating_price_row *rows;
     gm_rating_site_row *site_rows;
+    rating__ctx *ctx; /* per model (as model_names), context rows; NULL: none on the card */
+    rating__svc svc;  /* service_tiers */
 };
 
 /* ---- Contracts ------------------------------------------------------------------------- */
@@ -99,6 +151,7 @@ typedef struct {
     char *model;
     unsigned mask; /* bit d: dimension d overridden */
     int64_t price_p[GM_DIM_COUNT];
+    rating__ctx ctx; /* the contract's own context rows for the model (n 0: the card's) */
 } rating__override;
 
 typedef struct {
@@ -132,6 +185,7 @@ struct gm_rating_contract {
     gm_i128 allowance[GM_DIM_COUNT]; /* free units per month; 0: none */
     gm_gpu_basis gpu_basis;          /* GM_GPU_BASIS_REQUESTS unless "gpu_basis": "windows" */
     int64_t gpu_window_price_p;      /* per GPU-second; set with GM_GPU_BASIS_WINDOWS only */
+    rating__svc svc;                 /* service_tiers: when present, replaces the card's */
 };
 
 /* ---- Book ------------------------------------------------------------------------------ */
@@ -174,11 +228,25 @@ typedef struct {
     int32_t model; /* index of the event's model on the card; -1 when not listed there */
     int64_t price_p[GM_DIM_COUNT];
     unsigned flags;
+    const char *variant;    /* the price variant that priced it */
+    const rating__ctx *ctx; /* the model's context rows in force (the contract's or the card's) */
 } rating__resolved;
 
+/* Picks the context row for `prompt` tokens (0: base) and applies the service tier's
+ * multiplier (the contract's service_tiers when it states them, else the card's) to r. */
+int rating__apply_variant(rating__resolved *r, gm_rating_svc svc, int64_t prompt, char *err,
+                          size_t err_len) GM_MUSTCHECK;
+
+/* Resolves what prices (tenant, model, site, time) and applies the variant: the context row
+ * for a prompt of `prompt` tokens (0: the base context) and the service tier's multiplier. */
 int rating__resolve(const gm_rating_book *book, const char *tenant, const char *model,
-                    const char *site, int64_t time_us, rating__resolved *out, char *err,
-                    size_t err_len) GM_MUSTCHECK;
+                    const char *site, int64_t time_us, gm_rating_svc svc, int64_t prompt,
+                    rating__resolved *out, char *err, size_t err_len) GM_MUSTCHECK;
+/* The prompt of a variant's context threshold N (a request above N: N + 1), 0 for none. */
+int rating__variant_prompt(const char *variant, gm_rating_svc *svc, int64_t *prompt, char *err,
+                           size_t err_len) GM_MUSTCHECK;
+/* An event's prompt: input + cached + cache_write tokens (quantities checked first). */
+int64_t rating__prompt(const gm_usage *u);
 /* Quantities in 0..2^53-1, and the event's price from a resolution. */
 int rating__qty_check(const gm_usage *u, char *err, size_t err_len) GM_MUSTCHECK;
 int rating__price_fill(const gm_usage *u, const rating__resolved *r, gm_event_price *out, char *err,

@@ -7,6 +7,8 @@ gm_add_test(NAME test_rating_kinds SOURCES test_rating_kinds.c LIBS gm_rating LA
             TIMEOUT 120)
 gm_add_test(NAME test_rating_terms SOURCES test_rating_terms.c LIBS gm_rating LABELS unit
             TIMEOUT 60)
+gm_add_test(NAME test_rating_variants SOURCES test_rating_variants.c LIBS gm_rating LABELS unit
+            TIMEOUT 60)
 gm_add_test(NAME test_rating_pg SOURCES test_rating_pg.c LIBS gm_rating LABELS integration
             TIMEOUT 120)
 gm_add_test(NAME test_rating_cli SOURCES test_rating_cli.c LABELS unit TIMEOUT 60)

@@ -55,7 +55,7 @@ static gm_rating_book *book_with(const char *card, const char *contract)
 static gm_usage usage(const char *tenant, const char *model, const char *site, int64_t t,
                       int64_t in, int64_t cached, int64_t out, int64_t gpu_us)
 {
-    gm_usage u = {tenant, model, site, t, {in, cached, out, gpu_us}};
+    gm_usage u = {tenant, model, site, t, {in, cached, out, gpu_us}, GM_RATING_SVC_STANDARD};
     return u;
 }
 
@@ -650,7 +650,7 @@ START_TEST(test_month_of_huge_quantities_stays_exact_or_fails_loudly)
                   NULL);
     gm_rating_period *p = gm_rating_period_new(b, "t", NOV1);
     gm_i128 month = (gm_i128)1000000000000 * GM_RATING_QTY_MAX; /* ~9.007e27 */
-    gm_usage_sum s = {"m", "s", NOV1, {month / 2, 0, 0, 0}};
+    gm_usage_sum s = {"m", "s", NOV1, {month / 2, 0, 0, 0}, NULL};
     ck_assert_int_eq(gm_rating_period_add_sum(p, &s, err, sizeof err), 0);
     s.qty[GM_DIM_INPUT] = month - month / 2;
     ck_assert_int_eq(gm_rating_period_add_sum(p, &s, err, sizeof err), 0);
@@ -662,12 +662,12 @@ START_TEST(test_month_of_huge_quantities_stays_exact_or_fails_loudly)
     ck_assert_str_eq(dec(inv->total_minor, 2), "9007199254740991.00");
     gm_invoice_free(inv);
     /* The same quantity at 1 per output token is 9e27 USD: past int128 at 10^-18, refused. */
-    gm_usage_sum s2 = {"m", "s", NOV1, {0, 0, month, 0}};
+    gm_usage_sum s2 = {"m", "s", NOV1, {0, 0, month, 0}, NULL};
     ck_assert_int_eq(gm_rating_period_add_sum(p, &s2, err, sizeof err), 0);
     ck_assert_int_eq(gm_rating_period_invoice(p, NULL, &inv, err, sizeof err), GM_ERANGE);
     ck_assert_msg(strstr(err, "amount exceeds int128"), "%s", err);
     /* Quantity sums themselves overflow only past int128. */
-    gm_usage_sum s3 = {"m", "s", NOV1, {GM_I128_MAX, 0, 0, 0}};
+    gm_usage_sum s3 = {"m", "s", NOV1, {GM_I128_MAX, 0, 0, 0}, NULL};
     ck_assert_int_eq(gm_rating_period_add_sum(p, &s3, err, sizeof err), GM_ERANGE);
     gm_rating_period_free(p);
     gm_rating_book_free(b);

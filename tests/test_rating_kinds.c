@@ -45,7 +45,7 @@ static gm_rating_book *book_with(const char *card, const char *contract)
 static gm_usage event(const char *tenant, const char *model, const char *site, int64_t input,
                       int64_t cached, int64_t cache_write, int64_t output, int64_t reasoning)
 {
-    gm_usage u = {tenant, model, site, NOV1 + 3600000000, {0}};
+    gm_usage u = {tenant, model, site, NOV1 + 3600000000, {0}, GM_RATING_SVC_STANDARD};
     gm_rating_usage_tokens(u.qty, input, cached, cache_write, output, reasoning, 0);
     return u;
 }
@@ -175,8 +175,8 @@ START_TEST(test_request_fee_line_counts_requests_only_where_a_fee_applies)
     gm_invoice_free(inv);
     /* the same requests as hourly sums (the billing path) give the same invoice */
     gm_rating_period *sums = gm_rating_period_new(b, "acme", NOV1);
-    gm_usage_sum s1 = {"think-70b", "fra1", NOV1 + 3600000000, {7500, 0, 1500, 0, 0, 750, 750}};
-    gm_usage_sum s2 = {"plain-8b", "fra1", NOV1 + 3600000000, {2500, 0, 500, 0, 0, 250, 250}};
+    gm_usage_sum s1 = {"think-70b", "fra1", NOV1 + 3600000000, {7500, 0, 1500, 0, 0, 750, 750}, NULL};
+    gm_usage_sum s2 = {"plain-8b", "fra1", NOV1 + 3600000000, {2500, 0, 500, 0, 0, 250, 250}, NULL};
     ck_assert_int_eq(gm_rating_period_add_sum(sums, &s1, err, sizeof err), 0);
     ck_assert_int_eq(gm_rating_period_add_sum(sums, &s2, err, sizeof err), 0);
     gm_invoice *a, *c;
@@ -222,7 +222,7 @@ START_TEST(test_new_dimensions_are_validated_naming_field_and_rule)
             "per_token, per_1m_tokens)");
     refused(card_kinds, "\"cache_write\"", "\"cache_writes\"",
             "prices.think-70b.cache_writes: unknown field (allowed: input, cached, output, gpu, "
-            "cache_write, reasoning, request)");
+            "cache_write, reasoning, request, context_tiers)");
     /* the four original dimensions stay required; the new ones are not */
     refused(card_kinds, "\"cached\":{\"per_1m_tokens\":\"0.30\"},   \"output\"", "\"output\"",
             "prices.plain-8b.cached: missing: every model states all four dimensions");

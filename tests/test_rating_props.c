@@ -321,7 +321,7 @@ START_TEST(test_invoice_depends_neither_on_event_order_nor_on_batching)
         for (size_t i = 0; i < n;) {
             int64_t hour = sh[i].time_us - sh[i].time_us % GM_US_PER_HOUR;
             gm_usage_sum sum = {
-                sh[i].model, sh[i].site, hour + (int64_t)below(&s, 3600000000u), {0}};
+                sh[i].model, sh[i].site, hour + (int64_t)below(&s, 3600000000u), {0}, NULL};
             size_t k = i;
             for (; k < n && !cmp_batch(&sh[k], &sh[i]); k++)
                 for (int d = 0; d < GM_DIM_COUNT; d++)

@@ -52,7 +52,7 @@ static gm_rating_book *book_with(const char *contract)
 static gm_usage use(const char *model, const char *site, int64_t t, int64_t in, int64_t out,
                     int64_t gpu_us)
 {
-    gm_usage u = {"acme", model, site, t, {in, 0, out, gpu_us, 0, 0, 1}};
+    gm_usage u = {"acme", model, site, t, {in, 0, out, gpu_us, 0, 0, 1}, GM_RATING_SVC_STANDARD};
     return u;
 }
 
