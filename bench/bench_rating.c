@@ -124,6 +124,7 @@ int main(int argc, char **argv)
         ev[i].qty[GM_DIM_CACHED] = (int64_t)(rnd() % 2048);
         ev[i].qty[GM_DIM_OUTPUT] = (int64_t)(rnd() % 1024);
         ev[i].qty[GM_DIM_GPU] = (int64_t)(rnd() % 200000);
+        ev[i].service_tier = GM_RATING_SVC_STANDARD;
     }
     double best_base = 0, best_price = 0, best_agg = 0;
     volatile gm_i128 sink = 0;

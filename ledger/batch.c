@@ -904,6 +904,9 @@ static uint64_t charge_hash(const gm_ledger_row *row, int dim, int64_t hour_us, 
     h = fnv1a(&dim, sizeof dim, h);
     h = fnv1a(&hour_us, sizeof hour_us, h);
     h = fnv1a(&price, sizeof price, h);
+    const char *variant = ledger__variant(row);
+    if (variant[0])
+        h = fnv1a(variant, strlen(variant) + 1, h);
     return h;
 }
 
@@ -914,7 +917,8 @@ static bool charge_same(const charge *c, const gm_ledger_row *row, int dim, int6
     return c->dim == dim && c->hour_us == hour_us && c->unit_price_p == price &&
            c->row->card_version == row->card_version && !strcmp(a->tenant, e->tenant) &&
            !strcmp(a->site, e->site) && !strcmp(a->model, e->model) &&
-           !strcmp(c->row->card_id, row->card_id);
+           !strcmp(c->row->card_id, row->card_id) &&
+           !strcmp(ledger__variant(c->row), ledger__variant(row));
 }
 
 static int charge_cmp(const void *pa, const void *pb)
@@ -936,6 +940,8 @@ static int charge_cmp(const void *pa, const void *pb)
         return c;
     if (a->row->card_version != b->row->card_version)
         return a->row->card_version < b->row->card_version ? -1 : 1;
+    if ((c = strcmp(ledger__variant(a->row), ledger__variant(b->row))))
+        return c;
     if (a->unit_price_p != b->unit_price_p)
         return a->unit_price_p < b->unit_price_p ? -1 : 1;
     return 0;
@@ -1035,21 +1041,24 @@ static int write_charges(gm_ledger_writer *w, const gm_ledger_batch *b, size_t *
         sb_dec(q, c->amount_e18, 18);
         sb_ch(q, '\t');
         sb_i64(q, c->events);
+        sb_ch(q, '\t');
+        const char *variant = ledger__variant(c->row);
+        sb_text(q, variant, strlen(variant));
         sb_ch(q, '\n');
     }
     int rc = copy_in(w,
                      "COPY gm_tmp_charges (tenant, hour, site, model, dimension, card_id,"
-                     " card_version, site_tier, currency, unit_price, quantity, amount, events)"
-                     " FROM STDIN",
+                     " card_version, site_tier, currency, unit_price, quantity, amount, events,"
+                     " variant) FROM STDIN",
                      "COPY into the charges staging table", err, err_len);
     if (rc)
         return rc;
     return exec_count(
         w,
         "INSERT INTO gm.charges SELECT * FROM gm_tmp_charges"
-        " ORDER BY tenant, hour, site, model, dimension, card_id, card_version,"
+        " ORDER BY tenant, hour, site, model, dimension, card_id, card_version, variant,"
         " unit_price"
-        " ON CONFLICT (tenant, hour, site, model, dimension, card_id, card_version,"
+        " ON CONFLICT (tenant, hour, site, model, dimension, card_id, card_version, variant,"
         " unit_price) DO UPDATE SET quantity = gm.charges.quantity + EXCLUDED.quantity,"
         " amount = gm.charges.amount + EXCLUDED.amount,"
         " events = gm.charges.events + EXCLUDED.events",

@@ -448,6 +448,9 @@ static uint64_t row_hash(const gm_ledger_row *row)
     h = fnv(ev->site, strlen(ev->site) + 1, h);
     h = fnv(ev->model, strlen(ev->model) + 1, h);
     h = fnv(row->card_id, strlen(row->card_id) + 1, h);
+    const char *variant = ledger__variant(row);
+    if (variant[0])
+        h = fnv(variant, strlen(variant) + 1, h);
     return fnv(&row->card_version, sizeof row->card_version, h);
 }
 
@@ -469,11 +472,12 @@ static bool key_same(const ch_entry *c, const gm_ledger_row *row, int dim, int64
     return c->dim == dim && c->hour_us == hour_us && c->price_p == price &&
            c->row->card_version == row->card_version && !strcmp(a->tenant, e->tenant) &&
            !strcmp(a->site, e->site) && !strcmp(a->model, e->model) &&
-           !strcmp(c->row->card_id, row->card_id);
+           !strcmp(c->row->card_id, row->card_id) &&
+           !strcmp(ledger__variant(c->row), ledger__variant(row));
 }
 
 /* gm.charges' key order: tenant, hour, site, model, dimension, card_id, card_version,
- * unit_price (strings by bytes). */
+ * variant, unit_price (strings by bytes). */
 static int key_cmp(const void *pa, const void *pb)
 {
     const ch_entry *a = pa, *b = pb;
@@ -493,6 +497,8 @@ static int key_cmp(const void *pa, const void *pb)
         return c;
     if (a->row->card_version != b->row->card_version)
         return a->row->card_version < b->row->card_version ? -1 : 1;
+    if ((c = strcmp(ledger__variant(a->row), ledger__variant(b->row))))
+        return c;
     if (a->price_p != b->price_p)
         return a->price_p < b->price_p ? -1 : 1;
     return 0;
@@ -573,8 +579,10 @@ static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned cha
     return 0;
 }
 
-/* The 13 strings of a charge change, in the order of gm.chain_batches.charges. */
-static void charge_fields(const ch_entry *e, char f[13][64], const char *s[13])
+/* The 13 strings of a charge change, in the order of gm.chain_batches.charges, and a 14th,
+ * the price variant, only when it is not "" (sql/0022), so that earlier records stay as they
+ * were; returns how many. */
+static int charge_fields(const ch_entry *e, char f[14][64], const char *s[14])
 {
     const gm_event *ev = e->row->ev;
     s[0] = ev->tenant;
@@ -596,6 +604,8 @@ static void charge_fields(const ch_entry *e, char f[13][64], const char *s[13])
     s[11] = f[11];
     snprintf(f[12], 64, "%lld", (long long)e->events);
     s[12] = f[12];
+    s[13] = ledger__variant(e->row);
+    return s[13][0] ? 14 : 13;
 }
 
 /* The text of one gm.chain_batches row: 18 short values, then the charges' JSON. */
@@ -688,12 +698,12 @@ static void put_charges(gm_chain *c, size_t n_ch)
     c->json.n = 0;
     chain__put(&c->json, "[", 1);
     for (size_t j = 0; j < n_ch; j++) {
-        char f[13][64];
-        const char *s[13];
-        charge_fields(&c->ch[j], f, s);
+        char f[14][64];
+        const char *s[14];
+        int nf = charge_fields(&c->ch[j], f, s);
         chain__put(&c->recs, "C", 1);
         chain__put(&c->json, j ? ",[" : "[", j ? 2 : 1);
-        for (int x = 0; x < 13; x++) {
+        for (int x = 0; x < nf; x++) {
             chain__fs(&c->recs, s[x]);
             if (x)
                 chain__put(&c->json, ",", 1);

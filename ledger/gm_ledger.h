@@ -119,6 +119,9 @@ typedef struct gm_ledger_row {
     int64_t unit_price_p[GM_LEDGER_DIMS]; /* 10^-12 per token / per GPU-second */
     gm_i128 amount_e18[GM_LEDGER_DIMS];   /* exact, 10^-18 currency units */
     unsigned flags;                       /* GM_LEDGER_F_… */
+    /* The price variant of the row's charges (gm_event_price.variant, borrowed; NULL or "":
+     * standard at the base context): a part of the key of gm.charges. */
+    const char *variant;
     /* The message as received (borrowed; may be NULL: then a conflict keeps the canonical
      * form of ev as its payload). */
     const void *key;

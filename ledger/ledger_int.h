@@ -42,4 +42,11 @@ static inline void ledger__charge_qty(const gm_ledger_row *row, int64_t qty[GM_L
     qty[6] = row->unit_price_p[LEDGER_DIM_REQUEST] ? 1 : 0;
 }
 
+/* The row's price variant, "" for standard at the base context (a part of the charges' key,
+ * after card_version; the chain's charge changes carry it as a 14th field when not ""). */
+static inline const char *ledger__variant(const gm_ledger_row *row)
+{
+    return row->variant ? row->variant : "";
+}
+
 #endif /* GM_LEDGER_INT_H */

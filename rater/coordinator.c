@@ -364,8 +364,9 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
  * REST API run against it unchanged. Read through postgres_fdw in one transaction: each
  * shard's charges as of one snapshot (a shard's batches commit whole). */
 
+/* gm.charges' key (sql/0022: the price variant before the unit price) */
 static const char charge_key[] = "tenant, hour, site, model, dimension, card_id, card_version,"
-                                 " unit_price";
+                                 " variant, unit_price";
 
 int gm_shard_billing(PGconn *c, const gm_shard_map *m, int64_t from_us,
                      gm_shard_billing_result *res, char *err, size_t err_len)
@@ -461,7 +462,7 @@ int gm_shard_billing(PGconn *c, const gm_shard_map *m, int64_t from_us,
         sb_add(&sql,
                "CREATE TEMP TABLE gm_shard_charges ON COMMIT DROP AS SELECT %s,"
                " min(site_tier) AS site_tier, min(currency) AS currency,"
-               " count(DISTINCT (site_tier, currency)) AS variants, sum(quantity) AS quantity,"
+               " count(DISTINCT (site_tier, currency)) AS n_terms, sum(quantity) AS quantity,"
                " sum(amount) AS amount, sum(events) AS events FROM (%s) u GROUP BY %s",
                charge_key, u.s, charge_key);
         r = PQexec(c, sql.s);
@@ -474,7 +475,7 @@ int gm_shard_billing(PGconn *c, const gm_shard_map *m, int64_t from_us,
     }
     if (!rc) {
         r = PQexec(c, "SELECT tenant || ' ' || hour || ' ' || site || ' ' || model || ' ' ||"
-                      " dimension FROM gm_shard_charges WHERE variants > 1 LIMIT 1");
+                      " dimension FROM gm_shard_charges WHERE n_terms > 1 LIMIT 1");
         if (PQresultStatus(r) != PGRES_TUPLES_OK)
             rc = gm_pg_fail(c, r, "checking the shards' charges", err, err_len);
         else if (PQntuples(r))
@@ -491,8 +492,9 @@ int gm_shard_billing(PGconn *c, const gm_shard_map *m, int64_t from_us,
                "SELECT c.tenant || ' ' || c.hour || ' ' || c.site || ' ' || c.model || ' ' ||"
                " c.dimension FROM gm.charges c WHERE c.hour >= $1::timestamptz AND NOT EXISTS"
                " (SELECT 1 FROM gm_shard_charges s WHERE (s.tenant, s.hour, s.site, s.model,"
-               " s.dimension, s.card_id, s.card_version, s.unit_price) = (c.tenant, c.hour,"
-               " c.site, c.model, c.dimension, c.card_id, c.card_version, c.unit_price)) LIMIT 1");
+               " s.dimension, s.card_id, s.card_version, s.variant, s.unit_price) = (c.tenant,"
+               " c.hour, c.site, c.model, c.dimension, c.card_id, c.card_version, c.variant,"
+               " c.unit_price)) LIMIT 1");
         r = PQexecParams(c, sql.s, 1, NULL, p, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK)
             rc = gm_pg_fail(c, r, "checking the billing database's charges", err, err_len);

@@ -461,7 +461,8 @@ static void price_window(const gm_rater_gpu *g, const gm_event *ev, cand *c)
     c->charged = c->unpriced = false;
     if (!g->book || strcmp(ev->policy, "kernel-share-v1") || ev->gpu_us <= 0)
         return;
-    gm_usage u = {ev->tenant, GM_GPU_WINDOW_MODEL, ev->site, ev->window_start_us, {0}};
+    gm_usage u = {ev->tenant, GM_GPU_WINDOW_MODEL, ev->site, ev->window_start_us, {0},
+                  GM_RATING_SVC_STANDARD};
     u.qty[GM_DIM_GPU] = ev->gpu_us;
     char why[512];
     if (gm_rating_price_event(g->book, &u, &c->price, why, sizeof why) == 0) {
@@ -643,7 +644,8 @@ static int write_windows(gm_rater_gpu *g, cand *cs, size_t n_c, cols *c, char *e
         " FROM ins i JOIN " UNNEST " ON t.part = i.kafka_partition AND t.off = i.kafka_offset"
         " JOIN tiers x ON x.idx = t.idx"
         " WHERE i.charge_amount IS NOT NULL GROUP BY 1, 2, 3, 6, 7, 9, 10"
-        " ON CONFLICT (tenant, hour, site, model, dimension, card_id, card_version, unit_price)"
+        " ON CONFLICT (tenant, hour, site, model, dimension, card_id, card_version, variant,"
+        " unit_price)"
         " DO UPDATE SET quantity = gm.charges.quantity + EXCLUDED.quantity,"
         " amount = gm.charges.amount + EXCLUDED.amount,"
         " events = gm.charges.events + EXCLUDED.events)"

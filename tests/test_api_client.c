@@ -292,7 +292,7 @@ void api_add_event(PGconn *c, const char *tenant, const char *model, const char 
 {
     static int64_t seq;
     gm_rating_book *book = test_book(c);
-    gm_usage u = {tenant, model, site, time_us, {qty[0], qty[1], qty[2], qty[3]}};
+    gm_usage u = {tenant, model, site, time_us, {qty[0], qty[1], qty[2], qty[3]}, GM_RATING_SVC_STANDARD};
     gm_event_price pr;
     char err[512];
     ck_assert_msg(gm_rating_price_event(book, &u, &pr, err, sizeof err) == 0, "price: %s", err);
@@ -336,7 +336,7 @@ void api_add_event(PGconn *c, const char *tenant, const char *model, const char 
                          " card_version, site_tier, currency, unit_price, quantity, amount, events)"
                          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1)"
                          " ON CONFLICT (tenant, hour, site, model, dimension, card_id,"
-                         " card_version, unit_price) DO UPDATE SET"
+                         " card_version, variant, unit_price) DO UPDATE SET"
                          " quantity = gm.charges.quantity + EXCLUDED.quantity,"
                          " amount = gm.charges.amount + EXCLUDED.amount,"
                          " events = gm.charges.events + 1",

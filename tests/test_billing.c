@@ -116,7 +116,7 @@ static void check(fx *f, const char *after)
  * transaction (the rollup triggers fire on the charges statement). */
 static void ev(fx *f, const char *tenant, int64_t t, int64_t in, int64_t out, int64_t gpu_us)
 {
-    gm_usage u = {tenant, "m1", "s1", t, {in, 0, out, gpu_us}};
+    gm_usage u = {tenant, "m1", "s1", t, {in, 0, out, gpu_us}, GM_RATING_SVC_STANDARD};
     gm_event_price pr;
     char err[512];
     ck_assert_msg(gm_rating_price_event(f->book, &u, &pr, err, sizeof err) == 0, "%s", err);
@@ -157,7 +157,8 @@ static void ev(fx *f, const char *tenant, int64_t t, int64_t in, int64_t out, in
                          " card_version, site_tier, currency, unit_price, quantity, amount, events)"
                          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1)"
                          " ON CONFLICT (tenant, hour, site, model, dimension, card_id,"
-                         " card_version, unit_price) DO UPDATE SET quantity = gm.charges.quantity"
+                         " card_version, variant, unit_price) DO UPDATE SET quantity ="
+                         " gm.charges.quantity"
                          " + EXCLUDED.quantity, amount = gm.charges.amount + EXCLUDED.amount,"
                          " events = gm.charges.events + 1",
                          12, NULL, cp, NULL, NULL, 0);

@@ -52,7 +52,7 @@ static void charge(PGconn *c, int k, const char *amount, bool commit)
              " card_version, site_tier, currency, unit_price, quantity, amount, events) VALUES"
              " ('acme', '2026-11-05T%02d:00:00Z', 'fra1', 'm', 'output', 'list', 1, 'metro',"
              " 'USD', 0.000001, 1, %s, 1) ON CONFLICT (tenant, hour, site, model, dimension,"
-             " card_id, card_version, unit_price) DO UPDATE SET"
+             " card_id, card_version, variant, unit_price) DO UPDATE SET"
              " quantity = gm.charges.quantity + EXCLUDED.quantity,"
              " amount = gm.charges.amount + EXCLUDED.amount, events = gm.charges.events + 1; %s",
              k % 24, amount, commit ? "COMMIT" : "ROLLBACK");
