@@ -222,6 +222,7 @@ static void line_from_rating(gm_billing_line *l, const gm_invoice_line *g)
     l->amount_minor = g->amount_minor;
     l->discount_minor = g->discount_minor;
     l->credit_minor = g->credit_minor;
+    snprintf(l->variant, sizeof l->variant, "%s", g->variant ? g->variant : "");
     if (g->dim == GM_DIM_GPU)
         snprintf(l->gpu_basis, sizeof l->gpu_basis, "%s",
                  gm_gpu_basis_name(g->flags & GM_PRICE_F_GPU_WINDOWS ? GM_GPU_BASIS_WINDOWS
@@ -297,32 +298,33 @@ int gm_billing_fingerprint(PGconn *db, const char *tenant, int64_t start_us, int
     " coalesce(sum(quantity) FILTER (WHERE dimension = 'reasoning'), 0),"                          \
     " coalesce(sum(quantity) FILTER (WHERE dimension = 'request'), 0)" /* gm_dim order */
 
-/* The hours of one (model, site, card) group, each priced at its own hour. */
+/* The hours of one (model, site, card, variant) group, each priced at its own hour. */
 static int add_hours(const gm_billing_ctx *ctx, gm_rating_period *per, const char *tenant,
                      const char *a, const char *b, const PGresult *g, int row, char *err,
                      size_t err_len)
 {
-    const char *p[7] = {tenant,
+    const char *p[8] = {tenant,
                         a,
                         b,
                         PQgetvalue(g, row, 0),
                         PQgetvalue(g, row, 1),
                         PQgetvalue(g, row, 2),
-                        PQgetvalue(g, row, 3)};
+                        PQgetvalue(g, row, 3),
+                        PQgetvalue(g, row, 4)};
     int rc;
     PGresult *r = billing__q(
         ctx->db,
         "SELECT " BILLING_US(
             "hour") "," DIM_SUMS " FROM gm.charges WHERE tenant = $1 AND hour >= $2 AND hour < $3"
                     " AND model = $4 AND site = $5 AND card_id = $6"
-                    " AND card_version = $7::int GROUP BY hour ORDER BY hour",
-        7, p, PGRES_TUPLES_OK, "hourly charges", err, err_len, &rc);
+                    " AND card_version = $7::int AND variant = $8 GROUP BY hour ORDER BY hour",
+        8, p, PGRES_TUPLES_OK, "hourly charges", err, err_len, &rc);
     if (!r)
         return rc;
     billing__rd rd = {0};
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
-        gm_usage_sum s = {
-            PQgetvalue(g, row, 0), PQgetvalue(g, row, 1), billing__i64(&rd, r, i, 0), {0}};
+        gm_usage_sum s = {PQgetvalue(g, row, 0), PQgetvalue(g, row, 1),
+                          billing__i64(&rd, r, i, 0), {0}, PQgetvalue(g, row, 4)};
         for (int d = 0; d < GM_DIM_COUNT; d++)
             s.qty[d] = billing__int(&rd, r, i, 1 + d);
         if (!(rc = billing__rd_fail(&rd, "hourly charges", err, err_len)))
@@ -342,20 +344,25 @@ static int rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t st
     int rc;
     PGresult *r = billing__q(
         ctx->db,
-        "SELECT model, site, card_id, card_version, " BILLING_US("min(first_hour)") ", " BILLING_US(
-            "max(last_hour)") "," DIM_SUMS
-                              " FROM gm.charges_daily WHERE tenant = $1 AND day >= $2 AND day < $3"
-                              " GROUP BY model, site, card_id, card_version ORDER BY 1, 2, 3, 4",
+        "SELECT model, site, card_id, card_version, variant, " BILLING_US(
+            "min(first_hour)") ", " BILLING_US("max(last_hour)") "," DIM_SUMS
+                                                                 " FROM gm.charges_daily WHERE"
+                                                                 " tenant = $1 AND day >= $2 AND"
+                                                                 " day < $3 GROUP BY model, site,"
+                                                                 " card_id, card_version, variant"
+                                                                 " ORDER BY 1, 2, 3, 4, 5",
         3, p, PGRES_TUPLES_OK, "invoice usage", err, err_len, &rc);
     if (!r)
         return rc;
     gm_rating_period *per = gm_rating_period_new(ctx->book, tenant, start_us);
     billing__rd rd = {0};
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
-        int64_t first = billing__i64(&rd, r, i, 4), last = billing__i64(&rd, r, i, 5);
-        gm_usage_sum s = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), first, {0}};
+        int64_t first = billing__i64(&rd, r, i, 5), last = billing__i64(&rd, r, i, 6);
+        /* the variant's prices, as the rater priced it (gm_rating_price_charge) */
+        gm_usage_sum s = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), first, {0},
+                          PQgetvalue(r, i, 4)};
         for (int d = 0; d < GM_DIM_COUNT; d++)
-            s.qty[d] = billing__int(&rd, r, i, 6 + d);
+            s.qty[d] = billing__int(&rd, r, i, 7 + d);
         if ((rc = billing__rd_fail(&rd, "invoice usage", err, err_len)))
             break;
         /* One version prices the whole group only when the book changes nothing between its
@@ -405,11 +412,12 @@ int billing__rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t 
 
 /* ---- Adjustments ------------------------------------------------------------------------- */
 static bool same_key(const char *k1, const char *d1, const char *m1, const char *t1, int64_t v1,
-                     int b1, const gm_billing_line *l)
+                     int b1, const char *var1, const gm_billing_line *l)
 {
     const char *lk = l->adjusted_kind[0] ? l->adjusted_kind : l->kind;
     return !strcmp(k1, lk) && !strcmp(d1, l->dimension) && !strcmp(m1, l->model) &&
-           !strcmp(t1, l->site_tier) && v1 == l->card_version && b1 == l->band;
+           !strcmp(t1, l->site_tier) && v1 == l->card_version && b1 == l->band &&
+           !strcmp(var1, l->variant);
 }
 
 PGresult *billing__billed_lines(PGconn *db, const char *tenant, const char *qid, int64_t q_us,
@@ -423,11 +431,11 @@ PGresult *billing__billed_lines(PGconn *db, const char *tenant, const char *qid,
         "SELECT coalesce(l.adjusted_kind, l.kind), coalesce(l.dimension, ''),"
         " coalesce(l.model, ''), coalesce(l.site_tier, ''), coalesce(l.card_version, 0),"
         " coalesce(l.band, 0), coalesce(sum(l.quantity), 0), sum(l.amount_exact),"
-        " sum(l.amount_minor), max(l.unit_price), coalesce(max(l.gpu_basis), '')"
+        " sum(l.amount_minor), max(l.unit_price), coalesce(max(l.gpu_basis), ''), l.variant"
         " FROM gm.invoice_lines l JOIN gm.invoices i USING (invoice_id)"
         " WHERE i.tenant = $1 AND i.status <> 'draft'"
         " AND ((l.invoice_id = $2 AND l.kind <> 'adjustment') OR l.corrects_period = $3)"
-        " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6",
+        " GROUP BY 1, 2, 3, 4, 5, 6, 12 ORDER BY 1, 2, 3, 4, 5, 6, 12",
         3, bp, PGRES_TUPLES_OK, "billed lines", err, err_len, rc);
 }
 
@@ -459,7 +467,8 @@ static int adjust_period(const gm_billing_ctx *ctx, gm_billing_invoice *inv, siz
             if (!matched[j] && same_key(PQgetvalue(billed, j, 0), PQgetvalue(billed, j, 1),
                                         PQgetvalue(billed, j, 2), PQgetvalue(billed, j, 3),
                                         billing__i64(&rd, billed, j, 4),
-                                        (int)billing__i64(&rd, billed, j, 5), &cur)) {
+                                        (int)billing__i64(&rd, billed, j, 5),
+                                        PQgetvalue(billed, j, 11), &cur)) {
                 matched[j] = true;
                 bq = billing__int(&rd, billed, j, 6);
                 be = billing__e18(&rd, billed, j, 7);
@@ -505,6 +514,7 @@ static int adjust_period(const gm_billing_ctx *ctx, gm_billing_invoice *inv, siz
         gm_utf8_trim_partial(l->description);
         l->unit_price_p = billing__price(&rd, billed, j, 9);
         snprintf(l->gpu_basis, sizeof l->gpu_basis, "%s", PQgetvalue(billed, j, 10));
+        snprintf(l->variant, sizeof l->variant, "%s", PQgetvalue(billed, j, 11));
         l->qty = -bq;
         l->amount_e18 = -be;
         l->amount_minor = -bm;
@@ -880,7 +890,7 @@ int billing__load_lines(PGconn *db, gm_billing_invoice *inv, char *err, size_t e
                              " coalesce(site_tier, ''), coalesce(card_version, 0),"
                              " coalesce(band, 0), coalesce(quantity, 0), unit_price, amount_exact,"
                              " amount_minor, discount_minor, credit_minor, " BILLING_US(
-                                 "corrects_period") ", coalesce(gpu_basis, '')"
+                                 "corrects_period") ", coalesce(gpu_basis, ''), variant"
                                                     " FROM gm.invoice_lines"
                                                     " WHERE invoice_id = $1 ORDER BY line_no",
                              1, p, PGRES_TUPLES_OK, "invoice lines", err, err_len, &rc);
@@ -907,6 +917,7 @@ int billing__load_lines(PGconn *db, gm_billing_invoice *inv, char *err, size_t e
         l->credit_minor = billing__int(&rd, r, i, 14);
         l->corrects_period_us = billing__i64(&rd, r, i, 15);
         snprintf(l->gpu_basis, sizeof l->gpu_basis, "%s", PQgetvalue(r, i, 16));
+        snprintf(l->variant, sizeof l->variant, "%s", PQgetvalue(r, i, 17));
     }
     PQclear(r);
     return billing__rd_fail(&rd, "invoice lines", err, err_len);
@@ -1220,7 +1231,7 @@ static int store_line(PGconn *db, const gm_billing_invoice *inv, const gm_billin
     if (l->corrects_period_us)
         billing__time(l->corrects_period_us, cp);
     bool usage = l->dimension[0] != 0;
-    const char *p[19] = {inv->invoice_id,
+    const char *p[20] = {inv->invoice_id,
                          no,
                          l->kind,
                          l->adjusted_kind[0] ? l->adjusted_kind : NULL,
@@ -1238,14 +1249,16 @@ static int store_line(PGconn *db, const gm_billing_invoice *inv, const gm_billin
                          di,
                          cr,
                          l->corrects_period_us ? cp : NULL,
-                         l->gpu_basis[0] ? l->gpu_basis : NULL};
+                         l->gpu_basis[0] ? l->gpu_basis : NULL,
+                         l->variant};
     return billing__exec(db,
                          "INSERT INTO gm.invoice_lines (invoice_id, line_no, kind, adjusted_kind,"
                          " description, dimension, model, site_tier, card_version, band, quantity,"
                          " unit_price, amount_exact, amount, amount_minor, discount_minor,"
-                         " credit_minor, corrects_period, gpu_basis) VALUES ($1, $2, $3, $4, $5,"
-                         " $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-                         19, p, "invoice line", err, err_len);
+                         " credit_minor, corrects_period, gpu_basis, variant) VALUES ($1, $2, $3,"
+                         " $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
+                         " $19, $20)",
+                         20, p, "invoice line", err, err_len);
 }
 
 static int snapshot(PGconn *db, const gm_billing_invoice *inv, int64_t start_us, gm_i128 events,

@@ -152,15 +152,17 @@ int gm_billing_check(const gm_billing_ctx *ctx, const char *tenant, char *err, s
     /* B11: the daily rollup that drafts read equals the hourly charges (sql/0008 triggers). */
     if ((rc = expect_none(db, "B11 daily rollup = hourly charges",
                           "WITH h AS (SELECT tenant, gm.day_of(hour) AS day, site, model,"
-                          " dimension, card_id, card_version, currency, sum(quantity) AS q,"
-                          " sum(amount) AS a, sum(events) AS e FROM gm.charges WHERE ($1::text"
-                          " IS NULL OR tenant = $1) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8),"
+                          " dimension, card_id, card_version, variant, currency,"
+                          " sum(quantity) AS q, sum(amount) AS a, sum(events) AS e FROM"
+                          " gm.charges WHERE ($1::text IS NULL OR tenant = $1)"
+                          " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9),"
                           " d AS (SELECT * FROM gm.charges_daily WHERE ($1::text IS NULL OR"
                           " tenant = $1))"
                           " SELECT coalesce(h.tenant, d.tenant) || ' ' || coalesce(h.day, d.day)"
                           " || ' ' || coalesce(h.model, d.model) || ' ' || coalesce(h.dimension,"
-                          " d.dimension) FROM h FULL JOIN d USING (tenant, day, site, model,"
-                          " dimension, card_id, card_version, currency)"
+                          " d.dimension) || ' ' || coalesce(h.variant, d.variant) FROM h FULL"
+                          " JOIN d USING (tenant, day, site, model, dimension, card_id,"
+                          " card_version, variant, currency)"
                           " WHERE h.q IS DISTINCT FROM d.quantity OR h.a IS DISTINCT FROM d.amount"
                           " OR h.e IS DISTINCT FROM d.events",
                           tenant, err, err_len)))

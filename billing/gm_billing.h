@@ -49,6 +49,7 @@ typedef struct {
     gm_i128 discount_minor, credit_minor;
     int64_t corrects_period_us; /* adjustment lines; 0 otherwise */
     char gpu_basis[12]; /* gpu lines: "requests" or "windows" (docs/rating.md); "" otherwise */
+    char variant[GM_RATING_VARIANT_MAX]; /* price variant (docs/rating.md); "" for the base */
 } gm_billing_line;
 
 typedef struct {
@@ -201,6 +202,7 @@ typedef struct {
     char site_tier[64];
     int64_t card_version;
     int band;
+    char variant[GM_RATING_VARIANT_MAX];
     gm_i128 qty_before, qty_after;
     int64_t unit_price_p_before, unit_price_p_after;
     gm_i128 amount_e18_before, amount_e18_after;

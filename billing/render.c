@@ -81,6 +81,11 @@ cJSON *gm_billing_line_json(const gm_billing_line *l, int minor_units)
         cJSON_AddStringToObject(j, "gpu_basis", l->gpu_basis);
     else
         cJSON_AddNullToObject(j, "gpu_basis");
+    /* the price variant of a line with a dimension ("" for the base one); null on money lines */
+    if (l->dimension[0])
+        cJSON_AddStringToObject(j, "variant", l->variant);
+    else
+        cJSON_AddNullToObject(j, "variant");
     return j;
 }
 
@@ -171,7 +176,7 @@ char *gm_billing_invoice_csv(const gm_billing_invoice *inv, size_t *len)
     static const char head[] =
         "invoice_id,number,tenant,period,status,currency,line_no,kind,description,"
         "dimension,model,site_tier,card_version,band,quantity,unit,unit_price,"
-        "amount_exact,amount,corrects_period,gpu_basis\r\n";
+        "amount_exact,amount,corrects_period,gpu_basis,variant\r\n";
     badd(&b, head, sizeof head - 1);
     char month[8];
     gm_billing_format_month(inv->period_start_us, month);
@@ -218,7 +223,8 @@ char *gm_billing_invoice_csv(const gm_billing_invoice *inv, size_t *len)
                            ex,
                            am,
                            cp,
-                           l ? l->gpu_basis : ""};
+                           l ? l->gpu_basis : "",
+                           l ? l->variant : ""};
         for (size_t k = 0; k < GM_ARRAY_LEN(f); k++) {
             if (k)
                 badd(&b, ",", 1);
@@ -272,6 +278,10 @@ cJSON *gm_billing_rerate_json(const gm_billing_rerate_result *r, bool dry_run)
         add_str_or_null(j, "site_tier", l->site_tier);
         cJSON_AddNumberToObject(j, "card_version", (double)l->card_version);
         cJSON_AddNumberToObject(j, "band", l->band);
+        if (l->dimension[0])
+            cJSON_AddStringToObject(j, "variant", l->variant);
+        else
+            cJSON_AddNullToObject(j, "variant");
         if (l->dimension[0]) {
             gm_billing_line lb = {0}, la = {0};
             snprintf(lb.dimension, sizeof lb.dimension, "%s", l->dimension);

@@ -10,6 +10,7 @@
 
 typedef struct {
     char kind[16], dimension[16], model[160], site_tier[64];
+    char variant[GM_RATING_VARIANT_MAX];
     int64_t card_version;
     int band;
     bool has_before, has_after;
@@ -23,12 +24,13 @@ typedef struct {
 } key_set;
 
 static key_row *key_get(key_set *s, const char *kind, const char *dim, const char *model,
-                        const char *tier, int64_t ver, int band)
+                        const char *tier, int64_t ver, int band, const char *variant)
 {
     for (size_t i = 0; i < s->n; i++) {
         key_row *k = &s->v[i];
         if (!strcmp(k->kind, kind) && !strcmp(k->dimension, dim) && !strcmp(k->model, model) &&
-            !strcmp(k->site_tier, tier) && k->card_version == ver && k->band == band)
+            !strcmp(k->site_tier, tier) && k->card_version == ver && k->band == band &&
+            !strcmp(k->variant, variant))
             return k;
     }
     if (s->n == s->cap) {
@@ -43,11 +45,13 @@ static key_row *key_get(key_set *s, const char *kind, const char *dim, const cha
     snprintf(k->site_tier, sizeof k->site_tier, "%s", tier);
     k->card_version = ver;
     k->band = band;
+    snprintf(k->variant, sizeof k->variant, "%s", variant);
     return k;
 }
 
 /* List-level prices of a draft month's charges under ctx->book, per (dimension, model, site
- * tier, card version): what the rater would price now. */
+ * tier, card version, variant): what the rater would price now (gm_rating_price_charge, the
+ * rater's own pricing path, with each charge's variant). */
 static int reprice_list(const gm_billing_ctx *ctx, const char *tenant, int64_t start_us,
                         key_set *ks, int minor_units, char *err, size_t err_len)
 {
@@ -59,22 +63,24 @@ static int reprice_list(const gm_billing_ctx *ctx, const char *tenant, int64_t s
     PGresult *r =
         billing__q(ctx->db,
                    "SELECT model, site, " BILLING_US(
-                       "hour") ", dimension, sum(quantity)"
+                       "hour") ", dimension, sum(quantity), variant"
                                " FROM gm.charges WHERE tenant = $1 AND hour >= $2 AND hour < $3"
-                               " GROUP BY model, site, hour, dimension ORDER BY 1, 2, 3, 4",
+                               " GROUP BY model, site, hour, dimension, variant"
+                               " ORDER BY 1, 2, 3, 4, 6",
                    3, p, PGRES_TUPLES_OK, "charges to re-price", err, err_len, &rc);
     if (!r)
         return rc;
     billing__rd rd = {0};
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
-        gm_usage u = {
-            tenant, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), billing__i64(&rd, r, i, 2), {0}};
+        const char *model = PQgetvalue(r, i, 0);
+        int64_t hour = billing__i64(&rd, r, i, 2);
         const char *dim = PQgetvalue(r, i, 3);
         gm_i128 q = billing__int(&rd, r, i, 4);
         if ((rc = billing__rd_fail(&rd, "charges to re-price", err, err_len)))
             break;
         gm_event_price pr;
-        if ((rc = gm_rating_price_event(ctx->book, &u, &pr, err, err_len)))
+        if ((rc = gm_rating_price_charge(ctx->book, tenant, model, PQgetvalue(r, i, 1), hour,
+                                         PQgetvalue(r, i, 5), &pr, err, err_len)))
             break;
         int d = 0;
         while (d < GM_DIM_COUNT && strcmp(gm_dim_name((gm_dim)d), dim))
@@ -88,8 +94,8 @@ static int reprice_list(const gm_billing_ctx *ctx, const char *tenant, int64_t s
             gm_fail(err, err_len, rc, "re-pricing %s %s: amount out of range", tenant, dim);
             break;
         }
-        key_row *k = key_get(ks, "usage", dim, u.model, pr.site_tier ? pr.site_tier : "",
-                             pr.card_version, 0);
+        key_row *k = key_get(ks, "usage", dim, model, pr.site_tier ? pr.site_tier : "",
+                             pr.card_version, 0, pr.variant);
         k->has_after = true;
         k->qa += q;
         k->ea += amt;
@@ -102,14 +108,16 @@ static int reprice_list(const gm_billing_ctx *ctx, const char *tenant, int64_t s
     return rc;
 }
 
-static int standing_rows(PGconn *db, const PGresult *r, key_set *ks, bool overwrite, char *err,
-                         size_t err_len, const char *what)
+/* Rows of (kind, dimension, model, site tier, card version, band, quantity, exact amount,
+ * rounded amount, unit price), their variant in column var_col. */
+static int standing_rows(PGconn *db, const PGresult *r, int var_col, key_set *ks, bool overwrite,
+                         char *err, size_t err_len, const char *what)
 {
     billing__rd rd = {0};
     for (int i = 0; i < PQntuples(r); i++) {
         key_row *k = key_get(ks, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
                              PQgetvalue(r, i, 3), billing__i64(&rd, r, i, 4),
-                             (int)billing__i64(&rd, r, i, 5));
+                             (int)billing__i64(&rd, r, i, 5), PQgetvalue(r, i, var_col));
         if (k->has_before && !overwrite)
             continue;
         k->has_before = true;
@@ -144,7 +152,7 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
             billing__billed_lines(ctx->db, tenant, invoice_id, start_us, err, err_len, &rc);
         if (!b)
             return rc;
-        rc = standing_rows(ctx->db, b, ks, false, err, err_len, "billed lines");
+        rc = standing_rows(ctx->db, b, 11, ks, false, err, err_len, "billed lines");
         PQclear(b);
         gm_invoice *g = NULL;
         if (!rc)
@@ -154,7 +162,8 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
             key_row *k =
                 key_get(ks, gm_line_kind_name(l->kind),
                         l->dim < GM_DIM_COUNT ? gm_dim_name(l->dim) : "", l->model ? l->model : "",
-                        l->site_tier ? l->site_tier : "", l->card_version, l->band);
+                        l->site_tier ? l->site_tier : "", l->card_version, l->band,
+                        l->variant ? l->variant : "");
             k->has_after = true;
             k->qa += l->qty;
             k->ea += l->amount_e18;
@@ -167,10 +176,10 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
         PGresult *b =
             billing__q(ctx->db,
                        "SELECT 'usage', dimension, model, coalesce(site_tier, ''), card_version, 0,"
-                       " sum(quantity), sum(amount), 0, max(unit_price), min(currency)"
+                       " sum(quantity), sum(amount), 0, max(unit_price), min(currency), variant"
                        " FROM gm.charges WHERE tenant = $1 AND hour >= $2"
                        " AND hour < $2::timestamptz + interval '1 month'"
-                       " GROUP BY 2, 3, 4, 5 ORDER BY 2, 3, 4, 5",
+                       " GROUP BY 2, 3, 4, 5, 12 ORDER BY 2, 3, 4, 5, 12",
                        2, p, PGRES_TUPLES_OK, "rated charges", err, err_len, &rc);
         if (!b)
             return rc;
@@ -180,7 +189,7 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
             if (*mu < 0)
                 *mu = 2;
         }
-        rc = standing_rows(ctx->db, b, ks, false, err, err_len, "rated charges");
+        rc = standing_rows(ctx->db, b, 11, ks, false, err, err_len, "rated charges");
         PQclear(b);
         for (size_t i = 0; i < ks->n; i++)
             ks->v[i].mb = gm_rating_round_e18(ks->v[i].eb, *mu);
@@ -193,18 +202,19 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
     const char *p[2] = {tenant, ps};
     PGresult *c = billing__q(
         ctx->db,
-        "SELECT DISTINCT ON (kind, dimension, model, site_tier, card_version, band) kind,"
+        "SELECT DISTINCT ON (kind, dimension, model, site_tier, card_version, band, variant) kind,"
         " coalesce(dimension, ''), coalesce(model, ''), coalesce(site_tier, ''),"
         " coalesce(card_version, 0), coalesce(band, 0), quantity_after, amount_exact_after,"
-        " amount_minor_after, unit_price_after FROM gm.rerating_corrections"
+        " amount_minor_after, unit_price_after, variant FROM gm.rerating_corrections"
         " WHERE tenant = $1 AND period_start = $2 AND correction_id > coalesce((SELECT"
         " max(rerating_seq) FROM gm.period_snapshots s WHERE s.tenant = $1"
         " AND s.period_start = $2), 0)"
-        " ORDER BY kind, dimension, model, site_tier, card_version, band, correction_id DESC",
+        " ORDER BY kind, dimension, model, site_tier, card_version, band, variant,"
+        " correction_id DESC",
         2, p, PGRES_TUPLES_OK, "unbilled corrections", err, err_len, &rc);
     if (!c)
         return rc;
-    rc = standing_rows(ctx->db, c, ks, true, err, err_len, "unbilled corrections");
+    rc = standing_rows(ctx->db, c, 10, ks, true, err, err_len, "unbilled corrections");
     PQclear(c);
     return rc;
 }
@@ -289,16 +299,16 @@ static int insert_run(const gm_billing_ctx *ctx, int64_t start_us, const char *t
                              ea,
                              mb,
                              ma,
-                             NULL};
+                             l->variant};
         rc = billing__exec(ctx->db,
                            "INSERT INTO gm.rerating_corrections (run_id, tenant, period_start,"
                            " invoice_id, invoice_status, kind, dimension, model, site_tier,"
                            " card_version, band, currency, quantity_before, quantity_after,"
                            " unit_price_before, unit_price_after, amount_exact_before,"
-                           " amount_exact_after, amount_minor_before, amount_minor_after)"
-                           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-                           " $15, $16, $17, $18, $19, $20)",
-                           20, q, "re-rating correction", err, err_len);
+                           " amount_exact_after, amount_minor_before, amount_minor_after,"
+                           " variant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+                           " $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                           21, q, "re-rating correction", err, err_len);
     }
     return rc;
 }
@@ -385,6 +395,7 @@ int gm_billing_rerate(const gm_billing_ctx *ctx, int64_t month_us, const char *t
             snprintf(l->site_tier, sizeof l->site_tier, "%s", kr->site_tier);
             l->card_version = kr->card_version;
             l->band = kr->band;
+            snprintf(l->variant, sizeof l->variant, "%s", kr->variant);
             l->qty_before = kr->qb;
             l->qty_after = kr->qa;
             l->unit_price_p_before = kr->pb;
