@@ -30,7 +30,8 @@ schemas = {
                     "unit_price": DEC, "amount_exact": DEC, "amount": DEC,
                     "discount_share": DEC, "credit_share": DEC,
                     "corrects_period": {"type": ["string", "null"], "pattern": r"^[0-9]{4}-[0-9]{2}$", "description": "adjustment lines: the month they correct (YYYY-MM); null on every other line (always present)"},
-                    "gpu_basis": {"type": ["string", "null"], "enum": ["requests", "windows", None], "description": "dimension gpu: where the contract bills GPU time from (docs/rating.md, GPU billing basis); null on other lines"}}),
+                    "gpu_basis": {"type": ["string", "null"], "enum": ["requests", "windows", None], "description": "dimension gpu: where the contract bills GPU time from (docs/rating.md, GPU billing basis); null on other lines"},
+                    "variant": {"type": ["string", "null"], "pattern": r"^((batch|priority)(/ctx>[1-9][0-9]*)?|ctx>[1-9][0-9]*)?$", "description": "the price variant of a line with a dimension: '' (standard, base context), batch, priority, ctx>N, batch/ctx>N, priority/ctx>N (docs/rating.md, Price variants); null on money lines"}}),
     "Invoice": S("object", required=["invoice_id", "tenant", "period", "status"], properties={
         "invoice_id": STR, "tenant": STR, "issuer": STR,
         "period": S("string", pattern=r"^[0-9]{4}-[0-9]{2}$"), "period_start": TS, "period_end": TS,

@@ -20,3 +20,6 @@ gm_add_test(NAME test_billing_term_total_e2e SOURCES test_billing_term_total_e2e
             LIBS gm_rater_harness gm_billing gm_ledger gm_rating PkgConfig::CJSON
             LABELS integration TIMEOUT 600)
 add_dependencies(test_billing_term_total_e2e gridmeter)
+gm_add_test(NAME test_billing_variants_e2e SOURCES test_billing_variants_e2e.c
+            LIBS gm_rater_harness gm_billing gm_ledger gm_rating LABELS integration TIMEOUT 600)
+add_dependencies(test_billing_variants_e2e gridmeter)
