@@ -73,7 +73,8 @@ static void fill(PGconn *c, long events)
             for (size_t s = 0; s < GM_ARRAY_LEN(sites); s++) {
                 char tenant[32];
                 snprintf(tenant, sizeof tenant, t == 0 ? "acme" : "tenant%02d", t);
-                gm_usage u = {tenant, models[m], sites[s], OCT_2026, {1, 1, 1, 1}, GM_RATING_SVC_STANDARD};
+                gm_usage u = {tenant,   models[m],    sites[s],
+                              OCT_2026, {1, 1, 1, 1}, GM_RATING_SVC_STANDARD};
                 gm_event_price p;
                 if (gm_rating_price_event(book, &u, &p, err, sizeof err))
                     die("price", err);

@@ -323,8 +323,11 @@ static int add_hours(const gm_billing_ctx *ctx, gm_rating_period *per, const cha
         return rc;
     billing__rd rd = {0};
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
-        gm_usage_sum s = {PQgetvalue(g, row, 0), PQgetvalue(g, row, 1),
-                          billing__i64(&rd, r, i, 0), {0}, PQgetvalue(g, row, 4)};
+        gm_usage_sum s = {PQgetvalue(g, row, 0),
+                          PQgetvalue(g, row, 1),
+                          billing__i64(&rd, r, i, 0),
+                          {0},
+                          PQgetvalue(g, row, 4)};
         for (int d = 0; d < GM_DIM_COUNT; d++)
             s.qty[d] = billing__int(&rd, r, i, 1 + d);
         if (!(rc = billing__rd_fail(&rd, "hourly charges", err, err_len)))
@@ -359,8 +362,8 @@ static int rate_period(const gm_billing_ctx *ctx, const char *tenant, int64_t st
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
         int64_t first = billing__i64(&rd, r, i, 5), last = billing__i64(&rd, r, i, 6);
         /* the variant's prices, as the rater priced it (gm_rating_price_charge) */
-        gm_usage_sum s = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), first, {0},
-                          PQgetvalue(r, i, 4)};
+        gm_usage_sum s = {
+            PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), first, {0}, PQgetvalue(r, i, 4)};
         for (int d = 0; d < GM_DIM_COUNT; d++)
             s.qty[d] = billing__int(&rd, r, i, 7 + d);
         if ((rc = billing__rd_fail(&rd, "invoice usage", err, err_len)))
@@ -464,11 +467,11 @@ static int adjust_period(const gm_billing_ctx *ctx, gm_billing_invoice *inv, siz
         line_from_rating(&cur, &now->lines[k]);
         gm_i128 bq = 0, be = 0, bm = 0;
         for (int j = 0; j < nb; j++)
-            if (!matched[j] && same_key(PQgetvalue(billed, j, 0), PQgetvalue(billed, j, 1),
-                                        PQgetvalue(billed, j, 2), PQgetvalue(billed, j, 3),
-                                        billing__i64(&rd, billed, j, 4),
-                                        (int)billing__i64(&rd, billed, j, 5),
-                                        PQgetvalue(billed, j, 11), &cur)) {
+            if (!matched[j] &&
+                same_key(PQgetvalue(billed, j, 0), PQgetvalue(billed, j, 1),
+                         PQgetvalue(billed, j, 2), PQgetvalue(billed, j, 3),
+                         billing__i64(&rd, billed, j, 4), (int)billing__i64(&rd, billed, j, 5),
+                         PQgetvalue(billed, j, 11), &cur)) {
                 matched[j] = true;
                 bq = billing__int(&rd, billed, j, 6);
                 be = billing__e18(&rd, billed, j, 7);

@@ -159,11 +159,10 @@ static int diff_tenant(const gm_billing_ctx *ctx, const char *tenant, const char
             rc = billing__rate_period(ctx, tenant, start_us, &o, &g, err, err_len);
         for (size_t i = 0; !rc && i < g->n_lines; i++) {
             const gm_invoice_line *l = &g->lines[i];
-            key_row *k =
-                key_get(ks, gm_line_kind_name(l->kind),
-                        l->dim < GM_DIM_COUNT ? gm_dim_name(l->dim) : "", l->model ? l->model : "",
-                        l->site_tier ? l->site_tier : "", l->card_version, l->band,
-                        l->variant ? l->variant : "");
+            key_row *k = key_get(ks, gm_line_kind_name(l->kind),
+                                 l->dim < GM_DIM_COUNT ? gm_dim_name(l->dim) : "",
+                                 l->model ? l->model : "", l->site_tier ? l->site_tier : "",
+                                 l->card_version, l->band, l->variant ? l->variant : "");
             k->has_after = true;
             k->qa += l->qty;
             k->ea += l->amount_e18;

@@ -67,9 +67,8 @@ static void json_kv_time(FILE *f, bool *first, const char *k, int64_t us)
 
 static void json_flags(FILE *f, bool *first, unsigned flags)
 {
-    static const char *names[] = {
-        "unknown_tenant",   "default_model",    "default_site",
-        "contract_price",   "unlisted_variant", "gpu_windows"};
+    static const char *names[] = {"unknown_tenant", "default_model",    "default_site",
+                                  "contract_price", "unlisted_variant", "gpu_windows"};
     json_key(f, first, "flags");
     fputc('[', f);
     bool any = false;
@@ -307,9 +306,13 @@ int gm_cmd_quote(int argc, char **argv)
         }
         quote_period *qp = NULL;
         /* gm_service_tier and gm_rating_svc share one order (standard, batch, priority) */
-        gm_usage u = {ev.tenant, ev.model, ev.site, ev.time_us, {0},
-                      ev.type == GM_EVENT_GPU ? GM_RATING_SVC_STANDARD
-                                              : (gm_rating_svc)ev.service_tier};
+        gm_usage u = {
+            ev.tenant,
+            ev.model,
+            ev.site,
+            ev.time_us,
+            {0},
+            ev.type == GM_EVENT_GPU ? GM_RATING_SVC_STANDARD : (gm_rating_svc)ev.service_tier};
         if (!rc && ev.type == GM_EVENT_GPU) {
             /* An attributed GPU window: charged as the rater's GPU consumer charges it
              * (model "*", at the hour of window_start, kernel-share-v1 only; docs/rating.md,

@@ -726,9 +726,11 @@ static const struct doc_kind {
      " site_tier, card_version::text AS card_version, band::text AS band, quantity::text AS"
      " quantity, unit_price::text AS unit_price, amount_exact::text AS amount_exact, amount::text"
      " AS amount, amount_minor::text AS amount_minor, discount_minor::text AS discount_minor,"
+     /* ORDER BY the table's integer column, not the text alias line_no ("10" < "2"): an
+      * invoice of 10 lines or more failed to verify */
      " credit_minor::text AS credit_minor, " US("corrects_period") " FROM gm.invoice_lines"
                                                                    " WHERE invoice_id = $1 ORDER"
-                                                                   " BY line_no",
+                                                                   " BY invoice_lines.line_no",
      "sssssssssddddddds"},
     {"credit_note",
      "SELECT credit_note_id, invoice_id, tenant, number, number_seq::text AS number_seq,"
@@ -752,7 +754,7 @@ static const struct doc_kind {
                          " amount_minor_before::text AS amount_minor_before,"
                          " amount_minor_after::text AS amount_minor_after"
                          " FROM gm.rerating_corrections WHERE run_id::text = $1 ORDER BY"
-                         " correction_id",
+                         " rerating_corrections.correction_id",
      "ssssssssssssdddddddd"},
 };
 

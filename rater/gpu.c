@@ -461,8 +461,8 @@ static void price_window(const gm_rater_gpu *g, const gm_event *ev, cand *c)
     c->charged = c->unpriced = false;
     if (!g->book || strcmp(ev->policy, "kernel-share-v1") || ev->gpu_us <= 0)
         return;
-    gm_usage u = {ev->tenant, GM_GPU_WINDOW_MODEL, ev->site, ev->window_start_us, {0},
-                  GM_RATING_SVC_STANDARD};
+    gm_usage u = {ev->tenant, GM_GPU_WINDOW_MODEL,   ev->site, ev->window_start_us,
+                  {0},        GM_RATING_SVC_STANDARD};
     u.qty[GM_DIM_GPU] = ev->gpu_us;
     char why[512];
     if (gm_rating_price_event(g->book, &u, &c->price, why, sizeof why) == 0) {

@@ -219,8 +219,8 @@ int gm_rater__rate_event(const gm_rater_config *cfg, const gm_rating_book *book,
         return GM_EINVAL;
     }
     /* gm_service_tier and gm_rating_svc share one order (standard, batch, priority). */
-    gm_usage u = {ev->tenant, ev->model, ev->site, ev->time_us, {0},
-                  (gm_rating_svc)ev->service_tier};
+    gm_usage u = {ev->tenant,  ev->model, ev->site,
+                  ev->time_us, {0},       (gm_rating_svc)ev->service_tier};
     gm_rating_usage_tokens(u.qty, ev->input_tokens, ev->cached_tokens, ev->cache_write_tokens,
                            ev->output_tokens, ev->reasoning_tokens, ev->gpu_us);
     gm_event_price price;

@@ -248,9 +248,9 @@ static int parse_model_prices(const rating__json *j, const cJSON *m, const char 
         return rc;
     static const char *const allowed[] = {"input",       "cached",    "output",  "gpu",
                                           "cache_write", "reasoning", "request", NULL};
-    static const char *const allowed_ctx[] = {"input",     "cached",  "output",        "gpu",
-                                              "cache_write", "reasoning", "request",
-                                              "context_tiers", NULL};
+    static const char *const allowed_ctx[] = {"input",   "cached",        "output",
+                                              "gpu",     "cache_write",   "reasoning",
+                                              "request", "context_tiers", NULL};
     if ((rc = check_keys(m, path, allow_ctx ? allowed_ctx : allowed, err, err_len)))
         return rc;
     *mask = 0;
@@ -341,8 +341,8 @@ static int card_variants(gm_rating_card *c, size_t nm, const gm_i128 *tier_mult,
         for (size_t ti = 0; ti < nt; ti++)
             for (int d = 0; d < GM_DIM_COUNT; d++) {
                 char what[400];
-                snprintf(what, sizeof what, "prices.%s.%s at site tier %s",
-                         c->model_names[mi], dim_keys[d], c->tier_names[ti]);
+                snprintf(what, sizeof what, "prices.%s.%s at site tier %s", c->model_names[mi],
+                         dim_keys[d], c->tier_names[ti]);
                 int rc = rating__svc_check(&c->svc, c->price[(mi * nt + ti) * GM_DIM_COUNT + d],
                                            step, what, err, err_len);
                 for (size_t r = 0; !rc && c->ctx && r < c->ctx[mi].n; r++) {
@@ -367,13 +367,13 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
     if (rc)
         return rc;
     static const char *const allowed[] = {
-        "card_id",           "version",      "valid_from",     "valid_until", "currency",
-        "minor_units",       "default_card", "unknown_models", "prices",      "site_tiers",
+        "card_id",           "version",      "valid_from",     "valid_until",   "currency",
+        "minor_units",       "default_card", "unknown_models", "prices",        "site_tiers",
         "default_site_tier", "description",  "dropped_models", "service_tiers", NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
-    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"),
-                                &c->svc, err, err_len)))
+    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"), &c->svc,
+                                err, err_len)))
         return rc;
     /* dropped_models: the models this version leaves out on purpose (import refuses a version
      * that drops a model with usage in its validity unless it is listed here). */
@@ -588,8 +588,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                     }
                     int64_t own[GM_DIM_COUNT];
                     unsigned mask;
-                    if ((rc = parse_model_prices(j, m, mp, false, false, own, &mask, err,
-                                                 err_len)))
+                    if ((rc = parse_model_prices(j, m, mp, false, false, own, &mask, err, err_len)))
                         break;
                     for (int d = 0; d < GM_DIM_COUNT; d++)
                         if (mask & (1u << d))
@@ -1168,10 +1167,10 @@ static int contract_svc_check(const gm_rating_contract *k, char *err, size_t err
         for (int d = 0; d < GM_DIM_COUNT; d++) {
             char what[400];
             snprintf(what, sizeof what, "prices.%s.%s", k->over[i].model, dim_keys[d]);
-            int rc = (k->over[i].mask & (1u << d))
-                         ? rating__svc_check(&k->svc, k->over[i].price_p[d], step, what, err,
-                                             err_len)
-                         : 0;
+            int rc =
+                (k->over[i].mask & (1u << d))
+                    ? rating__svc_check(&k->svc, k->over[i].price_p[d], step, what, err, err_len)
+                    : 0;
             for (size_t r = 0; !rc && r < k->over[i].ctx.n; r++) {
                 if (!(k->over[i].ctx.row[r].mask & (1u << d)))
                     continue;
@@ -1193,20 +1192,29 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
     int rc = need_object(j, doc, "contract", err, err_len);
     if (rc)
         return rc;
-    static const char *const allowed[] = {"tenant",           "card_id",
-                                          "currency",         "minor_units",
-                                          "prices",           "tiers",
-                                          "discount_percent", "minimum_commitment",
-                                          "prepaid_credits",  "commitment_start",
-                                          "commitment_end",   "free_allowances",
-                                          "description",      "gpu_basis",
-                                          "gpu_window_price", "term_commitment",
-                                          "effective_from",   "service_tiers",
+    static const char *const allowed[] = {"tenant",
+                                          "card_id",
+                                          "currency",
+                                          "minor_units",
+                                          "prices",
+                                          "tiers",
+                                          "discount_percent",
+                                          "minimum_commitment",
+                                          "prepaid_credits",
+                                          "commitment_start",
+                                          "commitment_end",
+                                          "free_allowances",
+                                          "description",
+                                          "gpu_basis",
+                                          "gpu_window_price",
+                                          "term_commitment",
+                                          "effective_from",
+                                          "service_tiers",
                                           NULL};
     if ((rc = check_keys(doc, "", allowed, err, err_len)))
         return rc;
-    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"),
-                                &k->svc, err, err_len)))
+    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"), &k->svc,
+                                err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
     if ((rc = need_string(j, v, "tenant", err, err_len)) ||

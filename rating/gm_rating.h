@@ -244,7 +244,7 @@ const char *gm_rating_svc_name(gm_rating_svc s);
 /* A price variant's canonical text: "" (standard, base context), "batch", "priority",
  * "ctx>N", "batch/ctx>N" or "priority/ctx>N" (N: the context row's above_tokens). It is a
  * part of the key of charges and invoice lines. At most GM_RATING_VARIANT_MAX bytes. */
-#define GM_RATING_VARIANT_MAX 40
+#define GM_RATING_VARIANT_MAX  40
 #define GM_RATING_CTX_ROWS_MAX 16 /* context_tiers rows per model */
 
 typedef struct {
@@ -276,7 +276,7 @@ typedef struct {
 #define GM_PRICE_F_DEFAULT_SITE   4u /* site not on the card: priced at its default site tier */
 #define GM_PRICE_F_CONTRACT_PRICE 8u /* at least one dimension priced by a contract override */
 #define GM_PRICE_F_UNLISTED_VARIANT                                                                \
-    16u /* the request's service tier (batch, priority) is not listed in the service_tiers     \
+    16u /* the request's service tier (batch, priority) is not listed in the service_tiers         \
          * in force (the contract's, else the card's): priced at multiplier 1 */
 #define GM_PRICE_F_GPU_WINDOWS                                                                     \
     32u /* the contract bills GPU time from attributed windows (gpu_basis "windows"): a usage      \
@@ -304,8 +304,8 @@ int gm_rating_price_charge(const gm_rating_book *book, const char *tenant, const
                            gm_event_price *out, char *err, size_t err_len) GM_MUSTCHECK;
 /* Parses a variant's canonical text: its service tier and its context threshold (0: the base
  * context). GM_EINVAL naming the rule when it is not canonical. */
-int gm_rating_variant_parse(const char *variant, gm_rating_svc *svc, int64_t *ctx_above,
-                            char *err, size_t err_len) GM_MUSTCHECK;
+int gm_rating_variant_parse(const char *variant, gm_rating_svc *svc, int64_t *ctx_above, char *err,
+                            size_t err_len) GM_MUSTCHECK;
 /* Sum of out->amount_e18 over dimensions (checked). */
 int gm_event_price_total(const gm_event_price *p, gm_i128 *total_e18) GM_MUSTCHECK;
 
@@ -442,8 +442,8 @@ void gm_invoice_free(gm_invoice *inv);
 int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len);
 
 /* ---- Re-rating: line-by-line difference of two invoices of the same period -------------
- * Lines are matched by (kind, dimension, model, site tier, card version, band, variant); a line only
- * in `before` has after = 0 and vice versa. Entries are sorted by that key; unchanged lines
+ * Lines are matched by (kind, dimension, model, site tier, card version, band, variant); a line
+ * only in `before` has after = 0 and vice versa. Entries are sorted by that key; unchanged lines
  * are included with changed = false. Nothing is written anywhere: a dry run by nature. */
 typedef struct {
     gm_line_kind kind;

@@ -5,8 +5,8 @@
  * Invariants of an invoice (checked by gm_invoice_check(), which the tests call on every
  * invoice they build):
  *   I1. line_no runs 1..n in array order; usage lines come first, sorted by (dimension,
- *       model, site tier, card version, variant) without duplicates, then tier lines, then allowance
- *       lines, then at most one discount, one commitment and one credit line, in that order.
+ *       model, site tier, card version, variant) without duplicates, then tier lines, then
+ * allowance lines, then at most one discount, one commitment and one credit line, in that order.
  *   I2. a usage or tier line's amount_e18 is exactly qty * unit_price_p (* 10^6 for tokens);
  *       an allowance line's is exactly -(qty * unit_price_p), and it carries no shares.
  *   I3. every line's amount_minor is amount_e18 rounded half to even to the minor unit, so
@@ -598,9 +598,8 @@ int gm_rating_period_invoice(const gm_rating_period *p, const gm_invoice_opts *o
             char fa[48], qa[48];
             gm_i128_format(k->allowance[d], fa, sizeof fa);
             gm_i128_format(take, qa, sizeof qa);
-            describe(l, "free allowance %s of %s %s a month: %s, %s%s%s", qa, fa,
-                     dim_label(u->dim), u->model, u->site_tier, u->variant[0] ? ", " : "",
-                     u->variant);
+            describe(l, "free allowance %s of %s %s a month: %s, %s%s%s", qa, fa, dim_label(u->dim),
+                     u->model, u->site_tier, u->variant[0] ? ", " : "", u->variant);
             if (gm_rating_amount_e18(l->dim, l->qty, l->unit_price_p, &l->amount_e18)) {
                 rc = gm_fail(err, err_len, GM_ERANGE, "allowance line %d: amount exceeds int128",
                              l->line_no);
@@ -760,10 +759,10 @@ int gm_invoice_check(const gm_invoice *inv, char *err, size_t err_len)
         phase = (int)l->kind;
         if (l->kind == GM_LINE_USAGE && i > 0 && inv->lines[i - 1].kind == GM_LINE_USAGE) {
             const gm_invoice_line *q = &inv->lines[i - 1];
-            usage_item a = {q->dim, q->model, q->site_tier, q->card_version, q->variant, 0, 0, 0,
-                            false};
-            usage_item b = {l->dim, l->model, l->site_tier, l->card_version, l->variant, 0, 0, 0,
-                            false};
+            usage_item a = {q->dim, q->model, q->site_tier, q->card_version, q->variant, 0,
+                            0,      0,        false};
+            usage_item b = {l->dim, l->model, l->site_tier, l->card_version, l->variant, 0,
+                            0,      0,        false};
             if (cmp_item(&a, &b) >= 0)
                 BAD("I1: usage lines %d and %d are not in strict key order", q->line_no,
                     l->line_no);

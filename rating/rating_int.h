@@ -74,10 +74,10 @@ int rating__json_int(const rating__json *j, const cJSON *v, int64_t max, int64_t
 #define RATING_MULT_SCALE 6 /* site-tier and service-tier multipliers: up to 6 fraction digits */
 
 typedef struct {
-    int64_t above;                   /* above_tokens, > 0 */
-    unsigned mask;                   /* bit d: the row states dimension d */
-    int64_t price_p[GM_DIM_COUNT];   /* the stated prices */
-    int64_t *eff;                    /* card rows: [tier * GM_DIM_COUNT + d], x multiplier */
+    int64_t above;                 /* above_tokens, > 0 */
+    unsigned mask;                 /* bit d: the row states dimension d */
+    int64_t price_p[GM_DIM_COUNT]; /* the stated prices */
+    int64_t *eff;                  /* card rows: [tier * GM_DIM_COUNT + d], x multiplier */
     char variant[GM_RATING_SVC_COUNT][GM_RATING_VARIANT_MAX]; /* "ctx>N", "batch/ctx>N", ... */
 } rating__ctx_row;
 

@@ -272,8 +272,10 @@ int rating__apply_variant(rating__resolved *r, gm_rating_svc svc, int64_t prompt
                           size_t err_len)
 {
     if ((unsigned)svc >= GM_RATING_SVC_COUNT)
-        return gm_fail(err, err_len, GM_EINVAL, "usage: service tier %d is not one of standard, "
-                                                "batch, priority", (int)svc);
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "usage: service tier %d is not one of standard, "
+                       "batch, priority",
+                       (int)svc);
     const rating__ctx *ctx = r->ctx;
     const rating__ctx_row *row = NULL;
     for (size_t i = ctx ? ctx->n : 0; prompt > 0 && i-- > 0;)
@@ -284,8 +286,8 @@ int rating__apply_variant(rating__resolved *r, gm_rating_svc svc, int64_t prompt
     if (row) {
         for (int d = 0; d < GM_DIM_COUNT; d++)
             if (row->mask & (1u << d))
-                r->price_p[d] = row->eff ? row->eff[(size_t)r->tier * GM_DIM_COUNT + d]
-                                         : row->price_p[d];
+                r->price_p[d] =
+                    row->eff ? row->eff[(size_t)r->tier * GM_DIM_COUNT + d] : row->price_p[d];
         if (r->flags & GM_PRICE_F_GPU_WINDOWS)
             r->price_p[GM_DIM_GPU] = 0; /* billed from the windows, whatever the row says */
     }

@@ -292,7 +292,8 @@ void api_add_event(PGconn *c, const char *tenant, const char *model, const char 
 {
     static int64_t seq;
     gm_rating_book *book = test_book(c);
-    gm_usage u = {tenant, model, site, time_us, {qty[0], qty[1], qty[2], qty[3]}, GM_RATING_SVC_STANDARD};
+    gm_usage u = {
+        tenant, model, site, time_us, {qty[0], qty[1], qty[2], qty[3]}, GM_RATING_SVC_STANDARD};
     gm_event_price pr;
     char err[512];
     ck_assert_msg(gm_rating_price_event(book, &u, &pr, err, sizeof err) == 0, "price: %s", err);

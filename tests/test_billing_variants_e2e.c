@@ -90,8 +90,8 @@ static const int64_t shapes[4][3] = {/* input, cached, output */
                                      {120000, 8000, 1000}, /* prompt 128,000: base */
                                      {120001, 8000, 1000}, /* prompt 128,001: the row */
                                      {200000, 0, 500}};
-static const char *const variant_names[6] = {"",           "batch",            "priority",
-                                             "ctx>128000", "batch/ctx>128000", "priority/ctx>128000"};
+static const char *const variant_names[6] = {
+    "", "batch", "priority", "ctx>128000", "batch/ctx>128000", "priority/ctx>128000"};
 
 /* The hand computation: exact amounts in 10^-18 per variant (index as variant_names). */
 static void hand_sums(gm_i128 want[6])
@@ -105,8 +105,8 @@ static void hand_sums(gm_i128 want[6])
         /* 10^-12 per token, then x 4 (site) x 2 (service) so the steps stay integers */
         gm_i128 p_in = row ? 1200000 : 600000, p_ca = 300000, p_out = row ? 3000000 : 2000000;
         gm_i128 site = remote ? 5 : 4, serv = svc == 0 ? 2 : svc == 1 ? 1 : 3;
-        gm_i128 a = ((gm_i128)q[0] * p_in + (gm_i128)q[1] * p_ca + (gm_i128)q[2] * p_out) * site *
-                    serv;
+        gm_i128 a =
+            ((gm_i128)q[0] * p_in + (gm_i128)q[1] * p_ca + (gm_i128)q[2] * p_out) * site * serv;
         ck_assert(a % 8 == 0);
         want[(row ? 3 : 0) + svc] += a / 8 * 1000000;
     }
@@ -171,8 +171,8 @@ static void want_text(const gm_i128 want[6], char *out, size_t cap)
     for (int k = 0; k < 6; k++) {
         char a[64];
         gm_dec_format(want[order[k]], 18, a, sizeof a);
-        n += (size_t)snprintf(out + n, cap - n, "%s%s=%s", k ? " " : "",
-                              variant_names[order[k]], a);
+        n +=
+            (size_t)snprintf(out + n, cap - n, "%s%s=%s", k ? " " : "", variant_names[order[k]], a);
     }
 }
 
@@ -203,7 +203,7 @@ START_TEST(test_variants_through_rater_billing_and_audit)
     want_text(want, wt, sizeof wt);
     /* The rater's prices: charges and their daily rollup per variant. */
 #define SUMS(col, from, where)                                                                     \
-    "SELECT string_agg(variant || '=' || a, ' ' ORDER BY variant COLLATE \"C\") FROM (SELECT"     \
+    "SELECT string_agg(variant || '=' || a, ' ' ORDER BY variant COLLATE \"C\") FROM (SELECT"      \
     " variant, sum(" col ")::numeric(38,18)::text AS a FROM " from " WHERE " where                 \
     " GROUP BY variant) x"
     char *got = per_variant(c, SUMS("amount", "gm.charges", "tenant = 'widgets'"));

@@ -175,7 +175,8 @@ START_TEST(test_request_fee_line_counts_requests_only_where_a_fee_applies)
     gm_invoice_free(inv);
     /* the same requests as hourly sums (the billing path) give the same invoice */
     gm_rating_period *sums = gm_rating_period_new(b, "acme", NOV1);
-    gm_usage_sum s1 = {"think-70b", "fra1", NOV1 + 3600000000, {7500, 0, 1500, 0, 0, 750, 750}, NULL};
+    gm_usage_sum s1 = {
+        "think-70b", "fra1", NOV1 + 3600000000, {7500, 0, 1500, 0, 0, 750, 750}, NULL};
     gm_usage_sum s2 = {"plain-8b", "fra1", NOV1 + 3600000000, {2500, 0, 500, 0, 0, 250, 250}, NULL};
     ck_assert_int_eq(gm_rating_period_add_sum(sums, &s1, err, sizeof err), 0);
     ck_assert_int_eq(gm_rating_period_add_sum(sums, &s2, err, sizeof err), 0);

@@ -21,17 +21,19 @@
     "{\"card_id\":\"list-usd\",\"version\":1,\"valid_from\":\"2026-01-01T00:00:00Z\","             \
     "\"currency\":\"USD\",\"default_card\":true,\"unknown_models\":\"reject\","
 #define LONG_70B                                                                                   \
-    "\"long-70b\":{\"input\":{\"per_1m_tokens\":\"0.60\"},\"cached\":{\"per_1m_tokens\":\"0.30\"},"  \
-    "\"output\":{\"per_1m_tokens\":\"2.00\"},\"gpu\":{\"per_gpu_hour\":\"0\"},"                     \
-    "\"context_tiers\":[{\"above_tokens\":128000,\"prices\":{\"input\":{\"per_1m_tokens\":\"1.20\"},"\
+    "\"long-70b\":{\"input\":{\"per_1m_tokens\":\"0.60\"},\"cached\":{\"per_1m_tokens\":\"0.30\"}" \
+    ","                                                                                            \
+    "\"output\":{\"per_1m_tokens\":\"2.00\"},\"gpu\":{\"per_gpu_hour\":\"0\"},"                    \
+    "\"context_tiers\":[{\"above_tokens\":128000,\"prices\":{\"input\":{\"per_1m_tokens\":\"1."    \
+    "20\"},"                                                                                       \
     "\"output\":{\"per_1m_tokens\":\"3.00\"}}}]}"
 #define CARD_TAIL                                                                                  \
     "\"site_tiers\":{\"metro\":{\"sites\":[\"fra1\"]},"                                            \
     "\"remote\":{\"multiplier\":\"1.25\",\"sites\":[\"tro1\"]}},\"default_site_tier\":\"metro\"}"
 
 static const char *card =
-    CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":\"0.5\",\"priority\":\"1.5\"},"
-    CARD_TAIL;
+    CARD_HEAD "\"prices\":{" LONG_70B
+              "},\"service_tiers\":{\"batch\":\"0.5\",\"priority\":\"1.5\"}," CARD_TAIL;
 
 static gm_rating_book *book_with(const char *c, const char *contract)
 {
@@ -93,9 +95,8 @@ START_TEST(test_service_tier_multipliers_by_hand)
     ck_assert_str_eq(v, "batch");
     ck_assert(!(f & GM_PRICE_F_UNLISTED_VARIANT));
     /* priority x 1.5: 5,000 x 0.0000009 = 0.0045 + 1,050 x 0.000003 = 0.00315: 0.00765 */
-    ck_assert_str_eq(
-        priced(b, req("acme", "fra1", 5000, 0, 1050, GM_RATING_SVC_PRIORITY), &v, &f),
-        "0.007650000000000000");
+    ck_assert_str_eq(priced(b, req("acme", "fra1", 5000, 0, 1050, GM_RATING_SVC_PRIORITY), &v, &f),
+                     "0.007650000000000000");
     ck_assert_str_eq(v, "priority");
     /* unit prices: multiplied one by one, exact */
     gm_event_price p;
@@ -157,7 +158,8 @@ START_TEST(test_highest_row_exceeded_wins)
     const char *c = CARD_HEAD
         "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{\"per_1m_tokens\":"
         "\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{\"per_gpu_hour\":\"0\"},"
-        "\"context_tiers\":[{\"above_tokens\":1000,\"prices\":{\"input\":{\"per_1m_tokens\":\"2\"}}},"
+        "\"context_tiers\":[{\"above_tokens\":1000,\"prices\":{\"input\":{\"per_1m_tokens\":\"2\"}}"
+        "},"
         "{\"above_tokens\":2000,\"prices\":{\"input\":{\"per_1m_tokens\":\"3\"}}}]}}}";
     gm_rating_book *b = book_with(c, NULL);
     int64_t prompts[] = {1000, 1001, 2000, 2001};
@@ -180,8 +182,8 @@ START_TEST(test_highest_row_exceeded_wins)
     /* a charge of a row the card no longer has: the highest row at or below it */
     gm_event_price p;
     char err[256];
-    ck_assert(gm_rating_price_charge(b, "t", "m", "s", NOV1, "batch/ctx>1500", &p, err,
-                                     sizeof err) == 0);
+    ck_assert(
+        gm_rating_price_charge(b, "t", "m", "s", NOV1, "batch/ctx>1500", &p, err, sizeof err) == 0);
     ck_assert_str_eq(p.variant, "batch/ctx>1000");
     ck_assert_int_eq(p.flags & GM_PRICE_F_UNLISTED_VARIANT, GM_PRICE_F_UNLISTED_VARIANT);
     ck_assert_int_eq(p.unit_price_p[GM_DIM_INPUT], 2000000); /* no service_tiers: x 1 */
@@ -193,8 +195,9 @@ END_TEST
  * prices do not override a card's context row; a contract's own rows replace the card's. */
 START_TEST(test_contract_rules_by_hand)
 {
-    const char *acme = "{\"tenant\":\"acme\",\"currency\":\"USD\",\"service_tiers\":{\"batch\":"
-                       "\"0.6\"},\"prices\":{\"long-70b\":{\"input\":{\"per_1m_tokens\":\"0.50\"}}}}";
+    const char *acme =
+        "{\"tenant\":\"acme\",\"currency\":\"USD\",\"service_tiers\":{\"batch\":"
+        "\"0.6\"},\"prices\":{\"long-70b\":{\"input\":{\"per_1m_tokens\":\"0.50\"}}}}";
     gm_rating_book *b = book_with(card, acme);
     const char *v;
     unsigned f;
@@ -205,9 +208,8 @@ START_TEST(test_contract_rules_by_hand)
     ck_assert_str_eq(priced(b, req("acme", "fra1", 5000, 0, 1050, GM_RATING_SVC_BATCH), &v, &f),
                      "0.002760000000000000");
     /* priority: the contract lists none (its object replaces the card's): x 1, flagged */
-    ck_assert_str_eq(
-        priced(b, req("acme", "fra1", 5000, 0, 1050, GM_RATING_SVC_PRIORITY), &v, &f),
-        "0.004600000000000000");
+    ck_assert_str_eq(priced(b, req("acme", "fra1", 5000, 0, 1050, GM_RATING_SVC_PRIORITY), &v, &f),
+                     "0.004600000000000000");
     ck_assert_str_eq(v, "priority");
     ck_assert(f & GM_PRICE_F_UNLISTED_VARIANT);
     /* above 128,000: the card's row prices input 1.20 (the contract's 0.50 does not override
@@ -243,8 +245,7 @@ static gm_invoice *invoice_of(const gm_rating_book *b, const gm_usage *ev, size_
     gm_rating_period *p = gm_rating_period_new(b, ev[0].tenant, NOV1);
     char err[512];
     for (size_t i = 0; i < n; i++)
-        ck_assert_msg(gm_rating_period_add_event(p, &ev[i], NULL, err, sizeof err) == 0, "%s",
-                      err);
+        ck_assert_msg(gm_rating_period_add_event(p, &ev[i], NULL, err, sizeof err) == 0, "%s", err);
     gm_invoice *inv = NULL;
     ck_assert_msg(gm_rating_period_invoice(p, NULL, &inv, err, sizeof err) == 0, "%s", err);
     ck_assert_msg(gm_invoice_check(inv, err, sizeof err) == 0, "%s", err);
@@ -318,9 +319,9 @@ START_TEST(test_events_and_charge_sums_agree)
     for (int i = 0; i < 20000; i++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
         uint64_t r = seed >> 11;
-        gm_usage u = req("acme", sites[r % 3], 127000 + (int64_t)(r >> 3) % 2000,
-                         (int64_t)(r >> 15) % 3, (int64_t)(r >> 20) % 500,
-                         (gm_rating_svc)((r >> 30) % 3));
+        gm_usage u =
+            req("acme", sites[r % 3], 127000 + (int64_t)(r >> 3) % 2000, (int64_t)(r >> 15) % 3,
+                (int64_t)(r >> 20) % 500, (gm_rating_svc)((r >> 30) % 3));
         u.time_us = NOV1 + (int64_t)((r >> 33) % 4) * HOUR;
         gm_event_price p;
         ck_assert_msg(gm_rating_period_add_event(pe, &u, &p, err, sizeof err) == 0, "%s", err);
@@ -374,37 +375,36 @@ START_TEST(test_refusals_name_field_and_rule)
      * 10^6 / gcd(price, 10^6): 5, 10, 1, 5, 1, 4, 8, 2, 2, 4; lcm 40, i.e. 0.00004. So
      * 0.333333 is refused at the first price (0.0000006 x 0.333333 = 0.0000001999998), with
      * 0.33332 and 0.33336, the nearest multiples of 0.00004. */
-    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":\"0.333333\"},"
-                 CARD_TAIL,
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"batch\":\"0.333333\"}," CARD_TAIL,
                  "service_tiers.batch: 0.333333 x prices.long-70b.input at site tier metro "
                  "(0.000000600000) = 0.000000199999800000 is not exact in 12 fraction digits");
-    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":\"0.333333\"},"
-                 CARD_TAIL,
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"batch\":\"0.333333\"}," CARD_TAIL,
                  "nearest exact multipliers: \"0.33332\" or \"0.33336\"");
     /* below the first step: the two smallest exact ones */
-    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":\"0.00001\"},"
-                 CARD_TAIL,
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"batch\":\"0.00001\"}," CARD_TAIL,
                  "nearest exact multipliers: \"0.00004\" or \"0.00008\"");
-    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"flex\":\"0.8\"},"
-                 CARD_TAIL,
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"flex\":\"0.8\"}," CARD_TAIL,
                  "service_tiers.flex: unknown service tier (allowed: batch, priority");
-    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"standard\":\"1\"},"
-                 CARD_TAIL,
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"standard\":\"1\"}," CARD_TAIL,
                  "service_tiers.standard: the standard tier is priced by the card's prices "
                  "themselves (multiplier 1) and cannot be listed");
-    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":\"0\"},"
-                 CARD_TAIL,
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"batch\":\"0\"}," CARD_TAIL,
                  "service_tiers.batch: must be a decimal string greater than 0");
-    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":0.5},"
-                 CARD_TAIL,
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":0.5}," CARD_TAIL,
                  "service_tiers.batch: must be a decimal string like \"0.5\"");
-    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":\"0.1234567\"},"
-                 CARD_TAIL,
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"batch\":\"0.1234567\"}," CARD_TAIL,
                  "service_tiers.batch: must be a decimal string greater than 0 and at most "
                  "1000000 with at most 6 fraction digits, got \"0.1234567\"");
 #define M_ROWS(rows)                                                                               \
-    CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{"               \
-              "\"per_1m_tokens\":\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{"           \
+    CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{"                \
+              "\"per_1m_tokens\":\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{"            \
               "\"per_gpu_hour\":\"0\"},\"context_tiers\":" rows "}}}"
 #define ROW(n) "{\"above_tokens\":" #n ",\"prices\":{\"input\":{\"per_1m_tokens\":\"2\"}}}"
     refused_card(M_ROWS("[" ROW(128000) "," ROW(64000) "]"),
@@ -412,10 +412,10 @@ START_TEST(test_refusals_name_field_and_rule)
                  "above_tokens, got 64000 after 128000");
     refused_card(M_ROWS("[" ROW(1000) "," ROW(1000) "]"),
                  "prices.m.context_tiers[1].above_tokens: rows must be strictly ascending");
-    refused_card(M_ROWS("[" ROW(1) "," ROW(2) "," ROW(3) "," ROW(4) "," ROW(5) "," ROW(6) "," ROW(
-                     7) "," ROW(8) "," ROW(9) "," ROW(10) "," ROW(11) "," ROW(12) "," ROW(13) ","
-                     ROW(14) "," ROW(15) "," ROW(16) "," ROW(17) "]"),
-                 "prices.m.context_tiers: at most 16 rows, got 17");
+    refused_card(
+        M_ROWS("[" ROW(1) "," ROW(2) "," ROW(3) "," ROW(4) "," ROW(5) "," ROW(6) "," ROW(7) "," ROW(8) "," ROW(
+            9) "," ROW(10) "," ROW(11) "," ROW(12) "," ROW(13) "," ROW(14) "," ROW(15) "," ROW(16) "," ROW(17) "]"),
+        "prices.m.context_tiers: at most 16 rows, got 17");
     refused_card(M_ROWS("[" ROW(0) "]"),
                  "prices.m.context_tiers[0].above_tokens: must be a JSON integer from 1");
     refused_card(M_ROWS("[{\"above_tokens\":\"128000\",\"prices\":{}}]"),
@@ -426,15 +426,16 @@ START_TEST(test_refusals_name_field_and_rule)
                  "prices.m.context_tiers[0].price: unknown field (allowed: above_tokens, prices");
     refused_card(M_ROWS("[]"), "prices.m.context_tiers: must be a non-empty array");
     /* a site tier's multiplier must keep a row's price exact too: 1.25 x 0.0000000000001 */
-    refused_card(CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{"
+    refused_card(CARD_HEAD
+                 "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{"
                  "\"per_1m_tokens\":\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{"
                  "\"per_gpu_hour\":\"0\"},\"context_tiers\":[{\"above_tokens\":5,\"prices\":{"
                  "\"input\":{\"per_token\":\"0.000000000001\"}}}]}}," CARD_TAIL,
                  "site_tiers.remote.multiplier: 1.25 x prices.m.context_tiers[0].prices.input");
     /* no context_tiers in a site tier's prices */
     refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"site_tiers\":{\"metro\":{\"sites\":["
-                 "\"fra1\"],\"prices\":{\"long-70b\":{\"context_tiers\":[]}}}},"
-                 "\"default_site_tier\":\"metro\"}",
+                           "\"fra1\"],\"prices\":{\"long-70b\":{\"context_tiers\":[]}}}},"
+                           "\"default_site_tier\":\"metro\"}",
                  "site_tiers.metro.prices.long-70b.context_tiers: unknown field");
     /* contracts: their own prices x their own multipliers (0.0000005 x 0.333333) */
     refused_contract("{\"tenant\":\"acme\",\"currency\":\"USD\",\"service_tiers\":{\"batch\":"
@@ -457,14 +458,14 @@ START_TEST(test_refusals_name_field_and_rule)
     ck_assert_msg(strstr(err, "contract acme: service_tiers.batch: 0.33334 x card list-usd v1 "
                               "prices.long-70b.cached at site tier remote (0.000000375000)"),
                   "%s", err);
-    ck_assert_msg(strstr(err, "nearest exact multipliers: \"0.33332\" or \"0.33336\""), "%s",
-                  err);
+    ck_assert_msg(strstr(err, "nearest exact multipliers: \"0.33332\" or \"0.33336\""), "%s", err);
     gm_rating_book_free(b);
     /* variants that are not canonical text */
     gm_rating_svc s;
     int64_t n;
-    const char *bad[] = {"standard", "ctx>0", "ctx>012", "batch/", "ctx>12x", "batch/batch",
-                         "ctx>", "Batch", "priority/ctx>99999999999999999999"};
+    const char *bad[] = {"standard", "ctx>0",   "ctx>012",
+                         "batch/",   "ctx>12x", "batch/batch",
+                         "ctx>",     "Batch",   "priority/ctx>99999999999999999999"};
     for (size_t i = 0; i < GM_ARRAY_LEN(bad); i++)
         ck_assert_msg(gm_rating_variant_parse(bad[i], &s, &n, err, sizeof err) == GM_EINVAL, "%s",
                       bad[i]);
