@@ -69,7 +69,7 @@ static int import_card(PGconn *c, const char *json, size_t len, char *msg, size_
                        char *err, size_t err_len)
 {
     gm_rating_card *card = NULL;
-    char why[512];
+    char why[1024];
     int rc = gm_rating_card_parse(json, len, &card, why, sizeof why);
     if (rc)
         return gm_fail(err, err_len, rc, "rate card: %s", why);
@@ -117,6 +117,10 @@ static int import_card(PGconn *c, const char *json, size_t len, char *msg, size_
         if (rc && rc != GM_ECONFLICT)
             gm_fail(err, err_len, rc, "rate card %s version %s: %s", info.card_id, version, why);
         else if (rc)
+            gm_fail(err, err_len, rc, "rate card %s version %s: %s", info.card_id, version, why);
+        /* the stored contracts' service-tier multipliers x this version's prices, and its
+         * multipliers x their own prices (docs/rating.md, "Price variants") */
+        if (rc == 0 && (rc = gm_rating_book_check_service_tiers(book, why, sizeof why)))
             gm_fail(err, err_len, rc, "rate card %s version %s: %s", info.card_id, version, why);
     }
     gm_rating_book_free(book);
@@ -230,7 +234,7 @@ static int import_contract(PGconn *c, const char *json, size_t len, unsigned fla
                            size_t msg_len, char *err, size_t err_len)
 {
     gm_rating_contract *ct = NULL;
-    char why[512];
+    char why[1024];
     int rc = gm_rating_contract_parse(json, len, &ct, why, sizeof why);
     if (rc)
         return gm_fail(err, err_len, rc, "contract: %s", why);
@@ -244,6 +248,9 @@ static int import_contract(PGconn *c, const char *json, size_t len, unsigned fla
     rc = add_documents(c, book, cards_sql, "gm.rate_cards", gm_rating_book_add_card, err, err_len);
     if (rc == 0 && (rc = gm_rating_book_add_contract(book, json, len, why, sizeof why)))
         gm_fail(err, err_len, rc, "contract %s: %s", tenant, why);
+    /* service-tier multipliers x the stored card's prices, and the card's x the contract's */
+    if (rc == 0 && (rc = gm_rating_book_check_service_tiers(book, why, sizeof why)))
+        gm_fail(err, err_len, rc, "%s", why);
     /* ... and the card it names must exist (or a default card, when it names none), with the
      * models of its tier rules: before, such a contract was stored and then every event of the
      * tenant was rejected. The message names the field (card_id, tiers[N].models). */

@@ -583,6 +583,19 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
     return 0;
 }
 
+int gm_rating_book_check_service_tiers(const gm_rating_book *b, char *err, size_t err_len)
+{
+    for (size_t i = 0; i < b->n_con; i++) {
+        const rating__family *f = b->con_fam[i] >= 0 ? b->fam[b->con_fam[i]] : default_family(b);
+        for (size_t v = 0; f && v < f->n_cards; v++) {
+            int rc = check_contract_svc(b->con[i], f->cards[v], err, err_len);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
 int gm_rating_book_check_contracts(const gm_rating_book *b, char *err, size_t err_len)
 {
     for (size_t i = 0; i < b->n_con; i++) {

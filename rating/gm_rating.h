@@ -219,6 +219,13 @@ int gm_rating_book_minor_units(const gm_rating_book *book, const char *currency)
  * that card or priced by the contract. GM_ENOTFOUND naming the contract and field. */
 int gm_rating_book_check_contracts(const gm_rating_book *book, char *err,
                                    size_t err_len) GM_MUSTCHECK;
+/* Only the price-variant part of that check (also run by it): each contract's service_tiers
+ * multipliers x its card's prices (every version), or the card's multipliers x the contract's
+ * own prices, exact in 12 fraction digits (docs/rating.md, "Price variants"); GM_ERANGE naming
+ * the contract, the multiplier, the price and the two nearest exact multipliers. Import runs
+ * it against the stored documents. */
+int gm_rating_book_check_service_tiers(const gm_rating_book *book, char *err,
+                                       size_t err_len) GM_MUSTCHECK;
 /* The tenant's newest contract version (the last added), or NULL. */
 const gm_rating_contract *gm_rating_book_contract(const gm_rating_book *book, const char *tenant);
 /* The tenant's contract version in force at time_us (docs/rating.md, "Effective-dated
@@ -277,7 +284,7 @@ typedef struct {
 #define GM_PRICE_F_CONTRACT_PRICE 8u /* at least one dimension priced by a contract override */
 #define GM_PRICE_F_UNLISTED_VARIANT                                                                \
     16u /* the request's service tier (batch, priority) is not listed in the service_tiers         \
-         * in force (the contract's, else the card's): priced at multiplier 1 */
+         * in force (the contract's, else the card's): priced and keyed as standard (x 1) */
 #define GM_PRICE_F_GPU_WINDOWS                                                                     \
     32u /* the contract bills GPU time from attributed windows (gpu_basis "windows"): a usage      \
          * event's gpu is priced 0; a window line is priced at gpu_window_price */

@@ -291,15 +291,16 @@ int rating__apply_variant(rating__resolved *r, gm_rating_svc svc, int64_t prompt
         if (r->flags & GM_PRICE_F_GPU_WINDOWS)
             r->price_p[GM_DIM_GPU] = 0; /* billed from the windows, whatever the row says */
     }
+    const rating__svc *s =
+        r->contract && r->contract->svc.present ? &r->contract->svc : &r->card->svc;
+    if (svc != GM_RATING_SVC_STANDARD && !s->listed[svc]) {
+        /* not listed: priced, and keyed, as standard (x 1), flagged */
+        r->flags |= GM_PRICE_F_UNLISTED_VARIANT;
+        svc = GM_RATING_SVC_STANDARD;
+    }
     r->variant = row ? row->variant[svc] : base_variants[svc];
     if (svc == GM_RATING_SVC_STANDARD)
         return 0;
-    const rating__svc *s =
-        r->contract && r->contract->svc.present ? &r->contract->svc : &r->card->svc;
-    if (!s->listed[svc]) {
-        r->flags |= GM_PRICE_F_UNLISTED_VARIANT;
-        return 0;
-    }
     for (int d = 0; d < GM_DIM_COUNT; d++)
         if (!rating__svc_mul(r->price_p[d], s->mult_e6[svc], &r->price_p[d])) {
             char mt[48], pt[64];

@@ -79,6 +79,15 @@ int h_rater_wait(pid_t pid);
  * with GRIDMETER_NOW=now when now is not NULL; returns its output, stdout and stderr
  * (malloc'd), and puts the exit status in *status. */
 char *h_rejects_cmd(const h_env *e, const char *now, const char *args, int *status);
+/* Runs a command (argv[0] a path) with the test clock (gm_test_clock_to_children) and
+ * GRIDMETER_LOG_LEVEL warn unless set, stdin from in_path (NULL: inherited); its stdout goes to
+ * out (NUL-terminated, cut at cap - 1). Returns its exit status (-1 if killed by a signal). */
+int h_run(const char *const *argv, const char *in_path, char *out, size_t cap);
+/* Fails the test unless the one value of `sql` is `want`. */
+void h_expect_value(PGconn *c, const char *sql, const char *want);
+/* Produces events (their canonical form, keyed by source) to e->topic, and appends them as
+ * JSON lines to `jsonl` when it is not NULL (a quote's input). */
+void h_produce_events(const h_env *e, const struct gm_event *evs, size_t n, const char *jsonl);
 /* Polls the database until the ledger has `messages` messages accounted for (accepted +
  * duplicates + rejected in gm.batches) or timeout_s passes; returns that count. */
 int64_t h_wait_accounted(const h_env *e, int64_t messages, int timeout_s);

@@ -38,44 +38,8 @@ static int64_t T(const char *s)
 }
 
 /* Runs argv (stdin from in_path when not NULL) with stdout into out; the exit status. */
-static int run(const char *const *argv, const char *in_path, char *out, size_t cap)
-{
-    gm_test_clock_to_children();
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        setenv("GRIDMETER_LOG_LEVEL", "warn", 0);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        if (in_path && !freopen(in_path, "r", stdin))
-            _exit(126);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t n = 0;
-    char sink[4096];
-    ssize_t k;
-    while ((k = read(fds[0], n < cap - 1 ? out + n : sink,
-                     n < cap - 1 ? cap - 1 - n : sizeof sink)) > 0)
-        if (n < cap - 1)
-            n += (size_t)k;
-    out[n] = 0;
-    close(fds[0]);
-    int st = 0;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void expect(PGconn *c, const char *sql, const char *want)
-{
-    char *v = gm_test_pg_value(c, sql);
-    ck_assert_msg(v != NULL, "no value: %s", sql);
-    ck_assert_msg(!strcmp(v, want), "%s\n got: %s\n want: %s", sql, v, want);
-    free(v);
-}
+#define run    h_run
+#define expect h_expect_value
 
 static void usage_event(gm_event *ev, uint64_t seq, int64_t t, int64_t input, int64_t output,
                         int64_t gpu_us)
@@ -97,28 +61,7 @@ static void usage_event(gm_event *ev, uint64_t seq, int64_t t, int64_t input, in
 /* Produces events to the topic and writes them as JSON lines to `jsonl` (the quote's input). */
 static void produce(const h_env *e, const char *jsonl, const gm_event *evs, size_t n)
 {
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", e->brokers, err, sizeof err) == 0);
-    ck_assert(rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err) == 0);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    ck_assert_msg(p != NULL, "%s", err);
-    FILE *f = fopen(jsonl, "a");
-    ck_assert_ptr_nonnull(f);
-    for (size_t i = 0; i < n; i++) {
-        char buf[GM_EVENT_MAX_BYTES + 1];
-        size_t len = gm_event_encode(&evs[i], buf, sizeof buf);
-        ck_assert(len > 0);
-        rd_kafka_resp_err_t r = rd_kafka_producev(
-            p, RD_KAFKA_V_TOPIC(e->topic), RD_KAFKA_V_KEY(evs[i].source, strlen(evs[i].source)),
-            RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        ck_assert_msg(r == 0, "produce: %s", rd_kafka_err2str(r));
-        fwrite(buf, 1, len, f);
-        fputc('\n', f);
-    }
-    fclose(f);
-    ck_assert_int_eq(rd_kafka_flush(p, 30000), 0);
-    rd_kafka_destroy(p);
+    h_produce_events(e, evs, n, jsonl);
 }
 
 static void close_month(const char *month, char *out, size_t cap)

@@ -27,40 +27,10 @@ static int64_t T(const char *s)
 
 static int run(const char *const *argv, char *out, size_t cap)
 {
-    gm_test_clock_to_children();
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        setenv("GRIDMETER_LOG_LEVEL", "warn", 0);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t n = 0;
-    ssize_t k;
-    char sink[4096];
-    while ((k = read(fds[0], n < cap - 1 ? out + n : sink,
-                     n < cap - 1 ? cap - 1 - n : sizeof sink)) > 0)
-        if (n < cap - 1)
-            n += (size_t)k;
-    out[n] = 0;
-    close(fds[0]);
-    int st = 0;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return h_run(argv, NULL, out, cap);
 }
 
-static void expect_value(PGconn *c, const char *sql, const char *want)
-{
-    char *v = gm_test_pg_value(c, sql);
-    ck_assert_msg(v != NULL, "no value: %s", sql);
-    ck_assert_msg(!strcmp(v, want), "%s\n got: %s\n want: %s", sql, v, want);
-    free(v);
-}
+#define expect_value h_expect_value
 
 static const char *contract =
     "{\"tenant\":\"globex\",\"card_id\":\"list-usd\",\"currency\":\"USD\","

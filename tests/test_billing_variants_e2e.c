@@ -20,10 +20,8 @@
 #include "gm_ledger.h"
 #include "rater_harness.h"
 
-#include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static int64_t T(const char *s)
@@ -34,42 +32,7 @@ static int64_t T(const char *s)
     return us;
 }
 
-static int run(const char *const *argv, char *out, size_t cap)
-{
-    gm_test_clock_to_children();
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        setenv("GRIDMETER_LOG_LEVEL", "warn", 0);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t n = 0;
-    ssize_t k;
-    char sink[4096];
-    while ((k = read(fds[0], n < cap - 1 ? out + n : sink,
-                     n < cap - 1 ? cap - 1 - n : sizeof sink)) > 0)
-        if (n < cap - 1)
-            n += (size_t)k;
-    out[n] = 0;
-    close(fds[0]);
-    int st = 0;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void expect(PGconn *c, const char *sql, const char *want)
-{
-    char *v = gm_test_pg_value(c, sql);
-    ck_assert_msg(v != NULL, "no value: %s", sql);
-    ck_assert_msg(!strcmp(v, want), "%s\n got: %s\n want: %s", sql, v, want);
-    free(v);
-}
+#define expect h_expect_value
 
 static const char CARD[] =
     "{\"card_id\":\"variants-usd\",\"version\":1,\"valid_from\":\"2026-01-01T00:00:00Z\","
@@ -112,46 +75,29 @@ static void hand_sums(gm_i128 want[6])
     }
 }
 
+/* The requests, produced to the broker (and written to `jsonl`). */
 static void produce(const h_env *e, const char *jsonl)
 {
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", e->brokers, err, sizeof err) == 0);
-    ck_assert(rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err) == 0);
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    ck_assert_msg(p != NULL, "%s", err);
-    FILE *f = fopen(jsonl, "w");
-    ck_assert_ptr_nonnull(f);
+    gm_event *evs = gm_xcalloc(N_EVENTS, sizeof *evs);
     for (int i = 0; i < N_EVENTS; i++) {
-        gm_event ev;
-        memset(&ev, 0, sizeof ev);
-        ev.type = GM_EVENT_USAGE;
-        int node = i % 4;
-        snprintf(ev.source, sizeof ev.source, "edge/%s/node-%d", i % 5 == 0 ? "tro1" : "fra1",
-                 node);
-        snprintf(ev.id, sizeof ev.id, "v-%d", i);
-        snprintf(ev.tenant, sizeof ev.tenant, "widgets");
-        snprintf(ev.site, sizeof ev.site, "%s", i % 5 == 0 ? "tro1" : "fra1");
-        snprintf(ev.model, sizeof ev.model, "long-70b");
-        ev.seq = (uint64_t)(i / 4 + 1) + (uint64_t)(i % 5 == 0) * 1000;
-        ev.time_us = T("2026-11-10T00:00:00Z") + (int64_t)i * 37 * 1000000;
-        ev.input_tokens = shapes[(i / 3) % 4][0];
-        ev.cached_tokens = shapes[(i / 3) % 4][1];
-        ev.output_tokens = shapes[(i / 3) % 4][2];
-        ev.service_tier = (gm_service_tier)(i % 3);
-        char buf[GM_EVENT_MAX_BYTES + 1];
-        size_t len = gm_event_encode(&ev, buf, sizeof buf);
-        ck_assert(len > 0);
-        rd_kafka_resp_err_t r = rd_kafka_producev(
-            p, RD_KAFKA_V_TOPIC(e->topic), RD_KAFKA_V_KEY(ev.source, strlen(ev.source)),
-            RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        ck_assert_msg(r == 0, "produce: %s", rd_kafka_err2str(r));
-        fwrite(buf, 1, len, f);
-        fputc('\n', f);
+        gm_event *ev = &evs[i];
+        ev->type = GM_EVENT_USAGE;
+        const char *site = i % 5 == 0 ? "tro1" : "fra1";
+        snprintf(ev->source, sizeof ev->source, "edge/%s/node-%d", site, i % 4);
+        snprintf(ev->id, sizeof ev->id, "v-%d", i);
+        snprintf(ev->tenant, sizeof ev->tenant, "widgets");
+        snprintf(ev->site, sizeof ev->site, "%s", site);
+        snprintf(ev->model, sizeof ev->model, "long-70b");
+        ev->seq = (uint64_t)(i / 4 + 1) + (uint64_t)(i % 5 == 0) * 1000; /* unique per source */
+        ev->time_us = T("2026-11-10T00:00:00Z") + (int64_t)i * 37 * 1000000;
+        ev->input_tokens = shapes[(i / 3) % 4][0];
+        ev->cached_tokens = shapes[(i / 3) % 4][1];
+        ev->output_tokens = shapes[(i / 3) % 4][2];
+        ev->service_tier = (gm_service_tier)(i % 3);
     }
-    fclose(f);
-    ck_assert_int_eq(rd_kafka_flush(p, 30000), 0);
-    rd_kafka_destroy(p);
+    unlink(jsonl);
+    h_produce_events(e, evs, N_EVENTS, jsonl);
+    free(evs);
 }
 
 /* "variant=amount" per variant, in variant order, from a query of (variant, sum(amount)). */
@@ -189,6 +135,14 @@ START_TEST(test_variants_through_rater_billing_and_audit)
     ck_assert_msg(
         gm_ledger_import(c, CONTRACT, strlen(CONTRACT), msg, sizeof msg, err, sizeof err) == 0,
         "%s", err);
+    /* import checks a contract's multipliers against the stored card's prices */
+    static const char BAD[] = "{\"tenant\":\"initech\",\"card_id\":\"variants-usd\","
+                              "\"currency\":\"USD\",\"service_tiers\":{\"batch\":\"0.33334\"}}";
+    ck_assert(gm_ledger_import(c, BAD, strlen(BAD), msg, sizeof msg, err, sizeof err) != 0);
+    ck_assert_msg(strstr(err, "contract initech: service_tiers.batch: 0.33334 x card variants-usd"
+                              " v1 prices.long-70b.cached at site tier remote"),
+                  "%s", err);
+    ck_assert_msg(strstr(err, "nearest exact multipliers: \"0.33332\" or \"0.33336\""), "%s", err);
     char jsonl[200];
     snprintf(jsonl, sizeof jsonl, "/tmp/gmtest-variants-%d.jsonl", (int)getpid());
     produce(&e, jsonl);
@@ -265,7 +219,7 @@ START_TEST(test_variants_through_rater_billing_and_audit)
     static char out[1 << 16];
     gm_clock_set_us(T("2026-12-05T00:00:00Z"));
     const char *close11[] = {GM_BINARY_DIR "/cli/gridmeter", "close", "--month", "2026-11", NULL};
-    ck_assert_msg(run(close11, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(h_run(close11, NULL, out, sizeof out) == 0, "%s", out);
     ck_assert_msg(strstr(out, " 0 failed") != NULL, "%s", out);
     got = per_variant(c, SUMS("amount_exact",
                               "audit.invoice_lines l JOIN audit.invoices i USING (invoice_id)",

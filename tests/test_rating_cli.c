@@ -96,6 +96,9 @@ START_TEST(test_quote_prices_token_kinds_and_the_request_fee)
                               "\"gpu\":0,\"cache_write\":1024,\"reasoning\":200,\"request\":1}"),
                   "%s", out);
     ck_assert_msg(strstr(out, "\"service_tier\":\"batch\""), "%s", out);
+    /* the card lists no service_tiers: batch at multiplier 1, flagged, keyed as standard */
+    ck_assert_msg(strstr(out, "\"variant\":\"\""), "%s", out);
+    ck_assert_msg(strstr(out, "\"unlisted_variant\""), "%s", out);
     ck_assert_msg(strstr(out, "\"reasoning\":\"0.000500000000000000\""), "%s", out);
     ck_assert_msg(strstr(out, "\"request\":\"0.000100000000000000\""), "%s", out);
     ck_assert_msg(strstr(out, "\"amount\":\"0.002105600000000000\""), "%s", out);
