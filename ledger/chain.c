@@ -580,7 +580,7 @@ static int sum_charges(gm_chain *c, const gm_ledger_batch *b, const unsigned cha
 }
 
 /* The 13 strings of a charge change, in the order of gm.chain_batches.charges, and a 14th,
- * the price variant, only when it is not "" (sql/0022), so that earlier records stay as they
+ * the price variant, only when it is not "" (sql/0027), so that earlier records stay as they
  * were; returns how many. */
 static int charge_fields(const ch_entry *e, char f[14][64], const char *s[14])
 {

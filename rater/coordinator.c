@@ -364,7 +364,7 @@ int gm_shard_coordinator(PGconn *c, const gm_shard_map *m, FILE *log, char *err,
  * REST API run against it unchanged. Read through postgres_fdw in one transaction: each
  * shard's charges as of one snapshot (a shard's batches commit whole). */
 
-/* gm.charges' key (sql/0022: the price variant before the unit price) */
+/* gm.charges' key (sql/0027: the price variant before the unit price) */
 static const char charge_key[] = "tenant, hour, site, model, dimension, card_id, card_version,"
                                  " variant, unit_price";
 

@@ -379,7 +379,7 @@ START_TEST(test_contract_billed_by_attributed_windows_end_to_end)
     free(id);
     char *nl = strstr(out, "\r\n");
     ck_assert_ptr_nonnull(nl);
-    /* gpu_basis, then variant (sql/0022), appended last */
+    /* gpu_basis, then variant (sql/0027), appended last */
     ck_assert_msg(nl - out > 18 && !strncmp(nl - 18, ",gpu_basis,variant", 18), "CSV header: %.*s",
                   (int)(nl - out), out);
     ck_assert_msg(strstr(out, ",gpu,*,metro,1,,2700.000000,gpu_second,0.000600000000,"

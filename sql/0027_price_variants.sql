@@ -1,4 +1,4 @@
--- 0022 price variants (docs/rating.md, "Price variants"): service-tier multipliers and
+-- 0027 price variants (docs/rating.md, "Price variants"): service-tier multipliers and
 -- context-length rows price a request by its variant, "" (standard, base context), "batch",
 -- "priority", "ctx>N", "batch/ctx>N" or "priority/ctx>N", and the variant is a part of the key
 -- of what is summed from priced requests, so that re-pricing the sums gives the rater's prices:
