@@ -541,6 +541,10 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
     if (k->svc.present) {
         for (size_t i = 0; i < nm * nt * GM_DIM_COUNT; i++)
             step = rating__svc_step(step, c->price[i]);
+        for (size_t mi = 0; c->ctx && mi < nm; mi++)
+            for (size_t r = 0; r < c->ctx[mi].n; r++)
+                for (size_t i = 0; i < nt * GM_DIM_COUNT; i++)
+                    step = rating__svc_step(step, c->ctx[mi].row[r].eff[i]);
         for (size_t i = 0; !rc && i < nm * nt * GM_DIM_COUNT; i++) {
             snprintf(what, sizeof what, "card %s v%lld prices.%s.%s at site tier %s", c->card_id,
                      (long long)c->version, c->model_names[i / (nt * GM_DIM_COUNT)],
@@ -555,14 +559,18 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
                         continue;
                     snprintf(what, sizeof what, "card %s v%lld prices.%s.context_tiers[%zu]",
                              c->card_id, (long long)c->version, c->model_names[mi], r);
-                    rc = rating__svc_check(&k->svc, c->ctx[mi].row[r].eff[i], 1, what, why,
+                    rc = rating__svc_check(&k->svc, c->ctx[mi].row[r].eff[i], step, what, why,
                                            sizeof why);
                 }
     } else if (c->svc.present) {
         for (size_t o = 0; o < k->n_over; o++)
-            for (int d = 0; d < GM_DIM_COUNT; d++)
+            for (int d = 0; d < GM_DIM_COUNT; d++) {
                 if (k->over[o].mask & (1u << d))
                     step = rating__svc_step(step, k->over[o].price_p[d]);
+                for (size_t r = 0; r < k->over[o].ctx.n; r++)
+                    if (k->over[o].ctx.row[r].mask & (1u << d))
+                        step = rating__svc_step(step, k->over[o].ctx.row[r].price_p[d]);
+            }
         for (size_t o = 0; !rc && o < k->n_over; o++)
             for (int d = 0; !rc && d < GM_DIM_COUNT; d++) {
                 snprintf(what, sizeof what, "the contract's prices.%s.%s (card %s v%lld)",
@@ -573,8 +581,8 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
                                            sizeof why);
                 for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++)
                     if (k->over[o].ctx.row[r].mask & (1u << d))
-                        rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], 1, what,
-                                               why, sizeof why);
+                        rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], step,
+                                               what, why, sizeof why);
             }
     }
     if (rc)
