@@ -162,7 +162,7 @@ static void charge_now(PGconn *c, const char *amount)
              " card_version, site_tier, currency, unit_price, quantity, amount, events) VALUES"
              " ('acme', date_trunc('hour', gm.now()), 'fra1', 'm', 'output', 'list', 1, 'metro',"
              " 'USD', 0.000001, 1, %s, 1) ON CONFLICT (tenant, hour, site, model, dimension,"
-             " card_id, card_version, unit_price) DO UPDATE SET"
+             " card_id, card_version, variant, unit_price) DO UPDATE SET"
              " quantity = gm.charges.quantity + EXCLUDED.quantity,"
              " amount = gm.charges.amount + EXCLUDED.amount, events = gm.charges.events + 1",
              amount);
