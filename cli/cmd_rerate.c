@@ -99,11 +99,13 @@ int gm_cmd_rerate(int argc, char **argv)
             gm_dec_format(l->amount_e18_after, 18, ea, sizeof ea);
             gm_rating_format_minor(l->amount_minor_before, l->minor_units, mb, sizeof mb);
             gm_rating_format_minor(l->amount_minor_after, l->minor_units, ma, sizeof ma);
+            /* the price variant last (docs/rating.md, "Price variants"), when not the base */
             printf("%-20s %-7s %-10s %-7s %-26s %-8s %3lld %22s %16s %16s %22s %22s %14s %14s"
-                   " %s %s\n",
+                   " %s %s%s%s\n",
                    l->tenant, m, l->invoice_status, l->kind, l->model, l->site_tier,
                    (long long)l->card_version, q, pb, pa, eb, ea, mb, ma, l->dimension,
-                   gm_billing_line_unit(&tmp) ? gm_billing_line_unit(&tmp) : "");
+                   gm_billing_line_unit(&tmp) ? gm_billing_line_unit(&tmp) : "",
+                   l->variant[0] ? " variant=" : "", l->variant);
         }
         char d[64];
         gm_dec_format(res->delta_e18, 18, d, sizeof d);
