@@ -275,6 +275,7 @@ static int resolve_base(const gm_rating_book *b, const char *tenant, const char 
                         size_t err_len)
 {
     out->ctx = NULL;
+    out->contract_mask = 0;
     if (!tenant || !model || !site)
         return gm_fail(err, err_len, GM_EINVAL, "usage: tenant, model and site are required");
     unsigned flags = 0;
@@ -351,6 +352,7 @@ static int resolve_base(const gm_rating_book *b, const char *tenant, const char 
             out->model = -1;
             out->flags = flags | GM_PRICE_F_CONTRACT_PRICE;
             out->ctx = o->ctx.n ? &o->ctx : NULL;
+            out->contract_mask = (1u << GM_DIM_COUNT) - 1;
             return 0;
         }
         if (c->default_model < 0)
@@ -372,7 +374,9 @@ static int resolve_base(const gm_rating_book *b, const char *tenant, const char 
         for (int d = 0; d < GM_DIM_COUNT; d++)
             if (o->mask & (1u << d))
                 out->price_p[d] = o->price_p[d];
-        flags |= GM_PRICE_F_CONTRACT_PRICE;
+        out->contract_mask = o->mask;
+        if (o->mask) /* an override of context rows only prices nothing at the base */
+            flags |= GM_PRICE_F_CONTRACT_PRICE;
     }
     if (k && k->gpu_basis == GM_GPU_BASIS_WINDOWS) {
         /* GPU time is billed from the tenant's attributed windows: never twice. */
@@ -579,10 +583,17 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
                 if (k->over[o].mask & (1u << d))
                     rc = rating__svc_check(&c->svc, k->over[o].price_p[d], step, what, why,
                                            sizeof why);
-                for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++)
-                    if (k->over[o].ctx.row[r].mask & (1u << d))
-                        rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], step,
-                                               what, why, sizeof why);
+                for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++) {
+                    if (!(k->over[o].ctx.row[r].mask & (1u << d)))
+                        continue;
+                    snprintf(what, sizeof what,
+                             "the contract's prices.%s.context_tiers[%zu].prices.%s (card %s "
+                             "v%lld)",
+                             k->over[o].model, r, gm_dim_name((gm_dim)d), c->card_id,
+                             (long long)c->version);
+                    rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], step, what,
+                                           why, sizeof why);
+                }
             }
     }
     if (rc)

@@ -230,6 +230,8 @@ typedef struct {
     unsigned flags;
     const char *variant;    /* the price variant that priced it */
     const rating__ctx *ctx; /* the model's context rows in force (the contract's or the card's) */
+    unsigned contract_mask; /* bit d: dimension d priced by the contract (GM_PRICE_F_CONTRACT_PRICE
+                               is set while any is) */
 } rating__resolved;
 
 /* Picks the context row for `prompt` tokens (0: base) and applies the service tier's

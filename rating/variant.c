@@ -66,6 +66,15 @@ int rating__svc_check(const rating__svc *svc, int64_t price_p, int64_t step, con
         int64_t m = svc->mult_e6[t], q;
         if (!svc->listed[t] || rating__svc_mul(price_p, m, &q))
             continue;
+        if ((gm_i128)price_p * m / 1000000 > INT64_MAX) {
+            char mt[48], pt[64];
+            mult_text(m, mt, sizeof mt);
+            gm_dec_format(price_p, 12, pt, sizeof pt);
+            return gm_fail(err, err_len, GM_ERANGE,
+                           "service_tiers.%s: %s x %s (%s) exceeds the largest price "
+                           "(9223372.036854775807 per unit)",
+                           svc_names[t], mt, what, pt);
+        }
         int64_t lo = m / step * step, hi = lo + step;
         if (lo == 0) {
             lo = hi;
@@ -177,13 +186,18 @@ int rating__ctx_parse(const rating__json *j, const cJSON *v, const char *path, r
         if (!cJSON_IsObject(r))
             return gm_fail(err, err_len, GM_EINVAL,
                            "%s: must be an object {\"above_tokens\": N, \"prices\": {...}}", rp);
-        for (const cJSON *c = r->child; c; c = c->next)
+        for (const cJSON *c = r->child; c; c = c->next) {
             if (strcmp(c->string, "above_tokens") && strcmp(c->string, "prices") &&
                 strcmp(c->string, "description"))
                 return gm_fail(err, err_len, GM_EINVAL,
                                "%s.%s: unknown field (allowed: above_tokens, prices, "
                                "description)",
                                rp, c->string);
+            for (const cJSON *d = r->child; d != c; d = d->next)
+                if (!strcmp(d->string, c->string))
+                    return gm_fail(err, err_len, GM_EINVAL, "%s.%s: field appears twice", rp,
+                                   c->string);
+        }
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(r, "above_tokens");
         if (rating__json_int(j, a, GM_RATING_QTY_MAX, &row->above) || row->above < 1) {
             char got[96];
@@ -288,6 +302,12 @@ int rating__apply_variant(rating__resolved *r, gm_rating_svc svc, int64_t prompt
             if (row->mask & (1u << d))
                 r->price_p[d] =
                     row->eff ? row->eff[(size_t)r->tier * GM_DIM_COUNT + d] : row->price_p[d];
+        /* a card's row replaces the contract's base prices it states; a contract's row is one */
+        r->contract_mask = row->eff ? r->contract_mask & ~row->mask : r->contract_mask | row->mask;
+        if (r->contract_mask)
+            r->flags |= GM_PRICE_F_CONTRACT_PRICE;
+        else
+            r->flags &= ~GM_PRICE_F_CONTRACT_PRICE;
         if (r->flags & GM_PRICE_F_GPU_WINDOWS)
             r->price_p[GM_DIM_GPU] = 0; /* billed from the windows, whatever the row says */
     }

@@ -216,7 +216,9 @@ START_TEST(test_contract_rules_by_hand)
      * it): 0.1440012 + 0.0024 + 0.003, as for a tenant without a contract */
     ck_assert_str_eq(priced(b, req("acme", "fra1", 120001, 8000, 1000, 0), &v, &f),
                      "0.149401200000000000");
-    ck_assert(f & GM_PRICE_F_CONTRACT_PRICE);
+    ck_assert(!(f & GM_PRICE_F_CONTRACT_PRICE)); /* no price of the contract was used */
+    priced(b, req("acme", "fra1", 5000, 0, 1050, 0), &v, &f);
+    ck_assert(f & GM_PRICE_F_CONTRACT_PRICE); /* its input price was */
     gm_rating_book_free(b);
 
     const char *globex = "{\"tenant\":\"globex\",\"currency\":\"USD\",\"prices\":{\"long-70b\":{"
@@ -228,6 +230,7 @@ START_TEST(test_contract_rules_by_hand)
     ck_assert_str_eq(priced(b, req("globex", "fra1", 120001, 8000, 1000, 0), &v, &f),
                      "0.124401000000000000");
     ck_assert_str_eq(v, "ctx>64000");
+    ck_assert(f & GM_PRICE_F_CONTRACT_PRICE); /* the contract's row priced input */
     /* at remote the contract's row stays flat, the base prices are x 1.25:
      * 0.120001 + 8,000 x 0.000000375 = 0.003 + 1,000 x 0.0000025 = 0.0025 */
     ck_assert_str_eq(priced(b, req("globex", "tro1", 120001, 8000, 1000, 0), &v, &f),
@@ -236,6 +239,7 @@ START_TEST(test_contract_rules_by_hand)
     ck_assert_str_eq(priced(b, req("globex", "fra1", 60000, 4000, 1000, 0), &v, &f),
                      "0.039200000000000000");
     ck_assert_str_eq(v, "");
+    ck_assert(!(f & GM_PRICE_F_CONTRACT_PRICE)); /* rows only: the base is the card's */
     gm_rating_book_free(b);
 }
 END_TEST
@@ -425,6 +429,14 @@ START_TEST(test_refusals_name_field_and_rule)
     refused_card(M_ROWS("[{\"above_tokens\":5,\"price\":{}}]"),
                  "prices.m.context_tiers[0].price: unknown field (allowed: above_tokens, prices");
     refused_card(M_ROWS("[]"), "prices.m.context_tiers: must be a non-empty array");
+    refused_card(M_ROWS("[{\"above_tokens\":7,\"prices\":{\"input\":{\"per_1m_tokens\":\"1\"}},"
+                        "\"prices\":{\"input\":{\"per_1m_tokens\":\"0.01\"}}}]"),
+                 "prices.m.context_tiers[0].prices: field appears twice");
+    refused_card(CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_token\":\"9223372\"},\"cached\":{"
+                           "\"per_1m_tokens\":\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{"
+                           "\"per_gpu_hour\":\"0\"}}},\"service_tiers\":{\"priority\":\"1.5\"}}",
+                 "service_tiers.priority: 1.5 x prices.m.input at site tier standard "
+                 "(9223372.000000000000) exceeds the largest price");
     /* a site tier's multiplier must keep a row's price exact too: 1.25 x 0.0000000000001 */
     refused_card(CARD_HEAD
                  "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{"
