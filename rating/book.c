@@ -275,7 +275,8 @@ static int resolve_base(const gm_rating_book *b, const char *tenant, const char 
                         size_t err_len)
 {
     out->ctx = NULL;
-    out->contract_mask = 0;
+    out->stated = 0;
+    out->from_contract = 0;
     if (!tenant || !model || !site)
         return gm_fail(err, err_len, GM_EINVAL, "usage: tenant, model and site are required");
     unsigned flags = 0;
@@ -314,6 +315,7 @@ static int resolve_base(const gm_rating_book *b, const char *tenant, const char 
             flags |= GM_PRICE_F_DEFAULT_SITE;
         if (k && k->gpu_basis == GM_GPU_BASIS_WINDOWS) {
             out->price_p[GM_DIM_GPU] = k->gpu_window_price_p;
+            out->from_contract = 1u << GM_DIM_GPU;
             flags |= GM_PRICE_F_GPU_WINDOWS | GM_PRICE_F_CONTRACT_PRICE;
         }
         out->card = c;
@@ -351,8 +353,9 @@ static int resolve_base(const gm_rating_book *b, const char *tenant, const char 
             out->tier = tier;
             out->model = -1;
             out->flags = flags | GM_PRICE_F_CONTRACT_PRICE;
+            out->stated = o->stated & RATING_FOLLOW_MASK;
+            out->from_contract = (1u << GM_DIM_COUNT) - 1;
             out->ctx = o->ctx.n ? &o->ctx : NULL;
-            out->contract_mask = (1u << GM_DIM_COUNT) - 1;
             return 0;
         }
         if (c->default_model < 0)
@@ -370,12 +373,18 @@ static int resolve_base(const gm_rating_book *b, const char *tenant, const char 
     }
     const int64_t *p = c->price + ((size_t)mi * c->n_tiers + (size_t)tier) * GM_DIM_COUNT;
     memcpy(out->price_p, p, sizeof out->price_p);
+    out->stated = c->stated[(size_t)mi * c->n_tiers + (size_t)tier];
     if (o) {
         for (int d = 0; d < GM_DIM_COUNT; d++)
-            if (o->mask & (1u << d))
+            if (o->mask & (1u << d)) {
                 out->price_p[d] = o->price_p[d];
-        out->contract_mask = o->mask;
-        if (o->mask) /* an override of context rows only prices nothing at the base */
+                if (d == GM_DIM_CACHE_WRITE || d == GM_DIM_REASONING)
+                    out->stated = (out->stated & ~(1u << d)) | (o->stated & (1u << d));
+            }
+        /* GM_PRICE_F_CONTRACT_PRICE when one of these prices the request (rating__apply_variant:
+         * a card's context row may replace them all) */
+        out->from_contract = o->mask;
+        if (o->mask)
             flags |= GM_PRICE_F_CONTRACT_PRICE;
     }
     if (k && k->gpu_basis == GM_GPU_BASIS_WINDOWS) {
@@ -583,17 +592,10 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
                 if (k->over[o].mask & (1u << d))
                     rc = rating__svc_check(&c->svc, k->over[o].price_p[d], step, what, why,
                                            sizeof why);
-                for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++) {
-                    if (!(k->over[o].ctx.row[r].mask & (1u << d)))
-                        continue;
-                    snprintf(what, sizeof what,
-                             "the contract's prices.%s.context_tiers[%zu].prices.%s (card %s "
-                             "v%lld)",
-                             k->over[o].model, r, gm_dim_name((gm_dim)d), c->card_id,
-                             (long long)c->version);
-                    rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], step, what,
-                                           why, sizeof why);
-                }
+                for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++)
+                    if (k->over[o].ctx.row[r].mask & (1u << d))
+                        rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], step,
+                                               what, why, sizeof why);
             }
     }
     if (rc)

@@ -18,9 +18,9 @@ static int dim_from_name(const char *s)
     return -1;
 }
 
-/* Checks that every member of object `o` is one of `allowed` (NULL-terminated). */
-static int check_keys(const cJSON *o, const char *path, const char *const *allowed, char *err,
-                      size_t err_len)
+/* Checks that every member of object `o` is one of `allowed` (NULL-terminated), once. */
+int rating__check_keys(const cJSON *o, const char *path, const char *const *allowed, char *err,
+                       size_t err_len)
 {
     for (const cJSON *c = o->child; c; c = c->next) {
         size_t k = 0;
@@ -222,6 +222,7 @@ void gm_rating_card_free(gm_rating_card *c)
     free(c->site_names);
     free(c->site_tier);
     free(c->price);
+    free(c->stated);
     free(c->rows);
     free(c->site_rows);
     for (size_t i = 0; c->ctx && i < nm; i++)
@@ -241,7 +242,7 @@ void gm_rating_card_free(gm_rating_card *c)
  *   request absent:     0 (no fee) in a complete entry (all_dims), else inherited. */
 static int parse_model_prices(const rating__json *j, const cJSON *m, const char *path,
                               bool all_dims, bool allow_ctx, int64_t price[GM_DIM_COUNT],
-                              unsigned *mask, char *err, size_t err_len)
+                              unsigned *mask, unsigned *stated, char *err, size_t err_len)
 {
     int rc = need_object(j, m, path, err, err_len);
     if (rc)
@@ -251,7 +252,7 @@ static int parse_model_prices(const rating__json *j, const cJSON *m, const char 
     static const char *const allowed_ctx[] = {"input",   "cached",        "output",
                                               "gpu",     "cache_write",   "reasoning",
                                               "request", "context_tiers", NULL};
-    if ((rc = check_keys(m, path, allow_ctx ? allowed_ctx : allowed, err, err_len)))
+    if ((rc = rating__check_keys(m, path, allow_ctx ? allowed_ctx : allowed, err, err_len)))
         return rc;
     *mask = 0;
     for (int d = 0; d < GM_DIM_COUNT; d++) {
@@ -270,6 +271,8 @@ static int parse_model_prices(const rating__json *j, const cJSON *m, const char 
             return rc;
         *mask |= 1u << d;
     }
+    if (stated) /* the dimensions the object states itself (before following and defaults) */
+        *stated = *mask;
     static const struct {
         gm_dim dim, from;
     } follow[] = {{GM_DIM_CACHE_WRITE, GM_DIM_INPUT}, {GM_DIM_REASONING, GM_DIM_OUTPUT}};
@@ -288,7 +291,9 @@ static int parse_model_prices(const rating__json *j, const cJSON *m, const char 
 int rating__row_prices(const rating__json *j, const cJSON *v, const char *path,
                        int64_t price[GM_DIM_COUNT], unsigned *mask, char *err, size_t err_len)
 {
-    return parse_model_prices(j, v, path, false, false, price, mask, err, err_len);
+    unsigned filled;
+    /* a row keeps what it states: what it does not state comes from below (rating__ctx_parse) */
+    return parse_model_prices(j, v, path, false, false, price, &filled, mask, err, err_len);
 }
 
 static const char *dim_unit_word(int d)
@@ -310,8 +315,13 @@ static int card_variants(gm_rating_card *c, size_t nm, const gm_i128 *tier_mult,
             row->eff = gm_xcalloc(nt * GM_DIM_COUNT, sizeof *row->eff);
             for (size_t ti = 0; ti < nt; ti++)
                 for (int d = 0; d < GM_DIM_COUNT; d++) {
-                    if (!(row->mask & (1u << d)))
+                    if (!(row->mask & (1u << d))) {
+                        /* cumulative: a dimension a lower row states keeps that row's price */
+                        if (row->cum_mask & (1u << d))
+                            row->eff[ti * GM_DIM_COUNT + d] =
+                                c->ctx[mi].row[r - 1].eff[ti * GM_DIM_COUNT + d];
                         continue;
+                    }
                     gm_i128 p = (gm_i128)row->price_p[d] * tier_mult[ti];
                     if (p % one != 0 || p / one > INT64_MAX) {
                         char bp[64], ep[64];
@@ -370,7 +380,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
         "card_id",           "version",      "valid_from",     "valid_until",   "currency",
         "minor_units",       "default_card", "unknown_models", "prices",        "site_tiers",
         "default_site_tier", "description",  "dropped_models", "service_tiers", NULL};
-    if ((rc = check_keys(doc, "", allowed, err, err_len)))
+    if ((rc = rating__check_keys(doc, "", allowed, err, err_len)))
         return rc;
     if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"), &c->svc,
                                 err, err_len)))
@@ -454,6 +464,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
     size_t nm = n_named + (def != NULL);
     c->model_names = gm_xcalloc(nm, sizeof *c->model_names);
     int64_t *base = gm_xcalloc(nm * GM_DIM_COUNT, sizeof *base);
+    unsigned *base_stated = gm_xcalloc(nm, sizeof *base_stated);
     rc = 0;
     size_t k = 0;
     for (const cJSON *m = prices->child; m && !rc; m = m->next) {
@@ -474,8 +485,8 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
         c->model_names[idx] = gm_xstrdup(m->string);
         rating__map_put(&c->model_map, c->model_names[idx], strlen(m->string), (int32_t)idx);
         unsigned mask;
-        rc = parse_model_prices(j, m, path, true, true, &base[idx * GM_DIM_COUNT], &mask, err,
-                                err_len);
+        rc = parse_model_prices(j, m, path, true, true, &base[idx * GM_DIM_COUNT], &mask,
+                                &base_stated[idx], err, err_len);
         const cJSON *ct = rc ? NULL : cJSON_GetObjectItemCaseSensitive(m, "context_tiers");
         if (ct) {
             if (!c->ctx)
@@ -487,6 +498,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
     }
     if (rc) {
         free(base);
+        free(base_stated);
         return rc;
     }
 
@@ -497,6 +509,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
     if (tiers) {
         if ((rc = need_object(j, tiers, "site_tiers", err, err_len)) || !tiers->child) {
             free(base);
+            free(base_stated);
             return rc ? rc
                       : gm_fail(err, err_len, GM_EINVAL, "site_tiers: must name at least one tier");
         }
@@ -512,13 +525,17 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
     tier_mult[0] = gm_pow10_i128(RATING_MULT_SCALE);
     tier_mult_text[0] = "1";
     c->price = gm_xcalloc(nm * nt * GM_DIM_COUNT, sizeof *c->price);
+    c->stated = gm_xcalloc(nm * nt, sizeof *c->stated);
     if (!tiers) {
         c->tier_names[0] = gm_xstrdup("standard");
         rating__map_put(&c->tier_map, c->tier_names[0], 8, 0);
         c->default_tier = 0;
         memcpy(c->price, base, nm * GM_DIM_COUNT * sizeof *base);
+        for (size_t mi = 0; mi < nm; mi++)
+            c->stated[mi] = base_stated[mi] & RATING_FOLLOW_MASK;
         if (dflt && !(cJSON_IsString(dflt) && !strcmp(dflt->valuestring, "standard"))) {
             free(base);
+            free(base_stated);
             free(tier_mult);
             free(tier_mult_text);
             return gm_fail(err, err_len, GM_EINVAL,
@@ -542,7 +559,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                 break;
             static const char *const tallowed[] = {"multiplier", "prices", "sites", "description",
                                                    NULL};
-            if ((rc = check_keys(t, path, tallowed, err, err_len)))
+            if ((rc = rating__check_keys(t, path, tallowed, err, err_len)))
                 break;
             gm_i128 mult = gm_pow10_i128(RATING_MULT_SCALE);
             const cJSON *mv = cJSON_GetObjectItemCaseSensitive(t, "multiplier");
@@ -570,6 +587,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
              * error advised exactly that). */
             int64_t *own_p = gm_xcalloc(nm * GM_DIM_COUNT + 1, sizeof *own_p);
             unsigned *own_m = gm_xcalloc(nm + 1, sizeof *own_m);
+            unsigned *own_s = gm_xcalloc(nm + 1, sizeof *own_s);
             const cJSON *tp = cJSON_GetObjectItemCaseSensitive(t, "prices");
             if (tp) {
                 char ppath[320];
@@ -587,15 +605,24 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                         break;
                     }
                     int64_t own[GM_DIM_COUNT];
-                    unsigned mask;
-                    if ((rc = parse_model_prices(j, m, mp, false, false, own, &mask, err, err_len)))
+                    unsigned mask, stated;
+                    if ((rc = parse_model_prices(j, m, mp, false, false, own, &mask, &stated, err,
+                                                 err_len)))
                         break;
                     for (int d = 0; d < GM_DIM_COUNT; d++)
                         if (mask & (1u << d))
                             own_p[(size_t)mi * GM_DIM_COUNT + d] = own[d];
                     own_m[mi] |= mask;
+                    own_s[mi] |= stated;
                 }
             }
+            /* Whether cache_write and reasoning were stated by the level that prices them here
+             * (the tier, when it prices them, else the card), or follow input and output:
+             * context rows keep a stated one (rating__apply_variant). */
+            for (size_t mi = 0; mi < nm; mi++)
+                for (int d = GM_DIM_CACHE_WRITE; d <= GM_DIM_REASONING; d++)
+                    if ((own_m[mi] & (1u << d) ? own_s[mi] : base_stated[mi]) & (1u << d))
+                        c->stated[mi * nt + ti] |= 1u << d;
             /* Effective prices: base * multiplier, exact, unless the tier states its own. */
             for (size_t mi = 0; mi < nm && !rc; mi++)
                 for (int d = 0; d < GM_DIM_COUNT; d++) {
@@ -625,6 +652,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                 }
             free(own_p);
             free(own_m);
+            free(own_s);
             if (rc)
                 break;
             const cJSON *sites = cJSON_GetObjectItemCaseSensitive(t, "sites");
@@ -676,6 +704,7 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
         }
     }
     free(base);
+    free(base_stated);
     if (!rc)
         rc = card_variants(c, nm, tier_mult, tier_mult_text, err, err_len);
     free(tier_mult);
@@ -806,7 +835,7 @@ static int parse_rule(const rating__json *j, const cJSON *t, const char *path, r
         return rc;
     static const char *const allowed[] = {"dimension", "models",      "mode",
                                           "bands",     "description", NULL};
-    if ((rc = check_keys(t, path, allowed, err, err_len)))
+    if ((rc = rating__check_keys(t, path, allowed, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, "dimension");
     int d = cJSON_IsString(v) ? dim_from_name(v->valuestring) : -1;
@@ -871,7 +900,7 @@ static int parse_rule(const rating__json *j, const cJSON *t, const char *path, r
         if ((rc = need_object(j, b, bp, err, err_len)))
             return rc;
         static const char *const ballowed[] = {"up_to", "price", NULL};
-        if ((rc = check_keys(b, bp, ballowed, err, err_len)))
+        if ((rc = rating__check_keys(b, bp, ballowed, err, err_len)))
             return rc;
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(b, "up_to");
         bool last = b->next == NULL;
@@ -1065,7 +1094,7 @@ static int parse_allowances(const rating__json *j, const cJSON *a, gm_rating_con
     int rc = need_object(j, a, "free_allowances", err, err_len);
     if (rc)
         return rc;
-    if ((rc = check_keys(a, "free_allowances", dim_keys_allowed, err, err_len)))
+    if ((rc = rating__check_keys(a, "free_allowances", dim_keys_allowed, err, err_len)))
         return rc;
     for (const cJSON *v = a->child; v; v = v->next) {
         gm_dim d = (gm_dim)dim_from_name(v->string);
@@ -1211,7 +1240,7 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
                                           "effective_from",
                                           "service_tiers",
                                           NULL};
-    if ((rc = check_keys(doc, "", allowed, err, err_len)))
+    if ((rc = rating__check_keys(doc, "", allowed, err, err_len)))
         return rc;
     if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"), &k->svc,
                                 err, err_len)))
@@ -1247,7 +1276,7 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
             if (rating__map_put(&k->over_map, k->over[i].model, strlen(m->string), (int32_t)i) >= 0)
                 return gm_fail(err, err_len, GM_EINVAL, "%s: model appears twice", path);
             if ((rc = parse_model_prices(j, m, path, false, true, k->over[i].price_p,
-                                         &k->over[i].mask, err, err_len)))
+                                         &k->over[i].mask, &k->over[i].stated, err, err_len)))
                 return rc;
             const cJSON *ct = cJSON_GetObjectItemCaseSensitive(m, "context_tiers");
             char cp[320];

@@ -279,9 +279,10 @@ typedef struct {
 
 #define GM_PRICE_F_UNKNOWN_TENANT                                                                  \
     1u /* priced by the default card and flagged, never rejected (docs/rating.md) */
-#define GM_PRICE_F_DEFAULT_MODEL  2u /* model not on the card: priced by its "default" entry */
-#define GM_PRICE_F_DEFAULT_SITE   4u /* site not on the card: priced at its default site tier */
-#define GM_PRICE_F_CONTRACT_PRICE 8u /* at least one dimension priced by a contract override */
+#define GM_PRICE_F_DEFAULT_MODEL 2u /* model not on the card: priced by its "default" entry */
+#define GM_PRICE_F_DEFAULT_SITE  4u /* site not on the card: priced at its default site tier */
+#define GM_PRICE_F_CONTRACT_PRICE                                                                  \
+    8u /* at least one unit price is the contract's (override or row) */
 #define GM_PRICE_F_UNLISTED_VARIANT                                                                \
     16u /* the request's service tier (batch, priority) is not listed in the service_tiers         \
          * in force (the contract's, else the card's): priced and keyed as standard (x 1) */

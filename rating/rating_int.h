@@ -63,21 +63,31 @@ void rating__json_free(rating__json *j);
 const char *rating__json_num_text(const rating__json *j, const cJSON *num, size_t *len);
 /* A JSON value's kind for messages: "a string", "a number 1.5", "an object", ... */
 void rating__json_describe(const rating__json *j, const cJSON *v, char *buf, size_t len);
+/* Refuses a member of object o that is not one of allowed (NULL-terminated), "path.key: unknown
+ * field (allowed: ...)", and a member that appears twice, "path.key: field appears twice". */
+int rating__check_keys(const cJSON *o, const char *path, const char *const *allowed, char *err,
+                       size_t err_len) GM_MUSTCHECK;
 /* Non-negative JSON integer (plain digits) <= max. */
 int rating__json_int(const rating__json *j, const cJSON *v, int64_t max, int64_t *out);
 
 /* ---- Price variants (rating/variant.c) -------------------------------------------------
  * A model's context rows (prices.<model>.context_tiers): strictly ascending above_tokens; a
- * request whose prompt is above a row's threshold is priced by the highest such row, each
- * dimension the row states at the row's price (a card's row x the site tier's multiplier; a
- * contract's row flat), the others at the model's base price. */
+ * request whose prompt is above a row's threshold is priced by the highest such row k. Rows
+ * are cumulative: row k's prices are row k-1's (row -1: the tenant's base prices) with the
+ * dimensions row k states replaced (a card's row x the site tier's multiplier; a contract's
+ * row flat); cache_write and reasoning follow the resulting input and output unless the base
+ * or a row up to k states them (docs/rating.md, "Price variants", rule 2). */
 #define RATING_MULT_SCALE 6 /* site-tier and service-tier multipliers: up to 6 fraction digits */
+/* The dimensions that follow another one when not stated (cache_write input, reasoning output). */
+#define RATING_FOLLOW_MASK ((1u << GM_DIM_CACHE_WRITE) | (1u << GM_DIM_REASONING))
 
 typedef struct {
     int64_t above;                 /* above_tokens, > 0 */
-    unsigned mask;                 /* bit d: the row states dimension d */
+    unsigned mask;                 /* bit d: the row itself states dimension d */
     int64_t price_p[GM_DIM_COUNT]; /* the stated prices */
-    int64_t *eff;                  /* card rows: [tier * GM_DIM_COUNT + d], x multiplier */
+    unsigned cum_mask;             /* bit d: this row or a lower one states d */
+    int64_t cum_p[GM_DIM_COUNT];   /* d in cum_mask: the price of the highest such row */
+    int64_t *eff; /* card rows: [tier * GM_DIM_COUNT + d], cum_p x the tier's multiplier */
     char variant[GM_RATING_SVC_COUNT][GM_RATING_VARIANT_MAX]; /* "ctx>N", "batch/ctx>N", ... */
 } rating__ctx_row;
 
@@ -139,6 +149,9 @@ struct gm_rating_card {
     int32_t *site_tier;
     /* price_p[(model * n_tiers + tier) * GM_DIM_COUNT + dim], final effective price */
     int64_t *price;
+    /* stated[model * n_tiers + tier]: the bits of RATING_FOLLOW_MASK whose price the level that
+     * prices it there (the tier's own prices, else the model entry) states, not follows */
+    unsigned *stated;
     rating__map model_map, site_map, tier_map;
     gm_rating_price_row *rows;
     gm_rating_site_row *site_rows;
@@ -149,7 +162,8 @@ struct gm_rating_card {
 /* ---- Contracts ------------------------------------------------------------------------- */
 typedef struct {
     char *model;
-    unsigned mask; /* bit d: dimension d overridden */
+    unsigned mask;   /* bit d: dimension d overridden */
+    unsigned stated; /* bit d: the contract states d itself (not followed from another) */
     int64_t price_p[GM_DIM_COUNT];
     rating__ctx ctx; /* the contract's own context rows for the model (n 0: the card's) */
 } rating__override;
@@ -228,10 +242,10 @@ typedef struct {
     int32_t model; /* index of the event's model on the card; -1 when not listed there */
     int64_t price_p[GM_DIM_COUNT];
     unsigned flags;
+    unsigned stated;        /* bits of RATING_FOLLOW_MASK stated (not followed) in the base */
+    unsigned from_contract; /* bit d: price_p[d] is the contract's (GM_PRICE_F_CONTRACT_PRICE) */
     const char *variant;    /* the price variant that priced it */
     const rating__ctx *ctx; /* the model's context rows in force (the contract's or the card's) */
-    unsigned contract_mask; /* bit d: dimension d priced by the contract (GM_PRICE_F_CONTRACT_PRICE
-                               is set while any is) */
 } rating__resolved;
 
 /* Picks the context row for `prompt` tokens (0: base) and applies the service tier's

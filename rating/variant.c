@@ -66,15 +66,6 @@ int rating__svc_check(const rating__svc *svc, int64_t price_p, int64_t step, con
         int64_t m = svc->mult_e6[t], q;
         if (!svc->listed[t] || rating__svc_mul(price_p, m, &q))
             continue;
-        if ((gm_i128)price_p * m / 1000000 > INT64_MAX) {
-            char mt[48], pt[64];
-            mult_text(m, mt, sizeof mt);
-            gm_dec_format(price_p, 12, pt, sizeof pt);
-            return gm_fail(err, err_len, GM_ERANGE,
-                           "service_tiers.%s: %s x %s (%s) exceeds the largest price "
-                           "(9223372.036854775807 per unit)",
-                           svc_names[t], mt, what, pt);
-        }
         int64_t lo = m / step * step, hi = lo + step;
         if (lo == 0) {
             lo = hi;
@@ -186,18 +177,12 @@ int rating__ctx_parse(const rating__json *j, const cJSON *v, const char *path, r
         if (!cJSON_IsObject(r))
             return gm_fail(err, err_len, GM_EINVAL,
                            "%s: must be an object {\"above_tokens\": N, \"prices\": {...}}", rp);
-        for (const cJSON *c = r->child; c; c = c->next) {
-            if (strcmp(c->string, "above_tokens") && strcmp(c->string, "prices") &&
-                strcmp(c->string, "description"))
-                return gm_fail(err, err_len, GM_EINVAL,
-                               "%s.%s: unknown field (allowed: above_tokens, prices, "
-                               "description)",
-                               rp, c->string);
-            for (const cJSON *d = r->child; d != c; d = d->next)
-                if (!strcmp(d->string, c->string))
-                    return gm_fail(err, err_len, GM_EINVAL, "%s.%s: field appears twice", rp,
-                                   c->string);
-        }
+        /* unknown and repeated members refused (a repeated "prices" or "above_tokens" was
+         * read first-wins, while other JSON readers see the last one) */
+        static const char *const row_keys[] = {"above_tokens", "prices", "description", NULL};
+        int krc = rating__check_keys(r, rp, row_keys, err, err_len);
+        if (krc)
+            return krc;
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(r, "above_tokens");
         if (rating__json_int(j, a, GM_RATING_QTY_MAX, &row->above) || row->above < 1) {
             char got[96];
@@ -224,6 +209,12 @@ int rating__ctx_parse(const rating__json *j, const cJSON *v, const char *path, r
                            "%s: must state at least one dimension (the others come from the "
                            "model's base prices)",
                            pp);
+        /* cumulative: what the row does not state, the row below it (or the base) prices */
+        row->cum_mask = row->mask | (i ? ctx->row[i - 1].cum_mask : 0);
+        for (int d = 0; d < GM_DIM_COUNT; d++)
+            row->cum_p[d] = row->mask & (1u << d) ? row->price_p[d]
+                            : i                   ? ctx->row[i - 1].cum_p[d]
+                                                  : 0;
         for (int t = 0; t < GM_RATING_SVC_COUNT; t++)
             snprintf(row->variant[t], sizeof row->variant[t], "%s%sctx>%lld", base_variants[t],
                      t ? "/" : "", (long long)row->above);
@@ -298,19 +289,38 @@ int rating__apply_variant(rating__resolved *r, gm_rating_svc svc, int64_t prompt
             break;
         }
     if (row) {
+        /* Cumulative rows (docs/rating.md, "Price variants", rule 2): every dimension that
+         * this row or a lower one states at the highest such row's price, the others at the
+         * base; cache_write and reasoning that neither the base nor a row states follow the
+         * resulting input and output. The contract's rows are the contract's prices, the
+         * card's rows are not. */
+        const int64_t *e = row->eff ? row->eff + (size_t)r->tier * GM_DIM_COUNT : row->cum_p;
+        bool contract_rows = r->contract && !row->eff;
         for (int d = 0; d < GM_DIM_COUNT; d++)
-            if (row->mask & (1u << d))
-                r->price_p[d] =
-                    row->eff ? row->eff[(size_t)r->tier * GM_DIM_COUNT + d] : row->price_p[d];
-        /* a card's row replaces the contract's base prices it states; a contract's row is one */
-        r->contract_mask = row->eff ? r->contract_mask & ~row->mask : r->contract_mask | row->mask;
-        if (r->contract_mask)
-            r->flags |= GM_PRICE_F_CONTRACT_PRICE;
-        else
-            r->flags &= ~GM_PRICE_F_CONTRACT_PRICE;
+            if (row->cum_mask & (1u << d)) {
+                r->price_p[d] = e[d];
+                if (contract_rows)
+                    r->from_contract |= 1u << d;
+                else
+                    r->from_contract &= ~(1u << d);
+            }
+        static const gm_dim follow[][2] = {{GM_DIM_CACHE_WRITE, GM_DIM_INPUT},
+                                           {GM_DIM_REASONING, GM_DIM_OUTPUT}};
+        for (size_t i = 0; i < GM_ARRAY_LEN(follow); i++) {
+            unsigned f = 1u << follow[i][0], from = 1u << follow[i][1];
+            if ((row->cum_mask | r->stated) & f)
+                continue;
+            r->price_p[follow[i][0]] = r->price_p[follow[i][1]];
+            r->from_contract = (r->from_contract & ~f) | (r->from_contract & from ? f : 0);
+        }
         if (r->flags & GM_PRICE_F_GPU_WINDOWS)
             r->price_p[GM_DIM_GPU] = 0; /* billed from the windows, whatever the row says */
     }
+    /* flagged contract_price when at least one unit price is the contract's */
+    if (r->from_contract)
+        r->flags |= GM_PRICE_F_CONTRACT_PRICE;
+    else
+        r->flags &= ~GM_PRICE_F_CONTRACT_PRICE;
     const rating__svc *s =
         r->contract && r->contract->svc.present ? &r->contract->svc : &r->card->svc;
     if (svc != GM_RATING_SVC_STANDARD && !s->listed[svc]) {

@@ -216,9 +216,9 @@ START_TEST(test_contract_rules_by_hand)
      * it): 0.1440012 + 0.0024 + 0.003, as for a tenant without a contract */
     ck_assert_str_eq(priced(b, req("acme", "fra1", 120001, 8000, 1000, 0), &v, &f),
                      "0.149401200000000000");
-    ck_assert(!(f & GM_PRICE_F_CONTRACT_PRICE)); /* no price of the contract was used */
-    priced(b, req("acme", "fra1", 5000, 0, 1050, 0), &v, &f);
-    ck_assert(f & GM_PRICE_F_CONTRACT_PRICE); /* its input price was */
+    /* no unit price of it is the contract's (input and output the card's row, cached, gpu
+     * and the fee the card's, cache_write and reasoning following the row): no contract_price */
+    ck_assert(!(f & GM_PRICE_F_CONTRACT_PRICE));
     gm_rating_book_free(b);
 
     const char *globex = "{\"tenant\":\"globex\",\"currency\":\"USD\",\"prices\":{\"long-70b\":{"
@@ -230,7 +230,6 @@ START_TEST(test_contract_rules_by_hand)
     ck_assert_str_eq(priced(b, req("globex", "fra1", 120001, 8000, 1000, 0), &v, &f),
                      "0.124401000000000000");
     ck_assert_str_eq(v, "ctx>64000");
-    ck_assert(f & GM_PRICE_F_CONTRACT_PRICE); /* the contract's row priced input */
     /* at remote the contract's row stays flat, the base prices are x 1.25:
      * 0.120001 + 8,000 x 0.000000375 = 0.003 + 1,000 x 0.0000025 = 0.0025 */
     ck_assert_str_eq(priced(b, req("globex", "tro1", 120001, 8000, 1000, 0), &v, &f),
@@ -239,7 +238,6 @@ START_TEST(test_contract_rules_by_hand)
     ck_assert_str_eq(priced(b, req("globex", "fra1", 60000, 4000, 1000, 0), &v, &f),
                      "0.039200000000000000");
     ck_assert_str_eq(v, "");
-    ck_assert(!(f & GM_PRICE_F_CONTRACT_PRICE)); /* rows only: the base is the card's */
     gm_rating_book_free(b);
 }
 END_TEST
@@ -429,14 +427,6 @@ START_TEST(test_refusals_name_field_and_rule)
     refused_card(M_ROWS("[{\"above_tokens\":5,\"price\":{}}]"),
                  "prices.m.context_tiers[0].price: unknown field (allowed: above_tokens, prices");
     refused_card(M_ROWS("[]"), "prices.m.context_tiers: must be a non-empty array");
-    refused_card(M_ROWS("[{\"above_tokens\":7,\"prices\":{\"input\":{\"per_1m_tokens\":\"1\"}},"
-                        "\"prices\":{\"input\":{\"per_1m_tokens\":\"0.01\"}}}]"),
-                 "prices.m.context_tiers[0].prices: field appears twice");
-    refused_card(CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_token\":\"9223372\"},\"cached\":{"
-                           "\"per_1m_tokens\":\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{"
-                           "\"per_gpu_hour\":\"0\"}}},\"service_tiers\":{\"priority\":\"1.5\"}}",
-                 "service_tiers.priority: 1.5 x prices.m.input at site tier standard "
-                 "(9223372.000000000000) exceeds the largest price");
     /* a site tier's multiplier must keep a row's price exact too: 1.25 x 0.0000000000001 */
     refused_card(CARD_HEAD
                  "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{"
@@ -487,6 +477,185 @@ START_TEST(test_refusals_name_field_and_rule)
 }
 END_TEST
 
+/* A context row's object may not repeat a field: a first-wins reading would bill another
+ * price than the one other JSON readers (and the card's author) see. */
+START_TEST(test_repeated_row_fields_refused)
+{
+#define M_CARD(rows)                                                                               \
+    CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"0.60\"},\"cached\":{"             \
+              "\"per_1m_tokens\":\"0.30\"},\"output\":{\"per_1m_tokens\":\"2.00\"},\"gpu\":{"      \
+              "\"per_gpu_hour\":\"0\"},\"context_tiers\":" rows "}}}"
+    refused_card(M_CARD("[{\"above_tokens\":7,\"prices\":{\"input\":{\"per_1m_tokens\":\"1.00\"}},"
+                        "\"prices\":{\"input\":{\"per_1m_tokens\":\"0.01\"}}}]"),
+                 "prices.m.context_tiers[0].prices: field appears twice");
+    refused_card(M_CARD("[{\"above_tokens\":7,\"above_tokens\":9,\"prices\":{\"input\":{"
+                        "\"per_1m_tokens\":\"1.00\"}}}]"),
+                 "prices.m.context_tiers[0].above_tokens: field appears twice");
+    refused_card(M_CARD("[{\"above_tokens\":7,\"prices\":{\"input\":{\"per_1m_tokens\":\"1.00\"}}},"
+                        "{\"above_tokens\":9,\"description\":\"a\",\"description\":\"b\","
+                        "\"prices\":{\"input\":{\"per_1m_tokens\":\"1.00\"}}}]"),
+                 "prices.m.context_tiers[1].description: field appears twice");
+    refused_card(M_CARD("[{\"above_tokens\":7,\"prices\":{\"input\":{\"per_1m_tokens\":\"1.00\"},"
+                        "\"input\":{\"per_1m_tokens\":\"0.01\"}}}]"),
+                 "prices.m.context_tiers[0].prices.input: field appears twice");
+    refused_contract("{\"tenant\":\"dd\",\"currency\":\"USD\",\"prices\":{\"m\":{"
+                     "\"context_tiers\":[{\"above_tokens\":5,\"above_tokens\":500,\"prices\":{"
+                     "\"input\":{\"per_1m_tokens\":\"9.00\"}}}]}}}",
+                     "prices.m.context_tiers[0].above_tokens: field appears twice");
+    refused_contract("{\"tenant\":\"dd\",\"currency\":\"USD\",\"prices\":{\"m\":{"
+                     "\"context_tiers\":[{\"above_tokens\":5,\"prices\":{\"input\":{"
+                     "\"per_1m_tokens\":\"9.00\"}},\"prices\":{\"input\":{\"per_1m_tokens\":"
+                     "\"0.01\"}}}]}}}",
+                     "prices.m.context_tiers[0].prices: field appears twice");
+    /* a row's description (free text) once is fine */
+    gm_rating_card *c = NULL;
+    char err[512];
+    const char *ok = M_CARD("[{\"above_tokens\":7,\"description\":\"long prompts\",\"prices\":{"
+                            "\"input\":{\"per_1m_tokens\":\"1.00\"}}}]");
+    ck_assert_msg(gm_rating_card_parse(S(ok), &c, err, sizeof err) == 0, "%s", err);
+    gm_rating_card_free(c);
+}
+END_TEST
+
+static void unit_prices(const gm_rating_book *b, const char *tenant, const char *site,
+                        int64_t prompt, const char *want_variant, const int64_t want[GM_DIM_COUNT])
+{
+    gm_usage u = {tenant, "m", site, NOV1 + HOUR, {0}, GM_RATING_SVC_STANDARD};
+    gm_rating_usage_tokens(u.qty, prompt, 0, 0, 10, 0, 0);
+    gm_event_price p;
+    char err[512];
+    ck_assert_msg(gm_rating_price_event(b, &u, &p, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(p.variant, want_variant);
+    for (int d = 0; d < GM_DIM_COUNT; d++)
+        ck_assert_msg(p.unit_price_p[d] == want[d], "prompt %lld %s: %lld, want %lld",
+                      (long long)prompt, gm_dim_name((gm_dim)d), (long long)p.unit_price_p[d],
+                      (long long)want[d]);
+    /* a charge of the variant is priced alike (one path) */
+    ck_assert_msg(gm_rating_price_charge(b, tenant, "m", site, NOV1 + HOUR, want_variant, &p, err,
+                                         sizeof err) == 0,
+                  "%s", err);
+    for (int d = 0; d < GM_DIM_COUNT; d++)
+        ck_assert_int_eq(p.unit_price_p[d], want[d]);
+}
+
+/* Rows are cumulative: row k prices what row k-1 priced, with the dimensions it states
+ * replaced; cache_write and reasoning follow the resulting input and output unless a level
+ * states them. So a longer prompt never loses a price a lower row set. */
+START_TEST(test_rows_are_cumulative)
+{
+    /* m: input 0.60, cached 0.30, output 2.00; above 1000 input 1.00, above 2000 output 4.00 */
+    const char *rows = "[{\"above_tokens\":1000,\"prices\":{\"input\":{\"per_1m_tokens\":\"1.00\"}}"
+                       "},{\"above_tokens\":2000,\"prices\":{\"output\":{\"per_1m_tokens\":\"4."
+                       "00\"}}}]";
+    char doc[2048]; /* with the site tiers (metro fra1, remote tro1 x 1.25) */
+    snprintf(doc, sizeof doc,
+             CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"0.60\"},\"cached\":{"
+                       "\"per_1m_tokens\":\"0.30\"},\"output\":{\"per_1m_tokens\":\"2.00\"},"
+                       "\"gpu\":{\"per_gpu_hour\":\"0\"},\"context_tiers\":%s}}," CARD_TAIL,
+             rows);
+    gm_rating_book *b = book_with(doc, NULL);
+    /* by hand: prompt 1,900 and 10 output tokens: 1,900 x 0.000001 + 10 x 0.000002 = 0.00192;
+     * prompt 2,001: 2,001 x 0.000001 (row 0's input, kept) + 10 x 0.000004 = 0.002041 (before:
+     * 0.0012406, input back at 0.60) */
+    gm_usage u = {"t", "m", "fra1", NOV1 + HOUR, {0}, GM_RATING_SVC_STANDARD};
+    gm_rating_usage_tokens(u.qty, 1900, 0, 0, 10, 0, 0);
+    ck_assert_str_eq(priced(b, u, NULL, NULL), "0.001920000000000000");
+    gm_rating_usage_tokens(u.qty, 2001, 0, 0, 10, 0, 0);
+    ck_assert_str_eq(priced(b, u, NULL, NULL), "0.002041000000000000");
+    /* unit prices (10^-12 per token): input, cached, output, gpu, cache_write (follows the
+     * resulting input), reasoning (follows the resulting output), request */
+    unit_prices(b, "t", "fra1", 1000, "",
+                (int64_t[]){600000, 300000, 2000000, 0, 600000, 2000000, 0});
+    unit_prices(b, "t", "fra1", 1001, "ctx>1000",
+                (int64_t[]){1000000, 300000, 2000000, 0, 1000000, 2000000, 0});
+    unit_prices(b, "t", "fra1", 2001, "ctx>2000",
+                (int64_t[]){1000000, 300000, 4000000, 0, 1000000, 4000000, 0});
+    /* at remote (x 1.25): every price of row 1, the inherited ones too, x 1.25 */
+    unit_prices(b, "t", "tro1", 2001, "ctx>2000",
+                (int64_t[]){1250000, 375000, 5000000, 0, 1250000, 5000000, 0});
+    gm_rating_book_free(b);
+
+    /* a contract's own rows are cumulative alike (flat at every site tier) */
+    b = book_with(doc, "{\"tenant\":\"k\",\"currency\":\"USD\",\"prices\":{\"m\":{"
+                       "\"context_tiers\":[{\"above_tokens\":500,\"prices\":{\"input\":{"
+                       "\"per_1m_tokens\":\"0.80\"}}},{\"above_tokens\":3000,\"prices\":{"
+                       "\"output\":{\"per_1m_tokens\":\"5.00\"}}}]}}}");
+    unit_prices(b, "k", "tro1", 3001, "ctx>3000",
+                (int64_t[]){800000, 375000, 5000000, 0, 800000, 5000000, 0});
+    gm_rating_book_free(b);
+
+    /* cache_write and reasoning stated by the model entry stay stated above a row that
+     * re-prices input and output (by hand, the reviewer's case: cache_write 1,000, output
+     * 100 of which reasoning 50; prompt 1,000: 0.005 + 50 x 0.000002 + 50 x 0.000009 =
+     * 0.00555; one input token more, prompt 1,001: 0.0000012 + 0.005 + 50 x 0.000003 +
+     * 0.00045 = 0.0056012, before 0.0015012 with cache_write and reasoning at the row's
+     * input and output) */
+    b = book_with(CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"0.60\"},\"cached\":{"
+                            "\"per_1m_tokens\":\"0.30\"},\"output\":{\"per_1m_tokens\":\"2.00\"},"
+                            "\"gpu\":{\"per_gpu_hour\":\"0\"},\"cache_write\":{\"per_1m_tokens\":"
+                            "\"5.00\"},\"reasoning\":{\"per_1m_tokens\":\"9.00\"},"
+                            "\"context_tiers\":[{\"above_tokens\":1000,\"prices\":{\"input\":{"
+                            "\"per_1m_tokens\":\"1.20\"},\"output\":{\"per_1m_tokens\":\"3.00\"}}},"
+                            "{\"above_tokens\":2000,\"prices\":{\"cache_write\":{\"per_1m_tokens\":"
+                            "\"6.00\"}}}]}}}",
+                  NULL);
+    gm_rating_usage_tokens(u.qty, 0, 0, 1000, 100, 50, 0);
+    ck_assert_str_eq(priced(b, u, NULL, NULL), "0.005550000000000000");
+    gm_rating_usage_tokens(u.qty, 1, 0, 1000, 100, 50, 0);
+    ck_assert_str_eq(priced(b, u, NULL, NULL), "0.005601200000000000");
+    unit_prices(b, "t", "fra1", 1001, "ctx>1000",
+                (int64_t[]){1200000, 300000, 3000000, 0, 5000000, 9000000, 0});
+    /* row 1 states cache_write: it replaces the base's; input and output stay row 0's */
+    unit_prices(b, "t", "fra1", 2001, "ctx>2000",
+                (int64_t[]){1200000, 300000, 3000000, 0, 6000000, 9000000, 0});
+    gm_rating_book_free(b);
+
+    /* a row may be cheaper than the base, even free (the card's author decides) */
+    b = book_with(M_CARD("[{\"above_tokens\":1000,\"prices\":{\"input\":{\"per_token\":\"0\"}}}]"),
+                  NULL);
+    unit_prices(b, "t", "s", 1001, "ctx>1000", (int64_t[]){0, 300000, 2000000, 0, 0, 2000000, 0});
+    gm_rating_book_free(b);
+}
+END_TEST
+
+/* contract_price: at least one unit price of the request is the contract's. */
+START_TEST(test_contract_price_flag)
+{
+    unsigned f;
+    /* only the contract's own rows: below them every price is the card's */
+    gm_rating_book *b =
+        book_with(card, "{\"tenant\":\"acme\",\"currency\":\"USD\",\"prices\":{\"long-70b\":{"
+                        "\"context_tiers\":[{\"above_tokens\":64000,\"prices\":{\"input\":{"
+                        "\"per_1m_tokens\":\"1.00\"}}}]}}}");
+    priced(b, req("acme", "fra1", 60000, 4000, 10, 0), NULL, &f);
+    ck_assert(!(f & GM_PRICE_F_CONTRACT_PRICE));
+    priced(b, req("acme", "fra1", 60000, 4001, 10, 0), NULL, &f);
+    ck_assert(f & GM_PRICE_F_CONTRACT_PRICE); /* the contract's row prices input */
+    gm_rating_book_free(b);
+    /* a contract input price: flagged at the base; above the card's row (input, output) the
+     * others are the card's too */
+    b = book_with(card, "{\"tenant\":\"acme\",\"currency\":\"USD\",\"prices\":{\"long-70b\":{"
+                        "\"input\":{\"per_1m_tokens\":\"0.50\"}}}}");
+    priced(b, req("acme", "fra1", 5000, 0, 10, 0), NULL, &f);
+    ck_assert(f & GM_PRICE_F_CONTRACT_PRICE);
+    priced(b, req("acme", "fra1", 120001, 8000, 10, 0), NULL, &f);
+    ck_assert(!(f & GM_PRICE_F_CONTRACT_PRICE));
+    gm_rating_book_free(b);
+    /* a contract cached price stays in force above the card's row (the row does not state it) */
+    b = book_with(card, "{\"tenant\":\"acme\",\"currency\":\"USD\",\"prices\":{\"long-70b\":{"
+                        "\"cached\":{\"per_1m_tokens\":\"0.20\"}}}}");
+    priced(b, req("acme", "fra1", 120001, 8000, 10, 0), NULL, &f);
+    ck_assert(f & GM_PRICE_F_CONTRACT_PRICE);
+    gm_rating_book_free(b);
+    /* a contract that names no price (service_tiers only): never flagged */
+    b = book_with(card, "{\"tenant\":\"acme\",\"currency\":\"USD\",\"service_tiers\":{\"batch\":"
+                        "\"0.6\"}}");
+    priced(b, req("acme", "fra1", 5000, 0, 10, GM_RATING_SVC_BATCH), NULL, &f);
+    ck_assert(!(f & GM_PRICE_F_CONTRACT_PRICE));
+    gm_rating_book_free(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_variants");
@@ -499,6 +668,9 @@ int main(void)
     tcase_add_test(tc, test_invoice_lines_per_variant);
     tcase_add_test(tc, test_events_and_charge_sums_agree);
     tcase_add_test(tc, test_refusals_name_field_and_rule);
+    tcase_add_test(tc, test_repeated_row_fields_refused);
+    tcase_add_test(tc, test_rows_are_cumulative);
+    tcase_add_test(tc, test_contract_price_flag);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
