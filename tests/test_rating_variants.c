@@ -6,6 +6,7 @@
 #include "gm_rating.h"
 #include "support.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -656,6 +657,42 @@ START_TEST(test_contract_price_flag)
 }
 END_TEST
 
+/* The example card of docs/rating.md, "Price variants" (its first JSON block), as printed:
+ * it validates, and it prices Example 11 and 12 as the doc says. */
+START_TEST(test_doc_example_card_validates)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/docs/rating.md", GM_SOURCE_DIR);
+    FILE *fp = fopen(path, "rb");
+    ck_assert_msg(fp != NULL, "%s", path);
+    static char doc[1 << 20];
+    size_t n = fread(doc, 1, sizeof doc - 1, fp);
+    fclose(fp);
+    doc[n] = '\0';
+    char *sec = strstr(doc, "\n## Price variants\n");
+    ck_assert(sec != NULL);
+    char *start = strstr(sec, "```json\n");
+    ck_assert(start != NULL);
+    start += strlen("```json\n");
+    char *end = strstr(start, "```");
+    ck_assert(end != NULL);
+    *end = '\0';
+    gm_rating_book *b = gm_rating_book_new();
+    char err[768];
+    ck_assert_msg(gm_rating_book_add_card(b, start, strlen(start), err, sizeof err) == 0,
+                  "the doc's example card: %s", err);
+    ck_assert_msg(gm_rating_book_check_contracts(b, err, sizeof err) == 0, "%s", err);
+    const char *v;
+    /* Example 11 (fra1, metro) and 12 (128,001 prompt tokens) */
+    ck_assert_str_eq(priced(b, req("acme", "fra1", 5000, 0, 1050, GM_RATING_SVC_BATCH), &v, NULL),
+                     "0.002550000000000000");
+    ck_assert_str_eq(priced(b, req("acme", "fra1", 120001, 8000, 1000, 0), &v, NULL),
+                     "0.149401200000000000");
+    ck_assert_str_eq(v, "ctx>128000");
+    gm_rating_book_free(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_variants");
@@ -671,6 +708,7 @@ int main(void)
     tcase_add_test(tc, test_repeated_row_fields_refused);
     tcase_add_test(tc, test_rows_are_cumulative);
     tcase_add_test(tc, test_contract_price_flag);
+    tcase_add_test(tc, test_doc_example_card_validates);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
