@@ -548,22 +548,23 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
                               size_t err_len)
 {
     size_t nm = c->n_models + (c->default_model >= 0), nt = c->n_tiers;
-    int64_t step = 1;
+    rating__svc_span step = {1, 0};
     char what[400], why[900];
     int rc = 0;
     if (k->svc.present) {
         for (size_t i = 0; i < nm * nt * GM_DIM_COUNT; i++)
-            step = rating__svc_step(step, c->price[i]);
+            rating__svc_span_add(&step, c->price[i]);
         for (size_t mi = 0; c->ctx && mi < nm; mi++)
             for (size_t r = 0; r < c->ctx[mi].n; r++)
                 for (size_t i = 0; i < nt * GM_DIM_COUNT; i++)
-                    step = rating__svc_step(step, c->ctx[mi].row[r].eff[i]);
+                    rating__svc_span_add(&step, c->ctx[mi].row[r].eff[i]);
         for (size_t i = 0; !rc && i < nm * nt * GM_DIM_COUNT; i++) {
             snprintf(what, sizeof what, "card %s v%lld prices.%s.%s at site tier %s", c->card_id,
                      (long long)c->version, c->model_names[i / (nt * GM_DIM_COUNT)],
                      gm_dim_name((gm_dim)(i % GM_DIM_COUNT)),
                      c->tier_names[(i / GM_DIM_COUNT) % nt]);
-            rc = rating__svc_check(&k->svc, c->price[i], step, what, why, sizeof why);
+            rc = rating__svc_check(&k->svc, c->price[i], (int)(i % GM_DIM_COUNT), &step, what, why,
+                                   sizeof why);
         }
         for (size_t mi = 0; !rc && c->ctx && mi < nm; mi++)
             for (size_t r = 0; !rc && r < c->ctx[mi].n; r++)
@@ -572,17 +573,17 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
                         continue;
                     snprintf(what, sizeof what, "card %s v%lld prices.%s.context_tiers[%zu]",
                              c->card_id, (long long)c->version, c->model_names[mi], r);
-                    rc = rating__svc_check(&k->svc, c->ctx[mi].row[r].eff[i], step, what, why,
-                                           sizeof why);
+                    rc = rating__svc_check(&k->svc, c->ctx[mi].row[r].eff[i],
+                                           (int)(i % GM_DIM_COUNT), &step, what, why, sizeof why);
                 }
     } else if (c->svc.present) {
         for (size_t o = 0; o < k->n_over; o++)
             for (int d = 0; d < GM_DIM_COUNT; d++) {
                 if (k->over[o].mask & (1u << d))
-                    step = rating__svc_step(step, k->over[o].price_p[d]);
+                    rating__svc_span_add(&step, k->over[o].price_p[d]);
                 for (size_t r = 0; r < k->over[o].ctx.n; r++)
                     if (k->over[o].ctx.row[r].mask & (1u << d))
-                        step = rating__svc_step(step, k->over[o].ctx.row[r].price_p[d]);
+                        rating__svc_span_add(&step, k->over[o].ctx.row[r].price_p[d]);
             }
         for (size_t o = 0; !rc && o < k->n_over; o++)
             for (int d = 0; !rc && d < GM_DIM_COUNT; d++) {
@@ -590,11 +591,11 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
                          k->over[o].model, gm_dim_name((gm_dim)d), c->card_id,
                          (long long)c->version);
                 if (k->over[o].mask & (1u << d))
-                    rc = rating__svc_check(&c->svc, k->over[o].price_p[d], step, what, why,
+                    rc = rating__svc_check(&c->svc, k->over[o].price_p[d], d, &step, what, why,
                                            sizeof why);
                 for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++)
                     if (k->over[o].ctx.row[r].mask & (1u << d))
-                        rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], step,
+                        rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], d, &step,
                                                what, why, sizeof why);
             }
     }

@@ -296,11 +296,6 @@ int rating__row_prices(const rating__json *j, const cJSON *v, const char *path,
     return parse_model_prices(j, v, path, false, false, price, &filled, mask, err, err_len);
 }
 
-static const char *dim_unit_word(int d)
-{
-    return d == GM_DIM_GPU ? "GPU-second" : d == GM_DIM_REQUEST ? "request" : "token";
-}
-
 /* The card's context rows at each site tier: a stated price x the tier's multiplier, exact
  * (or refused like a tier's multiplied price); then every effective price, base and context
  * rows, x each service-tier multiplier, exact (or refused with the two nearest multipliers). */
@@ -327,42 +322,50 @@ static int card_variants(gm_rating_card *c, size_t nm, const gm_i128 *tier_mult,
                         char bp[64], ep[64];
                         gm_dec_format(row->price_p[d], 12, bp, sizeof bp);
                         gm_dec_format(p, 12 + RATING_MULT_SCALE, ep, sizeof ep);
+                        if (!rating__price_fits(p))
+                            return gm_fail(err, err_len, GM_ERANGE,
+                                           "site_tiers.%s.multiplier: %s x "
+                                           "prices.%s.context_tiers[%zu].prices.%s (%s per %s) = "
+                                           "%s exceeds the largest price (%s per %s)",
+                                           c->tier_names[ti], mult_text[ti], c->model_names[mi], r,
+                                           dim_keys[d], bp, rating__unit_word(d), ep,
+                                           RATING_PRICE_MAX_TEXT, rating__unit_word(d));
                         return gm_fail(err, err_len, GM_ERANGE,
                                        "site_tiers.%s.multiplier: %s x "
                                        "prices.%s.context_tiers[%zu].prices.%s (%s per %s) = %s "
                                        "is not exact in 12 fraction digits; pick a multiplier or "
                                        "a row price that keeps it exact",
                                        c->tier_names[ti], mult_text[ti], c->model_names[mi], r,
-                                       dim_keys[d], bp, dim_unit_word(d), ep);
+                                       dim_keys[d], bp, rating__unit_word(d), ep);
                     }
                     row->eff[ti * GM_DIM_COUNT + d] = (int64_t)(p / one);
                 }
         }
     if (!c->svc.present)
         return 0;
-    int64_t step = 1;
+    rating__svc_span step = {1, 0};
     for (size_t i = 0; i < nm * nt * GM_DIM_COUNT; i++)
-        step = rating__svc_step(step, c->price[i]);
+        rating__svc_span_add(&step, c->price[i]);
     for (size_t mi = 0; c->ctx && mi < nm; mi++)
         for (size_t r = 0; r < c->ctx[mi].n; r++)
             for (size_t i = 0; i < nt * GM_DIM_COUNT; i++)
-                step = rating__svc_step(step, c->ctx[mi].row[r].eff[i]);
+                rating__svc_span_add(&step, c->ctx[mi].row[r].eff[i]);
     for (size_t mi = 0; mi < nm; mi++)
         for (size_t ti = 0; ti < nt; ti++)
             for (int d = 0; d < GM_DIM_COUNT; d++) {
                 char what[400];
                 snprintf(what, sizeof what, "prices.%s.%s at site tier %s", c->model_names[mi],
                          dim_keys[d], c->tier_names[ti]);
-                int rc = rating__svc_check(&c->svc, c->price[(mi * nt + ti) * GM_DIM_COUNT + d],
-                                           step, what, err, err_len);
+                int rc = rating__svc_check(&c->svc, c->price[(mi * nt + ti) * GM_DIM_COUNT + d], d,
+                                           &step, what, err, err_len);
                 for (size_t r = 0; !rc && c->ctx && r < c->ctx[mi].n; r++) {
                     if (!(c->ctx[mi].row[r].mask & (1u << d)))
                         continue;
                     snprintf(what, sizeof what,
                              "prices.%s.context_tiers[%zu].prices.%s at site tier %s",
                              c->model_names[mi], r, dim_keys[d], c->tier_names[ti]);
-                    rc = rating__svc_check(&c->svc, c->ctx[mi].row[r].eff[ti * GM_DIM_COUNT + d],
-                                           step, what, err, err_len);
+                    rc = rating__svc_check(&c->svc, c->ctx[mi].row[r].eff[ti * GM_DIM_COUNT + d], d,
+                                           &step, what, err, err_len);
                 }
                 if (rc)
                     return rc;
@@ -636,16 +639,19 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                         char bp[64], ep[64];
                         gm_dec_format(base[mi * GM_DIM_COUNT + d], 12, bp, sizeof bp);
                         gm_dec_format(p, 12 + RATING_MULT_SCALE, ep, sizeof ep);
-                        rc = gm_fail(err, err_len, GM_ERANGE,
-                                     "%s: %s x prices.%s.%s (%s per %s) = %s is not exact in 12 "
-                                     "fraction digits; give the tier its own price for it "
-                                     "(%s.prices.%s.%s) or pick a multiplier that keeps it exact",
-                                     mpath, mv ? mv->valuestring : "1", c->model_names[mi],
-                                     dim_keys[d], bp,
-                                     d == GM_DIM_GPU       ? "GPU-second"
-                                     : d == GM_DIM_REQUEST ? "request"
-                                                           : "token",
-                                     ep, path, c->model_names[mi], dim_keys[d]);
+                        bool fits = rating__price_fits(p);
+                        rc = gm_fail(
+                            err, err_len, GM_ERANGE,
+                            "%s: %s x prices.%s.%s (%s per %s) = %s %s%s%s; give the "
+                            "tier its own price for it (%s.prices.%s.%s) or pick a "
+                            "%s",
+                            mpath, mv ? mv->valuestring : "1", c->model_names[mi], dim_keys[d], bp,
+                            rating__unit_word(d), ep,
+                            fits ? "is not exact in 12 fraction digits"
+                                 : "exceeds the largest price (" RATING_PRICE_MAX_TEXT " per ",
+                            fits ? "" : rating__unit_word(d), fits ? "" : ")", path,
+                            c->model_names[mi], dim_keys[d],
+                            fits ? "multiplier that keeps it exact" : "smaller multiplier");
                         break;
                     }
                     c->price[(mi * nt + ti) * GM_DIM_COUNT + d] = (int64_t)(p / one);
@@ -1182,31 +1188,31 @@ static int contract_svc_check(const gm_rating_contract *k, char *err, size_t err
 {
     if (!k->svc.present)
         return 0;
-    int64_t step = 1;
+    rating__svc_span step = {1, 0};
     for (size_t i = 0; i < k->n_over; i++) {
         for (int d = 0; d < GM_DIM_COUNT; d++)
             if (k->over[i].mask & (1u << d))
-                step = rating__svc_step(step, k->over[i].price_p[d]);
+                rating__svc_span_add(&step, k->over[i].price_p[d]);
         for (size_t r = 0; r < k->over[i].ctx.n; r++)
             for (int d = 0; d < GM_DIM_COUNT; d++)
                 if (k->over[i].ctx.row[r].mask & (1u << d))
-                    step = rating__svc_step(step, k->over[i].ctx.row[r].price_p[d]);
+                    rating__svc_span_add(&step, k->over[i].ctx.row[r].price_p[d]);
     }
     for (size_t i = 0; i < k->n_over; i++)
         for (int d = 0; d < GM_DIM_COUNT; d++) {
             char what[400];
             snprintf(what, sizeof what, "prices.%s.%s", k->over[i].model, dim_keys[d]);
-            int rc =
-                (k->over[i].mask & (1u << d))
-                    ? rating__svc_check(&k->svc, k->over[i].price_p[d], step, what, err, err_len)
-                    : 0;
+            int rc = (k->over[i].mask & (1u << d))
+                         ? rating__svc_check(&k->svc, k->over[i].price_p[d], d, &step, what, err,
+                                             err_len)
+                         : 0;
             for (size_t r = 0; !rc && r < k->over[i].ctx.n; r++) {
                 if (!(k->over[i].ctx.row[r].mask & (1u << d)))
                     continue;
                 snprintf(what, sizeof what, "prices.%s.context_tiers[%zu].prices.%s",
                          k->over[i].model, r, dim_keys[d]);
-                rc = rating__svc_check(&k->svc, k->over[i].ctx.row[r].price_p[d], step, what, err,
-                                       err_len);
+                rc = rating__svc_check(&k->svc, k->over[i].ctx.row[r].price_p[d], d, &step, what,
+                                       err, err_len);
             }
             if (rc)
                 return rc;

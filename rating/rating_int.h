@@ -77,7 +77,9 @@ int rating__json_int(const rating__json *j, const cJSON *v, int64_t max, int64_t
  * dimensions row k states replaced (a card's row x the site tier's multiplier; a contract's
  * row flat); cache_write and reasoning follow the resulting input and output unless the base
  * or a row up to k states them (docs/rating.md, "Price variants", rule 2). */
-#define RATING_MULT_SCALE 6 /* site-tier and service-tier multipliers: up to 6 fraction digits */
+#define RATING_MULT_SCALE     6 /* site-tier and service-tier multipliers: up to 6 fraction digits */
+#define RATING_MULT_MAX_E6    INT64_C(1000000000000) /* the largest multiplier, 1000000 */
+#define RATING_PRICE_MAX_TEXT "9223372.036854775807" /* INT64_MAX at 10^-12: the largest price */
 /* The dimensions that follow another one when not stated (cache_write input, reasoning output). */
 #define RATING_FOLLOW_MASK ((1u << GM_DIM_CACHE_WRITE) | (1u << GM_DIM_REASONING))
 
@@ -110,14 +112,24 @@ void rating__ctx_free(rating__ctx *ctx);
 /* Parses a document's service_tiers into svc (absent: not present, nothing listed). */
 int rating__svc_parse(const rating__json *j, const cJSON *v, rating__svc *svc, char *err,
                       size_t err_len) GM_MUSTCHECK;
-/* The step of exact multipliers: every multiple of it keeps `price_p` and the prices that made
- * `step` (start from 1) exact in 12 fraction digits. */
-int64_t rating__svc_step(int64_t step, int64_t price_p);
-/* Refuses (GM_ERANGE) a price that a listed multiplier of svc does not keep exact in 12
- * fraction digits, naming service_tiers.<tier>, the price (what) and the two nearest
- * multipliers that are multiples of step (rating__svc_step over every price checked). */
-int rating__svc_check(const rating__svc *svc, int64_t price_p, int64_t step, const char *what,
-                      char *err, size_t err_len) GM_MUSTCHECK;
+/* What the nearest exact multipliers of a refusal depend on: the step of exact multipliers
+ * (every multiple of it keeps each price added exact in 12 fraction digits; start at 1) and the
+ * largest price added (a multiplier offered keeps it within the largest price). */
+typedef struct {
+    int64_t step;
+    int64_t max_p;
+} rating__svc_span;
+void rating__svc_span_add(rating__svc_span *s, int64_t price_p);
+/* Refuses (GM_ERANGE) a price (of dimension d) that a listed multiplier of svc does not keep
+ * exact in 12 fraction digits, naming service_tiers.<tier>, the price (what) and the nearest
+ * multipliers that are multiples of span->step and keep span->max_p within the largest price;
+ * a product past the largest price is refused as such, with no multiplier offered. */
+int rating__svc_check(const rating__svc *svc, int64_t price_p, int d, const rating__svc_span *span,
+                      const char *what, char *err, size_t err_len) GM_MUSTCHECK;
+/* "token", "GPU-second" or "request": the unit that dimension d's prices are per. */
+const char *rating__unit_word(int d);
+/* A price x a multiplier, at 10^-18, fits a price (int64 at 10^-12). */
+bool rating__price_fits(gm_i128 price_e18);
 /* Parses one price object of any subset of dimensions (a context row's prices). */
 int rating__row_prices(const rating__json *j, const cJSON *v, const char *path,
                        int64_t price[GM_DIM_COUNT], unsigned *mask, char *err,

@@ -50,38 +50,65 @@ static int64_t gcd64(int64_t a, int64_t b)
     return a;
 }
 
-int64_t rating__svc_step(int64_t step, int64_t price_p)
+void rating__svc_span_add(rating__svc_span *s, int64_t price_p)
 {
     /* A multiplier m keeps price p exact when p x m is a multiple of 10^6, i.e. when m is a
      * multiple of 10^6 / gcd(p, 10^6); for every price: a multiple of the lcm of those steps
      * (a divisor of 10^6). */
-    int64_t s = 1000000 / gcd64(price_p < 0 ? -price_p : price_p, 1000000);
-    return step / gcd64(step, s) * s;
+    int64_t a = price_p < 0 ? -price_p : price_p;
+    int64_t st = 1000000 / gcd64(a, 1000000);
+    s->step = s->step / gcd64(s->step, st) * st;
+    if (a > s->max_p)
+        s->max_p = a;
 }
 
-int rating__svc_check(const rating__svc *svc, int64_t price_p, int64_t step, const char *what,
-                      char *err, size_t err_len)
+const char *rating__unit_word(int d)
 {
+    return d == GM_DIM_GPU ? "GPU-second" : d == GM_DIM_REQUEST ? "request" : "token";
+}
+
+bool rating__price_fits(gm_i128 price_e18)
+{
+    return price_e18 / 1000000 <= INT64_MAX;
+}
+
+int rating__svc_check(const rating__svc *svc, int64_t price_p, int d, const rating__svc_span *span,
+                      const char *what, char *err, size_t err_len)
+{
+    int64_t step = span->step;
     for (int t = 1; svc->present && t < GM_RATING_SVC_COUNT; t++) {
         int64_t m = svc->mult_e6[t], q;
         if (!svc->listed[t] || rating__svc_mul(price_p, m, &q))
             continue;
+        char mt[48], pt[64], et[96], lt[48], ht[48];
+        mult_text(m, mt, sizeof mt);
+        gm_dec_format(price_p, 12, pt, sizeof pt);
+        gm_i128 e = (gm_i128)price_p * m;
+        gm_dec_format(e, 12 + RATING_MULT_SCALE, et, sizeof et);
+        if (!rating__price_fits(e)) /* no multiplier this large can help: none offered */
+            return gm_fail(err, err_len, GM_ERANGE,
+                           "service_tiers.%s: %s x %s (%s) = %s exceeds the largest price "
+                           "(%s per %s)",
+                           svc_names[t], mt, what, pt, et, RATING_PRICE_MAX_TEXT,
+                           rating__unit_word(d));
+        /* The nearest multiples of step (which keep every price exact), within 0 < x <= the
+         * largest multiplier and the largest price (for every price of the span); lo <= 1 or
+         * lo < m, so lo fits when m does. */
         int64_t lo = m / step * step, hi = lo + step;
         if (lo == 0) {
             lo = hi;
             hi = lo + step;
         }
-        char mt[48], pt[64], et[96], lt[48], ht[48];
-        mult_text(m, mt, sizeof mt);
-        gm_dec_format(price_p, 12, pt, sizeof pt);
-        gm_dec_format((gm_i128)price_p * m, 12 + RATING_MULT_SCALE, et, sizeof et);
+        int64_t big = span->max_p > price_p ? span->max_p : price_p;
+        bool hi_ok = hi <= RATING_MULT_MAX_E6 && rating__price_fits((gm_i128)big * hi);
         mult_text(lo, lt, sizeof lt);
         mult_text(hi, ht, sizeof ht);
         return gm_fail(err, err_len, GM_ERANGE,
                        "service_tiers.%s: %s x %s (%s) = %s is not exact in 12 fraction digits "
                        "(a multiplier must keep every price exact, as site-tier multipliers "
-                       "do); nearest exact multipliers: \"%s\" or \"%s\"",
-                       svc_names[t], mt, what, pt, et, lt, ht);
+                       "do); nearest exact multiplier%s: \"%s\"%s%s%s",
+                       svc_names[t], mt, what, pt, et, hi_ok ? "s" : "", lt, hi_ok ? " or \"" : "",
+                       hi_ok ? ht : "", hi_ok ? "\"" : "");
     }
     return 0;
 }
@@ -133,7 +160,7 @@ int rating__svc_parse(const rating__json *j, const cJSON *v, rating__svc *svc, c
                            path, got);
         }
         if (gm_dec_parse(c->valuestring, strlen(c->valuestring), RATING_MULT_SCALE, &m, NULL, 0) ||
-            m <= 0 || m > gm_pow10_i128(RATING_MULT_SCALE + 6))
+            m <= 0 || m > RATING_MULT_MAX_E6)
             return gm_fail(err, err_len, GM_EINVAL,
                            "%s: must be a decimal string greater than 0 and at most 1000000 with "
                            "at most %d fraction digits, got \"%s\"",
@@ -336,11 +363,14 @@ int rating__apply_variant(rating__resolved *r, gm_rating_svc svc, int64_t prompt
             char mt[48], pt[64];
             mult_text(s->mult_e6[svc], mt, sizeof mt);
             gm_dec_format(r->price_p[d], 12, pt, sizeof pt);
+            bool fits = rating__price_fits((gm_i128)r->price_p[d] * s->mult_e6[svc]);
             return gm_fail(err, err_len, GM_ERANGE,
-                           "%s service_tiers.%s: %s x the %s price %s is not exact in 12 "
-                           "fraction digits (card %s v%lld)",
+                           "%s service_tiers.%s: %s x the %s price %s %s%s%s (card %s v%lld)",
                            r->contract && r->contract->svc.present ? "contract" : "card",
-                           svc_names[svc], mt, gm_dim_name((gm_dim)d), pt, r->card->card_id,
+                           svc_names[svc], mt, gm_dim_name((gm_dim)d), pt,
+                           fits ? "is not exact in 12 fraction digits"
+                                : "exceeds the largest price (" RATING_PRICE_MAX_TEXT " per ",
+                           fits ? "" : rating__unit_word(d), fits ? "" : ")", r->card->card_id,
                            (long long)r->card->version);
         }
     return 0;

@@ -693,6 +693,74 @@ START_TEST(test_doc_example_card_validates)
 }
 END_TEST
 
+static void refused_card_not(const char *doc, const char *want, const char *not_want)
+{
+    gm_rating_card *c = NULL;
+    char err[1024];
+    ck_assert_msg(gm_rating_card_parse(S(doc), &c, err, sizeof err) != 0, "accepted: %s", want);
+    ck_assert_msg(strstr(err, want), "got: %s\nwant: %s", err, want);
+    ck_assert_msg(!strstr(err, not_want), "got: %s\nunwanted: %s", err, not_want);
+}
+
+/* A price x multiplier past the largest price (int64 at 10^-12) is refused as such, with no
+ * multiplier offered (none of the same size can help); an offered multiplier never exceeds
+ * 1000000 nor takes a price of the card past the largest price. */
+START_TEST(test_price_past_the_largest_refused_as_such)
+{
+#define BIG_CARD(input, svc, tiers)                                                                \
+    CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_token\":\"" input "\"},\"cached\":{"            \
+              "\"per_1m_tokens\":\"0.30\"},\"output\":{\"per_1m_tokens\":\"2.00\"},\"gpu\":{"      \
+              "\"per_gpu_hour\":\"0\"}}},\"service_tiers\":" svc tiers "}"
+    /* 9223372 x 1.5 = 13835058 per token */
+    refused_card_not(BIG_CARD("9223372", "{\"priority\":\"1.5\"}", ""),
+                     "service_tiers.priority: 1.5 x prices.m.input at site tier standard "
+                     "(9223372.000000000000) = 13835058.000000000000000000 exceeds the largest "
+                     "price (9223372.036854775807 per token)",
+                     "nearest");
+    /* 10000 x 1000000 (the largest multiplier): before, "1000000.00004" was offered */
+    refused_card_not(BIG_CARD("10000", "{\"priority\":\"1000000\"}", ""),
+                     "= 10000000000.000000000000000000 exceeds the largest price "
+                     "(9223372.036854775807 per token)",
+                     "1000000.");
+    /* a site tier's multiplier */
+    refused_card_not(BIG_CARD("100000", "{\"batch\":\"0.5\"}",
+                              ",\"site_tiers\":{\"metro\":{\"sites\":[\"fra1\"]},\"remote\":{"
+                              "\"multiplier\":\"1000000\",\"sites\":[\"tro1\"]}},"
+                              "\"default_site_tier\":\"metro\""),
+                     "site_tiers.remote.multiplier: 1000000 x prices.m.input (100000.000000000000 "
+                     "per token) = 100000000000.000000000000000000 exceeds the largest price "
+                     "(9223372.036854775807 per token); give the tier its own price for it "
+                     "(site_tiers.remote.prices.m.input) or pick a smaller multiplier",
+                     "not exact");
+    /* a context row's price x a site tier's multiplier, and x a service tier's */
+#define ROW_CARD(tail)                                                                             \
+    CARD_HEAD "\"prices\":{\"m\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{"                \
+              "\"per_1m_tokens\":\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{"            \
+              "\"per_gpu_hour\":\"0\"},\"context_tiers\":[{\"above_tokens\":5,\"prices\":{"        \
+              "\"input\":{\"per_token\":\"100000\"}}}]}}" tail "}"
+    refused_card_not(ROW_CARD(",\"site_tiers\":{\"remote\":{\"multiplier\":\"1000\"}},"
+                              "\"default_site_tier\":\"remote\""),
+                     "site_tiers.remote.multiplier: 1000 x prices.m.context_tiers[0].prices.input "
+                     "(100000.000000000000 per token) = 100000000.000000000000000000 exceeds the "
+                     "largest price (9223372.036854775807 per token)",
+                     "not exact");
+    refused_card_not(ROW_CARD(",\"service_tiers\":{\"priority\":\"1000000\"}"),
+                     "service_tiers.priority: 1000000 x prices.m.context_tiers[0].prices.input at "
+                     "site tier standard (100000.000000000000) = 100000000000.000000000000000000 "
+                     "exceeds the largest price (9223372.036854775807 per token)",
+                     "nearest");
+    /* not exact, and the next exact multiplier up would take the 9000000 input past the
+     * largest price (9000000 x 1.02482 = 9223380): only the one below is offered. cached
+     * 0.0000003 x 1.024815 = 0.0000003074445; the step of this card's prices is 0.00001 */
+    refused_card_not(BIG_CARD("9000000", "{\"priority\":\"1.024815\"}", ""),
+                     "service_tiers.priority: 1.024815 x prices.m.cached at site tier standard "
+                     "(0.000000300000) = 0.000000307444500000 is not exact in 12 fraction digits "
+                     "(a multiplier must keep every price exact, as site-tier multipliers do); "
+                     "nearest exact multiplier: \"1.02481\"",
+                     "1.02482");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_variants");
@@ -709,6 +777,7 @@ int main(void)
     tcase_add_test(tc, test_rows_are_cumulative);
     tcase_add_test(tc, test_contract_price_flag);
     tcase_add_test(tc, test_doc_example_card_validates);
+    tcase_add_test(tc, test_price_past_the_largest_refused_as_such);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
