@@ -571,8 +571,11 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
                 for (size_t i = 0; !rc && i < nt * GM_DIM_COUNT; i++) {
                     if (!(c->ctx[mi].row[r].mask & (1u << (i % GM_DIM_COUNT))))
                         continue;
-                    snprintf(what, sizeof what, "card %s v%lld prices.%s.context_tiers[%zu]",
-                             c->card_id, (long long)c->version, c->model_names[mi], r);
+                    snprintf(what, sizeof what,
+                             "card %s v%lld prices.%s.context_tiers[%zu].prices.%s at site tier %s",
+                             c->card_id, (long long)c->version, c->model_names[mi], r,
+                             gm_dim_name((gm_dim)(i % GM_DIM_COUNT)),
+                             c->tier_names[i / GM_DIM_COUNT]);
                     rc = rating__svc_check(&k->svc, c->ctx[mi].row[r].eff[i],
                                            (int)(i % GM_DIM_COUNT), &step, what, why, sizeof why);
                 }
@@ -587,21 +590,30 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
             }
         for (size_t o = 0; !rc && o < k->n_over; o++)
             for (int d = 0; !rc && d < GM_DIM_COUNT; d++) {
-                snprintf(what, sizeof what, "the contract's prices.%s.%s (card %s v%lld)",
-                         k->over[o].model, gm_dim_name((gm_dim)d), c->card_id,
-                         (long long)c->version);
+                snprintf(what, sizeof what, "the contract's prices.%s.%s", k->over[o].model,
+                         gm_dim_name((gm_dim)d));
                 if (k->over[o].mask & (1u << d))
                     rc = rating__svc_check(&c->svc, k->over[o].price_p[d], d, &step, what, why,
                                            sizeof why);
-                for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++)
-                    if (k->over[o].ctx.row[r].mask & (1u << d))
-                        rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], d, &step,
-                                               what, why, sizeof why);
+                for (size_t r = 0; !rc && r < k->over[o].ctx.n; r++) {
+                    if (!(k->over[o].ctx.row[r].mask & (1u << d)))
+                        continue;
+                    snprintf(what, sizeof what,
+                             "the contract's prices.%s.context_tiers[%zu].prices.%s",
+                             k->over[o].model, r, gm_dim_name((gm_dim)d));
+                    rc = rating__svc_check(&c->svc, k->over[o].ctx.row[r].price_p[d], d, &step,
+                                           what, why, sizeof why);
+                }
             }
     }
+    /* "contract acme: service_tiers.batch: 0.6 x card list-usd v1 prices.m.input ..." (the
+     * contract's multiplier) or "contract acme: card list-usd v1 service_tiers.batch: 0.5 x the
+     * contract's prices.m.input ..." (the card's) */
+    if (rc && k->svc.present)
+        return gm_fail(err, err_len, rc, "contract %s: %s", k->tenant, why);
     if (rc)
-        return gm_fail(err, err_len, rc, "contract %s: %s%s", k->tenant,
-                       k->svc.present ? "" : "the card's ", why);
+        return gm_fail(err, err_len, rc, "contract %s: card %s v%lld %s", k->tenant, c->card_id,
+                       (long long)c->version, why);
     return 0;
 }
 

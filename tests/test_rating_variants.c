@@ -761,6 +761,78 @@ START_TEST(test_price_past_the_largest_refused_as_such)
 }
 END_TEST
 
+static void refused_book(const char *c, const char *contract, const char *want)
+{
+    gm_rating_book *b = gm_rating_book_new();
+    char err[1024];
+    ck_assert_msg(gm_rating_book_add_card(b, S(c), err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(gm_rating_book_add_contract(b, S(contract), err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(gm_rating_book_check_contracts(b, err, sizeof err), GM_ERANGE);
+    ck_assert_msg(strstr(err, want), "got: %s\nwant: %s", err, want);
+    gm_rating_book_free(b);
+}
+
+/* A contract-and-card refusal names the context row's field path, on both sides. */
+START_TEST(test_contract_card_refusal_names_the_row)
+{
+    /* the card's batch 0.5 x the contract's row price 0.000000000003: only whole multipliers
+     * keep 3 x 10^-12 exact */
+    refused_book(card,
+                 "{\"tenant\":\"acme3\",\"currency\":\"USD\",\"prices\":{\"long-70b\":{"
+                 "\"context_tiers\":[{\"above_tokens\":5,\"prices\":{\"output\":{"
+                 "\"per_1m_tokens\":\"0.000003\"}}}]}}}",
+                 "contract acme3: card list-usd v1 service_tiers.batch: 0.5 x the contract's "
+                 "prices.long-70b.context_tiers[0].prices.output (0.000000000003) = "
+                 "0.000000000001500000 is not exact in 12 fraction digits (a multiplier must keep "
+                 "every price exact, as site-tier multipliers do); nearest exact multipliers: "
+                 "\"1\" or \"2\"");
+    /* the card's base price */
+    refused_book(card,
+                 "{\"tenant\":\"acme3\",\"currency\":\"USD\",\"prices\":{\"long-70b\":{"
+                 "\"cached\":{\"per_1m_tokens\":\"0.000003\"}}}}",
+                 "contract acme3: card list-usd v1 service_tiers.batch: 0.5 x the contract's "
+                 "prices.long-70b.cached (0.000000000003)");
+    /* the contract's batch 0.5 x the card's row price 0.000000000003 */
+    refused_book(M_ROWS("[{\"above_tokens\":5,\"prices\":{\"input\":{\"per_token\":"
+                        "\"0.000000000003\"}}}]"),
+                 "{\"tenant\":\"k\",\"currency\":\"USD\",\"service_tiers\":{\"batch\":\"0.5\"}}",
+                 "contract k: service_tiers.batch: 0.5 x card list-usd v1 "
+                 "prices.m.context_tiers[0].prices.input at site tier standard (0.000000000003)");
+}
+END_TEST
+
+/* Free allowances fall on a dimension's usage lines in line order: model, site tier, card
+ * version, then variant; so a metro priority line comes before a remote base line. */
+START_TEST(test_allowance_line_order)
+{
+    gm_rating_book *b = book_with(card, "{\"tenant\":\"al\",\"currency\":\"USD\","
+                                        "\"free_allowances\":{\"input\":\"150\"}}");
+    gm_usage ev[] = {req("al", "tro1", 100, 0, 0, GM_RATING_SVC_STANDARD),
+                     req("al", "fra1", 100, 0, 0, GM_RATING_SVC_PRIORITY)};
+    gm_invoice *inv = invoice_of(b, ev, 2);
+    size_t a = 0;
+    const char *tier[2], *variant[2];
+    int qty[2];
+    for (size_t i = 0; i < inv->n_lines; i++)
+        if (inv->lines[i].kind == GM_LINE_ALLOWANCE) {
+            ck_assert(a < 2);
+            tier[a] = inv->lines[i].site_tier;
+            variant[a] = inv->lines[i].variant;
+            qty[a++] = (int)inv->lines[i].qty;
+        }
+    ck_assert_int_eq(a, 2);
+    /* "metro" < "remote": the metro priority line first (100), then the remote "" line (50) */
+    ck_assert_str_eq(tier[0], "metro");
+    ck_assert_str_eq(variant[0], "priority");
+    ck_assert_int_eq(qty[0], 100);
+    ck_assert_str_eq(tier[1], "remote");
+    ck_assert_str_eq(variant[1], "");
+    ck_assert_int_eq(qty[1], 50);
+    gm_invoice_free(inv);
+    gm_rating_book_free(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_variants");
@@ -778,6 +850,8 @@ int main(void)
     tcase_add_test(tc, test_contract_price_flag);
     tcase_add_test(tc, test_doc_example_card_validates);
     tcase_add_test(tc, test_price_past_the_largest_refused_as_such);
+    tcase_add_test(tc, test_contract_card_refusal_names_the_row);
+    tcase_add_test(tc, test_allowance_line_order);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
