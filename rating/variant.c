@@ -159,12 +159,31 @@ int rating__svc_parse(const rating__json *j, const cJSON *v, rating__svc *svc, c
                            "decimals), got %s",
                            path, got);
         }
-        if (gm_dec_parse(c->valuestring, strlen(c->valuestring), RATING_MULT_SCALE, &m, NULL, 0) ||
-            m <= 0 || m > RATING_MULT_MAX_E6)
+        /* trailing zeros past the 6th fraction digit do not count ("0.5000000" is 0.5) */
+        size_t len = strlen(c->valuestring);
+        char why[160];
+        int prc = gm_dec_parse(c->valuestring, len, RATING_MULT_SCALE, &m, why, sizeof why);
+        if (prc || m <= 0 || m > RATING_MULT_MAX_E6) {
+            /* more fraction digits than 6 (and in range): the two nearest with 6 */
+            char near[160] = "";
+            gm_i128 fine;
+            if (prc == GM_ERANGE && strstr(why, "fraction digits") &&
+                !gm_dec_parse(c->valuestring, len, 30, &fine, NULL, 0) && fine > 0 &&
+                fine < (gm_i128)RATING_MULT_MAX_E6 * gm_pow10_i128(30 - RATING_MULT_SCALE)) {
+                int64_t lo = (int64_t)(fine / gm_pow10_i128(30 - RATING_MULT_SCALE));
+                char lt[48], ht[48];
+                mult_text(lo, lt, sizeof lt);
+                mult_text(lo + 1, ht, sizeof ht);
+                if (lo > 0)
+                    snprintf(near, sizeof near, "; nearest: \"%s\" or \"%s\"", lt, ht);
+                else
+                    snprintf(near, sizeof near, "; nearest: \"%s\"", ht);
+            }
             return gm_fail(err, err_len, GM_EINVAL,
                            "%s: must be a decimal string greater than 0 and at most 1000000 with "
-                           "at most %d fraction digits, got \"%s\"",
-                           path, RATING_MULT_SCALE, c->valuestring);
+                           "at most %d fraction digits, got \"%s\"%s",
+                           path, RATING_MULT_SCALE, c->valuestring, near);
+        }
         svc->listed[t] = true;
         svc->mult_e6[t] = (int64_t)m;
     }

@@ -833,6 +833,38 @@ START_TEST(test_allowance_line_order)
 }
 END_TEST
 
+/* A multiplier has at most 6 fraction digits; trailing zeros past them do not count; a
+ * seventh non-zero digit is refused with the nearest multipliers of 6 digits. */
+START_TEST(test_multiplier_fraction_digits)
+{
+    gm_rating_book *b =
+        book_with(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{\"batch\":"
+                            "\"0.5000000000000000000000000000000\"}," CARD_TAIL,
+                  NULL);
+    /* x 0.5 exactly: Example 11's batch request */
+    ck_assert_str_eq(priced(b, req("acme", "fra1", 5000, 0, 1050, GM_RATING_SVC_BATCH), NULL, NULL),
+                     "0.002550000000000000");
+    gm_rating_book_free(b);
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"batch\":\"0.5000001\"}," CARD_TAIL,
+                 "service_tiers.batch: must be a decimal string greater than 0 and at most "
+                 "1000000 with at most 6 fraction digits, got \"0.5000001\"; nearest: \"0.5\" or "
+                 "\"0.500001\"");
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"priority\":\"1.2345678\"}," CARD_TAIL,
+                 "got \"1.2345678\"; nearest: \"1.234567\" or \"1.234568\"");
+    /* below the smallest: the smallest only */
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B
+                           "},\"service_tiers\":{\"batch\":\"0.0000001\"}," CARD_TAIL,
+                 "got \"0.0000001\"; nearest: \"0.000001\"");
+    /* past the largest: nothing near to offer */
+    refused_contract("{\"tenant\":\"acme\",\"currency\":\"USD\",\"service_tiers\":{\"batch\":"
+                     "\"1000000.0000001\"}}",
+                     "service_tiers.batch: must be a decimal string greater than 0 and at most "
+                     "1000000 with at most 6 fraction digits, got \"1000000.0000001\"");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_variants");
@@ -852,6 +884,7 @@ int main(void)
     tcase_add_test(tc, test_price_past_the_largest_refused_as_such);
     tcase_add_test(tc, test_contract_card_refusal_names_the_row);
     tcase_add_test(tc, test_allowance_line_order);
+    tcase_add_test(tc, test_multiplier_fraction_digits);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
