@@ -385,8 +385,8 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
         "default_site_tier", "description",  "dropped_models", "service_tiers", NULL};
     if ((rc = rating__check_keys(doc, "", allowed, err, err_len)))
         return rc;
-    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"), &c->svc,
-                                err, err_len)))
+    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"), false,
+                                &c->svc, err, err_len)))
         return rc;
     /* dropped_models: the models this version leaves out on purpose (import refuses a version
      * that drops a model with usage in its validity unless it is listed here). */
@@ -605,6 +605,14 @@ static int card_from_json(const rating__json *j, gm_rating_card *c, char *err, s
                                      "%s: model is not in prices (a tier can only re-price "
                                      "models of the card)",
                                      mp);
+                        break;
+                    }
+                    if (cJSON_IsObject(m) && cJSON_GetObjectItemCaseSensitive(m, "context_tiers")) {
+                        rc = gm_fail(err, err_len, GM_EINVAL,
+                                     "%s.context_tiers: not allowed in a site tier's prices (a "
+                                     "model's context rows are prices.%s.context_tiers, and each "
+                                     "site tier's multiplier applies to them)",
+                                     mp, m->string);
                         break;
                     }
                     int64_t own[GM_DIM_COUNT];
@@ -1248,8 +1256,8 @@ static int contract_from_json(const rating__json *j, gm_rating_contract *k, char
                                           NULL};
     if ((rc = rating__check_keys(doc, "", allowed, err, err_len)))
         return rc;
-    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"), &k->svc,
-                                err, err_len)))
+    if ((rc = rating__svc_parse(j, cJSON_GetObjectItemCaseSensitive(doc, "service_tiers"), true,
+                                &k->svc, err, err_len)))
         return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tenant");
     if ((rc = need_string(j, v, "tenant", err, err_len)) ||

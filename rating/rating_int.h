@@ -109,9 +109,10 @@ typedef struct {
 int rating__ctx_parse(const rating__json *j, const cJSON *v, const char *path, rating__ctx *ctx,
                       char *err, size_t err_len) GM_MUSTCHECK;
 void rating__ctx_free(rating__ctx *ctx);
-/* Parses a document's service_tiers into svc (absent: not present, nothing listed). */
-int rating__svc_parse(const rating__json *j, const cJSON *v, rating__svc *svc, char *err,
-                      size_t err_len) GM_MUSTCHECK;
+/* Parses a document's service_tiers (a contract's when contract) into svc (absent: not
+ * present, nothing listed; {} refused). */
+int rating__svc_parse(const rating__json *j, const cJSON *v, bool contract, rating__svc *svc,
+                      char *err, size_t err_len) GM_MUSTCHECK;
 /* What the nearest exact multipliers of a refusal depend on: the step of exact multipliers
  * (every multiple of it keeps each price added exact in 12 fraction digits; start at 1) and the
  * largest price added (a multiplier offered keeps it within the largest price). */

@@ -113,8 +113,8 @@ int rating__svc_check(const rating__svc *svc, int64_t price_p, int d, const rati
     return 0;
 }
 
-int rating__svc_parse(const rating__json *j, const cJSON *v, rating__svc *svc, char *err,
-                      size_t err_len)
+int rating__svc_parse(const rating__json *j, const cJSON *v, bool contract, rating__svc *svc,
+                      char *err, size_t err_len)
 {
     memset(svc, 0, sizeof *svc);
     for (int t = 0; t < GM_RATING_SVC_COUNT; t++)
@@ -129,6 +129,15 @@ int rating__svc_parse(const rating__json *j, const cJSON *v, rating__svc *svc, c
                        "\"0.5\", \"priority\": \"1.5\"}, got %s",
                        got);
     }
+    if (!v->child)
+        return gm_fail(err, err_len, GM_EINVAL,
+                       contract ? "service_tiers: must list batch, priority or both (a contract's "
+                                  "service_tiers replaces the card's as a whole, so {} would "
+                                  "drop the card's multipliers; leave service_tiers out to keep "
+                                  "them, or write {\"batch\": \"1\", \"priority\": \"1\"} to "
+                                  "bill every tier at the standard prices)"
+                                : "service_tiers: must list batch, priority or both (leave "
+                                  "service_tiers out for a card without multipliers)");
     svc->present = true;
     for (const cJSON *c = v->child; c; c = c->next) {
         int t = -1;
@@ -137,9 +146,11 @@ int rating__svc_parse(const rating__json *j, const cJSON *v, rating__svc *svc, c
                 t = k;
         if (!strcmp(c->string, "standard"))
             return gm_fail(err, err_len, GM_EINVAL,
-                           "service_tiers.standard: the standard tier is priced by the card's "
-                           "prices themselves (multiplier 1) and cannot be listed (allowed: "
-                           "batch, priority)");
+                           "service_tiers.standard: the standard tier is priced by the %s "
+                           "themselves (multiplier 1) and cannot be listed (allowed: batch, "
+                           "priority)",
+                           contract ? "tenant's prices (the contract's and the card's)"
+                                    : "card's prices");
         if (t < 0)
             return gm_fail(err, err_len, GM_EINVAL,
                            "service_tiers.%s: unknown service tier (allowed: batch, priority, "

@@ -439,7 +439,9 @@ START_TEST(test_refusals_name_field_and_rule)
     refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"site_tiers\":{\"metro\":{\"sites\":["
                            "\"fra1\"],\"prices\":{\"long-70b\":{\"context_tiers\":[]}}}},"
                            "\"default_site_tier\":\"metro\"}",
-                 "site_tiers.metro.prices.long-70b.context_tiers: unknown field");
+                 "site_tiers.metro.prices.long-70b.context_tiers: not allowed in a site tier's "
+                 "prices (a model's context rows are prices.long-70b.context_tiers, and each site "
+                 "tier's multiplier applies to them)");
     /* contracts: their own prices x their own multipliers (0.0000005 x 0.333333) */
     refused_contract("{\"tenant\":\"acme\",\"currency\":\"USD\",\"service_tiers\":{\"batch\":"
                      "\"0.333333\"},\"prices\":{\"long-70b\":{\"input\":{\"per_1m_tokens\":"
@@ -865,6 +867,36 @@ START_TEST(test_multiplier_fraction_digits)
 }
 END_TEST
 
+/* service_tiers {} is refused (in a contract it would silently drop the card's multipliers);
+ * a contract's standard is named as the tenant's prices. */
+START_TEST(test_empty_service_tiers_refused)
+{
+    refused_contract("{\"tenant\":\"acme\",\"currency\":\"USD\",\"service_tiers\":{}}",
+                     "service_tiers: must list batch, priority or both (a contract's "
+                     "service_tiers replaces the card's as a whole, so {} would drop the card's "
+                     "multipliers; leave service_tiers out to keep them, or write {\"batch\": "
+                     "\"1\", \"priority\": \"1\"} to bill every tier at the standard prices)");
+    refused_card(CARD_HEAD "\"prices\":{" LONG_70B "},\"service_tiers\":{}," CARD_TAIL,
+                 "service_tiers: must list batch, priority or both (leave service_tiers out for "
+                 "a card without multipliers)");
+    refused_contract("{\"tenant\":\"acme\",\"currency\":\"USD\",\"service_tiers\":{\"standard\":"
+                     "\"1\"}}",
+                     "service_tiers.standard: the standard tier is priced by the tenant's prices "
+                     "(the contract's and the card's) themselves (multiplier 1) and cannot be "
+                     "listed (allowed: batch, priority)");
+    /* what {} meant, written out: every tier at the standard prices, not flagged */
+    gm_rating_book *b = book_with(card, "{\"tenant\":\"acme\",\"currency\":\"USD\","
+                                        "\"service_tiers\":{\"batch\":\"1\",\"priority\":\"1\"}}");
+    const char *v;
+    unsigned f;
+    ck_assert_str_eq(priced(b, req("acme", "fra1", 5000, 0, 1050, GM_RATING_SVC_BATCH), &v, &f),
+                     "0.005100000000000000");
+    ck_assert_str_eq(v, "batch");
+    ck_assert(!(f & GM_PRICE_F_UNLISTED_VARIANT));
+    gm_rating_book_free(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_variants");
@@ -885,6 +917,7 @@ int main(void)
     tcase_add_test(tc, test_contract_card_refusal_names_the_row);
     tcase_add_test(tc, test_allowance_line_order);
     tcase_add_test(tc, test_multiplier_fraction_digits);
+    tcase_add_test(tc, test_empty_service_tiers_refused);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
