@@ -262,8 +262,12 @@ int gm_cmd_quote(int argc, char **argv)
         return 2;
     }
     gm_rating_book *book = gm_rating_book_new();
+    /* The book is checked as `ratecard validate` checks it (a contract's multipliers x the
+     * card's prices and back, the card it names, the models of its prices and tier rules):
+     * refused up front, not event by event. */
     if ((rc = load_list(book, cards, false, err, sizeof err)) ||
-        (contracts && (rc = load_list(book, contracts, true, err, sizeof err)))) {
+        (contracts && (rc = load_list(book, contracts, true, err, sizeof err))) ||
+        (rc = gm_rating_book_check_contracts(book, err, sizeof err))) {
         fprintf(stderr, "gridmeter quote: %s\n", err);
         gm_rating_book_free(book);
         return 2;

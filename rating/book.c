@@ -617,12 +617,50 @@ static int check_contract_svc(const gm_rating_contract *k, const gm_rating_card 
     return 0;
 }
 
+/* A contract's prices or context rows for a model that no version of its card can price (not
+ * on the card, no default entry) and that the contract does not price whole (all four
+ * dimensions): every request of it would be rejected, so the contract is refused. */
+static int check_contract_models(const gm_rating_contract *k, const rating__family *f, char *err,
+                                 size_t err_len)
+{
+    const unsigned whole = (1u << GM_DIM_LEGACY_COUNT) - 1;
+    if (!f || !f->n_cards)
+        return 0; /* no card to check against (gm_rating_book_check_contracts names it) */
+    for (size_t o = 0; o < k->n_over; o++) {
+        const rating__override *ov = &k->over[o];
+        bool is_def = !strcmp(ov->model, "default"), priced = false;
+        if (!is_def && (ov->mask & whole) == whole)
+            continue; /* the contract makes the model known for this tenant */
+        for (size_t v = 0; v < f->n_cards && !priced; v++)
+            priced = f->cards[v]->default_model >= 0 ||
+                     (!is_def && rating__map_get(&f->cards[v]->model_map, ov->model) >= 0);
+        if (priced)
+            continue;
+        if (is_def)
+            return gm_fail(err, err_len, GM_EINVAL,
+                           "contract %s: prices.default: no version of card %s has a default "
+                           "entry (it rejects unknown models), so the contract's default "
+                           "prices would never apply",
+                           k->tenant, f->card_id);
+        return gm_fail(err, err_len, GM_EINVAL,
+                       "contract %s: prices.%s: model %s is on no version of card %s, which "
+                       "rejects unknown models, and the contract does not price all four "
+                       "dimensions (input, cached, output, gpu): every request of it would be "
+                       "rejected (price all four, or name a model of the card)",
+                       k->tenant, ov->model, ov->model, f->card_id);
+    }
+    return 0;
+}
+
 int gm_rating_book_check_service_tiers(const gm_rating_book *b, char *err, size_t err_len)
 {
     for (size_t i = 0; i < b->n_con; i++) {
         const rating__family *f = b->con_fam[i] >= 0 ? b->fam[b->con_fam[i]] : default_family(b);
+        int rc = check_contract_models(b->con[i], f, err, err_len);
+        if (rc)
+            return rc;
         for (size_t v = 0; f && v < f->n_cards; v++) {
-            int rc = check_contract_svc(b->con[i], f->cards[v], err, err_len);
+            rc = check_contract_svc(b->con[i], f->cards[v], err, err_len);
             if (rc)
                 return rc;
         }
@@ -662,8 +700,11 @@ int gm_rating_book_check_contracts(const gm_rating_book *b, char *err, size_t er
                                    " apply",
                                    k->tenant, r, name, f->card_id);
             }
+        int rc = check_contract_models(k, f, err, err_len);
+        if (rc)
+            return rc;
         for (size_t v = 0; v < f->n_cards; v++) {
-            int rc = check_contract_svc(k, f->cards[v], err, err_len);
+            rc = check_contract_svc(k, f->cards[v], err, err_len);
             if (rc)
                 return rc;
         }

@@ -222,8 +222,10 @@ int gm_rating_book_check_contracts(const gm_rating_book *book, char *err,
 /* Only the price-variant part of that check (also run by it): each contract's service_tiers
  * multipliers x its card's prices (every version), or the card's multipliers x the contract's
  * own prices, exact in 12 fraction digits (docs/rating.md, "Price variants"); GM_ERANGE naming
- * the contract, the multiplier, the price and the two nearest exact multipliers. Import runs
- * it against the stored documents. */
+ * the contract, the multiplier, the price and the two nearest exact multipliers. And a
+ * contract's prices (or context rows) of a model that no version of its card prices (nor a
+ * default entry) and the contract does not price in all four dimensions: GM_EINVAL. Import
+ * runs it against the stored documents. */
 int gm_rating_book_check_service_tiers(const gm_rating_book *book, char *err,
                                        size_t err_len) GM_MUSTCHECK;
 /* The tenant's newest contract version (the last added), or NULL. */

@@ -236,6 +236,42 @@ END_TEST
 
 /* GRIDMETER_NOW sets every gridmeter process's clock; a value that is not an instant stops
  * the command (exit 2) instead of being ignored. */
+/* Reviewer Q finding 8: a card and contract that are not exact together (the card's batch 0.5
+ * x the contract's 0.000000000001 per token) are refused by quote up front, exit 2, as
+ * `ratecard validate` refuses them (each event was rejected without naming the contract). */
+START_TEST(test_quote_refuses_a_book_that_does_not_check)
+{
+    char card[128], con[128], cmd[600], *out;
+    snprintf(card, sizeof card, "/tmp/gmtest-vcard-%d.json", (int)getpid());
+    snprintf(con, sizeof con, "/tmp/gmtest-vcon-%d.json", (int)getpid());
+    FILE *f = fopen(card, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"card_id\":\"variants-usd\",\"version\":1,\"valid_from\":\"2026-01-01T00:00:00Z\","
+          "\"currency\":\"USD\",\"unknown_models\":\"reject\",\"prices\":{\"long-70b\":{"
+          "\"input\":{\"per_1m_tokens\":\"0.60\"},\"cached\":{\"per_1m_tokens\":\"0.30\"},"
+          "\"output\":{\"per_1m_tokens\":\"2.00\"},\"gpu\":{\"per_gpu_hour\":\"0\"}}},"
+          "\"service_tiers\":{\"batch\":\"0.5\"}}",
+          f);
+    fclose(f);
+    f = fopen(con, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"tenant\":\"cx2\",\"card_id\":\"variants-usd\",\"currency\":\"USD\",\"prices\":{"
+          "\"long-70b\":{\"input\":{\"per_1m_tokens\":\"0.000001\"}}}}",
+          f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, BIN " quote --rate-card %s --contract %s < /dev/null 2>&1", card,
+             con);
+    ck_assert_int_eq(run(cmd, &out), 2);
+    ck_assert_msg(strstr(out, "gridmeter quote: contract cx2: card variants-usd v1 "
+                              "service_tiers.batch: 0.5 x the contract's prices.long-70b.input "
+                              "(0.000000000001)"),
+                  "%s", out);
+    free(out);
+    unlink(card);
+    unlink(con);
+}
+END_TEST
+
 START_TEST(test_gridmeter_now_moves_the_clock_or_is_refused)
 {
     char *out;
@@ -261,6 +297,7 @@ int main(void)
     tcase_add_test(tc, test_quote_prices_token_kinds_and_the_request_fee);
     tcase_add_test(tc, test_quote_shows_allowance_lines_and_the_pro_rated_minimum);
     tcase_add_test(tc, test_quote_lists_invalid_events_and_exits_1);
+    tcase_add_test(tc, test_quote_refuses_a_book_that_does_not_check);
     tcase_add_test(tc, test_quote_drops_duplicate_events_as_the_rater_does);
     tcase_add_test(tc, test_quote_gpu_lines_are_in_gpu_seconds);
     tcase_add_test(tc, test_ratecard_validate_refuses_a_contract_of_a_missing_card);

@@ -897,6 +897,73 @@ START_TEST(test_empty_service_tiers_refused)
 }
 END_TEST
 
+static int book_check(const char *c, const char *contract, char *err, size_t err_len)
+{
+    gm_rating_book *b = gm_rating_book_new();
+    ck_assert_msg(gm_rating_book_add_card(b, S(c), err, err_len) == 0, "%s", err);
+    ck_assert_msg(gm_rating_book_add_contract(b, S(contract), err, err_len) == 0, "%s", err);
+    int rc = gm_rating_book_check_contracts(b, err, err_len);
+    char err2[1024]; /* the import's check (the stored documents) gives the same verdict */
+    int rc2 = gm_rating_book_check_service_tiers(b, err2, sizeof err2);
+    ck_assert_int_eq(rc != 0, rc2 != 0);
+    gm_rating_book_free(b);
+    return rc;
+}
+
+/* A contract's prices or rows of a model that no version of the card prices (it rejects
+ * unknown models), not priced by the contract in all four dimensions: every request of it
+ * would be rejected, so the book check refuses the contract. */
+START_TEST(test_contract_prices_of_an_unpriced_model_refused)
+{
+    char err[1024];
+    ck_assert_int_eq(book_check(card,
+                                "{\"tenant\":\"cc\",\"currency\":\"USD\",\"prices\":{\"ghost\":{"
+                                "\"context_tiers\":[{\"above_tokens\":5,\"prices\":{\"input\":{"
+                                "\"per_1m_tokens\":\"1\"}}}]}}}",
+                                err, sizeof err),
+                     GM_EINVAL);
+    ck_assert_msg(strstr(err, "contract cc: prices.ghost: model ghost is on no version of card "
+                              "list-usd, which rejects unknown models, and the contract does not "
+                              "price all four dimensions (input, cached, output, gpu)"),
+                  "%s", err);
+    ck_assert_int_eq(book_check(card,
+                                "{\"tenant\":\"cx4\",\"currency\":\"USD\",\"prices\":{\"ghost\":{"
+                                "\"input\":{\"per_1m_tokens\":\"1\"}}}}",
+                                err, sizeof err),
+                     GM_EINVAL);
+    ck_assert_msg(strstr(err, "contract cx4: prices.ghost: model ghost is on no version"), "%s",
+                  err);
+    ck_assert_int_eq(book_check(card,
+                                "{\"tenant\":\"d\",\"currency\":\"USD\",\"prices\":{\"default\":{"
+                                "\"input\":{\"per_1m_tokens\":\"1\"}}}}",
+                                err, sizeof err),
+                     GM_EINVAL);
+    ck_assert_msg(strstr(err, "contract d: prices.default: no version of card list-usd has a "
+                              "default entry"),
+                  "%s", err);
+    /* priced whole by the contract: known for the tenant, with its own rows */
+    ck_assert_int_eq(book_check(card,
+                                "{\"tenant\":\"w\",\"currency\":\"USD\",\"prices\":{\"ghost\":{"
+                                "\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{\"per_1m_tokens\":"
+                                "\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{"
+                                "\"per_gpu_hour\":\"0\"},\"context_tiers\":[{\"above_tokens\":5,"
+                                "\"prices\":{\"input\":{\"per_1m_tokens\":\"2\"}}}]}}}",
+                                err, sizeof err),
+                     0);
+    /* a card with a default entry prices any model: a partial override applies to it */
+    const char *with_default =
+        "{\"card_id\":\"d\",\"version\":1,\"valid_from\":\"2026-01-01T00:00:00Z\",\"currency\":"
+        "\"USD\",\"prices\":{\"default\":{\"input\":{\"per_1m_tokens\":\"1\"},\"cached\":{"
+        "\"per_1m_tokens\":\"0\"},\"output\":{\"per_1m_tokens\":\"2\"},\"gpu\":{\"per_gpu_hour\":"
+        "\"0\"}}}}";
+    ck_assert_int_eq(book_check(with_default,
+                                "{\"tenant\":\"cx4\",\"currency\":\"USD\",\"prices\":{\"ghost\":{"
+                                "\"input\":{\"per_1m_tokens\":\"0.5\"}}}}",
+                                err, sizeof err),
+                     0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_variants");
@@ -918,6 +985,7 @@ int main(void)
     tcase_add_test(tc, test_allowance_line_order);
     tcase_add_test(tc, test_multiplier_fraction_digits);
     tcase_add_test(tc, test_empty_service_tiers_refused);
+    tcase_add_test(tc, test_contract_prices_of_an_unpriced_model_refused);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
