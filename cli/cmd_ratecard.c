@@ -241,6 +241,34 @@ static int cmd_show(int argc, char **argv)
     printf("# site\tsite_tier\n");
     for (size_t i = 0; i < n; i++)
         printf("%s\t%s\n", sites[i].site, sites[i].site_tier);
+    /* Price variants (docs/rating.md, "Price variants"): the service tiers' multipliers, then
+     * the price of every variant but the base one (context rows and service tiers applied). */
+    printf("# service_tier\tmultiplier\n");
+    for (int s = 1; s < GM_RATING_SVC_COUNT; s++) {
+        int64_t m = gm_rating_card_service_multiplier(c, (gm_rating_svc)s);
+        char mt[48];
+        if (m)
+            gm_dec_format(m, 6, mt, sizeof mt);
+        printf("%s\t%s\n", gm_rating_svc_name((gm_rating_svc)s),
+               m ? mt : "not listed (priced as standard)");
+    }
+    gm_rating_variant_row *vr = NULL;
+    if ((rc = gm_rating_card_variant_prices(c, &vr, &n, err, sizeof err))) {
+        printf("%s: error: %s\n", argv[1], err);
+        gm_rating_card_free(c);
+        return 1;
+    }
+    printf("# model\tsite_tier\tvariant\tdimension\tprice\tper\n");
+    for (size_t i = 0; i < n; i++) {
+        char p[48];
+        gm_dec_format(vr[i].price_p, 12, p, sizeof p);
+        printf("%s\t%s\t%s\t%s\t%s\t%s\n", vr[i].model, vr[i].site_tier, vr[i].variant,
+               gm_dim_name(vr[i].dim), p,
+               vr[i].dim == GM_DIM_GPU       ? "gpu_second"
+               : vr[i].dim == GM_DIM_REQUEST ? "request"
+                                             : "token");
+    }
+    free(vr);
     gm_rating_card_free(c);
     return 0;
 }

@@ -787,6 +787,57 @@ size_t gm_rating_card_prices(const gm_rating_card *c, const gm_rating_price_row 
     return (c->n_models + (c->default_model >= 0)) * c->n_tiers * GM_DIM_COUNT;
 }
 
+int64_t gm_rating_card_service_multiplier(const gm_rating_card *c, gm_rating_svc s)
+{
+    if ((unsigned)s >= GM_RATING_SVC_COUNT)
+        return 0;
+    if (s == GM_RATING_SVC_STANDARD)
+        return 1000000;
+    return c->svc.present && c->svc.listed[s] ? c->svc.mult_e6[s] : 0;
+}
+
+int gm_rating_card_variant_prices(const gm_rating_card *c, gm_rating_variant_row **rows, size_t *n,
+                                  char *err, size_t err_len)
+{
+    size_t nm = c->n_models + (c->default_model >= 0), cap = 0, k = 0;
+    gm_rating_variant_row *out = NULL;
+    for (size_t mi = 0; mi < nm; mi++)
+        for (size_t ti = 0; ti < c->n_tiers; ti++)
+            for (int s = 0; s < GM_RATING_SVC_COUNT; s++) {
+                if (s != GM_RATING_SVC_STANDARD && !(c->svc.present && c->svc.listed[s]))
+                    continue;
+                size_t n_ctx = c->ctx ? c->ctx[mi].n : 0;
+                for (size_t level = 0; level <= n_ctx; level++) {
+                    if (s == GM_RATING_SVC_STANDARD && level == 0)
+                        continue; /* the base variant: gm_rating_card_prices */
+                    /* the path of events: the card's price at the tier, the row, the multiplier */
+                    rating__resolved r = {0};
+                    r.card = c;
+                    r.tier = (int32_t)ti;
+                    r.model = (int32_t)mi;
+                    memcpy(r.price_p, c->price + (mi * c->n_tiers + ti) * GM_DIM_COUNT,
+                           sizeof r.price_p);
+                    r.stated = c->stated[mi * c->n_tiers + ti];
+                    r.ctx = n_ctx ? &c->ctx[mi] : NULL;
+                    int64_t prompt = level ? c->ctx[mi].row[level - 1].above + 1 : 0;
+                    int rc = rating__apply_variant(&r, (gm_rating_svc)s, prompt, err, err_len);
+                    if (rc) {
+                        free(out);
+                        return rc;
+                    }
+                    for (int d = 0; d < GM_DIM_COUNT; d++) {
+                        if (k == cap)
+                            out = gm_xrealloc(out, (cap = cap ? 2 * cap : 64) * sizeof *out);
+                        out[k++] = (gm_rating_variant_row){c->model_names[mi], c->tier_names[ti],
+                                                           r.variant, (gm_dim)d, r.price_p[d]};
+                    }
+                }
+            }
+    *rows = out;
+    *n = k;
+    return 0;
+}
+
 size_t gm_rating_card_sites(const gm_rating_card *c, const gm_rating_site_row **rows)
 {
     *rows = c->site_rows;

@@ -119,6 +119,21 @@ void gm_rating_card_get_info(const gm_rating_card *card, gm_rating_card_info *ou
 /* Rows valid while the card lives, in a stable order (model, tier, dimension). */
 size_t gm_rating_card_prices(const gm_rating_card *card, const gm_rating_price_row **rows);
 size_t gm_rating_card_sites(const gm_rating_card *card, const gm_rating_site_row **rows);
+/* One price of a variant other than the base one: model x site tier x variant x dimension. */
+typedef struct {
+    const char *model;
+    const char *site_tier;
+    const char *variant; /* "batch", "ctx>N", "priority/ctx>N", ... (never "") */
+    gm_dim dim;
+    int64_t price_p;
+} gm_rating_variant_row;
+/* The card's prices of every variant but the base one (docs/rating.md, "Price variants"): per
+ * model, site tier, service tier (standard and the ones the card lists), context (the base and
+ * each row) and dimension, what a request of that variant pays under the card alone (no
+ * contract), by the pricing path of events. *rows is malloc'd (free() it); its strings live
+ * while the card does. */
+int gm_rating_card_variant_prices(const gm_rating_card *card, gm_rating_variant_row **rows,
+                                  size_t *n, char *err, size_t err_len) GM_MUSTCHECK;
 
 typedef enum { GM_TIER_GRADUATED = 0, GM_TIER_VOLUME = 1 } gm_tier_mode;
 
@@ -249,6 +264,8 @@ typedef enum {
 } gm_rating_svc;
 /* "standard", "batch", "priority"; "?" else. */
 const char *gm_rating_svc_name(gm_rating_svc s);
+/* A card's service-tier multiplier (10^-6) of tier s: 0 when the card does not list it. */
+int64_t gm_rating_card_service_multiplier(const gm_rating_card *card, gm_rating_svc s);
 
 /* A price variant's canonical text: "" (standard, base context), "batch", "priority",
  * "ctx>N", "batch/ctx>N" or "priority/ctx>N" (N: the context row's above_tokens). It is a

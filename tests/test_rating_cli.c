@@ -267,6 +267,15 @@ START_TEST(test_quote_refuses_a_book_that_does_not_check)
                               "(0.000000000001)"),
                   "%s", out);
     free(out);
+    /* show lists the card's multipliers and its variants' prices (reviewer Q finding 7) */
+    snprintf(cmd, sizeof cmd, BIN " ratecard show %s", card);
+    ck_assert_int_eq(run(cmd, &out), 0);
+    ck_assert_msg(strstr(out, "# service_tier\tmultiplier\nbatch\t0.500000\npriority\tnot listed "
+                              "(priced as standard)\n"),
+                  "%s", out);
+    ck_assert_msg(strstr(out, "long-70b\tstandard\tbatch\tinput\t0.000000300000\ttoken\n"), "%s",
+                  out);
+    free(out);
     unlink(card);
     unlink(con);
 }

@@ -964,6 +964,52 @@ START_TEST(test_contract_prices_of_an_unpriced_model_refused)
 }
 END_TEST
 
+/* What `ratecard show` lists of the variants: every variant but the base one, priced by the
+ * path of events (Examples 11 to 13). */
+START_TEST(test_card_variant_prices_listed)
+{
+    gm_rating_card *c = NULL;
+    char err[512];
+    ck_assert_msg(gm_rating_card_parse(S(card), &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(gm_rating_card_service_multiplier(c, GM_RATING_SVC_BATCH), 500000);
+    ck_assert_int_eq(gm_rating_card_service_multiplier(c, GM_RATING_SVC_PRIORITY), 1500000);
+    gm_rating_variant_row *r = NULL;
+    size_t n = 0;
+    ck_assert_msg(gm_rating_card_variant_prices(c, &r, &n, err, sizeof err) == 0, "%s", err);
+    /* 1 model x 2 site tiers x 5 variants (ctx>128000, batch, batch/ctx>128000, priority,
+     * priority/ctx>128000) x 7 dimensions */
+    ck_assert_int_eq(n, 70);
+    struct {
+        const char *tier, *variant;
+        gm_dim dim;
+        int64_t price_p;
+    } want[] = {
+        {"metro", "ctx>128000", GM_DIM_INPUT, 1200000},
+        {"metro", "ctx>128000", GM_DIM_CACHED, 300000},
+        {"metro", "ctx>128000", GM_DIM_CACHE_WRITE, 1200000}, /* follows the row's input */
+        {"metro", "batch", GM_DIM_OUTPUT, 1000000},
+        {"metro", "batch/ctx>128000", GM_DIM_INPUT, 600000},
+        {"remote", "priority/ctx>128000", GM_DIM_INPUT, 2250000},
+        {"remote", "priority/ctx>128000", GM_DIM_CACHED, 562500},
+        {"remote", "priority/ctx>128000", GM_DIM_OUTPUT, 5625000},
+    };
+    for (size_t w = 0; w < GM_ARRAY_LEN(want); w++) {
+        size_t i = 0;
+        while (i < n && (strcmp(r[i].site_tier, want[w].tier) ||
+                         strcmp(r[i].variant, want[w].variant) || r[i].dim != want[w].dim))
+            i++;
+        ck_assert_msg(i < n, "%s %s %s missing", want[w].tier, want[w].variant,
+                      gm_dim_name(want[w].dim));
+        ck_assert_str_eq(r[i].model, "long-70b");
+        ck_assert_int_eq(r[i].price_p, want[w].price_p);
+    }
+    for (size_t i = 0; i < n; i++)
+        ck_assert(r[i].variant[0]); /* never the base variant */
+    free(r);
+    gm_rating_card_free(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rating_variants");
@@ -986,6 +1032,7 @@ int main(void)
     tcase_add_test(tc, test_multiplier_fraction_digits);
     tcase_add_test(tc, test_empty_service_tiers_refused);
     tcase_add_test(tc, test_contract_prices_of_an_unpriced_model_refused);
+    tcase_add_test(tc, test_card_variant_prices_listed);
     suite_add_tcase(s, tc);
     return gm_test_run(s);
 }
