@@ -271,6 +271,9 @@ START_TEST(test_invoice_depends_neither_on_event_order_nor_on_batching)
             u->model = models[below(&s, N_MODELS + 2)];
             u->site = sites[below(&s, N_SITES + 2)];
             u->time_us = NOV1 + (int64_t)below(&s, 30 * (uint64_t)GM_US_PER_DAY);
+            u->service_tier = GM_RATING_SVC_STANDARD; /* (was left uninitialized: a -O2 build
+                                                       * read stack garbage, "service tier
+                                                       * 2105352758 is not one of ...") */
             for (int d = 0; d < GM_DIM_COUNT; d++)
                 u->qty[d] = below(&s, 50) == 0 ? (int64_t)below(&s, GM_RATING_QTY_MAX + 1ull)
                                                : (int64_t)below(&s, 1u << below(&s, 20));
